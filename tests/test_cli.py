@@ -1,0 +1,60 @@
+"""The `fastxfer` command line: help, version, info, errors, settings overrides."""
+import json, os, subprocess, sys, time
+from conftest import run_cli, run_json, FASTXFER, ROOT
+
+
+def test_help_lists_commands_and_is_fast():
+    t = time.time()
+    r = run_cli('--help', check=0)
+    assert 'info' in r.stdout and 'usage: fastxfer' in r.stdout
+    assert time.time() - t < 5, 'fastxfer --help must not import torch/fastai'
+
+
+def test_version_matches_package():
+    from fastxfer import __version__
+    r = run_cli('--version', check=0)
+    assert r.stdout.strip() == f'fastxfer {__version__}'
+
+
+def test_info_json_has_the_fields():
+    r = run_json('info')
+    assert set(r['versions']) >= {'fastxfer', 'fastai', 'torch', 'timm', 'gradio'}
+    assert all(r['versions'][k] for k in ('fastxfer', 'fastai', 'torch', 'timm', 'gradio'))
+    assert r['device'] in ('cpu', 'cuda')
+    assert r['offline_weights']['efficientnet_lite0'] is True
+    assert r['settings']['arch'] == 'efficientnet_lite0'
+    assert 'shared_data' in r
+
+
+def test_env_overrides_settings_ini():
+    r = run_json('info', env={'FASTXFER_PORT': '8123', 'FASTXFER_SIZE': '160'})
+    assert r['settings']['port'] == '8123' and r['settings']['size'] == '160'
+
+
+def test_settings_ini_matches_builtin_defaults():
+    import configparser
+    from fastxfer.core import DEFAULT_SETTINGS
+    cp = configparser.ConfigParser(); cp.read(ROOT/'settings.ini')
+    assert dict(cp['fastxfer']) == DEFAULT_SETTINGS
+
+
+def test_user_error_exits_2_without_traceback():
+    r = run_cli('info', '--device', 'cuda:7') if not _has_cuda() else run_cli('info', '--device', 'nonsense:0')
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().startswith('error:') and 'Traceback' not in r.stderr
+
+
+def test_user_error_with_json_prints_error_object():
+    if _has_cuda(): return
+    r = run_cli('info', '--device', 'cuda', '--json')
+    assert r.returncode == 2 and 'error' in json.loads(r.stdout)
+
+
+def test_unknown_command_is_a_usage_error():
+    r = run_cli('frobnicate')
+    assert r.returncode == 2 and 'invalid choice' in r.stderr
+
+
+def _has_cuda():
+    import torch
+    return torch.cuda.is_available()
