@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fastxfer-installed
 
-.PHONY: install demo test test-slow browser bench
+.PHONY: install demo test test-slow system-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,17 +18,23 @@ install: $(STAMP)
 
 # the main job on the embedded default data
 demo: install
-	$(BIN)/fastxfer info
+	$(BIN)/fastxfer nfl demo
 
-# Debian's Chromium for the browser tests (the tests skip, saying why, when it cannot be installed)
-browser:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "note: chromium not installed; browser tests will be skipped"; }
+# Debian packages the tests use: Chromium (browser tests) and WordNet (text augmentation). Installed once when
+# missing and when we are root; otherwise the tests that need them are skipped and say why.
+SYSTEM_DEPS_OK := $(shell command -v chromium >/dev/null 2>&1 && test -f /usr/share/wordnet/data.noun && echo yes)
+system-deps:
+ifneq ($(SYSTEM_DEPS_OK),yes)
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium wordnet-base >/dev/null \
+	  || echo "note: could not install chromium/wordnet-base; the tests that need them will be skipped"; \
+	else echo "note: not root, chromium/wordnet-base not installed; the tests that need them will be skipped"; fi
+endif
 
-test: install browser
+test: install system-deps
 	$(BIN)/python -m pytest
 	$(BIN)/nbdev-test
 
 # opt-in: slow tests (training on the real shared data) and notebook cells flagged `#| slow`
-test-slow: install browser
+test-slow: install system-deps
 	$(BIN)/python -m pytest -m slow
 	$(BIN)/nbdev-test --flags slow

@@ -1,0 +1,43 @@
+"""Benchmark: the three text models on fastai's IMDB sample (800 train / 200 valid by `is_valid`), CPU.
+
+usage: .venv/bin/python bench/text_imdb_sample.py [--models minilm,embed-logreg,awd_lstm] [--max-len 256] [--epochs N]
+
+Prints one line per model on stderr and one JSON object (the table) as the last line of stdout. Other jobs on
+the same CPU slow it down: the load average before and after each model is recorded.
+"""
+import argparse, json, os, platform, sys, tempfile, time
+from datetime import datetime, timezone
+from pathlib import Path
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--models', default='minilm,embed-logreg,awd_lstm')
+    ap.add_argument('--max-len', type=int, default=None)
+    ap.add_argument('--epochs', type=int, default=None)
+    ap.add_argument('--lr', default='auto')
+    ap.add_argument('--bs', type=int, default=None)
+    ap.add_argument('--out', default=None, help='folder for the model folders (default: a temporary one)')
+    a = ap.parse_args()
+    import torch
+    from fastxfer.core import shared_data, versions, set_quiet
+    from fastxfer.text import train_text
+    csv = shared_data('fastai_samples/imdb_sample/texts.csv')
+    if csv is None: print(json.dumps({'skipped': 'shared data fastai_samples/imdb_sample not found'})); return
+    out = Path(a.out or tempfile.mkdtemp(prefix='fastxfer-bench-text-'))
+    rows = []
+    for m in a.models.split(','):
+        load0, t0, c0 = os.getloadavg(), time.time(), time.process_time()
+        r = train_text(csv, out/m, model=m, text_col='text', label_col='label', valid_col='is_valid',
+                       max_len=a.max_len, epochs=a.epochs, lr=a.lr, bs=a.bs)
+        row = dict(model=m, accuracy=round(r['accuracy'], 4), n_valid=r['n'], train_seconds=round(r['train_seconds'], 1),
+                   wall_seconds=round(time.time()-t0, 1), process_cpu_seconds=round(time.process_time()-c0, 1), max_len=r['max_len'], loadavg_before=[round(x, 2) for x in load0],
+                   loadavg_after=[round(x, 2) for x in os.getloadavg()], confusion_matrix=r['confusion_matrix'])
+        if 'pretrained' in r: row['pretrained'] = r['pretrained']
+        rows.append(row)
+        print(f"{m}: accuracy {row['accuracy']:.4f}  train {row['train_seconds']:.0f}s  load {row['loadavg_before'][0]}->{row['loadavg_after'][0]}",
+              file=sys.stderr, flush=True)
+    print(json.dumps(dict(bench='text_imdb_sample', data=str(csv), rows=rows, cpu_count=os.cpu_count(),
+                          torch_threads=torch.get_num_threads(), machine=platform.machine(),
+                          time=datetime.now(timezone.utc).isoformat(timespec='seconds'), versions=versions())))
+
+if __name__ == '__main__': main()

@@ -1,0 +1,131 @@
+"""The Gradio UI in a real browser: Debian's Chromium driven by Playwright against `fastxfer serve` on loopback.
+
+Real models: a vision model (`fastxfer vision train`, 40 shared pets photos), a text model (`fastxfer text train`,
+60 short IMDB reviews, embed-logreg) and the NFL model (trained from the shared standings). Install Chromium with
+`make browser` (Debian's `chromium` package); without it these tests are skipped, saying why. Playwright's own
+browser download is never used. Screenshots are saved under `$FASTXFER_SCREENSHOTS` (default: the test's tmp dir).
+"""
+import os, shutil, subprocess
+from pathlib import Path
+
+import httpx, pytest
+
+from conftest import run_cli, shared_or_skip
+from test_serve import Server, build_real_models
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
+ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+        '--disable-sync', '--no-first-run']
+LOOPBACK = ('127.0.0.1', 'localhost')
+
+
+def _chromium_or_skip():
+    if not Path(CHROMIUM).is_file():
+        reason = 'Debian chromium is not installed (apt-get install chromium, or `make browser`)'
+        print('SKIP:', reason); pytest.skip(reason)
+    try: import playwright.sync_api  # noqa
+    except ImportError:
+        print('SKIP: python playwright is not installed'); pytest.skip('python playwright is not installed')
+
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory):
+    "Real vision, text and NFL model folders under one models directory."
+    _chromium_or_skip()
+    d = tmp_path_factory.mktemp('browser')
+    build_real_models(d)
+    return d
+
+
+@pytest.fixture(scope='module')
+def server(models):
+    _chromium_or_skip()
+    s = Server('--models', models/'models', cwd=models, env={'FASTXFER_DATA_DIR': str(models/'data')})
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope='module')
+def browser(server):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    "A fresh page on the UI; every URL it requests is recorded in `page.requested`."
+    ctx = browser.new_context(viewport={'width': 1200, 'height': 900})
+    p = ctx.new_page()
+    p.requested = []
+    p.on('request', lambda r: p.requested.append(r.url))
+    p.goto(server.url + '/', wait_until='networkidle')
+    yield p
+    ctx.close()
+
+
+def shots(tmp_path):
+    d = Path(os.environ.get('FASTXFER_SCREENSHOTS') or tmp_path); d.mkdir(parents=True, exist_ok=True); return d
+
+
+def top_label(page, model):
+    sel = f'#out-{model} [data-testid="label-output-value"]'
+    page.wait_for_selector(sel, timeout=60_000)
+    return page.locator(sel).inner_text().strip()
+
+
+def test_upload_a_pets_image_and_read_the_label(page, server, tmp_path):
+    pets = shared_or_skip('pets/images')
+    img = pets/'Bengal_101.jpg'
+    page.set_input_files('#in-pets input[type=file]', str(img))
+    label = top_label(page, 'pets')
+    api = httpx.post(server.url + '/api/v1/predict/pets', files={'file': (img.name, img.read_bytes(), 'image/jpeg')}).json()
+    assert label == api['label'] and label in ('cat', 'dog')    # the UI shows what the model says
+    text = page.locator('#out-pets').inner_text()
+    assert 'cat' in text and 'dog' in text and '%' in text        # every class with its probability
+    page.screenshot(path=str(shots(tmp_path)/'ui_vision.png'), full_page=True)
+    card = page.locator('#tab-image').inner_text()
+    assert 'efficientnet_lite0' in card and 'accuracy' in card and 'created' in card
+
+
+def test_click_an_example_image(page):
+    page.locator('#tab-image button:has(img)').first.click()   # the examples the model folder ships
+    assert top_label(page, 'pets') in ('cat', 'dog')
+
+
+def test_type_a_review_in_the_text_tab(page, server, tmp_path):
+    page.get_by_role('tab', name='Text').click()
+    review = 'A wonderful, moving film with great acting. I loved every minute of it.'
+    page.locator('#in-reviews textarea').fill(review)
+    page.locator('#go-reviews').click()
+    label = top_label(page, 'reviews')
+    api = httpx.post(server.url + '/api/v1/predict/reviews', json={'texts': [review]}).json()
+    assert label == api['label'] and label in ('positive', 'negative')
+    page.screenshot(path=str(shots(tmp_path)/'ui_text.png'), full_page=True)
+
+
+def test_fill_the_nfl_fields(page, server, tmp_path):
+    page.get_by_role('tab', name='NFL').click()
+    page.locator('#in-nfl-team textarea, #in-nfl-team input').first.fill('Atlanta Vipers')
+    for f, v in dict(pf=465, pa=380, pd=85, sos=1.5).items():
+        page.locator(f'#in-nfl-{f} input').first.fill(str(v))
+    page.locator('#go-nfl').click()
+    page.wait_for_selector('#head-nfl :text("Probability of a winning season")', timeout=60_000)
+    head = page.locator('#head-nfl').inner_text()
+    api = httpx.post(server.url + '/api/v1/predict/nfl', json=dict(team='Atlanta Vipers', pf=465, pa=380, pd=85, sos=1.5)).json()
+    assert f"{api['probs']['winning']:.1%}" in head
+    assert top_label(page, 'nfl') == api['label']
+    page.screenshot(path=str(shots(tmp_path)/'ui_nfl.png'), full_page=True)
+
+
+def test_no_request_leaves_loopback(page):
+    # load every tab, then check every URL the page asked for (scripts, styles, fonts, API calls)
+    for tab in ('Text', 'NFL', 'Images'): page.get_by_role('tab', name=tab).click()
+    page.wait_for_load_state('networkidle')
+    hosts = {u.split('/')[2].rsplit(':', 1)[0] for u in page.requested if u.startswith('http')}
+    assert hosts and hosts <= set(LOOPBACK), f'requests left the machine: {[u for u in page.requested if "127.0.0.1" not in u]}'
+    assert not [u for u in page.requested if not u.startswith(('http://127.0.0.1', 'http://localhost', 'data:', 'blob:'))]

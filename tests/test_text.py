@@ -1,0 +1,204 @@
+"""`fastxfer text`: data sources, bad input, each model type on a tiny set, export and load in a fresh process."""
+import json, os, subprocess
+from pathlib import Path
+import pandas as pd
+import pytest
+from conftest import run_cli, run_json, shared_or_skip, FASTXFER
+
+IMDB = 'fastai_samples/imdb_sample/texts.csv'
+
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp('text')
+
+
+@pytest.fixture(scope='module')
+def env(work):
+    # embeddings cache and models under the test's own folder
+    return {'FASTXFER_DATA_DIR': str(work/'data'), 'FASTXFER_MODELS_DIR': str(work/'models')}
+
+
+@pytest.fixture(scope='module')
+def toy(work):
+    from fastxfer.text import toy_texts_csv
+    return toy_texts_csv(work/'toy.csv')
+
+
+@pytest.fixture(scope='module')
+def imdb_small(work):
+    "60 real IMDB reviews (40 train, 20 valid) from the shared sample."
+    df = pd.read_csv(shared_or_skip(IMDB))
+    small = pd.concat([df[~df.is_valid].groupby('label').head(20), df[df.is_valid].groupby('label').head(10)])
+    p = work/'imdb_small.csv'; small.to_csv(p, index=False)
+    return p
+
+
+@pytest.fixture(scope='module')
+def logreg_model(work, toy, env):
+    out = work/'m_logreg'
+    r = run_json('text', 'train', toy, '--valid-col', 'is_valid', '--model', 'embed-logreg', '--max-len', '64', '--out', out, env=env)
+    return out, r
+
+
+# ---- data sources ---------------------------------------------------------------------------------------------
+
+def test_csv_with_valid_col_and_with_valid_pct(toy):
+    from fastxfer.text import load_text_data
+    d = load_text_data(toy, valid_col='is_valid')
+    assert (d.n_train, d.n_valid, d.classes) == (18, 6, ['negative', 'positive'])
+    a, b = load_text_data(toy, valid_pct=0.25, seed=3), load_text_data(toy, valid_pct=0.25, seed=3)
+    assert a.n_valid == 6 and a.valid_texts == b.valid_texts            # seeded split is repeatable
+    assert load_text_data(toy, valid_pct=0.25, seed=4).valid_texts != a.valid_texts
+
+
+def test_multiclass_csv_and_dropped_rows(work):
+    from fastxfer.text import load_text_data
+    rows = [dict(review=f'{c} text {i}', topic=c) for c in ('sport', 'politics', 'music') for i in range(6)]
+    rows += [dict(review='', topic='sport'), dict(review=None, topic='music'), dict(review='no label', topic=None)]
+    p = work/'multi.tsv'; pd.DataFrame(rows).to_csv(p, sep='\t', index=False)
+    d = load_text_data(p, text_col='review', label_col='topic', valid_pct=0.2, seed=0)
+    assert d.classes == ['music', 'politics', 'sport'] and d.n_train + d.n_valid == 18
+    assert d.dropped == {'empty_text': 2, 'missing_label': 1}
+
+
+def test_imdb_folder_layout(work):
+    from fastxfer.text import load_text_data
+    root = work/'imdb_folder'
+    for split, n in (('train', 5), ('test', 2)):
+        for lbl in ('pos', 'neg'):
+            (root/split/lbl).mkdir(parents=True)
+            for i in range(n): (root/split/lbl/f'{i}_7.txt').write_text(f'{lbl} review {i}')
+    (root/'unsup').mkdir(); (root/'unsup'/'0_0.txt').write_text('an unlabelled review')
+    d = load_text_data(root)
+    assert (d.n_train, d.n_valid, d.classes, d.unlabelled) == (10, 4, ['neg', 'pos'], ['an unlabelled review'])
+    # no test/ folder: a random split of train/
+    root2 = work/'imdb_folder2'; (root2/'train').mkdir(parents=True)
+    os.symlink(root/'train'/'pos', root2/'train'/'pos'); os.symlink(root/'train'/'neg', root2/'train'/'neg')
+    d2 = load_text_data(root2, valid_pct=0.2, seed=1)
+    assert (d2.n_train, d2.n_valid) == (8, 2)
+
+
+# ---- bad input: clear errors, exit status 2 ---------------------------------------------------------------------
+
+def _fails(*args, env=None):
+    r = run_cli('text', *args, env=env)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr[-2000:])
+    assert 'Traceback' not in r.stderr, r.stderr
+    return r.stderr
+
+
+def test_bad_input_in_process(toy, work):
+    from fastxfer.core import FastxferError
+    from fastxfer.text import load_text_data
+    def err(*a, **k):
+        with pytest.raises(FastxferError) as e: load_text_data(*a, **k)
+        return str(e.value)
+    assert 'available columns: text, label, is_valid' in err(toy, label_col='sentiment')
+    assert "--valid-col 'split' is not a column" in err(toy, valid_col='split')
+    one = work/'one.csv'; pd.DataFrame(dict(text=['a', 'b', 'c'], label=['x']*3)).to_csv(one, index=False)
+    assert 'at least two' in err(one)
+    assert 'no such file' in err(work/'nope.csv')
+    notimdb = work/'empty_folder'; notimdb.mkdir()
+    assert 'IMDB layout' in err(notimdb)
+    nonbool = work/'nonbool.csv'; pd.DataFrame(dict(text=['a', 'b'], label=['x', 'y'], v=['maybe', 'no'])).to_csv(nonbool, index=False)
+    assert 'must be boolean' in err(nonbool, valid_col='v')
+
+
+def test_bad_input_on_the_command_line(toy, work, env):
+    err = _fails('train', toy, '--text-col', 'review', '--out', work/'x', env=env)
+    assert "--text-col 'review' is not a column" in err and 'available columns: text, label, is_valid' in err
+    bad = work/'bad.csv'; bad.write_bytes(b'\xff\xfe\x00garbage\x00\x81\xff\n\x00\x00')
+    assert 'cannot read' in _fails('train', bad, '--out', work/'x', env=env)
+    assert not (work/'x').exists()
+
+
+def test_predict_errors(logreg_model, work):
+    out, _ = logreg_model
+    assert 'no texts to predict' in _fails('predict', out)
+    assert 'not a model folder' in _fails('predict', work, 'hello')
+
+
+# ---- each model type on a tiny set; export and load in a fresh process ------------------------------------------
+
+def test_embed_logreg_train_predict_evaluate(logreg_model, toy, work):
+    out, r = logreg_model
+    assert {'accuracy', 'train_seconds', 'model_dir'} <= set(r) and r['model'] == 'embed-logreg'
+    assert r['accuracy'] >= 5/6 and r['n'] == 6 and Path(r['model_dir']) == out
+    card = json.loads((out/'card.json').read_text())
+    assert card['kind'] == 'text' and card['predictor'] == 'fastxfer.text.TextPredictor' and card['max_len'] == 64
+    assert card['classes'] == ['negative', 'positive'] and {'head.pt', 'encoder/model.safetensors', 'card.json'} <= set(card['files'])
+    # predict: arguments (a fresh process), one long text truncated
+    p = run_json('text', 'predict', out, 'a wonderful, moving film', 'boring, dull and pointless. ' * 40)
+    a, b = p['predictions']
+    assert a['label'] == 'positive' and b['label'] == 'negative'
+    assert set(a['probs']) == {'negative', 'positive'} and abs(sum(a['probs'].values()) - 1) < 1e-5
+    assert a['truncated'] is False and b['truncated'] is True
+    # texts from arguments and --file (one per line, blank lines skipped) together; then stdin
+    f = work/'texts.txt'; f.write_text('I loved every minute of it\n\nterrible acting and a stupid script\n')
+    p = run_json('text', 'predict', out, 'a joy to watch', '--file', f)['predictions']
+    assert [x['label'] for x in p] == ['positive', 'positive', 'negative']
+    r2 = subprocess.run([str(FASTXFER), 'text', 'predict', str(out), '-', '--json'], input=f.read_text(),
+                        capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0, r2.stderr
+    assert [x['label'] for x in json.loads(r2.stdout)['predictions']] == ['positive', 'negative']
+    # evaluate: the validation rows (the card remembers --valid-col)
+    e = run_json('text', 'evaluate', out, toy)
+    assert e['split'] == 'valid' and e['n'] == 6 and e['accuracy'] == r['accuracy']
+    assert sum(map(sum, e['confusion_matrix'])) == 6 and e['classes'] == ['negative', 'positive']
+
+
+def test_minilm_tiny_fine_tune_and_fresh_process_predict(imdb_small, work, env):
+    out = work/'m_minilm'
+    r = run_json('text', 'train', imdb_small, '--valid-col', 'is_valid', '--epochs', '1', '--max-len', '48',
+                 '--bs', '8', '--out', out, env=env)
+    assert r['model'] == 'minilm' and r['n'] == 20 and 0 <= r['accuracy'] <= 1 and r['train_seconds'] > 0
+    card = json.loads((out/'card.json').read_text())
+    assert card['model'] == 'minilm' and card['max_len'] == 48 and card['hparams']['lr'] == 4e-3
+    assert len(card['history']) == 2       # 1 frozen epoch + 1 unfrozen
+    p = run_json('text', 'predict', out, 'a wonderful, moving film')['predictions'][0]
+    assert p['label'] in ('positive', 'negative') and set(p['probs']) == {'positive', 'negative'}
+
+
+def test_awd_lstm_tiny_from_random_weights(toy, work, env):
+    out = work/'m_awd'
+    r = run_cli('text', 'train', toy, '--valid-col', 'is_valid', '--model', 'awd_lstm', '--epochs', '1', '--max-len', '32',
+                '--bs', '8', '--out', out, '--json', env={**env, 'FASTXFER_OFFLINE': '1'}, check=0)
+    res = json.loads(r.stdout)
+    assert res['model'] == 'awd_lstm' and res['pretrained'] is False and res['n'] == 6
+    assert 'starting from RANDOM weights' in r.stderr
+    card = json.loads((out/'card.json').read_text())
+    assert card['model'] == 'awd_lstm' and 'model.pkl' in card['files'] and card['pretrained'] is False
+    p = run_json('text', 'predict', out, 'a joy to watch', 'word ' * 60)['predictions']
+    assert p[1]['truncated'] and not p[0]['truncated'] and set(p[0]['probs']) == {'negative', 'positive'}
+
+
+def test_aug_eda_adds_training_texts_and_embeddings_are_cached(toy, work, env, logreg_model):
+    try: import fastxfer.augment.text as at; assert hasattr(at, 'eda')
+    except (ImportError, AssertionError): pytest.skip('fastxfer.augment.text.eda not available')
+    assert len(list((work/'data'/'cache'/'text_embeddings').glob('*.npy'))) == 2   # from logreg_model: train, valid
+    r = run_cli('text', 'train', toy, '--valid-col', 'is_valid', '--model', 'embed-logreg', '--max-len', '64',
+                '--aug', 'eda', '--n-aug', '2', '--out', work/'m_eda', '--json', env=env, check=0)
+    res = json.loads(r.stdout)
+    assert res['n_train'] == 18*3 and res['n'] == 6
+    assert 'from the cache' in r.stderr          # the validation texts were embedded before
+
+
+# ---- the Done-when commands on the real IMDB sample (slow) ------------------------------------------------------
+
+@pytest.mark.slow
+def test_done_when_imdb_sample_minilm(work, env):
+    csv = shared_or_skip(IMDB)
+    out = work/'imdb'
+    r = run_json('text', 'train', csv, '--text-col', 'text', '--label-col', 'label', '--valid-col', 'is_valid',
+                 '--out', out, env=env, timeout=3600)
+    assert r['accuracy'] >= 0.85 and r['n'] == 200, r
+    p = run_json('text', 'predict', out, 'a wonderful, moving film')['predictions'][0]
+    assert p['label'] == 'positive'
+
+
+@pytest.mark.slow
+def test_imdb_sample_embed_logreg(work, env):
+    csv = shared_or_skip(IMDB)
+    r = run_json('text', 'train', csv, '--valid-col', 'is_valid', '--model', 'embed-logreg', '--out', work/'imdb_lr', env=env)
+    assert r['accuracy'] >= 0.7, r
