@@ -2,7 +2,7 @@
 
 Real models: a vision model (`fastxfer vision train`, 40 shared pets photos), a text model (`fastxfer text train`,
 60 short IMDB reviews, embed-logreg) and the NFL model (trained from the shared standings). Install Chromium with
-`make browser` (Debian's `chromium` package); without it these tests are skipped, saying why. Playwright's own
+`make test` (it apt-installs Debian's `chromium` when missing); without it these tests are skipped, saying why. Playwright's own
 browser download is never used. Screenshots are saved under `$FASTXFER_SCREENSHOTS` (default: the test's tmp dir).
 """
 import os, shutil, subprocess
@@ -13,7 +13,7 @@ import httpx, pytest
 from conftest import run_cli, shared_or_skip
 from test_serve import Server, build_real_models
 
-pytestmark = pytest.mark.slow
+# Part of the default suite (about a minute on an idle 2-core machine): `make test` installs Debian's chromium first.
 
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
 ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
@@ -23,7 +23,7 @@ LOOPBACK = ('127.0.0.1', 'localhost')
 
 def _chromium_or_skip():
     if not Path(CHROMIUM).is_file():
-        reason = 'Debian chromium is not installed (apt-get install chromium, or `make browser`)'
+        reason = 'Debian chromium is not installed (apt-get install chromium; `make test` does it when run as root)'
         print('SKIP:', reason); pytest.skip(reason)
     try: import playwright.sync_api  # noqa
     except ImportError:
