@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError', 'settings_file',
-           'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device', 'seed_everything',
-           'atomic_write', 'atomic_dir', 'in_notebook', 'is_interactive', 'set_quiet', 'log', 'epoch_line',
-           'LineProgress', 'configure_progress', 'to_jsonable', 'emit', 'package_version', 'versions', 'info']
+__all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'PRECISIONS', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError',
+           'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
+           'seed_everything', 'atomic_write', 'atomic_dir', 'in_notebook', 'is_interactive', 'set_quiet', 'log',
+           'epoch_line', 'LineProgress', 'configure_progress', 'bf16_fast', 'resolve_precision', 'Autocast',
+           'set_precision', 'GroupLRFinder', 'find_lr', 'to_jsonable', 'emit', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -24,7 +25,7 @@ class FastxferError(Exception):
 # %% ../nbs/00_core.ipynb #0732cbb5
 DEFAULT_SETTINGS = dict(
     models_dir='models', data_dir='data', arch='efficientnet_lite0', size='224', bs='32',
-    seed='42', device='auto', host='127.0.0.1', port='7860', text_model='minilm', max_len='256')
+    seed='42', device='auto', precision='auto', host='127.0.0.1', port='7860', text_model='minilm', max_len='256')
 
 PACKAGE_ROOT = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
 PROJECT_ROOT = PACKAGE_ROOT.parent
@@ -195,6 +196,87 @@ def configure_progress(learn, quiet:bool|None=None, interactive:bool|None=None):
     if not quiet and not interactive: learn.add_cb(LineProgress())
     if hasattr(learn, 'logger'): learn.logger = (lambda *a, **k: None) if (quiet or not interactive) else print
     return learn
+
+# %% ../nbs/00_core.ipynb #d964cf31
+PRECISIONS = ('auto', 'fp32', 'bf16')
+
+def bf16_fast(device:str='cpu') -> bool:
+    "Whether bfloat16 matrix products are fast on `device`: a CUDA GPU that has them, or a CPU with AVX512-BF16 or AMX."
+    import torch
+    device = str(device)
+    if device.startswith('cuda'): return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device != 'cpu': return False
+    try: return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except Exception: return False
+
+def resolve_precision(precision:str|None, device:str) -> str:
+    "`fp32` or `bf16` for the asked `precision` (`auto`: bf16 where it is fast)."
+    precision = setting('precision', precision)
+    if precision not in PRECISIONS: raise FastxferError(f'--precision {precision!r}: choose one of {", ".join(PRECISIONS)}')
+    if precision == 'auto': return 'bf16' if bf16_fast(device) else 'fp32'
+    return precision
+
+class Autocast(Callback):
+    "Mixed precision on any device: forward pass and loss under `torch.autocast`; the loss is computed in float32."
+    order = 10
+    def __init__(self, dtype=None):
+        import torch
+        self.dtype, self._ctx = dtype or torch.bfloat16, None
+    def before_batch(self):
+        import torch
+        dev = next(self.learn.model.parameters()).device.type
+        self._ctx = torch.autocast(dev, dtype=self.dtype); self._ctx.__enter__()
+    def after_pred(self): self.learn.pred = self.learn.pred.float()
+    def _exit(self):
+        if self._ctx is not None: self._ctx.__exit__(None, None, None); self._ctx = None
+    def after_loss(self): self._exit()
+    def after_batch(self): self._exit()
+    def after_cancel_batch(self): self._exit()
+
+def set_precision(learn, precision:str|None, device:str) -> str:
+    "Add (or leave out) `Autocast` on `learn` for `precision`; returns the precision in effect."
+    import torch
+    p = resolve_precision(precision, device)
+    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, Autocast)])
+    if p == 'bf16': learn.add_cb(Autocast(torch.bfloat16))
+    return p
+
+# %% ../nbs/00_core.ipynb #ea8f0eb8
+from fastai.callback.schedule import LRFinder, SchedExp, valley
+
+class GroupLRFinder(LRFinder):
+    "fastai's `LRFinder`, where `start_lr`/`end_lr` may be lists: one exponential sweep per parameter group."
+    def __init__(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True):
+        super().__init__(num_it=num_it, stop_div=stop_div)
+        if isinstance(start_lr, (list, tuple)):  # fastai 2.8 stores a list of schedules it cannot call
+            fs = [SchedExp(s, e) for s, e in zip(start_lr, end_lr)]
+            self.scheds = {'lr': lambda pct: [f(pct) for f in fs]}
+        else: self.scheds = {'lr': SchedExp(start_lr, end_lr)}
+
+def find_lr(learn, plots:dict|None=None, max_it:int=100, group_ratios=None) -> float:
+    "fastai's LR finder (weights are restored afterwards): the `valley` suggestion for the last parameter group; the plot into `plots['lr_find']`."
+    import matplotlib.pyplot as plt, torch
+    n_it = int(min(max_it, max(20, 3*len(learn.dls.train))))
+    lo, hi = 1e-7, 10.
+    if group_ratios is not None:  # discriminative rates: every group sweeps at its fixed ratio to the last one
+        lo, hi = [lo*r for r in group_ratios], [hi*r for r in group_ratios]
+    old_path = learn.path
+    with tempfile.TemporaryDirectory(prefix='fastxfer-lrfind-') as tmp:  # the finder saves the weights there meanwhile
+        learn.path = Path(tmp)
+        try:
+            with learn.no_logging(): learn.fit(n_it//len(learn.dls.train) + 1, cbs=GroupLRFinder(lo, hi, num_it=n_it))
+        finally: learn.path = old_path
+    rec = learn.recorder  # it records the last group's rate
+    lrs, losses = torch.tensor(rec.lrs[n_it//10:-5]), torch.tensor([float(l) for l in rec.losses[n_it//10:-5]])
+    ok = ~torch.isnan(losses)
+    if not ok.all(): n = int((~ok).nonzero()[0]); lrs, losses = lrs[:n], losses[:n]
+    if len(losses) < 3: raise FastxferError(f'the LR finder stopped after {len(rec.losses)} batches (the loss diverged); give --lr')
+    lr, pnt = valley(lrs, losses, n_it)
+    if plots is not None:
+        rec.plot_lr_find(suggestions=[pnt], nms=['valley']); plots['lr_find'] = plt.gcf()
+    lr = float(lr)
+    log(f'lr finder ({n_it} iterations): valley {lr:.2e}')
+    return lr
 
 # %% ../nbs/00_core.ipynb #47880aeb
 def to_jsonable(o):

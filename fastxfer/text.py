@@ -12,15 +12,17 @@ from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
-from .core import (FastxferError, configure_progress, get_device, log, seed_everything, setting)
+from .core import (FastxferError, configure_progress, get_device, log, seed_everything, setting,
+                           PRECISIONS, set_precision, find_lr, atomic_write)
 from .model_folder import Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder, load_model
 
 # %% auto #0
 __all__ = ['MINILM_NAMES', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_AWD', 'TextData', 'read_table', 'load_csv', 'load_folder',
            'load_text_data', 'toy_texts_csv', 'encoder_source', 'get_encoder', 'encode_texts', 'pad_ids', 'TokenDL',
            'TransformerClassifier', 'transformer_splitter', 'text_dls', 'EpochHistory', 'minilm_learner', 'save_head',
-           'train_minilm', 'embed_texts', 'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm',
-           'augment_texts', 'train_text', 'TextPredictor', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'add_cli']
+           'probe_head', 'minilm_rates', 'train_minilm', 'embed_texts', 'fit_linear_head', 'train_embed_logreg',
+           'wt103_available', 'truncate_words', 'train_awd_lstm', 'augment_texts', 'train_text', 'parse_lr',
+           'TextPredictor', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'add_cli']
 
 # %% ../nbs/06_text.ipynb #f2dfae15
 @dataclass
@@ -340,8 +342,8 @@ def minilm_learner(dls, encoder, n_out:int, pad_id:int=0, drop:float=0.1, wd:flo
     return configure_progress(learn)
 
 # %% ../nbs/06_text.ipynb #95273119
-DEFAULTS = {  # the tested defaults behind `--lr auto`, `--epochs`, `--bs`
-    'minilm':       dict(lr=4e-3, epochs=2, bs=16, lr_mult=200),
+DEFAULTS = {  # the tested defaults behind `--lr default`, `--epochs`, `--bs`
+    'minilm':       dict(lr=2e-3, epochs=1, bs=8, lr_mult=1000, pct_start=0.3),
     'embed-logreg': dict(lr=None, epochs=0, bs=32),
     'awd_lstm':     dict(lr=2e-2, epochs=4, bs=32, lm_lr=2e-3, lm_epochs=1),
 }
@@ -361,28 +363,53 @@ def save_head(model_dir:Path, tok, encoder, head:nn.Linear):
     torch.save({'weight': head.weight.detach().cpu(), 'bias': head.bias.detach().cpu()}, model_dir/'head.pt')
 
 # %% ../nbs/06_text.ipynb #bd1f62b9
-def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len=256, bs=None, seed=42, device=None):
-    "Fine-tune the encoder with a head: `fine_tune` with discriminative learning rates on length-sorted batches."
+def probe_head(learn, tok, data:TextData, max_len:int, device='cpu') -> float:
+    "Linear probe: set the head of `learn` to logistic regression on the frozen encoder's embeddings; returns C."
+    x = embed_texts(tok, learn.model.encoder, data.train_texts, max_len, bs=32, device=device)
+    c2i = {c: i for i, c in enumerate(data.classes)}
+    head, C = fit_linear_head(x, np.array([c2i[l] for l in data.train_labels]), len(data.classes))
+    learn.model.head.load_state_dict(head.state_dict())
+    return C
+
+def minilm_rates(lr:float, lr_mult:float) -> slice:
+    "Discriminative rates for (embeddings, encoder layers, head): `slice(lr/lr_mult, lr)`."
+    return slice(lr/lr_mult, lr)
+
+def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len=256, bs=None, seed=42, device=None,
+                 precision=None):
+    "LP-FT: a linear probe sets the head, then the whole network trains with discriminative rates on length-sorted batches."
     d = DEFAULTS['minilm']
-    epochs, lr, bs = epochs or d['epochs'], lr or d['lr'], bs or d['bs']
+    epochs, bs, lr_mult = epochs or d['epochs'], bs or d['bs'], d['lr_mult']
     device = get_device(device); seed_everything(seed)
     tok, enc, src = get_encoder(encoder)
     max_len = _clamp_len(max_len, enc)
     dls = text_dls(tok, data, max_len=max_len, bs=bs, device=device, seed=seed)
     learn = minilm_learner(dls, enc, len(data.classes), pad_id=tok.pad_token_id)
+    prec = set_precision(learn, precision, device)
+    t0 = time.time(); plots = {}
+    C = probe_head(learn, tok, data, max_len, device)
+    t_probe = time.time() - t0
+    learn.unfreeze()
+    lr_how = 'lr finder' if lr == 'auto' else ('--lr' if lr else 'default')
+    if lr == 'auto': lr = find_lr(learn, plots, max_it=50, group_ratios=[1/lr_mult, lr_mult**-0.5, 1])
+    lr = lr or d['lr']
+    rates = minilm_rates(lr, lr_mult)
     log(f'minilm: {data.n_train} train / {data.n_valid} valid texts, max_len {max_len} ({dls.n_truncated} truncated), '
-        f'bs {bs}, 1 frozen + {epochs} epochs, lr {lr} (head), slice({lr/2/d["lr_mult"]:g}, {lr/2:g}) unfrozen, {device}')
-    t0 = time.time()
-    learn.fine_tune(epochs, base_lr=lr, lr_mult=d['lr_mult'])
+        f'bs {bs}, {prec}, {device}; linear probe (C={C:g}) in {t_probe:.0f}s, then {epochs} epoch(s) with '
+        f'slice({rates.start:.2g}, {rates.stop:.2g}) ({lr_how})')
+    learn.fit_one_cycle(epochs, rates, pct_start=d['pct_start'])
     secs = time.time() - t0
     probs = _predict_learner_probs(learn, dls.valid) if data.n_valid else np.zeros((0, len(data.classes)))
     ev = _valid_eval(probs, data.valid_labels, data.classes)
     with model_writer(out, kind='text', predictor='fastxfer.text.TextPredictor') as w:
         save_head(w.dir, tok, learn.model.encoder, learn.model.head)
+        for n, f in plots.items(): w.save_plot(n, f)
         w.card.update(model='minilm', encoder=encoder or 'minilm', encoder_source=str(src), max_len=max_len,
-                      pad_id=tok.pad_token_id, hparams=dict(epochs=epochs, freeze_epochs=1, lr=lr, bs=bs, lr_mult=d['lr_mult'], seed=seed))
+                      pad_id=tok.pad_token_id, precision=prec,
+                      hparams=dict(epochs=epochs, lr=lr, lr_from=lr_how, lr_mult=lr_mult, pct_start=d['pct_start'],
+                                   probe_C=C, probe_seconds=round(t_probe, 2), bs=bs, seed=seed))
         _card_common(w, data, ev, secs, learn)
-    return dict(ev, train_seconds=secs, model_dir=str(Path(out)))
+    return dict(ev, train_seconds=secs, model_dir=str(Path(out)), precision=prec, lr=lr, epochs=epochs)
 
 def _clamp_len(max_len, enc):
     lim = getattr(enc.config, 'max_position_embeddings', None)
@@ -437,10 +464,34 @@ def embed_texts(tok, enc, texts, max_len=256, bs=32, device='cpu', cache=True) -
         except OSError as e: log(f'embeddings cache not written ({e})')
     return out
 
-def train_embed_logreg(data:TextData, out, encoder=None, max_len=256, bs=None, seed=42, device=None, **kw):
-    "Frozen mean-pooled embeddings + logistic regression (C by cross-validation), folded into a linear head."
+def fit_linear_head(xt:np.ndarray, yt:np.ndarray, n_classes:int) -> tuple[nn.Linear, float]:
+    "Logistic regression on standardized embeddings (C by cross-validation), folded into one `nn.Linear`; and C."
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.preprocessing import StandardScaler
+    sc = StandardScaler().fit(xt)
+    sc.scale_ = np.maximum(sc.scale_, 1e-3*sc.scale_.mean())   # near-constant dimensions would blow up the folded weights
+    counts = np.bincount(yt, minlength=n_classes); k = int(min(5, counts[counts > 0].min()))
+    if k >= 2:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', FutureWarning)   # scikit-learn 1.8 announces new defaults
+            lr = LogisticRegressionCV(Cs=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.1, 1], cv=k, max_iter=3000).fit(sc.transform(xt), yt)
+        C = float(np.atleast_1d(lr.C_)[0])
+    else:
+        C = 1.0; lr = LogisticRegression(C=C, max_iter=3000).fit(sc.transform(xt), yt)
+    W = np.zeros((n_classes, xt.shape[1])); b = np.zeros(n_classes)
+    coef, icpt = lr.coef_, lr.intercept_
+    if coef.shape[0] == 1:  # binary: softmax over (0, z) is the sigmoid of z
+        W[lr.classes_[1]] = coef[0]; b[lr.classes_[1]] = icpt[0]
+    else:
+        for row, c in enumerate(lr.classes_): W[c], b[c] = coef[row], icpt[row]
+    # fold the scaler in: w.(x-mu)/s + b = (w/s).x + (b - w.mu/s)
+    Wf = W/sc.scale_; bf = b - (W*sc.mean_/sc.scale_).sum(1)
+    head = nn.Linear(xt.shape[1], n_classes)
+    with torch.no_grad(): head.weight.copy_(torch.tensor(Wf, dtype=torch.float32)); head.bias.copy_(torch.tensor(bf, dtype=torch.float32))
+    return head, C
+
+def train_embed_logreg(data:TextData, out, encoder=None, max_len=256, bs=None, seed=42, device=None, **kw):
+    "Frozen mean-pooled embeddings + logistic regression (C by cross-validation), folded into a linear head."
     bs = bs or DEFAULTS['embed-logreg']['bs']
     device = get_device(device); seed_everything(seed)
     t0 = time.time()
@@ -449,26 +500,7 @@ def train_embed_logreg(data:TextData, out, encoder=None, max_len=256, bs=None, s
     enc = enc.to(device)
     xt = embed_texts(tok, enc, data.train_texts, max_len, bs, device)
     c2i = {c: i for i, c in enumerate(data.classes)}
-    yt = np.array([c2i[l] for l in data.train_labels])
-    sc = StandardScaler().fit(xt)
-    counts = np.bincount(yt, minlength=len(data.classes)); k = int(min(5, counts[counts > 0].min()))
-    if k >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', FutureWarning)   # scikit-learn 1.8 announces new defaults
-            lr = LogisticRegressionCV(Cs=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.1, 1], cv=k, max_iter=3000).fit(sc.transform(xt), yt)
-        C = float(np.atleast_1d(lr.C_)[0])
-    else:
-        C = 1.0; lr = LogisticRegression(C=C, max_iter=3000).fit(sc.transform(xt), yt)
-    W = np.zeros((len(data.classes), xt.shape[1])); b = np.zeros(len(data.classes))
-    coef, icpt = lr.coef_, lr.intercept_
-    if coef.shape[0] == 1:  # binary: softmax over (0, z) is the sigmoid of z
-        W[lr.classes_[1]] = coef[0]; b[lr.classes_[1]] = icpt[0]
-    else:
-        for row, c in enumerate(lr.classes_): W[c], b[c] = coef[row], icpt[row]
-    # fold the scaler in: w.(x-mu)/s + b = (w/s).x + (b - w.mu/s)
-    Wf = W/sc.scale_; bf = b - (W*sc.mean_/sc.scale_).sum(1)
-    head = nn.Linear(xt.shape[1], len(data.classes))
-    with torch.no_grad(): head.weight.copy_(torch.tensor(Wf, dtype=torch.float32)); head.bias.copy_(torch.tensor(bf, dtype=torch.float32))
+    head, C = fit_linear_head(xt, np.array([c2i[l] for l in data.train_labels]), len(data.classes))
     if data.n_valid:
         xv = embed_texts(tok, enc, data.valid_texts, max_len, bs, device)
         with torch.no_grad(): probs = torch.softmax(head(torch.tensor(xv)), -1).numpy()
@@ -512,7 +544,7 @@ def train_awd_lstm(data:TextData, out, epochs=None, lr=None, max_len=256, bs=Non
     from fastai.text.all import (AWD_LSTM, TextDataLoaders, language_model_learner, text_classifier_learner,
                                  accuracy, Perplexity, awd_lstm_lm_config, awd_lstm_clas_config)
     d = DEFAULTS['awd_lstm']
-    epochs, lr, bs, lm_epochs = epochs or d['epochs'], lr or d['lr'], bs or d['bs'], d['lm_epochs'] if lm_epochs is None else lm_epochs
+    epochs, bs, lm_epochs = epochs or d['epochs'], bs or d['bs'], d['lm_epochs'] if lm_epochs is None else lm_epochs
     device = get_device(device); seed_everything(seed)
     if pretrained is None: pretrained = wt103_available()
     if not pretrained:
@@ -547,8 +579,12 @@ def train_awd_lstm(data:TextData, out, epochs=None, lr=None, max_len=256, bs=Non
         learn = configure_progress(text_classifier_learner(dls, AWD_LSTM, config=clas_cfg, drop_mult=0.5, pretrained=False,
                                                            metrics=accuracy, path=tmp, cbs=EpochHistory()))
         learn.load_encoder('ft_enc')
-        log(f'awd_lstm: classifier, gradual unfreezing over {epochs} epoch(s), lr {lr}')
-        learn.freeze(); learn.fit_one_cycle(1, lr)
+        learn.freeze(); plots = {}
+        lr_how = 'lr finder' if lr == 'auto' else ('--lr' if lr else 'default')
+        if lr == 'auto': lr = find_lr(learn, plots, max_it=50)
+        lr = lr or d['lr']
+        log(f'awd_lstm: classifier, gradual unfreezing over {epochs} epoch(s), lr {lr:.2g} ({lr_how})')
+        learn.fit_one_cycle(1, lr)
         stages = [(-2, lr/2), (-3, lr/4)][:max(0, epochs-2)]
         for n, l in stages: learn.freeze_to(n); learn.fit_one_cycle(1, slice(l/(2.6**4), l))
         if epochs > 1:
@@ -559,10 +595,11 @@ def train_awd_lstm(data:TextData, out, epochs=None, lr=None, max_len=256, bs=Non
         ev = _valid_eval(probs, data.valid_labels, data.classes)
         with model_writer(out, kind='text', predictor='fastxfer.text.TextPredictor') as w:
             learn.export(w.dir/'model.pkl')
+            for n, f in plots.items(): w.save_plot(n, f)
             w.card.update(model='awd_lstm', pretrained=bool(pretrained), max_len=max_len, max_len_unit='words', awd_config=clas_cfg,
-                          hparams=dict(epochs=epochs, lr=lr, bs=bs, lm_epochs=lm_epochs, seed=seed))
+                          hparams=dict(epochs=epochs, lr=lr, lr_from=lr_how, bs=bs, lm_epochs=lm_epochs, seed=seed))
             _card_common(w, data, ev, secs, learn)
-    return dict(ev, train_seconds=secs, model_dir=str(Path(out)), pretrained=bool(pretrained))
+    return dict(ev, train_seconds=secs, model_dir=str(Path(out)), pretrained=bool(pretrained), lr=lr, epochs=epochs)
 
 # %% ../nbs/06_text.ipynb #b38b2b0e
 def augment_texts(data:TextData, aug:str|None, n_aug:int=1, alpha:float=0.1, seed:int=42) -> TextData:
@@ -581,27 +618,32 @@ def augment_texts(data:TextData, aug:str|None, n_aug:int=1, alpha:float=0.1, see
                     dict(data.source, aug=dict(name=aug, n_aug=n_aug, alpha=alpha)))
 
 def train_text(data, out, model:str|None=None, epochs=None, lr=None, max_len=None, bs=None, encoder=None, seed=None,
-               device=None, aug=None, n_aug=1, alpha=0.1, **data_kw) -> dict:
+               device=None, aug=None, n_aug=1, alpha=0.1, precision=None, **data_kw) -> dict:
     "Load `data` (a path or a `TextData`), train `model` and write the model folder `out`; returns the metrics."
     model = setting('text_model', model)
     if model not in MODELS: raise FastxferError(f'unknown --model {model!r}; choose one of {", ".join(MODELS)}')
     max_len = setting('max_len', max_len, int); seed = setting('seed', seed, int)
-    if isinstance(lr, str): lr = None if lr == 'auto' else _float_lr(lr)
+    lr = parse_lr(lr)
     if epochs is not None and epochs < 1 and model != 'embed-logreg': raise FastxferError('--epochs must be at least 1')
     if not isinstance(data, TextData): data = load_text_data(data, seed=seed, **data_kw)
     data = augment_texts(data, aug, n_aug, alpha, seed)
     t0 = time.time()
-    if model == 'minilm': res = train_minilm(data, out, encoder, epochs, lr, max_len, bs, seed, device)
-    elif model == 'embed-logreg': res = train_embed_logreg(data, out, encoder, max_len, bs, seed, device)
+    if model == 'minilm': res = train_minilm(data, out, encoder, epochs, lr, max_len, bs, seed, device, precision)
+    elif model == 'embed-logreg':
+        if lr is not None: log('--lr is not used by embed-logreg (C is chosen by cross-validation)')
+        res = train_embed_logreg(data, out, encoder, max_len, bs, seed, device)
     else:
         if encoder: log('--encoder is ignored by awd_lstm')
         res = train_awd_lstm(data, out, epochs, lr, max_len, bs, seed, device)
     return dict(res, model=model, classes=data.classes, n_train=data.n_train, n_valid=data.n_valid,
                 dropped=data.dropped, max_len=max_len, wall_seconds=round(time.time()-t0, 2))
 
-def _float_lr(s):
+def parse_lr(s):
+    "None for the tested default, 'auto' for the LR finder, else a float in (0, 1)."
+    if s is None or s == 'default': return None
+    if s == 'auto': return 'auto'
     try: v = float(s)
-    except ValueError: raise FastxferError(f'--lr must be auto or a number, got {s!r}') from None
+    except (TypeError, ValueError): raise FastxferError(f'--lr must be default, auto or a number, got {s!r}') from None
     if not 0 < v < 1: raise FastxferError(f'--lr {v} is out of range (0, 1)')
     return v
 
@@ -680,6 +722,7 @@ def _read_inputs(args) -> list[str]:
 def cmd_train(args):
     out = args.out or str(Path(setting('models_dir'))/f'text-{args.model or setting("text_model")}')
     return train_text(args.data, out, model=args.model, epochs=args.epochs, lr=args.lr, max_len=args.max_len, bs=args.bs,
+                      precision=args.precision,
                       encoder=args.encoder, seed=args.seed, device=args.device, aug=args.aug, n_aug=args.n_aug,
                       text_col=args.text_col, label_col=args.label_col, valid_col=args.valid_col, valid_pct=args.valid_pct)
 
@@ -752,10 +795,12 @@ def add_cli(sub, parents, name='text'):
     t.add_argument('--valid-col', default=None, help='boolean column marking the validation rows (else --valid-pct)')
     t.add_argument('--valid-pct', type=float, default=0.2); t.add_argument('--seed', type=int, default=None)
     t.add_argument('--model', choices=MODELS, default=None, help='default from settings.ini: minilm')
-    t.add_argument('--epochs', type=int, default=None, help='minilm: unfrozen epochs after 1 frozen (2); awd_lstm: classifier epochs (4)')
-    t.add_argument('--lr', default='auto', help='auto (the tested defaults) or a number: the head learning rate')
+    t.add_argument('--epochs', type=int, default=None, help='minilm: fine-tuning epochs after the linear probe (1); awd_lstm: classifier epochs (4)')
+    t.add_argument('--lr', default='default', help='default (the tested rates), auto (run the LR finder) or a number: the head learning rate')
+    t.add_argument('--precision', choices=PRECISIONS, default=None,
+                   help='minilm: auto (default: bf16 mixed precision where the CPU/GPU does it fast), fp32 or bf16')
     t.add_argument('--max-len', type=int, default=None, help='tokens kept per text (awd_lstm: words); default 256')
-    t.add_argument('--bs', type=int, default=None, help='batch size (minilm 16, embed-logreg 32, awd_lstm 32)')
+    t.add_argument('--bs', type=int, default=None, help='batch size (minilm 8, embed-logreg 32, awd_lstm 32)')
     t.add_argument('--encoder', default=None, help='Hugging Face encoder name or folder (default: the packaged all-MiniLM-L6-v2)')
     t.add_argument('--aug', choices=('none', 'eda'), default=None, help='augment the training texts (EDA)')
     t.add_argument('--n-aug', type=int, default=1, help='augmented copies per training text with --aug eda')

@@ -10,7 +10,7 @@ import atexit, copy, hashlib, io, json, os, random, re, shutil, statistics, sys,
 from pathlib import Path
 import numpy as np
 from .core import (FastxferError, configure_progress, get_device, log, seed_everything, setting,
-    shared_data, atomic_write)
+    shared_data, atomic_write, find_lr)
 import torch, torch.nn as nn
 from PIL import Image
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, IndexSplitter, Resize, Normalize, PILImage,
@@ -345,15 +345,6 @@ def _parse_schedule(s):
     if not res or any(e < 1 for e in res): raise FastxferError(f'--unfreeze-schedule {s!r}: every stage needs at least 1 epoch')
     return res
 
-def _find_lr(learn, plots:dict) -> float:
-    import matplotlib.pyplot as plt
-    n_it = int(min(100, max(20, 3*len(learn.dls.train))))
-    sug = learn.lr_find(num_it=n_it, show_plot=True)
-    plots['lr_find'] = plt.gcf()
-    lr = float(sug.valley)
-    log(f'lr finder ({n_it} iterations): valley {lr:.2e}')
-    return lr
-
 def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop, keep_best, plots, quiet, summary):
     "Build and train one learner for a concrete mode; returns `(learn, info)`."
     learn, source = vision_learner_for(dls, arch, mode, quiet=quiet)
@@ -366,7 +357,7 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
     cbs = []
     if early_stop: cbs.append(EarlyStoppingCallback(monitor='valid_loss', patience=early_stop))
     if keep_best: cbs.append(SaveModelCallback(monitor='error_rate', comp=np.less, fname='best'))
-    if lr == 'auto': lr = _find_lr(learn, plots)
+    if lr == 'auto': lr = find_lr(learn, plots)
     lr = float(lr) if lr is not None else (3e-3 if mode == 'scratch' else 2e-3)
     info['lr'] = lr
     if mode == 'scratch':

@@ -110,6 +110,8 @@ def test_bad_input_on_the_command_line(toy, work, env):
     assert "--text-col 'review' is not a column" in err and 'available columns: text, label, is_valid' in err
     bad = work/'bad.csv'; bad.write_bytes(b'\xff\xfe\x00garbage\x00\x81\xff\n\x00\x00')
     assert 'cannot read' in _fails('train', bad, '--out', work/'x', env=env)
+    assert "--lr must be default, auto or a number, got 'fast'" in _fails('train', toy, '--lr', 'fast', '--out', work/'x', env=env)
+    assert 'out of range' in _fails('train', toy, '--lr', '3', '--out', work/'x', env=env)
     assert not (work/'x').exists()
 
 
@@ -154,8 +156,10 @@ def test_minilm_tiny_fine_tune_and_fresh_process_predict(imdb_small, work, env):
                  '--bs', '8', '--out', out, env=env)
     assert r['model'] == 'minilm' and r['n'] == 20 and 0 <= r['accuracy'] <= 1 and r['train_seconds'] > 0
     card = json.loads((out/'card.json').read_text())
-    assert card['model'] == 'minilm' and card['max_len'] == 48 and card['hparams']['lr'] == 4e-3
-    assert len(card['history']) == 2       # 1 frozen epoch + 1 unfrozen
+    assert card['model'] == 'minilm' and card['max_len'] == 48 and card['hparams']['lr'] == 2e-3
+    assert card['hparams']['lr_from'] == 'default' and card['hparams']['probe_C'] > 0
+    assert len(card['history']) == 1       # the linear probe, then 1 fine-tuning epoch
+    assert card['precision'] in ('bf16', 'fp32')
     p = run_json('text', 'predict', out, 'a wonderful, moving film')['predictions'][0]
     assert p['label'] in ('positive', 'negative') and set(p['probs']) == {'positive', 'negative'}
 
@@ -163,12 +167,13 @@ def test_minilm_tiny_fine_tune_and_fresh_process_predict(imdb_small, work, env):
 def test_awd_lstm_tiny_from_random_weights(toy, work, env):
     out = work/'m_awd'
     r = run_cli('text', 'train', toy, '--valid-col', 'is_valid', '--model', 'awd_lstm', '--epochs', '1', '--max-len', '32',
-                '--bs', '8', '--out', out, '--json', env={**env, 'FASTXFER_OFFLINE': '1'}, check=0)
+                '--bs', '8', '--lr', 'auto', '--out', out, '--json', env={**env, 'FASTXFER_OFFLINE': '1'}, check=0)
     res = json.loads(r.stdout)
     assert res['model'] == 'awd_lstm' and res['pretrained'] is False and res['n'] == 6
     assert 'starting from RANDOM weights' in r.stderr
     card = json.loads((out/'card.json').read_text())
     assert card['model'] == 'awd_lstm' and 'model.pkl' in card['files'] and card['pretrained'] is False
+    assert card['hparams']['lr_from'] == 'lr finder' and 'plots/lr_find.png' in card['files'] and 'lr finder' in r.stderr
     p = run_json('text', 'predict', out, 'a joy to watch', 'word ' * 60)['predictions']
     assert p[1]['truncated'] and not p[0]['truncated'] and set(p[0]['probs']) == {'negative', 'positive'}
 
@@ -176,7 +181,7 @@ def test_awd_lstm_tiny_from_random_weights(toy, work, env):
 def test_aug_eda_adds_training_texts_and_embeddings_are_cached(toy, work, env, logreg_model):
     try: import fastxfer.augment.text as at; assert hasattr(at, 'eda')
     except (ImportError, AssertionError): pytest.skip('fastxfer.augment.text.eda not available')
-    assert len(list((work/'data'/'cache'/'text_embeddings').glob('*.npy'))) == 2   # from logreg_model: train, valid
+    assert len(list((work/'data'/'cache'/'text_embeddings').glob('*.npy'))) >= 2   # logreg_model's train and valid (and minilm probes')
     r = run_cli('text', 'train', toy, '--valid-col', 'is_valid', '--model', 'embed-logreg', '--max-len', '64',
                 '--aug', 'eda', '--n-aug', '2', '--out', work/'m_eda', '--json', env=env, check=0)
     res = json.loads(r.stdout)
