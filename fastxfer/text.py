@@ -375,14 +375,11 @@ def minilm_rates(lr:float, lr_mult:float) -> slice:
     "Discriminative rates for (embeddings, encoder layers, head): `slice(lr/lr_mult, lr)`."
     return slice(lr/lr_mult, lr)
 
-def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len=256, bs=None, seed=42, device=None,
-                 precision=None):
-    "LP-FT: a linear probe sets the head, then the whole network trains with discriminative rates on length-sorted batches."
-    d = DEFAULTS['minilm']
-    epochs, bs, lr_mult = epochs or d['epochs'], bs or d['bs'], d['lr_mult']
-    device = get_device(device); seed_everything(seed)
+def _fit_minilm(data:TextData, encoder, epochs, lr, max_len, bs, seed, device, precision):
+    "One LP-FT run: (learner, tokenizer, source, precision, probe C, lr, how lr was chosen, plots)."
+    d = DEFAULTS['minilm']; lr_mult = d['lr_mult']
+    seed_everything(seed)
     tok, enc, src = get_encoder(encoder)
-    max_len = _clamp_len(max_len, enc)
     dls = text_dls(tok, data, max_len=max_len, bs=bs, device=device, seed=seed)
     learn = minilm_learner(dls, enc, len(data.classes), pad_id=tok.pad_token_id)
     prec = set_precision(learn, precision, device)
@@ -394,22 +391,42 @@ def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len
     if lr == 'auto': lr = find_lr(learn, plots, max_it=50, group_ratios=[1/lr_mult, lr_mult**-0.5, 1])
     lr = lr or d['lr']
     rates = minilm_rates(lr, lr_mult)
-    log(f'minilm: {data.n_train} train / {data.n_valid} valid texts, max_len {max_len} ({dls.n_truncated} truncated), '
+    log(f'minilm (seed {seed}): {data.n_train} train / {data.n_valid} valid texts, max_len {max_len} ({dls.n_truncated} truncated), '
         f'bs {bs}, {prec}, {device}; linear probe (C={C:g}) in {t_probe:.0f}s, then {epochs} epoch(s) with '
         f'slice({rates.start:.2g}, {rates.stop:.2g}) ({lr_how})')
     learn.fit_one_cycle(epochs, rates, pct_start=d['pct_start'])
-    secs = time.time() - t0
-    probs = _predict_learner_probs(learn, dls.valid) if data.n_valid else np.zeros((0, len(data.classes)))
-    ev = _valid_eval(probs, data.valid_labels, data.classes)
+    return learn, tok, src, prec, C, lr, lr_how, plots
+
+def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len=256, bs=None, seed=42, device=None,
+                 precision=None, ensemble:int=1):
+    "LP-FT: a linear probe sets the head, then the whole network trains with discriminative rates; `ensemble` runs with seeds seed, seed+1, ... are averaged."
+    d = DEFAULTS['minilm']
+    epochs, bs = epochs or d['epochs'], bs or d['bs']
+    if ensemble < 1: raise FastxferError(f'--ensemble must be at least 1, got {ensemble}')
+    device = get_device(device)
+    max_len = _clamp_len(max_len, get_encoder(encoder)[1])
+    t0 = time.time(); members, probs = [], []
     with model_writer(out, kind='text', predictor='fastxfer.text.TextPredictor') as w:
-        save_head(w.dir, tok, learn.model.encoder, learn.model.head)
-        for n, f in plots.items(): w.save_plot(n, f)
+        for k in range(ensemble):
+            learn, tok, src, prec, C, lr_k, lr_how, plots = _fit_minilm(data, encoder, epochs, lr, max_len, bs, seed + k, device, precision)
+            if data.n_valid: probs.append(_predict_learner_probs(learn, learn.dls.valid))
+            sub = w.dir/f'member{k}' if ensemble > 1 else w.dir
+            save_head(sub, tok, learn.model.encoder, learn.model.head)
+            members.append(dict(dir=sub.name if ensemble > 1 else '.', seed=seed + k, lr=lr_k, probe_C=C,
+                                history=learn.epoch_history.rows))
+            for n, f in plots.items(): w.save_plot(f'{n}_{k}' if ensemble > 1 else n, f)
+        secs = time.time() - t0
+        probs = np.mean(probs, 0) if probs else np.zeros((0, len(data.classes)))
+        ev = _valid_eval(probs, data.valid_labels, data.classes)
+        if ensemble > 1: log(f'ensemble of {ensemble}: valid accuracy {ev["accuracy"]}')
         w.card.update(model='minilm', encoder=encoder or 'minilm', encoder_source=str(src), max_len=max_len,
-                      pad_id=tok.pad_token_id, precision=prec,
-                      hparams=dict(epochs=epochs, lr=lr, lr_from=lr_how, lr_mult=lr_mult, pct_start=d['pct_start'],
-                                   probe_C=C, probe_seconds=round(t_probe, 2), bs=bs, seed=seed))
+                      pad_id=tok.pad_token_id, precision=prec, ensemble=ensemble,
+                      hparams=dict(epochs=epochs, lr=members[0]['lr'], lr_from=lr_how, lr_mult=d['lr_mult'], pct_start=d['pct_start'],
+                                   probe_C=members[0]['probe_C'], bs=bs, seed=seed))
+        if ensemble > 1: w.card['members'] = [{k: v for k, v in m.items() if k != 'history'} for m in members]
         _card_common(w, data, ev, secs, learn)
-    return dict(ev, train_seconds=secs, model_dir=str(Path(out)), precision=prec, lr=lr, epochs=epochs)
+        if ensemble > 1: w.card['history'] = [m['history'] for m in members]
+    return dict(ev, train_seconds=secs, model_dir=str(Path(out)), precision=prec, lr=members[0]['lr'], epochs=epochs, ensemble=ensemble)
 
 def _clamp_len(max_len, enc):
     lim = getattr(enc.config, 'max_position_embeddings', None)
@@ -618,7 +635,7 @@ def augment_texts(data:TextData, aug:str|None, n_aug:int=1, alpha:float=0.1, see
                     dict(data.source, aug=dict(name=aug, n_aug=n_aug, alpha=alpha)))
 
 def train_text(data, out, model:str|None=None, epochs=None, lr=None, max_len=None, bs=None, encoder=None, seed=None,
-               device=None, aug=None, n_aug=1, alpha=0.1, precision=None, **data_kw) -> dict:
+               device=None, aug=None, n_aug=1, alpha=0.1, precision=None, ensemble:int=1, **data_kw) -> dict:
     "Load `data` (a path or a `TextData`), train `model` and write the model folder `out`; returns the metrics."
     model = setting('text_model', model)
     if model not in MODELS: raise FastxferError(f'unknown --model {model!r}; choose one of {", ".join(MODELS)}')
@@ -628,7 +645,8 @@ def train_text(data, out, model:str|None=None, epochs=None, lr=None, max_len=Non
     if not isinstance(data, TextData): data = load_text_data(data, seed=seed, **data_kw)
     data = augment_texts(data, aug, n_aug, alpha, seed)
     t0 = time.time()
-    if model == 'minilm': res = train_minilm(data, out, encoder, epochs, lr, max_len, bs, seed, device, precision)
+    if ensemble != 1 and model != 'minilm': raise FastxferError(f'--ensemble is for --model minilm, not {model}')
+    if model == 'minilm': res = train_minilm(data, out, encoder, epochs, lr, max_len, bs, seed, device, precision, ensemble)
     elif model == 'embed-logreg':
         if lr is not None: log('--lr is not used by embed-logreg (C is chosen by cross-validation)')
         res = train_embed_logreg(data, out, encoder, max_len, bs, seed, device)
@@ -664,13 +682,14 @@ class TextPredictor(Predictor):
         else:
             _quiet_transformers()
             from transformers import AutoModel, AutoTokenizer
-            src = folder.file('encoder')
-            self.tok = AutoTokenizer.from_pretrained(src)
-            enc = AutoModel.from_pretrained(src)
-            self.model = TransformerClassifier(enc, len(self.classes), pad_id=self.tok.pad_token_id)
-            sd = torch.load(folder.file('head.pt'), map_location='cpu', weights_only=True)
-            self.model.head.load_state_dict(sd)
-            self.model.to(self.device).eval()
+            dirs = [folder.path/m['dir'] for m in self.card.get('members', [])] or [folder.path]
+            self.tok = AutoTokenizer.from_pretrained(dirs[0]/'encoder')
+            self.models = []
+            for d in dirs:   # one model, or the members of an ensemble (their probabilities are averaged)
+                m = TransformerClassifier(AutoModel.from_pretrained(d/'encoder'), len(self.classes), pad_id=self.tok.pad_token_id)
+                m.head.load_state_dict(torch.load(d/'head.pt', map_location='cpu', weights_only=True))
+                self.models.append(m.to(self.device).eval())
+            self.model = self.models[0]
 
     def predict_probs(self, texts, bs:int=32):
         "(probabilities as an array of shape (n, classes), truncated flags)."
@@ -682,7 +701,8 @@ class TextPredictor(Predictor):
         out = np.zeros((len(ids), len(self.classes)), dtype=np.float32); order = dl.get_idxs(); k = 0
         with torch.no_grad():
             for xb, _ in dl:
-                p = torch.softmax(self.model(xb).float(), -1).cpu().numpy(); out[order[k:k+len(p)]] = p; k += len(p)
+                p = torch.stack([torch.softmax(m(xb).float(), -1) for m in self.models]).mean(0).cpu().numpy()
+                out[order[k:k+len(p)]] = p; k += len(p)
         return out, cut
 
     def _awd_probs(self, texts, bs):
@@ -722,7 +742,7 @@ def _read_inputs(args) -> list[str]:
 def cmd_train(args):
     out = args.out or str(Path(setting('models_dir'))/f'text-{args.model or setting("text_model")}')
     return train_text(args.data, out, model=args.model, epochs=args.epochs, lr=args.lr, max_len=args.max_len, bs=args.bs,
-                      precision=args.precision,
+                      precision=args.precision, ensemble=args.ensemble,
                       encoder=args.encoder, seed=args.seed, device=args.device, aug=args.aug, n_aug=args.n_aug,
                       text_col=args.text_col, label_col=args.label_col, valid_col=args.valid_col, valid_pct=args.valid_pct)
 
@@ -797,6 +817,8 @@ def add_cli(sub, parents, name='text'):
     t.add_argument('--model', choices=MODELS, default=None, help='default from settings.ini: minilm')
     t.add_argument('--epochs', type=int, default=None, help='minilm: fine-tuning epochs after the linear probe (1); awd_lstm: classifier epochs (4)')
     t.add_argument('--lr', default='default', help='default (the tested rates), auto (run the LR finder) or a number: the head learning rate')
+    t.add_argument('--ensemble', type=int, default=1, metavar='N',
+                   help='minilm: train N models (seeds seed..seed+N-1) and average their probabilities (default 1)')
     t.add_argument('--precision', choices=PRECISIONS, default=None,
                    help='minilm: auto (default: bf16 mixed precision where the CPU/GPU does it fast), fp32 or bf16')
     t.add_argument('--max-len', type=int, default=None, help='tokens kept per text (awd_lstm: words); default 256')

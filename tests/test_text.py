@@ -112,6 +112,8 @@ def test_bad_input_on_the_command_line(toy, work, env):
     assert 'cannot read' in _fails('train', bad, '--out', work/'x', env=env)
     assert "--lr must be default, auto or a number, got 'fast'" in _fails('train', toy, '--lr', 'fast', '--out', work/'x', env=env)
     assert 'out of range' in _fails('train', toy, '--lr', '3', '--out', work/'x', env=env)
+    assert '--ensemble must be at least 1' in _fails('train', toy, '--ensemble', '0', '--out', work/'x', env=env)
+    assert '--ensemble is for --model minilm' in _fails('train', toy, '--model', 'embed-logreg', '--ensemble', '2', '--out', work/'x', env=env)
     assert not (work/'x').exists()
 
 
