@@ -384,12 +384,13 @@ def _fit_minilm(data:TextData, encoder, epochs, lr, max_len, bs, seed, device, p
     learn = minilm_learner(dls, enc, len(data.classes), pad_id=tok.pad_token_id)
     prec = set_precision(learn, precision, device)
     t0 = time.time(); plots = {}
+    lr_how = 'lr finder' if lr == 'auto' else ('--lr' if lr else 'default')
+    if lr == 'auto':  # fastai's way: sweep the head's rate on the frozen encoder, before the head is fitted
+        learn.freeze(); lr = find_lr(learn, plots, max_it=50); learn.unfreeze()
+    lr = lr or d['lr']
     C = probe_head(learn, tok, data, max_len, device)
     t_probe = time.time() - t0
     learn.unfreeze()
-    lr_how = 'lr finder' if lr == 'auto' else ('--lr' if lr else 'default')
-    if lr == 'auto': lr = find_lr(learn, plots, max_it=50, group_ratios=[1/lr_mult, lr_mult**-0.5, 1])
-    lr = lr or d['lr']
     rates = minilm_rates(lr, lr_mult)
     log(f'minilm (seed {seed}): {data.n_train} train / {data.n_valid} valid texts, max_len {max_len} ({dls.n_truncated} truncated), '
         f'bs {bs}, {prec}, {device}; linear probe (C={C:g}) in {t_probe:.0f}s, then {epochs} epoch(s) with '
