@@ -15,7 +15,7 @@ __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'PRECISIONS', 'OF
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
            'seed_everything', 'atomic_write', 'atomic_dir', 'in_notebook', 'is_interactive', 'set_quiet', 'log',
            'epoch_line', 'LineProgress', 'configure_progress', 'bf16_fast', 'resolve_precision', 'Autocast',
-           'set_precision', 'GroupLRFinder', 'find_lr', 'to_jsonable', 'emit', 'package_version', 'versions', 'info']
+           'set_precision', 'find_lr', 'to_jsonable', 'emit', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -242,39 +242,18 @@ def set_precision(learn, precision:str|None, device:str) -> str:
     return p
 
 # %% ../nbs/00_core.ipynb #ea8f0eb8
-from fastai.callback.schedule import LRFinder, SchedExp, valley
-
-class GroupLRFinder(LRFinder):
-    "fastai's `LRFinder`, where `start_lr`/`end_lr` may be lists: one exponential sweep per parameter group."
-    def __init__(self, start_lr=1e-7, end_lr=10, num_it=100, stop_div=True):
-        super().__init__(num_it=num_it, stop_div=stop_div)
-        if isinstance(start_lr, (list, tuple)):  # fastai 2.8 stores a list of schedules it cannot call
-            fs = [SchedExp(s, e) for s, e in zip(start_lr, end_lr)]
-            self.scheds = {'lr': lambda pct: [f(pct) for f in fs]}
-        else: self.scheds = {'lr': SchedExp(start_lr, end_lr)}
-
-def find_lr(learn, plots:dict|None=None, max_it:int=100, group_ratios=None) -> float:
-    "fastai's LR finder (weights are restored afterwards): the `valley` suggestion for the last parameter group; the plot into `plots['lr_find']`."
-    import matplotlib.pyplot as plt, torch
+def find_lr(learn, plots:dict|None=None, max_it:int=100) -> float:
+    "fastai's LR finder (weights restored afterwards, its checkpoint kept in a temporary folder): the `valley` suggestion; the plot into `plots['lr_find']`."
+    import matplotlib.pyplot as plt
+    import fastai.callback.schedule  # noqa: F401  (adds Learner.lr_find)
     n_it = int(min(max_it, max(20, 3*len(learn.dls.train))))
-    lo, hi = 1e-7, 10.
-    if group_ratios is not None:  # discriminative rates: every group sweeps at its fixed ratio to the last one
-        lo, hi = [lo*r for r in group_ratios], [hi*r for r in group_ratios]
     old_path = learn.path
-    with tempfile.TemporaryDirectory(prefix='fastxfer-lrfind-') as tmp:  # the finder saves the weights there meanwhile
+    with tempfile.TemporaryDirectory(prefix='fastxfer-lrfind-') as tmp:  # not <learn.path>/models/, which may be the user's folder
         learn.path = Path(tmp)
-        try:
-            with learn.no_logging(): learn.fit(n_it//len(learn.dls.train) + 1, cbs=GroupLRFinder(lo, hi, num_it=n_it))
+        try: sug = learn.lr_find(num_it=n_it, show_plot=plots is not None)
         finally: learn.path = old_path
-    rec = learn.recorder  # it records the last group's rate
-    lrs, losses = torch.tensor(rec.lrs[n_it//10:-5]), torch.tensor([float(l) for l in rec.losses[n_it//10:-5]])
-    ok = ~torch.isnan(losses)
-    if not ok.all(): n = int((~ok).nonzero()[0]); lrs, losses = lrs[:n], losses[:n]
-    if len(losses) < 3: raise FastxferError(f'the LR finder stopped after {len(rec.losses)} batches (the loss diverged); give --lr')
-    lr, pnt = valley(lrs, losses, n_it)
-    if plots is not None:
-        rec.plot_lr_find(suggestions=[pnt], nms=['valley']); plots['lr_find'] = plt.gcf()
-    lr = float(lr)
+    if plots is not None: plots['lr_find'] = plt.gcf()
+    lr = float(sug.valley)
     log(f'lr finder ({n_it} iterations): valley {lr:.2e}')
     return lr
 

@@ -375,19 +375,20 @@ def minilm_rates(lr:float, lr_mult:float) -> slice:
     "Discriminative rates for (embeddings, encoder layers, head): `slice(lr/lr_mult, lr)`."
     return slice(lr/lr_mult, lr)
 
-def _fit_minilm(data:TextData, encoder, epochs, lr, max_len, bs, seed, device, precision):
-    "One LP-FT run: (learner, tokenizer, source, precision, probe C, lr, how lr was chosen, plots)."
+def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, bs, seed, device, precision):
+    "One LP-FT run from the pretrained `(tokenizer, encoder, source)`: (learner, precision, probe C, lr, how lr was chosen, plots)."
     d = DEFAULTS['minilm']; lr_mult = d['lr_mult']
     seed_everything(seed)
-    tok, enc, src = get_encoder(encoder)
+    tok, enc, src = loaded
     dls = text_dls(tok, data, max_len=max_len, bs=bs, device=device, seed=seed)
     learn = minilm_learner(dls, enc, len(data.classes), pad_id=tok.pad_token_id)
     prec = set_precision(learn, precision, device)
-    t0 = time.time(); plots = {}
+    plots = {}
     lr_how = 'lr finder' if lr == 'auto' else ('--lr' if lr else 'default')
     if lr == 'auto':  # fastai's way: sweep the head's rate on the frozen encoder, before the head is fitted
-        learn.freeze(); lr = find_lr(learn, plots, max_it=50); learn.unfreeze()
+        learn.freeze(); lr = find_lr(learn, plots, max_it=50)
     lr = lr or d['lr']
+    t0 = time.time()
     C = probe_head(learn, tok, data, max_len, device)
     t_probe = time.time() - t0
     learn.unfreeze()
@@ -396,7 +397,7 @@ def _fit_minilm(data:TextData, encoder, epochs, lr, max_len, bs, seed, device, p
         f'bs {bs}, {prec}, {device}; linear probe (C={C:g}) in {t_probe:.0f}s, then {epochs} epoch(s) with '
         f'slice({rates.start:.2g}, {rates.stop:.2g}) ({lr_how})')
     learn.fit_one_cycle(epochs, rates, pct_start=d['pct_start'])
-    return learn, tok, src, prec, C, lr, lr_how, plots
+    return learn, prec, C, lr, lr_how, plots
 
 def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len=256, bs=None, seed=42, device=None,
                  precision=None, ensemble:int=1):
@@ -405,11 +406,14 @@ def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len
     epochs, bs = epochs or d['epochs'], bs or d['bs']
     if ensemble < 1: raise FastxferError(f'--ensemble must be at least 1, got {ensemble}')
     device = get_device(device)
-    max_len = _clamp_len(max_len, get_encoder(encoder)[1])
+    loaded = get_encoder(encoder)
+    tok, src = loaded[0], loaded[2]
+    max_len = _clamp_len(max_len, loaded[1])
     t0 = time.time(); members, probs = [], []
     with model_writer(out, kind='text', predictor='fastxfer.text.TextPredictor') as w:
         for k in range(ensemble):
-            learn, tok, src, prec, C, lr_k, lr_how, plots = _fit_minilm(data, encoder, epochs, lr, max_len, bs, seed + k, device, precision)
+            if k: loaded = get_encoder(encoder)   # every member starts from the pretrained weights
+            learn, prec, C, lr_k, lr_how, plots = _fit_minilm(data, loaded, epochs, lr, max_len, bs, seed + k, device, precision)
             if data.n_valid: probs.append(_predict_learner_probs(learn, learn.dls.valid))
             sub = w.dir/f'member{k}' if ensemble > 1 else w.dir
             save_head(sub, tok, learn.model.encoder, learn.model.head)
@@ -477,7 +481,6 @@ def embed_texts(tok, enc, texts, max_len=256, bs=32, device='cpu', cache=True) -
     if cache:
         try:
             cdir.mkdir(parents=True, exist_ok=True)
-            from fastxfer.core import atomic_write
             buf = io.BytesIO(); np.save(buf, out); atomic_write(f, buf.getvalue())
         except OSError as e: log(f'embeddings cache not written ({e})')
     return out
