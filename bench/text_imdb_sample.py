@@ -1,7 +1,7 @@
 """Benchmark: the three text models on fastai's IMDB sample (800 train / 200 valid by `is_valid`), CPU.
 
 usage: .venv/bin/python bench/text_imdb_sample.py [--models minilm,embed-logreg,awd_lstm] [--seeds 42] [--max-len 256]
-       [--epochs N] [--lr default|auto|FLOAT] [--precision auto|fp32|bf16] [--ensemble N]
+       [--window 128] [--epochs N] [--lr default|auto|FLOAT] [--precision auto|fp32|bf16] [--ensemble N]
 
 Prints one line per run on stderr and one JSON object (the table) as the last line of stdout; it is also
 written to `bench/results/text_imdb_sample.json` (`--json-out`). With several `--seeds` each model is trained once per seed and the rows say which. Other
@@ -15,6 +15,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--models', default='minilm,embed-logreg,awd_lstm')
     ap.add_argument('--max-len', type=int, default=None)
+    ap.add_argument('--window', type=int, default=None, help='minilm, embed-logreg: tokens per encoder pass (default 128)')
     ap.add_argument('--epochs', type=int, default=None)
     ap.add_argument('--seeds', default='42', help='comma-separated seeds; one run per model and seed')
     ap.add_argument('--lr', default='default')
@@ -38,11 +39,11 @@ def main():
         load0, t0, c0 = os.getloadavg(), time.time(), time.process_time()
         r = train_text(csv, out/f'{m}-{seed}', model=m, text_col='text', label_col='label', valid_col='is_valid',
                        max_len=a.max_len, epochs=a.epochs, lr=a.lr, bs=a.bs, seed=seed, precision=a.precision,
-                       **({'ensemble': a.ensemble} if m == 'minilm' else {}))
+                       **({'ensemble': a.ensemble} if m == 'minilm' else {}), **({'window': a.window} if m != 'awd_lstm' else {}))
         row = dict(model=m, seed=seed, accuracy=round(r['accuracy'], 4), n_valid=r['n'], train_seconds=round(r['train_seconds'], 1),
                    wall_seconds=round(time.time()-t0, 1), process_cpu_seconds=round(time.process_time()-c0, 1), max_len=r['max_len'], loadavg_before=[round(x, 2) for x in load0],
                    loadavg_after=[round(x, 2) for x in os.getloadavg()], confusion_matrix=r['confusion_matrix'])
-        for k in ('pretrained', 'precision', 'lr', 'epochs', 'ensemble'):
+        for k in ('pretrained', 'precision', 'lr', 'epochs', 'ensemble', 'window'):
             if k in r: row[k] = r[k]
         rows.append(row)
         print(f"{m} seed {seed}: accuracy {row['accuracy']:.4f}  train {row['train_seconds']:.0f}s  load {row['loadavg_before'][0]}->{row['loadavg_after'][0]}",

@@ -17,12 +17,13 @@ from .core import (FastxferError, configure_progress, get_device, log, seed_ever
 from .model_folder import Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder, load_model
 
 # %% auto #0
-__all__ = ['MINILM_NAMES', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_AWD', 'TextData', 'read_table', 'load_csv', 'load_folder',
-           'load_text_data', 'toy_texts_csv', 'encoder_source', 'get_encoder', 'encode_texts', 'pad_ids', 'TokenDL',
-           'TransformerClassifier', 'transformer_splitter', 'text_dls', 'EpochHistory', 'minilm_learner', 'save_head',
-           'probe_head', 'minilm_rates', 'train_minilm', 'embed_texts', 'fit_linear_head', 'train_embed_logreg',
-           'wt103_available', 'truncate_words', 'train_awd_lstm', 'augment_texts', 'train_text', 'parse_lr',
-           'TextPredictor', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'add_cli']
+__all__ = ['MINILM_NAMES', 'DEFAULTS', 'MODELS', 'WINDOW_STRIDE', 'RANDOM_INIT_AWD', 'TextData', 'read_table', 'load_csv',
+           'load_folder', 'load_text_data', 'toy_texts_csv', 'encoder_source', 'get_encoder', 'tokenize_texts',
+           'text_windows', 'Windowing', 'pad_ids', 'TokenDL', 'TransformerClassifier', 'mean_by_owner',
+           'transformer_splitter', 'text_dls', 'EpochHistory', 'minilm_learner', 'save_head', 'probe_head',
+           'minilm_rates', 'train_minilm', 'embed_texts', 'fit_linear_head', 'train_embed_logreg', 'wt103_available',
+           'truncate_words', 'train_awd_lstm', 'augment_texts', 'train_text', 'parse_lr', 'TextPredictor', 'cmd_train',
+           'cmd_predict', 'cmd_evaluate', 'add_cli']
 
 # %% ../nbs/06_text.ipynb #f2dfae15
 @dataclass
@@ -235,20 +236,35 @@ def _special_tokens(tok):
         if full[i:i+len(bare)] == bare: return full[:i], full[i+len(bare):]
     return [], []
 
-def encode_texts(tok, texts, max_len:int=256):
-    "Token ids (with the special tokens) per text, cut to `max_len` keeping head and tail; and which were cut."
-    raw = tok(list(texts), add_special_tokens=False, truncation=False)['input_ids']
-    pre, post = _special_tokens(tok)
-    room = max(4, max_len - len(pre) - len(post))
+def tokenize_texts(tok, texts, max_len:int|None=256) -> tuple[list[list[int]], list[bool]]:
+    "Token ids per text (no special tokens), cut to `max_len` (None: no limit) keeping the head (a quarter) and the tail; and which were cut."
     ids, cut = [], []
-    for r in raw:
-        if len(r) > room:
-            h = room//4
-            r = r[:h] + r[len(r)-(room-h):]
-            cut.append(True)
-        else: cut.append(False)
-        ids.append(pre + list(r) + post)
+    for r in tok(list(texts), add_special_tokens=False, truncation=False)['input_ids']:
+        r = list(r); cut.append(max_len is not None and len(r) > max_len)
+        if cut[-1]: h = max_len//4; r = r[:h] + r[len(r)-(max_len-h):]
+        ids.append(r)
     return ids, cut
+
+def text_windows(ids, room:int, stride:float=0.5) -> list[list[int]]:
+    "Windows of `room` tokens covering `ids`, each `stride*room` after the last; the last one ends with the text."
+    if len(ids) <= room: return [list(ids)]
+    step = max(1, int(room*stride))
+    return [list(ids[s:s+room]) for s in list(range(0, len(ids) - room, step)) + [len(ids) - room]]
+
+@dataclass
+class Windowing:
+    "How a text's tokens reach the encoder: windows of `window` positions (special tokens included), `stride` apart."
+    pre: list; post: list; window: int = 128; stride: float = 0.5
+    @classmethod
+    def for_tokenizer(cls, tok, window:int=128, stride:float=0.5): return cls(*_special_tokens(tok), window, stride)
+    @property
+    def room(self) -> int: return max(4, self.window - len(self.pre) - len(self.post))
+    def wrap(self, ids) -> list[int]: return self.pre + list(ids) + self.post
+    def all(self, ids) -> list[list[int]]: return [self.wrap(w) for w in text_windows(ids, self.room, self.stride)]
+    def random(self, ids, rng) -> list[int]:
+        "One window at a random place (the crop of training)."
+        if len(ids) <= self.room: return self.wrap(ids)
+        s = rng.randint(0, len(ids) - self.room); return self.wrap(ids[s:s+self.room])
 
 # %% ../nbs/06_text.ipynb #eeec9337
 from fastai.data.load import DataLoader as _FaDataLoader
@@ -262,10 +278,12 @@ def pad_ids(seqs, pad_id:int) -> torch.Tensor:
     return out
 
 class TokenDL(_FaDataLoader):
-    "Batches of token ids sorted by length (shuffled in chunks for training), padded to the longest in the batch."
-    def __init__(self, ids, labels, pad_id:int=0, bs:int=16, shuffle:bool=False, chunk:int=50, **kwargs):
-        self.ids, self.labels, self.pad_id, self.chunk = ids, labels, pad_id, chunk
-        self.lens = np.array([len(i) for i in ids])
+    """Batches `(windows, owner, labels)` of texts sorted by length (shuffled in chunks for training), padded to the
+    longest window: every window of each text, or with `crop` one random window; `owner[i]` is window i's text."""
+    def __init__(self, ids, labels, windowing:Windowing, pad_id:int=0, crop:bool=False, bs:int=16, shuffle:bool=False,
+                 chunk:int=50, **kwargs):
+        self.ids, self.labels, self.win, self.pad_id, self.crop, self.chunk = ids, labels, windowing, pad_id, crop, chunk
+        self.lens = np.array([min(len(i), windowing.room) if crop else len(i) for i in ids])
         super().__init__(dataset=list(range(len(ids))), bs=bs, shuffle=shuffle, **kwargs)
 
     def get_idxs(self):
@@ -281,7 +299,12 @@ class TokenDL(_FaDataLoader):
     def shuffle_fn(self, idxs): return idxs
     def create_item(self, s): return s
     def create_batch(self, b):
-        return (pad_ids([self.ids[i] for i in b], self.pad_id), torch.as_tensor([self.labels[i] for i in b], dtype=torch.long))
+        seqs, owner = [], []
+        for j, i in enumerate(b):
+            ws = [self.win.random(self.ids[i], self.rng)] if self.crop else self.win.all(self.ids[i])
+            seqs += ws; owner += [j]*len(ws)
+        return (pad_ids(seqs, self.pad_id), torch.as_tensor(owner, dtype=torch.long),
+                torch.as_tensor([self.labels[i] for i in b], dtype=torch.long))
 
 # %% ../nbs/06_text.ipynb #fc913a11
 class TransformerClassifier(nn.Module):
@@ -299,7 +322,16 @@ class TransformerClassifier(nn.Module):
         m = mask.unsqueeze(-1).to(h.dtype)
         return (h*m).sum(1)/m.sum(1).clamp(min=1.)
 
-    def forward(self, ids): return self.head(self.drop(self.embed(ids)))
+    def forward(self, ids, owner=None):
+        "Logits per text: the mean of its windows' logits (`owner[i]`: the text of window i; None: a window per text)."
+        logits = self.head(self.drop(self.embed(ids))).float()
+        return logits if owner is None else mean_by_owner(logits, owner)
+
+def mean_by_owner(x:torch.Tensor, owner:torch.Tensor) -> torch.Tensor:
+    "Row means of `x` grouped by `owner` (0..n-1)."
+    n = int(owner.max()) + 1
+    s = x.new_zeros((n, x.shape[1])).index_add_(0, owner, x)
+    return s/torch.bincount(owner, minlength=n).unsqueeze(1).to(x.dtype)
 
 def transformer_splitter(m:TransformerClassifier):
     "Parameter groups: embeddings, encoder layers, head."
@@ -308,14 +340,16 @@ def transformer_splitter(m:TransformerClassifier):
     return [emb, rest, list(m.head.parameters())]
 
 # %% ../nbs/06_text.ipynb #93ee4554
-def text_dls(tok, data:TextData, max_len=256, bs=16, device='cpu', seed=42):
-    "Length-sorted, dynamically padded `DataLoaders` of token ids for a `TextData`."
+def text_dls(tok, data:TextData, max_len=256, window=128, bs=16, device='cpu', seed=42):
+    "`DataLoaders` of token windows for a `TextData`: a random window per training text, every window per validation text."
     c2i = {c: i for i, c in enumerate(data.classes)}
-    tr_ids, tr_cut = encode_texts(tok, data.train_texts, max_len)
-    va_ids, va_cut = encode_texts(tok, data.valid_texts, max_len)
-    trn = TokenDL(tr_ids, [c2i[l] for l in data.train_labels], pad_id=tok.pad_token_id, bs=bs, shuffle=True, device=device)
+    win = Windowing.for_tokenizer(tok, window)
+    tr_ids, _ = tokenize_texts(tok, data.train_texts, None)   # training crops come from anywhere in the text
+    tr_cut = [len(i) > max_len for i in tr_ids]
+    va_ids, va_cut = tokenize_texts(tok, data.valid_texts, max_len)
+    trn = TokenDL(tr_ids, [c2i[l] for l in data.train_labels], win, pad_id=tok.pad_token_id, crop=True, bs=bs, shuffle=True, device=device)
     trn.rng.seed(seed)
-    val = TokenDL(va_ids, [c2i[l] for l in data.valid_labels], pad_id=tok.pad_token_id, bs=bs*2, device=device)
+    val = TokenDL(va_ids, [c2i[l] for l in data.valid_labels], win, pad_id=tok.pad_token_id, bs=bs*2, device=device)
     dls = DataLoaders(trn, val, device=device)
     dls.n_truncated = sum(tr_cut) + sum(va_cut)
     return dls
@@ -342,12 +376,13 @@ def minilm_learner(dls, encoder, n_out:int, pad_id:int=0, drop:float=0.1, wd:flo
     return configure_progress(learn)
 
 # %% ../nbs/06_text.ipynb #95273119
-DEFAULTS = {  # the tested defaults behind `--lr default`, `--epochs`, `--bs`
-    'minilm':       dict(lr=2e-3, epochs=1, bs=8, lr_mult=1000, pct_start=0.3),
-    'embed-logreg': dict(lr=None, epochs=0, bs=32),
+DEFAULTS = {  # the tested defaults behind `--lr default`, `--epochs`, `--bs`, `--window`
+    'minilm':       dict(lr=3e-3, epochs=2, bs=16, lr_mult=1000, pct_start=0.3, window=128),
+    'embed-logreg': dict(lr=None, epochs=0, bs=32, window=128),
     'awd_lstm':     dict(lr=2e-2, epochs=4, bs=32, lm_lr=2e-3, lm_epochs=1),
 }
 MODELS = tuple(DEFAULTS)
+WINDOW_STRIDE = 0.5   # windows start half a window apart
 
 def _valid_eval(probs:np.ndarray, labels, classes) -> dict:
     "accuracy, n and the confusion matrix (rows: true class, columns: predicted) from class probabilities."
@@ -363,9 +398,10 @@ def save_head(model_dir:Path, tok, encoder, head:nn.Linear):
     torch.save({'weight': head.weight.detach().cpu(), 'bias': head.bias.detach().cpu()}, model_dir/'head.pt')
 
 # %% ../nbs/06_text.ipynb #bd1f62b9
-def probe_head(learn, tok, data:TextData, max_len:int, device='cpu') -> float:
+def probe_head(learn, tok, data:TextData, max_len:int, window:int, device='cpu') -> float:
     "Linear probe: set the head of `learn` to logistic regression on the frozen encoder's embeddings; returns C."
-    x = embed_texts(tok, learn.model.encoder, data.train_texts, max_len, bs=32, device=device)
+    win = Windowing.for_tokenizer(tok, window)   # one window per text (head and tail), as the head sees in training
+    x = embed_texts(tok, learn.model.encoder, data.train_texts, win.room, window, bs=32, device=device)
     c2i = {c: i for i, c in enumerate(data.classes)}
     head, C = fit_linear_head(x, np.array([c2i[l] for l in data.train_labels]), len(data.classes))
     learn.model.head.load_state_dict(head.state_dict())
@@ -375,12 +411,12 @@ def minilm_rates(lr:float, lr_mult:float) -> slice:
     "Discriminative rates for (embeddings, encoder layers, head): `slice(lr/lr_mult, lr)`."
     return slice(lr/lr_mult, lr)
 
-def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, bs, seed, device, precision):
+def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, window, bs, seed, device, precision):
     "One LP-FT run from the pretrained `(tokenizer, encoder, source)`: (learner, precision, probe C, lr, how lr was chosen, plots)."
     d = DEFAULTS['minilm']; lr_mult = d['lr_mult']
     seed_everything(seed)
     tok, enc, src = loaded
-    dls = text_dls(tok, data, max_len=max_len, bs=bs, device=device, seed=seed)
+    dls = text_dls(tok, data, max_len=max_len, window=window, bs=bs, device=device, seed=seed)
     learn = minilm_learner(dls, enc, len(data.classes), pad_id=tok.pad_token_id)
     prec = set_precision(learn, precision, device)
     plots = {}
@@ -389,18 +425,18 @@ def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, bs, seed, device, pr
         learn.freeze(); lr = find_lr(learn, plots, max_it=50)
     lr = lr or d['lr']
     t0 = time.time()
-    C = probe_head(learn, tok, data, max_len, device)
+    C = probe_head(learn, tok, data, max_len, window, device)
     t_probe = time.time() - t0
     learn.unfreeze()
     rates = minilm_rates(lr, lr_mult)
     log(f'minilm (seed {seed}): {data.n_train} train / {data.n_valid} valid texts, max_len {max_len} ({dls.n_truncated} truncated), '
-        f'bs {bs}, {prec}, {device}; linear probe (C={C:g}) in {t_probe:.0f}s, then {epochs} epoch(s) with '
+        f'windows of {window}, bs {bs}, {prec}, {device}; linear probe (C={C:g}) in {t_probe:.0f}s, then {epochs} epoch(s) with '
         f'slice({rates.start:.2g}, {rates.stop:.2g}) ({lr_how})')
     learn.fit_one_cycle(epochs, rates, pct_start=d['pct_start'])
     return learn, prec, C, lr, lr_how, plots
 
 def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len=256, bs=None, seed=42, device=None,
-                 precision=None, ensemble:int=1):
+                 precision=None, ensemble:int=1, window=None):
     "LP-FT: a linear probe sets the head, then the whole network trains with discriminative rates; `ensemble` runs with seeds seed, seed+1, ... are averaged."
     d = DEFAULTS['minilm']
     epochs, bs = epochs or d['epochs'], bs or d['bs']
@@ -408,12 +444,12 @@ def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len
     device = get_device(device)
     loaded = get_encoder(encoder)
     tok, src = loaded[0], loaded[2]
-    max_len = _clamp_len(max_len, loaded[1])
+    max_len, window = _check_lens(max_len, window or d['window'], loaded[1])
     t0 = time.time(); members, probs = [], []
     with model_writer(out, kind='text', predictor='fastxfer.text.TextPredictor') as w:
         for k in range(ensemble):
             if k: loaded = get_encoder(encoder)   # every member starts from the pretrained weights
-            learn, prec, C, lr_k, lr_how, plots = _fit_minilm(data, loaded, epochs, lr, max_len, bs, seed + k, device, precision)
+            learn, prec, C, lr_k, lr_how, plots = _fit_minilm(data, loaded, epochs, lr, max_len, window, bs, seed + k, device, precision)
             if data.n_valid: probs.append(_predict_learner_probs(learn, learn.dls.valid))
             sub = w.dir/f'member{k}' if ensemble > 1 else w.dir
             save_head(sub, tok, learn.model.encoder, learn.model.head)
@@ -425,28 +461,31 @@ def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len
         ev = _valid_eval(probs, data.valid_labels, data.classes)
         if ensemble > 1: log(f'ensemble of {ensemble}: valid accuracy {ev["accuracy"]}')
         w.card.update(model='minilm', encoder=encoder or 'minilm', encoder_source=str(src), max_len=max_len,
-                      pad_id=tok.pad_token_id, precision=prec, ensemble=ensemble,
+                      window=window, stride=WINDOW_STRIDE, pad_id=tok.pad_token_id, precision=prec, ensemble=ensemble,
                       hparams=dict(epochs=epochs, lr=members[0]['lr'], lr_from=lr_how, lr_mult=d['lr_mult'], pct_start=d['pct_start'],
                                    probe_C=members[0]['probe_C'], bs=bs, seed=seed))
         if ensemble > 1: w.card['members'] = [{k: v for k, v in m.items() if k != 'history'} for m in members]
         _card_common(w, data, ev, secs, learn)
         if ensemble > 1: w.card['history'] = [m['history'] for m in members]
-    return dict(ev, train_seconds=secs, model_dir=str(Path(out)), precision=prec, lr=members[0]['lr'], epochs=epochs, ensemble=ensemble)
+    return dict(ev, train_seconds=secs, model_dir=str(Path(out)), precision=prec, lr=members[0]['lr'], epochs=epochs, ensemble=ensemble,
+                window=window)
 
-def _clamp_len(max_len, enc):
-    lim = getattr(enc.config, 'max_position_embeddings', None)
-    if lim and max_len > lim:
-        log(f'--max-len {max_len} is longer than the encoder accepts; using {lim}'); return int(lim)
+def _check_lens(max_len, window, enc) -> tuple[int, int]:
+    "`max_len` (tokens read per text) and `window` (positions per encoder pass), checked against the encoder."
     if max_len < 8: raise FastxferError(f'--max-len {max_len} is too small (at least 8)')
-    return int(max_len)
+    if window < 8: raise FastxferError(f'--window {window} is too small (at least 8)')
+    lim = getattr(enc.config, 'max_position_embeddings', None)
+    if lim and window > lim:
+        log(f'--window {window} is longer than the encoder accepts; using {lim}'); window = lim
+    return int(max_len), int(window)
 
 def _predict_learner_probs(learn, dl) -> np.ndarray:
     "Softmax outputs for `dl` in the original item order (the loader sorts by length)."
     learn.model.eval(); out = np.zeros((len(dl.ids), learn.model.head.out_features), dtype=np.float32)
     order = dl.get_idxs(); k = 0
     with torch.no_grad():
-        for xb, _ in dl:
-            p = torch.softmax(learn.model(xb).float(), -1).cpu().numpy()
+        for xb, owner, _ in dl:
+            p = torch.softmax(learn.model(xb, owner), -1).cpu().numpy()
             out[order[k:k+len(p)]] = p; k += len(p)
     return out
 
@@ -462,21 +501,22 @@ def _card_common(w, data:TextData, ev:dict, secs:float, learn=None):
 
 # %% ../nbs/06_text.ipynb #c37b5810
 @torch.no_grad()
-def embed_texts(tok, enc, texts, max_len=256, bs=32, device='cpu', cache=True) -> np.ndarray:
-    "Mean-pooled embeddings of `texts` (cached on disk)."
-    ids, _ = encode_texts(tok, texts, max_len)
-    key = hashlib.sha256(json.dumps([getattr(enc.config, '_name_or_path', ''), enc.config.hidden_size, max_len,
+def embed_texts(tok, enc, texts, max_len=256, window=128, bs=32, device='cpu', cache=True) -> np.ndarray:
+    "Embeddings of `texts`: each the mean of its windows' mean-pooled embeddings (cached on disk)."
+    ids, _ = tokenize_texts(tok, texts, max_len)
+    win = Windowing.for_tokenizer(tok, window, WINDOW_STRIDE)
+    key = hashlib.sha256(json.dumps([getattr(enc.config, '_name_or_path', ''), enc.config.hidden_size, window, WINDOW_STRIDE,
                                      hashlib.sha256(repr(ids).encode()).hexdigest()]).encode()).hexdigest()[:20]
     cdir = Path(setting('data_dir'))/'cache'/'text_embeddings'
     f = cdir/f'{key}.npy'
     if cache and f.is_file():
         log(f'embeddings: {len(texts)} texts from the cache {f}'); return np.load(f)
     m = TransformerClassifier(enc, 1, pad_id=tok.pad_token_id).to(device).eval()
-    dl = TokenDL(ids, [0]*len(ids), pad_id=tok.pad_token_id, bs=bs, device=device)
+    dl = TokenDL(ids, [0]*len(ids), win, pad_id=tok.pad_token_id, bs=bs, device=device)
     out = np.zeros((len(ids), enc.config.hidden_size), dtype=np.float32); order = dl.get_idxs(); k = 0
     t0 = time.time()
-    for xb, _ in dl:
-        e = m.embed(xb).float().cpu().numpy(); out[order[k:k+len(e)]] = e; k += len(e)
+    for xb, owner, _ in dl:
+        e = mean_by_owner(m.embed(xb).float(), owner).cpu().numpy(); out[order[k:k+len(e)]] = e; k += len(e)
     log(f'embeddings: {len(texts)} texts in {time.time()-t0:.1f}s')
     if cache:
         try:
@@ -511,19 +551,19 @@ def fit_linear_head(xt:np.ndarray, yt:np.ndarray, n_classes:int) -> tuple[nn.Lin
     with torch.no_grad(): head.weight.copy_(torch.tensor(Wf, dtype=torch.float32)); head.bias.copy_(torch.tensor(bf, dtype=torch.float32))
     return head, C
 
-def train_embed_logreg(data:TextData, out, encoder=None, max_len=256, bs=None, seed=42, device=None, **kw):
+def train_embed_logreg(data:TextData, out, encoder=None, max_len=256, bs=None, seed=42, device=None, window=None, **kw):
     "Frozen mean-pooled embeddings + logistic regression (C by cross-validation), folded into a linear head."
     bs = bs or DEFAULTS['embed-logreg']['bs']
     device = get_device(device); seed_everything(seed)
     t0 = time.time()
     tok, enc, src = get_encoder(encoder)
-    max_len = _clamp_len(max_len, enc)
+    max_len, window = _check_lens(max_len, window or DEFAULTS['embed-logreg']['window'], enc)
     enc = enc.to(device)
-    xt = embed_texts(tok, enc, data.train_texts, max_len, bs, device)
+    xt = embed_texts(tok, enc, data.train_texts, max_len, window, bs, device)
     c2i = {c: i for i, c in enumerate(data.classes)}
     head, C = fit_linear_head(xt, np.array([c2i[l] for l in data.train_labels]), len(data.classes))
     if data.n_valid:
-        xv = embed_texts(tok, enc, data.valid_texts, max_len, bs, device)
+        xv = embed_texts(tok, enc, data.valid_texts, max_len, window, bs, device)
         with torch.no_grad(): probs = torch.softmax(head(torch.tensor(xv)), -1).numpy()
     else: probs = np.zeros((0, len(data.classes)))
     secs = time.time() - t0
@@ -532,9 +572,9 @@ def train_embed_logreg(data:TextData, out, encoder=None, max_len=256, bs=None, s
     with model_writer(out, kind='text', predictor='fastxfer.text.TextPredictor') as w:
         save_head(w.dir, tok, enc.cpu(), head)
         w.card.update(model='embed-logreg', encoder=encoder or 'minilm', encoder_source=str(src), max_len=max_len,
-                      pad_id=tok.pad_token_id, hparams=dict(C=C, bs=bs, seed=seed))
+                      window=window, stride=WINDOW_STRIDE, pad_id=tok.pad_token_id, hparams=dict(C=C, bs=bs, seed=seed))
         _card_common(w, data, ev, secs)
-    return dict(ev, train_seconds=secs, model_dir=str(Path(out)))
+    return dict(ev, train_seconds=secs, model_dir=str(Path(out)), window=window)
 
 # %% ../nbs/06_text.ipynb #e92ac31e
 def wt103_available(timeout:float=10.) -> bool:
@@ -639,7 +679,7 @@ def augment_texts(data:TextData, aug:str|None, n_aug:int=1, alpha:float=0.1, see
                     dict(data.source, aug=dict(name=aug, n_aug=n_aug, alpha=alpha)))
 
 def train_text(data, out, model:str|None=None, epochs=None, lr=None, max_len=None, bs=None, encoder=None, seed=None,
-               device=None, aug=None, n_aug=1, alpha=0.1, precision=None, ensemble:int=1, **data_kw) -> dict:
+               device=None, aug=None, n_aug=1, alpha=0.1, precision=None, ensemble:int=1, window=None, **data_kw) -> dict:
     "Load `data` (a path or a `TextData`), train `model` and write the model folder `out`; returns the metrics."
     model = setting('text_model', model)
     if model not in MODELS: raise FastxferError(f'unknown --model {model!r}; choose one of {", ".join(MODELS)}')
@@ -650,10 +690,11 @@ def train_text(data, out, model:str|None=None, epochs=None, lr=None, max_len=Non
     data = augment_texts(data, aug, n_aug, alpha, seed)
     t0 = time.time()
     if ensemble != 1 and model != 'minilm': raise FastxferError(f'--ensemble is for --model minilm, not {model}')
-    if model == 'minilm': res = train_minilm(data, out, encoder, epochs, lr, max_len, bs, seed, device, precision, ensemble)
+    if window is not None and model == 'awd_lstm': raise FastxferError('--window is for minilm and embed-logreg, not awd_lstm')
+    if model == 'minilm': res = train_minilm(data, out, encoder, epochs, lr, max_len, bs, seed, device, precision, ensemble, window)
     elif model == 'embed-logreg':
         if lr is not None: log('--lr is not used by embed-logreg (C is chosen by cross-validation)')
-        res = train_embed_logreg(data, out, encoder, max_len, bs, seed, device)
+        res = train_embed_logreg(data, out, encoder, max_len, bs, seed, device, window)
     else:
         if encoder: log('--encoder is ignored by awd_lstm')
         res = train_awd_lstm(data, out, epochs, lr, max_len, bs, seed, device)
@@ -694,18 +735,22 @@ class TextPredictor(Predictor):
                 m.head.load_state_dict(torch.load(d/'head.pt', map_location='cpu', weights_only=True))
                 self.models.append(m.to(self.device).eval())
             self.model = self.models[0]
+            if self.card.get('window'):
+                self.win = Windowing.for_tokenizer(self.tok, int(self.card['window']), float(self.card.get('stride', WINDOW_STRIDE)))
+            else:   # a folder from before windows: one window of max_len positions (head and tail kept)
+                self.win = Windowing.for_tokenizer(self.tok, self.max_len); self.max_len = self.win.room
 
     def predict_probs(self, texts, bs:int=32):
         "(probabilities as an array of shape (n, classes), truncated flags)."
         texts = [str(t) for t in texts]
         if not texts: return np.zeros((0, len(self.classes)), dtype=np.float32), []
         if self.model_type == 'awd_lstm': return self._awd_probs(texts, bs)
-        ids, cut = encode_texts(self.tok, texts, self.max_len)
-        dl = TokenDL(ids, [0]*len(ids), pad_id=self.tok.pad_token_id, bs=bs, device=self.device)
+        ids, cut = tokenize_texts(self.tok, texts, self.max_len)
+        dl = TokenDL(ids, [0]*len(ids), self.win, pad_id=self.tok.pad_token_id, bs=bs, device=self.device)
         out = np.zeros((len(ids), len(self.classes)), dtype=np.float32); order = dl.get_idxs(); k = 0
         with torch.no_grad():
-            for xb, _ in dl:
-                p = torch.stack([torch.softmax(m(xb).float(), -1) for m in self.models]).mean(0).cpu().numpy()
+            for xb, owner, _ in dl:
+                p = torch.stack([torch.softmax(m(xb, owner), -1) for m in self.models]).mean(0).cpu().numpy()
                 out[order[k:k+len(p)]] = p; k += len(p)
         return out, cut
 
@@ -746,7 +791,7 @@ def _read_inputs(args) -> list[str]:
 def cmd_train(args):
     out = args.out or str(Path(setting('models_dir'))/f'text-{args.model or setting("text_model")}')
     return train_text(args.data, out, model=args.model, epochs=args.epochs, lr=args.lr, max_len=args.max_len, bs=args.bs,
-                      precision=args.precision, ensemble=args.ensemble,
+                      precision=args.precision, ensemble=args.ensemble, window=args.window,
                       encoder=args.encoder, seed=args.seed, device=args.device, aug=args.aug, n_aug=args.n_aug,
                       text_col=args.text_col, label_col=args.label_col, valid_col=args.valid_col, valid_pct=args.valid_pct)
 
@@ -755,7 +800,7 @@ def cmd_predict(args):
     p = load_model(args.model_dir, device=args.device) if args.device else load_model(args.model_dir)
     if p.input_type != 'text': raise FastxferError(f'{args.model_dir} is a {p.kind} model, not a text model')
     preds = p.predict(texts)
-    return dict(model_dir=str(args.model_dir), model=p.card.get('model'), max_len=p.max_len,
+    return dict(model_dir=str(args.model_dir), model=p.card.get('model'), max_len=p.max_len, window=getattr(getattr(p, 'win', None), 'window', None),
                 predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **r) for t, r in zip(texts, preds)])
 
 def cmd_evaluate(args):
@@ -825,7 +870,9 @@ def add_cli(sub, parents, name='text'):
                    help='minilm: train N models (seeds seed..seed+N-1) and average their probabilities (default 1)')
     t.add_argument('--precision', choices=PRECISIONS, default=None,
                    help='minilm: auto (default: bf16 mixed precision where the CPU/GPU does it fast), fp32 or bf16')
-    t.add_argument('--max-len', type=int, default=None, help='tokens kept per text (awd_lstm: words); default 256')
+    t.add_argument('--max-len', type=int, default=None, help='tokens read per text, longer ones keep head and tail (awd_lstm: words); default 256')
+    t.add_argument('--window', type=int, default=None,
+                   help='minilm, embed-logreg: tokens per encoder pass; texts are read in overlapping windows (default 128)')
     t.add_argument('--bs', type=int, default=None, help='batch size (minilm 8, embed-logreg 32, awd_lstm 32)')
     t.add_argument('--encoder', default=None, help='Hugging Face encoder name or folder (default: the packaged all-MiniLM-L6-v2)')
     t.add_argument('--aug', choices=('none', 'eda'), default=None, help='augment the training texts (EDA)')

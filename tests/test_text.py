@@ -114,6 +114,8 @@ def test_bad_input_on_the_command_line(toy, work, env):
     assert 'out of range' in _fails('train', toy, '--lr', '3', '--out', work/'x', env=env)
     assert '--ensemble must be at least 1' in _fails('train', toy, '--ensemble', '0', '--out', work/'x', env=env)
     assert '--ensemble is for --model minilm' in _fails('train', toy, '--model', 'embed-logreg', '--ensemble', '2', '--out', work/'x', env=env)
+    assert '--window 4 is too small' in _fails('train', toy, '--model', 'embed-logreg', '--window', '4', '--out', work/'x', env=env)
+    assert '--window is for minilm and embed-logreg' in _fails('train', toy, '--model', 'awd_lstm', '--window', '64', '--out', work/'x', env=env)
     assert not (work/'x').exists()
 
 
@@ -130,7 +132,7 @@ def test_embed_logreg_train_predict_evaluate(logreg_model, toy, work):
     assert {'accuracy', 'train_seconds', 'model_dir'} <= set(r) and r['model'] == 'embed-logreg'
     assert r['accuracy'] >= 5/6 and r['n'] == 6 and Path(r['model_dir']) == out
     card = json.loads((out/'card.json').read_text())
-    assert card['kind'] == 'text' and card['predictor'] == 'fastxfer.text.TextPredictor' and card['max_len'] == 64
+    assert card['kind'] == 'text' and card['predictor'] == 'fastxfer.text.TextPredictor' and card['max_len'] == 64 and card['window'] == 128
     assert card['classes'] == ['negative', 'positive'] and {'head.pt', 'encoder/model.safetensors', 'card.json'} <= set(card['files'])
     # predict: arguments (a fresh process), one long text truncated
     p = run_json('text', 'predict', out, 'a wonderful, moving film', 'boring, dull and pointless. ' * 40)
@@ -159,7 +161,8 @@ def test_minilm_tiny_fine_tune_and_fresh_process_predict(imdb_small, work, env):
     assert len(list((work/'data_minilm'/'cache'/'text_embeddings').glob('*.npy'))) == 1   # the probe's training embeddings
     assert r['model'] == 'minilm' and r['n'] == 20 and 0 <= r['accuracy'] <= 1 and r['train_seconds'] > 0
     card = json.loads((out/'card.json').read_text())
-    assert card['model'] == 'minilm' and card['max_len'] == 48 and card['hparams']['lr'] == 2e-3
+    assert card['model'] == 'minilm' and card['max_len'] == 48 and card['hparams']['lr'] == 3e-3
+    assert card['window'] == 128 and card['stride'] == 0.5
     assert card['hparams']['lr_from'] == 'default' and card['hparams']['probe_C'] > 0
     assert len(card['history']) == 1       # the linear probe, then 1 fine-tuning epoch
     assert card['precision'] in ('bf16', 'fp32')
