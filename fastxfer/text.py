@@ -245,7 +245,7 @@ def tokenize_texts(tok, texts, max_len:int|None=256) -> tuple[list[list[int]], l
         ids.append(r)
     return ids, cut
 
-def text_windows(ids, room:int, stride:float=0.5) -> list[list[int]]:
+def text_windows(ids, room:int, stride:float=1.) -> list[list[int]]:
     "Windows of `room` tokens covering `ids`, each `stride*room` after the last; the last one ends with the text."
     if len(ids) <= room: return [list(ids)]
     step = max(1, int(room*stride))
@@ -254,9 +254,9 @@ def text_windows(ids, room:int, stride:float=0.5) -> list[list[int]]:
 @dataclass
 class Windowing:
     "How a text's tokens reach the encoder: windows of `window` positions (special tokens included), `stride` apart."
-    pre: list; post: list; window: int = 128; stride: float = 0.5
+    pre: list; post: list; window: int = 128; stride: float = 1.
     @classmethod
-    def for_tokenizer(cls, tok, window:int=128, stride:float=0.5): return cls(*_special_tokens(tok), window, stride)
+    def for_tokenizer(cls, tok, window:int=128, stride:float=1.): return cls(*_special_tokens(tok), window, stride)
     @property
     def room(self) -> int: return max(4, self.window - len(self.pre) - len(self.post))
     def wrap(self, ids) -> list[int]: return self.pre + list(ids) + self.post
@@ -382,7 +382,7 @@ DEFAULTS = {  # the tested defaults behind `--lr default`, `--epochs`, `--bs`, `
     'awd_lstm':     dict(lr=2e-2, epochs=4, bs=32, lm_lr=2e-3, lm_epochs=1),
 }
 MODELS = tuple(DEFAULTS)
-WINDOW_STRIDE = 0.5   # windows start half a window apart
+WINDOW_STRIDE = 1.   # windows side by side (the last one ends with the text, overlapping the one before)
 
 def _valid_eval(probs:np.ndarray, labels, classes) -> dict:
     "accuracy, n and the confusion matrix (rows: true class, columns: predicted) from class probabilities."
@@ -872,7 +872,7 @@ def add_cli(sub, parents, name='text'):
                    help='minilm: auto (default: bf16 mixed precision where the CPU/GPU does it fast), fp32 or bf16')
     t.add_argument('--max-len', type=int, default=None, help='tokens read per text, longer ones keep head and tail (awd_lstm: words); default 256')
     t.add_argument('--window', type=int, default=None,
-                   help='minilm, embed-logreg: tokens per encoder pass; texts are read in overlapping windows (default 128)')
+                   help='minilm, embed-logreg: tokens per encoder pass; texts are read in windows side by side (default 128)')
     t.add_argument('--bs', type=int, default=None, help='batch size (minilm 8, embed-logreg 32, awd_lstm 32)')
     t.add_argument('--encoder', default=None, help='Hugging Face encoder name or folder (default: the packaged all-MiniLM-L6-v2)')
     t.add_argument('--aug', choices=('none', 'eda'), default=None, help='augment the training texts (EDA)')

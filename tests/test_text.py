@@ -162,7 +162,7 @@ def test_minilm_tiny_fine_tune_and_fresh_process_predict(imdb_small, work, env):
     assert r['model'] == 'minilm' and r['n'] == 20 and 0 <= r['accuracy'] <= 1 and r['train_seconds'] > 0
     card = json.loads((out/'card.json').read_text())
     assert card['model'] == 'minilm' and card['max_len'] == 48 and card['hparams']['lr'] == 3e-3
-    assert card['window'] == 128 and card['stride'] == 0.5
+    assert card['window'] == 128 and card['stride'] == 1.0
     assert card['hparams']['lr_from'] == 'default' and card['hparams']['probe_C'] > 0
     assert len(card['history']) == 1       # the linear probe, then 1 fine-tuning epoch
     assert card['precision'] in ('bf16', 'fp32')
