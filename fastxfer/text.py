@@ -17,13 +17,13 @@ from .core import (FastxferError, configure_progress, get_device, log, seed_ever
 from .model_folder import Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder, load_model
 
 # %% auto #0
-__all__ = ['MINILM_NAMES', 'DEFAULTS', 'MODELS', 'WINDOW_STRIDE', 'RANDOM_INIT_AWD', 'TextData', 'read_table', 'load_csv',
+__all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_AWD', 'TextData', 'read_table', 'load_csv',
            'load_folder', 'load_text_data', 'toy_texts_csv', 'encoder_source', 'get_encoder', 'tokenize_texts',
            'text_windows', 'Windowing', 'pad_ids', 'TokenDL', 'TransformerClassifier', 'mean_by_owner',
            'transformer_splitter', 'text_dls', 'EpochHistory', 'minilm_learner', 'save_head', 'probe_head',
-           'minilm_rates', 'train_minilm', 'embed_texts', 'fit_linear_head', 'train_embed_logreg', 'wt103_available',
-           'truncate_words', 'train_awd_lstm', 'augment_texts', 'train_text', 'parse_lr', 'TextPredictor', 'cmd_train',
-           'cmd_predict', 'cmd_evaluate', 'add_cli']
+           'minilm_rates', 'lr_source', 'train_minilm', 'embed_texts', 'fit_linear_head', 'train_embed_logreg',
+           'wt103_available', 'truncate_words', 'train_awd_lstm', 'augment_texts', 'train_text', 'parse_lr',
+           'TextPredictor', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'add_cli']
 
 # %% ../nbs/06_text.ipynb #f2dfae15
 @dataclass
@@ -245,7 +245,9 @@ def tokenize_texts(tok, texts, max_len:int|None=256) -> tuple[list[list[int]], l
         ids.append(r)
     return ids, cut
 
-def text_windows(ids, room:int, stride:float=1.) -> list[list[int]]:
+WINDOW_STRIDE = 1.   # windows side by side (the last one ends with the text, overlapping the one before)
+
+def text_windows(ids, room:int, stride:float=WINDOW_STRIDE) -> list[list[int]]:
     "Windows of `room` tokens covering `ids`, each `stride*room` after the last; the last one ends with the text."
     if len(ids) <= room: return [list(ids)]
     step = max(1, int(room*stride))
@@ -254,9 +256,9 @@ def text_windows(ids, room:int, stride:float=1.) -> list[list[int]]:
 @dataclass
 class Windowing:
     "How a text's tokens reach the encoder: windows of `window` positions (special tokens included), `stride` apart."
-    pre: list; post: list; window: int = 128; stride: float = 1.
+    pre: list; post: list; window: int = 128; stride: float = WINDOW_STRIDE
     @classmethod
-    def for_tokenizer(cls, tok, window:int=128, stride:float=1.): return cls(*_special_tokens(tok), window, stride)
+    def for_tokenizer(cls, tok, window:int=128, stride:float=WINDOW_STRIDE): return cls(*_special_tokens(tok), window, stride)
     @property
     def room(self) -> int: return max(4, self.window - len(self.pre) - len(self.post))
     def wrap(self, ids) -> list[int]: return self.pre + list(ids) + self.post
@@ -382,7 +384,6 @@ DEFAULTS = {  # the tested defaults behind `--lr default`, `--epochs`, `--bs`, `
     'awd_lstm':     dict(lr=2e-2, epochs=4, bs=32, lm_lr=2e-3, lm_epochs=1),
 }
 MODELS = tuple(DEFAULTS)
-WINDOW_STRIDE = 1.   # windows side by side (the last one ends with the text, overlapping the one before)
 
 def _valid_eval(probs:np.ndarray, labels, classes) -> dict:
     "accuracy, n and the confusion matrix (rows: true class, columns: predicted) from class probabilities."
@@ -398,7 +399,7 @@ def save_head(model_dir:Path, tok, encoder, head:nn.Linear):
     torch.save({'weight': head.weight.detach().cpu(), 'bias': head.bias.detach().cpu()}, model_dir/'head.pt')
 
 # %% ../nbs/06_text.ipynb #bd1f62b9
-def probe_head(learn, tok, data:TextData, max_len:int, window:int, device='cpu') -> float:
+def probe_head(learn, tok, data:TextData, window:int, device='cpu') -> float:
     "Linear probe: set the head of `learn` to logistic regression on the frozen encoder's embeddings; returns C."
     win = Windowing.for_tokenizer(tok, window)   # one window per text (head and tail), as the head sees in training
     x = embed_texts(tok, learn.model.encoder, data.train_texts, win.room, window, bs=32, device=device)
@@ -411,6 +412,10 @@ def minilm_rates(lr:float, lr_mult:float) -> slice:
     "Discriminative rates for (embeddings, encoder layers, head): `slice(lr/lr_mult, lr)`."
     return slice(lr/lr_mult, lr)
 
+def lr_source(lr) -> str:
+    "How the learning rate is chosen, for the card: 'lr finder', '--lr' or 'default'."
+    return 'lr finder' if lr == 'auto' else ('--lr' if lr else 'default')
+
 def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, window, bs, seed, device, precision):
     "One LP-FT run from the pretrained `(tokenizer, encoder, source)`: (learner, precision, probe C, lr, how lr was chosen, plots)."
     d = DEFAULTS['minilm']; lr_mult = d['lr_mult']
@@ -420,12 +425,12 @@ def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, window, bs, seed, de
     learn = minilm_learner(dls, enc, len(data.classes), pad_id=tok.pad_token_id)
     prec = set_precision(learn, precision, device)
     plots = {}
-    lr_how = 'lr finder' if lr == 'auto' else ('--lr' if lr else 'default')
+    lr_how = lr_source(lr)
     if lr == 'auto':  # fastai's way: sweep the head's rate on the frozen encoder, before the head is fitted
         learn.freeze(); lr = find_lr(learn, plots, max_it=50)
     lr = lr or d['lr']
     t0 = time.time()
-    C = probe_head(learn, tok, data, max_len, window, device)
+    C = probe_head(learn, tok, data, window, device)
     t_probe = time.time() - t0
     learn.unfreeze()
     rates = minilm_rates(lr, lr_mult)
@@ -641,7 +646,7 @@ def train_awd_lstm(data:TextData, out, epochs=None, lr=None, max_len=256, bs=Non
                                                            metrics=accuracy, path=tmp, cbs=EpochHistory()))
         learn.load_encoder('ft_enc')
         learn.freeze(); plots = {}
-        lr_how = 'lr finder' if lr == 'auto' else ('--lr' if lr else 'default')
+        lr_how = lr_source(lr)
         if lr == 'auto': lr = find_lr(learn, plots, max_it=50)
         lr = lr or d['lr']
         log(f'awd_lstm: classifier, gradual unfreezing over {epochs} epoch(s), lr {lr:.2g} ({lr_how})')
