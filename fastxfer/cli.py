@@ -1,4 +1,4 @@
-"""The `fastxfer` command: a thin layer that parses flags and calls the modules.
+"""The `fastxfer` command: a thin layer that parses flags and calls the families.
 
 Docs: https://fastxfer.github.io/fastxfer/cli.html.md"""
 
@@ -6,18 +6,16 @@ Docs: https://fastxfer.github.io/fastxfer/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #52b17794
 from __future__ import annotations
-import argparse, importlib, sys
+import argparse, importlib, inspect, sys, typing
 from . import __version__
 
 # %% auto #0
-__all__ = ['FAMILIES', 'common_parser', 'cmd_info', 'build_parser', 'main', 'run_main']
+__all__ = ['TOOLS', 'COMMON_FLAGS', 'common_parser', 'cmd_info', 'effective_default', 'add_signature_verb', 'add_family_cli',
+           'build_parser', 'main', 'run_main']
 
 # %% ../nbs/09_cli.ipynb #bd9549c8
-# family name -> (module that defines `add_cli`, one-line help). Only families whose commands work are listed.
-FAMILIES = {
-    'vision':  ('fastxfer.vision', 'train, predict, evaluate image classifiers; list backbones'),
-    'nfl':     ('fastxfer.nfl', 'the NFL winning-season exercise: scrape, train, evaluate, predict, demo'),
-    'text':    ('fastxfer.text', 'train, predict, evaluate text classifiers'),
+# commands that are tools, not model families: name -> (module that defines `add_cli`, one-line help)
+TOOLS = {
     'augment': ('fastxfer.augment.image', 'preview image augmentation presets'),
     'serve':   ('fastxfer.serve', 'serve every exported model: REST API and Gradio UI'),
     'api':     ('fastxfer.serve', 'API tools: export a Postman collection'),
@@ -30,7 +28,7 @@ def common_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group('output')
     g.add_argument('--json', action='store_true', help='print one JSON object on stdout (logs go to stderr)')
     g.add_argument('--quiet', '-q', action='store_true', help='no progress output')
-    g.add_argument('--device', default=None, help="cpu, cuda or auto (default from settings.ini: auto)")
+    g.add_argument('--device', default=None, help="cpu, cuda or auto (default from settings device)")
     return p
 
 def cmd_info(args):
@@ -49,8 +47,79 @@ def _human_info(r):
     return '\n'.join(lines)
 
 # %% ../nbs/09_cli.ipynb #0bd86640
+COMMON_FLAGS = ('json', 'quiet', 'device')   # every command has these; a verb that takes `device` gets --device
+
+def _anno_parts(anno):
+    "`(type, is_list, choices)` of an annotation: `int|None` -> int, `list[str]` -> (str, True), `Literal['a','b']`."
+    origin, args = typing.get_origin(anno), typing.get_args(anno)
+    if origin is typing.Annotated: return _anno_parts(args[0])
+    if origin is typing.Literal: return type(args[0]), False, list(args)
+    if origin in (list, tuple): return (args[0] if args else str), True, None
+    if args and type(None) in args:   # Optional / X|None
+        rest = [a for a in args if a is not type(None)]
+        return _anno_parts(rest[0]) if len(rest) == 1 else (str, False, None)
+    if anno in (int, float, str, bool): return anno, False, None
+    return str, False, None
+
+def effective_default(default):
+    "The value a verb uses when the flag is not given (a settings default resolved)."
+    from fastxfer.family import SettingDefault
+    return default.value() if isinstance(default, SettingDefault) else default
+
+def add_signature_verb(verbs, name:str, fn, parents, human=None):
+    "Add verb `name` to the `verbs` subparsers, its arguments and help built from `fn`'s signature and docments."
+    from fastcore.docments import docments
+    from fastxfer.family import SettingDefault, POSITIONAL
+    doc = inspect.getdoc(fn) or ''
+    q = verbs.add_parser(name, parents=parents, help=doc.split('\n')[0], description=doc)
+    params = docments(fn, full=True, returns=False, eval_str=True)
+    names = []
+    for pname, d in params.items():
+        if d.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL): continue
+        names.append(pname)
+        if pname in COMMON_FLAGS: continue
+        typ, is_list, choices = _anno_parts(d.anno)
+        default, help = d.default, (d.docment or '').strip()
+        if POSITIONAL in getattr(d.anno, '__metadata__', ()):   # an optional argument without a flag
+            eff = effective_default(default)
+            q.add_argument(pname, type=typ, nargs='*' if is_list else '?', default=eff, choices=choices, metavar=pname.upper(),
+                           help=help + (f' (default: {eff})' if eff is not None else ''))
+            continue
+        if default is inspect.Parameter.empty:
+            if d.kind is inspect.Parameter.KEYWORD_ONLY:
+                q.add_argument('--' + pname.replace('_', '-'), dest=pname, required=True, type=typ, nargs='+' if is_list else None,
+                               choices=choices, metavar=pname.upper(), help=help + ' (required)')
+            else: q.add_argument(pname, type=typ, nargs='+' if is_list else None, choices=choices, metavar=pname.upper(), help=help)
+            continue
+        eff = effective_default(default)
+        src = f' from settings {default.key}' if isinstance(default, SettingDefault) else ''
+        flag = '--' + pname.replace('_', '-')
+        if typ is bool:
+            if eff: q.add_argument(flag, dest=pname, action=argparse.BooleanOptionalAction, default=True, help=f'{help} (default: on)')
+            else: q.add_argument(flag, dest=pname, action='store_true', help=f'{help} (default: off)')
+            continue
+        shown = ','.join(map(str, eff)) if isinstance(eff, (list, tuple)) else eff
+        q.add_argument(flag, dest=pname, type=typ, nargs='*' if is_list else None, default=eff, choices=choices,
+                       metavar=None if choices else pname.upper(), help=f'{help} (default: {shown}{src})' if eff is not None else help)
+    def run(args, _fn=fn, _names=tuple(names)):
+        import contextlib
+        with contextlib.redirect_stdout(sys.stderr):   # stdout is for the result only
+            return _fn(**{n: getattr(args, n) for n in _names if hasattr(args, n)})
+    q.set_defaults(func=run, human=human, verb_fn=fn)
+    return q
+
+def add_family_cli(sub, parents, fam):
+    "The command of family `fam`: its own `add_cli` when it has one, else one verb per method, from signatures."
+    if hasattr(fam, 'add_cli'): return fam.add_cli(sub, parents, fam.name)
+    p = sub.add_parser(fam.name, help=fam.help, description=fam.description or fam.help)
+    vs = p.add_subparsers(dest='verb', metavar='VERB')
+    for verb, fn in fam.verbs().items():
+        add_signature_verb(vs, verb, fn, parents, human=lambda r, _v=verb: fam.human(_v, r))
+    return p
+
 def build_parser(argv=None) -> argparse.ArgumentParser:
-    "The top-level parser; only the family named in `argv` is imported to build its verbs."
+    "The top-level parser; only the family (or tool) named in `argv` is imported to build its verbs."
+    from fastxfer.family import family_names, family_help, get_family
     argv = list(sys.argv[1:] if argv is None else argv)
     common = common_parser()
     parser = argparse.ArgumentParser(prog='fastxfer',
@@ -60,7 +129,10 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     p = sub.add_parser('info', parents=[common], help='versions, device, settings, offline weights, shared data')
     p.set_defaults(func=cmd_info, human=_human_info)
     wanted = next((a for a in argv if not a.startswith('-')), None)
-    for name,(mod,help) in FAMILIES.items():
+    for name in family_names():
+        if name == wanted: add_family_cli(sub, [common], get_family(name))
+        else: sub.add_parser(name, help=family_help(name), add_help=False)
+    for name,(mod,help) in TOOLS.items():
         if name == wanted: importlib.import_module(mod).add_cli(sub, [common], name)
         else: sub.add_parser(name, help=help, add_help=False)
     return parser

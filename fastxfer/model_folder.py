@@ -60,7 +60,7 @@ class ModelWriter:
 @contextmanager
 def model_writer(path, kind:str, predictor:str, name:str|None=None):
     "Build a model folder at `path` atomically: yields a `ModelWriter` whose `dir` is a temporary folder."
-    if not predictor.startswith('fastxfer.'): raise ValueError(f'predictor must live in the fastxfer package, got {predictor!r}')
+    if not _trusted(predictor): raise ValueError(f'predictor must live in the fastxfer package or a registered family, got {predictor!r}')
     path = Path(path)
     with atomic_dir(path) as tmp:
         w = ModelWriter(tmp, kind, predictor, name)
@@ -87,12 +87,23 @@ class ModelFolder:
     def __repr__(self): return f'ModelFolder({str(self.path)!r}, kind={self.kind!r})'
 
     def predictor_class(self):
-        "The `Predictor` subclass named in the card (only classes inside the fastxfer package are loaded)."
-        mod, _, cls = self.card['predictor'].rpartition('.')
-        if not mod.startswith('fastxfer.'): raise FastxferError(f'refusing predictor {self.card["predictor"]!r}: not part of fastxfer')
+        "The `Predictor` class named in the card: one of a registered family's, or a class inside the fastxfer package."
+        from fastxfer.family import FAMILIES, load_plugins
+        name = self.card['predictor']
+        load_plugins()
+        for fam in FAMILIES.values():
+            if fam.predictor is not None and f'{fam.predictor.__module__}.{fam.predictor.__qualname__}' == name: return fam.predictor
+        mod, _, cls = name.rpartition('.')
+        if not mod.startswith('fastxfer.'): raise FastxferError(f'refusing predictor {name!r}: not part of fastxfer nor of a registered family')
         try: return getattr(importlib.import_module(mod), cls)
         except (ImportError, AttributeError) as e:
             raise FastxferError(f'{self.path}: this fastxfer cannot load predictor {self.card["predictor"]!r} ({e})') from e
+
+def _trusted(predictor:str) -> bool:
+    "A predictor a card may name: inside the fastxfer package, or a registered family's."
+    if predictor.startswith('fastxfer.'): return True
+    from fastxfer.family import owns_predictor
+    return owns_predictor(predictor)
 
 def find_model_folders(root) -> list[ModelFolder]:
     "Every model folder directly under `root` (or `root` itself), skipping temporary and broken ones."
@@ -109,6 +120,7 @@ def find_model_folders(root) -> list[ModelFolder]:
 class Predictor:
     "Base class: load a `ModelFolder` once, then `predict` many times."
     input_type = None  # 'image' | 'text' | 'tabular'
+    effects: dict = {}  # side effects offered after predicting: {name: what it does}
     def __init__(self, folder:ModelFolder): self.folder = folder
     @classmethod
     def load(cls, folder:ModelFolder, **kwargs): return cls(folder, **kwargs)
@@ -121,6 +133,25 @@ class Predictor:
     def examples(self) -> list:
         "Example inputs to show in a UI (the family overrides)."
         return list(self.card.get('examples', []))
+    @property
+    def input(self):
+        "The input spec: the request schema, the parser, the UI fields (default from `input_type`)."
+        from fastxfer.inputs import ImageInput, TextInput, RowInput, Column
+        if self.input_type == 'image': return ImageInput()
+        if self.input_type == 'text': return TextInput()
+        return RowInput([Column(str(f)) for f in (self.card.get('features') or [])], name=f'{self.kind}Row')
+    def effect_input(self, effect:str):
+        "The input spec of side effect `effect` (default: the same as predicting)."
+        return self.input
+    def describe(self) -> dict:
+        "A few facts for the UI's model card (`{'architecture': ...}`); families override."
+        return {'architecture': self.card['arch']} if self.card.get('arch') else {}
+    def headline(self, pred:dict) -> str|None:
+        "A sentence to show above the probabilities in a UI, or None."
+        return None
+    def after_predict(self, effect:str, items:list, preds:list, **context) -> dict:
+        "Run side effect `effect` for predicted `items` (called once, with this loaded model)."
+        raise NotImplementedError(f'{type(self).__name__} has no side effect {effect!r}')
 
 def probs_dict(classes, probs) -> dict:
     "`{class: probability}` as plain floats."

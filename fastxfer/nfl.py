@@ -18,19 +18,22 @@ import pandas as pd
 from .core import (FastxferError, atomic_write, configure_progress, embedded_data, emit, is_interactive, log,
                            seed_everything, setting, shared_data, to_jsonable)
 from .model_folder import ModelFolder, Predictor, load_model, model_writer, data_fingerprint
+from .inputs import Column, InputError, RowInput
+from .family import Family, register_family, from_settings, as_args
+from typing import Literal
 
 # %% auto #0
 __all__ = ['PFR_COLUMNS', 'RAW_COLUMNS', 'INT_COLUMNS', 'FLOAT_COLUMNS', 'CONFERENCES', 'EMBEDDED_SEASON', 'EMBEDDED_CSV',
            'EMBEDDED_PAGE', 'PFR_TEAM_CODES', 'PFR_URL', 'USER_AGENT', 'MIN_INTERVAL', 'STAT_COLUMNS', 'CLEAN_COLUMNS',
            'PRED_COLUMNS', 'STATS_COLUMNS', 'CSV_REQUIRED', 'DB_TIMEOUT', 'BASE_FEATURES', 'EXTRA_FEATURES', 'PYTH_EXP',
-           'CLASSES', 'MODEL_NAMES', 'TAB_CONFIG', 'MODELS', 'VIPERS', 'pfr_table_html', 'pfr_page_html',
+           'CLASSES', 'MODEL_NAMES', 'TAB_CONFIG', 'MODELS', 'VIPERS', 'NFL_COLUMNS', 'pfr_table_html', 'pfr_page_html',
            'season_of_page', 'check_standings', 'read_standings_page', 'pfr_url', 'default_cache_dir', 'RateLimiter',
            'retry_after_seconds', 'PoliteFetcher', 'load_page', 'winning_season', 'clean_standings',
            'read_standings_csv', 'db_path', 'db_transaction', 'write_seasons', 'read_stats', 'parse_features',
            'add_derived', 'LogRegModel', 'TabularLearnerModel', 'calibration_table', 'cv_splits', 'check_trainable',
            'evaluate_models', 'verdict', 'default_model_dir', 'parse_layers', 'load_training_data', 'train',
            'team_frame', 'NFLPredictor', 'record_prediction', 'predict_team', 'scrape', 'parse_seasons', 'demo',
-           'cmd_scrape', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_demo', 'add_cli']
+           'cmd_scrape', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_demo', 'NFLFamily']
 
 # %% ../nbs/05_nfl.ipynb #109ec175
 PFR_COLUMNS = ['Tm', 'W', 'L', 'W-L%', 'PF', 'PA', 'PD', 'MoV', 'SoS', 'SRS', 'OSRS', 'DSRS']  # T after L when a season had ties
@@ -756,9 +759,18 @@ def team_frame(items) -> pd.DataFrame:
         raise FastxferError(f'{r.Tm!r}: PD = {r.PD:g} but PF - PA = {r.PF:g} - {r.PA:g} = {r.PF - r.PA:g}')
     return df
 
+NFL_COLUMNS = [
+    Column('team', 'string', required=False, description='team name (required to record the row)', example='Atlanta Vipers'),
+    Column('pf', minimum=0, maximum=10_000, description='points for', example=465),
+    Column('pa', minimum=0, maximum=10_000, description='points against', example=380),
+    Column('pd', required=False, api=False, description='point difference; must equal pf - pa (worked out when left out)', example=85),
+    Column('sos', minimum=-100, maximum=100, description='strength of schedule', example=1.5)]
+
 class NFLPredictor(Predictor):
     "Winning-season predictor from an NFL model folder (the card's chosen model: tabular_learner or logreg)."
     input_type = 'tabular'
+    effects = {'record': 'predict, then write each row with its prediction into NFL.db (table stats)'}
+    effect_keys = {'record': 'recorded'}   # the older endpoints' `?record=true` answer puts the result here
     def __init__(self, folder, use:str|None=None):
         super().__init__(folder)
         self.use = use or self.card.get('chosen', 'tabular')
@@ -779,6 +791,25 @@ class NFLPredictor(Predictor):
         return out
 
     def examples(self) -> list: return list(self.card.get('examples') or [VIPERS])
+
+    @property
+    def input(self): return RowInput(NFL_COLUMNS, name='TeamSeason')
+    def effect_input(self, effect:str):
+        cols = [Column(**{**c.__dict__, 'required': True}) if c.name == 'team' else c for c in NFL_COLUMNS]
+        return RowInput(cols, name='RecordedTeamSeason')
+    def describe(self) -> dict: return {'model': MODEL_NAMES.get(self.use, self.use), 'features': ', '.join(self.features)}
+    def headline(self, pred:dict) -> str|None:
+        p = pred.get('probs', {}).get(CLASSES[1])
+        return None if p is None else f'probability of a winning season: {p:.1%}'
+    def after_predict(self, effect:str, items:list, preds:list, db=None, **context) -> dict:
+        "`record`: write each predicted row into `stats` of NFL.db (the newest season the model saw)."
+        if effect != 'record': return super().after_predict(effect, items, preds)
+        if any(not (isinstance(it, dict) and it.get('team')) for it in items): raise InputError('record needs a "team" for every row', 422)
+        seasons = self.card.get('seasons') or []
+        season = max(seasons) if seasons else None
+        rows = team_frame(items).to_dict(orient='records')
+        out = [dict(team=r['Tm'], recorded=True, season=season, **record_prediction(r, p, season, db)) for r,p in zip(rows, preds)]
+        return {'rows': out, 'db': str(db_path(db))}
 
 # %% ../nbs/05_nfl.ipynb #504f6de8
 def record_prediction(row:dict, pred:dict, season:int|None, db=None) -> dict:
@@ -955,40 +986,73 @@ def cmd_demo(args):
     r['table'] = r['table'].to_dict(orient='records')
     return r
 
-def add_cli(sub, parents, name='nfl'):
-    "The `fastxfer nfl` verbs: scrape, train, predict, evaluate, demo."
-    p = sub.add_parser(name, help='the NFL winning-season exercise: scrape, train, evaluate, predict, demo',
-                       description='Predict whether an NFL team has a winning season (W > L) from PF, PA, PD and SoS.')
-    v = p.add_subparsers(dest='verb', metavar='VERB')
-    db_help = "SQLite database (default: <data_dir>/NFL.db from settings.ini)"
-    s = v.add_parser('scrape', parents=parents, help='read a season standings page into NFL.db (table stats)')
-    s.add_argument('--season', type=int, help='season, e.g. 2023 (optional with --html: read from the page)')
-    s.add_argument('--seasons', help='several seasons online, politely (3 s apart, cached): 2002-2024')
-    s.add_argument('--html', help='a saved page (file or file:// URL) instead of fetching')
-    s.add_argument('--db', help=db_help)
-    s.add_argument('--refresh', action='store_true', help='fetch again even when the page is cached')
-    s.set_defaults(func=cmd_scrape, human=_human_scrape)
-    t = v.add_parser('train', parents=parents, help='train tabular_learner and logistic regression; write a model folder')
-    t.add_argument('--db', help=db_help); t.add_argument('--standings', help='a standings CSV instead of the database')
-    t.add_argument('--model', default='auto', choices=['auto', 'tabular', 'logreg'], help='model used for predictions (default: the better one)')
-    t.add_argument('--out', help='model folder (default: <models_dir>/nfl)')
-    t.add_argument('--features', help=f'extra features, comma-separated: {", ".join(EXTRA_FEATURES)} (off by default)')
-    t.add_argument('--layers', help='hidden layers of the tabular_learner, e.g. 16 or 16,8 (default: none)')
-    t.add_argument('--seed', type=int); t.add_argument('--no-evaluate', action='store_true', help='skip the cross-validation')
-    t.set_defaults(func=cmd_train, human=_human_train)
-    q = v.add_parser('predict', parents=parents, help='predict a team and write it into stats')
-    q.add_argument('--team', default='Atlanta Vipers'); q.add_argument('--pf', type=float, required=True)
-    q.add_argument('--pa', type=float, required=True); q.add_argument('--pd', type=float)
-    q.add_argument('--sos', type=float, required=True)
-    q.add_argument('--model', help='model folder (default: <models_dir>/nfl)'); q.add_argument('--db', help=db_help)
-    q.add_argument('--no-record', action='store_true', help='do not write the prediction into the database')
-    q.set_defaults(func=cmd_predict, human=_fmt_pred)
-    e = v.add_parser('evaluate', parents=parents, help='leave-one-season-out (or k-fold) metrics for both models')
-    e.add_argument('--db', help=db_help); e.add_argument('--standings', help='a standings CSV (e.g. ../shared/data/nfl/standings.csv)')
-    e.add_argument('--features', help=f'extra features: {", ".join(EXTRA_FEATURES)}'); e.add_argument('--k', type=int, default=5, help='folds for a single season')
-    e.add_argument('--seed', type=int); e.add_argument('--layers', help='hidden layers of the tabular_learner, e.g. 16 (default: none)')
-    e.set_defaults(func=cmd_evaluate, human=_human_evaluate)
-    d = v.add_parser('demo', parents=parents, help='the whole exercise on the shipped 2023 page, offline')
-    d.add_argument('--workdir', help='put NFL.db and the model folder here (default: the settings folders)')
-    d.set_defaults(func=cmd_demo, human=_human_demo)
-    return p
+# %% ../nbs/05_nfl.ipynb #ab33030d
+@register_family
+class NFLFamily(Family):
+    "The NFL winning-season exercise as a family: its verbs are the `fastxfer nfl` command."
+    name, title, predictor = 'nfl', 'NFL', NFLPredictor
+    help = 'the NFL winning-season exercise: scrape, train, evaluate, predict, demo'
+    description = 'Predict whether an NFL team has a winning season (W > L) from PF, PA, PD and SoS.'
+    extra_verbs = ('scrape', 'demo')
+
+    def scrape(self, season:int|None=None, # season, e.g. 2023 (optional with --html: read from the page)
+               seasons:str|None=None, # several seasons online, politely (3 s apart, cached): 2002-2024
+               html:str|None=None, # a saved page (file or file:// URL) instead of fetching
+               db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db from the settings)
+               refresh:bool=False, # fetch again even when the page is cached
+               ) -> dict:
+        "Read a season standings page into NFL.db (table stats)."
+        return cmd_scrape(as_args(locals()))
+
+    def train(self, db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db from the settings)
+              standings:str|None=None, # a standings CSV instead of the database
+              model:Literal['auto', 'tabular', 'logreg']='auto', # the model used for predictions (auto: the better one)
+              out:str|None=None, # model folder (if not given: <models_dir>/nfl)
+              features:str|None=None, # extra features, comma-separated: MoV, SRS, pyth (none by default)
+              layers:str|None=None, # hidden layers of the tabular_learner, e.g. 16 or 16,8 (none by default)
+              seed:int=from_settings('seed', int), # random seed
+              no_evaluate:bool=False, # skip the cross-validation
+              ) -> dict:
+        "Train tabular_learner and logistic regression; write a model folder."
+        return cmd_train(as_args(locals()))
+
+    def predict(self, *, pf:float, # points for
+                pa:float, # points against
+                sos:float, # strength of schedule
+                team:str='Atlanta Vipers', # the team's name
+                pd:float|None=None, # point difference (if not given: pf - pa)
+                model:str|None=None, # model folder (if not given: <models_dir>/nfl)
+                db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db from the settings)
+                no_record:bool=False, # do not write the prediction into the database
+                ) -> dict:
+        "Predict a team and write it into stats."
+        return cmd_predict(as_args(locals()))
+
+    def evaluate(self, db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db from the settings)
+                 standings:str|None=None, # a standings CSV (e.g. ../shared/data/nfl/standings.csv)
+                 features:str|None=None, # extra features, comma-separated: MoV, SRS, pyth
+                 k:int=5, # folds when there is a single season
+                 seed:int=from_settings('seed', int), # random seed
+                 layers:str|None=None, # hidden layers of the tabular_learner, e.g. 16 (none by default)
+                 ) -> dict:
+        "Leave-one-season-out (or k-fold) metrics for both models."
+        return cmd_evaluate(as_args(locals()))
+
+    def demo(self, workdir:str|None=None, # put NFL.db and the model folder here (if not given: the settings folders)
+             ) -> dict:
+        "The whole exercise on the shipped 2023 page, offline."
+        return cmd_demo(as_args(locals()))
+
+    def human(self, verb:str, r:dict) -> str|None:
+        return {'scrape': _human_scrape, 'train': _human_train, 'predict': _fmt_pred, 'evaluate': _human_evaluate,
+                'demo': _human_demo}[verb](r)
+
+    def serve_demo(self, models_dir) -> dict:
+        "Train the NFL model from the embedded 2023 page into `models_dir`; its rows go to NFL.db."
+        old = os.environ.get('FASTXFER_MODELS_DIR')
+        os.environ['FASTXFER_MODELS_DIR'] = str(models_dir)   # demo() writes to <models_dir>/nfl and <data_dir>/NFL.db
+        try: res = demo()
+        finally:
+            if old is None: os.environ.pop('FASTXFER_MODELS_DIR', None)
+            else: os.environ['FASTXFER_MODELS_DIR'] = old
+        return dict(model_dir=res['model_dir'], db=res['db'], seconds=res['seconds'], context={'db': res['db']})

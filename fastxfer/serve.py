@@ -6,11 +6,10 @@ Docs: https://fastxfer.github.io/fastxfer/serve.html.md"""
 
 # %% ../nbs/07_serve.ipynb #80c7a1de
 from __future__ import annotations
-import asyncio, io, json, logging, os, sys, time, traceback
+import asyncio, io, json, logging, os, re, sys, time, traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # never phone home, even before gradio is imported
 os.environ.setdefault('GRADIO_TELEMETRY_ENABLED', 'False')
@@ -18,61 +17,24 @@ os.environ.setdefault('GRADIO_TELEMETRY_ENABLED', 'False')
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .core import FastxferError, setting, to_jsonable
+from .family import find_family, family_names, get_family
+from .inputs import Limits, InputError, read_image
 from .model_folder import Predictor, find_model_folders, load_model
 
 logger = logging.getLogger('fastxfer.serve')
+ApiError = InputError   # the name this module used before `fastxfer.inputs` existed
 
 # %% auto #0
-__all__ = ['logger', 'NFL_FEATURES', 'KIND_TITLES', 'POSTMAN_SCHEMA', 'Limits', 'ApiError', 'read_image', 'Prediction',
-           'PredictResponse', 'TextRequest', 'NFLRow', 'NFLBatchRequest', 'ModelInfo', 'ModelsResponse',
-           'HealthResponse', 'ErrorResponse', 'ModelRunner', 'tabular_features', 'optional_features', 'how_to_call',
-           'check_texts', 'check_row', 'load_models', 'create_app', 'api_docs_html', 'loop_run', 'card_markdown',
-           'positive_class', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models', 'cmd_serve',
-           'cmd_postman', 'add_cli']
-
-# %% ../nbs/07_serve.ipynb #1821cafe
-@dataclass
-class Limits:
-    "What the server accepts; every field can be changed with `create_app(..., limits=Limits(...))`."
-    max_image_bytes: int = 10_000_000     # one uploaded image
-    max_pixels: int = 40_000_000          # width x height, read from the header before decoding
-    max_items: int = 64                   # images, texts or rows in one request
-    max_text_chars: int = 20_000          # one text
-    max_body_bytes: int = 100_000_000     # a whole request (a batch of images)
-    combine_items: int = 32               # concurrent requests to one model are run together up to this many items
-
-class ApiError(Exception):
-    "A bad request: answered as `{\"error\": message}` with `status`."
-    def __init__(self, message:str, status:int=400):
-        super().__init__(message); self.message, self.status = message, status
-
-# %% ../nbs/07_serve.ipynb #3b9f1f6a
-def read_image(data:bytes, limits:Limits=Limits(), name:str='file'):
-    "Decode and check one uploaded image; returns an RGB PIL image or raises `ApiError`."
-    from PIL import Image, UnidentifiedImageError
-    if not data: raise ApiError(f'{name}: the upload is empty', 400)
-    if len(data) > limits.max_image_bytes:
-        raise ApiError(f'{name}: the image is {len(data):,} bytes; the limit is {limits.max_image_bytes:,}', 413)
-    try: im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError: raise ApiError(f'{name}: not an image (no known image format found in {len(data):,} bytes)', 415)
-    except Image.DecompressionBombError as e: raise ApiError(f'{name}: refused as a decompression bomb ({e})', 413)
-    w, h = im.size
-    if w*h > limits.max_pixels:
-        raise ApiError(f'{name}: the image is {w}x{h} = {w*h:,} pixels; the limit is {limits.max_pixels:,} '
-                       '(refused before decoding: possible decompression bomb)', 413)
-    if w == 0 or h == 0: raise ApiError(f'{name}: the image has no pixels ({w}x{h})', 400)
-    try:
-        im.load()
-        if getattr(im, 'n_frames', 1) > 1: im.seek(0)
-        return im.convert('RGB')
-    except Image.DecompressionBombError as e: raise ApiError(f'{name}: refused as a decompression bomb ({e})', 413)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ApiError(f'{name}: the image is truncated or corrupt ({e})', 400)
+__all__ = ['logger', 'ApiError', 'POSTMAN_SCHEMA', 'Prediction', 'PredictResponse', 'ModelInfo', 'ModelsResponse',
+           'HealthResponse', 'ErrorResponse', 'response_model', 'ModelRunner', 'read_payload', 'part_bytes',
+           'load_models', 'request_body', 'create_app', 'api_docs_html', 'loop_run', 'tab_title', 'card_markdown',
+           'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models', 'cmd_serve', 'cmd_postman',
+           'add_cli']
 
 # %% ../nbs/07_serve.ipynb #d9742c93
 class Prediction(BaseModel):
@@ -82,37 +44,23 @@ class Prediction(BaseModel):
     probs: dict[str, float] = Field(description='probability of every class')
 
 class PredictResponse(BaseModel):
+    model_config = ConfigDict(extra='allow')
     model: str = Field(description='the model that answered')
-    kind: str = Field(description="the model's kind (vision, text, nfl, ...)")
+    kind: str = Field(description="the model's kind (its family)")
     label: Optional[str] = Field(None, description='the label, when the request held exactly one item')
     probs: Optional[dict[str, float]] = Field(None, description='the probabilities, when the request held exactly one item')
     predictions: list[Prediction] = Field(description='one prediction per item, in request order')
     seconds: float = Field(description='time spent in the server for this request')
-    recorded: Optional[dict[str, Any]] = Field(None, description='NFL with record=true: what was written to NFL.db')
-
-class TextRequest(BaseModel):
-    "Texts to classify."
-    texts: list[str] = Field(description='one or more non-empty texts', examples=[['A wonderful, moving film.']])
-
-class NFLRow(BaseModel):
-    "One team-season for the NFL model (points for, points against, point difference, strength of schedule)."
-    model_config = ConfigDict(extra='allow')
-    team: Optional[str] = Field(None, description='team name (required with record=true)', examples=['Kansas City Chiefs'])
-    pf: float = Field(description='points for', examples=[371])
-    pa: float = Field(description='points against', examples=[294])
-    pd: Optional[float] = Field(None, description='point difference (pf - pa; worked out when left out)', examples=[77])
-    sos: float = Field(description='strength of schedule', examples=[0.4])
-
-class NFLBatchRequest(BaseModel):
-    rows: list[NFLRow]
+    effects: Optional[dict[str, Any]] = Field(None, description="what a side effect did (the effect's operations only)")
 
 class ModelInfo(BaseModel):
     name: str
     kind: str
     input_type: str = Field(description='image | text | tabular')
     classes: list[str]
-    predict_url: str
-    batch_url: str
+    predict_url: str = Field(description='the typed operation for one item')
+    batch_url: str = Field(description='the typed operation for many items')
+    effects: dict[str, str] = Field(default_factory=dict, description='side effects: name -> URL of its operation')
     how: str = Field(description='how to send input to this model')
     card: dict[str, Any] = Field(description="the model's card.json")
 
@@ -129,6 +77,18 @@ class HealthResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str = Field(description='what is wrong with the request')
 
+def response_model(name:str, p:Predictor):
+    "The `PredictResponse` of model `name`: its predictions' `label` is one of its classes."
+    cls = [str(c) for c in p.classes]
+    label = Literal[tuple(cls)] if cls else str
+    pred = create_model(f'{_slug(name)}Prediction', __base__=Prediction, label=(label, Field(description='the most probable class')))
+    return create_model(f'{_slug(name)}PredictResponse', __base__=PredictResponse, predictions=(list[pred], ...))
+
+def _slug(name:str) -> str:
+    "`name` as a schema name (letters, digits, `_`)."
+    s = re.sub(r'[^0-9A-Za-z]+', '_', str(name)).strip('_') or 'model'
+    return ''.join(w[:1].upper() + w[1:] for w in s.split('_'))
+
 # %% ../nbs/07_serve.ipynb #eb93b7ef
 class ModelRunner:
     "Runs one predictor: one call at a time, concurrent requests combined into one batch."
@@ -140,7 +100,10 @@ class ModelRunner:
         res = self.predictor.predict(list(items))
         if len(res) != len(items): raise RuntimeError(f'the predictor returned {len(res)} predictions for {len(items)} items')
         out = [to_jsonable(r) for r in res]
-        for r in out: r['label'] = str(r.get('label'))   # labels are strings in the API, whatever the vocab held
+        for r in out:
+            r['label'] = str(r.get('label'))   # labels are strings in the API, whatever the vocab held
+            bad = [k for k,v in (r.get('probs') or {}).items() if not isinstance(v, (int, float))]
+            if bad: raise RuntimeError(f'the model gave no finite probability for {", ".join(bad[:5])}')
         return out
 
     async def predict(self, items:list) -> list[dict]:
@@ -179,58 +142,33 @@ def _set(fut, value=None, exc=None):
     else: fut.set_result(value)
 
 # %% ../nbs/07_serve.ipynb #4dff0498
-NFL_FEATURES = ('pf', 'pa', 'pd', 'sos')
+async def read_payload(request:Request, spec, batch:bool, limits:Limits, lenient:bool=False):
+    "The raw payload for `spec.parse`: `[(filename, bytes)]` from a multipart upload, or the parsed JSON body."
+    ctype = request.headers.get('content-type', '').split(';')[0].strip().lower()
+    if spec.media_type == 'multipart/form-data':
+        field = spec.field(batch)
+        if ctype != 'multipart/form-data':
+            raise ApiError(f'this model takes images: send multipart/form-data with field {field!r} (got {ctype or "no content type"})', 415)
+        form = await request.form(max_files=2*limits.max_items, max_fields=2*limits.max_items + 16)
+        ups = list(form.getlist(field))
+        if lenient and not ups:   # the older endpoints also took `files` for one image and `file` for a batch
+            other = list(form.getlist('file' if batch else 'files'))
+            ups = other if batch else other[:1]
+        if len(ups) > limits.max_items: raise ApiError(f'{len(ups)} images in one request; the limit is {limits.max_items}', 413)
+        return [(u.filename or f'{field}[{i}]', await u.read(limits.max_image_bytes + 1)) if hasattr(u, 'read')
+                else (f'{field}[{i}]', part_bytes(u)) for i,u in enumerate(ups)]
+    if ctype != 'application/json':
+        raise ApiError(f'this model takes JSON ({spec.how(batch)}); got {ctype or "no content type"}', 415)
+    try: return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ApiError(f'the body is not valid JSON: {e}', 400)
 
-def tabular_features(predictor:Predictor) -> list[str]:
-    "The numeric fields a tabular model takes: pf, pa, pd, sos for NFL, else the card's `features`."
-    if predictor.kind == 'nfl': return list(NFL_FEATURES)
-    return [str(x) for x in (predictor.card.get('features') or predictor.card.get('cont_names') or NFL_FEATURES)]
-
-def optional_features(predictor:Predictor) -> set[str]:
-    "Fields a tabular model can work out itself (NFL: pd = pf - pa)."
-    return {'pd'} if predictor.kind == 'nfl' else set()
-
-def how_to_call(predictor:Predictor) -> str:
-    t = predictor.input_type
-    if t == 'image': return "multipart/form-data: field 'file' (one image); batch: field 'files' repeated"
-    if t == 'text': return 'application/json: {"texts": ["...", ...]}'
-    return ('application/json: {' + ', '.join(f'"{f}": number' for f in tabular_features(predictor)) +
-            ', "team": "name"}; batch: {"rows": [...]}')
-
-def check_texts(body, limits:Limits) -> list[str]:
-    "Validate `{\"texts\": [...]}`; returns the texts or raises `ApiError`."
-    if not isinstance(body, dict) or 'texts' not in body:
-        raise ApiError('send JSON {"texts": ["...", ...]} to a text model', 422)
-    texts = body['texts']
-    if isinstance(texts, str): texts = [texts]
-    if not isinstance(texts, list): raise ApiError('"texts" must be a list of strings', 422)
-    if not texts: raise ApiError('"texts" is empty: send at least one text', 422)
-    if len(texts) > limits.max_items: raise ApiError(f'{len(texts)} texts in one request; the limit is {limits.max_items}', 413)
-    for i,t in enumerate(texts):
-        if not isinstance(t, str): raise ApiError(f'texts[{i}] is {type(t).__name__}, not a string', 422)
-        if not t.strip(): raise ApiError(f'texts[{i}] is empty', 422)
-        if len(t) > limits.max_text_chars:
-            raise ApiError(f'texts[{i}] has {len(t):,} characters; the limit is {limits.max_text_chars:,}', 413)
-    return texts
-
-def _number(v):
-    if isinstance(v, bool): raise ValueError
-    f = float(v)
-    if f != f or f in (float('inf'), float('-inf')): raise ValueError
-    return f
-
-def check_row(row, features, where:str='body', optional=()) -> dict:
-    "Validate one tabular row: every feature present (unless `optional`) and numeric, `team` a string if given."
-    if not isinstance(row, dict): raise ApiError(f'{where} must be a JSON object with ' + ', '.join(features), 422)
-    missing = [f for f in features if row.get(f) is None and f not in optional]
-    if missing: raise ApiError(f'{where}: missing field(s) {", ".join(missing)} (needs {", ".join(features)})', 422)
-    out = dict(row)
-    for f in features:
-        if row.get(f) is None: out.pop(f, None); continue
-        try: out[f] = _number(row[f])
-        except (TypeError, ValueError): raise ApiError(f'{where}: field {f!r} must be a finite number, got {row[f]!r}', 422)
-    if out.get('team') is not None and not isinstance(out['team'], str): raise ApiError(f'{where}: "team" must be a string', 422)
-    return out
+def part_bytes(value:str) -> bytes:
+    "The bytes of a multipart part sent without a filename (Starlette decodes it as UTF-8, else Latin-1)."
+    try: raw = value.encode('latin-1')
+    except UnicodeEncodeError: return value.encode('utf-8')
+    try: raw.decode('utf-8')
+    except UnicodeDecodeError: return raw        # not UTF-8: Starlette fell back to Latin-1, which round-trips exactly
+    return value.encode('utf-8')
 
 # %% ../nbs/07_serve.ipynb #7a6fcc54
 def load_models(models_dir) -> tuple[dict, dict]:
@@ -243,29 +181,39 @@ def load_models(models_dir) -> tuple[dict, dict]:
         t = time.time()
         try:
             models[name] = load_model(folder)
-            logger.info('loaded %s (%s, %s) in %.1fs', name, folder.kind, models[name].input_type, time.time()-t)
+            logger.info('loaded %s (%s, %s) in %.1fs', name, folder.kind, models[name].input.type, time.time()-t)
         except Exception as e:
             failed[name] = f'{type(e).__name__}: {e}'
             logger.warning('could not load %s: %s', folder.path, failed[name])
     return models, failed
 
 # %% ../nbs/07_serve.ipynb #8433b872
-_IMAGE_BODY = {'type': 'object', 'required': ['file'], 'properties': {'file': {'type': 'string', 'format': 'binary', 'description': 'one image (JPEG, PNG, WebP...)'}}}
-_IMAGES_BODY = {'type': 'object', 'required': ['files'], 'properties': {'files': {'type': 'array', 'items': {'type': 'string', 'format': 'binary'}, 'description': 'several images, one part each'}}}
-
-def _body_doc(batch:bool) -> dict:
-    "OpenAPI request body of the predict endpoints: an image upload, texts, or NFL rows, depending on the model."
-    refs = [{'$ref': '#/components/schemas/TextRequest'},
-            {'$ref': '#/components/schemas/NFLBatchRequest' if batch else '#/components/schemas/NFLRow'}]
-    return {'requestBody': {'required': True, 'content': {
-        'multipart/form-data': {'schema': _IMAGES_BODY if batch else _IMAGE_BODY},
-        'application/json': {'schema': {'oneOf': refs}}}},
-        'parameters': [{'name': 'record', 'in': 'query', 'required': False, 'schema': {'type': 'boolean', 'default': False},
-                        'description': 'NFL models only: also record the row(s) in NFL.db'}]}
-
 _ERRORS = {s: {'model': ErrorResponse, 'description': d} for s,d in [
     (400, 'bad input (truncated image, bad JSON...)'), (404, 'unknown model'), (413, 'too large (bytes, pixels, items, characters)'),
     (415, 'wrong content type or not an image'), (422, 'missing or invalid fields'), (500, 'the model failed')]}
+
+def _move_defs(schema:dict, comps:dict, prefix:str) -> dict:
+    "`schema` with its `$defs` moved into the document's components under `prefix` (refs rewritten)."
+    defs = schema.pop('$defs', {})
+    ren = {k: f'{prefix}{k}' for k in defs}
+    def fix(o):
+        if isinstance(o, dict):
+            if isinstance(o.get('$ref'), str) and o['$ref'].startswith('#/$defs/'):
+                o = {**o, '$ref': '#/components/schemas/' + ren[o['$ref'].split('/')[-1]]}
+            return {k: fix(v) for k,v in o.items()}
+        if isinstance(o, list): return [fix(v) for v in o]
+        return o
+    for k,v in defs.items(): comps[ren[k]] = fix(v)
+    return fix(schema)
+
+def request_body(spec, batch:bool, limits:Limits, comps:dict, prefix:str) -> dict:
+    "The OpenAPI `requestBody` of a typed operation, with an example and its schema's parts in `comps`."
+    body = spec.openapi_body(batch, limits)
+    for ctype, media in body['content'].items():
+        media['schema'] = _move_defs(dict(media['schema']), comps, prefix)
+        ex = spec.example(batch)
+        if ex is not None: media['example'] = ex
+    return body
 
 # %% ../nbs/07_serve.ipynb #48d11156
 class _BodyLimit:
@@ -288,7 +236,7 @@ class _BodyLimit:
 
 # %% ../nbs/07_serve.ipynb #b9975cd4
 def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None=None, workers:int|None=None,
-               ui:bool=True, nfl_db=None) -> FastAPI:
+               ui:bool=True, context:dict|None=None) -> FastAPI:
     "The FastAPI app serving every model under `models_dir` (default: the `models_dir` setting)."
     limits = limits or Limits()
     models_dir = Path(setting('models_dir', models_dir))
@@ -297,16 +245,17 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
     workers = workers or max(2, min(4, os.cpu_count() or 2))
     pool = ThreadPoolExecutor(workers, thread_name_prefix='fastxfer-infer')
     runners = {n: ModelRunner(p, pool, limits.combine_items) for n,p in models.items()}
+    context = dict(context or {})
 
     app = FastAPI(title='fastxfer', version=__version__, docs_url=None, redoc_url=None,
                   description='Predictions from every fastxfer model in ' + str(models_dir) +
-                              '. Errors are JSON {"error": "..."}.')
+                              '. Each model has its own typed operations under /api/v1/models/<name>/. Errors are JSON {"error": "..."}.')
     app.state.models, app.state.failed, app.state.runners = models, failed, runners
-    app.state.limits, app.state.models_dir, app.state.pool, app.state.nfl_db = limits, models_dir, pool, nfl_db
+    app.state.limits, app.state.models_dir, app.state.pool, app.state.context = limits, models_dir, pool, context
     app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request, e: ApiError): return JSONResponse({'error': e.message}, e.status)
+    @app.exception_handler(InputError)
+    async def _input_error(request, e: InputError): return JSONResponse({'error': e.message}, e.status)
     @app.exception_handler(FastxferError)
     async def _user_error(request, e): return JSONResponse({'error': str(e)}, 422)
     @app.exception_handler(RequestValidationError)
@@ -322,9 +271,10 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
         return models[name]
 
     def _info(name, p) -> ModelInfo:
-        return ModelInfo(name=name, kind=str(p.kind), input_type=str(p.input_type), classes=[str(c) for c in p.classes],
-                         predict_url=f'/api/v1/predict/{name}', batch_url=f'/api/v1/predict/{name}/batch',
-                         how=how_to_call(p), card=to_jsonable(p.card))
+        base = f'/api/v1/models/{name}'
+        return ModelInfo(name=name, kind=str(p.kind), input_type=str(p.input_type or p.input.type), classes=[str(c) for c in p.classes],
+                         predict_url=f'{base}/predict', batch_url=f'{base}/predict/batch',
+                         effects={e: f'{base}/{e}' for e in p.effects}, how=p.input.how(), card=to_jsonable(p.card))
 
     @app.get('/api/v1/health', response_model=HealthResponse, tags=['server'])
     def health() -> HealthResponse:
@@ -341,66 +291,67 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
         "One model and its card."
         return _info(model, _model(model))
 
-    async def _items(request: Request, p: Predictor, batch: bool):
-        ctype = request.headers.get('content-type', '').split(';')[0].strip().lower()
-        loop = asyncio.get_running_loop()
-        if p.input_type == 'image':
-            if ctype != 'multipart/form-data':
-                raise ApiError(f'this model takes images: send multipart/form-data with field {"files" if batch else "file"!r} (got {ctype or "no content type"})', 415)
-            form = await request.form(max_files=2*limits.max_items, max_fields=2*limits.max_items + 16)
-            field = 'files' if batch else 'file'
-            ups = [u for u in form.getlist(field) if hasattr(u, 'read')]
-            if not ups and not batch: ups = [u for u in form.getlist('files') if hasattr(u, 'read')][:1]
-            if not ups and batch: ups = [u for u in form.getlist('file') if hasattr(u, 'read')]
-            if not ups: raise ApiError(f'no image uploaded: send the image in multipart field {field!r}', 422)
-            if not batch and len(ups) > 1: raise ApiError(f'{len(ups)} files sent to the one-image endpoint; use /batch', 422)
-            if len(ups) > limits.max_items: raise ApiError(f'{len(ups)} images in one request; the limit is {limits.max_items}', 413)
-            datas = [await u.read(limits.max_image_bytes + 1) for u in ups]
-            names = [u.filename or f'{field}[{i}]' for i,u in enumerate(ups)]
-            return [await loop.run_in_executor(pool, read_image, d, limits, n) for d,n in zip(datas, names)]
-        if ctype != 'application/json':
-            raise ApiError(f'this model takes JSON ({how_to_call(p)}); got {ctype or "no content type"}', 415)
-        try: body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ApiError(f'the body is not valid JSON: {e}', 400)
-        if p.input_type == 'text': return check_texts(body, limits)
-        feats, opt = tabular_features(p), optional_features(p)
-        if batch:
-            if not isinstance(body, dict) or not isinstance(body.get('rows'), list):
-                raise ApiError('send JSON {"rows": [{...}, ...]} to the batch endpoint of a tabular model', 422)
-            if not body['rows']: raise ApiError('"rows" is empty', 422)
-            if len(body['rows']) > limits.max_items: raise ApiError(f'{len(body["rows"])} rows; the limit is {limits.max_items}', 413)
-            return [check_row(r, feats, f'rows[{i}]', opt) for i,r in enumerate(body['rows'])]
-        return [check_row(body, feats, 'body', opt)]
-
-    async def _predict(model: str, request: Request, batch: bool, record: bool) -> PredictResponse:
+    async def _run(name:str, p:Predictor, spec, request:Request, batch:bool, effect:str|None, strict:bool):
         t = time.time()
-        p = _model(model)
-        items = await _items(request, p, batch)
-        recorded = None
-        if record:
-            if p.input_type != 'tabular' or p.kind != 'nfl': raise ApiError('record=true is only for NFL models', 422)
-            missing = [i for i,r in enumerate(items) if not r.get('team')]
-            if missing: raise ApiError('record=true needs a "team" for every row', 422)
-            recorded = await loop_run(pool, _record_nfl, p.folder.path, items, nfl_db)
-        try: preds = await runners[model].predict(items)
-        except (ApiError, FastxferError): raise
+        payload = await read_payload(request, spec, batch, limits, lenient=not strict)
+        items = await loop_run(pool, spec.parse, payload, batch, limits, strict)
+        try: preds = await runners[name].predict(items)
+        except (InputError, FastxferError): raise
         except Exception as e:
-            logger.error('model %s failed on %d item(s):\n%s', model, len(items), traceback.format_exc())
-            return JSONResponse({'error': f'model {model!r} failed: {type(e).__name__}: {e}'}, 500)
+            logger.error('model %s failed on %d item(s):\n%s', name, len(items), traceback.format_exc())
+            return JSONResponse({'error': f'model {name!r} failed: {type(e).__name__}: {e}'}, 500)
+        done = None
+        if effect is not None:
+            try: done = {effect: to_jsonable(await loop_run(pool, lambda: p.after_predict(effect, items, preds, **context)))}
+            except (InputError, FastxferError): raise
+            except Exception as e:
+                logger.error('model %s: side effect %s failed:\n%s', name, effect, traceback.format_exc())
+                return JSONResponse({'error': f'model {name!r}: {effect} failed: {type(e).__name__}: {e}'}, 500)
         one = preds[0] if len(preds) == 1 else None
-        return PredictResponse(model=model, kind=str(p.kind), label=one and str(one.get('label')), probs=one and one.get('probs'),
-                               predictions=preds, seconds=round(time.time()-t, 4), recorded=recorded)
+        res = dict(model=name, kind=str(p.kind), label=one and str(one.get('label')), probs=one and one.get('probs'),
+                   predictions=preds, seconds=round(time.time()-t, 4), effects=done)
+        for e,key in getattr(p, 'effect_keys', {}).items():   # what the older endpoints called a side effect's result
+            if not strict: res[key] = done.get(e) if done else None
+        return res
 
-    extra1, extraN = _body_doc(False), _body_doc(True)
-    @app.post('/api/v1/predict/{model}', response_model=PredictResponse, responses=_ERRORS, openapi_extra=extra1, tags=['predict'])
-    async def predict(model: str, request: Request) -> PredictResponse:
-        "Predict one image (multipart `file`), the texts in `{\"texts\": [...]}`, or one NFL row."
-        return await _predict(model, request, False, _flag(request.query_params.get('record')))
+    # one typed operation per model (and per side effect), generated from its predictor's input spec
+    comps, typed = {}, []
+    for name, p in models.items():
+        base, slug, resp = f'/api/v1/models/{name}', _slug(name), response_model(name, p)
+        ops = [('predict', p.input, None)] + [(e, p.effect_input(e), e) for e in p.effects]
+        for verb, spec, effect in ops:
+            for batch in (False, True):
+                endpoint = _typed_endpoint(_run, name, p, spec, batch, effect)
+                what = p.effects.get(effect, 'predict') if effect else 'predict'
+                app.add_api_route(f'{base}/{verb}' + ('/batch' if batch else ''), endpoint, methods=['POST'], response_model=resp,
+                                  responses=_ERRORS, tags=[name], operation_id=f'{slug}_{verb}' + ('_batch' if batch else ''),
+                                  summary=f'{name}: {what}' + (' (many items)' if batch else ''),
+                                  description=f'{p.kind} model {name!r}. ' + spec.how(batch),
+                                  openapi_extra={'requestBody': request_body(spec, batch, limits, comps, f'{slug}{verb.capitalize()}')})
+                typed.append((name, verb, batch))
 
-    @app.post('/api/v1/predict/{model}/batch', response_model=PredictResponse, responses=_ERRORS, openapi_extra=extraN, tags=['predict'])
-    async def predict_batch(model: str, request: Request) -> PredictResponse:
-        "Predict many images (multipart `files`, repeated), texts (`{\"texts\": [...]}`) or NFL rows (`{\"rows\": [...]}`)."
-        return await _predict(model, request, True, _flag(request.query_params.get('record')))
+    def _flags(request, p):
+        "The side effect asked for with `?<effect>=true` on the older endpoints."
+        asked = [k for k,v in request.query_params.items() if (_flag(k, v) if k in p.effects else str(v).lower() in ('1', 'true', 'yes', 'on'))]
+        bad = [k for k in asked if k not in p.effects]
+        if bad: raise ApiError(f'{bad[0]}=true: model {p.name!r} has no side effect {bad[0]!r}' +
+                               (f' (it has: {", ".join(p.effects)})' if p.effects else ' (it has none)'), 422)
+        return asked[0] if asked else None
+
+    async def _alias(model:str, request:Request, batch:bool):
+        p = _model(model)
+        effect = _flags(request, p)
+        spec = p.effect_input(effect) if effect else p.input
+        return await _run(model, p, spec, request, batch, effect, False)
+
+    @app.post('/api/v1/predict/{model}', include_in_schema=False)
+    async def predict(model: str, request: Request):
+        "The older generic endpoint: the body the model takes (see GET /api/v1/models/{model})."
+        return await _alias(model, request, False)
+
+    @app.post('/api/v1/predict/{model}/batch', include_in_schema=False)
+    async def predict_batch(model: str, request: Request):
+        return await _alias(model, request, True)
 
     @app.get('/docs', include_in_schema=False)
     def docs():
@@ -412,17 +363,14 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
     def openapi():
         if app.openapi_schema: return app.openapi_schema
         s = _openapi()
-        comps = s.setdefault('components', {}).setdefault('schemas', {})
-        for m in (TextRequest, NFLRow, NFLBatchRequest):
-            js = m.model_json_schema(ref_template='#/components/schemas/{model}')
-            comps.update(js.pop('$defs', {})); comps[m.__name__] = js
+        s.setdefault('components', {}).setdefault('schemas', {}).update(comps)
         return s
     app.openapi = openapi
 
     if ui and models: mount_ui(app)
     elif ui:
         @app.get('/', include_in_schema=False)
-        def _empty(): return JSONResponse({'error': f'no models in {models_dir}; train one (fastxfer vision train ...) or run fastxfer serve --demo'}, 503)
+        def _empty(): return JSONResponse({'error': f'no models in {models_dir}; train one (fastxfer <family> train ...) or run fastxfer serve --demo'}, 503)
     return app
 
 def api_docs_html(spec:dict) -> str:
@@ -434,7 +382,8 @@ def api_docs_html(spec:dict) -> str:
            "pre{background:#f4f4f4;padding:.6em;overflow-x:auto}code{background:#f4f4f4}h2{border-top:1px solid #ddd;padding-top:.6em}"
            ".m{font-weight:bold;color:#fff;background:#36c;padding:0 .4em;border-radius:3px}</style></head><body>",
            f"<h1>{esc(spec['info']['title'])} {esc(spec['info']['version'])} REST API</h1><p>{esc(spec['info'].get('description', ''))}</p>",
-           "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a>. Postman: <code>fastxfer api postman --out fastxfer.postman_collection.json</code>.</p>"]
+           "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a>. Postman: <code>fastxfer api postman --out fastxfer.postman_collection.json</code>. "
+           "The older generic endpoints <code>POST /api/v1/predict/{model}</code> and <code>.../batch</code> still answer, with the same bodies.</p>"]
     for path, ops in spec['paths'].items():
         for method, op in ops.items():
             out.append(f"<h2><span class='m'>{method.upper()}</span> <code>{esc(path)}</code></h2><p>{esc(op.get('summary', ''))}</p>")
@@ -443,6 +392,7 @@ def api_docs_html(spec:dict) -> str:
                 out.append(f"<p>parameter <code>{esc(prm['name'])}</code> ({esc(prm['in'])}{', required' if prm.get('required') else ''}) {esc(prm.get('description', ''))}</p>")
             for ctype, c in (op.get('requestBody') or {}).get('content', {}).items():
                 out.append(f"<p>request body <code>{esc(ctype)}</code></p><pre>{esc(json.dumps(c['schema'], indent=1))}</pre>")
+                if 'example' in c: out.append(f"<p>example</p><pre>{esc(json.dumps(c['example'], indent=1))}</pre>")
             codes = ', '.join(f"{esc(k)} {esc(v.get('description', ''))}" for k,v in op.get('responses', {}).items())
             out.append(f"<p>responses: {codes}</p>")
     out.append("<h2>Schemas</h2>")
@@ -450,47 +400,37 @@ def api_docs_html(spec:dict) -> str:
         out.append(f"<h3 id='{esc(name)}'>{esc(name)}</h3><pre>{esc(json.dumps(sch, indent=1))}</pre>")
     return '\n'.join(out + ['</body></html>'])
 
-def _flag(v) -> bool:
+def _typed_endpoint(run, name, p, spec, batch, effect):
+    "The endpoint of one typed operation (a closure: FastAPI reads an endpoint's parameters as the request's)."
+    async def endpoint(request: Request): return await run(name, p, spec, request, batch, effect, True)
+    return endpoint
+
+def _flag(name, v) -> bool:
     if v is None: return False
     if str(v).lower() in ('1', 'true', 'yes', 'on'): return True
     if str(v).lower() in ('0', 'false', 'no', 'off', ''): return False
-    raise ApiError(f'record must be true or false, got {v!r}', 422)
+    raise ApiError(f'{name} must be true or false, got {v!r}', 422)
 
 async def loop_run(pool, f, *args):
     return await asyncio.get_running_loop().run_in_executor(pool, f, *args)
 
-def _record_nfl(model_dir, rows, db):
-    "Record NFL rows in NFL.db through the NFL family's `predict_team`."
-    from fastxfer import nfl
-    out = []
-    for r in rows:
-        res = nfl.predict_team(r['team'], r['pf'], r['pa'], r['pd'], r['sos'], model_dir=model_dir, db=db, record=True)
-        out.append(to_jsonable(res))
-    return {'rows': out, 'db': str(db) if db else None}
-
 # %% ../nbs/07_serve.ipynb #98c2ead3
-KIND_TITLES = {'image': 'Images', 'text': 'Text', 'tabular': 'Tables'}
+def tab_title(p:Predictor) -> str:
+    "The UI tab of a model: its family's title, else its input's."
+    fam = find_family(p.kind)
+    return fam.title if fam is not None else p.input.title
 
 def card_markdown(name:str, p:Predictor) -> str:
-    "The model card as a few lines of markdown: architecture, metrics, date, classes."
+    "The model card as a few lines of markdown: what the predictor says it is, metrics, date, classes."
     c = p.card
-    arch = c.get('arch') or c.get('model') or c.get('text_model') or c.get('learner') or c.get('chosen') or '-'
     fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
-    lines = [f'### {name}', f'**kind** {p.kind} &nbsp; **architecture** {arch} &nbsp; **created** {c.get("created", "-")}']
+    about = ' &nbsp; '.join(f'**{k}** {fmt(v)}' for k,v in p.describe().items() if v is not None)
+    lines = [f'### {name}', f'**kind** {p.kind} &nbsp; {about + " &nbsp; " if about else ""}**created** {c.get("created", "-")}']
     if c.get('metrics'): lines.append('**metrics** ' + ', '.join(f'{k} {fmt(v)}' for k,v in c['metrics'].items() if not isinstance(v, (dict, list))))
     if c.get('train_seconds') is not None: lines.append(f'**trained in** {fmt(c["train_seconds"])} s')
     cls = [str(x) for x in p.classes]
     if cls: lines.append(f'**classes** ({len(cls)}) ' + ', '.join(cls[:12]) + (' ...' if len(cls) > 12 else ''))
     return '\n\n'.join(lines)
-
-def positive_class(p:Predictor):
-    "The class whose probability a tabular tab headlines (NFL: the winning season)."
-    cls = [str(x) for x in p.classes]
-    pc = p.card.get('positive_class')
-    if pc is not None and str(pc) in cls: return str(pc)
-    for c in cls:
-        if c.lower() in ('winning', 'win', 'yes', 'true', '1', 'winning season'): return c
-    return cls[-1] if cls else None
 
 def _examples(p:Predictor) -> list:
     try: return list(p.examples() or [])
@@ -499,94 +439,52 @@ def _examples(p:Predictor) -> list:
 
 # %% ../nbs/07_serve.ipynb #c612791f
 def build_ui(app:FastAPI):
-    "A `gr.Blocks` with one tab per kind of model served by `app`."
+    "A `gr.Blocks` with one tab per family of the models served by `app`."
     import gradio as gr
-    models, runners, limits = app.state.models, app.state.runners, app.state.limits
-    by_type = {}
-    for n,p in models.items(): by_type.setdefault(p.input_type if p.input_type in KIND_TITLES else 'tabular', []).append(n)
+    models, runners, limits, pool = app.state.models, app.state.runners, app.state.limits, app.state.pool
+    tabs = {}
+    for n,p in models.items(): tabs.setdefault(tab_title(p), []).append(n)
     allowed = set()
 
-    async def run(name, items):
-        try: return await runners[name].predict(items)
-        except (ApiError, FastxferError) as e: raise gr.Error(getattr(e, 'message', str(e)))
-        except Exception as e:
-            logger.error('model %s failed in the UI:\n%s', name, traceback.format_exc())
-            raise gr.Error(f'the model failed: {type(e).__name__}: {e}')
-
-    def image_ui(name, p):
-        async def fn(path):
-            if not path: return None
-            try:
-                data = Path(path).read_bytes()
-                if len(data) > limits.max_image_bytes: raise ApiError(f'the image is {len(data):,} bytes; the limit is {limits.max_image_bytes:,}')
-                im = await loop_run(app.state.pool, read_image, data, limits, Path(path).name)
-            except ApiError as e: raise gr.Error(e.message)
-            return (await run(name, [im]))[0]['probs']
-        with gr.Row():
-            inp = gr.Image(type='filepath', image_mode=None, sources=['upload', 'clipboard'], label='image (upload or paste)',
-                           elem_id=f'in-{name}', height=320)
-            out = gr.Label(num_top_classes=5, label='prediction', elem_id=f'out-{name}')
-        btn = gr.Button('Predict', variant='primary', elem_id=f'go-{name}')
-        btn.click(fn, inp, out); inp.upload(fn, inp, out)
-        ex = [str(Path(e)) for e in _examples(p) if isinstance(e, (str, os.PathLike)) and Path(e).is_file()][:12]
-        allowed.update(str(Path(e).resolve().parent) for e in ex)
-        if ex: gr.Examples([[e] for e in ex], inputs=inp, outputs=out, fn=fn, run_on_click=True, cache_examples=False, label='examples (click one)')
-
-    def text_ui(name, p):
-        async def fn(text):
-            if not text or not text.strip(): return None
-            try: texts = check_texts({'texts': [text]}, limits)
-            except ApiError as e: raise gr.Error(e.message)
-            return (await run(name, texts))[0]['probs']
-        with gr.Row():
-            inp = gr.Textbox(lines=5, label='text', placeholder='type or paste a text, then Predict', elem_id=f'in-{name}')
-            out = gr.Label(num_top_classes=5, label='prediction', elem_id=f'out-{name}')
-        btn = gr.Button('Predict', variant='primary', elem_id=f'go-{name}')
-        btn.click(fn, inp, out)
-        ex = [e for e in _examples(p) if isinstance(e, str)][:12]
-        if ex: gr.Examples([[e] for e in ex], inputs=inp, outputs=out, fn=fn, run_on_click=True, cache_examples=False, label='examples (click one)')
-
-    def tabular_ui(name, p):
-        feats, pos = tabular_features(p), positive_class(p)
-        what = 'a winning season' if p.kind == 'nfl' else repr(pos)
-        async def fn(team, *vals):
-            row = dict(zip(feats, vals))
-            if team: row['team'] = team
-            try: row = check_row(row, feats, 'the form', optional_features(p))
-            except ApiError as e: raise gr.Error(e.message)
-            pred = (await run(name, [row]))[0]
-            pp = pred['probs'].get(pos)
-            head = f'## Probability of {what}: {pp:.1%}' if pp is not None else f'## {pred["label"]}'
-            return pred['probs'], head
+    def model_ui(name, p):
+        spec = p.input
+        async def fn(*values):
+            try: item = await loop_run(pool, spec.from_gradio, values, limits)
+            except (InputError, FastxferError) as e: raise gr.Error(getattr(e, 'message', str(e)))
+            if item is None: return None, ''
+            try: pred = (await runners[name].predict([item]))[0]
+            except (InputError, FastxferError) as e: raise gr.Error(getattr(e, 'message', str(e)))
+            except Exception as e:
+                logger.error('model %s failed in the UI:\n%s', name, traceback.format_exc())
+                raise gr.Error(f'the model failed: {type(e).__name__}: {e}')
+            head = p.headline(pred)
+            return pred['probs'], (f'## {head[:1].upper()}{head[1:]}' if head else '')
         with gr.Row():
             with gr.Column():
-                team = gr.Textbox(label='team (optional)', elem_id=f'in-{name}-team')
-                nums = [gr.Number(label=f, elem_id=f'in-{name}-{f}') for f in feats]
+                inputs = spec.gradio(name)
                 btn = gr.Button('Predict', variant='primary', elem_id=f'go-{name}')
             with gr.Column():
                 head = gr.Markdown(elem_id=f'head-{name}')
-                out = gr.Label(label='prediction', elem_id=f'out-{name}')
-        btn.click(fn, [team, *nums], [out, head])
-        ex = [[e.get('team', '')] + [e.get(f) for f in feats] for e in _examples(p) if isinstance(e, dict)][:12]
-        if ex: gr.Examples(ex, inputs=[team, *nums], outputs=[out, head], fn=fn, run_on_click=True, cache_examples=False, label='examples (click one)')
+                out = gr.Label(num_top_classes=5, label='prediction', elem_id=f'out-{name}')
+        btn.click(fn, inputs, [out, head])
+        if hasattr(inputs[0], 'upload') and spec.media_type == 'multipart/form-data': inputs[0].upload(fn, inputs, [out, head])
+        ex = [v for v in (spec.gradio_example(e) for e in _examples(p)) if v is not None][:12]
+        allowed.update(str(Path(x).resolve().parent) for v in ex for x in v if isinstance(x, str) and spec.media_type != 'application/json')
+        if ex: gr.Examples(ex, inputs=inputs, outputs=[out, head], fn=fn, run_on_click=True, cache_examples=False, label='examples (click one)')
 
-    builders = {'image': image_ui, 'text': text_ui, 'tabular': tabular_ui}
     with gr.Blocks(title='fastxfer', analytics_enabled=False) as demo:
         gr.Markdown(f'# fastxfer\n{len(models)} model(s) from `{app.state.models_dir}` &nbsp; REST API: '
                     '[/docs](/docs) &nbsp; [/api/v1/models](/api/v1/models)')
         with gr.Tabs():
-            for t in ('image', 'text', 'tabular'):
-                names = by_type.get(t)
-                if not names: continue
-                title = 'NFL' if t == 'tabular' and all(models[n].kind == 'nfl' for n in names) else KIND_TITLES[t]
-                with gr.Tab(title, id=f'tab-{t}', elem_id=f'tab-{t}'):
+            for title, names in sorted(tabs.items()):   # in alphabetical order, whatever order the folders load in
+                with gr.Tab(title, elem_id=f'tab-{_slug(title).lower()}'):
                     if len(names) == 1:
-                        gr.Markdown(card_markdown(names[0], models[names[0]])); builders[t](names[0], models[names[0]])
+                        gr.Markdown(card_markdown(names[0], models[names[0]])); model_ui(names[0], models[names[0]])
                     else:
                         with gr.Tabs():
                             for n in names:
                                 with gr.Tab(n, elem_id=f'tab-{n}'):
-                                    gr.Markdown(card_markdown(n, models[n])); builders[t](n, models[n])
+                                    gr.Markdown(card_markdown(n, models[n])); model_ui(n, models[n])
     demo.queue(default_concurrency_limit=8)
     return demo, sorted(allowed)
 
@@ -608,65 +506,47 @@ def mount_ui(app:FastAPI) -> FastAPI:
 # %% ../nbs/07_serve.ipynb #f705d2ca
 POSTMAN_SCHEMA = 'https://schema.getpostman.com/json/collection/v2.1.0/collection.json'
 
-def _example_for(ref_name:str, spec:dict):
-    s = spec['components']['schemas'][ref_name]
-    out = {}
-    for k, v in s.get('properties', {}).items():
-        ex = v.get('examples')
-        if ex: out[k] = ex[0]
-        elif '$ref' in v.get('items', {}): out[k] = [_example_for(v['items']['$ref'].split('/')[-1], spec)]
-    return out
-
 def postman_collection(app:FastAPI, base_url:str|None=None) -> dict:
-    "A Postman v2.1 collection with one example request per endpoint of `app`'s OpenAPI document."
+    "A Postman v2.1 collection with one example request per operation of `app`'s OpenAPI document."
     spec = app.openapi()
     base_url = base_url or f'http://{setting("host")}:{setting("port")}'
     models = getattr(app.state, 'models', {})
-    first = {t: next((n for n,p in models.items() if p.input_type == t), None) for t in ('image', 'text', 'tabular')}
     items = []
     for path, ops in spec['paths'].items():
         for method, op in ops.items():
-            segs = [s for s in path.strip('/').split('/')]
-            variants = [(None, None)]
-            if method == 'post' and 'requestBody' in op:
-                json_ref = op['requestBody']['content']['application/json']['schema']['oneOf']
-                variants = [('image', None)] + [(t, r['$ref'].split('/')[-1]) for t,r in zip(('text', 'tabular'), json_ref)]
-            for t, ref in variants:
-                model = (first.get(t) if t else None) or next(iter(models), None) or 'MODEL'
-                url_vars = [{'key': s[1:-1], 'value': model, 'description': 'a model name from GET /api/v1/models'}
-                            for s in segs if s.startswith('{')]
-                req = {'method': method.upper(), 'header': [], 'description': op.get('description') or op.get('summary', ''),
-                       'url': {'raw': '{{baseUrl}}/' + '/'.join(':' + s[1:-1] if s.startswith('{') else s for s in segs),
-                               'host': ['{{baseUrl}}'], 'path': [':' + s[1:-1] if s.startswith('{') else s for s in segs],
-                               **({'variable': url_vars} if url_vars else {})}}
-                if t == 'image':
-                    key = 'files' if path.endswith('/batch') else 'file'
-                    req['body'] = {'mode': 'formdata', 'formdata': [{'key': key, 'type': 'file', 'src': 'pet.jpg',
-                                                                     'description': 'choose an image file'}]}
-                elif ref:
-                    req['header'] = [{'key': 'Content-Type', 'value': 'application/json'}]
-                    req['body'] = {'mode': 'raw', 'raw': json.dumps(_example_for(ref, spec), indent=2),
-                                   'options': {'raw': {'language': 'json'}}}
-                title = op.get('summary') or op.get('operationId') or path
-                items.append({'name': f'{title} ({t})' if t else title, 'request': req})
+            segs = path.strip('/').split('/')
+            model = next(iter(models), None) or 'MODEL'
+            url_vars = [{'key': s[1:-1], 'value': model, 'description': 'a model name from GET /api/v1/models'}
+                        for s in segs if s.startswith('{')]
+            req = {'method': method.upper(), 'header': [], 'description': op.get('description') or op.get('summary', ''),
+                   'url': {'raw': '{{baseUrl}}/' + '/'.join(':' + s[1:-1] if s.startswith('{') else s for s in segs),
+                           'host': ['{{baseUrl}}'], 'path': [':' + s[1:-1] if s.startswith('{') else s for s in segs],
+                           **({'variable': url_vars} if url_vars else {})}}
+            content = (op.get('requestBody') or {}).get('content', {})
+            if 'multipart/form-data' in content:
+                sch = content['multipart/form-data']['schema']
+                req['body'] = {'mode': 'formdata', 'formdata': [{'key': k, 'type': 'file', 'src': 'image.jpg', 'description': 'choose an image file'}
+                                                                for k in sch.get('required', list(sch.get('properties', {})))]}
+            elif 'application/json' in content:
+                req['header'] = [{'key': 'Content-Type', 'value': 'application/json'}]
+                req['body'] = {'mode': 'raw', 'raw': json.dumps(content['application/json'].get('example', {}), indent=2),
+                               'options': {'raw': {'language': 'json'}}}
+            items.append({'name': op.get('summary') or op.get('operationId') or path, 'request': req})
     return {'info': {'name': f'fastxfer {__version__}', 'schema': POSTMAN_SCHEMA,
                      'description': 'Generated from the fastxfer OpenAPI document by `fastxfer api postman`.'},
             'item': items, 'variable': [{'key': 'baseUrl', 'value': base_url}]}
 
 # %% ../nbs/07_serve.ipynb #607ebdc5
 def demo_models(models_dir:Path) -> dict:
-    "Train the embedded demo models into `models_dir` (NFL from the embedded 2023 page; its rows go to NFL.db)."
-    from fastxfer import nfl
+    "Train every family's demo model into `models_dir` (the families that offer one: `Family.serve_demo`)."
     from fastxfer.core import log
-    log(f'no models in {models_dir}: training the NFL demo model from the embedded 2023 page ...')
-    old = os.environ.get('FASTXFER_MODELS_DIR')
-    os.environ['FASTXFER_MODELS_DIR'] = str(models_dir)   # nfl.demo() writes to <models_dir>/nfl and <data_dir>/NFL.db
-    try: res = nfl.demo()
-    finally:
-        if old is None: os.environ.pop('FASTXFER_MODELS_DIR', None)
-        else: os.environ['FASTXFER_MODELS_DIR'] = old
-    log(f"demo: trained {res['model_dir']} in {res['seconds']} s; NFL.db at {res['db']}")
-    return dict(model_dir=res['model_dir'], db=res['db'], seconds=res['seconds'])
+    out = {}
+    for n in family_names():
+        res = get_family(n).serve_demo(models_dir)
+        if res is None: continue   # this family has no demo
+        log(f"demo: trained the {n} demo model {res.get('model_dir')} in {res.get('seconds')} s")
+        out[n] = res
+    return out
 
 def cmd_serve(args):
     import uvicorn
@@ -678,7 +558,8 @@ def cmd_serve(args):
     if not models_dir.exists() and not args.demo:
         raise FastxferError(f'models folder {models_dir} does not exist; train a model or use --demo')
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    app = create_app(models_dir, workers=args.workers, ui=not args.no_ui, nfl_db=(demo or {}).get('db'))
+    context = {k: v for res in (demo or {}).values() for k,v in (res.get('context') or {}).items()}
+    app = create_app(models_dir, workers=args.workers, ui=not args.no_ui, context=context)
     if not app.state.models and not args.no_ui:
         log(f'warning: no models found in {models_dir}')
     if host not in ('127.0.0.1', 'localhost', '::1'): log(f'warning: listening on {host}: reachable from other machines')

@@ -14,6 +14,8 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 from .core import (FastxferError, configure_progress, get_device, log, seed_everything, setting,
                            PRECISIONS, set_precision, find_lr, atomic_write)
+from .family import Family, register_family, from_settings, as_args, POSITIONAL
+from typing import Annotated, Literal
 from .model_folder import Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder, load_model
 
 # %% auto #0
@@ -23,7 +25,7 @@ __all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_A
            'transformer_splitter', 'text_dls', 'EpochHistory', 'minilm_learner', 'save_head', 'probe_head',
            'minilm_rates', 'lr_source', 'train_minilm', 'embed_texts', 'fit_linear_head', 'train_embed_logreg',
            'wt103_available', 'truncate_words', 'train_awd_lstm', 'augment_texts', 'train_text', 'parse_lr',
-           'TextPredictor', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'add_cli']
+           'TextPredictor', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'TextFamily']
 
 # %% ../nbs/06_text.ipynb #f2dfae15
 @dataclass
@@ -719,6 +721,7 @@ def parse_lr(s):
 class TextPredictor(Predictor):
     "Predict the class of texts with a fastxfer text model folder (minilm, embed-logreg or awd_lstm)."
     input_type = 'text'
+    def describe(self) -> dict: return {'model': self.card.get('model'), 'encoder': self.card.get('encoder'), 'max_len': self.card.get('max_len')}
     def __init__(self, folder:ModelFolder, device=None):
         super().__init__(folder)
         self.model_type, self.max_len = self.card.get('model'), int(self.card.get('max_len') or 256)
@@ -859,38 +862,53 @@ def _human_eval(r):
     lines += [f'{c:>{w}}  ' + '  '.join(f'{v:>{w}}' for v in row) for c, row in zip(r['classes'], r['confusion_matrix'])]
     return '\n'.join(lines)
 
-def add_cli(sub, parents, name='text'):
-    "Add `fastxfer text train|predict|evaluate`."
-    p = sub.add_parser(name, help='train, predict, evaluate text classifiers')
-    verbs = p.add_subparsers(dest='verb', metavar='VERB')
-    t = verbs.add_parser('train', parents=parents, help='train a text classifier and write a model folder')
-    t.add_argument('data', help='a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)')
-    t.add_argument('--text-col', default='text'); t.add_argument('--label-col', default='label')
-    t.add_argument('--valid-col', default=None, help='boolean column marking the validation rows (else --valid-pct)')
-    t.add_argument('--valid-pct', type=float, default=0.2); t.add_argument('--seed', type=int, default=None)
-    t.add_argument('--model', choices=MODELS, default=None, help='default from settings.ini: minilm')
-    t.add_argument('--epochs', type=int, default=None, help='minilm: fine-tuning epochs after the linear probe (1); awd_lstm: classifier epochs (4)')
-    t.add_argument('--lr', default='default', help='default (the tested rates), auto (run the LR finder) or a number: the head learning rate')
-    t.add_argument('--ensemble', type=int, default=1, metavar='N',
-                   help='minilm: train N models (seeds seed..seed+N-1) and average their probabilities (default 1)')
-    t.add_argument('--precision', choices=PRECISIONS, default=None,
-                   help='minilm: auto (default: bf16 mixed precision where the CPU/GPU does it fast), fp32 or bf16')
-    t.add_argument('--max-len', type=int, default=None, help='tokens read per text, longer ones keep head and tail (awd_lstm: words); default 256')
-    t.add_argument('--window', type=int, default=None,
-                   help='minilm, embed-logreg: tokens per encoder pass; texts are read in windows side by side (default 128)')
-    t.add_argument('--bs', type=int, default=None, help='batch size (minilm 8, embed-logreg 32, awd_lstm 32)')
-    t.add_argument('--encoder', default=None, help='Hugging Face encoder name or folder (default: the packaged all-MiniLM-L6-v2)')
-    t.add_argument('--aug', choices=('none', 'eda'), default=None, help='augment the training texts (EDA)')
-    t.add_argument('--n-aug', type=int, default=1, help='augmented copies per training text with --aug eda')
-    t.add_argument('--out', default=None, help='model folder to write (default: models/text-<model>)')
-    t.set_defaults(func=cmd_train, human=_human_train)
-    q = verbs.add_parser('predict', parents=parents, help='predict texts with a model folder')
-    q.add_argument('model_dir'); q.add_argument('texts', nargs='*', help='texts, or - to read them from stdin (one per line)')
-    q.add_argument('--file', default=None, help='a file with one text per line (- for stdin)')
-    q.set_defaults(func=cmd_predict, human=_human_predict)
-    e = verbs.add_parser('evaluate', parents=parents, help='accuracy and confusion matrix on labelled data')
-    e.add_argument('model_dir'); e.add_argument('data')
-    e.add_argument('--text-col', default=None); e.add_argument('--label-col', default=None); e.add_argument('--valid-col', default=None)
-    e.add_argument('--split', choices=('auto', 'valid', 'all'), default='auto')
-    e.set_defaults(func=cmd_evaluate, human=_human_eval)
-    return p
+# %% ../nbs/06_text.ipynb #ccfde0fc
+@register_family
+class TextFamily(Family):
+    "Text classifiers: a fine-tuned transformer encoder, frozen embeddings + logistic regression, or ULMFiT."
+    name, title, predictor = 'text', 'Text', TextPredictor
+    help = 'train, predict, evaluate text classifiers'
+
+    def train(self, data:str, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)
+              *, text_col:str='text', # the text column
+              label_col:str='label', # the label column
+              valid_col:str|None=None, # boolean column marking the validation rows (else --valid-pct)
+              valid_pct:float=0.2, # random validation share when there is no validation column or folder
+              seed:int=from_settings('seed', int), # random seed
+              model:Literal[MODELS]=from_settings('text_model'), # minilm | embed-logreg | awd_lstm
+              epochs:int|None=None, # minilm: fine-tuning epochs after the linear probe (2); awd_lstm: classifier epochs (4)
+              lr:str='default', # the head's learning rate: default (the tested rates), auto (the LR finder) or a number
+              ensemble:int=1, # minilm: train N models (seeds seed..seed+N-1) and average their probabilities
+              precision:Literal[PRECISIONS]=from_settings('precision'), # minilm: auto (bf16 mixed precision where the CPU/GPU does it fast), fp32 or bf16
+              max_len:int=from_settings('max_len', int), # tokens read per text, longer ones keep head and tail (awd_lstm: words)
+              window:int|None=None, # minilm, embed-logreg: tokens per encoder pass; texts are read in windows side by side (128)
+              bs:int|None=None, # batch size (minilm 16, embed-logreg 32, awd_lstm 32)
+              encoder:str|None=None, # Hugging Face encoder name or folder (if not given: the packaged all-MiniLM-L6-v2)
+              aug:Literal['none', 'eda']|None=None, # augment the training texts (EDA)
+              n_aug:int=1, # augmented copies per training text with --aug eda
+              out:str|None=None, # model folder to write (if not given: <models_dir>/text-<model>)
+              device:str|None=None, # cpu, cuda or auto
+              ) -> dict:
+        "Train a text classifier and write a model folder."
+        return cmd_train(as_args(locals()))
+
+    def predict(self, model_dir:str, # a text model folder
+                texts:Annotated[list[str]|None, POSITIONAL]=None, # texts, or - to read them from stdin (one per line)
+                file:str|None=None, # a file with one text per line (- for stdin)
+                device:str|None=None, # cpu, cuda or auto
+                ) -> dict:
+        "Predict texts with a model folder."
+        return cmd_predict(as_args(locals()))
+
+    def evaluate(self, model_dir:str, # a text model folder
+                 data:str, # labelled texts: a CSV/TSV file or an IMDB-style folder
+                 text_col:str|None=None, # the text column (if not given: the model's)
+                 label_col:str|None=None, # the label column (if not given: the model's)
+                 valid_col:str|None=None, # boolean column marking the validation rows (if not given: the model's)
+                 split:Literal['auto', 'valid', 'all']='auto', # which rows: the validation rows when there are any (auto), or all
+                 ) -> dict:
+        "Accuracy and confusion matrix on labelled data."
+        return cmd_evaluate(as_args(locals()))
+
+    def human(self, verb:str, r:dict) -> str|None:
+        return {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}[verb](r)

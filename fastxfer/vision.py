@@ -17,6 +17,8 @@ from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, IndexSplitt
     TensorImage, Learner, CrossEntropyLossFlat, error_rate, accuracy, aug_transforms, create_head, apply_init,
     parent_label, ClassificationInterpretation, EarlyStoppingCallback, SaveModelCallback, load_learner, Flatten)
 from .model_folder import Predictor, ModelFolder, model_writer, data_fingerprint, probs_dict, top_label, load_model
+from .family import Family, register_family, from_settings, as_args, POSITIONAL
+from typing import Annotated, Literal
 from .registry import (get_arch, ARCHS, create_body, scratch_cnn, BodySplitter, arch_table, format_arch_table,
     usable_archs, is_online, IMAGENET_STATS)
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
@@ -27,7 +29,7 @@ __all__ = ['IMAGE_EXTS', 'LABEL_SOURCES', 'AUTO_ENOUGH', 'AUTO_GOOD', 'MODES', '
            'collect_data', 'batch_augment', 'make_dls', 'vision_learner_for', 'param_summary', 'format_summary',
            'body_features', 'fit_features_head', 'valid_error', 'train_vision', 'export_onnx', 'confusion',
            'plot_confusion', 'plot_top_losses', 'diagnostic_plots', 'export_vision', 'open_image', 'VisionPredictor',
-           'evaluate_vision', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_archs', 'add_cli']
+           'evaluate_vision', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_archs', 'VisionFamily']
 
 # %% ../nbs/04_vision.ipynb #a6951ddd
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'}
@@ -620,6 +622,7 @@ class VisionPredictor(Predictor):
 
     def examples(self) -> list:
         return [str(self.folder.path/e) for e in self.card.get('examples', [])]
+    def describe(self) -> dict: return {'architecture': self.card.get('arch'), 'mode': self.card.get('mode'), 'size': self.card.get('size')}
 
     def _numpy_norm(self, shape):
         "`(mean, std)` when the validation batch transforms amount to /255 and Normalize (checked on a random image)."
@@ -741,41 +744,58 @@ def cmd_archs(a):
     rows = arch_table(measure=a.measure)
     return dict(archs=rows, usable_now=[r['arch'] for r in rows if r['usable']])
 
-def add_cli(sub, parents, name='vision'):
-    "The `vision` command and its verbs."
-    p = sub.add_parser(name, help='train, predict, evaluate image classifiers; list backbones')
-    vs = p.add_subparsers(dest='verb', metavar='VERB')
-    t = vs.add_parser('train', parents=parents, help='train an image classifier and export a model folder')
-    t.add_argument('data', nargs='?', help="folder of images (or 'pets' for fastai's URLs.PETS, online only)")
-    t.add_argument('--data', dest='data_opt', metavar='DATA', help='the same as DATA (e.g. --data pets)')
-    t.add_argument('--labels', default='folder', help='folder | cat-dog | breed | regex:PATTERN | csv:FILE (default folder)')
-    t.add_argument('--arch', default=None, help=f"backbone (default from settings: efficientnet_lite0); see 'fastxfer vision archs'")
-    t.add_argument('--mode', default='auto', choices=MODES, help='auto (default) | fine_tune | features | scratch')
-    t.add_argument('--epochs', type=int, default=None, help='unfrozen epochs (fine_tune: 1, scratch: 5)')
-    t.add_argument('--freeze-epochs', type=int, default=1, help='frozen epochs before unfreezing (fine_tune)')
-    t.add_argument('--unfreeze-schedule', default=None, help='gradual unfreezing: epochs per stage, e.g. 1,1,1')
-    t.add_argument('--size', type=int, default=None, help='image size (default 224)')
-    t.add_argument('--presize', type=int, default=None, help='item resize before batch augmentation (default: size; larger presizes training crops, and validation then sees presize)')
-    t.add_argument('--bs', type=int, default=None, help='batch size (default 32)')
-    t.add_argument('--lr', default='default', help='learning rate, or auto for the LR finder (default 2e-3, scratch 3e-3)')
-    t.add_argument('--aug', default='default', help='augmentation preset: none|light|default|heavy|keras')
-    t.add_argument('--valid-pct', type=float, default=0.2, help='random validation share when there is no valid/ folder')
-    t.add_argument('--seed', type=int, default=None, help='random seed (default 42)')
-    t.add_argument('--early-stop', type=int, default=None, metavar='PATIENCE', help='stop when valid loss has not improved for PATIENCE epochs')
-    t.add_argument('--keep-best', action='store_true', help='keep the weights of the epoch with the lowest validation error')
-    t.add_argument('--summary', action='store_true', help='print total / trainable / frozen parameter counts')
-    t.add_argument('--out', required=True, help='model folder to write')
-    t.set_defaults(func=cmd_train, human=_human_train)
-    pr = vs.add_parser('predict', parents=parents, help='predict the class of images')
-    pr.add_argument('model_dir'); pr.add_argument('images', nargs='+')
-    pr.add_argument('--tta', action='store_true', help='average with the mirror image')
-    pr.set_defaults(func=cmd_predict, human=_human_predict)
-    ev = vs.add_parser('evaluate', parents=parents, help='score model(s) on every image under a folder')
-    ev.add_argument('paths', nargs='+', metavar='MODEL_DIR... DATA')
-    ev.add_argument('--labels', default=None, help="folder | cat-dog | breed | regex:PATTERN | csv:FILE (default: the model's own)")
-    ev.add_argument('--tta', action='store_true'); ev.add_argument('--ensemble', default='mean', choices=('mean', 'vote'))
-    ev.set_defaults(func=cmd_evaluate, human=_human_evaluate)
-    ar = vs.add_parser('archs', parents=parents, help='backbones, their usable weights, size and (--measure) CPU latency')
-    ar.add_argument('--measure', action='store_true', help='time one image through each backbone here')
-    ar.set_defaults(func=cmd_archs, human=lambda r: format_arch_table(r['archs']))
-    return p
+# %% ../nbs/04_vision.ipynb #0c588f8f
+@register_family
+class VisionFamily(Family):
+    "Image classifiers by transfer learning: its verbs are the `fastxfer vision` command."
+    name, title, predictor = 'vision', 'Images', VisionPredictor
+    help = 'train, predict, evaluate image classifiers; list backbones'
+    extra_verbs = ('archs',)
+
+    def train(self, data:Annotated[str|None, POSITIONAL]=None, # folder of images (or 'pets' for fastai's URLs.PETS, online only)
+              *, out:str, # model folder to write
+              labels:str='folder', # folder | cat-dog | breed | regex:PATTERN | csv:FILE
+              arch:str=from_settings('arch'), # backbone; see 'fastxfer vision archs'
+              mode:Literal[MODES]='auto', # auto | fine_tune | features | scratch
+              epochs:int|None=None, # unfrozen epochs (fine_tune: 1, scratch: 5)
+              freeze_epochs:int=1, # frozen epochs before unfreezing (fine_tune)
+              unfreeze_schedule:str|None=None, # gradual unfreezing: epochs per stage, e.g. 1,1,1
+              size:int=from_settings('size', int), # image size
+              presize:int|None=None, # item resize before batch augmentation (if not given: size; larger presizes training crops, and validation then sees presize)
+              bs:int=from_settings('bs', int), # batch size
+              lr:str='default', # learning rate: default (2e-3, scratch 3e-3), auto (the LR finder) or a number
+              aug:str='default', # augmentation preset: none | light | default | heavy | keras
+              valid_pct:float=0.2, # random validation share when there is no valid/ folder
+              seed:int=from_settings('seed', int), # random seed
+              early_stop:int|None=None, # stop when the validation loss has not improved for this many epochs
+              keep_best:bool=False, # keep the weights of the epoch with the lowest validation error
+              summary:bool=False, # print total / trainable / frozen parameter counts
+              device:str|None=None, # cpu, cuda or auto
+              ) -> dict:
+        "Train an image classifier and export a model folder."
+        a = as_args(locals()); a.data_opt = None
+        return cmd_train(a)
+
+    def predict(self, model_dir:str, # a vision model folder
+                images:list[str], # image files
+                tta:bool=False, # average with the mirror image
+                ) -> dict:
+        "Predict the class of images."
+        return cmd_predict(as_args(locals()))
+
+    def evaluate(self, paths:list[str], # MODEL_DIR... DATA: one model folder or several (an ensemble), then the data folder
+                 labels:str|None=None, # folder | cat-dog | breed | regex:PATTERN | csv:FILE (if not given: the model's own)
+                 tta:bool=False, # average with the mirror image
+                 ensemble:Literal['mean', 'vote']='mean', # how several models are combined
+                 ) -> dict:
+        "Score model(s) on every image under a folder."
+        return cmd_evaluate(as_args(locals()))
+
+    def archs(self, measure:bool=False, # time one image through each backbone here
+              ) -> dict:
+        "Backbones, their usable weights, size and (--measure) CPU latency."
+        return cmd_archs(as_args(locals()))
+
+    def human(self, verb:str, r:dict) -> str|None:
+        return {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_evaluate,
+                'archs': lambda r: format_arch_table(r['archs'])}[verb](r)

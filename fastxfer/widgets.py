@@ -10,6 +10,7 @@ import html, io
 from pathlib import Path
 import ipywidgets as W
 from .core import FastxferError
+from .inputs import Limits, InputError
 from .model_folder import Predictor, load_model
 
 # %% auto #0
@@ -32,35 +33,22 @@ def error_html(msg:str) -> str:
 
 # %% ../nbs/08_widgets.ipynb #1acfc846
 class PredictWidget(W.VBox):
-    "An input that fits the model, and the prediction below it; `result` holds the last prediction."
-    def __init__(self, predictor:Predictor, top:int=5):
-        from fastxfer.serve import Limits, tabular_features, optional_features, positive_class
-        self.predictor, self.top, self.limits = predictor, top, Limits()
+    "The input the model declares, and the prediction below it; `result` holds the last prediction."
+    def __init__(self, predictor:Predictor, top:int=5, limits:Limits|None=None):
+        self.predictor, self.top, self.limits = predictor, top, limits or Limits()
         self.result, self.error = None, None
+        self.spec = predictor.input
         self.output = W.HTML()
         title = W.HTML(f"<b>{html.escape(str(predictor.name))}</b> ({html.escape(str(predictor.kind))}: "
                        f"{html.escape(', '.join(map(str, predictor.classes[:8])))}{' ...' if len(predictor.classes) > 8 else ''})")
-        kids = [title]
-        t = predictor.input_type
-        if t == 'image':
-            self.input = W.FileUpload(accept='image/*', multiple=False, description='Upload image')
-            self.preview = W.Image(format='png', layout=W.Layout(max_width='256px'))
-            self.input.observe(self._on_upload, names='value')
-            kids += [self.input, self.preview]
-        elif t == 'text':
-            self.input = W.Textarea(placeholder='type a text; the prediction appears when you leave the box',
-                                    continuous_update=False, layout=W.Layout(width='40em', height='6em'))
-            self.input.observe(self._on_text, names='value')
-            kids += [self.input]
-        else:
-            self.features, self._optional, self._positive = tabular_features(predictor), optional_features(predictor), positive_class(predictor)
-            self.team = W.Text(description='team')
-            self.fields = {f: W.FloatText(description=f, value=None) if f in self._optional else W.FloatText(description=f)
-                           for f in self.features}
-            self.button = W.Button(description='Predict', button_style='primary')
-            self.button.on_click(lambda _: self._on_row())
-            self.input = W.VBox([self.team, *self.fields.values(), self.button])
-            kids += [self.input]
+        self.input = self.spec.widget()
+        self.fields, self.button = getattr(self.input, 'fields', None), getattr(self.input, 'button', None)
+        kids = [title, self.input]
+        self.preview = None
+        if hasattr(self.spec, 'thumbnail'):
+            self.preview = W.Image(format='png', layout=W.Layout(max_width='256px')); kids.append(self.preview)
+        if self.button is not None: self.button.on_click(lambda _: self._submit())
+        else: self.input.observe(lambda _: self._submit(), names='value')
         super().__init__(kids + [self.output])
 
     def show(self, pred:dict, headline:str|None=None):
@@ -71,40 +59,18 @@ class PredictWidget(W.VBox):
         self.result, self.error = None, msg
         self.output.value = error_html(msg)
 
-    def _run(self, item):
-        try: return self.predictor.predict([item])[0]
-        except FastxferError as e: self.fail(str(e))
-        except Exception as e: self.fail(f'the model failed: {type(e).__name__}: {e}')
-
-    def _on_upload(self, change):
-        from fastxfer.serve import ApiError, read_image
-        files = change['new']
-        if not files: return
-        f = files[0]
-        try: im = read_image(bytes(f['content']), self.limits, f.get('name', 'upload'))
-        except ApiError as e: return self.fail(e.message)
-        thumb = im.copy(); thumb.thumbnail((256, 256)); b = io.BytesIO(); thumb.save(b, format='PNG')
-        self.preview.value = b.getvalue()
-        pred = self._run(im)
-        if pred is not None: self.show(pred)
-
-    def _on_text(self, change):
-        text = change['new']
-        if not text or not text.strip(): self.output.value = ''; return
-        if len(text) > self.limits.max_text_chars: return self.fail(f'the text has {len(text):,} characters; the limit is {self.limits.max_text_chars:,}')
-        pred = self._run(text)
-        if pred is not None: self.show(pred)
-
-    def _on_row(self):
-        row = {f: w.value for f,w in self.fields.items()}
-        if self.team.value: row['team'] = self.team.value
-        pred = self._run(row)
-        if pred is None: return
-        p = pred['probs'].get(self._positive)
-        what = 'a winning season' if self.predictor.kind == 'nfl' else repr(self._positive)
-        self.show(pred, f'probability of {what}: {p:.1%}' if p is not None else None)
+    def _submit(self):
+        "Read the input with the model's input spec, predict, show."
+        try: item = self.spec.from_widget(self.input, self.limits)
+        except FastxferError as e: return self.fail(getattr(e, 'message', str(e)))
+        if item is None: self.output.value = ''; return
+        if self.preview is not None: self.preview.value = self.spec.thumbnail(item)
+        try: pred = self.predictor.predict([item])[0]
+        except FastxferError as e: return self.fail(str(e))
+        except Exception as e: return self.fail(f'the model failed: {type(e).__name__}: {e}')
+        self.show(pred, self.predictor.headline(pred))
 
 def predict_widget(model_dir, top:int=5) -> PredictWidget:
-    "A widget that predicts with the model in `model_dir` (or a `Predictor`): upload an image or type a text."
+    "A widget that predicts with the model in `model_dir` (or a `Predictor`): its own input, then the prediction."
     p = model_dir if isinstance(model_dir, Predictor) else load_model(model_dir)
     return PredictWidget(p, top)

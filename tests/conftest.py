@@ -39,3 +39,43 @@ def run_json(*args, **kwargs) -> dict:
 @pytest.fixture
 def cli():
     return run_cli
+
+
+HERE = Path(__file__).resolve().parent
+# the toy family of `toy_family.py`, a plug-in that lives outside the package (see test_family_contract.py)
+PLUGIN_ENV = {'FASTXFER_PLUGINS': 'toy_family', 'PYTHONPATH': os.pathsep.join(filter(None, [str(HERE), os.environ.get('PYTHONPATH', '')]))}
+
+
+def toy_csv(path, n=40):
+    "x from -5 to 5; 'high' above 1.5 (so the learned threshold is the largest x at or below 1.5)."
+    xs = [round(-5 + 10 * i / (n - 1), 3) for i in range(n)]
+    Path(path).write_text('x,label\n' + ''.join(f"{x},{'high' if x > 1.5 else 'low'}\n" for x in xs))
+    return Path(path)
+
+
+def build_real_models(d: Path, text=True, nfl=True, toy=True) -> Path:
+    "Real vision (40 pets, cat/dog), text (60 short IMDB reviews), NFL and toy model folders under `d/models`."
+    pets = shared_or_skip('pets/images')
+    (d/'pets40').mkdir(parents=True, exist_ok=True)
+    for f in sorted(pets.iterdir())[::15][:40]:
+        if not (d/'pets40'/f.name).exists(): (d/'pets40'/f.name).symlink_to(f)
+    run_cli('vision', 'train', d/'pets40', '--labels', 'cat-dog', '--mode', 'features', '--size', '128',
+            '--out', d/'models'/'pets', '--quiet', check=0)
+    if text:
+        import pandas as pd
+        df = pd.read_csv(shared_or_skip('fastai_samples/imdb_sample/texts.csv'))
+        df = pd.concat([df[df.label == l].head(30) for l in ('positive', 'negative')])
+        df['text'] = df.text.str.slice(0, 200)
+        df[['label', 'text']].to_csv(d/'reviews.csv', index=False)
+        run_cli('text', 'train', d/'reviews.csv', '--model', 'embed-logreg', '--out', d/'models'/'reviews', '--quiet', check=0)
+    if nfl:
+        run_cli('nfl', 'train', '--standings', shared_or_skip('nfl/standings.csv'), '--no-evaluate', '--out', d/'models'/'nfl', '--quiet', check=0)
+    if toy:
+        run_cli('toy', 'train', toy_csv(d/'toy.csv'), '--out', d/'models'/'toy', '--quiet', env=PLUGIN_ENV, check=0)
+    return d/'models'
+
+
+@pytest.fixture(scope='session')
+def real_models(tmp_path_factory):
+    "Real model folders of every kind, trained once per test run (the browser, the API fuzzer and the slow tests share them)."
+    return build_real_models(tmp_path_factory.mktemp('real'))

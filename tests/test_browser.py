@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx, pytest
 
-from conftest import run_cli, shared_or_skip
-from test_serve import Server, build_real_models
+from conftest import run_cli, shared_or_skip, PLUGIN_ENV
+from test_serve import Server
 
 # Part of the default suite (about a minute on an idle 2-core machine): `make test` installs Debian's chromium first.
 
@@ -31,18 +31,16 @@ def _chromium_or_skip():
 
 
 @pytest.fixture(scope='module')
-def models(tmp_path_factory):
-    "Real vision, text and NFL model folders under one models directory."
+def models(real_models):
+    "Real vision, text, NFL and toy (a plug-in family) model folders under one models directory."
     _chromium_or_skip()
-    d = tmp_path_factory.mktemp('browser')
-    build_real_models(d)
-    return d
+    return real_models.parent
 
 
 @pytest.fixture(scope='module')
 def server(models):
     _chromium_or_skip()
-    s = Server('--models', models/'models', cwd=models, env={'FASTXFER_DATA_DIR': str(models/'data')})
+    s = Server('--models', models/'models', cwd=models, env={'FASTXFER_DATA_DIR': str(models/'data'), **PLUGIN_ENV})
     yield s
     s.stop()
 
@@ -88,12 +86,12 @@ def test_upload_a_pets_image_and_read_the_label(page, server, tmp_path):
     text = page.locator('#out-pets').inner_text()
     assert 'cat' in text and 'dog' in text and '%' in text        # every class with its probability
     page.screenshot(path=str(shots(tmp_path)/'ui_vision.png'), full_page=True)
-    card = page.locator('#tab-image').inner_text()
+    card = page.locator('#tab-images').inner_text()
     assert 'efficientnet_lite0' in card and 'accuracy' in card and 'created' in card
 
 
 def test_click_an_example_image(page):
-    page.locator('#tab-image button:has(img)').first.click()   # the examples the model folder ships
+    page.locator('#tab-images button:has(img)').first.click()   # the examples the model folder ships
     assert top_label(page, 'pets') in ('cat', 'dog')
 
 
@@ -122,9 +120,21 @@ def test_fill_the_nfl_fields(page, server, tmp_path):
     page.screenshot(path=str(shots(tmp_path)/'ui_nfl.png'), full_page=True)
 
 
+def test_a_plugin_family_gets_its_own_tab(page, server, tmp_path):
+    "The toy family (tests/toy_family.py) is not in the package: its tab, form and headline come from its predictor."
+    page.get_by_role('tab', name='Toy').click()
+    page.locator('#in-toy-x input').first.fill('4')
+    page.locator('#go-toy').click()
+    page.wait_for_selector('#head-toy :text("above the threshold")', timeout=60_000)
+    api = httpx.post(server.url + '/api/v1/models/toy/predict', json={'x': 4}).json()
+    assert top_label(page, 'toy') == api['label'] == 'high'
+    assert 'x &gt;' in page.locator('#tab-toy').inner_html() or 'x >' in page.locator('#tab-toy').inner_text()   # its card
+    page.screenshot(path=str(shots(tmp_path)/'ui_toy.png'), full_page=True)
+
+
 def test_no_request_leaves_loopback(page):
     # load every tab, then check every URL the page asked for (scripts, styles, fonts, API calls)
-    for tab in ('Text', 'NFL', 'Images'): page.get_by_role('tab', name=tab).click()
+    for tab in ('Text', 'NFL', 'Toy', 'Images'): page.get_by_role('tab', name=tab).click()
     page.wait_for_load_state('networkidle')
     hosts = {u.split('/')[2].rsplit(':', 1)[0] for u in page.requested if u.startswith('http')}
     assert hosts and hosts <= set(LOOPBACK), f'requests left the machine: {[u for u in page.requested if "127.0.0.1" not in u]}'

@@ -11,7 +11,7 @@ import httpx, pytest
 from PIL import Image
 from fastapi.testclient import TestClient
 
-from conftest import FASTXFER, run_cli, run_json
+from conftest import FASTXFER, run_cli, run_json, build_real_models, PLUGIN_ENV
 from fastxfer.model_folder import ModelFolder, Predictor, model_writer, probs_dict
 from fastxfer.serve import Limits, create_app, postman_collection, POSTMAN_SCHEMA
 
@@ -108,7 +108,7 @@ def app_and_probes(demo_server, tmp_path_factory):
     img, txt = ImageProbe(_folder(d, 'colours', ['blue', 'red'])), TextProbe(_folder(d, 'reviews', ['neg', 'pos']))
     app = create_app(demo_server.models, predictors={'colours': img, 'reviews': txt}, ui=False,
                      limits=Limits(max_image_bytes=200_000, max_pixels=2_000_000, max_items=8, max_text_chars=500, max_body_bytes=3_000_000),
-                     nfl_db=demo_server.dir/'inproc.db')
+                     context={'db': demo_server.dir/'inproc.db'})
     return app, img, txt
 
 @pytest.fixture(scope='module')
@@ -125,7 +125,8 @@ def test_health_and_models(client):
     assert set(ms) == {'nfl', 'colours', 'reviews'}
     assert ms['nfl']['kind'] == 'nfl' and ms['nfl']['input_type'] == 'tabular' and ms['nfl']['card']['features']
     assert ms['nfl']['classes'] == ms['nfl']['card']['classes'] and 'winning' in ms['nfl']['classes']
-    assert ms['colours']['predict_url'] == '/api/v1/predict/colours' and ms['colours']['batch_url'].endswith('/batch')
+    assert ms['colours']['predict_url'] == '/api/v1/models/colours/predict' and ms['colours']['batch_url'].endswith('/predict/batch')
+    assert ms['nfl']['effects'] == {'record': '/api/v1/models/nfl/record'} and ms['reviews']['effects'] == {}
     assert client.get('/api/v1/models/nfl').json()['card']['kind'] == 'nfl'
 
 # ---------------------------------------------------------------- predictions
@@ -193,7 +194,7 @@ BAD = [
     ('NFL pd inconsistent (model says)', 'post', '/api/v1/predict/nfl', dict(json=dict(VIPERS, pd=3)), 422, 'PF - PA'),
     ('NFL rows empty', 'post', '/api/v1/predict/nfl/batch', dict(json={'rows': []}), 422, 'empty'),
     ('NFL batch row bad', 'post', '/api/v1/predict/nfl/batch', dict(json={'rows': [VIPERS, {'pf': 1}]}), 422, 'rows[1]'),
-    ('record on a non-NFL model', 'post', '/api/v1/predict/reviews?record=true', dict(json={'texts': ['good']}), 422, 'only for NFL'),
+    ('record on a non-NFL model', 'post', '/api/v1/predict/reviews?record=true', dict(json={'texts': ['good']}), 422, 'has no side effect'),
     ('record without team', 'post', '/api/v1/predict/nfl?record=true', dict(json={'pf': 300, 'pa': 200, 'sos': 0}), 422, 'team'),
     ('record not a boolean', 'post', '/api/v1/predict/nfl?record=maybe', dict(json=VIPERS), 422, 'true or false'),
     ('body over the limit', 'post', '/api/v1/predict/colours/batch', dict(content=b'x' * 3_100_000, headers={'content-type': 'multipart/form-data; boundary=zz'}), 413, 'limit'),
@@ -245,20 +246,57 @@ def test_a_busy_model_does_not_block_the_server(tmp_path):
 # ---------------------------------------------------------------- OpenAPI and Postman
 def test_openapi_is_complete(client):
     s = client.get('/openapi.json').json()
-    assert {'/api/v1/health', '/api/v1/models', '/api/v1/models/{model}', '/api/v1/predict/{model}', '/api/v1/predict/{model}/batch'} <= set(s['paths'])
-    for p in ('/api/v1/predict/{model}', '/api/v1/predict/{model}/batch'):
-        op = s['paths'][p]['post']
-        body = op['requestBody']['content']
-        assert body['multipart/form-data']['schema']['properties'] and body['application/json']['schema']['oneOf']
-        for ref in body['application/json']['schema']['oneOf']:
-            assert ref['$ref'].split('/')[-1] in s['components']['schemas']
-        assert op['responses']['200']['content']['application/json']['schema']['$ref'].endswith('/PredictResponse')
+    assert {'/api/v1/health', '/api/v1/models', '/api/v1/models/{model}'} <= set(s['paths'])
+    typed = {p for p in s['paths'] if p.startswith('/api/v1/models/') and p != '/api/v1/models/{model}'}
+    assert typed == {f'/api/v1/models/{m}/{v}' for m in ('nfl', 'colours', 'reviews') for v in ('predict', 'predict/batch')} | \
+                    {'/api/v1/models/nfl/record', '/api/v1/models/nfl/record/batch'}
+    assert not any(p.startswith('/api/v1/predict/') for p in s['paths'])   # the older generic endpoints are aliases, hidden
+    comps = s['components']['schemas']
+    def body(path, ctype):
+        sch = s['paths'][path]['post']['requestBody']['content'][ctype]['schema']
+        return comps[sch['$ref'].split('/')[-1]] if '$ref' in sch else sch
+    img = body('/api/v1/models/colours/predict', 'multipart/form-data')
+    assert img['required'] == ['file'] and img['properties']['file']['format'] == 'binary'
+    assert body('/api/v1/models/colours/predict/batch', 'multipart/form-data')['properties']['files']['maxItems'] == 8
+    txt = body('/api/v1/models/reviews/predict', 'application/json')
+    assert txt['properties']['texts']['maxItems'] == 8 and txt['additionalProperties'] is False
+    row = body('/api/v1/models/nfl/predict', 'application/json')
+    assert set(row['properties']) == {'team', 'pf', 'pa', 'sos'} and set(row['required']) == {'pf', 'pa', 'sos'}
+    assert 'team' in body('/api/v1/models/nfl/record', 'application/json')['required']
+    for path in typed:
+        op = s['paths'][path]['post']
+        resp = comps[op['responses']['200']['content']['application/json']['schema']['$ref'].split('/')[-1]]
+        pred = comps[resp['properties']['predictions']['items']['$ref'].split('/')[-1]]
+        model = path.split('/')[4]
+        assert pred['properties']['label']['enum'] == [str(c) for c in client.get(f'/api/v1/models/{model}').json()['classes']]
         assert op['responses']['422']['content']['application/json']['schema']['$ref'].endswith('/ErrorResponse')
-    assert {'PredictResponse', 'Prediction', 'TextRequest', 'NFLRow', 'NFLBatchRequest', 'ModelsResponse', 'HealthResponse', 'ErrorResponse'} <= set(s['components']['schemas'])
+    assert {'ModelsResponse', 'HealthResponse', 'ErrorResponse'} <= set(comps)
+
+def test_typed_operations_answer_like_the_aliases(client):
+    r = client.post('/api/v1/models/nfl/predict', json={k: v for k, v in VIPERS.items() if k != 'pd'})
+    assert r.status_code == 200, r.text
+    assert r.json()['probs'] == client.post('/api/v1/predict/nfl', json=VIPERS).json()['probs']
+    assert client.post('/api/v1/models/nfl/predict', json=VIPERS).status_code == 422        # pd is not in the typed schema
+    r = client.post('/api/v1/models/reviews/predict/batch', json={'texts': ['good', 'bad']})
+    assert [p['label'] for p in r.json()['predictions']] == ['pos', 'neg']
+    r = client.post('/api/v1/models/colours/predict', files={'file': ('r.png', png(color=RED), 'image/png')})
+    assert r.json()['label'] == 'red'
+    assert client.post('/api/v1/models/colours/predict', files={'files': ('r.png', png(), 'image/png')}).status_code == 422
+
+def test_typed_record_operation_writes_the_db_once(client, demo_server):
+    db = demo_server.dir/'inproc.db'
+    row = dict(team='Typed Texans', pf=465, pa=380, sos=1.5)
+    r = client.post('/api/v1/models/nfl/record', json=row)
+    assert r.status_code == 200, r.text
+    assert r.json()['effects']['record']['rows'][0]['recorded'] is True and r.json()['label'] == 'winning'
+    assert client.post('/api/v1/models/nfl/record', json={k: v for k, v in row.items() if k != 'team'}).status_code == 422
+    with sqlite3.connect(db) as con:
+        n = con.execute("SELECT COUNT(*) FROM stats WHERE is_hypothetical = 1 AND Tm = 'Typed Texans'").fetchone()[0]
+    assert n == 1
 
 def test_docs_page_is_offline(client):
     d = client.get('/docs')
-    assert d.status_code == 200 and '/api/v1/predict/{model}' in d.text
+    assert d.status_code == 200 and '/api/v1/models/nfl/predict' in d.text and '/api/v1/predict/{model}' in d.text
     assert '<script' not in d.text and 'https://' not in d.text
 
 def test_postman_collection_from_the_cli(tmp_path, demo_server):
@@ -271,10 +309,10 @@ def test_postman_collection_from_the_cli(tmp_path, demo_server):
     ops = {(p, m.upper()) for p, o in spec['paths'].items() for m in o}
     got = {('/' + '/'.join('{%s}' % s[1:] if s.startswith(':') else s for s in i['request']['url']['path']), i['request']['method']) for i in col['item']}
     assert got == ops
-    nfl = [i for i in col['item'] if i['name'].endswith('(tabular)') and not i['request']['url']['raw'].endswith('batch')][0]
-    assert nfl['request']['url']['variable'][0]['value'] == 'nfl' and json.loads(nfl['request']['body']['raw'])['pf'] == 371
-    img = [i for i in col['item'] if i['name'].endswith('(image)')][0]
-    assert img['request']['body']['mode'] == 'formdata' and img['request']['body']['formdata'][0]['type'] == 'file'
+    nfl = [i for i in col['item'] if i['request']['url']['raw'] == '{{baseUrl}}/api/v1/models/nfl/predict'][0]
+    assert json.loads(nfl['request']['body']['raw']) == dict(team='Atlanta Vipers', pf=465, pa=380, sos=1.5)
+    info = [i for i in col['item'] if i['request']['url']['raw'].endswith(':model')][0]
+    assert info['request']['url']['variable'][0]['value'] == 'nfl'
 
 # ---------------------------------------------------------------- a real server on a loopback port
 def test_loopback_server_endpoints(demo_server):
@@ -336,31 +374,10 @@ def test_serve_missing_models_folder_is_a_user_error(tmp_path):
 
 
 # ---------------------------------------------------------------- real vision and text models (slow: they are trained here)
-def build_real_models(d: Path, text=True, nfl=True) -> Path:
-    "Real vision (40 pets, cat/dog), text (60 short IMDB reviews) and NFL model folders under `d/models`."
-    from conftest import shared_or_skip
-    pets = shared_or_skip('pets/images')
-    (d/'pets40').mkdir(parents=True, exist_ok=True)
-    for f in sorted(pets.iterdir())[::15][:40]:
-        if not (d/'pets40'/f.name).exists(): (d/'pets40'/f.name).symlink_to(f)
-    run_cli('vision', 'train', d/'pets40', '--labels', 'cat-dog', '--mode', 'features', '--size', '128',
-            '--out', d/'models'/'pets', '--quiet', check=0)
-    if text:
-        import pandas as pd
-        df = pd.read_csv(shared_or_skip('fastai_samples/imdb_sample/texts.csv'))
-        df = pd.concat([df[df.label == l].head(30) for l in ('positive', 'negative')])
-        df['text'] = df.text.str.slice(0, 200)
-        df[['label', 'text']].to_csv(d/'reviews.csv', index=False)
-        run_cli('text', 'train', d/'reviews.csv', '--model', 'embed-logreg', '--out', d/'models'/'reviews', '--quiet', check=0)
-    if nfl:
-        run_cli('nfl', 'train', '--standings', shared_or_skip('nfl/standings.csv'), '--no-evaluate', '--out', d/'models'/'nfl', '--quiet', check=0)
-    return d/'models'
-
 @pytest.fixture(scope='module')
-def real_server(tmp_path_factory):
-    d = tmp_path_factory.mktemp('real')
-    build_real_models(d)
-    s = Server('--models', d/'models', '--no-ui', cwd=d, env={'FASTXFER_DATA_DIR': str(d/'data')})
+def real_server(real_models):
+    d = real_models.parent
+    s = Server('--models', real_models, '--no-ui', cwd=d, env={'FASTXFER_DATA_DIR': str(d/'data'), **PLUGIN_ENV})
     yield s
     s.stop()
 
@@ -369,7 +386,7 @@ def test_real_models_over_loopback(real_server):
     from conftest import shared_or_skip
     pets, u = shared_or_skip('pets/images'), real_server.url
     ms = {m['name']: m for m in httpx.get(u + '/api/v1/models').json()['models']}
-    assert {n: m['input_type'] for n, m in ms.items()} == {'pets': 'image', 'reviews': 'text', 'nfl': 'tabular'}
+    assert {n: m['input_type'] for n, m in ms.items()} == {'pets': 'image', 'reviews': 'text', 'nfl': 'tabular', 'toy': 'tabular'}
     img = pets/'Abyssinian_1.jpg'
     if shutil.which('curl'):   # the README's command
         out = subprocess.run(['curl', '-s', '-F', f'file=@{img}', u + '/api/v1/predict/pets'], capture_output=True, text=True, timeout=60)
@@ -404,7 +421,7 @@ def test_ui_is_mounted_with_a_tab_per_kind(tmp_path, demo_server):
         tabs = [x['props'].get('label') for x in comps if x.get('type') in ('tabitem', 'tab')]
         assert {'Images', 'Text', 'NFL', 'colours', 'colours2'} <= set(tabs), tabs   # two image models: a sub-tab each
         ids = {x['props'].get('elem_id') for x in comps}
-        assert {'in-colours', 'out-colours', 'in-colours2', 'in-reviews', 'in-nfl-pf', 'in-nfl-sos', 'head-nfl'} <= ids
+        assert {'in-colours', 'out-colours', 'in-colours2', 'in-reviews', 'in-nfl-team', 'in-nfl-pf', 'in-nfl-sos', 'head-nfl'} <= ids
         md = ' '.join(str(x['props'].get('value')) for x in comps if x.get('type') == 'markdown')
         assert 'accuracy' in md and 'not winning, winning' in md   # the cards, with labels read from the models
         assert c.get('/api/v1/health').json()['models'] == 4    # the API keeps priority over the UI mounted at /

@@ -55,8 +55,8 @@ def nfl_model(tmp_path_factory):
 
 def test_nfl_widget_fields_from_the_model(nfl_model):
     w = predict_widget(nfl_model)
-    assert set(w.fields) == {'pf', 'pa', 'pd', 'sos'}
-    w.team.value = 'Atlanta Vipers'
+    assert set(w.fields) == {'team', 'pf', 'pa', 'pd', 'sos'}
+    w.fields['team'].value = 'Atlanta Vipers'
     for f, v in dict(pf=465, pa=380, pd=85, sos=1.5).items(): w.fields[f].value = v
     w.button.click()
     assert w.result['label'] == 'winning' and 'probability of a winning season' in w.output.value
