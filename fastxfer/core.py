@@ -15,7 +15,8 @@ __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'PRECISIONS', 'OF
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
            'seed_everything', 'atomic_write', 'atomic_dir', 'in_notebook', 'is_interactive', 'set_quiet', 'log',
            'epoch_line', 'LineProgress', 'configure_progress', 'bf16_fast', 'resolve_precision', 'Autocast',
-           'set_precision', 'find_lr', 'to_jsonable', 'emit', 'package_version', 'versions', 'info']
+           'set_precision', 'find_lr', 'to_jsonable', 'emit', 'cache_dir', 'cached_array', 'package_version',
+           'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -24,7 +25,7 @@ class FastxferError(Exception):
 
 # %% ../nbs/00_core.ipynb #0732cbb5
 DEFAULT_SETTINGS = dict(
-    models_dir='models', data_dir='data', arch='efficientnet_lite0', size='224', bs='32',
+    models_dir='models', data_dir='data', arch='efficientnet_lite0', size='auto', bs='32',
     seed='42', device='auto', precision='auto', host='127.0.0.1', port='7860', text_model='minilm', max_len='256')
 
 PACKAGE_ROOT = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
@@ -275,6 +276,27 @@ def emit(result:dict, as_json:bool=False, human=None):
     if human is not None: print(human(result), flush=True); return
     for k,v in to_jsonable(result).items():
         print(f'{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}')
+
+# %% ../nbs/00_core.ipynb #b83d53eb
+def cache_dir(kind:str) -> Path:
+    "The cache folder of `kind` ('features', 'text_embeddings', ...): `$FASTXFER_CACHE/<kind>`, else `<data_dir>/cache/<kind>`."
+    root = Path(os.environ['FASTXFER_CACHE']) if os.environ.get('FASTXFER_CACHE') else Path(setting('data_dir'))/'cache'
+    return root/kind
+
+def cached_array(kind:str, key:str, compute, use:bool=True):
+    "The NumPy array cached as `<cache_dir(kind)>/<key>.npy`, or `compute()` saved there (atomically); `use=False` bypasses it."
+    import io
+    import numpy as np
+    f = cache_dir(kind)/f'{key}.npy'
+    if use and f.is_file():
+        try: return np.load(f)
+        except (OSError, ValueError) as e: log(f'cache file {f} unreadable ({e}); computing again')
+    res = compute()
+    if use:
+        try:
+            buf = io.BytesIO(); np.save(buf, res); atomic_write(f, buf.getvalue())
+        except OSError as e: log(f'cache not written ({e})')
+    return res
 
 # %% ../nbs/00_core.ipynb #1ecced14
 OFFLINE_WEIGHT_PACKAGES = {

@@ -14,7 +14,7 @@ from .core import FastxferError, atomic_dir, atomic_write, to_jsonable, versions
 
 # %% auto #0
 __all__ = ['CARD_NAME', 'CARD_FIELDS', 'data_fingerprint', 'ModelWriter', 'model_writer', 'ModelFolder', 'find_model_folders',
-           'Predictor', 'probs_dict', 'top_label', 'load_model', 'ConstantPredictor']
+           'Predictor', 'probs_dict', 'top_label', 'load_model', 'ConstantPredictor', 'export_onnx']
 
 # %% ../nbs/03_model_folder.ipynb #e0954b4e
 CARD_NAME = 'card.json'
@@ -174,3 +174,36 @@ class ConstantPredictor(Predictor):
     def predict(self, items, **kwargs):
         prior = self.card['prior']
         return [dict(label=top_label(self.classes, prior), probs=probs_dict(self.classes, prior)) for _ in items]
+
+# %% ../nbs/03_model_folder.ipynb #3dca34d8
+def _softmax(z):
+    import numpy as np
+    z = np.asarray(z, dtype=np.float64); z = z - z.max(1, keepdims=True); e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+def export_onnx(model, path, shape, check_x=None, atol:float=1e-4, input_name:str='image', output_name:str='logits',
+                compare:str='softmax', opset:int=17) -> dict:
+    "Export `model` to ONNX at `path` (dynamic batch) and check it against PyTorch on `check_x` (random input of `shape` when None)."
+    import copy, warnings
+    import numpy as np, torch
+    model = copy.deepcopy(model).eval().float().cpu().to(memory_format=torch.contiguous_format)
+    x = torch.randn(2, *shape[1:])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            torch.onnx.export(model, (x,), str(path), input_names=[input_name], output_names=[output_name], opset_version=opset,
+                              dynamic_axes={input_name: {0: 'batch'}, output_name: {0: 'batch'}}, dynamo=False)
+        import onnxruntime as ort
+        sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+        cx = (check_x if check_x is not None else x).float().cpu()
+        with torch.no_grad(): ref = model(cx).float().numpy()
+        got = sess.run(None, {input_name: cx.numpy()})[0]
+        if compare == 'softmax': ref, got = _softmax(ref), _softmax(got)
+        diff = float(np.abs(ref - got).max())
+        if diff > atol:
+            Path(path).unlink(missing_ok=True)
+            return dict(exported=False, reason=f'ONNX outputs differ from PyTorch by {diff:.2e} > {atol}', max_abs_diff=diff)
+        return dict(exported=True, file=Path(path).name, max_abs_diff=diff, opset=opset)
+    except Exception as e:
+        Path(path).unlink(missing_ok=True)
+        return dict(exported=False, reason=f'{type(e).__name__}: {e}'[:300])

@@ -19,6 +19,7 @@ from .core import (FastxferError, atomic_write, configure_progress, embedded_dat
                            seed_everything, setting, shared_data, to_jsonable)
 from .model_folder import ModelFolder, Predictor, load_model, model_writer, data_fingerprint
 from .inputs import Column, InputError, RowInput
+from . import metrics
 from .family import Family, register_family, from_settings, as_args
 from typing import Literal
 
@@ -26,11 +27,11 @@ from typing import Literal
 __all__ = ['PFR_COLUMNS', 'RAW_COLUMNS', 'INT_COLUMNS', 'FLOAT_COLUMNS', 'CONFERENCES', 'EMBEDDED_SEASON', 'EMBEDDED_CSV',
            'EMBEDDED_PAGE', 'PFR_TEAM_CODES', 'PFR_URL', 'USER_AGENT', 'MIN_INTERVAL', 'STAT_COLUMNS', 'CLEAN_COLUMNS',
            'PRED_COLUMNS', 'STATS_COLUMNS', 'CSV_REQUIRED', 'DB_TIMEOUT', 'BASE_FEATURES', 'EXTRA_FEATURES', 'PYTH_EXP',
-           'CLASSES', 'MODEL_NAMES', 'TAB_CONFIG', 'MODELS', 'VIPERS', 'NFL_COLUMNS', 'pfr_table_html', 'pfr_page_html',
-           'season_of_page', 'check_standings', 'read_standings_page', 'pfr_url', 'default_cache_dir', 'RateLimiter',
-           'retry_after_seconds', 'PoliteFetcher', 'load_page', 'winning_season', 'clean_standings',
-           'read_standings_csv', 'db_path', 'db_transaction', 'write_seasons', 'read_stats', 'parse_features',
-           'add_derived', 'LogRegModel', 'TabularLearnerModel', 'calibration_table', 'cv_splits', 'check_trainable',
+           'CLASSES', 'MODEL_NAMES', 'TAB_CONFIG', 'MODELS', 'calibration_table', 'VIPERS', 'NFL_COLUMNS',
+           'pfr_table_html', 'pfr_page_html', 'season_of_page', 'check_standings', 'read_standings_page', 'pfr_url',
+           'default_cache_dir', 'RateLimiter', 'retry_after_seconds', 'PoliteFetcher', 'load_page', 'winning_season',
+           'clean_standings', 'read_standings_csv', 'db_path', 'db_transaction', 'write_seasons', 'read_stats',
+           'parse_features', 'add_derived', 'LogRegModel', 'TabularLearnerModel', 'cv_splits', 'check_trainable',
            'evaluate_models', 'verdict', 'default_model_dir', 'parse_layers', 'load_training_data', 'train',
            'team_frame', 'NFLPredictor', 'record_prediction', 'predict_team', 'scrape', 'parse_seasons', 'demo',
            'cmd_scrape', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_demo', 'NFLFamily']
@@ -569,23 +570,11 @@ MODELS = {'tabular': TabularLearnerModel, 'logreg': LogRegModel}
 
 # %% ../nbs/05_nfl.ipynb #06d985dc
 def _metrics(y, p) -> dict:
-    y, p = np.asarray(y, dtype='float64'), np.clip(np.asarray(p, dtype='float64'), 1e-7, 1 - 1e-7)
-    return dict(n=int(len(y)), accuracy=float(((p > 0.5) == (y == 1)).mean()),
-                log_loss=float(-(y*np.log(p) + (1 - y)*np.log(1 - p)).mean()), brier=float(((p - y)**2).mean()))
+    "n, accuracy, log loss and Brier score of P(winning season) `p` against `y` (`fastxfer.metrics`)."
+    y = np.asarray(y, dtype=int)
+    return dict(n=int(len(y)), accuracy=metrics.accuracy(y, p), log_loss=metrics.log_loss(y, p), brier=metrics.brier(y, p))
 
-def calibration_table(y, p, bins:int=5) -> dict:
-    "Per probability bin: count, mean predicted probability, observed share of winning seasons; and the ECE."
-    y, p = np.asarray(y, dtype='float64'), np.asarray(p, dtype='float64')
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    rows, ece = [], 0.0
-    for b in range(bins):
-        m = idx == b
-        if not m.any(): continue
-        rows.append(dict(bin=f'{edges[b]:.1f}-{edges[b+1]:.1f}', n=int(m.sum()), mean_predicted=float(p[m].mean()),
-                         observed=float(y[m].mean())))
-        ece += m.sum()/len(y)*abs(p[m].mean() - y[m].mean())
-    return dict(bins=rows, ece=float(ece))
+calibration_table = metrics.calibration_table   # per probability bin: count, mean predicted, observed share; and the ECE
 
 def cv_splits(df:pd.DataFrame, k:int=5, seed:int=42):
     "Leave-one-season-out folds when there are several seasons, else stratified k-fold. Yields (name, train_idx, test_idx)."
@@ -986,7 +975,7 @@ def cmd_demo(args):
     r['table'] = r['table'].to_dict(orient='records')
     return r
 
-# %% ../nbs/05_nfl.ipynb #ab33030d
+# %% ../nbs/05_nfl.ipynb #dd75d943
 @register_family
 class NFLFamily(Family):
     "The NFL winning-season exercise as a family: its verbs are the `fastxfer nfl` command."

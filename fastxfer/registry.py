@@ -13,9 +13,10 @@ import torch.nn as _nn
 from .core import FastxferError, log
 
 # %% auto #0
-__all__ = ['IMAGENET_STATS', 'ARCHS', 'Arch', 'register_arch', 'get_arch', 'is_online', 'weight_sources', 'usable_source',
-           'usable_archs', 'create_imagenet_model', 'imagenet_top', 'num_features', 'create_body', 'FeatureBody',
-           'split_body', 'BodySplitter', 'scratch_cnn', 'measure_latency', 'arch_table', 'format_arch_table']
+__all__ = ['IMAGENET_STATS', 'ARCHS', 'Arch', 'register_arch', 'get_arch', 'image_size', 'is_online', 'weight_sources',
+           'usable_source', 'usable_archs', 'create_imagenet_model', 'imagenet_top', 'num_features', 'create_body',
+           'FeatureBody', 'split_body', 'BodySplitter', 'scratch_cnn', 'measure_latency', 'arch_table',
+           'format_arch_table']
 
 # %% ../nbs/01_registry.ipynb #bf4edb76
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -54,6 +55,14 @@ def get_arch(name:str) -> Arch:
     "The registered `Arch` called `name` (a clear error listing the known ones otherwise)."
     if name not in ARCHS: raise FastxferError(f"unknown architecture {name!r}; known: {', '.join(ARCHS)}")
     return ARCHS[name]
+
+def image_size(size=None, arch:str|None=None) -> int:
+    "The input size in pixels: `size` (a flag) or the `size` setting; `auto` means the backbone's own (`Arch.size`)."
+    from fastxfer.core import setting
+    size = setting('size', size)
+    if str(size).strip().lower() == 'auto': return get_arch(setting('arch', arch)).size
+    try: return int(size)
+    except ValueError: raise FastxferError(f'size {size!r}: give a number of pixels or auto') from None
 
 # %% ../nbs/01_registry.ipynb #5ebde076
 _ONLINE = None

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from .core import (FastxferError, configure_progress, get_device, log, seed_everything, setting,
-                           PRECISIONS, set_precision, find_lr, atomic_write)
+                           PRECISIONS, set_precision, find_lr, atomic_write, cache_dir, cached_array)
+from .metrics import confusion_matrix
+from .probe import linear_probe
 from .family import Family, register_family, from_settings, as_args, POSITIONAL
 from typing import Annotated, Literal
 from .model_folder import Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder, load_model
@@ -344,8 +346,8 @@ def transformer_splitter(m:TransformerClassifier):
     return [emb, rest, list(m.head.parameters())]
 
 # %% ../nbs/06_text.ipynb #93ee4554
-def text_dls(tok, data:TextData, max_len=256, window=128, bs=16, device='cpu', seed=42):
-    "`DataLoaders` of token windows for a `TextData`: a random window per training text, every window per validation text."
+def text_dls(tok, data:TextData, max_len=256, window=128, bs=16, device='cpu', seed=42) -> tuple:
+    "`(DataLoaders, n_truncated)`: token windows for a `TextData` (a random window per training text, every window per validation text), and how many texts are longer than `max_len`."
     c2i = {c: i for i, c in enumerate(data.classes)}
     win = Windowing.for_tokenizer(tok, window)
     tr_ids, _ = tokenize_texts(tok, data.train_texts, None)   # training crops come from anywhere in the text
@@ -354,9 +356,7 @@ def text_dls(tok, data:TextData, max_len=256, window=128, bs=16, device='cpu', s
     trn = TokenDL(tr_ids, [c2i[l] for l in data.train_labels], win, pad_id=tok.pad_token_id, crop=True, bs=bs, shuffle=True, device=device)
     trn.rng.seed(seed)
     val = TokenDL(va_ids, [c2i[l] for l in data.valid_labels], win, pad_id=tok.pad_token_id, bs=bs*2, device=device)
-    dls = DataLoaders(trn, val, device=device)
-    dls.n_truncated = sum(tr_cut) + sum(va_cut)
-    return dls
+    return DataLoaders(trn, val, device=device), sum(tr_cut) + sum(va_cut)
 
 from fastai.callback.core import Callback
 
@@ -390,10 +390,8 @@ MODELS = tuple(DEFAULTS)
 def _valid_eval(probs:np.ndarray, labels, classes) -> dict:
     "accuracy, n and the confusion matrix (rows: true class, columns: predicted) from class probabilities."
     c2i = {c: i for i, c in enumerate(classes)}
-    y = np.array([c2i[l] for l in labels]); p = probs.argmax(1) if len(probs) else np.array([], dtype=int)
-    cm = np.zeros((len(classes), len(classes)), dtype=int)
-    for t, q in zip(y, p): cm[t, q] += 1
-    return dict(accuracy=float((y == p).mean()) if len(y) else None, n=int(len(y)), confusion_matrix=cm.tolist())
+    y = np.array([c2i[l] for l in labels], dtype=int); p = probs.argmax(1) if len(probs) else np.array([], dtype=int)
+    return dict(accuracy=float((y == p).mean()) if len(y) else None, n=int(len(y)), confusion_matrix=confusion_matrix(y, p, len(classes)).tolist())
 
 def save_head(model_dir:Path, tok, encoder, head:nn.Linear):
     "Write `encoder/` (Hugging Face format) and `head.pt`."
@@ -423,7 +421,7 @@ def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, window, bs, seed, de
     d = DEFAULTS['minilm']; lr_mult = d['lr_mult']
     seed_everything(seed)
     tok, enc, src = loaded
-    dls = text_dls(tok, data, max_len=max_len, window=window, bs=bs, device=device, seed=seed)
+    dls, n_truncated = text_dls(tok, data, max_len=max_len, window=window, bs=bs, device=device, seed=seed)
     learn = minilm_learner(dls, enc, len(data.classes), pad_id=tok.pad_token_id)
     prec = set_precision(learn, precision, device)
     plots = {}
@@ -436,7 +434,7 @@ def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, window, bs, seed, de
     t_probe = time.time() - t0
     learn.unfreeze()
     rates = minilm_rates(lr, lr_mult)
-    log(f'minilm (seed {seed}): {data.n_train} train / {data.n_valid} valid texts, max_len {max_len} ({dls.n_truncated} truncated), '
+    log(f'minilm (seed {seed}): {data.n_train} train / {data.n_valid} valid texts, max_len {max_len} ({n_truncated} truncated), '
         f'windows of {window}, bs {bs}, {prec}, {device}; linear probe (C={C:g}) in {t_probe:.0f}s, then {epochs} epoch(s) with '
         f'slice({rates.start:.2g}, {rates.stop:.2g}) ({lr_how})')
     learn.fit_one_cycle(epochs, rates, pct_start=d['pct_start'])
@@ -514,49 +512,25 @@ def embed_texts(tok, enc, texts, max_len=256, window=128, bs=32, device='cpu', c
     win = Windowing.for_tokenizer(tok, window, WINDOW_STRIDE)
     key = hashlib.sha256(json.dumps([getattr(enc.config, '_name_or_path', ''), enc.config.hidden_size, window, WINDOW_STRIDE,
                                      hashlib.sha256(repr(ids).encode()).hexdigest()]).encode()).hexdigest()[:20]
-    cdir = Path(setting('data_dir'))/'cache'/'text_embeddings'
-    f = cdir/f'{key}.npy'
-    if cache and f.is_file():
-        log(f'embeddings: {len(texts)} texts from the cache {f}'); return np.load(f)
+    if cache and (cache_dir('text_embeddings')/f'{key}.npy').is_file(): log(f'embeddings: {len(texts)} texts from the cache')
+    return cached_array('text_embeddings', key, lambda: _embed(tok, enc, ids, win, bs, device), use=cache)
+
+@torch.no_grad()
+def _embed(tok, enc, ids, win, bs, device) -> np.ndarray:
+    "Mean-pooled window embeddings of token `ids`, averaged per text."
     m = TransformerClassifier(enc, 1, pad_id=tok.pad_token_id).to(device).eval()
     dl = TokenDL(ids, [0]*len(ids), win, pad_id=tok.pad_token_id, bs=bs, device=device)
     out = np.zeros((len(ids), enc.config.hidden_size), dtype=np.float32); order = dl.get_idxs(); k = 0
     t0 = time.time()
     for xb, owner, _ in dl:
         e = mean_by_owner(m.embed(xb).float(), owner).cpu().numpy(); out[order[k:k+len(e)]] = e; k += len(e)
-    log(f'embeddings: {len(texts)} texts in {time.time()-t0:.1f}s')
-    if cache:
-        try:
-            cdir.mkdir(parents=True, exist_ok=True)
-            buf = io.BytesIO(); np.save(buf, out); atomic_write(f, buf.getvalue())
-        except OSError as e: log(f'embeddings cache not written ({e})')
+    log(f'embeddings: {len(ids)} texts in {time.time()-t0:.1f}s')
     return out
 
 def fit_linear_head(xt:np.ndarray, yt:np.ndarray, n_classes:int) -> tuple[nn.Linear, float]:
-    "Logistic regression on standardized embeddings (C by cross-validation), folded into one `nn.Linear`; and C."
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from sklearn.preprocessing import StandardScaler
-    sc = StandardScaler().fit(xt)
-    sc.scale_ = np.maximum(sc.scale_, 1e-3*sc.scale_.mean())   # near-constant dimensions would blow up the folded weights
-    counts = np.bincount(yt, minlength=n_classes); k = int(min(5, counts[counts > 0].min()))
-    if k >= 2:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', FutureWarning)   # scikit-learn 1.8 announces new defaults
-            lr = LogisticRegressionCV(Cs=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.1, 1], cv=k, max_iter=3000).fit(sc.transform(xt), yt)
-        C = float(np.atleast_1d(lr.C_)[0])
-    else:
-        C = 1.0; lr = LogisticRegression(C=C, max_iter=3000).fit(sc.transform(xt), yt)
-    W = np.zeros((n_classes, xt.shape[1])); b = np.zeros(n_classes)
-    coef, icpt = lr.coef_, lr.intercept_
-    if coef.shape[0] == 1:  # binary: softmax over (0, z) is the sigmoid of z
-        W[lr.classes_[1]] = coef[0]; b[lr.classes_[1]] = icpt[0]
-    else:
-        for row, c in enumerate(lr.classes_): W[c], b[c] = coef[row], icpt[row]
-    # fold the scaler in: w.(x-mu)/s + b = (w/s).x + (b - w.mu/s)
-    Wf = W/sc.scale_; bf = b - (W*sc.mean_/sc.scale_).sum(1)
-    head = nn.Linear(xt.shape[1], n_classes)
-    with torch.no_grad(): head.weight.copy_(torch.tensor(Wf, dtype=torch.float32)); head.bias.copy_(torch.tensor(bf, dtype=torch.float32))
-    return head, C
+    "The linear probe on embeddings (C by 5-fold cross-validation) as one `nn.Linear`; and C."
+    probe = linear_probe(xt, yt, n_classes, Cs=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.1, 1), folds=5, shuffle=False, min_count=2, default_C=1.0)
+    return probe.to_linear(), probe.C
 
 def train_embed_logreg(data:TextData, out, encoder=None, max_len=256, bs=None, seed=42, device=None, window=None, **kw):
     "Frozen mean-pooled embeddings + logistic regression (C by cross-validation), folded into a linear head."
@@ -862,7 +836,7 @@ def _human_eval(r):
     lines += [f'{c:>{w}}  ' + '  '.join(f'{v:>{w}}' for v in row) for c, row in zip(r['classes'], r['confusion_matrix'])]
     return '\n'.join(lines)
 
-# %% ../nbs/06_text.ipynb #ccfde0fc
+# %% ../nbs/06_text.ipynb #dae4ef52
 @register_family
 class TextFamily(Family):
     "Text classifiers: a fine-tuned transformer encoder, frozen embeddings + logistic regression, or ULMFiT."

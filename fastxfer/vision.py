@@ -10,16 +10,18 @@ import atexit, copy, hashlib, io, json, os, random, re, shutil, statistics, sys,
 from pathlib import Path
 import numpy as np
 from .core import (FastxferError, configure_progress, get_device, log, seed_everything, setting,
-    shared_data, atomic_write, find_lr)
+    shared_data, atomic_write, find_lr, cached_array)
 import torch, torch.nn as nn
 from PIL import Image
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, IndexSplitter, Resize, Normalize, PILImage,
     TensorImage, Learner, CrossEntropyLossFlat, error_rate, accuracy, aug_transforms, create_head, apply_init,
     parent_label, ClassificationInterpretation, EarlyStoppingCallback, SaveModelCallback, load_learner, Flatten)
-from .model_folder import Predictor, ModelFolder, model_writer, data_fingerprint, probs_dict, top_label, load_model
+from .model_folder import Predictor, ModelFolder, model_writer, data_fingerprint, probs_dict, top_label, load_model, export_onnx, _softmax
+from .metrics import confusion_matrix
+from .probe import linear_probe
 from .family import Family, register_family, from_settings, as_args, POSITIONAL
 from typing import Annotated, Literal
-from .registry import (get_arch, ARCHS, create_body, scratch_cnn, BodySplitter, arch_table, format_arch_table,
+from .registry import (image_size, get_arch, ARCHS, create_body, scratch_cnn, BodySplitter, arch_table, format_arch_table,
     usable_archs, is_online, IMAGENET_STATS)
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 
@@ -27,9 +29,9 @@ warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 __all__ = ['IMAGE_EXTS', 'LABEL_SOURCES', 'AUTO_ENOUGH', 'AUTO_GOOD', 'MODES', 'check_image', 'scan_images', 'report_skipped',
            'CatDogLabel', 'BreedLabel', 'RegexLabel', 'CsvLabel', 'label_function', 'VisionData', 'resolve_data',
            'collect_data', 'batch_augment', 'make_dls', 'vision_learner_for', 'param_summary', 'format_summary',
-           'body_features', 'fit_features_head', 'valid_error', 'train_vision', 'export_onnx', 'confusion',
-           'plot_confusion', 'plot_top_losses', 'diagnostic_plots', 'export_vision', 'open_image', 'VisionPredictor',
-           'evaluate_vision', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_archs', 'VisionFamily']
+           'body_features', 'fit_features_head', 'valid_error', 'train_vision', 'confusion', 'plot_confusion',
+           'plot_top_losses', 'diagnostic_plots', 'export_vision', 'open_image', 'VisionPredictor', 'evaluate_vision',
+           'cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_archs', 'VisionFamily']
 
 # %% ../nbs/04_vision.ipynb #a6951ddd
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'}
@@ -251,11 +253,6 @@ def format_summary(s:dict) -> str:
     return '\n'.join(lines + [f"total {s['total']:,}  trainable {s['trainable']:,}  frozen {s['frozen']:,}"])
 
 # %% ../nbs/04_vision.ipynb #d2885130
-def _cache_dir() -> Path:
-    d = Path(os.environ.get('FASTXFER_CACHE') or Path(os.environ.get('XDG_CACHE_HOME', Path.home()/'.cache'))/'fastxfer')/'features'
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
 class _PooledBody(nn.Module):
     def __init__(self, body): super().__init__(); self.body = body
     def forward(self, x): return self.body(x).mean((2, 3))
@@ -264,18 +261,15 @@ def _feature_runner(body, shape):
     "A function batch -> pooled features: ONNX Runtime (about 3x faster on a CPU) when the body exports, else PyTorch."
     dev = next(body.parameters()).device
     if dev.type == 'cpu':
+        d = Path(tempfile.mkdtemp(prefix='fastxfer-feat-'))
         try:
-            m = _PooledBody(copy.deepcopy(body)).eval().float()
-            import onnxruntime as ort
-            f = Path(tempfile.mkdtemp(prefix='fastxfer-feat-'))/'body.onnx'
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                torch.onnx.export(m, (torch.randn(2, *shape),), str(f), input_names=['x'], output_names=['f'], opset_version=17,
-                                  dynamic_axes={'x': {0: 'b'}, 'f': {0: 'b'}}, dynamo=False)
-            sess = ort.InferenceSession(str(f), providers=['CPUExecutionProvider'])
-            shutil.rmtree(f.parent, ignore_errors=True)
-            return lambda xb: torch.from_numpy(sess.run(None, {'x': xb.float().cpu().numpy()})[0])
-        except Exception as e: log(f'features through PyTorch (ONNX export failed: {e})')
+            res = export_onnx(_PooledBody(body), d/'body.onnx', (2, *shape), input_name='x', output_name='f', compare='raw', atol=1e-3)
+            if res['exported']:
+                import onnxruntime as ort
+                sess = ort.InferenceSession(str(d/'body.onnx'), providers=['CPUExecutionProvider'])
+                return lambda xb: torch.from_numpy(sess.run(None, {'x': xb.float().cpu().numpy()})[0])
+            log(f"features through PyTorch (ONNX: {res['reason']})")
+        finally: shutil.rmtree(d, ignore_errors=True)
     m = _PooledBody(body).eval().to(memory_format=torch.channels_last)
     return lambda xb: m(xb.to(dev).contiguous(memory_format=torch.channels_last)).float().cpu()
 
@@ -284,24 +278,20 @@ def body_features(learn, items, flip:bool=False, cache:bool=True, tag:str='') ->
     h = hashlib.sha256(f'{tag}|{flip}|{learn.dls.after_batch}|{learn.dls.valid.after_item}'.encode())
     for p in items:
         st = Path(p).stat(); h.update(f'{p}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
-    f = _cache_dir()/f'{h.hexdigest()[:20]}.npy'
-    if cache and f.exists(): return np.load(f)
-    dl = learn.dls.test_dl(items, bs=32, num_workers=0)
-    outs, flips, run = [], [], None
-    for (xb,) in dl:
-        xb = xb.as_subclass(torch.Tensor)
-        if run is None: run = _feature_runner(learn.model[0], xb.shape[1:])
-        with torch.inference_mode():
-            outs.append(run(xb))
-            if flip: flips.append(run(xb.flip(3)))
-    res = torch.cat(outs + flips).numpy()
-    if cache: np.save(f, res)
-    return res
+    def compute():
+        dl = learn.dls.test_dl(items, bs=32, num_workers=0)
+        outs, flips, run = [], [], None
+        for (xb,) in dl:
+            xb = xb.as_subclass(torch.Tensor)
+            if run is None: run = _feature_runner(learn.model[0], xb.shape[1:])
+            with torch.inference_mode():
+                outs.append(run(xb))
+                if flip: flips.append(run(xb.flip(3)))
+        return torch.cat(outs + flips).numpy()
+    return cached_array('features', h.hexdigest()[:20], compute, use=cache)
 
 def fit_features_head(learn, tag:str='', cache:bool=True) -> dict:
-    "Fit a logistic regression on cached body features and write it into the model's linear head."
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    "Fit the linear probe (logistic regression) on cached body features and write it into the model's linear head."
     dls = learn.dls
     tr_items, va_items = list(dls.train.items), list(dls.valid.items)
     t0 = time.time()
@@ -310,30 +300,17 @@ def fit_features_head(learn, tag:str='', cache:bool=True) -> dict:
     t_feat = time.time() - t0
     tr_y = np.array([int(dls.train_ds.tls[1][i]) for i in range(len(tr_items))])
     va_y = np.array([int(dls.valid_ds.tls[1][i]) for i in range(len(va_items))])
-    y = np.concatenate([tr_y, tr_y])
-    mu, sd = ftr.mean(0), ftr.std(0) + 1e-6
-    X, Xv = (ftr-mu)/sd, (fva-mu)/sd
-    best_c, best_s = 0.1, -1
-    n_min = np.bincount(tr_y).min() if len(tr_y) else 0
-    if n_min >= 3:
-        # folds keep an image and its flipped copy together
-        cv = StratifiedKFold(n_splits=min(3, n_min), shuffle=True, random_state=0)
-        splits = [(np.concatenate([a, a+len(tr_y)]), np.concatenate([b, b+len(tr_y)])) for a,b in cv.split(np.zeros(len(tr_y)), tr_y)]
-        for c in (0.01, 0.1, 1.0):
-            s = cross_val_score(LogisticRegression(C=c, max_iter=2000), X, y, cv=splits).mean()
-            if s > best_s + 1e-9: best_c, best_s = c, s
-    clf = LogisticRegression(C=best_c, max_iter=3000).fit(X, y)
-    W, b = clf.coef_, clf.intercept_
-    if W.shape[0] == 1: W, b = np.concatenate([-W/2, W/2]), np.array([-b[0]/2, b[0]/2])  # binary: softmax form
-    lin = learn.model[1][-1]
-    with torch.no_grad():
-        lin.weight.copy_(torch.tensor(W/sd, dtype=torch.float32))
-        lin.bias.copy_(torch.tensor(b - (W*mu/sd).sum(1), dtype=torch.float32))
-    learn._valid_preds = (torch.tensor(clf.predict_proba(Xv) if len(va_y) else np.zeros((0, len(dls.vocab))), dtype=torch.float32),
-                          torch.tensor(va_y))  # the head computes exactly this from an image (checked by a test)
-    log(f'features: {t_feat:.1f} s to compute, logistic regression C={best_c} fitted in {time.time()-t0-t_feat:.1f} s')
-    return dict(C=best_c, cv_accuracy=None if best_s < 0 else float(best_s), feature_seconds=round(t_feat, 1),
-                train_error=float(1-clf.score(X, y)), valid_error=float(1-clf.score(Xv, va_y)) if len(va_y) else None)
+    n = len(tr_y)
+    # an image and its flipped copy form one group: the folds keep them together
+    probe = linear_probe(ftr, np.r_[tr_y, tr_y], len(dls.vocab), Cs=(0.01, 0.1, 1.0), folds=3, groups=np.r_[np.arange(n), np.arange(n)],
+                         min_count=3, default_C=0.1)
+    probe.to_linear(learn.model[1][-1])
+    probs = torch.tensor(probe.proba(fva) if len(va_y) else np.zeros((0, len(dls.vocab))), dtype=torch.float32)
+    log(f'features: {t_feat:.1f} s to compute, logistic regression C={probe.C} fitted in {time.time()-t0-t_feat:.1f} s')
+    train_acc, valid_acc = probe.accuracy(ftr, np.r_[tr_y, tr_y]), probe.accuracy(fva, va_y)
+    return dict(C=probe.C, cv_accuracy=probe.cv_accuracy, feature_seconds=round(t_feat, 1),
+                train_error=float(1 - train_acc), valid_error=None if valid_acc is None else float(1 - valid_acc),
+                valid_preds=(probs, torch.tensor(va_y)))   # what the head computes from an image (checked by a test)
 
 # %% ../nbs/04_vision.ipynb #322b59ec
 AUTO_ENOUGH = 5000   # training images from which `auto` goes straight to fine-tuning
@@ -353,7 +330,7 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
     info = dict(mode=mode, weights=source)
     if summary: info['summary'] = dict(start=param_summary(learn))
     if mode == 'features':
-        info.update(fit_features_head(learn, tag=f'{arch}|{source}'))
+        info.update(fit_features_head(learn, tag=f'{arch}|{source}'))   # its `valid_preds` are the head's
         info['epochs'] = 0
         return learn, info
     cbs = []
@@ -381,7 +358,7 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
     if summary: info['summary']['end'] = param_summary(learn)
     info['epochs'] = epochs
     rec = learn.recorder  # prediction passes reset the recorder: keep the curves of the last fit for the plot
-    learn._fx_curves = (list(rec.losses), list(rec.iters), [list(v) for v in rec.values])
+    info['curves'] = (list(rec.losses), list(rec.iters), [list(v) for v in rec.values])
     learn.remove_cbs([c for c in learn.cbs if isinstance(c, (EarlyStoppingCallback, SaveModelCallback))])
     return learn, info
 
@@ -390,11 +367,10 @@ def _quiet_lines(learn):
     from fastxfer.core import LineProgress
     learn.remove_cbs([c for c in learn.cbs if isinstance(c, LineProgress)])
 
-def valid_error(learn) -> tuple:
-    "`(error_rate, probs, targets)` on the validation set, without augmentation."
+def valid_error(learn, preds:tuple|None=None) -> tuple:
+    "`(error_rate, probs, targets)` on the validation set, without augmentation (`preds`: already computed)."
     _quiet_lines(learn)
-    if getattr(learn, '_valid_preds', None) is not None: probs, targs = learn.__dict__.pop('_valid_preds')
-    else: probs, targs = learn.get_preds(ds_idx=1)
+    probs, targs = preds if preds is not None else learn.get_preds(ds_idx=1)
     err = float((probs.argmax(1) != targs).float().mean()) if len(targs) else float('nan')
     return err, probs, targs
 
@@ -403,7 +379,7 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
                  valid_pct:float=0.2, seed:int|None=None, aug:str='default', unfreeze_schedule=None,
                  early_stop:int|None=None, keep_best:bool=False, summary:bool=False, device=None, quiet=None):
     "Train an image classifier; returns `(learn, result, plots, vd)` (export it with `export_vision`)."
-    arch = setting('arch', arch); size = setting('size', size, int); bs = setting('bs', bs, int)
+    arch = setting('arch', arch); size = setting('size', size); bs = setting('bs', bs, int)
     seed = seed_everything(seed)
     if mode not in MODES: raise FastxferError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     if mode != 'scratch': get_arch(arch)
@@ -415,7 +391,8 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
     device = get_device(device)
     vd = collect_data(data, labels, valid_pct, seed)
     log(f'{vd.root}: {len(vd.items)} images, {len(vd.classes)} classes, {vd.n_train} train / {vd.n_valid} valid')
-    stats = IMAGENET_STATS
+    stats = get_arch(arch).stats if mode != 'scratch' else IMAGENET_STATS   # the backbone's own normalisation
+    size = image_size(size, arch) if mode != 'scratch' or str(size) != 'auto' else 224   # auto: the backbone's own input size
     dls = make_dls(vd, size, presize, bs, aug, stats, device, seed=seed)
     plots, t0, reason = {}, time.time(), None
     common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop,
@@ -426,7 +403,7 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
         else: todo = 'features'
     else: todo = mode
     learn, info = _train_one(dls, todo, **common)
-    err, probs, targs = valid_error(learn)
+    err, probs, targs = valid_error(learn, info.pop('valid_preds', None))
     log(f'{todo}: {err:.2%} validation error after {time.time()-t0:.1f} s')
     tried = {todo: err}
     if mode == 'auto' and todo == 'features':
@@ -437,7 +414,7 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
         else:
             log(f'features: {err:.2%} validation error (> {AUTO_GOOD:.0%}{", underfits" if under else ""}): fine-tuning too')
             learn2, info2 = _train_one(dls, 'fine_tune', **common)
-            err2, probs2, targs2 = valid_error(learn2)
+            err2, probs2, targs2 = valid_error(learn2, info2.pop('valid_preds', None))
             tried['fine_tune'] = err2
             if err2 < err:
                 reason = f'features scored {err:.2%} validation error{" and underfit" if under else ""}; fine_tune scored {err2:.2%}: kept fine_tune'
@@ -446,47 +423,23 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
     train_seconds = time.time() - t0
     figs, cm = diagnostic_plots(learn, probs, targs)
     plots.update(figs)
+    curves = info.pop('curves', None)
+    if curves is not None and (fig := _plot_losses(learn, curves)) is not None: plots['loss_curves'] = fig
     result = dict(mode=info['mode'], requested_mode=mode, arch=arch if info['mode'] != 'scratch' else 'scratch_cnn',
                   weights=info.get('weights'), classes=vd.classes, error_rate=err, accuracy=1-err,
                   valid_loss=float(nn.functional.cross_entropy(probs.clamp_min(1e-12).log(), targs)) if len(targs) else None,
                   n_train=vd.n_train, n_valid=vd.n_valid, train_seconds=round(train_seconds, 1), size=size,
-                  presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device,
+                  presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
                   tried=tried, skipped=len(vd.skipped), confusion_matrix=cm.tolist(), **{k: v for k,v in info.items() if k not in ('mode', 'weights')})
     if reason: result['auto_reason'] = reason
     return learn, result, plots, vd
 
 # %% ../nbs/04_vision.ipynb #605158b0
-def export_onnx(model, path, shape, check_x=None, atol:float=1e-4) -> dict:
-    "Export `model` to ONNX at `path` (dynamic batch) and check its softmax against PyTorch on `check_x`."
-    model = copy.deepcopy(model).eval().float().cpu().to(memory_format=torch.contiguous_format)
-    x = torch.randn(2, *shape[1:])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            torch.onnx.export(model, (x,), str(path), input_names=['image'], output_names=['logits'], opset_version=17,
-                              dynamic_axes={'image': {0: 'batch'}, 'logits': {0: 'batch'}}, dynamo=False)
-        import onnxruntime as ort
-        sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-        cx = (check_x if check_x is not None else x).float().cpu()
-        with torch.no_grad(): ref = torch.softmax(model(cx), 1).numpy()
-        got = _softmax(sess.run(None, {'image': cx.numpy()})[0])
-        diff = float(np.abs(ref - got).max())
-        if diff > atol:
-            Path(path).unlink(missing_ok=True)
-            return dict(exported=False, reason=f'ONNX probabilities differ from PyTorch by {diff:.2e} > {atol}', max_abs_diff=diff)
-        return dict(exported=True, file=Path(path).name, max_abs_diff=diff, opset=17)
-    except Exception as e:
-        Path(path).unlink(missing_ok=True)
-        return dict(exported=False, reason=f'{type(e).__name__}: {e}'[:300])
-
-def _softmax(z):
-    z = np.asarray(z, dtype=np.float64); z = z - z.max(1, keepdims=True); e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
-def _plot_losses(learn):
+def _plot_losses(learn, curves:tuple|None=None):
+    "Loss curves of the last fit: `curves` (losses, iters, values) kept at the end of training, else the recorder's."
     import matplotlib.pyplot as plt
     rec = learn.recorder
-    losses, iters, values = learn.__dict__.pop('_fx_curves', None) or (getattr(rec, 'losses', []), getattr(rec, 'iters', []), getattr(rec, 'values', []))
+    losses, iters, values = curves or (getattr(rec, 'losses', []), getattr(rec, 'iters', []), getattr(rec, 'values', []))
     if not len(losses): return None
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([float(l) for l in losses], label='train (per batch)')
@@ -497,9 +450,7 @@ def _plot_losses(learn):
 
 def confusion(probs, targs, n:int) -> np.ndarray:
     "Confusion matrix (rows: actual, columns: predicted) from probabilities and targets."
-    cm = np.zeros((n, n), dtype=int)
-    for t,p in zip(np.asarray(targs), np.asarray(probs).argmax(1)): cm[int(t), int(p)] += 1
-    return cm
+    return confusion_matrix(targs, np.asarray(probs).argmax(1), n)
 
 def plot_confusion(cm, classes):
     import matplotlib.pyplot as plt
@@ -532,7 +483,7 @@ def diagnostic_plots(learn, probs, targs) -> dict:
     "Confusion matrix and top-loss figures from validation predictions computed once."
     classes = [str(c) for c in learn.dls.vocab]
     items = list(learn.dls.valid.items)
-    cm = confusion(probs, targs, len(classes))
+    cm = confusion_matrix(targs, np.asarray(probs).argmax(1), len(classes))
     res = dict(confusion_matrix=plot_confusion(cm, classes))
     if len(items): res['top_losses'] = plot_top_losses(items, probs, targs, classes, min(9, len(items)))
     return res, cm
@@ -547,7 +498,7 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
     with model_writer(out, 'vision', 'fastxfer.vision.VisionPredictor') as w:
         learn.export(Path(w.dir).absolute()/'model.pkl')
         shape = tuple(xb.shape) if xb is not None else (1, 3, result['size'], result['size'])
-        onnx = export_onnx(learn.model, w.dir/'model.onnx', shape, None if xb is None else xb.as_subclass(torch.Tensor)[:8].cpu())
+        onnx = export_onnx(learn.model, w.dir/'model.onnx', shape, check_x=None if xb is None else xb.as_subclass(torch.Tensor)[:8].cpu())
         if not onnx['exported']: log(f"ONNX export skipped: {onnx['reason']} (PyTorch will be used to predict)")
         ex = []
         if vd is not None:
@@ -558,8 +509,7 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
                 seen.add(vd.labels[i]); p = vd.items[i]
                 shutil.copyfile(p, w.dir/'examples'/p.name); ex.append(f'examples/{p.name}')
                 if len(ex) >= n_examples: break
-        fig = _plot_losses(learn)
-        if fig is not None: plots['loss_curves'] = fig
+        if 'loss_curves' not in plots and (fig := _plot_losses(learn)) is not None: plots['loss_curves'] = fig
         cm = result.get('confusion_matrix')
         if 'confusion_matrix' not in plots:
             _, probs, targs = valid_error(learn)
@@ -568,7 +518,7 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
         for n,f in plots.items(): w.save_plot(n, f)
         w.card.update(
             classes=list(map(str, learn.dls.vocab)), arch=result['arch'], mode=result['mode'], size=result['size'],
-            presize=result['presize'], input_shape=list(shape[1:]), normalization=dict(mean=list(IMAGENET_STATS[0]), std=list(IMAGENET_STATS[1])),
+            presize=result['presize'], input_shape=list(shape[1:]), normalization=dict(zip(('mean', 'std'), result.get('stats') or [list(IMAGENET_STATS[0]), list(IMAGENET_STATS[1])])),
             metrics=dict(error_rate=result['error_rate'], accuracy=result['accuracy'], valid_loss=result.get('valid_loss'),
                          n_train=result['n_train'], n_valid=result['n_valid']),
             confusion_matrix=None if cm is None else np.asarray(cm).tolist(),
@@ -682,8 +632,7 @@ def evaluate_vision(model_dirs, data, labels:str='folder', tta:bool=False, ensem
         pred = (votes + P.mean(0)*1e-3).argmax(1)
     names = list(classes) + unknown
     y = np.array([names.index(l) for l in vd.labels])
-    cm = np.zeros((len(names), len(names)), dtype=int)
-    for t,p in zip(y, pred): cm[t, p] += 1
+    cm = confusion_matrix(y, pred, len(names))
     err = float((pred != y).mean())
     return dict(error_rate=err, accuracy=1-err, n=len(y), n_models=len(preds), labels=labels, ensemble=ensemble if len(preds) > 1 else None,
                 tta=tta, classes=names, confusion_matrix=cm.tolist(), backend=[p.backend for p in preds],
@@ -744,7 +693,7 @@ def cmd_archs(a):
     rows = arch_table(measure=a.measure)
     return dict(archs=rows, usable_now=[r['arch'] for r in rows if r['usable']])
 
-# %% ../nbs/04_vision.ipynb #0c588f8f
+# %% ../nbs/04_vision.ipynb #360f6a16
 @register_family
 class VisionFamily(Family):
     "Image classifiers by transfer learning: its verbs are the `fastxfer vision` command."
@@ -760,7 +709,7 @@ class VisionFamily(Family):
               epochs:int|None=None, # unfrozen epochs (fine_tune: 1, scratch: 5)
               freeze_epochs:int=1, # frozen epochs before unfreezing (fine_tune)
               unfreeze_schedule:str|None=None, # gradual unfreezing: epochs per stage, e.g. 1,1,1
-              size:int=from_settings('size', int), # image size
+              size:str=from_settings('size'), # image size in pixels, or auto: the backbone's own (see vision archs)
               presize:int|None=None, # item resize before batch augmentation (if not given: size; larger presizes training crops, and validation then sees presize)
               bs:int=from_settings('bs', int), # batch size
               lr:str='default', # learning rate: default (2e-3, scratch 3e-3), auto (the LR finder) or a number

@@ -18,6 +18,7 @@ from fastai.data.transforms import IntToFloatTensor
 from fastai.vision.augment import (AffineCoordTfm, RandTransform, Flip, Dihedral, Rotate, Zoom, Warp, Brightness,
     Contrast, Saturation, Hue, RandomResizedCropGPU, aug_transforms, setup_aug_tfms, affine_mat, _draw_mask, PadMode)
 from ..core import FastxferError, atomic_write, in_notebook as _in_nb, log, setting
+from ..registry import image_size
 
 # %% auto #0
 __all__ = ['PRESETS', 'shift_mat', 'shear_mat', 'zoom_xy_mat', 'TrainOnlyAffine', 'Shift', 'Shear', 'ZoomXY', 'GaussianNoise',
@@ -286,7 +287,7 @@ def apply_tfms(x:torch.Tensor, tfms:list, split_idx:int=0) -> TensorImage:
 def preview_images(image, aug:str='default', n:int=8, seed:int|None=0, size:int|None=None, presize:int|None=None) -> list:
     "The original (resized to `presize`, default `size`) and `n` augmented versions at `size`, as HWC `uint8` arrays."
     from PIL import Image, UnidentifiedImageError
-    size = setting('size', size, int)
+    size = image_size(size)
     presize = presize or size
     if n < 1: raise FastxferError('--n must be at least 1')
     try: img = Image.open(image).convert('RGB')
@@ -321,7 +322,7 @@ def cmd_preview(args):
     "Write the preview grid of one image and return what was written."
     t = time.time()
     preview_grid(args.image, aug=args.aug, n=args.n, seed=args.seed, size=args.size, presize=args.presize, out=args.out)
-    size = setting('size', args.size, int)
+    size = image_size(args.size)
     return dict(out=str(Path(args.out).resolve()), image=str(args.image), aug=args.aug, n=args.n, seed=args.seed,
                 size=size, presize=args.presize or size, seconds=round(time.time()-t, 3))
 
@@ -334,7 +335,7 @@ def add_cli(sub, parents, name='augment'):
     v.add_argument('--aug', default='default', choices=PRESETS, help='augmentation preset (default: default)')
     v.add_argument('--n', type=int, default=8, help='number of augmented versions (default 8)')
     v.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    v.add_argument('--size', type=int, default=None, help='image size in pixels (default from settings.ini)')
+    v.add_argument('--size', type=int, default=None, help='image size in pixels (default: the size setting; auto: the backbone\'s own)')
     v.add_argument('--presize', type=int, default=None, help='item size before batch augmentation, as in vision train (default: size)')
     v.add_argument('--out', required=True, help='PNG file to write')
     v.set_defaults(func=cmd_preview, human=lambda r: f"wrote {r['out']} ({r['n']} x {r['aug']})")
