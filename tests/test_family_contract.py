@@ -112,3 +112,17 @@ def test_driven_in_the_widget(toy_model):
     w.fields['x'].value = -4.0
     w.button.click()
     assert w.result['label'] == 'low'
+
+
+def test_train_reports_carry_the_common_fields_and_a_baseline(tmp_path):
+    "vision, text and nfl `train` return the TrainReport fields (kind, metrics, train seconds, data fingerprint, plots, baseline)."
+    from fastxfer.family import get_family
+    from conftest import shared_or_skip
+    toy = tmp_path/'texts.csv'
+    toy.write_text('text,label,is_valid\n' + ''.join(f'"{w} film",{l},{int(i % 5 == 0)}\n' for i, (w, l) in enumerate(
+        [('great', 'pos'), ('awful', 'neg'), ('lovely', 'pos'), ('dull', 'neg')] * 5)))
+    r = get_family('text').train(str(toy), valid_col='is_valid', model='embed-logreg', max_len=32, out=str(tmp_path/'t'))
+    assert r['kind'] == 'text' and r['data_fingerprint'] and r['train_seconds'] is not None and 'accuracy' in r['metrics']
+    assert r['baseline']['accuracy'] == 0.5 and 'most frequent class' in r['baseline']['what']   # 2 pos / 2 neg in validation
+    r = get_family('nfl').train(standings=str(shared_or_skip('nfl/standings.csv')), out=str(tmp_path/'n'), no_evaluate=True)
+    assert r['kind'] == 'nfl' and r['data_fingerprint'] and r['model_dir'] == str(tmp_path/'n')
