@@ -458,7 +458,7 @@ def build_ui(app:FastAPI):
                 logger.error('model %s failed in the UI:\n%s', name, traceback.format_exc())
                 raise gr.Error(f'the model failed: {type(e).__name__}: {e}')
             head = p.headline(pred)
-            return pred['probs'], (f'## {head[:1].upper()}{head[1:]}' if head else '')
+            return pred['probs'], (f'## {head}' if head else '')
         with gr.Row():
             with gr.Column():
                 inputs = spec.gradio(name)

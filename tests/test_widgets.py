@@ -59,7 +59,7 @@ def test_nfl_widget_fields_from_the_model(nfl_model):
     w.fields['team'].value = 'Atlanta Vipers'
     for f, v in dict(pf=465, pa=380, pd=85, sos=1.5).items(): w.fields[f].value = v
     w.button.click()
-    assert w.result['label'] == 'winning' and 'probability of a winning season' in w.output.value
+    assert w.result['label'] == 'winning' and 'Probability of a winning season' in w.output.value
     w.fields['pd'].value = 3   # inconsistent with pf - pa: the model's own check, shown as an error
     w.button.click()
     assert w.result is None and 'PF - PA' in w.error

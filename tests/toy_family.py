@@ -43,7 +43,7 @@ class ThresholdPredictor(Predictor):
             p = 1 / (1 + math.exp(-z))
             out.append(dict(label=CLASSES[int(p > 0.5)], probs={'low': 1 - p, 'high': p}, threshold=t))
         return out
-    def examples(self): return [{'x': float(self.card['threshold']) - 2}, {'x': float(self.card['threshold']) + 2}]
+    def examples(self): return [{'x': round(float(self.card['threshold']) - 2, 3)}, {'x': round(float(self.card['threshold']) + 2, 3)}]
     def headline(self, pred): return f"x is {'above' if pred['label'] == 'high' else 'below'} the threshold {pred['threshold']:g}"
     def describe(self): return {'rule': f"x > {self.card['threshold']:g}"}
 
