@@ -289,7 +289,8 @@ def cached_array(kind:str, key:str, compute, use:bool=True):
     import numpy as np
     f = cache_dir(kind)/f'{key}.npy'
     if use and f.is_file():
-        try: return np.load(f)
+        try:
+            res = np.load(f); log(f'{kind}: read from the cache ({f.name})'); return res
         except (OSError, ValueError) as e: log(f'cache file {f} unreadable ({e}); computing again')
     res = compute()
     if use:

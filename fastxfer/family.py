@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 # %% auto #0
-__all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'ENTRY_POINT_GROUP', 'SettingDefault', 'from_settings',
-           'resolve_settings', 'call_verb', 'as_args', 'TrainReport', 'EvalReport', 'majority_baseline',
-           'report_from_folder', 'format_metrics', 'with_baseline', 'human_report', 'Family', 'register_family',
-           'plugin_modules', 'load_plugins', 'family_names', 'get_family', 'family_help', 'find_family',
-           'owns_predictor']
+__all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'ENTRY_POINT_GROUP', 'SettingDefault', 'from_settings', 'call_verb',
+           'as_args', 'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics',
+           'with_baseline', 'human_report', 'Family', 'register_family', 'plugin_modules', 'load_plugins',
+           'family_names', 'get_family', 'family_help', 'find_family', 'owns_predictor']
 
 # %% ../nbs/03a_family.ipynb #deef4f61
 class SettingDefault:
@@ -30,10 +29,6 @@ class SettingDefault:
 def from_settings(key:str, cast=str) -> Any:
     "Mark a parameter's default as the setting `key`."
     return SettingDefault(key, cast)
-
-def resolve_settings(kwargs:dict) -> dict:
-    "`kwargs` with every `SettingDefault` replaced by the setting's value."
-    return {k: (v.value() if isinstance(v, SettingDefault) else v) for k,v in kwargs.items()}
 
 def call_verb(fn, *args, **kwargs):
     "Call `fn` with its setting defaults resolved (what the command line does for every verb)."
@@ -96,7 +91,8 @@ def report_from_folder(model_dir, result:dict|None=None, baseline:dict|None=None
                     metrics=dict(card.get('metrics') or {}), train_seconds=card.get('train_seconds'),
                     data_fingerprint=card.get('data_fingerprint'), baseline=baseline if baseline is not None else majority_baseline(card),
                     plots=sorted(f for f in card.get('files', []) if f.startswith('plots/')))
-    return {**(result or {}), **{k: v for k,v in r.to_dict().items() if v not in (None, [], {}) or k not in (result or {})}}
+    common = {k: v for k,v in r.to_dict().items() if v not in (None, [], {})}   # empty fields do not hide the family's own
+    return {**(result or {}), **common}
 
 def _fmt(v):
     if isinstance(v, float): return f'{v:.4f}'
@@ -157,8 +153,8 @@ class Family:
         names = ['train', 'evaluate', 'predict', *self.extra_verbs]
         return {n.replace('_', '-'): getattr(self, n) for n in names if self._implements(n)}
     def _implements(self, n) -> bool:
-        f = getattr(type(self), n, None)
-        return f is not None and getattr(f, '__qualname__', '').split('.')[0] != 'Family' or n == 'predict'
+        "The generic `predict` always; `train` and `evaluate` when the family defines them; extra verbs always."
+        return n == 'predict' or getattr(type(self), n, None) is not getattr(Family, n, None)
     def human(self, verb:str, result:dict) -> str|None:
         "Text for a person (None: `key: value` lines); families override per verb."
         if verb in ('train', 'evaluate'): return human_report(result)

@@ -133,13 +133,21 @@ class InputSpec:
     def request_model(self, batch:bool, limits:Limits): return None
     def openapi_body(self, batch:bool, limits:Limits) -> dict:
         "The OpenAPI `requestBody` of a predict operation."
-        m = self.request_model(batch, limits)
+        m = self.cached_model(batch, limits)
         return {'required': True, 'content': {self.media_type: {'schema': m.model_json_schema()}}}
+    def cached_model(self, batch:bool, limits:Limits):
+        "`request_model(batch, limits)`, built once per spec and limits (pydantic models are slow to create)."
+        from dataclasses import astuple
+        cache = self.__dict__.setdefault('_models', {})
+        key = (batch, astuple(limits))
+        if key not in cache: cache[key] = self.request_model(batch, limits)
+        return cache[key]
     def validate_json(self, body, batch:bool, limits:Limits, strict:bool):
         "Check parsed JSON against the request model (the typed operations), raising `InputError`."
+        if not strict: return body
         from pydantic import ValidationError
-        m = self.request_model(batch, limits)
-        if m is None or not strict: return body
+        m = self.cached_model(batch, limits)
+        if m is None: return body
         try: m.model_validate(body)
         except ValidationError as e:
             msg = '; '.join(f"{'.'.join(str(x) for x in err['loc']) or 'body'}: {err['msg']}" for err in e.errors())

@@ -121,6 +121,7 @@ class Predictor:
     "Base class: load a `ModelFolder` once, then `predict` many times."
     input_type = None  # 'image' | 'text' | 'tabular'
     effects: dict = {}  # side effects offered after predicting: {name: what it does}
+    effect_keys: dict = {}  # {effect: the response key the older `?<effect>=true` endpoints answer it under}
     def __init__(self, folder:ModelFolder): self.folder = folder
     @classmethod
     def load(cls, folder:ModelFolder, **kwargs): return cls(folder, **kwargs)

@@ -245,6 +245,7 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
     workers = workers or max(2, min(4, os.cpu_count() or 2))
     pool = ThreadPoolExecutor(workers, thread_name_prefix='fastxfer-infer')
     runners = {n: ModelRunner(p, pool, limits.combine_items) for n,p in models.items()}
+    specs = {n: (p.input, {e: p.effect_input(e) for e in p.effects}) for n,p in models.items()}   # built once, not per request
     context = dict(context or {})
 
     app = FastAPI(title='fastxfer', version=__version__, docs_url=None, redoc_url=None,
@@ -274,7 +275,7 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
         base = f'/api/v1/models/{name}'
         return ModelInfo(name=name, kind=str(p.kind), input_type=str(p.input_type or p.input.type), classes=[str(c) for c in p.classes],
                          predict_url=f'{base}/predict', batch_url=f'{base}/predict/batch',
-                         effects={e: f'{base}/{e}' for e in p.effects}, how=p.input.how(), card=to_jsonable(p.card))
+                         effects={e: f'{base}/{e}' for e in p.effects}, how=specs[name][0].how(), card=to_jsonable(p.card))
 
     @app.get('/api/v1/health', response_model=HealthResponse, tags=['server'])
     def health() -> HealthResponse:
@@ -310,7 +311,7 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
         one = preds[0] if len(preds) == 1 else None
         res = dict(model=name, kind=str(p.kind), label=one and str(one.get('label')), probs=one and one.get('probs'),
                    predictions=preds, seconds=round(time.time()-t, 4), effects=done)
-        for e,key in getattr(p, 'effect_keys', {}).items():   # what the older endpoints called a side effect's result
+        for e,key in p.effect_keys.items():   # what the older endpoints called a side effect's result
             if not strict: res[key] = done.get(e) if done else None
         return res
 
@@ -318,7 +319,7 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
     comps, typed = {}, []
     for name, p in models.items():
         base, slug, resp = f'/api/v1/models/{name}', _slug(name), response_model(name, p)
-        ops = [('predict', p.input, None)] + [(e, p.effect_input(e), e) for e in p.effects]
+        ops = [('predict', specs[name][0], None)] + [(e, specs[name][1][e], e) for e in p.effects]
         for verb, spec, effect in ops:
             for batch in (False, True):
                 endpoint = _typed_endpoint(_run, name, p, spec, batch, effect)
@@ -341,7 +342,7 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
     async def _alias(model:str, request:Request, batch:bool):
         p = _model(model)
         effect = _flags(request, p)
-        spec = p.effect_input(effect) if effect else p.input
+        spec = specs[model][1][effect] if effect else specs[model][0]
         return await _run(model, p, spec, request, batch, effect, False)
 
     @app.post('/api/v1/predict/{model}', include_in_schema=False)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
-from ..core import (FastxferError, configure_progress, get_device, log, seed_everything, setting, set_precision, find_lr, cache_dir, cached_array)
+from ..core import (FastxferError, configure_progress, get_device, log, seed_everything, setting, set_precision, find_lr, cached_array)
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
 from ..model_folder import Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder
@@ -342,7 +342,6 @@ def embed_texts(tok, enc, texts, max_len=256, window=128, bs=32, device='cpu', c
     win = Windowing.for_tokenizer(tok, window, WINDOW_STRIDE)
     key = hashlib.sha256(json.dumps([getattr(enc.config, '_name_or_path', ''), enc.config.hidden_size, window, WINDOW_STRIDE,
                                      hashlib.sha256(repr(ids).encode()).hexdigest()]).encode()).hexdigest()[:20]
-    if cache and (cache_dir('text_embeddings')/f'{key}.npy').is_file(): log(f'embeddings: {len(texts)} texts from the cache')
     return cached_array('text_embeddings', key, lambda: _embed(tok, enc, ids, win, bs, device), use=cache)
 
 @torch.no_grad()
