@@ -169,7 +169,8 @@ FAMILIES: dict[str, Family] = {}
 BUILTIN_FAMILIES = {  # name -> (module that registers it, one-line help shown before it is imported)
     'vision': ('fastxfer.vision', 'train, predict, evaluate image classifiers; list backbones'),
     'nfl':    ('fastxfer.nfl', 'the NFL winning-season exercise: scrape, train, evaluate, predict, demo'),
-    'text':   ('fastxfer.text', 'train, predict, evaluate text classifiers')}
+    'text':   ('fastxfer.text', 'train, predict, evaluate text classifiers'),
+    'tabular': ('fastxfer.tabular', 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite')}
 ENTRY_POINT_GROUP = 'fastxfer.families'
 
 def _resolving(fn):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io, math, re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 from .core import FastxferError
 
 # %% auto #0
@@ -91,6 +91,8 @@ class Column:
     maximum: float|None = None
     example: Any = None
     api: bool = True                    # part of the typed REST schema
+    nullable: bool = False              # a required field that may be null (the model handles a missing value)
+    closed: bool = True                 # a category must be one of `choices` (False: other values are accepted too)
 
 def _number(v):
     if isinstance(v, bool): raise ValueError
@@ -103,7 +105,7 @@ def check_row(row, columns:list[Column], where:str='body', strict:bool=False) ->
     cols = columns if strict is False else [c for c in columns if c.api]
     names = [c.name for c in cols]
     if not isinstance(row, dict): raise InputError(f'{where} must be a JSON object with ' + ', '.join(names), 422)
-    missing = [c.name for c in cols if c.required and row.get(c.name) is None]
+    missing = [c.name for c in cols if c.required and (c.name not in row if c.nullable else row.get(c.name) is None)]
     if missing: raise InputError(f'{where}: missing field(s) {", ".join(missing)} (needs {", ".join(c.name for c in cols if c.required)})', 422)
     if strict:
         extra = sorted(set(row) - set(names))
@@ -117,8 +119,9 @@ def check_row(row, columns:list[Column], where:str='body', strict:bool=False) ->
             except (TypeError, ValueError): raise InputError(f'{where}: field {c.name!r} must be a finite number, got {v!r}', 422)
             if c.minimum is not None and out[c.name] < c.minimum: raise InputError(f'{where}: {c.name} = {v!r} is below {c.minimum:g}', 422)
             if c.maximum is not None and out[c.name] > c.maximum: raise InputError(f'{where}: {c.name} = {v!r} is above {c.maximum:g}', 422)
+        elif c.kind == 'category' and not c.closed and isinstance(v, (int, float)) and math.isfinite(v): continue   # 3 for the category '3'
         elif not isinstance(v, str): raise InputError(f'{where}: field {c.name!r} must be a string, got {type(v).__name__}', 422)
-        elif c.kind == 'category' and c.choices and strict and v not in c.choices:
+        elif c.kind == 'category' and c.choices and c.closed and strict and v not in c.choices:
             raise InputError(f'{where}: {c.name} = {v!r} is not one of {", ".join(map(str, c.choices[:20]))}', 422)
     return out
 
@@ -260,9 +263,11 @@ class RowInput(InputSpec):
         if c.example is not None: kw['examples'] = [c.example]
         if c.kind == 'number':
             t = Annotated[float, Field(ge=c.minimum, le=c.maximum, allow_inf_nan=False)]
-        elif c.kind == 'category' and c.choices: t = Literal[tuple(str(x) for x in c.choices)]
+        elif c.kind == 'category' and c.choices and c.closed: t = Literal[tuple(str(x) for x in c.choices)]
+        elif c.kind == 'category' and not c.closed: t = Union[str, Annotated[float, Field(allow_inf_nan=False)]]
         else: t = str
         if c.kind == 'string' and c.required: t = Annotated[str, Field(min_length=1, pattern=NON_BLANK)]
+        if c.required and c.nullable: return (Optional[t], Field(..., **kw))
         return (t, Field(**kw)) if c.required else (Optional[t], Field(None, **kw))
     def row_model(self):
         from pydantic import ConfigDict, create_model
@@ -297,27 +302,30 @@ class RowInput(InputSpec):
             label = c.name + ('' if c.required else ' (optional)')
             if c.kind == 'number': out.append(gr.Number(label=label, elem_id=f'in-{name}-{c.name}'))
             elif c.kind == 'category' and c.choices:
-                out.append(gr.Dropdown([str(x) for x in c.choices], label=label, elem_id=f'in-{name}-{c.name}'))
+                out.append(gr.Dropdown([str(x) for x in c.choices], label=label, elem_id=f'in-{name}-{c.name}', allow_custom_value=not c.closed))
             else: out.append(gr.Textbox(label=label, elem_id=f'in-{name}-{c.name}'))
         return out
     def gradio_example(self, example) -> list|None:
         return [example.get(c.name) for c in self.columns] if isinstance(example, dict) else None
     def from_gradio(self, values, limits:Limits):
-        row = {c.name: v for c,v in zip(self.columns, values) if v is not None and v != ''}
+        row = {c.name: None if v is None or v == '' else v for c,v in zip(self.columns, values) if c.nullable or (v is not None and v != '')}
         return check_row(row, self.columns, 'the form')
     def widget(self):
         import ipywidgets as W
         self_fields = {}
         for c in self.columns:
             if c.kind == 'number': self_fields[c.name] = W.FloatText(description=c.name, value=None) if not c.required else W.FloatText(description=c.name)
-            elif c.kind == 'category' and c.choices: self_fields[c.name] = W.Dropdown(options=[str(x) for x in c.choices], description=c.name)
+            elif c.kind == 'category' and c.choices and c.closed: self_fields[c.name] = W.Dropdown(options=[str(x) for x in c.choices], description=c.name)
+            elif c.kind == 'category' and c.choices: self_fields[c.name] = W.Combobox(options=[str(x) for x in c.choices], description=c.name, ensure_option=False)
             else: self_fields[c.name] = W.Text(description=c.name)
         button = W.Button(description='Predict', button_style='primary')
         box = W.VBox([*self_fields.values(), button])
         box.fields, box.button = self_fields, button
         return box
     def from_widget(self, w, limits:Limits):
-        row = {n: f.value for n,f in w.fields.items() if f.value is not None and f.value != ''}
+        cols = {c.name: c for c in self.columns}
+        row = {n: None if f.value is None or f.value == '' else f.value for n,f in w.fields.items()
+               if cols[n].nullable or (f.value is not None and f.value != '')}
         return check_row(row, self.columns, 'the form')
     def from_cli(self, values:list[str], limits:Limits=Limits()) -> list:
         "One row per argument: a JSON object, or `col=value,col=value`."

@@ -46,6 +46,16 @@ HERE = Path(__file__).resolve().parent
 PLUGIN_ENV = {'FASTXFER_PLUGINS': 'toy_family', 'PYTHONPATH': os.pathsep.join(filter(None, [str(HERE), os.environ.get('PYTHONPATH', '')]))}
 
 
+ADULT_COLUMNS = ['age', 'workclass', 'education', 'sex', 'hours-per-week', 'salary']
+
+def adult_csv(path, n=400, columns=ADULT_COLUMNS) -> Path:
+    "The first `n` rows of the shared Adult census sample, a few columns, with an `id` column."
+    import pandas as pd
+    df = pd.read_csv(shared_or_skip('fastai_samples/adult_sample/adult.csv'), skipinitialspace=True, nrows=n)[list(columns)]
+    df.insert(0, 'id', range(len(df)))
+    df.to_csv(path, index=False)
+    return Path(path)
+
 def toy_csv(path, n=40):
     "x from -5 to 5; 'high' above 1.5 (so the learned threshold is the largest x at or below 1.5)."
     xs = [round(-5 + 10 * i / (n - 1), 3) for i in range(n)]
@@ -53,8 +63,8 @@ def toy_csv(path, n=40):
     return Path(path)
 
 
-def build_real_models(d: Path, text=True, nfl=True, toy=True) -> Path:
-    "Real vision (40 pets, cat/dog), text (60 short IMDB reviews), NFL and toy model folders under `d/models`."
+def build_real_models(d: Path, text=True, nfl=True, toy=True, tabular=True) -> Path:
+    "Real vision (40 pets, cat/dog), text (60 short IMDB reviews), NFL, toy and tabular (400 census rows) model folders under `d/models`."
     pets = shared_or_skip('pets/images')
     (d/'pets40').mkdir(parents=True, exist_ok=True)
     for f in sorted(pets.iterdir())[::15][:40]:
@@ -72,6 +82,8 @@ def build_real_models(d: Path, text=True, nfl=True, toy=True) -> Path:
         run_cli('nfl', 'train', '--standings', shared_or_skip('nfl/standings.csv'), '--no-evaluate', '--out', d/'models'/'nfl', '--quiet', check=0)
     if toy:
         run_cli('toy', 'train', toy_csv(d/'toy.csv'), '--out', d/'models'/'toy', '--quiet', env=PLUGIN_ENV, check=0)
+    if tabular:
+        run_cli('tabular', 'train', adult_csv(d/'adult400.csv'), '--target', 'salary', '--out', d/'models'/'adult', '--quiet', check=0)
     return d/'models'
 
 

@@ -132,6 +132,23 @@ def test_a_plugin_family_gets_its_own_tab(page, server, tmp_path):
     page.screenshot(path=str(shots(tmp_path)/'ui_toy.png'), full_page=True)
 
 
+def test_fill_a_census_row_in_the_tables_tab(page, server, tmp_path):
+    "The tabular model's form comes from its columns: a dropdown per category (its training vocabulary), a number per number."
+    page.get_by_role('tab', name='Tables').click()
+    row = {'age': 52, 'workclass': 'Private', 'education': 'Masters', 'sex': 'Male', 'hours-per-week': 60}
+    for c in ('age', 'hours-per-week'): page.locator(f'#in-adult-{c} input').first.fill(str(row[c]))
+    for c in ('workclass', 'education', 'sex'):
+        box = page.locator(f'#in-adult-{c} input').first
+        box.click(); box.fill(row[c])
+        page.locator(f'ul[role="listbox"] li:text-is("{row[c]}")').first.click()
+    page.locator('#go-adult').click()
+    page.wait_for_selector('#head-adult :text("salary:")', timeout=60_000)
+    api = httpx.post(server.url + '/api/v1/models/adult/predict', json=row).json()
+    assert top_label(page, 'adult') == api['label']
+    assert f"{api['predictions'][0]['probability']:.1%}" in page.locator('#head-adult').inner_text()
+    page.screenshot(path=str(shots(tmp_path)/'ui_tables.png'), full_page=True)
+
+
 def test_no_request_leaves_loopback(page):
     # load every tab, then check every URL the page asked for (scripts, styles, fonts, API calls)
     for tab in ('Text', 'NFL', 'Toy', 'Images'): page.get_by_role('tab', name=tab).click()

@@ -1,0 +1,173 @@
+"""The tabular family on small real tables: each data source, each model, regression, unseen categories,
+write-back idempotence, the typed REST row, and every bad input (a clear message, exit 2, nothing written)."""
+import json, sqlite3
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+from conftest import run_cli, run_json, adult_csv
+
+from fastxfer.core import FastxferError
+from fastxfer.model_folder import load_model
+from fastxfer.tabular import train_table, predict_table, evaluate_table
+
+
+@pytest.fixture(scope='module')
+def tables(tmp_path_factory):
+    "A 400-row census table in CSV, Parquet and SQLite, and a small regression table."
+    d = tmp_path_factory.mktemp('tables')
+    csv = adult_csv(d/'adult.csv')
+    df = pd.read_csv(csv)
+    df.to_parquet(d/'adult.parquet')
+    with sqlite3.connect(d/'census.db') as con: df.to_sql('people', con, index=False)
+    rng = np.random.default_rng(1)
+    n = 300
+    reg = pd.DataFrame({'rooms': rng.integers(1, 8, n), 'area': rng.uniform(20, 200, n).round(1), 'city': rng.choice(['a', 'b', 'c'], n)})
+    reg['price'] = 1000*reg.area + 5000*(reg.city == 'a') + rng.normal(0, 5000, n)
+    reg.to_csv(d/'houses.csv', index=False)
+    return d
+
+
+@pytest.fixture(scope='module')
+def adult_model(tables):
+    "Trained once through the command line, as a user would."
+    r = run_json('tabular', 'train', tables/'adult.csv', '--target', 'salary', '--out', tables/'models'/'adult')
+    return tables/'models'/'adult', r
+
+
+def test_train_reports_every_candidate_the_baseline_and_the_choice(adult_model):
+    d, r = adult_model
+    assert r['task'] == 'classification' and r['classes'] == ['<50k', '>=50k']
+    assert r['roles']['cat'] == ['workclass', 'education', 'sex'] and r['roles']['cont'] == ['age', 'hours-per-week']
+    assert 'row id' in r['roles']['excluded']['id']
+    assert {'tabular', 'gbm', 'linear', 'average:tabular+gbm+linear'} <= set(r['candidates'])
+    best = max(c['metrics']['accuracy'] for c in r['candidates'].values())
+    assert r['metrics']['accuracy'] == best and r['chosen'] in r['reason']
+    assert set(r['metrics']) >= {'accuracy', 'log_loss', 'brier', 'ece'} and r['baseline']['accuracy'] < r['metrics']['accuracy']
+    assert {'plots/reliability.png', 'plots/importance.png', 'plots/loss.png'} <= set(r['plots'])
+    card = json.loads((d/'card.json').read_text())
+    assert card['importance'] and card['confusion_matrix'] and card['temperature'] > 0
+    assert sum(map(sum, card['confusion_matrix'])) == r['n_valid'] == 80
+
+
+def test_each_source_trains_and_predicts_the_same_rows(tables, adult_model):
+    d, _ = adult_model
+    csv = predict_table(d, tables/'adult.csv')['predictions']
+    pq = predict_table(d, tables/'adult.parquet')['predictions']
+    db = predict_table(d, f'sqlite:///{tables}/census.db?table=people')['predictions']
+    db2 = predict_table(d, db=tables/'census.db', table='people')['predictions']
+    assert [p['label'] for p in csv] == [p['label'] for p in pq] == [p['label'] for p in db] == [p['label'] for p in db2]
+    r = train_table(None, 'salary', tables/'m_sql', db=tables/'census.db', table='people', model='gbm', quiet=True)
+    assert r['source' if 'source' in r else 'model_dir'] and json.loads((tables/'m_sql'/'card.json').read_text())['source'].startswith('sqlite:///')
+
+
+@pytest.mark.parametrize('model', ['tabular', 'gbm', 'linear'])
+def test_each_model_alone(tables, model):
+    r = train_table(tables/'adult.csv', 'salary', tables/f'm_{model}', model=model, quiet=True)
+    assert list(r['candidates']) == [model] and r['chosen'] == model
+    p = load_model(tables/f'm_{model}')
+    assert p.members == [model]
+    row = {'age': 50, 'workclass': 'Private', 'education': 'Masters', 'sex': 'Male', 'hours-per-week': 60}
+    pred = p.predict([row])[0]
+    assert pred['label'] in ('<50k', '>=50k') and abs(sum(pred['probs'].values()) - 1) < 1e-6
+
+
+def test_regression(tables):
+    r = train_table(tables/'houses.csv', 'price', tables/'m_houses', quiet=True)
+    assert r['task'] == 'regression' and set(r['metrics']) == {'rmse', 'mae', 'r2'}
+    assert r['metrics']['r2'] > 0.8 and r['baseline']['rmse'] > r['metrics']['rmse']
+    pred = predict_table(tables/'m_houses', row=['rooms=3', 'area=100', 'city=a'])['predictions'][0]
+    assert 90_000 < pred['value'] < 120_000 and pred['probs'] == {}
+    e = evaluate_table(tables/'m_houses', tables/'houses.csv')
+    assert e['metrics']['rmse'] < e['baseline']['rmse']
+
+
+def test_unseen_categories_are_counted_not_errors(tables, adult_model):
+    d, _ = adult_model
+    rows = pd.read_csv(tables/'adult.csv').head(4)
+    rows.loc[0, 'workclass'] = 'Martian'; rows.loc[1, 'workclass'] = 'Venusian'; rows.loc[2, 'education'] = 'Hogwarts'
+    rows.to_csv(tables/'unseen.csv', index=False)
+    r = run_json('tabular', 'predict', d, tables/'unseen.csv')
+    assert r['unseen'] == {'workclass': 2, 'education': 1}
+    assert [p['unseen'] for p in r['predictions']] == [{'workclass': 1}, {'workclass': 1}, {'education': 1}, {}]
+    assert set(r['ignored_columns']) == {'id', 'salary'}
+
+
+def test_write_back_is_one_transaction_and_idempotent_on_the_key(tables, adult_model):
+    d, _ = adult_model
+    rows = pd.read_csv(tables/'adult.csv').head(7).drop(columns='salary'); rows.to_csv(tables/'new.csv', index=False)
+    url = f'sqlite:///{tables}/preds.db?table=adult'
+    for i in range(2):
+        r = run_json('tabular', 'predict', d, tables/'new.csv', '--write-to', url, '--key', 'id')
+        assert r['written']['written'] == 7 and r['written']['replaced'] == 7*i
+    with sqlite3.connect(tables/'preds.db') as con:
+        assert con.execute('SELECT COUNT(*), COUNT(DISTINCT id) FROM adult').fetchone() == (7, 7)
+        got = dict(con.execute('SELECT id, prediction FROM adult').fetchall())
+    assert got == {i: p['label'] for i, p in zip(rows.id, r['predictions'])}
+    # a batch whose key repeats is refused before anything is written
+    pd.concat([rows, rows.head(1)]).to_csv(tables/'dup.csv', index=False)
+    bad = run_cli('tabular', 'predict', d, tables/'dup.csv', '--write-to', url, '--key', 'id')
+    assert bad.returncode == 2 and 'not unique' in bad.stderr
+    with sqlite3.connect(tables/'preds.db') as con: assert con.execute('SELECT COUNT(*) FROM adult').fetchone() == (7,)
+
+
+def test_predict_input_errors_name_the_problem(tables, adult_model):
+    d, _ = adult_model
+    r = run_cli('tabular', 'predict', d, '--row', 'age=40', 'workclass=Private')
+    assert r.returncode == 2 and 'missing column(s) education, sex, hours-per-week' in r.stderr and 'the model needs' in r.stderr
+    r = run_cli('tabular', 'predict', d, '--row', 'age=forty,workclass=Private,education=HS-grad,sex=Male,hours-per-week=40')
+    assert r.returncode == 2 and "row 1, column 'age': 'forty' is not a number" in r.stderr
+
+
+def test_served_model_takes_a_typed_row(tables, adult_model):
+    "A real server on loopback: the row schema comes from the model's columns."
+    import httpx
+    from test_serve import Server
+    s = Server('--models', tables/'models', '--no-ui', cwd=tables)
+    try:
+        doc = httpx.get(s.url + '/openapi.json').json()
+        schema = doc['paths']['/api/v1/models/adult/predict']['post']['requestBody']['content']['application/json']['schema']
+        assert set(schema['properties']) == {'age', 'workclass', 'education', 'sex', 'hours-per-week'}
+        assert set(schema['required']) == set(schema['properties']) and schema['additionalProperties'] is False
+        post = lambda body, path='predict': httpx.post(f'{s.url}/api/v1/models/adult/{path}', json=body)
+        row = {'age': 50, 'workclass': 'Private', 'education': 'Masters', 'sex': 'Male', 'hours-per-week': 60}
+        r = post(row)
+        assert r.status_code == 200 and r.json()['label'] in ('<50k', '>=50k') and r.json()['predictions'][0]['unseen'] == {}
+        assert post({**row, 'workclass': 'Martian'}).json()['predictions'][0]['unseen'] == {'workclass': 1}
+        assert post({**row, 'age': None}).status_code == 200      # a missing value is filled in, as in training
+        assert post({**row, 'age': 'old'}).status_code == 422
+        assert post({k: v for k, v in row.items() if k != 'age'}).status_code == 422
+        assert post({**row, 'extra': 1}).status_code == 422
+        assert len(post({'rows': [row, row]}, 'predict/batch').json()['predictions']) == 2
+    finally:
+        s.stop()
+
+
+def _bad(tmp, *args):
+    out = tmp/'out'
+    r = run_cli('tabular', 'train', *args, '--out', out)
+    assert r.returncode == 2, r.stderr
+    assert not out.exists() and not list(tmp.glob('.out*')), 'nothing is written'
+    return r.stderr
+
+
+def test_bad_tables_are_clear_errors_and_write_nothing(tmp_path, tables):
+    (tmp_path/'empty.csv').write_text('')
+    assert 'empty' in _bad(tmp_path, tmp_path/'empty.csv', '--target', 'y')
+    assert "no column 'salry'" in (e := _bad(tmp_path, tables/'adult.csv', '--target', 'salry')) and 'workclass' in e
+    pd.DataFrame({'x': range(10), 'y': ['a']*10}).to_csv(tmp_path/'one.csv', index=False)
+    assert 'one class' in _bad(tmp_path, tmp_path/'one.csv', '--target', 'y')
+    assert "no table 'nope'" in (e := _bad(tmp_path, f'sqlite:///{tables}/census.db?table=nope', '--target', 'salary')) and 'people' in e
+    (tmp_path/'bad.parquet').write_bytes(b'PAR1 this is not parquet')
+    assert 'Parquet' in _bad(tmp_path, tmp_path/'bad.parquet', '--target', 'y')
+    (tmp_path/'notadb.db').write_text('hello')
+    assert 'not an SQLite database' in _bad(tmp_path, tmp_path/'notadb.db', '--table', 't', '--target', 'y')
+
+
+def test_an_empty_column_is_dropped_and_mixed_cells_are_counted(tmp_path, tables):
+    df = pd.read_csv(tables/'adult.csv')
+    df['notes'] = None
+    df['hours-per-week'] = df['hours-per-week'].astype(object); df.loc[[3, 9], 'hours-per-week'] = ['lots', '?']
+    df.to_csv(tmp_path/'messy.csv', index=False)
+    r = train_table(tmp_path/'messy.csv', 'salary', tmp_path/'m', model='linear', quiet=True)
+    assert r['roles']['excluded']['notes'] == 'empty in every row'
+    assert 'hours-per-week' in r['roles']['cont']
+    assert any("'hours-per-week': 2 cell(s)" in n and 'lots' in n for n in r['notes'])
