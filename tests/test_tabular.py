@@ -56,7 +56,8 @@ def test_each_source_trains_and_predicts_the_same_rows(tables, adult_model):
     db2 = predict_table(d, db=tables/'census.db', table='people')['predictions']
     assert [p['label'] for p in csv] == [p['label'] for p in pq] == [p['label'] for p in db] == [p['label'] for p in db2]
     r = train_table(None, 'salary', tables/'m_sql', db=tables/'census.db', table='people', model='gbm', quiet=True)
-    assert r['source' if 'source' in r else 'model_dir'] and json.loads((tables/'m_sql'/'card.json').read_text())['source'].startswith('sqlite:///')
+    assert r['chosen'] == 'gbm' and r['n_train'] + r['n_valid'] == 400
+    assert json.loads((tables/'m_sql'/'card.json').read_text())['source'] == f'sqlite:///{tables/"census.db"}?table=people'
 
 
 @pytest.mark.parametrize('model', ['tabular', 'gbm', 'linear'])
