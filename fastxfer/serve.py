@@ -459,7 +459,8 @@ def build_ui(app:FastAPI):
                 logger.error('model %s failed in the UI:\n%s', name, traceback.format_exc())
                 raise gr.Error(f'the model failed: {type(e).__name__}: {e}')
             head = p.headline(pred)
-            return pred['probs'], (f'## {head}' if head else '')
+            # a value (regression) has no probabilities: the label shows it
+            return pred.get('probs') or str(pred['label']), (f'## {head}' if head else '')
         with gr.Row():
             with gr.Column():
                 inputs = spec.gradio(name)

@@ -99,12 +99,19 @@ def test_train_cli_writes_a_model_folder(demo_dir, tmp_path):
     t = run_json('nfl', 'train', '--db', r['db'], '--model', 'logreg', '--no-evaluate', '--out', tmp_path/'m', env=_env(tmp_path))
     card = json.loads((tmp_path/'m'/'card.json').read_text())
     assert t['chosen'] == 'logreg' and card['kind'] == 'nfl' and card['chosen'] == 'logreg'
-    assert {'model.pkl', 'logreg.pkl', 'card.json'} <= set(card['files']) and card['features'] == ['PF', 'PA', 'PD', 'SoS']
+    # the tabular family's layout: its processor, its net's weights and its linear model
+    assert {'processor.pkl', 'tabular.pt', 'linear.pkl', 'card.json'} <= set(card['files']) and card['features'] == ['PF', 'PA', 'PD', 'SoS']
+    assert card['members'] == ['linear'] and card['model_files'] == {'tabular': 'tabular.pt', 'logreg': 'linear.pkl'}
     from fastxfer.model_folder import load_model
+    from fastxfer.tabular import TabularPredictor, predict_table
     pr = load_model(tmp_path/'m')
     out = pr.predict([{'team': 'Atlanta Vipers', 'pf': 465, 'pa': 380, 'pd': 85, 'sos': 1.5}])[0]
+    assert isinstance(pr, TabularPredictor) and list(pr.models) == ['linear']
     assert pr.input_type == 'tabular' and out['label'] == 'winning' and abs(sum(out['probs'].values()) - 1) < 1e-6
-    assert out['winning_season'] == 1 and out['probability'] == out['probs']['winning']
+    assert out['winning_season'] == 1 and out['probability'] == out['probs']['winning'] and out['model'] == 'logreg'
+    # the same folder answers the tabular family's own predict, with the same probability
+    t = predict_table(tmp_path/'m', row=['PF=465,PA=380,PD=85,SoS=1.5'])
+    assert t['predictions'][0]['label'] == 'winning' and abs(t['predictions'][0]['probs']['winning'] - out['probability']) < 1e-9
 
 
 def test_scrape_html_then_rescrape_replaces_only_that_season(tmp_path):

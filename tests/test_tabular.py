@@ -81,6 +81,21 @@ def test_regression(tables):
     assert e['metrics']['rmse'] < e['baseline']['rmse']
 
 
+def test_the_ui_shows_a_predicted_value(tables):
+    "A regression has no probabilities: the UI's label shows the value, and the headline says what it is."
+    import asyncio, shutil
+    from fastxfer.serve import create_app, build_ui
+    models = tables/'ui_models'
+    train_table(tables/'houses.csv', 'price', models/'houses', model='linear', quiet=True)
+    app = create_app(models)
+    demo, _ = build_ui(app)
+    fn = next(f.fn for f in demo.fns.values() if f.name == 'fn')
+    row = {'rooms': 3, 'area': 100, 'city': 'a'}
+    label, head = asyncio.run(fn(*[row[c.name] for c in app.state.models['houses'].input.columns]))
+    assert 90_000 < float(label) < 120_000 and head == f'## Predicted price: {float(label):,.0f}'
+    shutil.rmtree(models)
+
+
 def test_unseen_categories_are_counted_not_errors(tables, adult_model):
     d, _ = adult_model
     rows = pd.read_csv(tables/'adult.csv').head(4)

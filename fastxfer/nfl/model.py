@@ -12,18 +12,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import (FastxferError, atomic_write, configure_progress, embedded_data, is_interactive, log, seed_everything, setting, shared_data)
+from ..core import FastxferError, atomic_write, configure_progress, embedded_data, log, setting, shared_data
 from ..model_folder import Predictor, load_model, model_writer, data_fingerprint
 from ..inputs import Column, InputError, RowInput
 from .. import metrics
+from ..tabular import TabularPredictor
+from ..tabular.data import Roles
+from ..tabular.models import LinearModel, Processor, TabularNetModel, predict_rows
 from .data import *
 from .data import _ensure_columns, _as_stats_rows
 
 # %% auto #0
-__all__ = ['BASE_FEATURES', 'EXTRA_FEATURES', 'PYTH_EXP', 'CLASSES', 'MODEL_NAMES', 'TAB_CONFIG', 'MODELS', 'calibration_table',
-           'VIPERS', 'NFL_COLUMNS', 'parse_features', 'add_derived', 'LogRegModel', 'TabularLearnerModel', 'cv_splits',
+__all__ = ['BASE_FEATURES', 'EXTRA_FEATURES', 'PYTH_EXP', 'CLASSES', 'MODEL_NAMES', 'NET', 'FAMILY_MODEL', 'calibration_table',
+           'VIPERS', 'NFL_COLUMNS', 'parse_features', 'add_derived', 'season_roles', 'SeasonModel', 'cv_splits',
            'check_trainable', 'evaluate_models', 'verdict', 'default_model_dir', 'parse_layers', 'load_training_data',
-           'train', 'team_frame', 'NFLPredictor', 'record_prediction', 'predict_team']
+           'train', 'team_frame', 'LegacySeasonModel', 'NFLPredictor', 'record_prediction', 'predict_team']
 
 # %% ../../nbs/05b_nfl_model.ipynb #9d90181d
 BASE_FEATURES = ['PF', 'PA', 'PD', 'SoS']
@@ -31,7 +34,6 @@ EXTRA_FEATURES = ['MoV', 'SRS', 'pyth']
 PYTH_EXP = 2.37
 CLASSES = ['not winning', 'winning']
 MODEL_NAMES = {'tabular': 'fastai tabular_learner', 'logreg': 'logistic regression'}
-TAB_CONFIG = dict(layers=[], epochs=60, lr=0.5, bs=1024, wd=0.01, min_steps=60)
 
 def parse_features(features=None) -> list[str]:
     "`BASE_FEATURES` plus the extras asked for (`'MoV,pyth'` or a list)."
@@ -57,6 +59,9 @@ def add_derived(df:pd.DataFrame, games:int=17) -> pd.DataFrame:
     return df
 
 # %% ../../nbs/05b_nfl_model.ipynb #39a66da2
+NET = dict(layers=[], epochs=60, lr=0.5, bs=1024, wd=0.01, min_steps=60, find_lr=False)   # the family's net, tuned for these features
+FAMILY_MODEL = {'tabular': 'tabular', 'logreg': 'linear'}   # each NFL model's name in the tabular family
+
 def _xy(df, features):
     X = df[features].to_numpy(dtype='float64')
     if not np.isfinite(X).all():
@@ -64,91 +69,45 @@ def _xy(df, features):
         raise FastxferError(f'missing or non-numeric values in feature(s) {", ".join(bad)}')
     return X
 
-class LogRegModel:
-    "Logistic regression on standardised features (scikit-learn)."
-    name = 'logreg'
-    def __init__(self, features, seed:int=42, C:float=1.0): self.features, self.seed, self.C, self.pipe = list(features), seed, C, None
-    def fit(self, df, quiet:bool=True):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-        self.pipe = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=1000))
-        self.pipe.fit(_xy(df, self.features), df.winning_season.to_numpy(dtype='int64'))
-        return self
-    def predict_proba(self, df) -> np.ndarray:
-        return self.pipe.predict_proba(_xy(df, self.features))[:, list(self.pipe.classes_).index(1)]
-    def save(self, folder:Path) -> str:
-        "Pickle only the scikit-learn pipeline and the feature names (nothing from this module)."
-        atomic_write(Path(folder)/'logreg.pkl', pickle.dumps(dict(features=self.features, pipe=self.pipe))); return 'logreg.pkl'
-    @classmethod
-    def load(cls, folder:Path, features=None):
-        with open(Path(folder)/'logreg.pkl', 'rb') as f: d = pickle.load(f)
-        m = cls(d['features']); m.pipe = d['pipe']
-        return m
+def season_roles(features) -> Roles:
+    "The tabular family's roles for the exercise: `winning_season` ('not winning' or 'winning') from continuous `features`."
+    return Roles(target='winning_season', task='classification', cont=list(features), classes=list(CLASSES))
 
-class TabularLearnerModel:
-    "fastai `tabular_learner` on continuous features, small and quick."
-    name = 'tabular'
-    def __init__(self, features, seed:int=42, layers=None, epochs=None, lr=None, bs=None, wd=None):
-        c = TAB_CONFIG
-        self.features, self.seed = list(features), seed
-        self.layers = list(c['layers'] if layers is None else layers); self.epochs = epochs or c['epochs']
-        self.lr, self.bs, self.wd = lr or c['lr'], bs or c['bs'], c['wd'] if wd is None else wd
-        self.learn = None
-    def fit(self, df, quiet:bool=True):
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')   # fastai sets a pandas option that pandas 3 deprecates
-            from fastai.tabular.all import TabularPandas, Normalize, CategoryBlock, tabular_learner, tabular_config, accuracy
-        df = df[self.features + ['winning_season']].reset_index(drop=True).astype({f: 'float64' for f in self.features})
+class SeasonModel:
+    "One tabular-family model on the exercise's features: `tabular` (fastai `tabular_learner`) or `logreg` (its linear model)."
+    def __init__(self, name:str, features, seed:int=42, layers=None):
+        if name not in FAMILY_MODEL: raise FastxferError(f'unknown NFL model {name!r}: tabular or logreg')
+        self.name, self.features, self.seed = name, list(features), seed
+        self.net = NET | ({} if layers is None else dict(layers=list(layers)))
+        self.proc = self.model = None
+    @property
+    def layers(self) -> list[int]: return self.net['layers']
+
+    def fit(self, df:pd.DataFrame, quiet:bool=True):
         _xy(df, self.features)
-        n = len(df)
-        with _small_torch(), warnings.catch_warnings():
-            warnings.simplefilter('ignore', UserWarning)
-            seed_everything(self.seed)
-            to = TabularPandas(df, procs=[Normalize], cont_names=self.features, y_names='winning_season',
-                               y_block=CategoryBlock(vocab=[0, 1]), splits=(list(range(n)), list(range(min(n, 64)))))
-            bs = max(4, min(self.bs, n))
-            dls = to.dataloaders(bs=bs, drop_last=n > bs, device='cpu')
-            self.learn = tabular_learner(dls, layers=self.layers, metrics=accuracy, wd=self.wd,
-                                         config=tabular_config(**TAB_CONFIG.get('config', {})))
-            # at least ~`min_steps` optimizer steps: a 32-row season needs more epochs than 23 seasons
-            epochs = max(self.epochs, math.ceil(TAB_CONFIG.get('min_steps', 0)/max(1, len(dls.train))))
-            # dozens of tiny epochs: a bar for a person watching, else one summary line (not one line per epoch)
-            bar = not quiet and is_interactive()
-            configure_progress(self.learn, quiet=not bar)
-            t0 = time.time()
-            with self.learn.no_logging() if not bar else _nullcontext():
-                # cross-validation folds skip fastai's validation pass (the fold's test rows are scored afterwards)
-                self.learn.fit_one_cycle(epochs, self.lr, cbs=[_SkipValidation()] if quiet else None)
-            if not quiet and not bar:
-                log(f'fastai tabular_learner: {epochs} epochs in {time.time() - t0:.1f} s, train loss '
-                    f'{float(self.learn.recorder.losses[-1]):.4f}, accuracy on the training rows {float(self.learn.recorder.values[-1][-1]):.3f}')
+        d = df[self.features].reset_index(drop=True).astype('float64')
+        d['winning_season'] = np.array(CLASSES, dtype=object)[df.winning_season.to_numpy(dtype='int64')]
+        n, t0 = len(d), time.time()
+        self.proc = Processor(season_roles(self.features))
+        with _small_torch():
+            # every row trains; fastai wants validation rows, so it gets the first 64 and the net skips scoring them
+            to = self.proc.fit(d, np.arange(n), np.arange(min(n, 64)))
+            if self.name == 'tabular':
+                self.model = TabularNetModel(seed=self.seed, validate=False, **self.net).fit(to, self.proc, quiet=True)
+            else:
+                self.model = LinearModel(seed=self.seed).fit(to.train.cats.to_numpy(dtype='int64'), to.train.conts.to_numpy(dtype='float32'),
+                                                             to.train.ys.to_numpy().ravel().astype('int64'), self.proc)
+        if not quiet and self.name == 'tabular':
+            log(f'fastai tabular_learner: {self.model.epochs_used} epochs in {time.time() - t0:.1f} s, '
+                f'train loss {float(self.model.recorder.losses[-1]):.4f}')
         return self
-    def predict_proba(self, df) -> np.ndarray:
-        X = df[self.features].reset_index(drop=True).astype('float64'); _xy(X, self.features)
-        with _small_torch(), warnings.catch_warnings(), self.learn.no_bar(), self.learn.no_logging():
-            warnings.simplefilter('ignore', UserWarning)
-            p, _ = self.learn.get_preds(dl=self.learn.dls.test_dl(X))
-        return p[:, 1].numpy().astype('float64')
-    def save(self, folder:Path) -> str:
-        self.learn.export(Path(folder).absolute()/'model.pkl'); return 'model.pkl'
-    @classmethod
-    def load(cls, folder:Path, features):
-        from fastai.learner import load_learner
-        m = cls(features)
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')   # load_learner's pickle notice; pandas-3 option notice
-            m.learn = load_learner(Path(folder)/'model.pkl', cpu=True)
-        configure_progress(m.learn, quiet=True)
-        return m
 
-@contextmanager
-def _nullcontext(): yield
+    def predict_proba(self, df:pd.DataFrame) -> np.ndarray:
+        _xy(df, self.features)
+        with _small_torch(): p, _ = predict_rows(self.proc, {self.name: self.model}, [self.name], None, df)
+        return p[:, 1]
 
-from fastai.callback.core import Callback, CancelValidException
-class _SkipValidation(Callback):
-    "Skip fastai's per-epoch validation pass (used for cross-validation folds, scored separately)."
-    def before_validate(self): raise CancelValidException()
+    def save(self, folder:Path) -> str: return self.model.save(Path(folder))
 
 @contextmanager
 def _small_torch():
@@ -158,8 +117,6 @@ def _small_torch():
     torch.set_num_threads(1)
     try: yield
     finally: torch.set_num_threads(n)
-
-MODELS = {'tabular': TabularLearnerModel, 'logreg': LogRegModel}
 
 # %% ../../nbs/05b_nfl_model.ipynb #06d985dc
 def _metrics(y, p) -> dict:
@@ -208,7 +165,7 @@ def evaluate_models(df:pd.DataFrame, features=None, models=('tabular', 'logreg')
         fold_of[te] = name
         for m in models:
             t0 = time.time()
-            model = MODELS[m](features, seed=seed, **({'layers': layers} if m == 'tabular' else {})).fit(df.iloc[tr])
+            model = SeasonModel(m, features, seed=seed, layers=layers).fit(df.iloc[tr])
             oof[m][te] = model.predict_proba(df.iloc[te])
             fit_seconds[m] += time.time() - t0
         log(f'{method} {i+1}/{len(folds)} ({name}): ' + '  '.join(
@@ -282,9 +239,9 @@ def train(db=None, standings=None, out=None, model:str='auto', features=None, se
     ev = evaluate_models(df, feats, seed=seed, layers=layers) if evaluate else None
     chosen = model if model != 'auto' else (ev['better'] if ev else 'tabular')
     fitted = {}
-    for m in MODELS:
+    for m in MODEL_NAMES:
         log(f'fitting {MODEL_NAMES[m]} on all {len(df)} team-seasons')
-        fitted[m] = MODELS[m](feats, seed=seed, **({'layers': layers} if m == 'tabular' else {})).fit(df, quiet=m != 'tabular')
+        fitted[m] = SeasonModel(m, feats, seed=seed, layers=layers).fit(df, quiet=m != 'tabular')
     seasons = sorted(int(s) for s in df.season.unique())
     fp = data_fingerprint(df[['season', 'Tm'] + feats + ['winning_season']].itertuples(index=False, name=None))
     model_id = f'nfl-{chosen}-{datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")}-{fp[:6]}'
@@ -292,10 +249,15 @@ def train(db=None, standings=None, out=None, model:str='auto', features=None, se
     elif model != 'auto': note = f'{MODEL_NAMES[chosen]} as asked (--model {model}). ' + ev['verdict']
     else: note = ev['verdict']
     with model_writer(out, kind='nfl', predictor='fastxfer.nfl.NFLPredictor') as w:
+        # both models' processors were fitted on the same rows, so they are the same: one file serves both
+        atomic_write(w.dir/'processor.pkl', pickle.dumps(fitted[chosen].proc))
         files = {m: fitted[m].save(w.dir) for m in fitted}
+        # what the tabular family's predictor reads: the task, the chosen member, and the columns it takes
+        w.card.update(task='classification', target='winning_season', members=[FAMILY_MODEL[chosen]], temperature=None,
+                      columns=[dict(name=f, kind='number') for f in feats])
         w.card.update(classes=CLASSES, features=feats, chosen=chosen, model_id=model_id, model_files=files,
                       seasons=seasons, n_rows=len(df), source=source, label='winning_season = W > L (.500 is not winning)',
-                      tabular_config=dict(TAB_CONFIG, layers=fitted['tabular'].layers), seed=seed, note=note,
+                      net=dict(NET, layers=fitted['tabular'].layers), seed=seed, note=note,
                       evaluation=_card_eval(ev), data_fingerprint=fp, train_seconds=round(time.time() - t0, 2),
                       metrics=({k: ev['models'][chosen][k] for k in ('accuracy', 'log_loss', 'brier')} | {'method': ev['method']}) if ev else {},
                       examples=[VIPERS])
@@ -348,24 +310,44 @@ NFL_COLUMNS = [
     Column('pd', required=False, api=False, description='point difference; must equal pf - pa (worked out when left out)', example=85),
     Column('sos', minimum=-100, maximum=100, description='strength of schedule', example=1.5)]
 
-class NFLPredictor(Predictor):
-    "Winning-season predictor from an NFL model folder (the card's chosen model: tabular_learner or logreg)."
-    input_type = 'tabular'
+class LegacySeasonModel:
+    "The model of an NFL folder written before the tabular family: fastai's exported learner (`model.pkl`) or a scikit-learn pipeline (`logreg.pkl`)."
+    def __init__(self, folder:Path, use:str, features):
+        self.features, self.learn, self.pipe = list(features), None, None
+        if use == 'tabular':
+            from fastai.learner import load_learner
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')   # load_learner's pickle notice; pandas-3 option notice
+                self.learn = configure_progress(load_learner(folder/'model.pkl', cpu=True), quiet=True)
+        else:
+            with open(folder/'logreg.pkl', 'rb') as f: self.pipe = pickle.load(f)['pipe']
+    def predict_proba(self, df:pd.DataFrame) -> np.ndarray:
+        X = pd.DataFrame(_xy(df, self.features), columns=self.features)
+        if self.pipe is not None: return self.pipe.predict_proba(X.to_numpy())[:, list(self.pipe.classes_).index(1)]
+        with _small_torch(), warnings.catch_warnings(), self.learn.no_bar(), self.learn.no_logging():
+            warnings.simplefilter('ignore', UserWarning)
+            p, _ = self.learn.get_preds(dl=self.learn.dls.test_dl(X))
+        return p[:, 1].numpy().astype('float64')
+
+class NFLPredictor(TabularPredictor):
+    "The tabular family's predictor with the exercise's input (team, pf, pa, pd, sos) and its `record` effect."
     effects = {'record': 'predict, then write each row with its prediction into NFL.db (table stats)'}
     effect_keys = {'record': 'recorded'}   # the older endpoints' `?record=true` answer puts the result here
-    def __init__(self, folder, use:str|None=None):
-        super().__init__(folder)
-        self.use = use or self.card.get('chosen', 'tabular')
-        if self.use not in MODELS: raise FastxferError(f'{folder.path}: unknown model {self.use!r} (tabular or logreg)')
+    def __init__(self, folder):
+        self.legacy = None
+        if (folder.path/'processor.pkl').is_file(): super().__init__(folder)   # the processor and the card's chosen member
+        else:   # a folder from before the tabular family still predicts, with the model it holds
+            Predictor.__init__(self, folder)
+            self.legacy = LegacySeasonModel(folder.path, self.card.get('chosen', 'tabular'), self.card['features'])
+        self.use = self.card.get('chosen', 'tabular')
         self.features = list(self.card['features'])
-        f = folder.path
-        self.model = TabularLearnerModel.load(f, self.features) if self.use == 'tabular' else LogRegModel.load(f)
 
     def predict(self, items, **kwargs) -> list[dict]:
         df = add_derived(team_frame(items))
-        p = self.model.predict_proba(df)
+        if self.legacy is not None: probs = self.legacy.predict_proba(df)
+        else: probs = [pred['probs'][CLASSES[1]] for pred in self.predict_frame(df, 'teams')[0]]
         out = []
-        for t, pi in zip(df.Tm, p):
+        for t, pi in zip(df.Tm, probs):
             pi = float(pi)
             out.append(dict(label=CLASSES[int(pi > 0.5)], probs={CLASSES[0]: 1 - pi, CLASSES[1]: pi}, team=t,
                             winning_season=int(pi > 0.5), probability=pi, model=self.use, model_name=MODEL_NAMES[self.use],
