@@ -170,7 +170,8 @@ BUILTIN_FAMILIES = {  # name -> (module that registers it, one-line help shown b
     'vision': ('fastxfer.vision', 'train, predict, evaluate image classifiers; list backbones'),
     'nfl':    ('fastxfer.nfl', 'the NFL winning-season exercise: scrape, train, evaluate, predict, demo'),
     'text':   ('fastxfer.text', 'train, predict, evaluate text classifiers'),
-    'tabular': ('fastxfer.tabular', 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite')}
+    'tabular': ('fastxfer.tabular', 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite'),
+    'collab': ('fastxfer.collab', 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items')}
 ENTRY_POINT_GROUP = 'fastxfer.families'
 
 def _resolving(fn):
