@@ -93,6 +93,7 @@ class Column:
     api: bool = True                    # part of the typed REST schema
     nullable: bool = False              # a required field that may be null (the model handles a missing value)
     closed: bool = True                 # a category must be one of `choices` (False: other values are accepted too)
+    default: Any = None                 # an optional field's value when it is not given (forms show it filled in)
 
 def _number(v):
     if isinstance(v, bool): raise ValueError
@@ -300,7 +301,7 @@ class RowInput(InputSpec):
         out = []
         for c in self.columns:
             label = c.name + ('' if c.required else ' (optional)')
-            if c.kind == 'number': out.append(gr.Number(label=label, elem_id=f'in-{name}-{c.name}'))
+            if c.kind == 'number': out.append(gr.Number(c.default, label=label, elem_id=f'in-{name}-{c.name}'))
             elif c.kind == 'category' and c.choices:
                 out.append(gr.Dropdown([str(x) for x in c.choices], label=label, elem_id=f'in-{name}-{c.name}', allow_custom_value=not c.closed))
             else: out.append(gr.Textbox(label=label, elem_id=f'in-{name}-{c.name}'))
@@ -314,7 +315,7 @@ class RowInput(InputSpec):
         import ipywidgets as W
         self_fields = {}
         for c in self.columns:
-            if c.kind == 'number': self_fields[c.name] = W.FloatText(description=c.name, value=None) if not c.required else W.FloatText(description=c.name)
+            if c.kind == 'number': self_fields[c.name] = W.FloatText(description=c.name, value=c.default) if not c.required else W.FloatText(description=c.name)
             elif c.kind == 'category' and c.choices and c.closed: self_fields[c.name] = W.Dropdown(options=[str(x) for x in c.choices], description=c.name)
             elif c.kind == 'category' and c.choices: self_fields[c.name] = W.Combobox(options=[str(x) for x in c.choices], description=c.name, ensure_option=False)
             else: self_fields[c.name] = W.Text(description=c.name)

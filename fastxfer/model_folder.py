@@ -14,7 +14,7 @@ from .core import FastxferError, atomic_dir, atomic_write, to_jsonable, versions
 
 # %% auto #0
 __all__ = ['CARD_NAME', 'CARD_FIELDS', 'data_fingerprint', 'ModelWriter', 'model_writer', 'ModelFolder', 'find_model_folders',
-           'Predictor', 'probs_dict', 'top_label', 'load_model', 'ConstantPredictor', 'export_onnx']
+           'Predictor', 'legend_html', 'probs_dict', 'top_label', 'load_model', 'ConstantPredictor', 'export_onnx']
 
 # %% ../nbs/03_model_folder.ipynb #e0954b4e
 CARD_NAME = 'card.json'
@@ -122,6 +122,8 @@ class Predictor:
     input_type = None  # 'image' | 'text' | 'tabular'
     effects: dict = {}  # side effects offered after predicting: {name: what it does}
     effect_keys: dict = {}  # {effect: the response key the older `?<effect>=true` endpoints answer it under}
+    queries: dict = {}  # other questions it answers, each typed like predict: {name: what it answers} (a recommender's `recommend`)
+    prediction_fields: dict = {}  # more fields of each prediction, for the REST schema: {name: (type, description)}
     def __init__(self, folder:ModelFolder): self.folder = folder
     @classmethod
     def load(cls, folder:ModelFolder, **kwargs): return cls(folder, **kwargs)
@@ -153,6 +155,32 @@ class Predictor:
     def after_predict(self, effect:str, items:list, preds:list, **context) -> dict:
         "Run side effect `effect` for predicted `items` (called once, with this loaded model)."
         raise NotImplementedError(f'{type(self).__name__} has no side effect {effect!r}')
+    def query_input(self, query:str):
+        "The input spec of query `query` (one item)."
+        raise NotImplementedError(f'{type(self).__name__} has no query {query!r}')
+    def query(self, query:str, item) -> dict:
+        "Answer query `query` for one parsed `item`: a dict, with its answers as a list under `items` when there are several."
+        raise NotImplementedError(f'{type(self).__name__} has no query {query!r}')
+    def picture(self, item, pred:dict):
+        "A picture of the answer for people (the UI, the widget): a PIL image, or None (the default: none)."
+        return None
+    def legend(self, pred:dict) -> list|None:
+        "The picture's colours: `[(name, (r, g, b)), ...]`, or None."
+        return None
+    def picture_png(self, pred:dict) -> bytes|None:
+        "The answer as PNG bytes, for `?format=png` on the REST API (None, the default: JSON only)."
+        return None
+    @property
+    def has_picture(self) -> bool: return type(self).picture is not Predictor.picture
+    @property
+    def has_png(self) -> bool: return type(self).picture_png is not Predictor.picture_png
+
+def legend_html(legend) -> str:
+    "A picture's legend as HTML: a coloured square and the name of each colour."
+    import html
+    return ' '.join(f"<span style='white-space:nowrap;margin-right:.8em'><span style='display:inline-block;width:.9em;height:.9em;"
+                    f"background:rgb{tuple(int(v) for v in c)};border:1px solid #888;vertical-align:middle'></span> {html.escape(str(n))}</span>"
+                    for n, c in (legend or []))
 
 def probs_dict(classes, probs) -> dict:
     "`{class: probability}` as plain floats."

@@ -16,7 +16,7 @@ os.environ.setdefault('GRADIO_TELEMETRY_ENABLED', 'False')
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,17 +24,17 @@ from . import __version__
 from .core import FastxferError, setting, to_jsonable
 from .family import find_family, family_names, get_family
 from .inputs import Limits, InputError, read_image
-from .model_folder import Predictor, find_model_folders, load_model
+from .model_folder import Predictor, find_model_folders, load_model, legend_html
 
 logger = logging.getLogger('fastxfer.serve')
 ApiError = InputError   # the name this module used before `fastxfer.inputs` existed
 
 # %% auto #0
-__all__ = ['logger', 'ApiError', 'POSTMAN_SCHEMA', 'Prediction', 'PredictResponse', 'ModelInfo', 'ModelsResponse',
-           'HealthResponse', 'ErrorResponse', 'response_model', 'ModelRunner', 'read_payload', 'part_bytes',
-           'load_models', 'request_body', 'create_app', 'api_docs_html', 'loop_run', 'tab_title', 'card_markdown',
-           'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models', 'cmd_serve', 'cmd_postman',
-           'add_cli']
+__all__ = ['logger', 'ApiError', 'POSTMAN_SCHEMA', 'Prediction', 'PredictResponse', 'QueryResponse', 'ModelInfo',
+           'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'response_model', 'ModelRunner', 'read_payload',
+           'part_bytes', 'load_models', 'request_body', 'create_app', 'api_docs_html', 'loop_run', 'tab_title',
+           'card_markdown', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models', 'cmd_serve',
+           'cmd_postman', 'add_cli']
 
 # %% ../nbs/07_serve.ipynb #d9742c93
 class Prediction(BaseModel):
@@ -53,6 +53,14 @@ class PredictResponse(BaseModel):
     seconds: float = Field(description='time spent in the server for this request')
     effects: Optional[dict[str, Any]] = Field(None, description="what a side effect did (the effect's operations only)")
 
+class QueryResponse(BaseModel):
+    model_config = ConfigDict(extra='allow')
+    model: str = Field(description='the model that answered')
+    kind: str = Field(description="the model's kind (its family)")
+    query: str = Field(description='the question asked')
+    result: dict[str, Any] = Field(description="the answer; a list of answers is under result.items")
+    seconds: float = Field(description='time spent in the server for this request')
+
 class ModelInfo(BaseModel):
     name: str
     kind: str
@@ -61,6 +69,7 @@ class ModelInfo(BaseModel):
     predict_url: str = Field(description='the typed operation for one item')
     batch_url: str = Field(description='the typed operation for many items')
     effects: dict[str, str] = Field(default_factory=dict, description='side effects: name -> URL of its operation')
+    queries: dict[str, str] = Field(default_factory=dict, description='other questions it answers: name -> URL of its operation')
     how: str = Field(description='how to send input to this model')
     card: dict[str, Any] = Field(description="the model's card.json")
 
@@ -81,7 +90,8 @@ def response_model(name:str, p:Predictor):
     "The `PredictResponse` of model `name`: its predictions' `label` is one of its classes."
     cls = [str(c) for c in p.classes]
     label = Literal[tuple(cls)] if cls else str
-    pred = create_model(f'{_slug(name)}Prediction', __base__=Prediction, label=(label, Field(description='the most probable class')))
+    more = {k: (Optional[t], Field(None, description=d)) for k, (t, d) in p.prediction_fields.items()}   # the family's own fields
+    pred = create_model(f'{_slug(name)}Prediction', __base__=Prediction, label=(label, Field(description='the most probable class')), **more)
     return create_model(f'{_slug(name)}PredictResponse', __base__=PredictResponse, predictions=(list[pred], ...))
 
 def _slug(name:str) -> str:
@@ -246,6 +256,7 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
     pool = ThreadPoolExecutor(workers, thread_name_prefix='fastxfer-infer')
     runners = {n: ModelRunner(p, pool, limits.combine_items) for n,p in models.items()}
     specs = {n: (p.input, {e: p.effect_input(e) for e in p.effects}) for n,p in models.items()}   # built once, not per request
+    qspecs = {n: {q: p.query_input(q) for q in p.queries} for n,p in models.items()}
     context = dict(context or {})
 
     app = FastAPI(title='fastxfer', version=__version__, docs_url=None, redoc_url=None,
@@ -275,7 +286,8 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
         base = f'/api/v1/models/{name}'
         return ModelInfo(name=name, kind=str(p.kind), input_type=str(p.input_type or p.input.type), classes=[str(c) for c in p.classes],
                          predict_url=f'{base}/predict', batch_url=f'{base}/predict/batch',
-                         effects={e: f'{base}/{e}' for e in p.effects}, how=specs[name][0].how(), card=to_jsonable(p.card))
+                         effects={e: f'{base}/{e}' for e in p.effects}, queries={q: f'{base}/{q}' for q in p.queries},
+                         how=specs[name][0].how(), card=to_jsonable(p.card))
 
     @app.get('/api/v1/health', response_model=HealthResponse, tags=['server'])
     def health() -> HealthResponse:
@@ -294,6 +306,10 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
 
     async def _run(name:str, p:Predictor, spec, request:Request, batch:bool, effect:str|None, strict:bool):
         t = time.time()
+        fmt = request.query_params.get('format', 'json')
+        if fmt not in ('json', 'png'): raise InputError(f'format={fmt!r}: use json or png', 422)
+        if fmt == 'png' and not p.has_png: raise InputError(f'format=png: model {name!r} answers JSON only', 422)
+        if fmt == 'png' and batch: raise InputError('format=png answers one image: use the single-item operation', 422)
         payload = await read_payload(request, spec, batch, limits, lenient=not strict)
         items = await loop_run(pool, spec.parse, payload, batch, limits, strict)
         try: preds = await runners[name].predict(items)
@@ -309,6 +325,7 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
                 logger.error('model %s: side effect %s failed:\n%s', name, effect, traceback.format_exc())
                 return JSONResponse({'error': f'model {name!r}: {effect} failed: {type(e).__name__}: {e}'}, 500)
         one = preds[0] if len(preds) == 1 else None
+        if fmt == 'png': return Response(p.picture_png(one), media_type='image/png')
         res = dict(model=name, kind=str(p.kind), label=one and str(one.get('label')), probs=one and one.get('probs'),
                    predictions=preds, seconds=round(time.time()-t, 4), effects=done)
         for e,key in p.effect_keys.items():   # what the older endpoints called a side effect's result
@@ -324,12 +341,37 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
             for batch in (False, True):
                 endpoint = _typed_endpoint(_run, name, p, spec, batch, effect)
                 what = p.effects.get(effect, 'predict') if effect else 'predict'
+                png = p.has_png and not batch and effect is None   # ?format=png: the answer as a PNG (a segmentation's mask)
+                extra = {'requestBody': request_body(spec, batch, limits, comps, f'{slug}{verb.capitalize()}')}
+                if png: extra['parameters'] = [{'name': 'format', 'in': 'query', 'required': False, 'schema': {'type': 'string', 'enum': ['json', 'png'], 'default': 'json'},
+                                                'description': 'json (the default) or png: the answer as a PNG image'}]
                 app.add_api_route(f'{base}/{verb}' + ('/batch' if batch else ''), endpoint, methods=['POST'], response_model=resp,
-                                  responses=_ERRORS, tags=[name], operation_id=f'{slug}_{verb}' + ('_batch' if batch else ''),
+                                  responses={**_ERRORS, **({200: {'description': 'the prediction (JSON); with ?format=png the answer as a PNG',
+                                                                  'content': {'image/png': {'schema': {'type': 'string', 'format': 'binary'}}}}} if png else {})},
+                                  tags=[name], operation_id=f'{slug}_{verb}' + ('_batch' if batch else ''),
                                   summary=f'{name}: {what}' + (' (many items)' if batch else ''),
-                                  description=f'{p.kind} model {name!r}. ' + spec.how(batch),
-                                  openapi_extra={'requestBody': request_body(spec, batch, limits, comps, f'{slug}{verb.capitalize()}')})
+                                  description=f'{p.kind} model {name!r}. ' + spec.how(batch), openapi_extra=extra)
                 typed.append((name, verb, batch))
+
+    async def _ask(name:str, p:Predictor, query:str, spec, request:Request):
+        t = time.time()
+        payload = await read_payload(request, spec, False, limits)
+        item = (await loop_run(pool, spec.parse, payload, False, limits, True))[0]
+        try: result = await loop_run(pool, p.query, query, item)
+        except (InputError, FastxferError): raise
+        except Exception as e:
+            logger.error('model %s failed on query %s:\n%s', name, query, traceback.format_exc())
+            return JSONResponse({'error': f'model {name!r}: {query} failed: {type(e).__name__}: {e}'}, 500)
+        return dict(model=name, kind=str(p.kind), query=query, result=to_jsonable(result), seconds=round(time.time()-t, 4))
+
+    # one typed operation per query (a recommender's `recommend`), from its own input spec
+    for name, p in models.items():
+        base, slug = f'/api/v1/models/{name}', _slug(name)
+        for q, spec in qspecs[name].items():
+            app.add_api_route(f'{base}/{q}', _query_endpoint(_ask, name, p, q, spec), methods=['POST'], response_model=QueryResponse,
+                              responses=_ERRORS, tags=[name], operation_id=f'{slug}_{q}', summary=f'{name}: {p.queries[q]}',
+                              description=f'{p.kind} model {name!r}. ' + spec.how(False),
+                              openapi_extra={'requestBody': request_body(spec, False, limits, comps, f'{slug}{q.capitalize()}')})
 
     def _flags(request, p):
         "The side effect asked for with `?<effect>=true` on the older endpoints."
@@ -406,6 +448,11 @@ def _typed_endpoint(run, name, p, spec, batch, effect):
     async def endpoint(request: Request): return await run(name, p, spec, request, batch, effect, True)
     return endpoint
 
+def _query_endpoint(ask, name, p, query, spec):
+    "The endpoint of one query (a closure, as `_typed_endpoint`)."
+    async def endpoint(request: Request): return await ask(name, p, query, spec, request)
+    return endpoint
+
 def _flag(name, v) -> bool:
     if v is None: return False
     if str(v).lower() in ('1', 'true', 'yes', 'on'): return True
@@ -452,7 +499,7 @@ def build_ui(app:FastAPI):
         async def fn(*values):
             try: item = await loop_run(pool, spec.from_gradio, values, limits)
             except (InputError, FastxferError) as e: raise gr.Error(getattr(e, 'message', str(e)))
-            if item is None: return None, ''
+            if item is None: return (None, '', None, '')[:n_out]
             try: pred = (await runners[name].predict([item]))[0]
             except (InputError, FastxferError) as e: raise gr.Error(getattr(e, 'message', str(e)))
             except Exception as e:
@@ -460,19 +507,51 @@ def build_ui(app:FastAPI):
                 raise gr.Error(f'the model failed: {type(e).__name__}: {e}')
             head = p.headline(pred)
             # a value (regression) has no probabilities: the label shows it
-            return pred.get('probs') or str(pred['label']), (f'## {head}' if head else '')
+            res = (pred.get('probs') or str(pred['label']), (f'## {head}' if head else ''))
+            if p.has_picture: res += (await loop_run(pool, p.picture, item, pred), legend_html(p.legend(pred)))
+            return res
         with gr.Row():
             with gr.Column():
                 inputs = spec.gradio(name)
                 btn = gr.Button('Predict', variant='primary', elem_id=f'go-{name}')
             with gr.Column():
                 head = gr.Markdown(elem_id=f'head-{name}')
-                out = gr.Label(num_top_classes=5, label='prediction', elem_id=f'out-{name}')
-        btn.click(fn, inputs, [out, head])
-        if hasattr(inputs[0], 'upload') and spec.media_type == 'multipart/form-data': inputs[0].upload(fn, inputs, [out, head])
+                outs = [gr.Label(num_top_classes=5, label='prediction', elem_id=f'out-{name}'), head]
+                if p.has_picture:   # a picture of the answer (a segmentation's overlay) and its colours
+                    outs += [gr.Image(label='the answer', type='pil', interactive=False, elem_id=f'pic-{name}'), gr.HTML(elem_id=f'legend-{name}')]
+        n_out = len(outs)
+        btn.click(fn, inputs, outs)
+        if hasattr(inputs[0], 'upload') and spec.media_type == 'multipart/form-data': inputs[0].upload(fn, inputs, outs)
         ex = [v for v in (spec.gradio_example(e) for e in _examples(p)) if v is not None][:12]
         allowed.update(str(Path(x).resolve().parent) for v in ex for x in v if isinstance(x, str) and spec.media_type != 'application/json')
-        if ex: gr.Examples(ex, inputs=inputs, outputs=[out, head], fn=fn, run_on_click=True, cache_examples=False, label='examples (click one)')
+        if ex: gr.Examples(ex, inputs=inputs, outputs=outs, fn=fn, run_on_click=True, cache_examples=False, label='examples (click one)')
+        for q in p.queries: query_ui(name, p, q)
+
+    def query_ui(name, p, q):
+        "A form for query `q`: its fields, a button, a sentence and a table of the answers."
+        import pandas as pd
+        spec = p.query_input(q)
+        async def ask(*values):
+            try:
+                item = await loop_run(pool, spec.from_gradio, values, limits)
+                if item is None: return '', None
+                res = await loop_run(pool, p.query, q, item)
+            except (InputError, FastxferError) as e: raise gr.Error(getattr(e, 'message', str(e)))
+            except Exception as e:
+                logger.error('model %s failed on query %s in the UI:\n%s', name, q, traceback.format_exc())
+                raise gr.Error(f'the model failed: {type(e).__name__}: {e}')
+            rows = res.get('items') if isinstance(res.get('items'), list) else [res]
+            table = pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rows]).dropna(axis=1, how='all')
+            return f"**{res.get('why', q)}**" + (' (cold start)' if res.get('cold_start') else ''), gr.Dataframe(table, visible=True)
+        gr.Markdown(f'#### {q.capitalize()}: {p.queries[q]}')
+        with gr.Row():
+            with gr.Column():
+                inputs = spec.gradio(f'{name}-{q}')
+                btn = gr.Button(q.capitalize(), elem_id=f'go-{name}-{q}')
+            with gr.Column():
+                head = gr.Markdown(elem_id=f'head-{name}-{q}')
+                out = gr.Dataframe(elem_id=f'out-{name}-{q}', interactive=False, visible=False)   # shown with the first answer
+        btn.click(ask, inputs, [head, out])
 
     with gr.Blocks(title='fastxfer', analytics_enabled=False) as demo:
         gr.Markdown(f'# fastxfer\n{len(models)} model(s) from `{app.state.models_dir}` &nbsp; REST API: '

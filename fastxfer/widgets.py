@@ -14,7 +14,7 @@ from .inputs import Limits, InputError
 from .model_folder import Predictor, load_model
 
 # %% auto #0
-__all__ = ['prediction_html', 'error_html', 'PredictWidget', 'predict_widget']
+__all__ = ['prediction_html', 'error_html', 'answers_html', 'QueryWidget', 'PredictWidget', 'predict_widget']
 
 # %% ../nbs/08_widgets.ipynb #ed242430
 def prediction_html(pred:dict, top:int=5, headline:str|None=None) -> str:
@@ -31,9 +31,44 @@ def prediction_html(pred:dict, top:int=5, headline:str|None=None) -> str:
 def error_html(msg:str) -> str:
     return f"<div class='fastxfer-error' style='color:#b00'>{html.escape(msg)}</div>"
 
+# %% ../nbs/08_widgets.ipynb #08a7165d
+def _cell(v) -> str: return f'{v:.4g}' if isinstance(v, float) else str(v)
+
+def answers_html(res:dict) -> str:
+    "A query's answer as HTML: its sentence, then its answers (`res['items']`, or `res` itself) as a table."
+    rows = res['items'] if isinstance(res.get('items'), list) else [res]
+    cols = list(dict.fromkeys(k for r in rows for k,v in r.items() if v is not None and not isinstance(v, (dict, list))))
+    head = ''.join(f"<th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>" for k in cols)
+    body = ''.join('<tr>' + ''.join(f"<td style='padding-right:1em'>{html.escape(_cell(r.get(k, '')))}</td>" for k in cols) + '</tr>'
+                   for r in rows)
+    why = html.escape(str(res.get('why', ''))) + (' (cold start)' if res.get('cold_start') else '')
+    return f"<div class='fastxfer-answer'><b>{why}</b><table><tr>{head}</tr>{body}</table></div>"
+
+class QueryWidget(W.VBox):
+    "One of the model's other questions: its fields, a button, the answers below; `result` holds the last answer."
+    def __init__(self, predictor:Predictor, query:str, limits:Limits|None=None):
+        self.predictor, self.query, self.limits = predictor, query, limits or Limits()
+        self.result, self.error = None, None
+        self.spec = predictor.query_input(query)
+        self.input, self.output = self.spec.widget(), W.HTML()
+        self.fields, self.button = self.input.fields, self.input.button
+        self.button.description = query.capitalize()
+        self.button.on_click(lambda _: self._submit())
+        title = W.HTML(f'<b>{html.escape(query.capitalize())}</b>: {html.escape(predictor.queries[query])}')
+        super().__init__([title, self.input, self.output])
+    def fail(self, msg:str):
+        self.result, self.error = None, msg
+        self.output.value = error_html(msg)
+    def _submit(self):
+        try: res = self.predictor.query(self.query, self.spec.from_widget(self.input, self.limits))
+        except FastxferError as e: return self.fail(getattr(e, 'message', str(e)))
+        except Exception as e: return self.fail(f'the model failed: {type(e).__name__}: {e}')
+        self.result, self.error = res, None
+        self.output.value = answers_html(res)
+
 # %% ../nbs/08_widgets.ipynb #1acfc846
 class PredictWidget(W.VBox):
-    "The input the model declares, and the prediction below it; `result` holds the last prediction."
+    "The input the model declares, the prediction below it (`result` holds the last one), then a form per other question (`queries`)."
     def __init__(self, predictor:Predictor, top:int=5, limits:Limits|None=None):
         self.predictor, self.top, self.limits = predictor, top, limits or Limits()
         self.result, self.error = None, None
@@ -49,7 +84,9 @@ class PredictWidget(W.VBox):
             self.preview = W.Image(format='png', layout=W.Layout(max_width='256px')); kids.append(self.preview)
         if self.button is not None: self.button.on_click(lambda _: self._submit())
         else: self.input.observe(lambda _: self._submit(), names='value')
-        super().__init__(kids + [self.output])
+        self.queries = {q: QueryWidget(predictor, q, self.limits) for q in predictor.queries}   # a recommender's recommend, similar
+        self.picture, self.legend = (W.Image(format='png', layout=W.Layout(max_width='512px')), W.HTML()) if predictor.has_picture else (None, None)
+        super().__init__(kids + [self.output] + ([self.picture, self.legend] if self.picture is not None else []) + list(self.queries.values()))
 
     def show(self, pred:dict, headline:str|None=None):
         self.result, self.error = pred, None
@@ -69,6 +106,10 @@ class PredictWidget(W.VBox):
         except FastxferError as e: return self.fail(str(e))
         except Exception as e: return self.fail(f'the model failed: {type(e).__name__}: {e}')
         self.show(pred, self.predictor.headline(pred))
+        if self.picture is not None:   # the answer as a picture (a segmentation's overlay) and its colours
+            from fastxfer.model_folder import legend_html
+            b = io.BytesIO(); self.predictor.picture(item, pred).save(b, format='PNG')
+            self.picture.value, self.legend.value = b.getvalue(), legend_html(self.predictor.legend(pred))
 
 def predict_widget(model_dir, top:int=5) -> PredictWidget:
     "A widget that predicts with the model in `model_dir` (or a `Predictor`): its own input, then the prediction."

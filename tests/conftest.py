@@ -1,5 +1,5 @@
 """Shared helpers for the end-to-end tests: the command line in a subprocess, and the shared reference data."""
-import json, os, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -26,6 +26,26 @@ def run_cli(*args, cwd=None, env=None, timeout=600, check=None):
         raise AssertionError(f"fastxfer {' '.join(map(str, args))} exited {r.returncode} (expected {check})\n"
                              f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}")
     return r
+
+
+def run_cli_here(*args, env=None) -> subprocess.CompletedProcess:
+    """`fastxfer ARGS` in this process: the same `fastxfer.cli.main` the console script calls, without a new
+    interpreter's import time (about 5 s here). For the many quick error paths; the happy paths run `run_cli`."""
+    import contextlib, io
+    from fastxfer.cli import main
+    from fastxfer.core import set_quiet
+    out, err, old = io.StringIO(), io.StringIO(), {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try: code = main([str(a) for a in args])
+            except SystemExit as e: code = e.code if isinstance(e.code, int) else 2
+    finally:
+        set_quiet(False)
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+    return subprocess.CompletedProcess(['fastxfer', *map(str, args)], code, out.getvalue(), err.getvalue())
 
 
 def run_json(*args, **kwargs) -> dict:
@@ -63,8 +83,8 @@ def toy_csv(path, n=40):
     return Path(path)
 
 
-def build_real_models(d: Path, text=True, nfl=True, toy=True, tabular=True) -> Path:
-    "Real vision (40 pets, cat/dog), text (60 short IMDB reviews), NFL, toy and tabular (400 census rows) model folders under `d/models`."
+def build_real_models(d: Path, text=True, nfl=True, toy=True, tabular=True, collab=True, segment=True) -> Path:
+    "Real vision (40 pets, cat/dog), text (60 short IMDB reviews), NFL, toy, tabular (400 census rows), collab (the MovieLens sample) and segment (12 CamVid images) model folders under `d/models`."
     pets = shared_or_skip('pets/images')
     (d/'pets40').mkdir(parents=True, exist_ok=True)
     for f in sorted(pets.iterdir())[::15][:40]:
@@ -84,6 +104,16 @@ def build_real_models(d: Path, text=True, nfl=True, toy=True, tabular=True) -> P
         run_cli('toy', 'train', toy_csv(d/'toy.csv'), '--out', d/'models'/'toy', '--quiet', env=PLUGIN_ENV, check=0)
     if tabular:
         run_cli('tabular', 'train', adult_csv(d/'adult400.csv'), '--target', 'salary', '--out', d/'models'/'adult', '--quiet', check=0)
+    if collab:
+        run_cli('collab', 'train', shared_or_skip('fastai_samples/movie_lens_sample/ratings.csv'), '--split', 'random',
+                '--out', d/'models'/'ml', '--quiet', check=0)
+    if segment:
+        cam = shared_or_skip('fastai_samples/camvid_tiny')
+        (d/'camvid12'/'images').mkdir(parents=True, exist_ok=True); (d/'camvid12'/'labels').mkdir(exist_ok=True)
+        for f in sorted((cam/'images').iterdir())[:12]:
+            shutil.copyfile(f, d/'camvid12'/'images'/f.name); shutil.copyfile(cam/'labels'/f'{f.stem}_P.png', d/'camvid12'/'labels'/f'{f.stem}_P.png')
+        run_cli('segment', 'train', d/'camvid12', '--codes', cam/'codes.txt', '--size', '64,96', '--epochs', 1, '--freeze-epochs', 1,
+                '--bs', 4, '--out', d/'models'/'camvid', '--quiet', check=0)
     return d/'models'
 
 

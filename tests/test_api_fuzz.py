@@ -1,6 +1,6 @@
 """A real API client in the suite: Schemathesis fuzzes the live server's `/openapi.json`.
 
-A server on loopback serves one model of each kind (image, text, NFL, and the toy plug-in family). The fuzzer
+A server on loopback serves one model of each kind (image, text, NFL, tables, a recommender, and the toy plug-in family). The fuzzer
 generates requests from the document alone (examples, boundary values, random data; image fields get real
 PNG/JPEG files from `fuzz_hooks.py`) and checks that no request gets a server error, that no request the
 document allows is rejected, and that every response matches its declared schema.
@@ -42,5 +42,8 @@ def test_schemathesis_finds_no_server_error_and_no_rejected_valid_request(real_m
                 fz = rates[op]['fuzzing']
                 assert fz['accepted'] > 0 and fz['rejected'] == 0, (op, rates[op])
         assert rates['POST /api/v1/models/nfl/record']['fuzzing']['accepted'] > 0
+        for op in ('predict', 'recommend', 'similar'):       # the recommender's queries too
+            fz = rates[f'POST /api/v1/models/ml/{op}']['fuzzing']
+            assert fz['accepted'] > 0 and fz['rejected'] == 0, (op, rates[f'POST /api/v1/models/ml/{op}'])
     finally:
         s.stop()

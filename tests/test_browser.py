@@ -149,9 +149,42 @@ def test_fill_a_census_row_in_the_tables_tab(page, server, tmp_path):
     page.screenshot(path=str(shots(tmp_path)/'ui_tables.png'), full_page=True)
 
 
+def test_pick_a_user_and_see_recommendations_in_the_recommender_tab(page, server, tmp_path):
+    "The recommender's queries are forms of their own: a user's top items, and an item's neighbours, as tables."
+    page.get_by_role('tab', name='Recommender').click()
+    box = page.locator('#in-ml-recommend-user input').first
+    box.click(); box.fill('73')
+    page.locator('ul[role="listbox"] li:text-is("73")').first.click()
+    page.locator('#in-ml-recommend-n input').first.fill('3')
+    page.locator('#go-ml-recommend').click()
+    page.wait_for_selector('#head-ml-recommend :text("highest predicted ratings")', timeout=60_000)
+    api = httpx.post(server.url + '/api/v1/models/ml/recommend', json={'user': '73', 'n': 3}).json()['result']
+    table = page.locator('#out-ml-recommend').inner_text()
+    assert len(api['items']) == 3 and all(it['item'] in table for it in api['items'])
+    box = page.locator('#in-ml-similar-item input').first
+    box.fill('unknown-film'); box.press('Enter')   # a value the dropdown does not list
+    page.locator('#go-ml-similar').click()
+    page.wait_for_selector('#head-ml-similar :text("cold start")', timeout=60_000)
+    page.screenshot(path=str(shots(tmp_path)/'ui_recommender.png'), full_page=True)
+
+
+def test_upload_a_street_image_and_see_the_overlay_in_the_segmentation_tab(page, server, tmp_path):
+    "A segmentation model's tab shows the class shares, the overlay and a legend of the codes' colours."
+    cam = shared_or_skip('fastai_samples/camvid_tiny')
+    img = sorted((cam/'images').iterdir())[20]
+    page.get_by_role('tab', name='Segmentation').click()
+    page.set_input_files('#in-camvid input[type=file]', str(img))
+    page.wait_for_selector('#pic-camvid img', timeout=60_000)
+    api = httpx.post(server.url + '/api/v1/models/camvid/predict', files={'file': (img.name, img.read_bytes(), 'image/png')}).json()
+    page.wait_for_selector(f'#legend-camvid :text("{api["label"]}")', timeout=30_000)   # the largest class is in the legend
+    src = page.locator('#pic-camvid img').first.get_attribute('src')
+    assert src and ('/gradio_api/file=' in src or src.startswith('data:image')), src
+    page.screenshot(path=str(shots(tmp_path)/'ui_segmentation.png'), full_page=True)
+
+
 def test_no_request_leaves_loopback(page):
     # load every tab, then check every URL the page asked for (scripts, styles, fonts, API calls)
-    for tab in ('Text', 'NFL', 'Toy', 'Images'): page.get_by_role('tab', name=tab).click()
+    for tab in ('Text', 'NFL', 'Toy', 'Segmentation', 'Images'): page.get_by_role('tab', name=tab).click()
     page.wait_for_load_state('networkidle')
     hosts = {u.split('/')[2].rsplit(':', 1)[0] for u in page.requested if u.startswith('http')}
     assert hosts and hosts <= set(LOOPBACK), f'requests left the machine: {[u for u in page.requested if "127.0.0.1" not in u]}'

@@ -4,7 +4,7 @@ message, exit 2, nothing written)."""
 import json, sqlite3
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
-from conftest import run_cli, run_json
+from conftest import run_cli, run_cli_here, run_json
 
 from fastxfer.core import FastxferError
 from fastxfer.model_folder import load_model
@@ -118,11 +118,22 @@ def test_served_model_takes_a_typed_rating_row(model):
         assert r.status_code == 200 and r.json()['predictions'][0]['rating'] > 4, r.text
         assert c.post('/api/v1/models/groups/predict', json={'user': 'u25'}).status_code == 422
         assert c.post('/api/v1/models/groups/predict', json={'user': 'new', 'item': 'i15'}).json()['predictions'][0]['cold_start'] is True
+        info = c.get('/api/v1/models/groups').json()
+        assert info['queries'] == {'recommend': '/api/v1/models/groups/recommend', 'similar': '/api/v1/models/groups/similar'}
+        rec = c.post(info['queries']['recommend'], json={'user': 'u25', 'n': 2.9})
+        assert rec.status_code == 200, rec.text
+        cli = run_json('collab', 'recommend', path, '--user', 'u25', '--n', 2)
+        assert [it['item'] for it in rec.json()['result']['items']] == [it['item'] for it in cli['items']], 'REST = CLI, n rounded down'
+        sim = c.post(info['queries']['similar'], json={'item': 'i2'}).json()['result']
+        assert len(sim['items']) == min(10, len(sim['items'])) and 'i2' not in [it['item'] for it in sim['items']]
+        for bad in ({'user': 'u25', 'n': 0}, {'user': 'u25', 'n': 'ten'}, {'n': 3}, {'user': 'u25', 'n': 101}):
+            r = c.post(info['queries']['recommend'], json=bad)
+            assert r.status_code == 422 and r.json()['error'], (bad, r.text)
 
 
 def _bad(tmp, *args):
     out = tmp/'out'
-    r = run_cli('collab', 'train', *args, '--out', out)
+    r = run_cli_here('collab', 'train', *args, '--out', out)
     assert r.returncode == 2, r.stderr
     assert not out.exists() and not list(tmp.glob('.out*')), 'nothing is written'
     return r.stderr
@@ -147,3 +158,20 @@ def test_titles_name_the_items(ratings, tmp_path):
     r = run_json('collab', 'similar', tmp_path/'m', '--item', 'i4', '--n', 2)
     assert r['title'] == 'Film 4' and all(it['title'] == f"Film {it['item'][1:]}" for it in r['items'])
     assert "no column 'name' (--title-col)" in _bad(tmp_path, ratings/'ratings.csv', '--titles', tmp_path/'t.csv', '--title-col', 'name')
+
+
+def test_the_notebook_widget_asks_the_recommenders_questions(model):
+    "predict_widget shows a form per query below the rating; its answers are the CLI's."
+    from fastxfer.widgets import predict_widget
+    path, _ = model
+    w = predict_widget(path)
+    rec = w.queries['recommend']
+    rec.fields['user'].value, rec.fields['n'].value = 'u25', 2
+    rec.button.click()
+    cli = run_json('collab', 'recommend', path, '--user', 'u25', '--n', 2)
+    assert [it['item'] for it in rec.result['items']] == [it['item'] for it in cli['items']]
+    assert all(it['item'] in rec.output.value for it in cli['items'])
+    sim = w.queries['similar']
+    sim.fields['item'].value = 'never-seen'
+    sim.button.click()
+    assert sim.result['cold_start'] is True and '(cold start)' in sim.output.value

@@ -386,7 +386,7 @@ def test_real_models_over_loopback(real_server):
     from conftest import shared_or_skip
     pets, u = shared_or_skip('pets/images'), real_server.url
     ms = {m['name']: m for m in httpx.get(u + '/api/v1/models').json()['models']}
-    assert {n: m['input_type'] for n, m in ms.items()} == {'pets': 'image', 'reviews': 'text', 'nfl': 'tabular', 'toy': 'tabular'}
+    assert {n: m['input_type'] for n, m in ms.items()} == {'pets': 'image', 'reviews': 'text', 'nfl': 'tabular', 'toy': 'tabular', 'adult': 'tabular', 'ml': 'tabular'}
     img = pets/'Abyssinian_1.jpg'
     if shutil.which('curl'):   # the README's command
         out = subprocess.run(['curl', '-s', '-F', f'file=@{img}', u + '/api/v1/predict/pets'], capture_output=True, text=True, timeout=60)

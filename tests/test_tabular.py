@@ -3,7 +3,7 @@ write-back idempotence, the typed REST row, and every bad input (a clear message
 import json, sqlite3
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
-from conftest import run_cli, run_json, adult_csv
+from conftest import run_cli, run_cli_here, run_json, adult_csv
 
 from fastxfer.core import FastxferError
 from fastxfer.model_folder import load_model
@@ -159,7 +159,7 @@ def test_served_model_takes_a_typed_row(tables, adult_model):
 
 def _bad(tmp, *args):
     out = tmp/'out'
-    r = run_cli('tabular', 'train', *args, '--out', out)
+    r = run_cli_here('tabular', 'train', *args, '--out', out)
     assert r.returncode == 2, r.stderr
     assert not out.exists() and not list(tmp.glob('.out*')), 'nothing is written'
     return r.stderr

@@ -3,7 +3,7 @@ import json, os, subprocess
 from pathlib import Path
 import pandas as pd
 import pytest
-from conftest import run_cli, run_json, shared_or_skip, FASTXFER
+from conftest import run_cli, run_cli_here, run_json, shared_or_skip, FASTXFER
 
 IMDB = 'fastai_samples/imdb_sample/texts.csv'
 
@@ -82,7 +82,7 @@ def test_imdb_folder_layout(work):
 # ---- bad input: clear errors, exit status 2 ---------------------------------------------------------------------
 
 def _fails(*args, env=None):
-    r = run_cli('text', *args, env=env)
+    r = run_cli_here('text', *args, env=env)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr[-2000:])
     assert 'Traceback' not in r.stderr, r.stderr
     return r.stderr

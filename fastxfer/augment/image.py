@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fasttransform import Pipeline
-from fastai.torch_core import TensorImage, TensorBase
+from fastai.torch_core import TensorImage, TensorMask, TensorBase
 from fastai.data.transforms import IntToFloatTensor
 from fastai.vision.augment import (AffineCoordTfm, RandTransform, Flip, Dihedral, Rotate, Zoom, Warp, Brightness,
     Contrast, Saturation, Hue, RandomResizedCropGPU, aug_transforms, setup_aug_tfms, affine_mat, _draw_mask, PadMode)
@@ -216,7 +216,20 @@ class FastAug(RandTransform):
         return y
 
     def before_call(self, b, split_idx):
-        self.do, self.valid = True, bool(split_idx)
+        self.do, self.valid, self._p = True, bool(split_idx), None   # parameters drawn once per batch: a mask gets its image's warp
+
+    def params(self, x:torch.Tensor) -> dict:
+        "This batch's parameters, drawn on its first tensor and shared by the others (image and mask)."
+        if getattr(self, '_p', None) is None or self._p['rotate'].shape[0] != x.shape[0]: self._p = self.draw(x.shape[0], x.device)
+        return self._p
+
+    def apply_mask(self, m:torch.Tensor, p:dict) -> torch.Tensor:
+        "Warp the (n,h,w) class-index mask `m` as `apply` warps its image, nearest-neighbour: no new classes, no lighting."
+        h, w = m.shape[-2:]
+        oh, ow = self.size or (h, w)
+        g = homography_grid(self.matrices(p, h, w), oh, ow)
+        return F.grid_sample(m.as_subclass(torch.Tensor)[:, None].float(), g, mode='nearest', padding_mode=self.pad_mode,
+                             align_corners=self.align_corners)[:, 0].long()
 
     def resize(self, x:torch.Tensor) -> torch.Tensor:
         "Validation: no augmentation; a plain resize to `size` (as fastai's identity warp) or the batch untouched."
@@ -228,7 +241,13 @@ class FastAug(RandTransform):
 
     def encodes(self, x:TensorImage):
         if getattr(self, 'valid', False): return self.resize(x)
-        return TensorImage(self.apply(x, self.draw(x.shape[0], x.device)))
+        return TensorImage(self.apply(x, self.params(x)))
+
+    def encodes(self, x:TensorMask):
+        if getattr(self, 'valid', False):
+            if self.size is None or tuple(x.shape[-2:]) == tuple(self.size): return x
+            return TensorMask(F.interpolate(x.as_subclass(torch.Tensor)[:, None].float(), size=self.size, mode='nearest')[:, 0].long())
+        return TensorMask(self.apply_mask(x, self.params(x)))
 
 # %% ../../nbs/02a_augment_image.ipynb #35a5f988
 PRESETS = ('none', 'light', 'default', 'heavy', 'keras')

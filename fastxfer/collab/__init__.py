@@ -208,7 +208,7 @@ def _float(v, flag) -> float:
     if not math.isfinite(f) or f <= 0 and flag == '--lr': raise FastxferError(f'{flag} {v!r} must be a positive number')
     return f
 
-# %% ../../nbs/11c_collab.ipynb #a2c1327e
+# %% ../../nbs/11c_collab.ipynb #19ff5336
 class CollabPredictor(Predictor):
     "The rating a user would give an item, from a collab model folder; `recommend` and `similar` beside it."
     input_type = 'tabular'
@@ -221,7 +221,7 @@ class CollabPredictor(Predictor):
     def predict(self, items, **kwargs) -> list[dict]:
         if not items: return []
         for k, it in enumerate(items):
-            if not isinstance(it, dict) or it.get('user') in (None, '') or it.get('item') in (None, ''):
+            if not isinstance(it, dict) or it.get('user') is None or it.get('item') is None:   # an id it does not know is a cold start
                 raise InputError(f'item {k}: give a user and an item', 422)
         r, cold = self.rec.predict([it['user'] for it in items], [it['item'] for it in items])
         out = []
@@ -234,6 +234,19 @@ class CollabPredictor(Predictor):
         return out
     def recommend(self, user, n:int=10) -> dict: return self.rec.recommend(user, n)
     def similar(self, item, n:int=10) -> dict: return self.rec.similar(item, n)
+
+    queries = {'recommend': 'the items a user would rate highest, among those they have not rated',
+               'similar': "the items most like an item (cosine similarity of their factors)"}
+    def query_input(self, query:str):
+        n = Column('n', 'number', required=False, minimum=1, maximum=100, example=10, default=10,
+                   description='how many items, 1 to 100 (a fraction is rounded down; if not given: 10)')
+        who = self.input.columns[0 if query == 'recommend' else 1]
+        return RowInput([who, n], name='Recommend' if query == 'recommend' else 'Similar')
+    def query(self, query:str, item:dict) -> dict:
+        n = int(float(item['n'] if item.get('n') is not None else 10))
+        if query == 'recommend': return self.recommend(item['user'], n)
+        if query == 'similar': return self.similar(item['item'], n)
+        return super().query(query, item)
     @property
     def input(self):
         c = self.card
