@@ -18,17 +18,24 @@ def shared_or_skip(name: str = '') -> Path:
     return p
 
 
-def run_cli(*args, cwd=None, env=None, timeout=600, check=None):
-    "Run the installed `fastxfer` console script in a new process; returns the CompletedProcess."
-    e = {**os.environ, **(env or {})}
-    r = subprocess.run([str(FASTXFER), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
+# `fastxfer ...` runs in the test process by default (the same `cli.main` the console script calls): a new
+# interpreter costs about 5 s of imports here, and the suite runs a hundred commands. The tests about a new
+# process (`fresh=True`) and FASTXFER_TEST_SUBPROCESS=1 (every command) run the installed console script.
+SUBPROCESS = os.environ.get('FASTXFER_TEST_SUBPROCESS', '') not in ('', '0')
+
+def run_cli(*args, cwd=None, env=None, timeout=600, check=None, fresh=False):
+    "Run `fastxfer ARGS` (in this process, or the installed console script in a new one when `fresh`); returns the CompletedProcess."
+    if fresh or SUBPROCESS:
+        e = {**os.environ, **(env or {})}
+        r = subprocess.run([str(FASTXFER), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
+    else: r = run_cli_here(*args, env=env, cwd=cwd)
     if check is not None and r.returncode != check:
         raise AssertionError(f"fastxfer {' '.join(map(str, args))} exited {r.returncode} (expected {check})\n"
                              f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}")
     return r
 
 
-def run_cli_here(*args, env=None) -> subprocess.CompletedProcess:
+def run_cli_here(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
     """`fastxfer ARGS` in this process: the same `fastxfer.cli.main` the console script calls, without a new
     interpreter's import time (about 5 s here). For the many quick error paths; the happy paths run `run_cli`."""
     import contextlib, io
@@ -36,11 +43,14 @@ def run_cli_here(*args, env=None) -> subprocess.CompletedProcess:
     from fastxfer.core import set_quiet
     out, err, old = io.StringIO(), io.StringIO(), {k: os.environ.get(k) for k in (env or {})}
     os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    here = os.getcwd()
     try:
+        if cwd is not None: os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try: code = main([str(a) for a in args])
             except SystemExit as e: code = e.code if isinstance(e.code, int) else 2
     finally:
+        os.chdir(here)
         set_quiet(False)
         for k, v in old.items():
             if v is None: os.environ.pop(k, None)
@@ -49,7 +59,7 @@ def run_cli_here(*args, env=None) -> subprocess.CompletedProcess:
 
 
 def run_json(*args, **kwargs) -> dict:
-    "Run `fastxfer ... --json`, check it succeeded and return the one JSON object it printed."
+    "Run `fastxfer ... --json` (as `run_cli`), check it succeeded and return the one JSON object it printed."
     r = run_cli(*args, '--json', check=0, **kwargs)
     lines = [l for l in r.stdout.splitlines() if l.strip()]
     assert len(lines) == 1, f"--json must print exactly one line on stdout, got:\n{r.stdout}"

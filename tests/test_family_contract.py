@@ -19,11 +19,11 @@ def toy_model(tmp_path_factory):
 
 
 def test_the_plugin_is_a_command(toy_model):
-    r = run_cli('--help', env=PLUGIN_ENV, check=0)
+    r = run_cli('--help', env=PLUGIN_ENV, check=0, fresh=True)     # new processes: whether the plug-in loads depends on the environment
     assert 'toy' in r.stdout and 'a one-number threshold classifier' in r.stdout
-    r = run_cli('toy', '--help', env=PLUGIN_ENV, check=0)
+    r = run_cli('toy', '--help', env=PLUGIN_ENV, check=0, fresh=True)
     assert all(v in r.stdout for v in ('train', 'evaluate', 'predict', 'rule'))
-    assert 'toy' not in run_cli('--help', check=0).stdout    # without the plug-in it is not there
+    assert 'toy' not in run_cli('--help', check=0, fresh=True).stdout    # without the plug-in it is not there
 
 
 def test_train_evaluate_predict_from_the_command_line(toy_model):

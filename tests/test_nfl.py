@@ -72,7 +72,7 @@ def test_predict_in_a_fresh_process_stores_odd_names_verbatim(demo_dir, tmp_path
     db = tmp_path/'NFL.db'; shutil.copy(r['db'], db)
     name = 'Robert\'); DROP TABLE stats;-- "the O\'Briens"'
     p = run_json('nfl', 'predict', '--team', name, '--pf', '200', '--pa', '450', '--pd', '-250', '--sos', '0',
-                 '--model', r['model_dir'], '--db', db, env=_env(tmp_path))
+                 '--model', r['model_dir'], '--db', db, env=_env(tmp_path), fresh=True)
     assert p['team'] == name and p['winning_season'] == 0 and p['probability'] < 0.5 and p['recorded']
     rows = _rows(db)
     assert len(rows) == 34 and [x['Tm'] for x in rows if x['is_hypothetical']][-1] == name

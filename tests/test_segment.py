@@ -49,7 +49,7 @@ def test_predict_in_a_new_process_writes_a_full_size_mask_and_overlay(model, cam
     img = camvid/'images'/sorted(p.name for p in (camvid/'images').iterdir())[0]
     big = tmp_path/'big.png'
     Image.open(img).resize((480, 360)).save(big)          # another size than the model's: the mask follows the image
-    r = run_json('segment', 'predict', path, img, big, '--out', tmp_path/'out')
+    r = run_json('segment', 'predict', path, img, big, '--out', tmp_path/'out', fresh=True)
     assert [Path(p['mask']).name for p in r['predictions']] == [f'{img.stem}_mask.png', 'big_mask.png']
     for p, size in zip(r['predictions'], [Image.open(img).size, (480, 360)]):
         m, o = Image.open(p['mask']), Image.open(p['overlay'])

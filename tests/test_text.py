@@ -166,7 +166,7 @@ def test_minilm_tiny_fine_tune_and_fresh_process_predict(imdb_small, work, env):
     assert card['hparams']['lr_from'] == 'default' and card['hparams']['probe_C'] > 0
     assert len(card['history']) == 1       # the linear probe, then 1 fine-tuning epoch
     assert card['precision'] in ('bf16', 'fp32')
-    p = run_json('text', 'predict', out, 'a wonderful, moving film')['predictions'][0]
+    p = run_json('text', 'predict', out, 'a wonderful, moving film', fresh=True)['predictions'][0]
     assert p['label'] in ('positive', 'negative') and set(p['probs']) == {'positive', 'negative'}
 
 

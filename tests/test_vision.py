@@ -171,7 +171,7 @@ def test_train_exports_a_complete_model_folder(trained):
 def test_predict_in_a_fresh_process(trained, flat):
     out, _ = trained
     imgs = [flat/'Abyssinian_1.jpg', sorted(flat.glob('[a-z]*.jpg'))[0]]
-    r = run_json('vision', 'predict', out, *imgs, '--tta')
+    r = run_json('vision', 'predict', out, *imgs, '--tta', fresh=True)
     assert r['backend'] == 'onnx' and len(r['predictions']) == 2 and r['tta']
     for p in r['predictions']:
         assert p['label'] in ('cat', 'dog') and abs(sum(p['probs'].values()) - 1) < 1e-4
