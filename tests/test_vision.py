@@ -242,7 +242,11 @@ def test_auto_mode_says_why(flat, tmp_path):
     from fastxfer.vision import train_vision
     _, r, _, _ = train_vision(flat, 'cat-dog', size=int(SIZE), bs=8, quiet=True)
     assert r['requested_mode'] == 'auto' and r['mode'] in ('features', 'fine_tune') and r['auto_reason']
-    assert 'features' in r['tried']
+    assert 'features' in r['tried'] and set(r['tried_seconds']) == set(r['tried'])
+    why = r['auto_reason']   # only what was measured: the training-set size, each mode's error and seconds
+    assert f"{r['n_train']} training images" in why and f"{r['tried']['features']:.2%} validation error" in why
+    assert f"in {r['tried_seconds']['features']:.0f} s" in why and 'ImageNet' not in why
+    assert why.endswith('not tried') == (r['tried'].keys() == {'features'})
 
 
 @pytest.mark.slow

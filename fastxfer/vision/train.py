@@ -206,27 +206,31 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
                   keep_best=keep_best, plots=plots, quiet=quiet, summary=summary)
     if mode == 'auto':
         if schedule: todo = 'fine_tune'; reason = '--unfreeze-schedule given: fine-tuning'
-        elif vd.n_train >= AUTO_ENOUGH: todo = 'fine_tune'; reason = f'{vd.n_train} training images (>= {AUTO_ENOUGH}): enough data to fine-tune the whole network'
+        elif vd.n_train >= AUTO_ENOUGH: todo = 'fine_tune'; reason = f'{vd.n_train} training images (>= {AUTO_ENOUGH}, the rule for fine-tuning without trying features first)'
         else: todo = 'features'
     else: todo = mode
     learn, info = _train_one(dls, todo, **common)
     err, probs, targs = valid_error(learn, info.pop('valid_preds', None))
-    log(f'{todo}: {err:.2%} validation error after {time.time()-t0:.1f} s')
-    tried = {todo: err}
-    if mode == 'auto' and todo == 'features':
+    secs = time.time() - t0
+    log(f'{todo}: {err:.2%} validation error after {secs:.1f} s')
+    tried, took = {todo: err}, {todo: round(secs, 1)}
+    if mode == 'auto' and todo == 'fine_tune' and not schedule: reason += f'; fine_tune scored {err:.2%} validation error in {secs:.0f} s'
+    if mode == 'auto' and todo == 'features':   # every reason states what was measured: sizes, errors, seconds
         under = info['train_error'] > AUTO_GOOD
-        if err <= AUTO_GOOD:
-            reason = (f'{vd.n_train} training images (< {AUTO_ENOUGH}), similar to ImageNet: frozen features + linear head '
-                      f'scored {err:.2%} validation error (<= {AUTO_GOOD:.0%}), so fine-tuning was not needed')
+        feats = (f'{vd.n_train} training images (< {AUTO_ENOUGH}): frozen features + linear head scored {err:.2%} validation error '
+                 f'({info["train_error"]:.2%} on training) in {secs:.0f} s')
+        if err <= AUTO_GOOD: reason = feats + f'; at most {AUTO_GOOD:.0%}, so fine-tuning was not tried'
         else:
             log(f'features: {err:.2%} validation error (> {AUTO_GOOD:.0%}{", underfits" if under else ""}): fine-tuning too')
+            t1 = time.time()
             learn2, info2 = _train_one(dls, 'fine_tune', **common)
             err2, probs2, targs2 = valid_error(learn2, info2.pop('valid_preds', None))
-            tried['fine_tune'] = err2
+            tried['fine_tune'], took['fine_tune'] = err2, round(time.time() - t1, 1)
+            ft = f'; above {AUTO_GOOD:.0%}, so fine_tune was tried too: {err2:.2%} in {took["fine_tune"]:.0f} s'
             if err2 < err:
-                reason = f'features scored {err:.2%} validation error{" and underfit" if under else ""}; fine_tune scored {err2:.2%}: kept fine_tune'
+                reason = feats + ft + ': kept fine_tune'
                 learn, info, err, probs, targs = learn2, info2, err2, probs2, targs2
-            else: reason = f'features scored {err:.2%}, fine_tune {err2:.2%} validation error: kept features'
+            else: reason = feats + ft + ': kept features'
     train_seconds = time.time() - t0
     figs, cm = diagnostic_plots(learn, probs, targs)
     plots.update(figs)
@@ -237,7 +241,7 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
                   valid_loss=float(nn.functional.cross_entropy(probs.clamp_min(1e-12).log(), targs)) if len(targs) else None,
                   n_train=vd.n_train, n_valid=vd.n_valid, train_seconds=round(train_seconds, 1), size=size,
                   presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
-                  tried=tried, skipped=len(vd.skipped), confusion_matrix=cm.tolist(), **{k: v for k,v in info.items() if k not in ('mode', 'weights')})
+                  tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=cm.tolist(), **{k: v for k,v in info.items() if k not in ('mode', 'weights')})
     if reason: result['auto_reason'] = reason
     return learn, result, plots, vd
 
