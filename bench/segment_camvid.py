@@ -32,8 +32,9 @@ def offline_encoder(pretrained=True):
 
 
 def scores_of(pred, targ, codes):
-    from fastxfer.segment.models import pixel_confusion, seg_scores
-    return seg_scores(pixel_confusion(pred, targ, len(codes)), codes, codes.index('Void'))
+    from fastxfer.metrics import confusion_matrix
+    from fastxfer.segment.models import seg_scores
+    return seg_scores(confusion_matrix(targ, pred, len(codes)), codes, codes.index('Void'))
 
 
 def book(path, seed, big, epochs=8):

@@ -15,9 +15,8 @@ __all__ = ['confusion_matrix', 'per_class', 'accuracy', 'log_loss', 'brier', 'ca
 # %% ../nbs/03c_metrics.ipynb #bd24cd8a
 def confusion_matrix(y_true, y_pred, n:int) -> np.ndarray:
     "`n` x `n` counts: rows the actual class, columns the predicted one (class indices)."
-    cm = np.zeros((n, n), dtype=int)
-    for t,p in zip(np.asarray(y_true, dtype=int).ravel(), np.asarray(y_pred, dtype=int).ravel()): cm[t, p] += 1
-    return cm
+    t, p = np.asarray(y_true, dtype=np.int64).ravel(), np.asarray(y_pred, dtype=np.int64).ravel()
+    return np.bincount(t*n + p, minlength=n*n).reshape(n, n)   # vectorised: a segmentation's millions of pixels too
 
 def per_class(cm, classes) -> list[dict]:
     "Precision, recall, F1 and support of every class from a confusion matrix."

@@ -24,7 +24,7 @@ from . import __version__
 from .core import FastxferError, setting, to_jsonable
 from .family import find_family, family_names, get_family
 from .inputs import Limits, InputError, read_image
-from .model_folder import Predictor, find_model_folders, load_model, legend_html
+from .model_folder import Predictor, find_model_folders, load_model, legend_html, answer_rows
 
 logger = logging.getLogger('fastxfer.serve')
 ApiError = InputError   # the name this module used before `fastxfer.inputs` existed
@@ -540,8 +540,7 @@ def build_ui(app:FastAPI):
             except Exception as e:
                 logger.error('model %s failed on query %s in the UI:\n%s', name, q, traceback.format_exc())
                 raise gr.Error(f'the model failed: {type(e).__name__}: {e}')
-            rows = res.get('items') if isinstance(res.get('items'), list) else [res]
-            table = pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rows]).dropna(axis=1, how='all')
+            table = pd.DataFrame(answer_rows(res)).dropna(axis=1, how='all')
             return f"**{res.get('why', q)}**" + (' (cold start)' if res.get('cold_start') else ''), gr.Dataframe(table, visible=True)
         gr.Markdown(f'#### {q.capitalize()}: {p.queries[q]}')
         with gr.Row():

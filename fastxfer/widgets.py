@@ -11,7 +11,7 @@ from pathlib import Path
 import ipywidgets as W
 from .core import FastxferError
 from .inputs import Limits, InputError
-from .model_folder import Predictor, load_model
+from .model_folder import Predictor, load_model, answer_rows, legend_html
 
 # %% auto #0
 __all__ = ['prediction_html', 'error_html', 'answers_html', 'QueryWidget', 'PredictWidget', 'predict_widget']
@@ -36,8 +36,8 @@ def _cell(v) -> str: return f'{v:.4g}' if isinstance(v, float) else str(v)
 
 def answers_html(res:dict) -> str:
     "A query's answer as HTML: its sentence, then its answers (`res['items']`, or `res` itself) as a table."
-    rows = res['items'] if isinstance(res.get('items'), list) else [res]
-    cols = list(dict.fromkeys(k for r in rows for k,v in r.items() if v is not None and not isinstance(v, (dict, list))))
+    rows = answer_rows(res)
+    cols = list(dict.fromkeys(k for r in rows for k,v in r.items() if v is not None))
     head = ''.join(f"<th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>" for k in cols)
     body = ''.join('<tr>' + ''.join(f"<td style='padding-right:1em'>{html.escape(_cell(r.get(k, '')))}</td>" for k in cols) + '</tr>'
                    for r in rows)
@@ -107,7 +107,6 @@ class PredictWidget(W.VBox):
         except Exception as e: return self.fail(f'the model failed: {type(e).__name__}: {e}')
         self.show(pred, self.predictor.headline(pred))
         if self.picture is not None:   # the answer as a picture (a segmentation's overlay) and its colours
-            from fastxfer.model_folder import legend_html
             b = io.BytesIO(); self.predictor.picture(item, pred).save(b, format='PNG')
             self.picture.value, self.legend.value = b.getvalue(), legend_html(self.predictor.legend(pred))
 

@@ -48,7 +48,7 @@ def run_cli_here(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
         if cwd is not None: os.chdir(cwd)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try: code = main([str(a) for a in args])
-            except SystemExit as e: code = e.code if isinstance(e.code, int) else 2
+            except SystemExit as e: code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1   # as the interpreter exits
     finally:
         os.chdir(here)
         set_quiet(False)

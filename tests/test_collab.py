@@ -139,7 +139,7 @@ def _bad(tmp, *args):
     return r.stderr
 
 
-def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, ratings):
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, ratings, model):
     (tmp_path/'empty.csv').write_text('')
     assert 'is empty' in _bad(tmp_path, tmp_path/'empty.csv')
     assert "no column 'uid' (--user); its columns: userId, movieId, rating, timestamp" in _bad(tmp_path, ratings/'ratings.csv', '--user', 'uid')
@@ -149,6 +149,9 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, ratings):
     assert '--split time needs a timestamp column' in _bad(tmp_path, tmp_path/'nots.csv', '--split', 'time')
     assert '--y-range 5,1: the low end must be below the high end' in _bad(tmp_path, ratings/'ratings.csv', '--y-range', '5,1')
     assert "--lr 'fast' is not a number" in _bad(tmp_path, ratings/'ratings.csv', '--lr', 'fast')
+    for n, why in (('0', 'n = 0 is below 1'), ('101', 'n = 101 is above 100')):   # the bounds of the REST operation
+        r = run_cli_here('collab', 'recommend', model[0], '--user', 'u1', '--n', n)
+        assert r.returncode == 2 and why in r.stderr, r.stderr
 
 
 def test_titles_name_the_items(ratings, tmp_path):

@@ -267,6 +267,12 @@ def _collab(model_dir) -> CollabPredictor:
     if not isinstance(p, CollabPredictor): raise FastxferError(f'{model_dir} is a {p.kind} model, not a collab one')
     return p
 
+def _ask(model_dir, query:str, **item) -> dict:
+    "Query `query` from the command line, checked by the same input spec as its REST operation (n from 1 to 100)."
+    from fastxfer.inputs import check_row
+    p = _collab(model_dir)
+    return p.query(query, check_row(item, p.query_input(query).columns, 'the command line'))
+
 # %% ../../nbs/11c_collab.ipynb #0871eb57
 def evaluate_collab(model_dir, data, db=None, table=None) -> dict:
     "Score a saved model on a rating table (the training table's column names)."
@@ -355,19 +361,17 @@ class CollabFamily(Family):
 
     def recommend(self, model_dir:str, # a collab model folder
                   *, user:str, # the user id
-                  n:int=10, # how many items
+                  n:int=10, # how many items (1 to 100)
                   ) -> dict:
         "The items a user would rate highest, among those they have not rated."
-        if n < 1: raise FastxferError(f'--n must be at least 1, not {n}')
-        return _collab(model_dir).recommend(user, n)
+        return _ask(model_dir, 'recommend', user=user, n=n)
 
     def similar(self, model_dir:str, # a collab model folder
                 *, item:str, # the item id
-                n:int=10, # how many items
+                n:int=10, # how many items (1 to 100)
                 ) -> dict:
         "The items most similar to an item (cosine similarity of their factors)."
-        if n < 1: raise FastxferError(f'--n must be at least 1, not {n}')
-        return _collab(model_dir).similar(item, n)
+        return _ask(model_dir, 'similar', item=item, n=n)
 
     def human(self, verb:str, r:dict) -> str|None:
         if verb == 'train': return _human_train(r)

@@ -13,7 +13,7 @@ from ..core import FastxferError, log
 import torch
 from PIL import Image
 from fastai.vision.all import Normalize, PILImage, TensorImage, load_learner
-from ..model_folder import Predictor, ModelFolder, probs_dict, top_label, load_model, _softmax
+from ..model_folder import Predictor, ModelFolder, probs_dict, top_label, load_model, _softmax, onnx_session
 from ..metrics import confusion_matrix
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
@@ -51,11 +51,7 @@ class VisionPredictor(Predictor):
         self.session = None
         if backend in ('auto', 'onnx') and folder.file('model.onnx').is_file():
             try:
-                import onnxruntime as ort
-                so = ort.SessionOptions()
-                so.add_session_config_entry('session.intra_op.allow_spinning', '0')  # 2x faster on a busy CPU, same when idle
-                if threads: so.intra_op_num_threads = threads
-                self.session = ort.InferenceSession(str(folder.file('model.onnx')), so, providers=['CPUExecutionProvider'])
+                self.session = onnx_session(folder.file('model.onnx'), threads)
             except Exception as e:
                 if backend == 'onnx': raise
                 log(f'ONNX Runtime unavailable ({e}); predicting with PyTorch')
