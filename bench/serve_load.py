@@ -1,11 +1,11 @@
 """Load test of `fastxfer serve` on loopback: the image endpoint with an EfficientNet-Lite0 vision model.
 
-    .venv/bin/python bench/serve_load.py [--model-dir DIR] [--seconds 30] [--clients 1,4,16] [--batch-seconds 30]
+    .venv/bin/python bench/serve_load.py [--model-dir DIR] [--seconds 30] [--clients 1,4,16] [--batch-seconds 30] [--processes 1,2]
 
 Closed loop: each client sends its next request when the last one is answered. Clients are keep-alive
 connections sending pre-built requests, so that the load generator (on the same 2 cores) costs little CPU. Phases run one after another:
 raw in-process throughput (the predictor the server calls, on already-decoded images: one image per call, then
-32 per call), then 1, 4 and 16 clients on `/api/v1/predict/{model}` (one image each), then one client on
+32 per call), then, for each value of --processes (a server of that many processes), 1, 4 and 16 clients on `/api/v1/predict/{model}` (one image each), then one client on
 `/api/v1/predict/{model}/batch` with 32 images per request. Everything stays on 127.0.0.1; every phase is bounded
 by --seconds and --max-requests. Without --model-dir a model is trained first with `fastxfer vision train`
 (EfficientNet-Lite0, 224 px, 40 shared pets photos). The last line of stdout is one JSON object.
@@ -105,6 +105,41 @@ async def load_phase(host: str, port: int, path: str, images: list, clients: int
                 p50_ms=round(pct(lat, 50)*1000, 1) if lat else None, p95_ms=round(pct(lat, 95)*1000, 1) if lat else None,
                 p99_ms=round(pct(lat, 99)*1000, 1) if lat else None)
 
+def serve_phases(a, tmp, models_root, images, processes) -> dict:
+    "Start `fastxfer serve --processes N` on a free port, run the one-image phases and the batch phase, stop it."
+    import httpx
+    port = free_port(); url = f'http://127.0.0.1:{port}'
+    cmd = [str(FASTXFER), 'serve', '--models', str(models_root), '--host', '127.0.0.1', '--port', str(port), '--no-ui', '--quiet',
+           '--processes', str(processes)]
+    if a.workers: cmd += ['--workers', str(a.workers)]
+    log_file = tmp/f'server-{processes}.log'
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log_file, 'w'))
+    res = dict(processes=processes, load=[])
+    try:
+        t = time.time()
+        while True:
+            if server.poll() is not None: raise SystemExit(f'server exited: {log_file.read_text()[-2000:]}')
+            try:
+                if httpx.get(url + '/api/v1/health', timeout=2).status_code == 200: break
+            except httpx.HTTPError: pass
+            if time.time() - t > 300: raise SystemExit('server did not start in 300 s')
+            time.sleep(0.5)
+        time.sleep(2 if processes > 1 else 0)   # the other processes finish loading
+        asyncio.run(load_phase('127.0.0.1', port, '/api/v1/predict/bench', images, 2, 3, 50))  # warm up
+        for n in [int(x) for x in a.clients.split(',')]:
+            log(f'{n} client(s) x {a.seconds:g} s ...')
+            r = asyncio.run(load_phase('127.0.0.1', port, '/api/v1/predict/bench', images, n, a.seconds, a.max_requests))
+            log(f"  {r['requests_per_s']} req/s  p50 {r['p50_ms']} ms  p95 {r['p95_ms']} ms  p99 {r['p99_ms']} ms  errors {r['errors']}")
+            res['load'].append(r)
+        log(f'batch endpoint: 1 client x {a.batch_seconds:g} s, {a.batch_size} images per request ...')
+        res['batch'] = asyncio.run(load_phase('127.0.0.1', port, '/api/v1/predict/bench/batch', images, 1, a.batch_seconds, a.max_requests, a.batch_size))
+        log(f"  {res['batch']['images_per_s']} img/s  p50 {res['batch']['p50_ms']} ms  errors {res['batch']['errors']}")
+    finally:
+        server.terminate()
+        try: server.wait(20)
+        except subprocess.TimeoutExpired: server.kill()
+    return res
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--model-dir', default=None, help='an image model folder (default: train one)')
@@ -115,6 +150,7 @@ def main():
     ap.add_argument('--raw-seconds', type=float, default=20)
     ap.add_argument('--max-requests', type=int, default=20_000, help='cap per phase')
     ap.add_argument('--workers', type=int, default=None, help='server inference workers (default: the server default)')
+    ap.add_argument('--processes', default='1', help='server processes, comma-separated: one server run per value, e.g. 1,2')
     a = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     from fastxfer.core import shared_data
@@ -138,40 +174,18 @@ def main():
         res[key] = max(runs, key=lambda r: r['images_per_s'])
     del p
     log(f"raw: one image {res['raw_one']['images_per_s']} img/s, batch of {a.batch_size} {res['raw_batch']['images_per_s']} img/s")
-    port = free_port(); url = f'http://127.0.0.1:{port}'
-    cmd = [str(FASTXFER), 'serve', '--models', str(models_root), '--host', '127.0.0.1', '--port', str(port), '--no-ui', '--quiet']
-    if a.workers: cmd += ['--workers', str(a.workers)]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp/'server.log', 'w'))
-    try:
-        import httpx
-        t = time.time()
-        while True:
-            if server.poll() is not None: raise SystemExit(f'server exited: {(tmp/"server.log").read_text()[-2000:]}')
-            try:
-                if httpx.get(url + '/api/v1/health', timeout=2).status_code == 200: break
-            except httpx.HTTPError: pass
-            if time.time() - t > 300: raise SystemExit('server did not start in 300 s')
-            time.sleep(0.5)
-        asyncio.run(load_phase('127.0.0.1', port, '/api/v1/predict/bench', images, 2, 3, 50))  # warm up
-        res['load'] = []
-        for n in [int(x) for x in a.clients.split(',')]:
-            log(f'{n} client(s) x {a.seconds:g} s ...')
-            r = asyncio.run(load_phase('127.0.0.1', port, '/api/v1/predict/bench', images, n, a.seconds, a.max_requests))
-            log(f"  {r['requests_per_s']} req/s  p50 {r['p50_ms']} ms  p95 {r['p95_ms']} ms  p99 {r['p99_ms']} ms  errors {r['errors']}")
-            res['load'].append(r)
-        log(f'batch endpoint: 1 client x {a.batch_seconds:g} s, {a.batch_size} images per request ...')
-        res['batch'] = asyncio.run(load_phase('127.0.0.1', port, '/api/v1/predict/bench/batch', images, 1, a.batch_seconds, a.max_requests, a.batch_size))
-        log(f"  {res['batch']['images_per_s']} img/s  p50 {res['batch']['p50_ms']} ms  errors {res['batch']['errors']}")
-    finally:
-        server.terminate()
-        try: server.wait(20)
-        except subprocess.TimeoutExpired: server.kill()
+    res['processes'] = {}
+    for procs in [int(x) for x in a.processes.split(',')]:
+        log(f'== fastxfer serve --processes {procs}')
+        res['processes'][str(procs)] = serve_phases(a, tmp, models_root, images, procs)
+    first = res['processes'][a.processes.split(',')[0]]
+    res['load'], res['batch'] = first['load'], first['batch']
     best_one = max(r['images_per_s'] for r in res['load'])
     res['ratios'] = dict(
         one_image_vs_raw={str(r['clients']): round(r['images_per_s']/res['raw_one']['images_per_s'], 3) for r in res['load']},
         best_one_image_vs_raw=round(best_one/res['raw_one']['images_per_s'], 3),
         batch_vs_raw_batch=round(res['batch']['images_per_s']/res['raw_batch']['images_per_s'], 3))
-    res['errors_total'] = sum(r['errors'] for r in res['load']) + res['batch']['errors']
+    res['errors_total'] = sum(sum(r['errors'] for r in ph['load']) + ph['batch']['errors'] for ph in res['processes'].values())
     res['targets'] = dict(zero_errors=res['errors_total'] == 0, one_image_ge_70pct=res['ratios']['best_one_image_vs_raw'] >= 0.7,
                           batch_ge_80pct=res['ratios']['batch_vs_raw_batch'] >= 0.8)
     res['loadavg_end'] = [round(x, 2) for x in os.getloadavg()]

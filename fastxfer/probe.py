@@ -49,8 +49,8 @@ def _folds(y, k:int, groups, shuffle:bool):
         yield np.where(tr)[0], np.where(te)[0]
 
 def linear_probe(X, y, n_classes:int, Cs=(0.01, 0.1, 1.0), folds:int=3, groups=None, shuffle:bool=True,
-                 min_count:int=2, default_C:float=0.1, max_iter:int=3000) -> LinearProbe:
-    "Logistic regression on standardised `X`, C chosen by stratified `folds`-fold CV (when each class has `min_count` rows)."
+                 min_count:int=2, default_C:float=0.1, max_iter:int=3000, tol:float=1e-4, warm_start:bool=False) -> LinearProbe:
+    "Logistic regression on standardised `X`, C chosen by stratified `folds`-fold CV (when each class has `min_count` rows); `warm_start`: each fold's fits go up the C path from the last one."
     from sklearn.linear_model import LogisticRegression
     X, y = np.asarray(X, dtype='float64'), np.asarray(y, dtype=int)
     mu, sd = X.mean(0), X.std(0)
@@ -64,12 +64,15 @@ def linear_probe(X, y, n_classes:int, Cs=(0.01, 0.1, 1.0), folds:int=3, groups=N
         splits = list(_folds(y, k, groups, shuffle))
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            for c in Cs:
-                s = np.mean([LogisticRegression(C=c, max_iter=max_iter).fit(Z[a], y[a]).score(Z[b], y[b]) for a, b in splits])
+            scores = np.zeros(len(Cs))
+            for a, b in splits:
+                m = LogisticRegression(max_iter=max_iter, tol=tol, warm_start=warm_start)
+                for i,c in enumerate(sorted(Cs)): scores[i] += m.set_params(C=c).fit(Z[a], y[a]).score(Z[b], y[b]) / len(splits)
+            for c,s in zip(sorted(Cs), scores):
                 if best_s is None or s > best_s + 1e-9: best_c, best_s = c, float(s)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        clf = LogisticRegression(C=best_c, max_iter=max_iter).fit(Z, y)
+        clf = LogisticRegression(C=best_c, max_iter=max_iter, tol=tol).fit(Z, y)
     W, b = np.zeros((n_classes, X.shape[1])), np.zeros(n_classes)
     if clf.coef_.shape[0] == 1:   # two classes: the softmax of (-z/2, z/2) is the sigmoid of z
         c0, c1 = clf.classes_

@@ -32,6 +32,7 @@ class Arch:
     package: str|None = None      # importable module with offline weights
     package_file: str|None = None # class in `package` with `get_model_file_path()`
     tv_weights: str|None = None   # torchvision weights enum, e.g. 'ResNet34_Weights.IMAGENET1K_V1'
+    weights_file: str|None = None # a checkpoint on disk (your own weights), loaded by position like a weights package
     note: str = ''
 
 ARCHS: dict[str, Arch] = {}
@@ -113,6 +114,7 @@ def weight_sources(name:str, check_online:bool=True) -> list[dict]:
     res = [dict(source='cache', available=cached is not None, where=cached),
            dict(source='hub', available=bool(check_online and is_online()), where=arch.lib)]
     if arch.package: res.append(dict(source='package', available=_package_file(arch) is not None, where=arch.package))
+    if arch.weights_file: res.insert(0, dict(source='file', available=Path(arch.weights_file).is_file(), where=arch.weights_file))
     return res
 
 def usable_source(name:str) -> str|None:
@@ -153,6 +155,7 @@ def create_imagenet_model(name:str, pretrained:bool=True):
         if not s['available']: continue
         try:
             if s['source'] == 'package': return _load_by_position(_build(arch), _package_file(arch)), 'package'
+            if s['source'] == 'file': return _load_by_position(_build(arch), arch.weights_file), 'file'
             if s['source'] == 'cache' and arch.lib == 'timm':
                 os.environ.setdefault('HF_HUB_OFFLINE', '1')
             return _build(arch, pretrained_hub=True), s['source']

@@ -30,11 +30,11 @@ logger = logging.getLogger('fastxfer.serve')
 ApiError = InputError   # the name this module used before `fastxfer.inputs` existed
 
 # %% auto #0
-__all__ = ['logger', 'ApiError', 'POSTMAN_SCHEMA', 'Prediction', 'PredictResponse', 'QueryResponse', 'ModelInfo',
+__all__ = ['logger', 'ApiError', 'POSTMAN_SCHEMA', 'SERVE_APP_ENV', 'Prediction', 'PredictResponse', 'QueryResponse', 'ModelInfo',
            'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'response_model', 'ModelRunner', 'read_payload',
            'part_bytes', 'load_models', 'request_body', 'create_app', 'api_docs_html', 'loop_run', 'tab_title',
-           'card_markdown', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models', 'cmd_serve',
-           'cmd_postman', 'add_cli']
+           'card_markdown', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models',
+           'app_from_env', 'cmd_serve', 'cmd_postman', 'add_cli']
 
 # %% ../nbs/07_serve.ipynb #d9742c93
 class Prediction(BaseModel):
@@ -82,6 +82,7 @@ class HealthResponse(BaseModel):
     models: int
     failed: dict[str, str] = Field(description='model folders that could not be loaded, with the reason')
     workers: int
+    process: int = Field(description='the id of the server process that answered (fastxfer serve --processes N runs N of them)')
 
 class ErrorResponse(BaseModel):
     error: str = Field(description='what is wrong with the request')
@@ -292,7 +293,7 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
     @app.get('/api/v1/health', response_model=HealthResponse, tags=['server'])
     def health() -> HealthResponse:
         "Is the server up, and which models did it load?"
-        return HealthResponse(status='ok', version=__version__, models=len(models), failed=failed, workers=workers)
+        return HealthResponse(status='ok', version=__version__, models=len(models), failed=failed, workers=workers, process=os.getpid())
 
     @app.get('/api/v1/models', response_model=ModelsResponse, tags=['server'])
     def list_models() -> ModelsResponse:
@@ -628,23 +629,42 @@ def demo_models(models_dir:Path) -> dict:
         out[n] = res
     return out
 
+SERVE_APP_ENV = 'FASTXFER_SERVE_APP'   # the app's settings, for each process of `fastxfer serve --processes N`
+
+def app_from_env() -> FastAPI:
+    "The app factory each server process calls (`uvicorn fastxfer.serve:app_from_env --factory`): `create_app` with the settings in `$FASTXFER_SERVE_APP`."
+    cfg = json.loads(os.environ.get(SERVE_APP_ENV) or '{}')
+    logging.basicConfig(level=logging.WARNING if cfg.get('quiet') else logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    return create_app(cfg.get('models_dir') or setting('models_dir'), workers=cfg.get('workers'), ui=cfg.get('ui', True),
+                      context=cfg.get('context') or {})
+
 def cmd_serve(args):
     import uvicorn
     from fastxfer.core import log
     models_dir = Path(setting('models_dir', args.models))
     host, port = setting('host', args.host), setting('port', args.port, int)
+    processes = args.processes or 1
+    if processes < 1: raise FastxferError(f'--processes {processes}: give at least 1')
     demo = None
-    if args.demo and not find_model_folders(models_dir): demo = demo_models(models_dir)
+    if args.demo and not find_model_folders(models_dir): demo = demo_models(models_dir)   # trained once, before any process starts
     if not models_dir.exists() and not args.demo:
         raise FastxferError(f'models folder {models_dir} does not exist; train a model or use --demo')
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     context = {k: v for res in (demo or {}).values() for k,v in (res.get('context') or {}).items()}
+    if host not in ('127.0.0.1', 'localhost', '::1'): log(f'warning: listening on {host}: reachable from other machines')
+    level = 'warning' if args.quiet else 'info'
+    if processes > 1:   # uvicorn's multi-process mode: N processes share the socket, each builds the app (loads the models) once
+        os.environ[SERVE_APP_ENV] = json.dumps(dict(models_dir=str(models_dir.absolute()), workers=args.workers, ui=not args.no_ui,
+                                                    context={k: str(v) for k,v in context.items()}, quiet=bool(args.quiet)))
+        log(f'fastxfer serving {len(find_model_folders(models_dir))} model folder(s) from {models_dir} on http://{host}:{port}/ '
+            f'with {processes} processes  (API: /api/v1, docs: /docs)')
+        uvicorn.run('fastxfer.serve:app_from_env', factory=True, workers=processes, host=host, port=port, log_level=level)
+        return None
     app = create_app(models_dir, workers=args.workers, ui=not args.no_ui, context=context)
     if not app.state.models and not args.no_ui:
         log(f'warning: no models found in {models_dir}')
-    if host not in ('127.0.0.1', 'localhost', '::1'): log(f'warning: listening on {host}: reachable from other machines')
     log(f'fastxfer serving {len(app.state.models)} model(s) from {models_dir} on http://{host}:{port}/  (API: /api/v1, docs: /docs)')
-    uvicorn.run(app, host=host, port=port, log_level='warning' if args.quiet else 'info')
+    uvicorn.run(app, host=host, port=port, log_level=level)
     return None
 
 def cmd_postman(args):
@@ -665,7 +685,8 @@ def add_cli(sub, parents, name):
         p.add_argument('--host', default=None, help='address to listen on (default: settings host, 127.0.0.1)')
         p.add_argument('--port', default=None, type=int, help='port (default: settings port, 7860)')
         p.add_argument('--demo', action='store_true', help='train the small embedded demo models first when there are none')
-        p.add_argument('--workers', default=None, type=int, help='inference worker threads (default: 2..4 from the CPU count)')
+        p.add_argument('--workers', default=None, type=int, help='inference worker threads per process (default: 2..4 from the CPU count)')
+        p.add_argument('--processes', default=1, type=int, help='server processes on the one port (uvicorn workers); each loads the models once')
         p.add_argument('--no-ui', action='store_true', help='serve only the REST API')
         p.set_defaults(func=cmd_serve, human=None)
     elif name == 'api':

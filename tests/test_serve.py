@@ -337,6 +337,23 @@ def test_loopback_record_true_writes_nfl_db(demo_server):
         n = con.execute("SELECT COUNT(*) FROM stats WHERE Tm = 'Loopback Lions' AND is_hypothetical = 1").fetchone()[0]
     assert n == 1
 
+def test_two_server_processes_record_every_row_once(demo_server, tmp_path):
+    "`fastxfer serve --processes 2`: both processes answer, and concurrent recording requests write every row exactly once."
+    from concurrent.futures import ThreadPoolExecutor
+    s = Server('--models', demo_server.models, '--processes', '2', '--no-ui', env={'FASTXFER_DATA_DIR': str(tmp_path/'data')}, cwd=tmp_path)
+    try:
+        with ThreadPoolExecutor(16) as ex:
+            health = list(ex.map(lambda _: httpx.get(s.url + '/api/v1/health', timeout=30).json(), range(64)))
+        assert len({h['process'] for h in health}) == 2 and all(h['models'] == 1 for h in health), 'two processes, each with the model'
+        teams = [f'Parallel Team {i}' for i in range(40)]
+        def record(team): return httpx.post(s.url + '/api/v1/models/nfl/record', json=dict(team=team, pf=400, pa=380, sos=0.5), timeout=60)
+        with ThreadPoolExecutor(16) as ex: rs = list(ex.map(record, teams))
+        assert all(r.status_code == 200 for r in rs), [r.text for r in rs if r.status_code != 200][:3]
+        with sqlite3.connect(tmp_path/'data'/'NFL.db') as con:
+            got = dict(con.execute('SELECT Tm, COUNT(*) FROM stats WHERE is_hypothetical = 1 GROUP BY Tm').fetchall())
+        assert got == {t: 1 for t in teams}
+    finally: s.stop()
+
 @pytest.mark.parametrize('url,kw,status', [
     ('/api/v1/predict/nope', dict(json=VIPERS), 404),
     ('/api/v1/predict/nfl', dict(json={'pf': 'x', 'pa': 1, 'sos': 1}), 422),

@@ -249,6 +249,92 @@ def test_auto_mode_says_why(flat, tmp_path):
     assert why.endswith('not tried') == (r['tried'].keys() == {'features'})
 
 
+@pytest.fixture(scope='module')
+def breeds4(tmp_path_factory):
+    "32 pet photos of four breeds (two cat, two dog), eight each: harder than cat/dog, so no candidate wins at once."
+    d = tmp_path_factory.mktemp('breeds4')
+    imgs = sorted((shared_or_skip('pets')/'images').glob('*.jpg'))
+    for breed in ('Bengal', 'Birman', 'beagle', 'pug'):
+        for p in [p for p in imgs if p.name.rsplit('_', 1)[0] == breed][:8]: shutil.copy(p, d/p.name)
+    return d
+
+
+@pytest.fixture(scope='module')
+def random_arch(tmp_path_factory):
+    "A registered backbone whose weights file holds random weights: a candidate that must lose."
+    import timm, torch
+    from fastxfer.registry import ARCHS, Arch, register_arch
+    f = tmp_path_factory.mktemp('weights')/'random_lite0.pth'
+    torch.manual_seed(0)
+    torch.save(timm.create_model('efficientnet_lite0').state_dict(), f)
+    register_arch(Arch('random_lite0', 'timm', 'efficientnet_lite0', 224, weights_file=str(f), note='random weights (a test)'))
+    yield 'random_lite0'
+    ARCHS.pop('random_lite0', None)
+
+
+def test_auto_chooses_the_backbone(breeds4, random_arch, tmp_path):
+    "auto compares the candidates (and their concatenation) and keeps a pretrained one over random weights; --arch forces one."
+    from fastxfer.vision import train_vision, export_vision
+    from fastxfer.model_folder import ModelFolder
+    learn, r, plots, vd = train_vision(breeds4, 'breed', size=int(SIZE), bs=8, quiet=True, candidates=[random_arch, 'efficientnet_lite1'])
+    rows = {c['arch']: c for c in r['candidates']}
+    assert list(rows) == [random_arch, 'efficientnet_lite1', f'concat:{random_arch}+efficientnet_lite1']
+    for c in rows.values():
+        assert {'valid_error', 'cv_error', 'score', 'feature_seconds', 'latency_ms', 'C'} <= set(c) and c['latency_ms'] > 0
+    assert rows[random_arch]['weights'] == 'file' and rows['efficientnet_lite1']['weights'] == 'package'
+    print({a: (c['valid_error'], c['cv_error'], c['score']) for a,c in rows.items()})
+    assert r['arch'] != random_arch and rows[random_arch]['score'] > rows[r['arch']]['score']
+    assert r['error_rate'] == rows[r['arch']]['valid_error'], 'the result is the chosen candidate'
+    assert r['backbone_reason'].startswith(r['arch']) and r['backbone_reason'] in r['auto_reason']
+    assert f"{r['arch']} {rows[r['arch']]['score']:.2%}" in r['backbone_reason']   # the ranking, with the scores
+    card = ModelFolder(export_vision(learn, r, tmp_path/'m', vd, plots)).card
+    assert [c['arch'] for c in card['candidates']] == list(rows) and card['arch'] == r['arch']
+    _, forced, _, _ = train_vision(breeds4, 'breed', arch=random_arch, size=int(SIZE), bs=8, quiet=True)
+    assert forced['arch'] == random_arch and 'candidates' not in forced and forced['weights'] == 'file'
+
+
+def test_candidates_without_weights_are_an_error(tmp_path):
+    from fastxfer.core import FastxferError
+    from fastxfer.vision import auto_candidates
+    from fastxfer.registry import ARCHS, Arch, register_arch
+    assert auto_candidates()[0] == 'efficientnet_lite0', 'the default backbone is tried first'
+    register_arch(Arch('missing_lite0', 'timm', 'efficientnet_lite0', weights_file=str(tmp_path/'none.pth')))
+    try:
+        assert 'missing_lite0' not in auto_candidates('auto')
+        with pytest.raises(FastxferError, match='no pretrained weights here for missing_lite0'): auto_candidates('missing_lite0')
+    finally: ARCHS.pop('missing_lite0')
+
+
+def _panorama(cat, dog, side=200):
+    "A 3:1 photo: a dog, a cat, a dog. The validation centre crop sees the cat; the corner crops see dogs."
+    from PIL import Image
+    def square(p):
+        im = Image.open(p).convert('RGB'); w, h = im.size; s = min(w, h)
+        return im.crop(((w-s)//2, (h-s)//2, (w-s)//2+s, (h-s)//2+s)).resize((side, side))
+    pano = Image.new('RGB', (3*side, side))
+    for i, p in enumerate((dog, cat, dog)): pano.paste(square(p), (i*side, 0))
+    return pano
+
+
+def test_tta_crops_see_what_the_centre_crop_cuts_off(flat, tmp_path):
+    "On a wide photo whose centre is a cat and whose ends are dogs, crops TTA changes the answer; flip does not."
+    from fastxfer.core import FastxferError
+    from fastxfer.vision import train_vision, export_vision, VisionPredictor
+    from fastxfer.model_folder import load_model
+    learn, r, plots, vd = train_vision(flat, 'cat-dog', mode='features', arch='efficientnet_lite0', size=int(SIZE), quiet=True)
+    p = load_model(export_vision(learn, r, tmp_path/'m', vd, plots))
+    train = [vd.items[i] for i in range(len(vd.items)) if i not in set(vd.valid_idx)]
+    def conf(path, label): return p.predict_proba([path])[0][p.vocab.index(label)]
+    cat = max((x for x in train if x.name[0].isupper()), key=lambda x: conf(x, 'cat'))
+    dog = max((x for x in train if x.name[0].islower()), key=lambda x: conf(x, 'dog'))
+    pano = _panorama(cat, dog)
+    assert len(p.crop_views(pano)) == 6
+    assert p.predict([pano])[0]['label'] == 'cat' and p.predict([pano], tta='flip')[0]['label'] == 'cat'
+    assert p.predict([pano], tta='crops')[0]['label'] == 'dog'
+    assert p.predict([pano], tta=True)[0] == p.predict([pano], tta='flip')[0], 'tta=True is the setting: flip'
+    with pytest.raises(FastxferError, match="tta 'zoom': use one of flip, crops"): p.predict([pano], tta='zoom')
+
+
 @pytest.mark.slow
 def test_lr_auto_schedule_keep_best(flat, tmp_path):
     r = run_json('vision', 'train', flat, '--labels', 'cat-dog', '--mode', 'fine_tune', '--size', SIZE, '--bs', '8',

@@ -17,6 +17,7 @@ warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
 from .train import *
 from .predict import *
+from .train import _pct
 
 # %% auto #0
 __all__ = ['cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_archs', 'VisionFamily']
@@ -30,7 +31,7 @@ def cmd_train(a):
         learn, res, plots, vd = train_vision(a.data, labels=a.labels, arch=a.arch, mode=a.mode, epochs=a.epochs,
             freeze_epochs=a.freeze_epochs, size=a.size, presize=a.presize, bs=a.bs, lr=a.lr, valid_pct=a.valid_pct, seed=a.seed,
             aug=a.aug, unfreeze_schedule=a.unfreeze_schedule, early_stop=a.early_stop, keep_best=a.keep_best,
-            summary=a.summary, device=a.device)
+            summary=a.summary, device=a.device, candidates=a.candidates)
         if a.summary and 'summary' in res:
             for k,v in res['summary'].items(): log(f'parameters ({k} of training):\n{format_summary(v)}')
         out = export_vision(learn, res, a.out, vd, plots)
@@ -40,6 +41,9 @@ def cmd_train(a):
 
 def _human_train(r):
     s = f"{r['mode']} {r['arch']}: error_rate {r['error_rate']:.4f}  accuracy {r['accuracy']:.4f}  ({r['n_valid']} valid images)  trained in {r['train_seconds']} s"
+    for c in r.get('candidates') or []:
+        s += (f"\n  candidate {c['arch']:<58} valid {_pct(c['valid_error'])}  cv {_pct(c['cv_error'])}  "
+              f"score {_pct(c['score'])}  features {c['feature_seconds']} s  {c['latency_ms']} ms/image")
     if r.get('auto_reason'): s += f"\nauto: {r['auto_reason']}"
     return s + f"\nmodel: {r['model_dir']}"
 
@@ -51,7 +55,7 @@ def cmd_predict(a):
     t = time.perf_counter()
     preds = p.predict(list(a.images), tta=a.tta)
     ms = (time.perf_counter()-t)*1000
-    return dict(model=str(a.model_dir), backend=p.backend, tta=a.tta, ms=round(ms, 1),
+    return dict(model=str(a.model_dir), backend=p.backend, tta=tta_method(a.tta), ms=round(ms, 1),
                 predictions=[dict(image=str(i), **r) for i,r in zip(a.images, preds)])
 
 def _human_predict(r):
@@ -67,7 +71,7 @@ def cmd_evaluate(a):
     return evaluate_vision(a.paths[:-1], a.paths[-1], labels, a.tta, a.ensemble)
 
 def _human_evaluate(r):
-    s = f"error_rate {r['error_rate']:.4f}  accuracy {r['accuracy']:.4f}  n {r['n']}  ({r['n_models']} model(s){', '+r['ensemble'] if r['ensemble'] else ''}{', tta' if r['tta'] else ''})"
+    s = f"error_rate {r['error_rate']:.4f}  accuracy {r['accuracy']:.4f}  n {r['n']}  ({r['n_models']} model(s){', '+r['ensemble'] if r['ensemble'] else ''}{', tta '+r['tta'] if r['tta'] else ''})"
     if len(r['classes']) <= 12:
         w = max(len(c) for c in r['classes'])
         s += '\nconfusion (rows: actual, columns: predicted)\n' + ' '*(w+2) + ' '.join(f'{c[:6]:>6}' for c in r['classes'])
@@ -89,8 +93,9 @@ class VisionFamily(Family):
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # folder of images (or 'pets' for fastai's URLs.PETS, online only)
               *, out:str, # model folder to write
               labels:str='folder', # folder | cat-dog | breed | regex:PATTERN | csv:FILE
-              arch:str=from_settings('arch'), # backbone; see 'fastxfer vision archs'
+              arch:str|None=None, # backbone; see 'fastxfer vision archs'. Not given: auto compares the candidates, other modes use the arch setting
               mode:Literal[MODES]='auto', # auto | fine_tune | features | scratch
+              candidates:str|None=None, # backbones auto compares, comma-separated. Not given: the candidates setting (every one with weights here)
               epochs:int|None=None, # unfrozen epochs (fine_tune: 1, scratch: 5)
               freeze_epochs:int=1, # frozen epochs before unfreezing (fine_tune)
               unfreeze_schedule:str|None=None, # gradual unfreezing: epochs per stage, e.g. 1,1,1
@@ -113,14 +118,14 @@ class VisionFamily(Family):
 
     def predict(self, model_dir:str, # a vision model folder
                 images:list[str], # image files
-                tta:bool=False, # average with the mirror image
+                tta:bool=False, # test-time augmentation: the tta setting's views (flip: the image and its mirror; crops: 12 views)
                 ) -> dict:
         "Predict the class of images."
         return cmd_predict(as_args(locals()))
 
     def evaluate(self, paths:list[str], # MODEL_DIR... DATA: one model folder or several (an ensemble), then the data folder
                  labels:str|None=None, # folder | cat-dog | breed | regex:PATTERN | csv:FILE (if not given: the model's own)
-                 tta:bool=False, # average with the mirror image
+                 tta:bool=False, # test-time augmentation: the tta setting's views (flip: the image and its mirror; crops: 12 views)
                  ensemble:Literal['mean', 'vote']='mean', # how several models are combined
                  ) -> dict:
         "Score model(s) on every image under a folder."

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io, time, warnings
 from pathlib import Path
 import numpy as np
-from ..core import FastxferError, log
+from ..core import FastxferError, log, setting
 import torch
 from PIL import Image
 from fastai.vision.all import Normalize, PILImage, TensorImage, load_learner
@@ -19,7 +19,7 @@ warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
 
 # %% auto #0
-__all__ = ['open_image', 'VisionPredictor', 'evaluate_vision']
+__all__ = ['TTA_METHODS', 'CROP_ZOOM', 'open_image', 'tta_method', 'VisionPredictor', 'evaluate_vision']
 
 # %% ../../nbs/04c_vision_predict.ipynb #74f2e8a1
 def open_image(item, draft_to:int|None=None) -> PILImage:
@@ -34,6 +34,16 @@ def open_image(item, draft_to:int|None=None) -> PILImage:
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         name = item if isinstance(item, (str, Path)) else type(item).__name__
         raise FastxferError(f'{name}: not a readable image ({e})') from e
+
+TTA_METHODS = ('flip', 'crops')
+CROP_ZOOM = 1.15   # `crops` TTA: the short side of the resize the five crops come from, relative to the model's input
+
+def tta_method(tta) -> str|None:
+    "None (no TTA), 'flip' (the image and its mirror) or 'crops' (the validation view and five crops of a slightly larger resize, each with its mirror); `True` means the `tta` setting."
+    if tta in (None, False, 'none', ''): return None
+    m = setting('tta') if tta is True else str(tta)
+    if m not in TTA_METHODS: raise FastxferError(f"tta {m!r}: use one of {', '.join(TTA_METHODS)}")
+    return m
 
 class VisionPredictor(Predictor):
     "Predict with a vision model folder: ONNX Runtime when exported, else PyTorch; no dataloaders per call."
@@ -73,30 +83,51 @@ class VisionPredictor(Predictor):
         got = (x.numpy().astype(np.float32)/255. - stats[0]) / stats[1]
         return stats if ref.shape == got.shape and np.abs(ref - got).max() < 1e-5 else None
 
-    def preprocess(self, items) -> torch.Tensor:
-        "Normalized input batch for `items`, exactly as `learn.predict` prepares one image."
-        xs = [self.after_item(open_image(it, 2*self.presize if self.draft else None)) for it in items]
+    def _to_batch(self, xs) -> torch.Tensor:
+        "Normalised batch from item tensors (uint8, CxHxW)."
         if not hasattr(self, '_norm'): self._norm = self._numpy_norm(tuple(xs[0].shape))
         if self._norm is not None:  # plain NumPy: no torch thread pool to wake up (it costs ~40 ms next to ONNX Runtime)
             x = np.stack([t.numpy() for t in xs]).astype(np.float32) / 255.
             return torch.from_numpy(((x - self._norm[0]) / self._norm[1]).astype(np.float32))
         return self.after_batch(TensorImage(torch.stack(xs))).as_subclass(torch.Tensor)
 
+    def _open(self, item): return open_image(item, 2*self.presize if self.draft else None)
+
+    def preprocess(self, items) -> torch.Tensor:
+        "Normalized input batch for `items`, exactly as `learn.predict` prepares one image."
+        return self._to_batch([self.after_item(self._open(it)) for it in items])
+
+    def crop_views(self, im) -> list:
+        "The validation view of `im`, then the centre and four corners of a resize whose short side is `CROP_ZOOM` times larger."
+        s = self.presize; big = round(s*CROP_ZOOM)
+        w, h = im.size; r = big/min(w, h)
+        im2 = im.resize((max(big, round(w*r)), max(big, round(h*r))), Image.BILINEAR)
+        W, H = im2.size
+        corners = [((W-s)//2, (H-s)//2), (0, 0), (W-s, 0), (0, H-s), (W-s, H-s)]
+        return [self.after_item(im)] + [self.after_item(PILImage(im2.crop((x, y, x+s, y+s)))) for x,y in corners]
+
     def logits(self, x:torch.Tensor) -> np.ndarray:
         if self.session is not None: return self.session.run(None, {'image': x.numpy().astype(np.float32)})[0]
         with torch.inference_mode(): return self.model(x.contiguous(memory_format=torch.channels_last)).float().numpy()
 
-    def predict_proba(self, items, tta:bool=False, bs:int=64) -> np.ndarray:
-        "Class probabilities, one row per item (in `self.vocab` order)."
-        res = []
-        for i in range(0, len(items), bs):
-            x = self.preprocess(items[i:i+bs])
-            p = _softmax(self.logits(x))
-            if tta: p = (p + _softmax(self.logits(x.flip(3)))) / 2
+    def predict_proba(self, items, tta=False, bs:int=64) -> np.ndarray:
+        "Class probabilities, one row per item (in `self.vocab` order); `tta`: see `tta_method`."
+        method, res = tta_method(tta), []
+        step = bs if method is None else max(1, bs // (2 if method == 'flip' else 6))
+        for i in range(0, len(items), step):
+            chunk = items[i:i+step]
+            if method == 'crops':
+                x = self._to_batch([v for it in chunk for v in self.crop_views(self._open(it))])
+                p = (_softmax(self.logits(x)) + _softmax(self.logits(x.flip(3)))) / 2
+                p = p.reshape(len(chunk), -1, p.shape[-1]).mean(1)
+            else:
+                x = self.preprocess(chunk)
+                p = _softmax(self.logits(x))
+                if method == 'flip': p = (p + _softmax(self.logits(x.flip(3)))) / 2
             res.append(p)
         return np.concatenate(res) if res else np.zeros((0, len(self.vocab)))
 
-    def predict(self, items, tta:bool=False, bs:int=64, **kwargs) -> list[dict]:
+    def predict(self, items, tta=False, bs:int=64, **kwargs) -> list[dict]:
         if not isinstance(items, (list, tuple)): items = [items]
         return [dict(label=top_label(self.vocab, p), probs=probs_dict(self.vocab, p)) for p in self.predict_proba(list(items), tta, bs)]
 
@@ -124,5 +155,5 @@ def evaluate_vision(model_dirs, data, labels:str='folder', tta:bool=False, ensem
     cm = confusion_matrix(y, pred, len(names))
     err = float((pred != y).mean())
     return dict(error_rate=err, accuracy=1-err, n=len(y), n_models=len(preds), labels=labels, ensemble=ensemble if len(preds) > 1 else None,
-                tta=tta, classes=names, confusion_matrix=cm.tolist(), backend=[p.backend for p in preds],
+                tta=tta_method(tta), classes=names, confusion_matrix=cm.tolist(), backend=[p.backend for p in preds],
                 seconds=round(time.time()-t0, 2), skipped=len(vd.skipped), models=[str(d) for d in model_dirs])

