@@ -149,15 +149,19 @@ def main(argv=None):
         target = sp.choices.get(args.command) if (sp and args.command) else None
         (target or parser).print_help(); return 0 if args.command is None else 2
     from fastxfer.core import FastxferError, emit, set_quiet
-    set_quiet(bool(getattr(args, 'quiet', False)))
+    from fastxfer import distributed
+    distributed.COMMAND = argv                      # for --processes N, which runs this command N times
+    rank0 = distributed.is_rank0()                  # one of several training processes: only rank 0 speaks
+    set_quiet(bool(getattr(args, 'quiet', False)) or not rank0)
     try: res = args.func(args)
+    except distributed.LaunchFailed as e: return e.exit_code   # the failing process has said why
     except FastxferError as e:
-        print(f'error: {e}', file=sys.stderr)
-        if getattr(args, 'json', False): emit({'error': str(e)}, as_json=True)
+        if rank0 and str(e): print(f'error: {e}', file=sys.stderr)
+        if rank0 and getattr(args, 'json', False): emit({'error': str(e)}, as_json=True)
         return e.exit_code
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr); return 130
-    if res is not None: emit(res, getattr(args, 'json', False), getattr(args, 'human', None))
+    if res is not None and rank0: emit(res, getattr(args, 'json', False), getattr(args, 'human', None))
     return 0
 
 def run_main():

@@ -18,6 +18,7 @@ from .data import *
 from .train import *
 from .predict import *
 from .train import _pct
+from ..distributed import world_size, is_rank0, launch_command
 
 # %% auto #0
 __all__ = ['cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_archs', 'VisionFamily']
@@ -32,6 +33,7 @@ def cmd_train(a):
             freeze_epochs=a.freeze_epochs, size=a.size, presize=a.presize, bs=a.bs, lr=a.lr, valid_pct=a.valid_pct, seed=a.seed,
             aug=a.aug, unfreeze_schedule=a.unfreeze_schedule, early_stop=a.early_stop, keep_best=a.keep_best,
             summary=a.summary, device=a.device, candidates=a.candidates)
+        if not is_rank0(): return None   # one of several training processes: rank 0 writes the model folder and reports
         if a.summary and 'summary' in res:
             for k,v in res['summary'].items(): log(f'parameters ({k} of training):\n{format_summary(v)}')
         out = export_vision(learn, res, a.out, vd, plots)
@@ -110,11 +112,13 @@ class VisionFamily(Family):
               keep_best:bool=False, # keep the weights of the epoch with the lowest validation error
               summary:bool=False, # print total / trainable / frozen parameter counts
               device:str|None=None, # cpu, cuda or auto
+              processes:int=1, # data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)
               ) -> dict:
         "Train an image classifier and export a model folder."
+        if processes > 1 and world_size() == 1: return launch_command(processes)   # rank 0 of the N prints the report
         a = as_args(locals()); a.data_opt = None
         r = cmd_train(a)
-        return report_from_folder(r['model_dir'], r)
+        return None if r is None else report_from_folder(r['model_dir'], r)
 
     def predict(self, model_dir:str, # a vision model folder
                 images:list[str], # image files

@@ -16,6 +16,7 @@ from fastai.vision.all import (Learner, CrossEntropyLossFlat, error_rate, accura
 from ..model_folder import model_writer, data_fingerprint, export_onnx
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
+from ..distributed import distributed, world_size, backend_name
 from ..registry import (image_size, get_arch, create_body, scratch_cnn, BodySplitter, IMAGENET_STATS, ARCHS, weight_sources,
                                usable_source, measure_latency)
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
@@ -263,6 +264,17 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
     if lr == 'auto': lr = find_lr(learn, plots)
     lr = float(lr) if lr is not None else (3e-3 if mode == 'scratch' else 2e-3)
     info['lr'] = lr
+    with distributed(learn): _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info)
+    epochs = info.pop('_epochs')
+    if summary: info['summary']['end'] = param_summary(learn)
+    info['epochs'] = epochs
+    rec = learn.recorder  # prediction passes reset the recorder: keep the curves of the last fit for the plot
+    info['curves'] = (list(rec.losses), list(rec.iters), [list(v) for v in rec.values])
+    learn.remove_cbs([c for c in learn.cbs if isinstance(c, (EarlyStoppingCallback, SaveModelCallback))])
+    return learn, info
+
+def _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info):
+    "The fit itself (data-parallel inside `distributed` when this is one of several processes)."
     if mode == 'scratch':
         epochs = 5 if epochs is None else epochs
         learn.fit_one_cycle(epochs, lr, cbs=cbs)
@@ -279,12 +291,7 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
     else:
         epochs = 1 if epochs is None else epochs
         learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, cbs=cbs)
-    if summary: info['summary']['end'] = param_summary(learn)
-    info['epochs'] = epochs
-    rec = learn.recorder  # prediction passes reset the recorder: keep the curves of the last fit for the plot
-    info['curves'] = (list(rec.losses), list(rec.iters), [list(v) for v in rec.values])
-    learn.remove_cbs([c for c in learn.cbs if isinstance(c, (EarlyStoppingCallback, SaveModelCallback))])
-    return learn, info
+    info['_epochs'] = epochs
 
 def _quiet_lines(learn):
     "Drop the one-line-per-epoch logger once training is over (prediction passes are not epochs)."
@@ -382,6 +389,7 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
                   n_train=vd.n_train, n_valid=vd.n_valid, train_seconds=round(train_seconds, 1), size=size,
                   presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
                   tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=cm.tolist(),
+                  processes=world_size(), distributed_backend=backend_name(),
                   **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch')})
     if reason: result['auto_reason'] = reason
     return learn, result, plots, vd
@@ -478,6 +486,7 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
             train_seconds=result['train_seconds'], labels=result['labels'], weights=result.get('weights'), aug=result['aug'],
             epochs=result.get('epochs'), lr=result.get('lr'), seed=result['seed'], auto_reason=result.get('auto_reason'),
             candidates=result.get('candidates'), backbone_reason=result.get('backbone_reason'),
+            processes=result.get('processes', 1), distributed_backend=result.get('distributed_backend'),
             onnx=onnx, examples=ex, data_fingerprint=data_fingerprint(vd.items) if vd is not None else None,
             data=str(vd.root) if vd is not None else None)
     return out
