@@ -7,6 +7,6 @@ Docs: https://fastxfer.github.io/fastxfer/main.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/09a_main.ipynb #891ac56f
+# %% ../nbs/09a_main.ipynb #746ec635
 from .cli import run_main
 if __name__ == '__main__': run_main()
