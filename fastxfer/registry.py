@@ -117,9 +117,9 @@ def weight_sources(name:str, check_online:bool=True) -> list[dict]:
     if arch.weights_file: res.insert(0, dict(source='file', available=Path(arch.weights_file).is_file(), where=arch.weights_file))
     return res
 
-def usable_source(name:str) -> str|None:
-    "The first weight source usable now for `name`, or None."
-    return next((s['source'] for s in weight_sources(name) if s['available']), None)
+def usable_source(name:str, check_online:bool=True) -> str|None:
+    "The first weight source usable now for `name`, or None (`check_online=False`: only weights already on this machine)."
+    return next((s['source'] for s in weight_sources(name, check_online) if s['available']), None)
 
 def usable_archs() -> list[str]:
     "Architectures whose pretrained weights can be had right now."

@@ -113,7 +113,7 @@ class VisionPredictor(Predictor):
     def predict_proba(self, items, tta=False, bs:int=64) -> np.ndarray:
         "Class probabilities, one row per item (in `self.vocab` order); `tta`: see `tta_method`."
         method, res = tta_method(tta), []
-        step = bs if method is None else max(1, bs // (2 if method == 'flip' else 6))
+        step = max(1, bs // 6) if method == 'crops' else bs   # crops: six views of each image in a batch
         for i in range(0, len(items), step):
             chunk = items[i:i+step]
             if method == 'crops':

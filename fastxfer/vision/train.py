@@ -17,7 +17,7 @@ from ..model_folder import model_writer, data_fingerprint, export_onnx
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
 from ..distributed import distributed, world_size, backend_name
-from ..registry import (image_size, get_arch, create_body, scratch_cnn, BodySplitter, IMAGENET_STATS, ARCHS, weight_sources,
+from ..registry import (image_size, get_arch, create_body, scratch_cnn, BodySplitter, IMAGENET_STATS, ARCHS,
                                usable_source, measure_latency)
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
@@ -160,15 +160,11 @@ AUTO_VALID = 500   # validation images under which the choice pools in the train
 AUTO_TIE = 0.005   # errors closer than this are a tie, won by the faster candidate
 AUTO_FT_MIN = 50   # training images per class under which `auto` does not try fine-tuning
 
-def _local_weights(name:str) -> str|None:
-    "The source of `name`'s pretrained weights on this machine (no download), or None."
-    return next((s['source'] for s in weight_sources(name, check_online=False) if s['available']), None)
-
 def auto_candidates(names=None) -> list[str]:
     "The backbones `auto` compares: `names` (a list or comma string), else the `candidates` setting; `auto` is every registered backbone whose pretrained weights are on this machine."
     names = setting('candidates') if names is None else names
     if isinstance(names, str):
-        names = [n for n in ARCHS if _local_weights(n)] if names.strip() == 'auto' else [n.strip() for n in names.split(',') if n.strip()]
+        names = [n for n in ARCHS if usable_source(n, check_online=False)] if names.strip() == 'auto' else [n.strip() for n in names.split(',') if n.strip()]
     for n in names: get_arch(n)
     missing = [n for n in names if not usable_source(n)]
     if missing: raise FastxferError(f"no pretrained weights here for {', '.join(missing)} (see 'fastxfer vision archs')")
@@ -264,8 +260,7 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
     if lr == 'auto': lr = find_lr(learn, plots)
     lr = float(lr) if lr is not None else (3e-3 if mode == 'scratch' else 2e-3)
     info['lr'] = lr
-    with distributed(learn): _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info)
-    epochs = info.pop('_epochs')
+    with distributed(learn): epochs = _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info)
     if summary: info['summary']['end'] = param_summary(learn)
     info['epochs'] = epochs
     rec = learn.recorder  # prediction passes reset the recorder: keep the curves of the last fit for the plot
@@ -274,7 +269,7 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
     return learn, info
 
 def _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info):
-    "The fit itself (data-parallel inside `distributed` when this is one of several processes)."
+    "The fit itself (data-parallel inside `distributed` when this is one of several processes); returns the epochs trained."
     if mode == 'scratch':
         epochs = 5 if epochs is None else epochs
         learn.fit_one_cycle(epochs, lr, cbs=cbs)
@@ -291,7 +286,7 @@ def _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info):
     else:
         epochs = 1 if epochs is None else epochs
         learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, cbs=cbs)
-    info['_epochs'] = epochs
+    return epochs
 
 def _quiet_lines(learn):
     "Drop the one-line-per-epoch logger once training is over (prediction passes are not epochs)."
