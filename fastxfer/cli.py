@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #52b17794
 from __future__ import annotations
-import argparse, importlib, inspect, sys, typing
+import argparse, importlib, inspect, os, sys, typing
 from . import __version__
 
 # %% auto #0
@@ -156,7 +156,7 @@ def main(argv=None):
     try: res = args.func(args)
     except distributed.LaunchFailed as e: return e.exit_code   # the failing process has said why
     except FastxferError as e:
-        if rank0 and str(e): print(f'error: {e}', file=sys.stderr)
+        if (rank0 or os.environ.get('FASTXFER_RANK_LOG')) and str(e): print(f'error: {e}', file=sys.stderr)   # other ranks: into their log
         if rank0 and getattr(args, 'json', False): emit({'error': str(e)}, as_json=True)
         return e.exit_code
     except KeyboardInterrupt:

@@ -294,7 +294,8 @@ def cached_array(kind:str, key:str, compute, use:bool=True):
             res = np.load(f); log(f'{kind}: read from the cache ({f.name})'); return res
         except (OSError, ValueError) as e: log(f'cache file {f} unreadable ({e}); computing again')
     res = compute()
-    if use:
+    from fastxfer.distributed import is_rank0
+    if use and is_rank0():   # several training processes compute the same array: rank 0 keeps it
         try:
             buf = io.BytesIO(); np.save(buf, res); atomic_write(f, buf.getvalue())
         except OSError as e: log(f'cache not written ({e})')

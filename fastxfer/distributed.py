@@ -11,8 +11,9 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['COMMAND', 'world_size', 'process_rank', 'is_rank0', 'distributed', 'backend_name', 'LaunchFailed', 'without_flag',
-           'launch', 'launch_command']
+__all__ = ['COMMAND', 'world_size', 'process_rank', 'is_rank0', 'prepare_process', 'distributed', 'backend_name',
+           'training_processes', 'RankDone', 'join_process_group', 'across_processes', 'LaunchFailed', 'without_flag',
+           'launch', 'launch_command', 'notebook_train']
 
 # %% ../nbs/03e_distributed.ipynb #e553a3b9
 def world_size() -> int:
@@ -34,10 +35,23 @@ def _gloo_broadcast(self, t, rank):
     torch.distributed.broadcast(t, rank)
     return t.cpu().tolist()
 
-def _patch_fastai_broadcast():
-    "Replace `fastai.distributed.DistributedDL._broadcast` (its `.cuda()` breaks gloo) with `_gloo_broadcast`."
+_IN_FIT = False   # inside `distributed(learn)`: fastai gathers what the processes computed
+
+def _gather_in_fit(x, axis=0, _gather=None):
+    "fastai's `maybe_gather`, only inside `distributed(learn)`: outside, each process predicts on its own (all the data)."
+    return _gather(x, axis) if _IN_FIT else x
+
+def prepare_process():
+    """Make fastai fit for one of several processes: replace `DistributedDL._broadcast` (its `.cuda()` breaks gloo)
+    with `_gloo_broadcast`, and let `fastai.torch_core.maybe_gather` (fastai gathers every prediction and loss from all
+    ranks whenever `WORLD_SIZE` > 1) gather only during a data-parallel fit, so the LR finder, `get_preds` and the
+    other passes outside it run on the process's own full data, as when alone. Idempotent."""
+    import functools
+    import fastai.torch_core as tc
     from fastai.distributed import DistributedDL
     DistributedDL._broadcast = _gloo_broadcast
+    if not getattr(tc.maybe_gather, '_fastxfer', False):
+        tc.maybe_gather = functools.partial(_gather_in_fit, _gather=tc.maybe_gather); tc.maybe_gather._fastxfer = True
 
 @contextmanager
 def distributed(learn):
@@ -45,9 +59,13 @@ def distributed(learn):
     if world_size() <= 1:
         yield learn; return
     import torch
-    _patch_fastai_broadcast()
+    global _IN_FIT
+    prepare_process()
     gpu = torch.cuda.is_available()
-    with learn.distrib_ctx(sync_bn=gpu, cpu=not gpu): yield learn
+    with learn.distrib_ctx(sync_bn=gpu, cpu=not gpu):
+        _IN_FIT = True
+        try: yield learn
+        finally: _IN_FIT = False
     if process_rank():   # fastai gives the other ranks a progress bar back when it detaches; they stay silent
         from fastai.callback.progress import ProgressCallback
         learn.remove_cbs([c for c in learn.cbs if isinstance(c, ProgressCallback)])
@@ -56,6 +74,44 @@ def backend_name() -> str|None:
     "The process group's backend ('gloo', 'nccl') while one exists."
     import torch
     return torch.distributed.get_backend() if torch.distributed.is_available() and torch.distributed.is_initialized() else None
+
+def training_processes() -> dict:
+    "What a model card records of how it was trained: `processes`, and `distributed_backend` when several (NCCL on GPUs, else gloo)."
+    n = world_size()
+    if n <= 1: return dict(processes=1, distributed_backend=None)
+    import torch
+    return dict(processes=n, distributed_backend=backend_name() or ('nccl' if torch.cuda.is_available() else 'gloo'))
+
+# %% ../nbs/03e_distributed.ipynb #58d94f5e
+class RankDone(Exception):
+    "Raised by a process other than rank 0 whose share of the work is done (rank 0 finishes alone); the train verb returns None."
+
+def join_process_group() -> bool:
+    "Join the group of the training processes (Accelerate's, as `distrib_ctx` would: gloo on CPUs) when this is one of several."
+    if world_size() <= 1: return False
+    import torch
+    if not torch.distributed.is_initialized():
+        from accelerate import PartialState
+        PartialState(cpu=not torch.cuda.is_available())
+    return True
+
+def across_processes(fn, items:list) -> dict:
+    """`fn(items)` -> `{name: array with a row per item}`, computed by the training processes together: each takes
+    every N-th item, and every process gets the whole result back, rows in `items`' order. Alone: `fn(items)`."""
+    n = world_size()
+    if n <= 1: return fn(list(items))
+    import numpy as np, torch
+    join_process_group()
+    mine = list(items)[process_rank()::n]
+    parts = [None]*n
+    torch.distributed.all_gather_object(parts, fn(mine) if mine else None)
+    first = next(p for p in parts if p is not None)
+    out = {}
+    for k, v in first.items():
+        out[k] = np.empty((len(items),) + v.shape[1:], v.dtype)
+        for r, p in enumerate(parts):
+            if p is not None: out[k][r::n] = p[k]
+    return out
 
 # %% ../nbs/03e_distributed.ipynb #989e86c7
 COMMAND: list|None = None   # the command line of this `fastxfer` run (set by `fastxfer.cli.main`), for `launch`
@@ -86,6 +142,7 @@ def launch(argv:list, processes:int, poll:float=0.2, grace:float=10.) -> int:
         env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(processes), LOCAL_WORLD_SIZE=str(processes),
                    MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), OMP_NUM_THREADS=str(threads))
         out = None if r == 0 else open(logs/f'rank{r}.log', 'w')
+        if r: env['FASTXFER_RANK_LOG'] = '1'   # its error message goes to its log, shown when rank 0 did not fail
         procs.append(subprocess.Popen([sys.executable, '-m', 'fastxfer', *argv], env=env, stdout=out, stderr=out))
     failed_at, codes = None, [None]*processes
     while True:
@@ -115,3 +172,24 @@ def launch_command(processes:int):
                             "(in a notebook, Accelerate's notebook_launcher runs a training function in N processes)")
     code = launch(without_flag(COMMAND, '--processes'), processes)
     if code: raise LaunchFailed(code)
+
+# %% ../nbs/03e_distributed.ipynb #867f7d1a
+def _train_here(family:str, kwargs:dict):
+    "One of the processes `notebook_train` starts: the family's train verb, as the command line runs it (rank 0 alone logs)."
+    from fastxfer.core import set_quiet
+    from fastxfer.family import get_family
+    set_quiet(not is_rank0())
+    get_family(family).train(**kwargs)
+
+def notebook_train(family:str, processes:int=2, **kwargs) -> dict:
+    """Train `family` ('vision', 'text', 'tabular', ...) with `train`'s keyword arguments as `processes` data-parallel
+    processes from a notebook, through Accelerate's `notebook_launcher` (forked processes; CPUs: gloo). Returns the
+    report of the model folder rank 0 wrote."""
+    from accelerate import notebook_launcher
+    from fastxfer.core import FastxferError
+    from fastxfer.family import get_family, report_from_folder
+    get_family(family)   # an unknown family fails here, before any process starts
+    if 'out' not in kwargs: raise FastxferError('give out=..., the model folder to write')
+    if 'processes' in kwargs: raise FastxferError('give the number of processes as notebook_train(family, processes, ...)')
+    notebook_launcher(_train_here, (family, kwargs), num_processes=processes, use_port=str(_free_port()))
+    return report_from_folder(kwargs['out'])

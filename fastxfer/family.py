@@ -86,6 +86,8 @@ def majority_baseline(card:dict) -> dict|None:
 def report_from_folder(model_dir, result:dict|None=None, baseline:dict|None=None) -> dict:
     "A `TrainReport` (as a dict) of the model folder just written: the card's common fields, its baseline, and the family's own `result`."
     import json
+    from fastxfer.distributed import is_rank0
+    if not is_rank0(): return result or {}   # one of several training processes: rank 0 alone wrote the folder
     card = json.loads((Path(model_dir)/'card.json').read_text())
     r = TrainReport(kind=card['kind'], model_dir=str(model_dir), classes=list(card.get('classes') or []),
                     metrics=dict(card.get('metrics') or {}), train_seconds=card.get('train_seconds'),
@@ -183,12 +185,30 @@ def _resolving(fn):
     verb._resolves_settings = True
     return verb
 
+def _data_parallel(fn):
+    "A train verb with a `processes` parameter: `processes > 1` runs it as that many data-parallel processes, whose rank 0 alone answers."
+    if getattr(fn, '_data_parallel', False) or 'processes' not in inspect.signature(fn).parameters: return fn
+    @functools.wraps(fn)
+    def train(*args, **kwargs):
+        from fastxfer import distributed
+        b = inspect.signature(fn).bind(*args, **kwargs); b.apply_defaults()
+        n = b.arguments['processes']
+        if isinstance(n, int) and n > 1 and distributed.world_size() == 1:
+            return distributed.launch_command(n)   # this command line again, N times; rank 0 of them prints the report
+        if distributed.world_size() > 1: distributed.prepare_process()   # one of several: fastai gathers only inside the fit
+        try: res = fn(*args, **kwargs)
+        except distributed.RankDone: return None
+        return res if distributed.is_rank0() else None
+    train._data_parallel = True
+    return train
+
 def register_family(cls):
     "Class decorator: add (or replace) a family in the registry."
     if not cls.name: raise ValueError(f'{cls.__name__} has no name')
     cls.title = cls.title or cls.name.capitalize()
     for n in ('train', 'evaluate', 'predict', *cls.extra_verbs):
-        if callable(cls.__dict__.get(n)): setattr(cls, n, _resolving(cls.__dict__[n]))
+        fn = cls.__dict__.get(n)
+        if callable(fn): setattr(cls, n, _resolving(_data_parallel(fn) if n == 'train' else fn))
     FAMILIES[cls.name] = cls()
     return cls
 

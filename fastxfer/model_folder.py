@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from .core import FastxferError, atomic_dir, atomic_write, to_jsonable, versions
+from .distributed import is_rank0, training_processes
 
 # %% auto #0
 __all__ = ['CARD_NAME', 'CARD_FIELDS', 'data_fingerprint', 'ModelWriter', 'model_writer', 'ModelFolder', 'find_model_folders',
@@ -43,7 +44,7 @@ class ModelWriter:
         self.dir = Path(tmp)
         self.card = dict(kind=kind, name=name, predictor=predictor, classes=[], metrics={},
                          created=datetime.now(timezone.utc).isoformat(timespec='seconds'),
-                         train_seconds=None, versions=versions(), data_fingerprint=None)
+                         train_seconds=None, versions=versions(), data_fingerprint=None, **training_processes())
 
     def save_plot(self, name:str, fig) -> Path:
         "Save a matplotlib figure as `plots/<name>.png` and close it."
@@ -63,6 +64,11 @@ def model_writer(path, kind:str, predictor:str, name:str|None=None):
     "Build a model folder at `path` atomically: yields a `ModelWriter` whose `dir` is a temporary folder."
     if not _trusted(predictor): raise ValueError(f'predictor must live in the fastxfer package or a registered family, got {predictor!r}')
     path = Path(path)
+    if not is_rank0():   # one of several training processes: rank 0 writes the folder, this process's copy is thrown away
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix='fastxfer-rank-') as tmp:
+            w = ModelWriter(tmp, kind, predictor, name); yield w; w.finish(path.name)
+        return
     with atomic_dir(path) as tmp:
         w = ModelWriter(tmp, kind, predictor, name)
         yield w

@@ -62,3 +62,76 @@ def test_torchrun_and_accelerate_launch(pets24, tmp_path, launcher):
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout)['processes'] == 2, 'one report, from rank 0'
     _check_folder(out, pets24)
+
+
+def _features_run(data, out, cache, processes):
+    "vision --mode features with its own feature cache (so nothing is read from an earlier run)."
+    r = run_json('vision', 'train', data, '--labels', 'cat-dog', '--mode', 'features', '--size', '64', '--processes', processes,
+                 '--out', out, env={'FASTXFER_CACHE': str(cache)}, fresh=True)
+    return r, {p.name: np.load(p) for p in sorted((cache/'features').glob('*.npy'))}
+
+
+@pytest.mark.slow
+def test_features_split_across_2_processes_equal_1_process(pets24, tmp_path):
+    import torch
+    r1, f1 = _features_run(pets24, tmp_path/'m1', tmp_path/'c1', 1)
+    r2, f2 = _features_run(pets24, tmp_path/'m2', tmp_path/'c2', 2)
+    assert r1['processes'] == 1 and r2['processes'] == 2
+    assert f1.keys() == f2.keys() and len(f1) == 2, 'train and valid features, under the same keys'
+    for k in f1: np.testing.assert_allclose(f1[k], f2[k], atol=1e-5)
+    heads = [torch.load(tmp_path/m/'model.pkl', weights_only=False).model[1][-1] for m in ('m1', 'm2')]
+    for a, b in zip(heads[0].parameters(), heads[1].parameters()): torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert r1['confusion_matrix'] == r2['confusion_matrix'] and sum(map(sum, r2['confusion_matrix'])) == r2['n_valid']
+
+
+@pytest.fixture(scope='module')
+def imdb48(tmp_path_factory):
+    import pandas as pd
+    df = pd.read_csv(shared_or_skip('fastai_samples/imdb_sample')/'texts.csv')
+    t = pd.concat([df[~df.is_valid].groupby('label').head(16), df[df.is_valid].groupby('label').head(8)])
+    p = tmp_path_factory.mktemp('imdb48')/'texts.csv'; t.to_csv(p, index=False)
+    return p
+
+
+@pytest.mark.slow
+def test_text_minilm_on_2_processes(imdb48, tmp_path):
+    out = tmp_path/'models'/'text2'
+    r = run_json('text', 'train', imdb48, '--valid-col', 'is_valid', '--max-len', '64', '--epochs', '1', '--processes', '2',
+                 '--out', out, fresh=True)
+    assert r['model_dir'] == str(out) and sorted(p.name for p in out.parent.iterdir()) == ['text2']
+    card = json.loads((out/'card.json').read_text())
+    assert card['processes'] == 2 and card['distributed_backend'] == 'gloo'
+    ev = run_json('text', 'evaluate', out, imdb48, fresh=True)   # a fresh process loads the folder
+    assert ev['n'] == card['metrics']['n_valid'] == 16
+    assert abs(ev['accuracy'] - card['metrics']['accuracy']) < 1e-9 and ev['confusion_matrix'] == card['confusion_matrix']
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('family', ['tabular', 'segment'])
+def test_other_families_on_2_processes(family, tmp_path):
+    if family == 'tabular':
+        rows = (shared_or_skip('fastai_samples/adult_sample')/'adult.csv').read_text().splitlines()[:1501]
+        data = tmp_path/'adult.csv'; data.write_text('\n'.join(rows) + '\n')
+        args = [data, '--target', 'salary', '--model', 'tabular']
+    else:
+        data = shared_or_skip('fastai_samples/camvid_tiny')
+        args = [data, '--codes', data/'codes.txt', '--size', '64,96', '--epochs', '1']
+    out = tmp_path/'models'/family
+    r = run_json(family, 'train', *args, '--processes', '2', '--out', out, fresh=True)
+    card = json.loads((out/'card.json').read_text())
+    assert card['processes'] == 2 and card['distributed_backend'] == 'gloo' and r['model_dir'] == str(out)
+    assert sorted(p.name for p in out.parent.iterdir()) == [family]
+
+
+def test_notebook_train_runs_2_processes(tmp_path):
+    "Accelerate's notebook_launcher (forked processes) from a Python session: one folder, rank 0's report."
+    ratings = shared_or_skip('fastai_samples/movie_lens_sample')/'ratings.csv'
+    code = ("from fastxfer.distributed import notebook_train\n"
+            f"r = notebook_train('collab', 2, data={str(ratings)!r}, out={str(tmp_path/'ml')!r}, epochs=2)\n"
+            "import json; print(json.dumps(dict(metrics=r['metrics'], model_dir=r['model_dir'])))")
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    card = json.loads((tmp_path/'ml'/'card.json').read_text())
+    assert card['processes'] == 2 and card['distributed_backend'] == 'gloo'
+    assert r['metrics'] == card['metrics'] and p.stderr.count('validation MSE') == 1, 'rank 0 alone logs'

@@ -338,6 +338,7 @@ class CollabFamily(Family):
               title_col:str='title', # the title column of --titles
               db:str|None=None, # an SQLite file to read the ratings from (with --table)
               table:str|None=None, # the SQLite table
+              processes:int=1, # data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)
               ) -> dict:
         "Train a recommender from ratings and write a model folder."
         return train_collab(data, user, item, rating, timestamp, out, split, valid_pct, seed, nn, factors, y_range, epochs, lr, wd,

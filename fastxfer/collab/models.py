@@ -10,6 +10,7 @@ import io, math, time, warnings
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, configure_progress, log, seed_everything
+from ..distributed import distributed
 
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')   # fastai sets a pandas option that pandas 3 deprecates
@@ -66,7 +67,7 @@ class CollabNet:
                 from fastxfer.core import find_lr
                 with learn.no_logging(), learn.no_bar(): lr = find_lr(learn, plots)
             self.lr_used = float(lr)
-            learn.fit_one_cycle(self.epochs_used, self.lr_used, wd=self.wd)
+            with distributed(learn): learn.fit_one_cycle(self.epochs_used, self.lr_used, wd=self.wd)   # data-parallel when one of several processes
         self.users, self.items = list(to.classes['user']), list(to.classes['item'])
         self.model, self.recorder = learn.model.eval(), learn.recorder
         self.args = dict(use_nn=self.use_nn, n_factors=self.n_factors, n_users=len(self.users), n_items=len(self.items),

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import numpy as np
 from PIL import Image
 from ..core import FastxferError, atomic_write, log
+from ..distributed import is_rank0, RankDone
 from ..family import Family, register_family, from_settings, POSITIONAL, report_from_folder, format_metrics
 from ..model_folder import Predictor, ModelFolder, load_model, model_writer, data_fingerprint, export_onnx, onnx_session
 from ..registry import IMAGENET_STATS
@@ -202,6 +203,7 @@ class SegmentFamily(Family):
               seed:int=from_settings('seed', int), # random seed
               precision:str='auto', # auto | fp32 | bf16
               device:str|None=None, # cpu, cuda or auto
+              processes:int=1, # data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)
               ) -> dict:
         "Train a U-Net and export a model folder."
         import contextlib, sys
@@ -213,6 +215,7 @@ class SegmentFamily(Family):
         plots = {} if lr == 'auto' else None
         with contextlib.redirect_stdout(sys.stderr):
             learn, res = train_segment(sd, hw, arch, mode, epochs, freeze_epochs, lr, bs, aug, precision, device, seed, plots=plots)
+            if not is_rank0(): raise RankDone()   # one of several training processes: rank 0 writes the folder
             path = export_segment(learn, res, sd, out, plots)
         card = ModelFolder(path).card
         r = {k: v for k, v in res.items() if k not in ('valid_preds', 'curves')}   # the confusion matrix too: rows true, columns predicted

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 from ..core import FastxferError, log, configure_progress
+from ..distributed import distributed
 from ..registry import get_arch, create_imagenet_model, split_body
 from ..metrics import confusion_matrix
 
@@ -109,12 +110,13 @@ def train_segment(sd, size=(96, 128), arch:str='efficientnet_lite0', mode:str='f
     if lr == 'auto': lr = find_lr(learn, plots)
     lr = float(lr) if lr not in (None, 'default') else 3e-3
     t0 = time.time()
-    if mode == 'scratch':
-        epochs = 14 if epochs is None else epochs   # the default fine_tune's 1 + 13 epochs: the same budget, only the weights differ
-        learn.fit_one_cycle(epochs, lr)
-    else:
-        epochs = 13 if epochs is None else epochs
-        learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs)
+    with distributed(learn):   # data-parallel when one of several training processes
+        if mode == 'scratch':
+            epochs = 14 if epochs is None else epochs   # the default fine_tune's 1 + 13 epochs: the same budget, only the weights differ
+            learn.fit_one_cycle(epochs, lr)
+        else:
+            epochs = 13 if epochs is None else epochs
+            learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs)
     train_s = time.time() - t0
     rec = learn.recorder
     curves = (list(map(float, rec.losses)), [list(map(float, v)) for v in rec.values])

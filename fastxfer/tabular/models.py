@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, configure_progress, is_interactive, log, seed_everything
+from ..distributed import distributed
 from .. import metrics
 from .data import Roles, canonical
 
@@ -131,7 +132,8 @@ class TabularNetModel:
                 with learn.no_logging(), learn.no_bar(): lr = find_lr(learn, plots)
                 lr = float(min(max(lr, 1e-4), 0.1))
             self.lr_used, self.epochs_used, self.bs_used = lr or 1e-2, epochs, bs
-            learn.fit_one_cycle(epochs, self.lr_used, cbs=None if self.validate else [SkipValidation()])
+            with distributed(learn):   # data-parallel when one of several training processes
+                learn.fit_one_cycle(epochs, self.lr_used, cbs=None if self.validate else [SkipValidation()])
         self.model = learn.model.eval()
         self.recorder = learn.recorder
         return self

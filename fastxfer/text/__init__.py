@@ -124,6 +124,7 @@ class TextFamily(Family):
               n_aug:int=1, # augmented copies per training text with --aug eda
               out:str|None=None, # model folder to write (if not given: <models_dir>/text-<model>)
               device:str|None=None, # cpu, cuda or auto
+              processes:int=1, # data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)
               ) -> dict:
         "Train a text classifier and write a model folder."
         r = cmd_train(as_args(locals()))

@@ -14,6 +14,7 @@ from torch import nn
 from ..core import (FastxferError, configure_progress, get_device, log, seed_everything, setting, set_precision, find_lr, cached_array)
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
+from ..distributed import distributed, across_processes
 from ..model_folder import Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder
 from .data import *
 
@@ -266,7 +267,7 @@ def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, window, bs, seed, de
     log(f'minilm (seed {seed}): {data.n_train} train / {data.n_valid} valid texts, max_len {max_len} ({n_truncated} truncated), '
         f'windows of {window}, bs {bs}, {prec}, {device}; linear probe (C={C:g}) in {t_probe:.0f}s, then {epochs} epoch(s) with '
         f'slice({rates.start:.2g}, {rates.stop:.2g}) ({lr_how})')
-    learn.fit_one_cycle(epochs, rates, pct_start=d['pct_start'])
+    with distributed(learn): learn.fit_one_cycle(epochs, rates, pct_start=d['pct_start'])   # data-parallel when one of several processes
     return learn, prec, C, lr, lr_how, plots
 
 def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len=256, bs=None, seed=42, device=None,
@@ -346,13 +347,16 @@ def embed_texts(tok, enc, texts, max_len=256, window=128, bs=32, device='cpu', c
 
 @torch.no_grad()
 def _embed(tok, enc, ids, win, bs, device) -> np.ndarray:
-    "Mean-pooled window embeddings of token `ids`, averaged per text."
+    "Mean-pooled window embeddings of token `ids`, averaged per text (several training processes share the texts)."
     m = TransformerClassifier(enc, 1, pad_id=tok.pad_token_id).to(device).eval()
-    dl = TokenDL(ids, [0]*len(ids), win, pad_id=tok.pad_token_id, bs=bs, device=device)
-    out = np.zeros((len(ids), enc.config.hidden_size), dtype=np.float32); order = dl.get_idxs(); k = 0
+    def run(part):
+        dl = TokenDL(part, [0]*len(part), win, pad_id=tok.pad_token_id, bs=bs, device=device)
+        out = np.zeros((len(part), enc.config.hidden_size), dtype=np.float32); order = dl.get_idxs(); k = 0
+        for xb, owner, _ in dl:
+            e = mean_by_owner(m.embed(xb).float(), owner).cpu().numpy(); out[order[k:k+len(e)]] = e; k += len(e)
+        return {'e': out}
     t0 = time.time()
-    for xb, owner, _ in dl:
-        e = mean_by_owner(m.embed(xb).float(), owner).cpu().numpy(); out[order[k:k+len(e)]] = e; k += len(e)
+    out = across_processes(run, ids)['e']
     log(f'embeddings: {len(ids)} texts in {time.time()-t0:.1f}s')
     return out
 

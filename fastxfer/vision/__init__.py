@@ -18,7 +18,7 @@ from .data import *
 from .train import *
 from .predict import *
 from .train import _pct
-from ..distributed import world_size, is_rank0, launch_command
+from ..distributed import is_rank0
 
 # %% auto #0
 __all__ = ['cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_archs', 'VisionFamily']
@@ -115,7 +115,6 @@ class VisionFamily(Family):
               processes:int=1, # data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)
               ) -> dict:
         "Train an image classifier and export a model folder."
-        if processes > 1 and world_size() == 1: return launch_command(processes)   # rank 0 of the N prints the report
         a = as_args(locals()); a.data_opt = None
         r = cmd_train(a)
         return None if r is None else report_from_folder(r['model_dir'], r)

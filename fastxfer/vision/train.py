@@ -16,7 +16,7 @@ from fastai.vision.all import (Learner, CrossEntropyLossFlat, error_rate, accura
 from ..model_folder import model_writer, data_fingerprint, export_onnx
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
-from ..distributed import distributed, world_size, backend_name
+from ..distributed import distributed, world_size, backend_name, across_processes, is_rank0, RankDone
 from ..registry import (image_size, get_arch, create_body, scratch_cnn, BodySplitter, IMAGENET_STATS, ARCHS,
                                usable_source, measure_latency)
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
@@ -94,19 +94,23 @@ def _features_key(dls, items, flip, tag) -> str:
     return h.hexdigest()[:20]
 
 def _run_bodies(dls, bodies:dict, items, flip:bool, seconds:dict|None=None) -> dict:
-    "One pass over `items`: each image decoded once, then through every body (and mirrored when `flip`); `seconds` collects each body's time."
-    outs, flips, runs = {t: [] for t in bodies}, {t: [] for t in bodies}, {}
+    """One pass over `items`: each image decoded once, then through every body (and mirrored when `flip`); `seconds`
+    collects each body's time. Several training processes share the pass (`across_processes`)."""
     secs = seconds if seconds is not None else {}
-    for (xb,) in dls.test_dl(items, bs=32, num_workers=0):
-        xb = xb.as_subclass(torch.Tensor)
-        for t,body in bodies.items():
-            t0 = time.perf_counter()
-            if t not in runs: runs[t] = _feature_runner(body, xb.shape[1:])
-            with torch.inference_mode():
-                outs[t].append(runs[t](xb))
-                if flip: flips[t].append(runs[t](xb.flip(3)))
-            secs[t] = secs.get(t, 0.) + time.perf_counter() - t0
-    return {t: torch.cat(outs[t] + flips[t]).numpy() for t in bodies}
+    def run(part):
+        outs, flips, runs = {t: [] for t in bodies}, {t: [] for t in bodies}, {}
+        for (xb,) in dls.test_dl(part, bs=32, num_workers=0):
+            xb = xb.as_subclass(torch.Tensor)
+            for t,body in bodies.items():
+                t0 = time.perf_counter()
+                if t not in runs: runs[t] = _feature_runner(body, xb.shape[1:])
+                with torch.inference_mode():
+                    outs[t].append(runs[t](xb))
+                    if flip: flips[t].append(runs[t](xb.flip(3)))
+                secs[t] = secs.get(t, 0.) + time.perf_counter() - t0
+        return {**{(t, 0): torch.cat(outs[t]).numpy() for t in bodies}, **({(t, 1): torch.cat(flips[t]).numpy() for t in bodies} if flip else {})}
+    res = across_processes(run, list(items))
+    return {t: np.concatenate([res[(t, 0)], res[(t, 1)]]) if flip else res[(t, 0)] for t in bodies}
 
 def many_body_features(dls, bodies:dict, items, flip:bool=False, cache:bool=True, seconds:dict|None=None) -> dict:
     "Pooled features of `items` for each body in `bodies` ({tag: body}), validation transforms; with `flip` the mirrored copies follow. Cached per body; `seconds` collects each body's compute time (0 when read from the cache)."
@@ -146,9 +150,10 @@ def fit_probe_head(learn, ftr, fva, tr_y, va_y) -> dict:
                 probe_seconds=round(time.time() - t0, 1),
                 valid_preds=(probs, torch.tensor(va_y)))   # what the head computes from an image (checked by a test)
 
-def fit_features_head(learn, tag:str='', cache:bool=True) -> dict:
-    "Body features once (cached), then the linear probe written into the head."
+def fit_features_head(learn, tag:str='', cache:bool=True, rank0_head:bool=False) -> dict:
+    "Body features once (cached), then the linear probe written into the head (`rank0_head`: by rank 0 alone, the other training processes stop)."
     F = split_features(learn.dls, {tag: learn.model[0]}, cache)
+    if rank0_head and not is_rank0(): raise RankDone()   # the features are gathered: rank 0 fits the head once
     info = fit_probe_head(learn, F['train'][tag], F['valid'][tag], F['train_y'], F['valid_y'])
     log(f"features: {F['seconds']:.1f} s to compute, logistic regression C={info['C']} fitted in {info['probe_seconds']:.1f} s")
     return dict(info, feature_seconds=round(F['seconds'], 1))
@@ -245,13 +250,13 @@ def _parse_schedule(s):
     return res
 
 # %% ../../nbs/04b_vision_train.ipynb #8b284d64
-def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop, keep_best, plots, quiet, summary):
+def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop, keep_best, plots, quiet, summary, rank0_head=False):
     "Build and train one learner for a concrete mode; returns `(learn, info)`."
     learn, source = vision_learner_for(dls, arch, mode, quiet=quiet)
     info = dict(mode=mode, weights=source)
     if summary: info['summary'] = dict(start=param_summary(learn))
     if mode == 'features':
-        info.update(fit_features_head(learn, tag=f'{arch}|{source}'))   # its `valid_preds` are the head's
+        info.update(fit_features_head(learn, tag=f'{arch}|{source}', rank0_head=rank0_head))   # its `valid_preds` are the head's
         info['epochs'] = 0
         return learn, info
     cbs = []
@@ -348,7 +353,7 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
         learn, info = choose_backbone(dls, names, size, quiet=quiet)
         info.update(mode='features', epochs=0)
         common['arch'] = info['best_single']   # fine-tuning, when tried, starts from the best single backbone
-    else: learn, info = _train_one(dls, todo, **common)
+    else: learn, info = _train_one(dls, todo, **common, rank0_head=mode == 'features')   # auto may fine-tune next: every rank needs the head
     err, probs, targs = valid_error(learn, info.pop('valid_preds', None))
     secs = round(time.time() - t0, 1)   # the reason and tried_seconds state the same figure
     log(f'{todo}: {err:.2%} validation error after {secs:.1f} s')
