@@ -42,6 +42,10 @@ for n in ['fastai', 'fastcore', 'fasttransform', 'fastprogress', 'timm', 'torchv
     except md.PackageNotFoundError: vers[n] = None
 r['versions'] = vers
 import onnxruntime; r['onnxruntime_providers'] = onnxruntime.get_available_providers()
+import shutil, subprocess
+if shutil.which('nvidia-smi'):
+    q = subprocess.run(['nvidia-smi', '--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'], capture_output=True, text=True)
+    r['nvidia_smi'] = q.stdout.strip() or q.stderr.strip()
 import fastxfer, fastxfer.core as core
 r['fastxfer'] = fastxfer.__version__; r['fastxfer_from'] = str(core.PACKAGE_ROOT)
 r['shared_data'] = str(core.shared_root()); r['offline_weights'] = core.info('cpu')['offline_weights']
@@ -104,7 +108,7 @@ def run_step(name, cmd, shown, timeout, log, env, cwd):
             except subprocess.TimeoutExpired: pass
         out = p.communicate()[0]
     secs = time.perf_counter() - t0
-    log.write(f"----- {name} stdout\n{out}\n----- {name}: rc {p.returncode}, {secs:.1f} s{' (timed out)' if timed_out else ''}\n"); log.flush()
+    log.write(f"----- {name} stdout\n{out.rstrip()}\n----- {name}: rc {p.returncode}, {secs:.1f} s{' (timed out)' if timed_out else ''}\n"); log.flush()
     return p.returncode, round(secs, 1), timed_out, out
 
 # ---- figures of each step, from the JSON its command printed
@@ -208,14 +212,15 @@ def main():
         tmp = dest.with_suffix('.json.tmp'); tmp.write_text(json.dumps(res, indent=1, default=str) + '\n'); os.replace(tmp, dest)
     save()
     with open(out/'gpu_check.log', 'a') as log:
+        def say(msg): print(msg, file=sys.stderr, flush=True); log.write(f'>>>>> {msg}\n'); log.flush()
         for name in chosen:
             cmd, figures = steps[name]
             left = deadline - time.time() - 5
             shown = [py, '-c', f'<{name} script of check.py>'] if cmd[1] == '-c' else cmd
             rec = dict(command=' '.join(str(c).replace(str(work), '$WORK').replace(str(bundle), '$BUNDLE') for c in shown))
             if left < 20:
-                rec.update(rc=None, skipped=f'{left:.0f} s left of the {budget:.0f} s budget'); res['steps'][name] = rec; save()
-                print(f'{name}: skipped (budget)', file=sys.stderr); continue
+                rec.update(rc=None, skipped=f'{max(0, left + 5):.0f} s left of the {budget:.0f} s budget'); res['steps'][name] = rec; save()
+                say(f'{name}: skipped ({rec["skipped"]})'); continue
             timeout = min(budgets[name], left)
             with GpuSampler() as g: rc, secs, to, stdout = run_step(name, cmd, rec['command'], timeout, log, env, ROOT)
             j = last_json(stdout)
@@ -228,10 +233,10 @@ def main():
             res['steps'][name] = rec; save()
             fig = rec.get('figures') or {}
             brief = {k: fig[k] for k in ('device_name', 'error_rate', 'train_seconds', 'foreground_acc', 'speedup_vs_per_image', 'fastai') if k in fig}
-            print(f"{name}: rc {rc}, {secs} s{' (timed out)' if to else ''} {json.dumps(brief)}", file=sys.stderr, flush=True)
-    save()
+            say(f"{name}: rc {rc}, {secs} s{' (timed out)' if to else ''} {json.dumps(brief)}")
+        save()
+        say(f"{dest}: {'all steps passed' if res['ok'] else 'SOME STEPS FAILED'} in {res['seconds']} s")
     shutil.rmtree(work, ignore_errors=True)
-    print(f"{dest}: {'all steps passed' if res['ok'] else 'SOME STEPS FAILED'} in {res['seconds']} s", file=sys.stderr)
     return 0 if res['ok'] else 1
 
 if __name__ == '__main__': sys.exit(main())
