@@ -342,8 +342,11 @@ def test_two_server_processes_record_every_row_once(demo_server, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
     s = Server('--models', demo_server.models, '--processes', '2', '--no-ui', env={'FASTXFER_DATA_DIR': str(tmp_path/'data')}, cwd=tmp_path)
     try:
-        with ThreadPoolExecutor(16) as ex:
-            health = list(ex.map(lambda _: httpx.get(s.url + '/api/v1/health', timeout=30).json(), range(64)))
+        health, t0 = [], time.time()
+        while len({h['process'] for h in health}) < 2 and time.time() - t0 < 120:   # the second worker may still be loading
+            with ThreadPoolExecutor(16) as ex:
+                health += list(ex.map(lambda _: httpx.get(s.url + '/api/v1/health', timeout=30).json(), range(64)))
+            time.sleep(0.5)
         assert len({h['process'] for h in health}) == 2 and all(h['models'] == 1 for h in health), 'two processes, each with the model'
         teams = [f'Parallel Team {i}' for i in range(40)]
         def record(team): return httpx.post(s.url + '/api/v1/models/nfl/record', json=dict(team=team, pf=400, pa=380, sos=0.5), timeout=60)
