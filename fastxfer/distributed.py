@@ -169,7 +169,7 @@ def launch_command(processes:int):
     if processes < 1: raise FastxferError(f'--processes {processes}: give at least 1')
     if COMMAND is None:
         raise FastxferError('--processes starts the command line again as N processes: use it from the command line '
-                            "(in a notebook, Accelerate's notebook_launcher runs a training function in N processes)")
+                            "(in a notebook: fastxfer.distributed.notebook_train(family, N, ...))")
     code = launch(without_flag(COMMAND, '--processes'), processes)
     if code: raise LaunchFailed(code)
 

@@ -18,7 +18,7 @@ from .data import *
 from .train import *
 from .predict import *
 from .train import _pct
-from ..distributed import is_rank0
+from ..distributed import is_rank0, RankDone
 
 # %% auto #0
 __all__ = ['cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_archs', 'VisionFamily']
@@ -33,7 +33,7 @@ def cmd_train(a):
             freeze_epochs=a.freeze_epochs, size=a.size, presize=a.presize, bs=a.bs, lr=a.lr, valid_pct=a.valid_pct, seed=a.seed,
             aug=a.aug, unfreeze_schedule=a.unfreeze_schedule, early_stop=a.early_stop, keep_best=a.keep_best,
             summary=a.summary, device=a.device, candidates=a.candidates)
-        if not is_rank0(): return None   # one of several training processes: rank 0 writes the model folder and reports
+        if not is_rank0(): raise RankDone()   # one of several training processes: rank 0 writes the model folder and reports
         if a.summary and 'summary' in res:
             for k,v in res['summary'].items(): log(f'parameters ({k} of training):\n{format_summary(v)}')
         out = export_vision(learn, res, a.out, vd, plots)
@@ -117,7 +117,7 @@ class VisionFamily(Family):
         "Train an image classifier and export a model folder."
         a = as_args(locals()); a.data_opt = None
         r = cmd_train(a)
-        return None if r is None else report_from_folder(r['model_dir'], r)
+        return report_from_folder(r['model_dir'], r)
 
     def predict(self, model_dir:str, # a vision model folder
                 images:list[str], # image files

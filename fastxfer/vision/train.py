@@ -16,7 +16,7 @@ from fastai.vision.all import (Learner, CrossEntropyLossFlat, error_rate, accura
 from ..model_folder import model_writer, data_fingerprint, export_onnx
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
-from ..distributed import distributed, world_size, backend_name, across_processes, is_rank0, RankDone
+from ..distributed import distributed, training_processes, across_processes, is_rank0, RankDone
 from ..registry import (image_size, get_arch, create_body, scratch_cnn, BodySplitter, IMAGENET_STATS, ARCHS,
                                usable_source, measure_latency)
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
@@ -389,7 +389,7 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
                   n_train=vd.n_train, n_valid=vd.n_valid, train_seconds=round(train_seconds, 1), size=size,
                   presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
                   tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=cm.tolist(),
-                  processes=world_size(), distributed_backend=backend_name(),
+                  **training_processes(),   # what the card records too (the model writer's)
                   **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch')})
     if reason: result['auto_reason'] = reason
     return learn, result, plots, vd
@@ -486,7 +486,6 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
             train_seconds=result['train_seconds'], labels=result['labels'], weights=result.get('weights'), aug=result['aug'],
             epochs=result.get('epochs'), lr=result.get('lr'), seed=result['seed'], auto_reason=result.get('auto_reason'),
             candidates=result.get('candidates'), backbone_reason=result.get('backbone_reason'),
-            processes=result.get('processes', 1), distributed_backend=result.get('distributed_backend'),
             onnx=onnx, examples=ex, data_fingerprint=data_fingerprint(vd.items) if vd is not None else None,
             data=str(vd.root) if vd is not None else None)
     return out
