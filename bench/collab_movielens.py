@@ -35,16 +35,16 @@ def book(df, seed):
 
 def ours(r, tr, va, seed):
     "fastxfer's default model on the given split: the scores `train` reports."
-    from fastxfer.collab import Recommender, _evaluate
-    from fastxfer.collab.models import CollabNet, BiasBaseline, popularity, like_threshold, y_range_of
+    from fastxfer.collab import fit_recommender, _evaluate
+    from fastxfer.collab.models import y_range_of
     df = r.df
     t = time.time()
-    net = CollabNet(seed=seed).fit(df, tr, va, y_range_of(r.scale))
+    rec = fit_recommender(df, tr, va, r.scale, y_range_of(r.scale), seed=seed)   # what `train` does: networks, biases, sessions
     secs = time.time() - t
-    train = df.iloc[tr].reset_index(drop=True)
-    rec = Recommender(net, BiasBaseline().fit(train), df[['user', 'item']], popularity(train, like_threshold(r.scale)).index.tolist(), {}, r.scale)
-    ev = _evaluate(rec, train, df.iloc[va].reset_index(drop=True), seed=seed)
-    return dict(train_seconds=round(secs, 1), epochs=net.epochs_used, bs=net.bs_used, **ev)
+    ev = _evaluate(rec, df.iloc[tr].reset_index(drop=True), df.iloc[va].reset_index(drop=True), seed=seed)
+    net = rec.net
+    return dict(train_seconds=round(secs, 1), epochs=net.epochs_used, bs=net.bs_used, members=net.members_used,
+                sessions=rec.session.n if rec.session else 0, **ev)
 
 
 def spread(xs): return dict(mean=float(np.mean(xs)), std=float(np.std(xs)), min=float(np.min(xs)), max=float(np.max(xs)), runs=[float(x) for x in xs])
@@ -71,7 +71,7 @@ def scale_run(n, epochs, out):
     path = Path(out).with_suffix('').parent/f'collab_synthetic_{n}.csv'
     t = time.time(); synthetic(n).to_csv(path, index=False); make = time.time() - t
     t = time.time(); r = read_ratings(path); tr, va, how = split_ratings(r, 'random'); read = time.time() - t
-    t = time.time(); net = CollabNet(epochs=epochs).fit(r.df, tr, va, y_range_of(r.scale)); fit = time.time() - t
+    t = time.time(); net = CollabNet(epochs=epochs, members=1).fit(r.df, tr, va, y_range_of(r.scale)); fit = time.time() - t   # one network
     path.unlink()
     return dict(ratings=len(r.df), users=int(r.df.user.nunique()), items=int(r.df.item.nunique()), epochs=epochs, bs=net.bs_used,
                 seconds_per_epoch=round(fit/epochs, 2), fit_seconds=round(fit, 1), read_seconds=round(read, 1), make_seconds=round(make, 1),

@@ -48,7 +48,8 @@ def test_train_reports_the_model_beside_its_baselines(model):
     assert r['ranking']['model']['ndcg@10'] > r['ranking']['popularity']['ndcg@10']
     card = json.loads((path/'card.json').read_text())
     assert card['kind'] == 'collab' and card['y_range'] == [0.0, 5.5] and card['scale'] == [0.5, 5.0]
-    assert {'collab.pt', 'biases.json', 'rated.parquet', 'plots/loss.png', 'plots/item_factors.png', 'plots/item_bias.png'} <= set(card['files'])
+    assert {'collab.pt', 'biases.json', 'rated.parquet', 'sessions.npz', 'plots/loss.png', 'plots/item_factors.png', 'plots/item_bias.png'} <= set(card['files'])
+    assert card['net']['members'] == 3 and card['sessions']['ratings'] == r['n_train']   # small data: three networks averaged
 
 
 def test_recommend_and_similar_find_each_groups_items(model):
@@ -113,10 +114,13 @@ def test_served_model_takes_a_typed_rating_row(model):
     with TestClient(create_app(path.parent, ui=False)) as c:
         doc = c.get('/openapi.json').json()
         schema = doc['paths']['/api/v1/models/groups/predict']['post']['requestBody']['content']['application/json']['schema']
-        assert set(schema['properties']) == {'user', 'item'} and set(schema['required']) == {'user', 'item'}
+        assert set(schema['properties']) == {'user', 'item', 'timestamp'} and set(schema['required']) == {'user', 'item'}
         r = c.post('/api/v1/models/groups/predict', json={'user': 'u25', 'item': 'i15'})
         assert r.status_code == 200 and r.json()['predictions'][0]['rating'] > 4, r.text
         assert c.post('/api/v1/models/groups/predict', json={'user': 'u25'}).status_code == 422
+        at = c.post('/api/v1/models/groups/predict', json={'user': 'u25', 'item': 'i15', 'timestamp': 1000}).json()['predictions'][0]
+        assert 'session_bias' in at and abs(at['rating'] - min(5.0, r.json()['predictions'][0]['rating'] + at['session_bias'])) < 1e-6
+        assert c.post('/api/v1/models/groups/predict', json={'user': 'u25', 'item': 'i15', 'timestamp': 'noon'}).status_code == 422
         assert c.post('/api/v1/models/groups/predict', json={'user': 'new', 'item': 'i15'}).json()['predictions'][0]['cold_start'] is True
         info = c.get('/api/v1/models/groups').json()
         assert info['queries'] == {'recommend': '/api/v1/models/groups/recommend', 'similar': '/api/v1/models/groups/similar'}
@@ -178,3 +182,34 @@ def test_the_notebook_widget_asks_the_recommenders_questions(model):
     sim.fields['item'].value = 'never-seen'
     sim.button.click()
     assert sim.result['cold_start'] is True and '(cold start)' in sim.output.value
+
+
+def moods(seed=0) -> pd.DataFrame:
+    "The two groups, each user rating in two sessions a week apart: one in a good mood (+0.8), one in a bad one (-0.8)."
+    d = two_groups(seed)
+    rng = np.random.default_rng(seed + 1)
+    first = d.groupby('userId').cumcount() < PER_USER//2
+    good = d.userId.map({u: bool(rng.integers(2)) for u in d.userId.unique()}) == first
+    d['timestamp'] = d.timestamp + np.where(first, 0, 7*86_400)
+    d['rating'] = np.clip(d.rating + np.where(good, 0.8, -0.8), 0.5, 5)
+    return d
+
+
+def test_sessions_sharpen_ratings_at_a_moment_in_a_new_process(tmp_path):
+    moods().to_csv(tmp_path/'moods.csv', index=False)
+    on = run_json('collab', 'train', tmp_path/'moods.csv', '--split', 'random', '--members', 1, '--out', tmp_path/'on')
+    off = run_json('collab', 'train', tmp_path/'moods.csv', '--split', 'random', '--members', 1, '--no-sessions', '--out', tmp_path/'off')
+    assert on['metrics']['mse'] < 0.8*off['metrics']['mse'], (on['metrics'], off['metrics'])   # the moods are what the factors cannot hold
+    assert not (tmp_path/'off'/'sessions.npz').exists() and json.loads((tmp_path/'on'/'card.json').read_text())['net']['members'] == 1
+    d = moods()
+    u = d.userId.iloc[0]; mine = d[d.userId == u]
+    good_t = mine.timestamp[mine.rating >= mine.rating.median()].iloc[0]
+    item = mine.movieId.iloc[0]
+    ask = lambda *a: run_json('collab', 'predict', tmp_path/'on', '--user', u, '--item', item, *a)['predictions'][0]
+    plain, far = ask(), ask('--timestamp', good_t + 100*86_400)
+    assert 'session_bias' not in plain and far['session_bias'] == 0 and far['rating'] == plain['rating']
+    sessions = [ask('--timestamp', t) for t in (mine.timestamp.iloc[0] + 1, mine.timestamp.iloc[-1] - 1)]
+    biases = sorted(p['session_bias'] for p in sessions)
+    assert biases[0] < -0.2 and biases[1] > 0.2, sessions   # one session of the user in a bad mood, one in a good one
+    rec_on = run_json('collab', 'recommend', tmp_path/'on', '--user', u)
+    assert len(rec_on['items']) == N_ITEMS - PER_USER   # rankings: every unrated item, sessions or not

@@ -21,33 +21,34 @@ from .data import *
 from .models import *
 
 # %% auto #0
-__all__ = ['Recommender', 'read_titles', 'train_collab', 'CollabPredictor', 'evaluate_collab', 'CollabFamily']
+__all__ = ['Recommender', 'read_titles', 'fit_recommender', 'train_collab', 'CollabPredictor', 'evaluate_collab', 'CollabFamily']
 
 # %% ../../nbs/11c_collab.ipynb #1548e16d
 class Recommender:
     "A trained model's answers: ratings, recommendations and similar items, with cold-start fallbacks."
     def __init__(self, net:CollabNet, biases:BiasBaseline, rated:pd.DataFrame, popular:list, titles:dict|None=None,
-                 scale=(0.5, 5.0)):
+                 scale=(0.5, 5.0), session:SessionBias|None=None):
         self.net, self.biases, self.popular, self.titles, self.scale = net, biases, list(popular), dict(titles or {}), tuple(scale)
+        self.session = session
         self.uidx = {u: k for k, u in enumerate(net.users) if k}   # index 0 is fastai's #na#
         self.iidx = {i: k for k, i in enumerate(net.items) if k}
         self.rated = rated.groupby('user').item.apply(set).to_dict()
         self.known_items = np.array(net.items[1:], dtype=object)
-        v = net.item_vectors()[1:]
-        self._unit = v/np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        self._unit = net.item_units()[1:]
 
     def title(self, item) -> str|None: return self.titles.get(item)
     def _clip(self, r): return np.clip(r, *self.scale)
 
-    def predict(self, users, items) -> tuple[np.ndarray, np.ndarray]:
-        "Ratings for (user, item) pairs, and which of them fell back to the biases."
+    def predict(self, users, items, timestamps=None) -> tuple[np.ndarray, np.ndarray]:
+        "Ratings for (user, item) pairs (on the scale), and which of them fell back to the biases; `timestamps` (seconds) add the session bias."
         users, items = [canonical(u) for u in users], [canonical(i) for i in items]
         u = np.array([self.uidx.get(x, 0) for x in users]); i = np.array([self.iidx.get(x, 0) for x in items])
         cold = (u == 0) | (i == 0)
         out = np.empty(len(users))
         if (~cold).any(): out[~cold] = self.net.predict_idx(u[~cold], i[~cold])
-        if cold.any(): out[cold] = self._clip(self.biases.predict([x for x, c in zip(users, cold) if c], [x for x, c in zip(items, cold) if c]))
-        return out, cold
+        if cold.any(): out[cold] = self.biases.predict([x for x, c in zip(users, cold) if c], [x for x, c in zip(items, cold) if c])
+        if self.session is not None and timestamps is not None: out += self.session.predict(users, timestamps)
+        return self._clip(out), cold
 
     def scores_for(self, user, items) -> np.ndarray:
         "The predicted ratings of `items` by `user` (for ranking)."
@@ -129,7 +130,7 @@ def read_titles(path, item_col:str, title_col:str) -> dict:
 
 def _evaluate(rec:Recommender, train:pd.DataFrame, valid:pd.DataFrame, k:int=10, seed:int=42) -> dict:
     "Rating scores of the model and the two baselines, and ranking scores of the model and popularity, on `valid`."
-    p, cold = rec.predict(valid.user.tolist(), valid.item.tolist())
+    p, cold = rec.predict(valid.user.tolist(), valid.item.tolist(), valid.timestamp.tolist() if 'timestamp' in valid else None)
     y = valid.rating.to_numpy()
     mu = float(train.rating.mean())
     thr = like_threshold(rec.scale)
@@ -142,10 +143,25 @@ def _evaluate(rec:Recommender, train:pd.DataFrame, valid:pd.DataFrame, k:int=10,
                           popularity=ranking_scores(lambda u, its: [pop_rank.get(i, -1e9) for i in its], train, valid, items, thr, k, seed=seed))
     return out
 
+def fit_recommender(df:pd.DataFrame, train_idx, valid_idx, scale, y_range, titles:dict|None=None, sessions:bool=True,
+                    quiet:bool=True, plots:dict|None=None, **net_kw) -> Recommender:
+    "Train the networks (`CollabNet(**net_kw)`) and the biases on rows `train_idx` of `df`, and the session biases when it has timestamps."
+    train = df.iloc[train_idx].reset_index(drop=True)
+    net = CollabNet(**net_kw)
+    t = time.time()
+    net.fit(df, train_idx, valid_idx, y_range, quiet=quiet, plots=plots)
+    net.fit_seconds = time.time() - t
+    rec = Recommender(net, BiasBaseline().fit(train), df[['user', 'item']], popularity(train, like_threshold(scale)).index.tolist(),
+                      titles, scale)
+    if sessions and 'timestamp' in train:   # the day-specific user bias, from the training residuals of the networks
+        rec.session = SessionBias().fit(train.user, train.timestamp, train.rating.to_numpy() - rec.predict(train.user, train.item)[0])
+        if not quiet: log(f'session biases from the times and residuals of {rec.session.n} training ratings')
+    return rec
+
 def train_collab(data, user:str='userId', item:str='movieId', rating:str='rating', timestamp:str|None=None, out=None,
                  split:str='auto', valid_pct:float=0.2, seed:int=42, nn:bool=False, factors:int|None=None, y_range=None,
                  epochs:int|None=None, lr='5e-3', wd:float|None=None, titles=None, title_col:str='title', db=None, table=None,
-                 quiet:bool=False) -> dict:
+                 quiet:bool=False, members:int|None=None, sessions:bool=True) -> dict:
     "Read ratings, split them, train fastai's collab_learner and the baselines, score, and write the model folder."
     t0 = time.time()
     r = read_ratings(data, user, item, rating, timestamp, db, table)
@@ -158,14 +174,10 @@ def train_collab(data, user:str='userId', item:str='movieId', rating:str='rating
     lr = 'auto' if str(lr) == 'auto' else _float(lr, '--lr')
     df = r.df
     train, valid = df.iloc[tr].reset_index(drop=True), df.iloc[va].reset_index(drop=True)
-    net = CollabNet(n_factors=factors, use_nn=nn, wd=wd, epochs=epochs, lr=lr, seed=seed)
     plots = {}
-    t = time.time()
-    net.fit(df, tr, va, yr, quiet=quiet, plots=plots)
-    fit_seconds = time.time() - t
-    biases = BiasBaseline().fit(train)
-    popular = popularity(train, like_threshold(r.scale)).index.tolist()
-    rec = Recommender(net, biases, df[['user', 'item']], popular, names, r.scale)
+    rec = fit_recommender(df, tr, va, r.scale, yr, names, sessions, quiet=quiet, plots=plots, n_factors=factors, use_nn=nn, wd=wd,
+                          epochs=epochs, lr=lr, seed=seed, members=members)
+    net, biases, popular, fit_seconds = rec.net, rec.biases, rec.popular, rec.net.fit_seconds
     ev = _evaluate(rec, train, valid, seed=seed)
     m = ev['model']
     log(f"validation MSE {m['mse']:.4f} (global mean {ev['global_mean']['mse']:.4f}, biases alone {ev['biases']['mse']:.4f})")
@@ -177,6 +189,7 @@ def train_collab(data, user:str='userId', item:str='movieId', rating:str='rating
     with model_writer(out, kind='collab', predictor='fastxfer.collab.CollabPredictor') as w:
         net.save(w.dir)
         atomic_write(w.dir/'biases.json', json.dumps(biases.to_dict()).encode())
+        if rec.session is not None: atomic_write(w.dir/'sessions.npz', rec.session.to_bytes())
         df[['user', 'item']].to_parquet(w.dir/'rated.parquet', index=False)
         if names: atomic_write(w.dir/'titles.json', json.dumps(names).encode())
         for k, fig in plots.items(): w.save_plot(k, fig)
@@ -184,7 +197,9 @@ def train_collab(data, user:str='userId', item:str='movieId', rating:str='rating
         w.card.update(task='rating', columns=r.columns, source=r.source, notes=r.notes, split=dict(how=how, n_train=len(tr), n_valid=len(va),
                       seed=seed, valid_pct=valid_pct), scale=list(r.scale), y_range=list(yr), model='EmbeddingNN' if nn else 'EmbeddingDotBias',
                       net=dict(n_factors=net.n_factors, wd=net.wd, epochs=net.epochs_used, lr=net.lr_used, bs=net.bs_used,
-                               layers=net.args['layers']),
+                               layers=net.args['layers'], members=net.members_used),
+                      sessions=None if rec.session is None else dict(ratings=rec.session.n, tau_seconds=rec.session.tau, shrink=rec.session.shrink,
+                               what="the user's training residuals weighted by exp(-|dt|/tau), shrunk; added when a rating is asked for with a timestamp"),
                       metrics=m, baseline={**ev['global_mean'], 'what': 'the global mean of the training ratings'},
                       baselines=dict(global_mean=ev['global_mean'], biases=ev['biases']), ranking=ev['ranking'],
                       like_threshold=ev['like_threshold'], cold_start_in_valid=ev['cold_start'],
@@ -209,6 +224,14 @@ def _float(v, flag) -> float:
     return f
 
 # %% ../../nbs/11c_collab.ipynb #19ff5336
+def _timestamp(v, k:int):
+    "A rating's timestamp as seconds, or None."
+    if v is None or v == '': return None
+    try: t = float(v)
+    except (TypeError, ValueError): raise InputError(f'item {k}: timestamp {v!r} is not a number of seconds since 1970', 422) from None
+    if not math.isfinite(t): raise InputError(f'item {k}: timestamp {v!r} is not a finite number', 422)
+    return t
+
 class CollabPredictor(Predictor):
     "The rating a user would give an item, from a collab model folder; `recommend` and `similar` beside it."
     input_type = 'tabular'
@@ -216,21 +239,24 @@ class CollabPredictor(Predictor):
         super().__init__(folder)
         f = folder.path
         titles = json.loads((f/'titles.json').read_text()) if (f/'titles.json').is_file() else {}
+        session = SessionBias.from_file(f/'sessions.npz') if (f/'sessions.npz').is_file() else None
         self.rec = Recommender(CollabNet.load(f), BiasBaseline.from_dict(json.loads((f/'biases.json').read_text())),
-                               pd.read_parquet(f/'rated.parquet'), self.card.get('popular') or [], titles, self.card['scale'])
+                               pd.read_parquet(f/'rated.parquet'), self.card.get('popular') or [], titles, self.card['scale'], session)
     def predict(self, items, **kwargs) -> list[dict]:
         if not items: return []
         for k, it in enumerate(items):
             if not isinstance(it, dict) or it.get('user') is None or it.get('item') is None:   # an id it does not know is a cold start
                 raise InputError(f'item {k}: give a user and an item', 422)
-        r, cold = self.rec.predict([it['user'] for it in items], [it['item'] for it in items])
+        ts = [_timestamp(it.get('timestamp'), k) for k, it in enumerate(items)]
+        r, cold = self.rec.predict([it['user'] for it in items], [it['item'] for it in items], ts)
         out = []
-        for it, v, c in zip(items, r, cold):
+        for it, v, c, t in zip(items, r, cold, ts):
             u, i = canonical(it['user']), canonical(it['item'])
             fb = None if not c else ('the global mean' if u not in self.rec.uidx and i not in self.rec.iidx else
                                      "the mean plus the item's bias" if u not in self.rec.uidx else "the mean plus the user's bias")
+            sb = float(self.rec.session.predict([u], [t])[0]) if self.rec.session is not None and t is not None else 0.0
             out.append(dict(label=f'{v:.2f}', probs={}, rating=float(v), user=u, item=i, title=self.rec.title(i),
-                            cold_start=bool(c), **({'fallback': fb} if fb else {})))
+                            cold_start=bool(c), **({'fallback': fb} if fb else {}), **({'session_bias': sb} if t is not None else {})))
         return out
     def recommend(self, user, n:int=10) -> dict: return self.rec.recommend(user, n)
     def similar(self, item, n:int=10) -> dict: return self.rec.similar(item, n)
@@ -253,7 +279,9 @@ class CollabPredictor(Predictor):
         return RowInput([Column('user', 'category', closed=False, choices=[str(u) for u in c.get('users', [])[:200]],
                                 example=(c.get('examples') or [{}])[0].get('user'), description=f'a user id ({c.get("n_users")} known)'),
                          Column('item', 'category', closed=False, choices=[str(i) for i in c.get('items', [])[:200]],
-                                example=(c.get('examples') or [{}])[0].get('item'), description=f'an item id ({c.get("n_items")} known)')],
+                                example=(c.get('examples') or [{}])[0].get('item'), description=f'an item id ({c.get("n_items")} known)')]
+                        + ([Column('timestamp', 'number', required=False, description='when the rating is given, in seconds since 1970 '
+                                   "(UTC): the session bias of the user's training ratings close to it in time is added")] if c.get('sessions') else []),
                         name='Rating')
     def examples(self) -> list: return list(self.card.get('examples') or [])
     def describe(self) -> dict: return {'model': self.card.get('model'), 'users': self.card.get('n_users'), 'items': self.card.get('n_items')}
@@ -279,7 +307,7 @@ def evaluate_collab(model_dir, data, db=None, table=None) -> dict:
     p = _collab(model_dir)
     c = p.card['columns']
     r = read_ratings(data, c['user'], c['item'], c['rating'], None, db, table)
-    pred, cold = p.rec.predict(r.df.user.tolist(), r.df.item.tolist())
+    pred, cold = p.rec.predict(r.df.user.tolist(), r.df.item.tolist(), r.df.timestamp.tolist() if 'timestamp' in r.df else None)
     y = r.df.rating.to_numpy()
     b = p.rec.biases
     return dict(kind='collab', model_dir=str(model_dir), data=r.source, n=len(y), notes=r.notes, cold_start=int(cold.sum()),
@@ -338,11 +366,13 @@ class CollabFamily(Family):
               title_col:str='title', # the title column of --titles
               db:str|None=None, # an SQLite file to read the ratings from (with --table)
               table:str|None=None, # the SQLite table
+              members:int|None=None, # networks averaged, each with its own seed (if not given: 3 below 100,000 training ratings, else 1)
+              sessions:bool=True, # add session biases (residuals of the user's ratings close in time) when the ratings have timestamps
               processes:int=1, # data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)
               ) -> dict:
         "Train a recommender from ratings and write a model folder."
         return train_collab(data, user, item, rating, timestamp, out, split, valid_pct, seed, nn, factors, y_range, epochs, lr, wd,
-                            titles, title_col, db, table)
+                            titles, title_col, db, table, members=members, sessions=sessions)
 
     def evaluate(self, model_dir:str, # a collab model folder
                  data:Annotated[str|None, POSITIONAL]=None, # a rating table with the training table's columns
@@ -355,10 +385,11 @@ class CollabFamily(Family):
     def predict(self, model_dir:str, # a collab model folder
                 *, user:str, # the user id
                 item:str, # the item id
+                timestamp:float|None=None, # when the rating is given (seconds since 1970): adds that day's session bias
                 ) -> dict:
         "The rating a user would give an item (an unknown id gets the cold-start answer)."
         p = _collab(model_dir)
-        return dict(model=str(model_dir), kind='collab', predictions=p.predict([dict(user=user, item=item)]))
+        return dict(model=str(model_dir), kind='collab', predictions=p.predict([dict(user=user, item=item, timestamp=timestamp)]))
 
     def recommend(self, model_dir:str, # a collab model folder
                   *, user:str, # the user id

@@ -19,11 +19,12 @@ with warnings.catch_warnings():
     from fastai.data.block import TransformBlock
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'y_range_of', 'CollabNet', 'BiasBaseline', 'popularity', 'rating_scores', 'like_threshold',
-           'ranking_scores']
+__all__ = ['DEFAULTS', 'MEMBERS_UP_TO', 'y_range_of', 'CollabNet', 'BiasBaseline', 'SessionBias', 'popularity', 'rating_scores',
+           'like_threshold', 'ranking_scores']
 
 # %% ../../nbs/11b_collab_models.ipynb #3cbefbb9
 DEFAULTS = dict(n_factors=30, wd=0.5, epochs=20, lr=5e-3, bs=128)   # chosen on validation splits of movie_lens_sample
+MEMBERS_UP_TO = 100_000   # by default 3 networks are averaged below this many training ratings, 1 from it
 
 def y_range_of(scale, given=None) -> tuple[float, float]:
     "The sigmoid's range: `given`, else the ratings' scale widened by 0.5 on each side (as the book does)."
@@ -34,15 +35,18 @@ def y_range_of(scale, given=None) -> tuple[float, float]:
     return float(scale[0]) - 0.5, float(scale[1]) + 0.5
 
 class CollabNet:
-    "fastai `collab_learner` on the training ratings: the dot product with biases, or the `EmbeddingNN` (`use_nn`)."
+    "fastai `collab_learner` on the training ratings: the dot product with biases, or the `EmbeddingNN` (`use_nn`); `members` of them averaged."
     name, title = 'collab', 'fastai collab_learner'
     def __init__(self, n_factors:int|None=None, use_nn:bool=False, layers=None, wd:float|None=None, epochs:int|None=None,
-                 lr:float|str|None=None, bs:int|None=None, seed:int=42):
+                 lr:float|str|None=None, bs:int|None=None, seed:int=42, members:int|None=None):
         d = DEFAULTS
         self.n_factors, self.use_nn, self.layers = n_factors or d['n_factors'], use_nn, list(layers) if layers else None
         self.wd, self.epochs = d['wd'] if wd is None else wd, epochs   # None: sized from the data in `fit`
-        self.lr, self.bs, self.seed = lr or d['lr'], bs, seed
-        self.model = self.args = self.recorder = None
+        self.lr, self.bs, self.seed, self.members = lr or d['lr'], bs, seed, members   # members None: from the data in `fit`
+        self.models, self.args, self.recorder = [], None, None
+
+    @property
+    def model(self): return self.models[0] if self.models else None
 
     def fit(self, df:pd.DataFrame, train_idx, valid_idx, y_range, quiet:bool=True, plots:dict|None=None):
         "Train on rows `train_idx` of `df` (columns user, item, rating); fastai's validation pass scores `valid_idx`."
@@ -58,21 +62,27 @@ class CollabNet:
             bs = self.bs or int(np.clip(n//32, 16, DEFAULTS['bs'] if n < 100_000 else 1024))
             self.bs_used = bs = max(2, min(bs, n))
             self.epochs_used = self.epochs or max(DEFAULTS['epochs'], math.ceil(600/max(1, n//bs)))
-            dls = to.dataloaders(bs=bs, device='cpu')
-            learn = collab_learner(dls, n_factors=self.n_factors, use_nn=self.use_nn, y_range=tuple(y_range),
-                                   layers=self.layers if self.use_nn else None)
-            configure_progress(learn, quiet=quiet)
-            lr = self.lr
-            if lr == 'auto':
-                from fastxfer.core import find_lr
-                with learn.no_logging(), learn.no_bar(): lr = find_lr(learn, plots)
-            self.lr_used = float(lr)
-            with distributed(learn): learn.fit_one_cycle(self.epochs_used, self.lr_used, wd=self.wd)   # data-parallel when one of several processes
+            self.members_used = int(self.members or (3 if n < MEMBERS_UP_TO else 1))
+            if self.members_used < 1: raise FastxferError(f'--members {self.members_used}: give 1 or more')
+            lr, self.models = self.lr, []
+            for k in range(self.members_used):   # the same data and schedule, another seed: their average is steadier than any one
+                seed_everything(self.seed + k)
+                dls = to.dataloaders(bs=bs, device='cpu')
+                learn = collab_learner(dls, n_factors=self.n_factors, use_nn=self.use_nn, y_range=tuple(y_range),
+                                       layers=self.layers if self.use_nn else None)
+                configure_progress(learn, quiet=quiet)
+                if lr == 'auto':
+                    from fastxfer.core import find_lr
+                    with learn.no_logging(), learn.no_bar(): lr = find_lr(learn, plots)
+                self.lr_used = float(lr)
+                if not quiet and self.members_used > 1: log(f'network {k + 1} of {self.members_used} (seed {self.seed + k})')
+                with distributed(learn): learn.fit_one_cycle(self.epochs_used, self.lr_used, wd=self.wd)   # data-parallel when one of several processes
+                self.models.append(learn.model.eval())
+                if k == 0: self.recorder = learn.recorder
         self.users, self.items = list(to.classes['user']), list(to.classes['item'])
-        self.model, self.recorder = learn.model.eval(), learn.recorder
         self.args = dict(use_nn=self.use_nn, n_factors=self.n_factors, n_users=len(self.users), n_items=len(self.items),
                          y_range=list(map(float, y_range)),
-                         emb_szs=[list(map(int, e.weight.shape)) for e in learn.model.embeds] if self.use_nn else None,
+                         emb_szs=[list(map(int, e.weight.shape)) for e in self.model.embeds] if self.use_nn else None,
                          layers=list(self.layers or [self.n_factors]) if self.use_nn else None)
         return self
 
@@ -83,20 +93,26 @@ class CollabNet:
         with torch.no_grad():
             for s in range(0, len(u), 65536):
                 x = torch.stack([torch.as_tensor(u[s:s+65536]), torch.as_tensor(i[s:s+65536])], 1).long()
-                out.append(self.model(x).float().reshape(-1).numpy())
+                out.append(np.mean([m(x).float().reshape(-1).numpy() for m in self.models], axis=0))
         return np.concatenate(out).astype('float64') if out else np.zeros(0)
 
-    def item_vectors(self) -> np.ndarray:
-        "Each item's learned factors (the dot model) or embedding (the NN), in vocabulary order."
-        w = self.model.embeds[1].weight if self.use_nn else self.model.i_weight.weight
+    def item_vectors(self, member:int=0) -> np.ndarray:
+        "Each item's learned factors (the dot model) or embedding (the NN) in network `member`, in vocabulary order."
+        m = self.models[member]
+        w = m.embeds[1].weight if self.use_nn else m.i_weight.weight
         return w.detach().numpy().astype('float64')
+    def item_units(self) -> np.ndarray:
+        "Items' factors of every network, each scaled to length 1/sqrt(networks): dot products are the mean cosine similarity."
+        u = [v/np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12) for v in map(self.item_vectors, range(len(self.models)))]
+        return np.hstack(u)/math.sqrt(len(u))
     def item_bias(self) -> np.ndarray|None:
-        return None if self.use_nn else self.model.i_bias.weight.detach().numpy().ravel().astype('float64')
+        if self.use_nn: return None
+        return np.mean([m.i_bias.weight.detach().numpy().ravel() for m in self.models], axis=0).astype('float64')
 
     def save(self, folder) -> str:
         import torch
         buf = io.BytesIO()
-        torch.save({'args': self.args, 'state_dict': self.model.state_dict(), 'users': self.users, 'items': self.items}, buf)
+        torch.save({'args': self.args, 'state_dicts': [m.state_dict() for m in self.models], 'users': self.users, 'items': self.items}, buf)
         atomic_write(folder/'collab.pt', buf.getvalue()); return 'collab.pt'
     @classmethod
     def load(cls, folder):
@@ -107,9 +123,11 @@ class CollabNet:
         m = cls(n_factors=a['n_factors'], use_nn=a['use_nn'], layers=a['layers'])
         m.args, m.users, m.items = a, list(d['users']), list(d['items'])
         yr = tuple(a['y_range'])
-        m.model = (EmbeddingNN([tuple(e) for e in a['emb_szs']], a['layers'], **tabular_config(y_range=yr)) if a['use_nn']
+        for sd in d['state_dicts'] if 'state_dicts' in d else [d['state_dict']]:   # 'state_dict': one network (folders of earlier versions)
+            net = (EmbeddingNN([tuple(e) for e in a['emb_szs']], a['layers'], **tabular_config(y_range=yr)) if a['use_nn']
                    else EmbeddingDotBias(a['n_factors'], a['n_users'], a['n_items'], y_range=yr))
-        m.model.load_state_dict(d['state_dict']); m.model.eval()
+            net.load_state_dict(sd); m.models.append(net.eval())
+        m.members_used = len(m.models)
         return m
 
 # %% ../../nbs/11b_collab_models.ipynb #e5249270
@@ -136,6 +154,42 @@ class BiasBaseline:
     @classmethod
     def from_dict(cls, d):
         b = cls(); b.mu, b.user_bias, b.item_bias = d['mu'], d['user_bias'], d['item_bias']; return b
+
+class SessionBias:
+    "What a user's ratings close in time have in common beyond the model: the model's training residuals of the user, weighted by exp(-|dt|/tau), shrunk."
+    def __init__(self, tau:float=1800.0, shrink:float=5.0): self.tau, self.shrink, self.users = float(tau), float(shrink), {}
+    def fit(self, users, timestamps, residuals):
+        "Keep each user's training timestamps (seconds) and residuals (rating minus the model's prediction)."
+        d = pd.DataFrame(dict(user=list(users), t=np.asarray(timestamps, dtype='float64'), r=np.asarray(residuals, dtype='float64')))
+        d = d[np.isfinite(d.t)].sort_values(['user', 't'], kind='stable')
+        self.users = {u: (g.t.to_numpy(), g.r.to_numpy()) for u, g in d.groupby('user', sort=False)}
+        return self
+    def predict(self, users, timestamps) -> np.ndarray:
+        "The bias of each (user, timestamp): near 0 far from any training rating of the user, 0 without a timestamp or for an unknown user."
+        out = np.zeros(len(users))
+        for k, (u, t) in enumerate(zip(users, timestamps)):
+            if t is None or u not in self.users or not np.isfinite(t := float(t)): continue
+            tt, rr = self.users[u]
+            lo, hi = np.searchsorted(tt, [t - 20*self.tau, t + 20*self.tau])   # weights below exp(-20) are left out
+            w = np.exp(-np.abs(tt[lo:hi] - t)/self.tau)
+            out[k] = float(w @ rr[lo:hi])/(w.sum() + self.shrink)
+        return out
+    @property
+    def n(self) -> int: return sum(len(v[0]) for v in self.users.values())
+    def to_bytes(self) -> bytes:
+        users = list(self.users)
+        buf = io.BytesIO()
+        np.savez(buf, tau=self.tau, shrink=self.shrink, users=np.array(users, dtype=str), sizes=np.array([len(self.users[u][0]) for u in users]),
+                 t=np.concatenate([self.users[u][0] for u in users]) if users else np.zeros(0),
+                 r=np.concatenate([self.users[u][1] for u in users]) if users else np.zeros(0))
+        return buf.getvalue()
+    @classmethod
+    def from_file(cls, path):
+        with np.load(path, allow_pickle=False) as z:
+            s = cls(float(z['tau']), float(z['shrink']))
+            ends = np.cumsum(z['sizes'])
+            s.users = {str(u): (z['t'][e - n:e], z['r'][e - n:e]) for u, n, e in zip(z['users'], z['sizes'], ends)}
+        return s
 
 def popularity(df:pd.DataFrame, threshold:float) -> pd.Series:
     "Items by how many users rated them at or above `threshold` (then by count of ratings), most popular first."
