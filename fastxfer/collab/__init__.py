@@ -153,7 +153,7 @@ def fit_recommender(df:pd.DataFrame, train_idx, valid_idx, scale, y_range, title
     net.fit_seconds = time.time() - t
     rec = Recommender(net, BiasBaseline().fit(train), df[['user', 'item']], popularity(train, like_threshold(scale)).index.tolist(),
                       titles, scale)
-    if sessions and 'timestamp' in train:   # the day-specific user bias, from the training residuals of the networks
+    if sessions and 'timestamp' in train:   # the session bias, from the training residuals of the networks
         rec.session = SessionBias().fit(train.user, train.timestamp, train.rating.to_numpy() - rec.predict(train.user, train.item)[0])
         if not quiet: log(f'session biases from the times and residuals of {rec.session.n} training ratings')
     return rec
@@ -385,7 +385,7 @@ class CollabFamily(Family):
     def predict(self, model_dir:str, # a collab model folder
                 *, user:str, # the user id
                 item:str, # the item id
-                timestamp:float|None=None, # when the rating is given (seconds since 1970): adds that day's session bias
+                timestamp:float|None=None, # when the rating is given (seconds since 1970): adds the session bias of the user's ratings near it
                 ) -> dict:
         "The rating a user would give an item (an unknown id gets the cold-start answer)."
         p = _collab(model_dir)

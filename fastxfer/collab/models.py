@@ -62,7 +62,7 @@ class CollabNet:
             bs = self.bs or int(np.clip(n//32, 16, DEFAULTS['bs'] if n < 100_000 else 1024))
             self.bs_used = bs = max(2, min(bs, n))
             self.epochs_used = self.epochs or max(DEFAULTS['epochs'], math.ceil(600/max(1, n//bs)))
-            self.members_used = int(self.members or (3 if n < MEMBERS_UP_TO else 1))
+            self.members_used = int(self.members if self.members is not None else 3 if n < MEMBERS_UP_TO else 1)
             if self.members_used < 1: raise FastxferError(f'--members {self.members_used}: give 1 or more')
             lr, self.models = self.lr, []
             for k in range(self.members_used):   # the same data and schedule, another seed: their average is steadier than any one
