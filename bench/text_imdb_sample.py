@@ -1,7 +1,7 @@
 """Benchmark: the three text models on fastai's IMDB sample (800 train / 200 valid by `is_valid`), CPU.
 
 usage: .venv/bin/python bench/text_imdb_sample.py [--models minilm,embed-logreg,awd_lstm] [--seeds 42] [--max-len 256]
-       [--window 128] [--epochs N] [--lr default|auto|FLOAT] [--precision auto|fp32|bf16] [--ensemble N]
+       [--window 128] [--epochs N] [--lr default|auto|FLOAT] [--precision auto|fp32|bf16] [--ensemble N] [--no-bow]
 
 Prints one line per run on stderr and one JSON object (the table) as the last line of stdout; it is also
 written to `bench/results/text_imdb_sample.json` (`--json-out`). With several `--seeds` each model is trained once per seed and the rows say which. Other
@@ -23,6 +23,7 @@ def main():
     ap.add_argument('--ensemble', type=int, default=1, help='minilm: models per ensemble (default 1)')
     ap.add_argument('--json-out', default='bench/results/text_imdb_sample.json', help='also write the JSON table here ("" for no file)')
     ap.add_argument('--bs', type=int, default=None)
+    ap.add_argument('--no-bow', action='store_true', help='minilm: the encoder alone, without the bag-of-words model')
     ap.add_argument('--out', default=None, help='folder for the model folders (default: a temporary one)')
     ap.add_argument('--warm-cache', action='store_true', help='keep the embeddings cache of data/ (default: a fresh, empty one per run)')
     a = ap.parse_args()
@@ -39,14 +40,17 @@ def main():
         load0, t0, c0 = os.getloadavg(), time.time(), time.process_time()
         r = train_text(csv, out/f'{m}-{seed}', model=m, text_col='text', label_col='label', valid_col='is_valid',
                        max_len=a.max_len, epochs=a.epochs, lr=a.lr, bs=a.bs, seed=seed, precision=a.precision,
-                       **({'ensemble': a.ensemble} if m == 'minilm' else {}), **({'window': a.window} if m != 'awd_lstm' else {}))
+                       **({'ensemble': a.ensemble, 'bow': not a.no_bow} if m == 'minilm' else {}), **({'window': a.window} if m != 'awd_lstm' else {}))
         row = dict(model=m, seed=seed, accuracy=round(r['accuracy'], 4), n_valid=r['n'], train_seconds=round(r['train_seconds'], 1),
                    wall_seconds=round(time.time()-t0, 1), process_cpu_seconds=round(time.process_time()-c0, 1), max_len=r['max_len'], loadavg_before=[round(x, 2) for x in load0],
                    loadavg_after=[round(x, 2) for x in os.getloadavg()], confusion_matrix=r['confusion_matrix'])
         for k in ('pretrained', 'precision', 'lr', 'epochs', 'ensemble', 'window'):
             if k in r: row[k] = r[k]
+        if r.get('bow'): row.update(minilm_accuracy=r['bow'].get('minilm_valid_accuracy'), bow_accuracy=r['bow'].get('valid_accuracy'),
+                                    bow_seconds=r['bow']['seconds'], bow_weight=r['bow']['weight'])
         rows.append(row)
-        print(f"{m} seed {seed}: accuracy {row['accuracy']:.4f}  train {row['train_seconds']:.0f}s  load {row['loadavg_before'][0]}->{row['loadavg_after'][0]}",
+        parts = f" (minilm {row['minilm_accuracy']:.4f}, bag of words {row['bow_accuracy']:.4f})" if row.get('bow_accuracy') is not None else ''
+        print(f"{m} seed {seed}: accuracy {row['accuracy']:.4f}{parts}  train {row['train_seconds']:.0f}s  load {row['loadavg_before'][0]}->{row['loadavg_after'][0]}",
               file=sys.stderr, flush=True)
     res = dict(bench='text_imdb_sample', data=str(csv), rows=rows, cpu_count=os.cpu_count(),
                torch_threads=torch.get_num_threads(), machine=platform.machine(),

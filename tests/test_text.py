@@ -168,6 +168,39 @@ def test_minilm_tiny_fine_tune_and_fresh_process_predict(imdb_small, work, env):
     assert card['precision'] in ('bf16', 'fp32')
     p = run_json('text', 'predict', out, 'a wonderful, moving film', fresh=True)['predictions'][0]
     assert p['label'] in ('positive', 'negative') and set(p['probs']) == {'positive', 'negative'}
+    # the default blends the encoder with the bag-of-words model: 70% / 30%, in a fresh process too
+    assert card['bow']['weight'] == 0.3 and card['bow']['file'] == 'bow.pkl' and 'bow.pkl' in card['files']
+    assert 0 <= card['bow']['valid_accuracy'] <= 1 and 0 <= card['bow']['minilm_valid_accuracy'] <= 1
+    import pickle, numpy as np
+    from fastxfer.model_folder import ModelFolder
+    from fastxfer.text import TextPredictor
+    pred = TextPredictor(ModelFolder(out))
+    texts = ['a wonderful, moving film', 'dull and far too long', 'word ' * 300]
+    blended = pred.predict_probs(texts)[0]
+    pred.bow = None
+    alone = pred.predict_probs(texts)[0]
+    bow = pickle.loads((out/'bow.pkl').read_bytes()).predict_proba(texts)
+    assert np.allclose(blended, 0.7*alone + 0.3*bow, atol=1e-5) and not np.allclose(blended, alone, atol=1e-3)
+    i = pred.classes.index('positive')
+    assert abs(p['probs']['positive'] - blended[0, i]) < 1e-4      # the fresh process blended the same way
+    # the accuracy in the report is the blend's, scored on the validation texts
+    v = pd.read_csv(imdb_small); v = v[v.is_valid]
+    assert abs(r['accuracy'] - TextPredictor(ModelFolder(out)).evaluate(v.text.tolist(), v.label.tolist())['accuracy']) < 1e-9
+    # a folder whose card names a missing bow.pkl says so
+    import shutil
+    broken = work/'m_minilm_broken'; shutil.copytree(out, broken); (broken/'bow.pkl').unlink()
+    e = run_cli('text', 'predict', broken, 'a film', check=2)
+    assert 'bow.pkl' in e.stderr and 'missing' in e.stderr
+
+
+def test_minilm_no_bow_is_the_encoder_alone(toy, work, env):
+    out = work/'m_minilm_nobow'
+    r = run_json('text', 'train', toy, '--valid-col', 'is_valid', '--epochs', '1', '--max-len', '32', '--bs', '8', '--no-bow',
+                 '--out', out, env=env)
+    card = json.loads((out/'card.json').read_text())
+    assert 'bow' not in card and not (out/'bow.pkl').exists() and r['bow'] is None
+    p = run_json('text', 'predict', out, 'a joy to watch')['predictions'][0]
+    assert set(p['probs']) == {'negative', 'positive'}
 
 
 def test_awd_lstm_tiny_from_random_weights(toy, work, env):

@@ -35,7 +35,7 @@ def _read_inputs(args) -> list[str]:
 def cmd_train(args):
     out = args.out or str(Path(setting('models_dir'))/f'text-{args.model or setting("text_model")}')
     return train_text(args.data, out, model=args.model, epochs=args.epochs, lr=args.lr, max_len=args.max_len, bs=args.bs,
-                      precision=args.precision, ensemble=args.ensemble, window=args.window,
+                      precision=args.precision, ensemble=args.ensemble, window=args.window, bow=args.bow,
                       encoder=args.encoder, seed=args.seed, device=args.device, aug=args.aug, n_aug=args.n_aug,
                       text_col=args.text_col, label_col=args.label_col, valid_col=args.valid_col, valid_pct=args.valid_pct)
 
@@ -115,6 +115,7 @@ class TextFamily(Family):
               epochs:int|None=None, # minilm: fine-tuning epochs after the linear probe (2); awd_lstm: classifier epochs (4)
               lr:str='default', # the head's learning rate: default (the tested rates), auto (the LR finder) or a number
               ensemble:int=1, # minilm: train N models (seeds seed..seed+N-1) and average their probabilities
+              bow:bool=True, # minilm: blend with a bag-of-words model (naive-Bayes-weighted logistic regression on word n-grams) for 30 percent of each prediction
               precision:Literal[PRECISIONS]=from_settings('precision'), # minilm: auto (bf16 mixed precision where the CPU/GPU does it fast), fp32 or bf16
               max_len:int=from_settings('max_len', int), # tokens read per text, longer ones keep head and tail (awd_lstm: words)
               window:int|None=None, # minilm, embed-logreg: tokens per encoder pass; texts are read in windows side by side (128)

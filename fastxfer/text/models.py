@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/text_models.html.md"""
 
 # %% ../../nbs/06b_text_models.ipynb #57e06b04
 from __future__ import annotations
-import hashlib, json, os, socket, tempfile, time, warnings
+import hashlib, json, os, pickle, socket, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -17,12 +17,13 @@ from ..probe import linear_probe
 from ..distributed import distributed, across_processes
 from ..model_folder import Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder
 from .data import *
+from .bow import NBLogReg, blend_probs, BOW_WEIGHT, BOW_NGRAMS, BOW_C
 
 # %% auto #0
 __all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_AWD', 'encoder_source', 'get_encoder',
            'tokenize_texts', 'text_windows', 'Windowing', 'pad_ids', 'TokenDL', 'TransformerClassifier',
            'mean_by_owner', 'transformer_splitter', 'text_dls', 'EpochHistory', 'minilm_learner', 'save_head',
-           'probe_head', 'minilm_rates', 'lr_source', 'train_minilm', 'embed_texts', 'fit_linear_head',
+           'probe_head', 'minilm_rates', 'lr_source', 'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head',
            'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm', 'augment_texts', 'train_text',
            'parse_lr', 'TextPredictor']
 
@@ -245,6 +246,19 @@ def lr_source(lr) -> str:
     "How the learning rate is chosen, for the card: 'lr finder', '--lr' or 'default'."
     return 'lr finder' if lr == 'auto' else ('--lr' if lr else 'default')
 
+# %% ../../nbs/06b_text_models.ipynb #b0e2f17c
+def fit_bow(folder:Path, data:TextData) -> tuple[dict, np.ndarray]:
+    "Fit the bag-of-words model on the training texts and write `folder/bow.pkl`: (its card entry, its validation probabilities)."
+    t0 = time.time()
+    c2i = {c: i for i, c in enumerate(data.classes)}
+    m = NBLogReg().fit(data.train_texts, [c2i[l] for l in data.train_labels], len(data.classes))
+    (Path(folder)/'bow.pkl').write_bytes(pickle.dumps(m))
+    probs = m.predict_proba(data.valid_texts) if data.n_valid else np.zeros((0, len(data.classes)))
+    card = dict(file='bow.pkl', weight=BOW_WEIGHT, ngrams=BOW_NGRAMS, C=BOW_C, features=len(m.vec.vocabulary_), seconds=round(time.time() - t0, 2),
+                what=f'naive-Bayes-weighted logistic regression on word n-grams; predictions are {1 - BOW_WEIGHT:.0%} minilm, {BOW_WEIGHT:.0%} this')
+    log(f'bag-of-words model: {card["features"]} word n-grams from {data.n_train} texts in {card["seconds"]:.1f}s')
+    return card, probs.astype(np.float32)
+
 # %% ../../nbs/06b_text_models.ipynb #8100f443
 def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, window, bs, seed, device, precision):
     "One LP-FT run from the pretrained `(tokenizer, encoder, source)`: (learner, precision, probe C, lr, how lr was chosen, plots)."
@@ -271,8 +285,8 @@ def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, window, bs, seed, de
     return learn, prec, C, lr, lr_how, plots
 
 def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len=256, bs=None, seed=42, device=None,
-                 precision=None, ensemble:int=1, window=None):
-    "LP-FT: a linear probe sets the head, then the whole network trains with discriminative rates; `ensemble` runs with seeds seed, seed+1, ... are averaged."
+                 precision=None, ensemble:int=1, window=None, bow:bool=True):
+    "LP-FT: a linear probe sets the head, then the whole network trains with discriminative rates; `ensemble` runs with seeds seed, seed+1, ... are averaged; `bow`: blended with the bag-of-words model."
     d = DEFAULTS['minilm']
     epochs, bs = epochs or d['epochs'], bs or d['bs']
     if ensemble < 1: raise FastxferError(f'--ensemble must be at least 1, got {ensemble}')
@@ -291,19 +305,26 @@ def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len
             members.append(dict(dir=sub.name if ensemble > 1 else '.', seed=seed + k, lr=lr_k, probe_C=C,
                                 history=learn.epoch_history.rows))
             for n, f in plots.items(): w.save_plot(f'{n}_{k}' if ensemble > 1 else n, f)
-        secs = time.time() - t0
         probs = np.mean(probs, 0) if probs else np.zeros((0, len(data.classes)))
+        if bow: bow_card, bow_probs = fit_bow(w.dir, data)
+        secs = time.time() - t0
         ev = _valid_eval(probs, data.valid_labels, data.classes)
         if ensemble > 1: log(f'ensemble of {ensemble}: valid accuracy {ev["accuracy"]}')
+        if bow and data.n_valid:   # the report scores the blend; the card keeps each part's accuracy beside it
+            bow_card.update(valid_accuracy=_valid_eval(bow_probs, data.valid_labels, data.classes)['accuracy'], minilm_valid_accuracy=ev['accuracy'])
+            ev = _valid_eval(blend_probs(probs, bow_probs, BOW_WEIGHT), data.valid_labels, data.classes)
+            log(f'bag-of-words model: valid accuracy {bow_card["valid_accuracy"]:.4f} alone, minilm {bow_card["minilm_valid_accuracy"]:.4f}; '
+                f'their blend ({1 - BOW_WEIGHT:.0%} minilm) {ev["accuracy"]:.4f}')
         w.card.update(model='minilm', encoder=encoder or 'minilm', encoder_source=str(src), max_len=max_len,
                       window=window, stride=WINDOW_STRIDE, pad_id=tok.pad_token_id, precision=prec, ensemble=ensemble,
                       hparams=dict(epochs=epochs, lr=members[0]['lr'], lr_from=lr_how, lr_mult=d['lr_mult'], pct_start=d['pct_start'],
                                    probe_C=members[0]['probe_C'], bs=bs, seed=seed))
         if ensemble > 1: w.card['members'] = [{k: v for k, v in m.items() if k != 'history'} for m in members]
+        if bow: w.card['bow'] = bow_card
         _card_common(w, data, ev, secs, learn)
         if ensemble > 1: w.card['history'] = [m['history'] for m in members]
     return dict(ev, train_seconds=secs, model_dir=str(Path(out)), precision=prec, lr=members[0]['lr'], epochs=epochs, ensemble=ensemble,
-                window=window)
+                window=window, bow=w.card.get('bow'))
 
 # %% ../../nbs/06b_text_models.ipynb #83bc10cf
 def _check_lens(max_len, window, enc) -> tuple[int, int]:
@@ -493,7 +514,8 @@ def augment_texts(data:TextData, aug:str|None, n_aug:int=1, alpha:float=0.1, see
                     dict(data.source, aug=dict(name=aug, n_aug=n_aug, alpha=alpha)))
 
 def train_text(data, out, model:str|None=None, epochs=None, lr=None, max_len=None, bs=None, encoder=None, seed=None,
-               device=None, aug=None, n_aug=1, alpha=0.1, precision=None, ensemble:int=1, window=None, **data_kw) -> dict:
+               device=None, aug=None, n_aug=1, alpha=0.1, precision=None, ensemble:int=1, window=None, bow:bool=True,
+               **data_kw) -> dict:
     "Load `data` (a path or a `TextData`), train `model` and write the model folder `out`; returns the metrics."
     model = setting('text_model', model)
     if model not in MODELS: raise FastxferError(f'unknown --model {model!r}; choose one of {", ".join(MODELS)}')
@@ -505,7 +527,7 @@ def train_text(data, out, model:str|None=None, epochs=None, lr=None, max_len=Non
     t0 = time.time()
     if ensemble != 1 and model != 'minilm': raise FastxferError(f'--ensemble is for --model minilm, not {model}')
     if window is not None and model == 'awd_lstm': raise FastxferError('--window is for minilm and embed-logreg, not awd_lstm')
-    if model == 'minilm': res = train_minilm(data, out, encoder, epochs, lr, max_len, bs, seed, device, precision, ensemble, window)
+    if model == 'minilm': res = train_minilm(data, out, encoder, epochs, lr, max_len, bs, seed, device, precision, ensemble, window, bow)
     elif model == 'embed-logreg':
         if lr is not None: log('--lr is not used by embed-logreg (C is chosen by cross-validation)')
         res = train_embed_logreg(data, out, encoder, max_len, bs, seed, device, window)
@@ -528,7 +550,9 @@ def parse_lr(s):
 class TextPredictor(Predictor):
     "Predict the class of texts with a fastxfer text model folder (minilm, embed-logreg or awd_lstm)."
     input_type = 'text'
-    def describe(self) -> dict: return {'model': self.card.get('model'), 'encoder': self.card.get('encoder'), 'max_len': self.card.get('max_len')}
+    def describe(self) -> dict:
+        return {'model': self.card.get('model'), 'encoder': self.card.get('encoder'), 'max_len': self.card.get('max_len'),
+                'bow_weight': (self.card.get('bow') or {}).get('weight')}
     def __init__(self, folder:ModelFolder, device=None):
         super().__init__(folder)
         self.model_type, self.max_len = self.card.get('model'), int(self.card.get('max_len') or 256)
@@ -550,6 +574,11 @@ class TextPredictor(Predictor):
                 m.head.load_state_dict(torch.load(d/'head.pt', map_location='cpu', weights_only=True))
                 self.models.append(m.to(self.device).eval())
             self.model = self.models[0]
+            self.bow, self.bow_weight = None, 0.0
+            if self.card.get('bow'):   # the bag-of-words model the encoder's probabilities are blended with
+                f = folder.file(self.card['bow'].get('file', 'bow.pkl'))
+                if not f.is_file(): raise FastxferError(f'{folder.path} is incomplete: its card names {f.name}, which is missing')
+                self.bow, self.bow_weight = pickle.loads(f.read_bytes()), float(self.card['bow']['weight'])
             if self.card.get('window'):
                 self.win = Windowing.for_tokenizer(self.tok, int(self.card['window']), float(self.card.get('stride', WINDOW_STRIDE)))
             else:   # a folder from before windows: one window of max_len positions (head and tail kept)
@@ -567,6 +596,7 @@ class TextPredictor(Predictor):
             for xb, owner, _ in dl:
                 p = torch.stack([torch.softmax(m(xb, owner), -1) for m in self.models]).mean(0).cpu().numpy()
                 out[order[k:k+len(p)]] = p; k += len(p)
+        if self.bow is not None: out = blend_probs(out, self.bow.predict_proba(texts).astype(np.float32), self.bow_weight)
         return out, cut
 
     def _awd_probs(self, texts, bs):
