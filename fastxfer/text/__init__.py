@@ -85,6 +85,9 @@ def cmd_evaluate(args):
 # %% ../../nbs/06c_text.ipynb #d70e6668
 def _human_train(r):
     acc = f"accuracy {r['accuracy']:.4f} on {r['n']} validation texts" if r.get('accuracy') is not None else 'no validation texts'
+    b = r.get('bow') or {}
+    if b.get('valid_accuracy') is not None:   # the blend, with each part beside it
+        acc += f" (minilm alone {b['minilm_valid_accuracy']:.4f}, bag of words alone {b['valid_accuracy']:.4f}; blended {1 - b['weight']:.0%} / {b['weight']:.0%})"
     return f"{r['model']}: {acc}, trained in {r['train_seconds']:.1f}s\nmodel folder: {r['model_dir']}"
 
 def _human_predict(r):
