@@ -59,7 +59,7 @@ def add_derived(df:pd.DataFrame, games:int=17) -> pd.DataFrame:
     return df
 
 # %% ../../nbs/05b_nfl_model.ipynb #39a66da2
-NET = dict(layers=[], epochs=60, lr=0.5, bs=1024, wd=0.01, min_steps=60, find_lr=False)   # the family's net, tuned for these features
+NET = dict(layers=[], epochs=60, lr=0.5, bs=1024, wd=0.01, min_steps=60, find_lr=False, numeric='linear')   # the family's net, tuned for these features
 FAMILY_MODEL = {'tabular': 'tabular', 'logreg': 'linear'}   # each NFL model's name in the tabular family
 
 def _xy(df, features):

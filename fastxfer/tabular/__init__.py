@@ -58,7 +58,7 @@ def _plots(w, fitted:Fitted, importance:dict, y_valid, extra:dict):
         if vals:
             steps = np.linspace(len(net.recorder.losses)/len(vals), len(net.recorder.losses), len(vals))
             ax.plot(steps, vals, 'o-', label='validation (per epoch)')
-        ax.set_xlabel('batch'); ax.set_ylabel('loss'); ax.set_title('fastai tabular_learner'); ax.legend()
+        ax.set_xlabel('batch'); ax.set_ylabel('loss'); ax.set_title('fastai tabular net' + (f' (the first of {net.members_used})' if getattr(net, 'members_used', 1) > 1 else '')); ax.legend()
         w.save_plot('loss', fig)
     for name, fig in extra.items(): w.save_plot(name, fig)
 
@@ -141,7 +141,7 @@ def _train_prior(train:pd.DataFrame, roles:Roles) -> list|None:
 def _net_facts(net) -> dict|None:
     if net is None: return None
     return dict(layers=net.args['layers'], epochs=getattr(net, 'epochs_used', None), lr=getattr(net, 'lr_used', None),
-                bs=getattr(net, 'bs_used', None), wd=net.wd)
+                bs=getattr(net, 'bs_used', None), wd=net.wd, numeric=getattr(net, 'numeric', 'linear'), members=getattr(net, 'members_used', 1))
 
 # %% ../../nbs/10c_tabular.ipynb #b4a05a53
 def check_frame(df:pd.DataFrame, columns:list[dict], where='the rows') -> tuple[pd.DataFrame, list[str]]:
@@ -405,7 +405,7 @@ def _human_eval(r) -> str:
 
 @register_family
 class TabularFamily(Family):
-    "Any table to a classifier or regressor: fastai tabular_learner beside gradient boosting and a linear model."
+    "Any table to a classifier or regressor: a fastai tabular net beside gradient boosting and a linear model."
     name, title, predictor = 'tabular', 'Tables', TabularPredictor
     help = 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite'
 

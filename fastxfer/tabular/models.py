@@ -1,4 +1,4 @@
-"""The tabular models - fastai's procs fitted on the training rows, tabular_learner, gradient boosting, a linear model, calibration, the auto choice, permutation importance
+"""The tabular models - fastai's procs fitted on the training rows, a fastai net with periodic number embeddings, gradient boosting, a linear model, calibration, the auto choice, permutation importance
 
 Docs: https://fastxfer.github.io/fastxfer/tabular_models.html.md"""
 
@@ -21,11 +21,14 @@ with warnings.catch_warnings():
     from fastai.tabular.core import TabularPandas, Categorify, FillMissing, Normalize
     from fastai.data.block import CategoryBlock, RegressionBlock
     from fastai.callback.core import Callback, CancelValidException
+import torch
+from torch import nn
 
 # %% auto #0
-__all__ = ['MODELS', 'Processor', 'TabularNetModel', 'SkipValidation', 'GBMModel', 'LinearModel', 'temperature_scale',
-           'fit_temperature', 'cross_fitted', 'classification_scores', 'ece', 'regression_scores', 'baseline_scores',
-           'Fitted', 'candidate_output', 'fit_models', 'predict_rows', 'permutation_importance']
+__all__ = ['NET_META', 'MODELS', 'Processor', 'PeriodicEmbedding', 'PeriodicTabularModel', 'MeanOfNets', 'TabularNetModel',
+           'SkipValidation', 'GBMModel', 'LinearModel', 'temperature_scale', 'fit_temperature', 'cross_fitted',
+           'classification_scores', 'ece', 'regression_scores', 'baseline_scores', 'Fitted', 'candidate_output',
+           'fit_models', 'predict_rows', 'permutation_importance']
 
 # %% ../../nbs/10b_tabular_models.ipynb #278ebbf7
 class Processor:
@@ -87,9 +90,48 @@ class Processor:
     def y_values(self, z): return np.asarray(z, dtype='float64')*self.y_std + self.y_mean
 
 # %% ../../nbs/10b_tabular_models.ipynb #4238359f
-def _sizes(n:int) -> list[int]:
+def _sizes(n:int, numeric:str='periodic') -> list[int]:
     "Hidden layers of the tabular net from the number of training rows."
+    if numeric == 'periodic': return [64, 64] if n < 2_000 else [256, 256, 256]
     return [64] if n < 2_000 else [200, 100] if n < 100_000 else [400, 200]
+
+class PeriodicEmbedding(nn.Module):
+    "Each number `x` to `relu(W [cos 2πcx, sin 2πcx] + b)`: `k` trainable frequencies `c ~ N(0, sigma)` and a `d`-wide layer per column."
+    def __init__(self, n_cont:int, k:int=48, d:int=16, sigma:float=10.0):
+        super().__init__()
+        self.freq = nn.Parameter(torch.randn(n_cont, k)*sigma)
+        self.weight = nn.Parameter(torch.randn(n_cont, 2*k, d)/math.sqrt(2*k))
+        self.bias = nn.Parameter(torch.zeros(n_cont, d))
+    def forward(self, x):
+        v = 2*math.pi*self.freq[None]*x[..., None]
+        v = torch.cat([torch.cos(v), torch.sin(v)], -1)
+        return torch.relu(torch.einsum('bnk,nkd->bnd', v, self.weight) + self.bias).flatten(1)
+
+class PeriodicTabularModel(nn.Module):
+    "An embedding per categorical column and a `PeriodicEmbedding` per number, concatenated into ReLU `layers` with dropout `ps`."
+    def __init__(self, cards:list[int], n_cont:int, out_sz:int, layers=(256, 256, 256), emb_dim:int=16, k:int=48, d:int=16,
+                 sigma:float=10.0, ps:float=0.1):
+        super().__init__()
+        self.embeds = nn.ModuleList([nn.Embedding(c, emb_dim) for c in cards])
+        self.numbers = PeriodicEmbedding(n_cont, k, d, sigma)
+        sizes, body = [emb_dim*len(cards) + d*n_cont] + list(layers), []
+        for a, b in zip(sizes[:-1], sizes[1:]): body += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(ps)]
+        self.body, self.head = nn.Sequential(*body), nn.Linear(sizes[-1], out_sz)
+    def forward(self, x_cat, x_cont):
+        parts = [e(x_cat[:, i]) for i, e in enumerate(self.embeds)] + [self.numbers(x_cont)]
+        return self.head(self.body(torch.cat(parts, 1)))
+
+class MeanOfNets(nn.Module):
+    "Several nets as one: the log of their mean probabilities (classification: several outputs), or their mean output."
+    def __init__(self, nets): super().__init__(); self.nets = nn.ModuleList(nets)
+    def forward(self, x_cat, x_cont):
+        z = torch.stack([m(x_cat, x_cont).float() for m in self.nets])
+        return torch.log(torch.softmax(z, -1).mean(0)) if z.shape[-1] > 1 else z.mean(0)
+
+# per-architecture defaults, as fastai's `model_meta`: weight decay, learning rate (None: the LR finder's), optimizer steps,
+# and how many nets (seeds) to average below 100,000 training rows
+NET_META = {'periodic': dict(wd=0.01, lr=1e-3, steps=600, members=3, title='periodic embeddings of the numbers'),
+            'linear': dict(wd=0.1, lr=None, steps=800, members=1, title="fastai's TabularModel, the numbers batch-normalised")}
 
 @contextmanager
 def _quiet_fastai():
@@ -97,45 +139,59 @@ def _quiet_fastai():
         warnings.simplefilter('ignore'); yield
 
 class TabularNetModel:
-    "fastai `tabular_learner`: embeddings for the categories, layers sized from the data, `fit_one_cycle` at the LR finder's suggestion."
-    name, title = 'tabular', 'fastai tabular_learner'
-    def __init__(self, layers=None, epochs=None, lr=None, bs=None, wd=0.1, seed:int=42, find_lr:bool=True, config=None,
-                 min_steps:int=0, validate:bool=True):
-        self.layers, self.epochs, self.lr, self.bs, self.wd, self.seed = layers, epochs, lr, bs, wd, seed
+    "A fastai tabular net: category embeddings, `numeric` inputs (`NET_META`), layers sized from the data, `fit_one_cycle`."
+    name, title = 'tabular', 'fastai tabular net'
+    def __init__(self, layers=None, epochs=None, lr=None, bs=None, wd=None, seed:int=42, find_lr:bool=True, config=None,
+                 min_steps:int=0, validate:bool=True, numeric:str='periodic', members:int|None=None):
+        if numeric not in NET_META: raise FastxferError(f'numeric must be one of {", ".join(NET_META)}, not {numeric!r}')
+        self.numeric, meta = numeric, NET_META[numeric]
+        self.layers, self.epochs, self.bs, self.seed, self.members = layers, epochs, bs, seed, members
+        self.lr, self.wd = lr if lr is not None else meta['lr'], wd if wd is not None else meta['wd']
         self.find_lr, self.config, self.model, self.args = find_lr, dict(config or {}), None, None
         self.min_steps, self.validate = min_steps, validate   # at least `min_steps` optimizer steps; `validate=False`: no per-epoch pass
 
     def fit(self, to, proc:Processor, quiet:bool=False, plots:dict|None=None):
-        from fastai.tabular.learner import tabular_learner
+        from fastai.tabular.learner import tabular_learner, TabularLearner
         from fastai.tabular.model import tabular_config, get_emb_sz
         from fastai.metrics import accuracy
         import fastai.callback.schedule   # Learner.fit_one_cycle
         n = len(to.train)
-        layers = list(self.layers if self.layers is not None else _sizes(n))
+        layers = list(self.layers if self.layers is not None else _sizes(n, self.numeric))
         bs = self.bs or (64 if n < 5_000 else 256 if n < 100_000 else 1024)
         bs = max(2, min(bs, n))
-        # about 800 optimizer steps, between 3 and 30 epochs (on adult: 8 epochs, as good as 20 in the tuning runs)
-        epochs = self.epochs or int(min(30, max(3, math.ceil(800/max(1, n//bs)))))
+        # a fixed number of optimizer steps (`NET_META`), between 3 and 30 epochs: on adult 6 (periodic) or 8 (linear)
+        epochs = self.epochs or int(min(30, max(3, math.ceil(NET_META[self.numeric]['steps']/max(1, n//bs)))))
         epochs = max(epochs, math.ceil(self.min_steps/max(1, n//bs)))   # a few rows need more epochs for the same steps
         classification = proc.roles.task == 'classification'
-        with _quiet_fastai():
-            seed_everything(self.seed)
-            dls = to.dataloaders(bs=bs, drop_last=n > bs, device='cpu')
+        members = self.members or (NET_META[self.numeric]['members'] if n < 100_000 else 1)   # an ensemble where variance matters
+        out_sz, metric = len(proc.roles.classes) if classification else 1, accuracy if classification else None
+        if self.numeric == 'periodic':
+            self.args = dict(numeric='periodic', cards=[int(c) for c in proc.cardinalities()], n_cont=len(proc.cont_names),
+                             out_sz=out_sz, layers=layers)
+        else:
             self.args = dict(emb_szs=[tuple(map(int, e)) for e in get_emb_sz(to)], n_cont=len(proc.cont_names),
-                             out_sz=len(proc.roles.classes) if classification else 1, layers=layers, config=self.config)
-            learn = tabular_learner(dls, layers=layers, metrics=accuracy if classification else None,
-                                    wd=self.wd, config=tabular_config(**self.config), n_out=self.args['out_sz'])
-            configure_progress(learn, quiet=quiet)
-            lr = self.lr
-            if lr is None and self.find_lr:
-                from fastxfer.core import find_lr
-                with learn.no_logging(), learn.no_bar(): lr = find_lr(learn, plots)
-                lr = float(min(max(lr, 1e-4), 0.1))
-            self.lr_used, self.epochs_used, self.bs_used = lr or 1e-2, epochs, bs
-            with distributed(learn):   # data-parallel when one of several training processes
-                learn.fit_one_cycle(epochs, self.lr_used, cbs=None if self.validate else [SkipValidation()])
-        self.model = learn.model.eval()
-        self.recorder = learn.recorder
+                             out_sz=out_sz, layers=layers, config=self.config)
+        nets = []
+        with _quiet_fastai():
+            for i in range(members):
+                seed_everything(self.seed + i)
+                dls = to.dataloaders(bs=bs, drop_last=n > bs, device='cpu')
+                if self.numeric == 'periodic': learn = TabularLearner(dls, _net(self.args), metrics=metric, wd=self.wd)
+                else: learn = tabular_learner(dls, layers=layers, metrics=metric, wd=self.wd, config=tabular_config(**self.config), n_out=out_sz)
+                configure_progress(learn, quiet=quiet)
+                if i == 0:
+                    lr = self.lr
+                    if lr is None and self.find_lr:
+                        from fastxfer.core import find_lr
+                        with learn.no_logging(), learn.no_bar(): lr = find_lr(learn, plots)
+                        lr = float(min(max(lr, 1e-4), 0.1))
+                    self.lr_used, self.epochs_used, self.bs_used, self.recorder = lr or 1e-2, epochs, bs, learn.recorder
+                if members > 1 and not quiet: log(f'tabular net {i + 1} of {members} (seed {self.seed + i})')
+                with distributed(learn):   # data-parallel when one of several training processes
+                    learn.fit_one_cycle(epochs, self.lr_used, cbs=None if self.validate else [SkipValidation()])
+                nets.append(learn.model.eval())
+        self.args['members'] = self.members_used = members
+        self.model = (nets[0] if members == 1 else MeanOfNets(nets)).eval()
         return self
 
     def predict(self, xc:np.ndarray, xn:np.ndarray) -> np.ndarray:
@@ -156,13 +212,19 @@ class TabularNetModel:
     @classmethod
     def load(cls, folder):
         import torch
-        from fastai.tabular.model import TabularModel, tabular_config
         d = torch.load(folder/'tabular.pt', map_location='cpu', weights_only=True)
         a = d['args']
-        m = cls(); m.args = a
-        m.model = TabularModel([tuple(e) for e in a['emb_szs']], a['n_cont'], a['out_sz'], a['layers'], **tabular_config(**a['config']))
+        m = cls(numeric=a.get('numeric', 'linear')); m.args = a
+        m.model = _net(a)
         m.model.load_state_dict(d['state_dict']); m.model.eval()
         return m
+
+def _net(a:dict):
+    "The untrained net of constructor arguments `a` (as saved in `tabular.pt`)."
+    if a.get('members', 1) > 1: return MeanOfNets([_net(dict(a, members=1)) for _ in range(a['members'])])
+    if a.get('numeric') == 'periodic': return PeriodicTabularModel(a['cards'], a['n_cont'], a['out_sz'], a['layers'])
+    from fastai.tabular.model import TabularModel, tabular_config
+    return TabularModel([tuple(e) for e in a['emb_szs']], a['n_cont'], a['out_sz'], a['layers'], **tabular_config(**a['config']))
 
 class SkipValidation(Callback):
     "Skip fastai's per-epoch validation pass (for rows that are scored elsewhere, such as cross-validation folds)."
@@ -332,7 +394,7 @@ def fit_models(df:pd.DataFrame, roles:Roles, train_idx, valid_idx, models=('tabu
     best_single = min(singles, key=lambda c: _better(task)(cands[c]['metrics']))
     if len(cands) == 1: reason = f'{chosen}: the only model trained'
     elif chosen.startswith('average:'):
-        reason = (f'the average of {", ".join(cands[chosen]["members"])} scored best on validation ({key} {cands[chosen]["metrics"][key]:.4f} '
+        reason = (f'{chosen} (the mean of {", ".join(cands[chosen]["members"])}) scored best on validation ({key} {cands[chosen]["metrics"][key]:.4f} '
                   f'against {cands[best_single]["metrics"][key]:.4f} for the best single model, {best_single})')
     else:
         runner = min((c for c in cands if c != chosen), key=lambda c: _better(task)(cands[c]['metrics']))
