@@ -186,6 +186,8 @@ class TabularNetModel:
                         with learn.no_logging(), learn.no_bar(): lr = find_lr(learn, plots)
                         lr = float(min(max(lr, 1e-4), 0.1))
                     self.lr_used, self.epochs_used, self.bs_used, self.recorder = lr or 1e-2, epochs, bs, learn.recorder
+                    if not quiet: log(f'tabular net: {NET_META[self.numeric]["title"]}, layers {layers}, {epochs} epochs of batches of '
+                                      f'{bs} at {self.lr_used:.2g}, {members} net{"s" if members > 1 else ""}')
                 if members > 1 and not quiet: log(f'tabular net {i + 1} of {members} (seed {self.seed + i})')
                 with distributed(learn):   # data-parallel when one of several training processes
                     learn.fit_one_cycle(epochs, self.lr_used, cbs=None if self.validate else [SkipValidation()])
