@@ -62,14 +62,14 @@ def main():
     a = ap.parse_args()
     path = shared_data('fastai_samples/adult_sample/adult.csv')
     if path is None: print('SKIP: ../shared/data/fastai_samples/adult_sample/adult.csv not found'); return
-    res = dict(data=str(path), seed=a.seed, split_seed=a.seed if a.split_seed is None else a.split_seed, load_before=os.getloadavg(), cpus=os.cpu_count(), runs=[])
+    split_seed = a.seed if a.split_seed is None else a.split_seed
+    res = dict(data=str(path), seed=a.seed, split_seed=split_seed, load_before=os.getloadavg(), cpus=os.cpu_count(), runs=[])
     t = time.time()
     raw = read_table(path)
     if a.rows:
         raw = synthetic(raw, a.rows, a.seed)
         res['rows'] = a.rows
     df, roles = infer_roles(raw, 'salary')
-    split_seed = a.seed if a.split_seed is None else a.split_seed
     tr, va, how = split_rows(df, roles, 0.2, seed=split_seed)
     res.update(split=how, n_train=len(tr), n_valid=len(va), read_seconds=round(time.time() - t, 1))
     if not a.rows:
@@ -89,7 +89,7 @@ def main():
     res['peak_rss_mb'] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)
     res['load_after'] = os.getloadavg()
     out = Path(a.out if not a.rows else a.out.replace('.json', f'_{a.rows}.json'))
-    if a.split_seed is not None and a.split_seed != a.seed: out = out.with_name(out.stem + f'_split{a.split_seed}.json')
+    if split_seed != a.seed: out = out.with_name(out.stem + f'_split{split_seed}.json')
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(f'| model | accuracy | log loss | ECE | train s |\n| --- | --- | --- | --- | --- |')
