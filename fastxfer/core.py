@@ -1,4 +1,4 @@
-"""Settings, devices, seeding, errors, shared test data, progress that reads well off a terminal, and JSON output.
+"""Settings, errors, ranks, atomic files, progress lines and JSON output: the bottom layer, free of torch.
 
 Docs: https://fastxfer.github.io/fastxfer/core.html.md"""
 
@@ -6,16 +6,15 @@ Docs: https://fastxfer.github.io/fastxfer/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #058e4e2b
 from __future__ import annotations
-import configparser, importlib, importlib.metadata, json, os, random, shutil, sys, tempfile, time, uuid
+import configparser, importlib, importlib.metadata, json, os, shutil, sys, tempfile, uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'PRECISIONS', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError',
-           'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
-           'seed_everything', 'atomic_write', 'atomic_dir', 'in_notebook', 'is_interactive', 'set_quiet', 'log',
-           'epoch_line', 'LineProgress', 'configure_progress', 'bf16_fast', 'resolve_precision', 'Autocast',
-           'set_precision', 'find_lr', 'to_jsonable', 'emit', 'cache_dir', 'cached_array', 'package_version',
+__all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError', 'settings_file',
+           'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device', 'world_size',
+           'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'in_notebook', 'is_interactive', 'set_quiet',
+           'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'cache_dir', 'cached_array', 'package_version',
            'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
@@ -92,19 +91,18 @@ def get_device(pref:str|None=None) -> str:
         raise FastxferError(f"--device {pref} asked for, but torch sees no CUDA GPU here; use --device cpu or auto")
     return pref
 
-def seed_everything(seed:int|None=None) -> int:
-    "Seed Python, NumPy and torch (CPU and GPU) so a run can be repeated."
-    seed = setting('seed', seed, int)
-    random.seed(seed)
-    os.environ['PYTHONHASHSEED'] = str(seed)
-    try:
-        import numpy as np; np.random.seed(seed)
-    except ImportError: pass
-    try:
-        import torch; torch.manual_seed(seed)
-        if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
-    except ImportError: pass
-    return seed
+# %% ../nbs/00_core.ipynb #0a246c73
+def world_size() -> int:
+    "How many processes train together (`WORLD_SIZE`, set by torchrun, accelerate and `--processes`); 1 when alone."
+    return int(os.environ.get('WORLD_SIZE', 1) or 1)
+
+def process_rank() -> int:
+    "This process's rank (`RANK`); 0 when alone."
+    return int(os.environ.get('RANK', 0) or 0)
+
+def is_rank0() -> bool:
+    "True in the process that writes files and reports: the only one, or rank 0 of several."
+    return process_rank() == 0
 
 # %% ../nbs/00_core.ipynb #78872209
 def atomic_write(path, data:str|bytes):
@@ -155,6 +153,10 @@ def set_quiet(quiet:bool=True):
     "Silence `log` and training progress for the rest of the process."
     global _QUIET; _QUIET = quiet
 
+def is_quiet() -> bool:
+    "Whether `set_quiet` silenced this process."
+    return _QUIET
+
 def log(*msg):
     "Print a progress or log line to stderr (unless quiet)."
     if not _QUIET: print(*msg, file=sys.stderr, flush=True)
@@ -168,96 +170,6 @@ def epoch_line(epoch:int, n_epoch:int, names, values) -> str:
     "One readable line for one epoch: `epoch 2/5  train_loss 0.3121  valid_loss 0.2010  error_rate 0.0500  time 0:12`."
     parts = [f'epoch {epoch+1}/{n_epoch}'] + [f'{n} {_fmt(v)}' for n,v in zip(names, values) if n != 'epoch']
     return '  '.join(parts)
-
-# %% ../nbs/00_core.ipynb #f197e902
-import warnings
-warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*', category=FutureWarning)  # fastai 2.8 on torch 2.14
-from fastai.callback.core import Callback
-from fastai.callback.progress import ProgressCallback
-
-class LineProgress(Callback):
-    "Log one line per epoch with the recorder's metrics (for logs and pipes)."
-    order = 61  # after Recorder (50) and ProgressCallback (60)
-    _trained = False
-    def before_epoch(self): self._trained = False
-    def after_train(self): self._trained = True
-    def after_epoch(self):
-        if not self._trained: return  # get_preds/predict/validate run epochs too, without training: not logged
-        rec = getattr(self.learn, 'recorder', None)
-        if rec is None or not rec.log: return
-        log(epoch_line(self.epoch, self.n_epoch, rec.metric_names, rec.log))
-
-def configure_progress(learn, quiet:bool|None=None, interactive:bool|None=None):
-    "Keep fastai's bar for a person at a terminal or notebook; one line per epoch otherwise; nothing when quiet."
-    quiet = _QUIET if quiet is None else quiet
-    interactive = is_interactive() if interactive is None else interactive
-    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, LineProgress)])
-    if quiet or not interactive:
-        if any(isinstance(cb, ProgressCallback) for cb in learn.cbs): learn.remove_cb(ProgressCallback)
-    elif not any(isinstance(cb, ProgressCallback) for cb in learn.cbs): learn.add_cb(ProgressCallback())
-    if not quiet and not interactive: learn.add_cb(LineProgress())
-    if hasattr(learn, 'logger'): learn.logger = (lambda *a, **k: None) if (quiet or not interactive) else print
-    return learn
-
-# %% ../nbs/00_core.ipynb #d964cf31
-PRECISIONS = ('auto', 'fp32', 'bf16')
-
-def bf16_fast(device:str='cpu') -> bool:
-    "Whether bfloat16 matrix products are fast on `device`: a CUDA GPU that has them, or a CPU with AVX512-BF16 or AMX."
-    import torch
-    device = str(device)
-    if device.startswith('cuda'): return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device != 'cpu': return False
-    try: return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except Exception: return False
-
-def resolve_precision(precision:str|None, device:str) -> str:
-    "`fp32` or `bf16` for the asked `precision` (`auto`: bf16 where it is fast)."
-    precision = setting('precision', precision)
-    if precision not in PRECISIONS: raise FastxferError(f'--precision {precision!r}: choose one of {", ".join(PRECISIONS)}')
-    if precision == 'auto': return 'bf16' if bf16_fast(device) else 'fp32'
-    return precision
-
-class Autocast(Callback):
-    "Mixed precision on any device: forward pass and loss under `torch.autocast`; the loss is computed in float32."
-    order = 10
-    def __init__(self, dtype=None):
-        import torch
-        self.dtype, self._ctx = dtype or torch.bfloat16, None
-    def before_batch(self):
-        import torch
-        dev = next(self.learn.model.parameters()).device.type
-        self._ctx = torch.autocast(dev, dtype=self.dtype); self._ctx.__enter__()
-    def after_pred(self): self.learn.pred = self.learn.pred.float()
-    def _exit(self):
-        if self._ctx is not None: self._ctx.__exit__(None, None, None); self._ctx = None
-    def after_loss(self): self._exit()
-    def after_batch(self): self._exit()
-    def after_cancel_batch(self): self._exit()
-
-def set_precision(learn, precision:str|None, device:str) -> str:
-    "Add (or leave out) `Autocast` on `learn` for `precision`; returns the precision in effect."
-    import torch
-    p = resolve_precision(precision, device)
-    learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, Autocast)])
-    if p == 'bf16': learn.add_cb(Autocast(torch.bfloat16))
-    return p
-
-# %% ../nbs/00_core.ipynb #ea8f0eb8
-def find_lr(learn, plots:dict|None=None, max_it:int=100) -> float:
-    "fastai's LR finder (weights restored afterwards, its checkpoint kept in a temporary folder): the `valley` suggestion; the plot into `plots['lr_find']`."
-    import matplotlib.pyplot as plt
-    import fastai.callback.schedule  # noqa: F401  (adds Learner.lr_find)
-    n_it = int(min(max_it, max(20, 3*len(learn.dls.train))))
-    old_path = learn.path
-    with tempfile.TemporaryDirectory(prefix='fastxfer-lrfind-') as tmp:  # not <learn.path>/models/, which may be the user's folder
-        learn.path = Path(tmp)
-        try: sug = learn.lr_find(num_it=n_it, show_plot=plots is not None)
-        finally: learn.path = old_path
-    if plots is not None: plots['lr_find'] = plt.gcf()
-    lr = float(sug.valley)
-    log(f'lr finder ({n_it} iterations): valley {lr:.2e}')
-    return lr
 
 # %% ../nbs/00_core.ipynb #47880aeb
 def to_jsonable(o):
@@ -294,7 +206,6 @@ def cached_array(kind:str, key:str, compute, use:bool=True):
             res = np.load(f); log(f'{kind}: read from the cache ({f.name})'); return res
         except (OSError, ValueError) as e: log(f'cache file {f} unreadable ({e}); computing again')
     res = compute()
-    from fastxfer.distributed import is_rank0
     if use and is_rank0():   # several training processes compute the same array: rank 0 keeps it
         try:
             buf = io.BytesIO(); np.save(buf, res); atomic_write(f, buf.getvalue())

@@ -126,7 +126,7 @@ def test_other_families_on_2_processes(family, tmp_path):
 def test_notebook_train_runs_2_processes(tmp_path):
     "Accelerate's notebook_launcher (forked processes) from a Python session: one folder, rank 0's report."
     ratings = shared_or_skip('fastai_samples/movie_lens_sample')/'ratings.csv'
-    code = ("from fastxfer.distributed import notebook_train\n"
+    code = ("from fastxfer.family import notebook_train\n"
             f"r = notebook_train('collab', 2, data={str(ratings)!r}, out={str(tmp_path/'ml')!r}, epochs=2)\n"
             "import json; print(json.dumps(dict(metrics=r['metrics'], model_dir=r['model_dir'])))")
     p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)

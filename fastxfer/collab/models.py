@@ -9,7 +9,8 @@ from __future__ import annotations
 import io, math, time, warnings
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, atomic_write, configure_progress, log, seed_everything
+from ..core import FastxferError, atomic_write, log
+from ..train_utils import configure_progress, seed_everything
 from ..distributed import distributed
 
 with warnings.catch_warnings():
@@ -72,7 +73,7 @@ class CollabNet:
                                        layers=self.layers if self.use_nn else None)
                 configure_progress(learn, quiet=quiet)
                 if lr == 'auto':
-                    from fastxfer.core import find_lr
+                    from fastxfer.train_utils import find_lr
                     with learn.no_logging(), learn.no_bar(): lr = find_lr(learn, plots)
                 self.lr_used = float(lr)
                 if not quiet and self.members_used > 1: log(f'network {k + 1} of {self.members_used} (seed {self.seed + k})')

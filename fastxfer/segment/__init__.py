@@ -12,7 +12,8 @@ from typing import Annotated, Literal
 import numpy as np
 from PIL import Image
 from ..core import FastxferError, atomic_write, log
-from ..distributed import is_rank0, RankDone
+from ..core import is_rank0
+from ..distributed import RankDone
 from ..family import Family, register_family, from_settings, POSITIONAL, report_from_folder, format_metrics
 from ..model_folder import Predictor, ModelFolder, load_model, model_writer, data_fingerprint, export_onnx, onnx_session
 from ..registry import IMAGENET_STATS

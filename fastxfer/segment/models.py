@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from ..core import FastxferError, log, configure_progress
+from ..core import FastxferError, log
+from ..train_utils import configure_progress
 from ..distributed import distributed
 from ..registry import get_arch, create_imagenet_model, split_body
 from ..metrics import confusion_matrix
@@ -99,7 +100,8 @@ def train_segment(sd, size=(96, 128), arch:str='efficientnet_lite0', mode:str='f
                   freeze_epochs:int=1, lr='default', bs:int=8, aug:str='default', precision:str='auto', device:str|None=None,
                   seed:int=42, quiet=None, plots:dict|None=None) -> tuple:
     "Train a U-Net on `sd`; returns `(learn, result)`: scores, baseline, timings, curves."
-    from fastxfer.core import seed_everything, set_precision, find_lr, get_device
+    from fastxfer.core import get_device
+    from fastxfer.train_utils import seed_everything, set_precision, find_lr
     from fastxfer.segment.data import make_seg_dls
     if mode not in MODES: raise FastxferError(f'--mode {mode!r}: choose one of {", ".join(MODES)}')
     seed_everything(seed)
