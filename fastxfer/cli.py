@@ -10,15 +10,15 @@ import argparse, importlib, inspect, os, sys, typing
 from . import __version__
 
 # %% auto #0
-__all__ = ['TOOLS', 'COMMON_FLAGS', 'common_parser', 'cmd_info', 'effective_default', 'add_signature_verb', 'add_family_cli',
+__all__ = ['TOOLS', 'COMMON_FLAGS', 'common_parser', 'effective_default', 'add_signature_verb', 'add_family_cli', 'add_tool_cli',
            'build_parser', 'main', 'run_main']
 
 # %% ../nbs/15_cli.ipynb #bd9549c8
-# commands that are tools, not model families: name -> (module that defines `add_cli`, one-line help)
+# commands that are tools, not model families: name -> (module, one-line help, {verb: function} or the function of a verb-less command)
 TOOLS = {
-    'augment': ('fastxfer.augment.image', 'preview image augmentation presets'),
-    'serve':   ('fastxfer.serve', 'serve every exported model: REST API and Gradio UI'),
-    'api':     ('fastxfer.serve', 'API tools: export a Postman collection'),
+    'augment': ('fastxfer.augment.image', 'preview image augmentation presets', {'preview': 'preview'}),
+    'serve':   ('fastxfer.serve', 'serve every exported model: REST API and Gradio UI', 'serve'),
+    'api':     ('fastxfer.serve', 'API tools: export a Postman collection', {'postman': 'export_postman'}),
 }
 
 # %% ../nbs/15_cli.ipynb #78bfbc22
@@ -30,11 +30,6 @@ def common_parser() -> argparse.ArgumentParser:
     g.add_argument('--quiet', '-q', action='store_true', help='no progress output')
     g.add_argument('--device', default=None, help="cpu, cuda or auto (default from settings device)")
     return p
-
-def cmd_info(args):
-    "Versions, device, settings in effect, offline weights, shared data."
-    from fastxfer.core import info
-    return info(args.device)
 
 def _human_info(r):
     v = r['versions']
@@ -109,16 +104,26 @@ def add_signature_verb(verbs, name:str, fn, parents, human=None):
     return q
 
 def add_family_cli(sub, parents, fam):
-    "The command of family `fam`: its own `add_cli` when it has one, else one verb per method, from signatures."
-    if hasattr(fam, 'add_cli'): return fam.add_cli(sub, parents, fam.name)
+    "The command of family `fam`: one verb per method, from signatures."
     p = sub.add_parser(fam.name, help=fam.help, description=fam.description or fam.help)
     vs = p.add_subparsers(dest='verb', metavar='VERB')
     for verb, fn in fam.verbs().items():
         add_signature_verb(vs, verb, fn, parents, human=lambda r, _v=verb: fam.human(_v, r))
     return p
 
+def add_tool_cli(sub, parents, name:str):
+    "The command of tool `name` (see `TOOLS`): one verb per function, or the command itself, from signatures."
+    mod, help, verbs = TOOLS[name]
+    m = importlib.import_module(mod)
+    if isinstance(verbs, str): return add_signature_verb(sub, name, getattr(m, verbs), parents, human=getattr(getattr(m, verbs), 'human', None))
+    p = sub.add_parser(name, help=help)
+    vs = p.add_subparsers(dest='verb', metavar='VERB')
+    for verb, fn in verbs.items(): add_signature_verb(vs, verb, getattr(m, fn), parents, human=getattr(getattr(m, fn), 'human', None))
+    return p
+
 def build_parser(argv=None) -> argparse.ArgumentParser:
     "The top-level parser; only the family (or tool) named in `argv` is imported to build its verbs."
+    from fastxfer.core import info
     from fastxfer.family import family_names, family_help, get_family
     argv = list(sys.argv[1:] if argv is None else argv)
     common = common_parser()
@@ -126,14 +131,13 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
         description='Transfer learning from a folder of images, a table or a set of texts to a trained, exported, served model.')
     parser.add_argument('--version', action='version', version=f'fastxfer {__version__}')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
-    p = sub.add_parser('info', parents=[common], help='versions, device, settings, offline weights, shared data')
-    p.set_defaults(func=cmd_info, human=_human_info)
+    add_signature_verb(sub, 'info', info, [common], human=_human_info)
     wanted = next((a for a in argv if not a.startswith('-')), None)
     for name in family_names():
         if name == wanted: add_family_cli(sub, [common], get_family(name))
         else: sub.add_parser(name, help=family_help(name), add_help=False)
-    for name,(mod,help) in TOOLS.items():
-        if name == wanted: importlib.import_module(mod).add_cli(sub, [common], name)
+    for name,(mod,help,_) in TOOLS.items():
+        if name == wanted: add_tool_cli(sub, [common], name)
         else: sub.add_parser(name, help=help, add_help=False)
     return parser
 
@@ -150,13 +154,12 @@ def main(argv=None):
         (target or parser).print_help(); return 0 if args.command is None else 2
     from fastxfer.core import FastxferError, emit, set_quiet
     from fastxfer import distributed
-    distributed.COMMAND = argv                      # for --processes N, which runs this command N times
     rank0 = distributed.is_rank0()                  # one of several training processes: only rank 0 speaks
     set_quiet(bool(getattr(args, 'quiet', False)) or not rank0)
     try: res = args.func(args)
     except distributed.LaunchFailed as e: return e.exit_code   # the failing process has said why
     except FastxferError as e:
-        if (rank0 or os.environ.get('FASTXFER_RANK_LOG')) and str(e): print(f'error: {e}', file=sys.stderr)   # other ranks: into their log
+        if rank0 and str(e): print(f'error: {e}', file=sys.stderr)   # several processes (torchrun, accelerate launch): rank 0 speaks
         if rank0 and getattr(args, 'json', False): emit({'error': str(e)}, as_json=True)
         return e.exit_code
     except KeyboardInterrupt:

@@ -6,9 +6,10 @@ Docs: https://fastxfer.github.io/fastxfer/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #058e4e2b
 from __future__ import annotations
-import configparser, importlib, importlib.metadata, json, os, shutil, sys, tempfile, uuid
+import configparser, importlib, importlib.metadata, json, os, shutil, sys, tempfile, uuid, warnings
 from contextlib import contextmanager
 from pathlib import Path
+warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*', category=FutureWarning)  # fastai 2.8 on torch 2.14, whoever imports it first
 
 # %% auto #0
 __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError', 'settings_file',

@@ -12,8 +12,8 @@ from pathlib import Path
 from .core import FastxferError, is_rank0, process_rank, world_size
 
 # %% auto #0
-__all__ = ['COMMAND', 'prepare_process', 'distributed', 'backend_name', 'training_processes', 'RankDone', 'join_process_group',
-           'across_processes', 'LaunchFailed', 'free_port', 'without_flag', 'launch', 'launch_command']
+__all__ = ['prepare_process', 'distributed', 'backend_name', 'training_processes', 'RankDone', 'join_process_group',
+           'across_processes', 'LaunchFailed', 'free_port', 'rank_env', 'wait_all', 'launch']
 
 # %% ../nbs/04d_distributed.ipynb #075e7908
 def _gloo_broadcast(self, t, rank):
@@ -103,61 +103,44 @@ def across_processes(fn, items:list) -> dict:
     return out
 
 # %% ../nbs/04d_distributed.ipynb #989e86c7
-COMMAND: list|None = None   # the command line of this `fastxfer` run (set by `fastxfer.cli.main`), for `launch`
-
 class LaunchFailed(Exception):
-    "A launched training process failed; rank 0 has already said why. `exit_code` is the process's status."
+    "A launched training process failed and has said why. `exit_code` is its status."
     def __init__(self, code:int): super().__init__(''); self.exit_code = code
 
 def free_port() -> int:
     "A free TCP port on the loopback interface, for the processes' rendezvous."
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def without_flag(argv:list, flag:str) -> list:
-    "`argv` without `flag` and its value (`--flag N` or `--flag=N`)."
-    res, skip = [], False
-    for a in argv:
-        if skip: skip = False; continue
-        if a == flag: skip = True; continue
-        if a.startswith(flag + '='): continue
-        res.append(a)
-    return res
+def rank_env(rank:int, processes:int, port:int) -> dict:
+    "The environment torchrun gives process `rank` of `processes` on this machine (threads shared out)."
+    return dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(processes), LOCAL_WORLD_SIZE=str(processes),
+                MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // processes)))
 
-def launch(argv:list, processes:int, poll:float=0.2, grace:float=10.) -> int:
-    "Run `fastxfer ARGV` as `processes` data-parallel processes on this machine; returns the exit status."
-    port, threads = free_port(), max(1, (os.cpu_count() or 1) // processes)
-    logs = Path(tempfile.mkdtemp(prefix='fastxfer-ranks-'))
-    procs = []
-    for r in range(processes):
-        env = dict(os.environ, RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(processes), LOCAL_WORLD_SIZE=str(processes),
-                   MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), OMP_NUM_THREADS=str(threads))
-        out = None if r == 0 else open(logs/f'rank{r}.log', 'w')
-        if r: env['FASTXFER_RANK_LOG'] = '1'   # its error message goes to its log, shown when rank 0 did not fail
-        procs.append(subprocess.Popen([sys.executable, '-m', 'fastxfer', *argv], env=env, stdout=out, stderr=out))
-    failed_at, codes = None, [None]*processes
+def wait_all(procs:list, poll:float=0.2, grace:float=10.) -> list:
+    "Wait for every process; once one fails, stop the others after `grace` seconds. Returns the statuses they gave themselves."
+    failed_at = None
     while True:
         codes = [p.poll() for p in procs]
-        if all(c is not None for c in codes): break
+        if all(c is not None for c in codes): return [c for c in codes if c]
         if any(c not in (None, 0) for c in codes):   # one failed: the others would wait for it forever
             failed_at = failed_at or time.time()
             if time.time() - failed_at > grace:      # after a grace period in which they may fail the same way
                 for p in procs:
                     if p.poll() is None: p.terminate()
                 for p in procs: p.wait()
-                break
+                return [c for c in codes if c]
         time.sleep(poll)
-    own = [c for c in codes if c]                    # the statuses the processes gave themselves
+
+def launch(code:str, processes:int, poll:float=0.2, grace:float=10.) -> int:
+    "Run the Python `code` as `processes` data-parallel processes on this machine; returns the exit status."
+    port, logs = free_port(), Path(tempfile.mkdtemp(prefix='fastxfer-ranks-'))
+    outs = [None] + [open(logs/f'rank{r}.log', 'w') for r in range(1, processes)]
+    procs = [subprocess.Popen([sys.executable, '-c', code], env=rank_env(r, processes, port), stdout=outs[r], stderr=outs[r])
+             for r in range(processes)]
+    own = wait_all(procs, poll, grace)
+    for f in outs[1:]: f.close()
     codes = [p.returncode for p in procs]
     if codes[0] == 0 and any(codes[1:]):
         bad = next(r for r,c in enumerate(codes) if c)
         print(f'error: training process {bad} of {processes} failed:\n' + (logs/f'rank{bad}.log').read_text()[-3000:], file=sys.stderr)
     return next((c for c in own if c > 0), None) or next((c for c in codes if c), 0)
-
-def launch_command(processes:int):
-    "Run this command line again as `processes` data-parallel processes (what `--processes N` does); rank 0 prints the report."
-    if processes < 1: raise FastxferError(f'--processes {processes}: give at least 1')
-    if COMMAND is None:
-        raise FastxferError('--processes starts the command line again as N processes: use it from the command line '
-                            "(in a notebook: fastxfer.family.notebook_train(family, N, ...))")
-    code = launch(without_flag(COMMAND, '--processes'), processes)
-    if code: raise LaunchFailed(code)

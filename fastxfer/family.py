@@ -6,18 +6,19 @@ Docs: https://fastxfer.github.io/fastxfer/family.html.md"""
 
 # %% ../nbs/06_family.ipynb #394f9e59
 from __future__ import annotations
-import functools, importlib, inspect, time
+import contextlib, functools, importlib, inspect, json, sys, tempfile, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from . import distributed
-from .core import FastxferError, is_rank0, set_quiet, setting
+from .core import FastxferError, atomic_write, is_quiet, is_rank0, set_quiet, setting, to_jsonable
 from .model_folder import ENTRY_POINT_GROUP, allow_predictor, load_model, load_plugins, plugin_modules, predictor_name
 
 # %% auto #0
-__all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'SettingDefault', 'from_settings', 'call_verb', 'as_args', 'TrainReport',
-           'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics', 'with_baseline', 'human_report',
-           'Family', 'register_family', 'family_names', 'get_family', 'family_help', 'find_family', 'notebook_train']
+__all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESSES_HELP', 'SettingDefault', 'from_settings', 'call_verb',
+           'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics', 'with_baseline',
+           'human_report', 'Family', 'run_launched', 'register_family', 'family_names', 'get_family', 'family_help',
+           'find_family', 'notebook_train']
 
 # %% ../nbs/06_family.ipynb #deef4f61
 class SettingDefault:
@@ -41,11 +42,6 @@ def call_verb(fn, *args, **kwargs):
     return fn(*b.args, **b.kwargs)
 
 POSITIONAL = 'positional'   # `Annotated[str|None, POSITIONAL]`: an optional command-line argument without a flag
-
-def as_args(params:dict):
-    "A verb's `locals()` as an argparse-like namespace (`self` dropped), for code written against parsed arguments."
-    from types import SimpleNamespace
-    return SimpleNamespace(**{k: v for k,v in params.items() if k not in ('self', '__class__')})
 
 # %% ../nbs/06_family.ipynb #e8093bfb
 @dataclass
@@ -129,6 +125,7 @@ class Family:
     description: str = None            # the longer text of `fastxfer <family> --help`
     predictor = None                   # its Predictor class
     extra_verbs: tuple = ()            # more methods offered on the command line
+    data_parallel: bool = False        # `train` takes `processes=N` and runs as N data-parallel processes
 
     def train(self, data, *, out:str): raise NotImplementedError(f'{self.name}: no train')
     def evaluate(self, model_dir:str, data:str): raise NotImplementedError(f'{self.name}: no evaluate')
@@ -182,21 +179,53 @@ def _resolving(fn):
     verb._resolves_settings = True
     return verb
 
+PROCESSES_HELP = 'data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)'
+
+def _with_processes(fn) -> inspect.Signature:
+    "`fn`'s signature (annotations evaluated, as the command line reads them) with a keyword-only `processes` before any `**kwargs`."
+    sig = inspect.signature(fn, eval_str=True)
+    ps = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    p = inspect.Parameter('processes', inspect.Parameter.KEYWORD_ONLY, default=1, annotation=Annotated[int, PROCESSES_HELP])
+    return sig.replace(parameters=ps + [p] + [q for q in sig.parameters.values() if q.kind is q.VAR_KEYWORD])
+
 def _data_parallel(fn):
-    "A train verb with a `processes` parameter: `processes > 1` runs it as that many data-parallel processes, whose rank 0 alone answers."
-    if getattr(fn, '_data_parallel', False) or 'processes' not in inspect.signature(fn).parameters: return fn
+    "A data-parallel family's `train`: `processes=N` (N > 1) runs it as N processes, whose rank 0 alone answers."
     @functools.wraps(fn)
-    def train(*args, **kwargs):
-        b = inspect.signature(fn).bind(*args, **kwargs); b.apply_defaults()
-        n = b.arguments['processes']
-        if isinstance(n, int) and n > 1 and distributed.world_size() == 1:
-            return distributed.launch_command(n)   # this command line again, N times; rank 0 of them prints the report
+    def train(self, *args, processes:int=1, **kwargs):
+        if not isinstance(processes, int) or processes < 1: raise FastxferError(f'--processes {processes}: give at least 1')
+        if processes > 1 and distributed.world_size() == 1: return _launch(self, fn, args, kwargs, processes)
         if distributed.world_size() > 1: distributed.prepare_process()   # one of several: fastai gathers only inside the fit
-        try: res = fn(*args, **kwargs)
+        try: res = fn(self, *args, **kwargs)
         except distributed.RankDone: return None
-        return res if distributed.is_rank0() else None
-    train._data_parallel = True
+        return res if is_rank0() else None
+    train.__signature__ = _with_processes(fn)
     return train
+
+def _launch(fam, fn, args, kwargs, processes:int) -> dict:
+    "`fam.train(*args, **kwargs)` as `processes` processes (`run_launched` each); rank 0's answer, or its error raised here."
+    b = inspect.signature(fn).bind(fam, *args, **kwargs)
+    kw = {k: v for k, v in b.arguments.items() if k != 'self' and b.signature.parameters[k].kind is not inspect.Parameter.VAR_KEYWORD}
+    kw.update(next((v for k, v in b.arguments.items() if b.signature.parameters[k].kind is inspect.Parameter.VAR_KEYWORD), {}))
+    with tempfile.TemporaryDirectory(prefix='fastxfer-launch-') as d:
+        spec, result = Path(d)/'spec.json', Path(d)/'result.json'
+        spec.write_text(json.dumps(to_jsonable(dict(family=fam.name, kwargs=kw, result=str(result), quiet=is_quiet()))))
+        code = distributed.launch(f'from fastxfer.family import run_launched; run_launched({str(spec)!r})', processes)
+        answer = json.loads(result.read_text()) if result.is_file() else {}
+    if 'error' in answer: raise FastxferError(answer['error'])
+    if code or 'result' not in answer: raise distributed.LaunchFailed(code or 1)
+    return answer['result']
+
+def run_launched(spec_file:str):
+    "One of the processes `processes=N` starts: the family's `train` with the spec's keywords; rank 0 writes its answer (or error)."
+    spec = json.loads(Path(spec_file).read_text())
+    set_quiet(spec['quiet'] or not is_rank0())
+    try:
+        with contextlib.redirect_stdout(sys.stderr): answer = {'result': get_family(spec['family']).train(**spec['kwargs'])}
+    except FastxferError as e:
+        answer = {'error': str(e), 'exit_code': e.exit_code}
+        if not is_rank0(): print(f'error: {e}', file=sys.stderr)   # into its log, shown if rank 0 did not fail
+    if is_rank0(): atomic_write(spec['result'], json.dumps(to_jsonable(answer)))
+    if 'error' in answer: sys.exit(answer['exit_code'])
 
 def _same_class(old, new) -> bool:
     "`new` is `old` again: its module imported anew, or its notebook defining it in `__main__`."
@@ -213,7 +242,7 @@ def register_family(cls=None, *, replace:bool=False):
     cls.title = cls.title or cls.name.capitalize()
     for n in ('train', 'evaluate', 'predict', *cls.extra_verbs):
         fn = cls.__dict__.get(n)
-        if callable(fn): setattr(cls, n, _resolving(_data_parallel(fn) if n == 'train' else fn))
+        if callable(fn): setattr(cls, n, _resolving(_data_parallel(fn) if n == 'train' and cls.data_parallel else fn))
     if cls.predictor is not None: allow_predictor(cls.predictor)
     FAMILIES[cls.name] = cls()
     return cls

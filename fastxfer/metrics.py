@@ -1,4 +1,4 @@
-"""The scores every family reports, written once: confusion matrix and per-class scores, accuracy, log loss, Brier score and calibration (ECE), and regression errors.
+"""The scores every family reports, written once: confusion matrix and per-class scores, accuracy, log loss, Brier score and calibration (ECE), regression errors, and the one softmax.
 
 Docs: https://fastxfer.github.io/fastxfer/metrics.html.md"""
 
@@ -10,7 +10,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['confusion_matrix', 'per_class', 'accuracy', 'log_loss', 'brier', 'calibration_table', 'classification_report',
-           'regression_errors']
+           'regression_errors', 'softmax']
 
 # %% ../nbs/04b_metrics.ipynb #bd24cd8a
 def confusion_matrix(y_true, y_pred, n:int) -> np.ndarray:
@@ -18,36 +18,55 @@ def confusion_matrix(y_true, y_pred, n:int) -> np.ndarray:
     t, p = np.asarray(y_true, dtype=np.int64).ravel(), np.asarray(y_pred, dtype=np.int64).ravel()
     return np.bincount(t*n + p, minlength=n*n).reshape(n, n)   # vectorised: a segmentation's millions of pixels too
 
+# %% ../nbs/04b_metrics.ipynb #f204a5d0
 def per_class(cm, classes) -> list[dict]:
     "Precision, recall, F1 and support of every class from a confusion matrix."
-    cm = np.asarray(cm); out = []
-    for i,c in enumerate(classes):
-        tp, pred, sup = cm[i, i], cm[:, i].sum(), cm[i, :].sum()
-        p = tp/pred if pred else 0.0; r = tp/sup if sup else 0.0
-        out.append(dict(cls=str(c), precision=float(p), recall=float(r), f1=float(2*p*r/(p+r)) if p + r else 0.0, support=int(sup)))
-    return out
+    from sklearn.metrics import precision_recall_fscore_support
+    cm = np.asarray(cm); n = len(cm)
+    if not cm.sum(): return [dict(cls=str(c), precision=0.0, recall=0.0, f1=0.0, support=0) for c in classes]   # no items
+    t, p = np.divmod(np.arange(n*n), n)   # one item per cell of the matrix (actual t, predicted p), weighted by its count
+    pr, rc, f1, sup = precision_recall_fscore_support(t, p, labels=np.arange(n), sample_weight=cm.ravel(), average=None,
+                                                      zero_division=0.0)
+    return [dict(cls=str(c), precision=float(pr[i]), recall=float(rc[i]), f1=float(f1[i]), support=int(sup[i]))
+            for i,c in enumerate(classes)]
 
+# %% ../nbs/04b_metrics.ipynb #3d3f4909
 def _probs2d(probs) -> np.ndarray:
     p = np.asarray(probs, dtype='float64')
     return np.stack([1 - p, p], 1) if p.ndim == 1 else p
 
+# %% ../nbs/04b_metrics.ipynb #c65f9bab
 def accuracy(y_true, probs) -> float|None:
     "Share of items whose most probable class is the actual one (None when there are none)."
+    from sklearn.metrics import accuracy_score
     y, p = np.asarray(y_true, dtype=int), _probs2d(probs)
-    return float((p.argmax(1) == y).mean()) if len(y) else None
+    return float(accuracy_score(y, p.argmax(1))) if len(y) else None
 
+# %% ../nbs/04b_metrics.ipynb #5cd798fc
 def log_loss(y_true, probs, eps:float=1e-7) -> float|None:
     "Mean negative log probability of the actual class."
-    y, p = np.asarray(y_true, dtype=int), _probs2d(probs)
-    return float(-np.log(np.clip(p[np.arange(len(y)), y], eps, 1)).mean()) if len(y) else None
-
-def brier(y_true, probs) -> float|None:
-    "Brier score: mean squared error of the probabilities (for two classes, of the positive class's probability)."
+    import warnings
+    from sklearn.metrics import log_loss as sk_log_loss
     y, p = np.asarray(y_true, dtype=int), _probs2d(probs)
     if not len(y): return None
-    onehot = np.eye(p.shape[1])[y]
-    return float(((p - onehot)**2).sum(1).mean() / (2 if p.shape[1] == 2 else 1))
+    if not np.isfinite(p).all(): return float('nan')          # a diverged model: scored, not a crash
+    p = np.clip(p, eps, 1)                                  # scikit-learn clips only at float64's eps
+    if p.shape[1] == 1: p = np.c_[p, np.zeros(len(p))]      # one class: scikit-learn wants two columns
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='The y_pr.* values do not sum to one')   # clipped rows need not
+        return float(sk_log_loss(y, p, labels=np.arange(p.shape[1])))
 
+# %% ../nbs/04b_metrics.ipynb #ce3ed359
+def brier(y_true, probs) -> float|None:
+    "Brier score: mean squared error of the probabilities (for two classes, of the positive class's probability)."
+    from sklearn.metrics import mean_squared_error
+    y, p = np.asarray(y_true, dtype=int), _probs2d(probs)
+    if not len(y): return None
+    if not np.isfinite(p).all(): return float('nan')
+    k = p.shape[1]   # the mean over items and classes, times k: the squared distance to the one-hot class, halved for two
+    return float(mean_squared_error(np.eye(k)[y], p) * (k if k > 2 else 1))
+
+# %% ../nbs/04b_metrics.ipynb #e6f70722
 def calibration_table(y_true, p_pos, bins:int=5) -> dict:
     "Per bin of the positive class's probability: count, mean predicted probability, observed share; and the ECE."
     y, p = np.asarray(y_true, dtype='float64'), np.asarray(p_pos, dtype='float64')
@@ -62,6 +81,7 @@ def calibration_table(y_true, p_pos, bins:int=5) -> dict:
         ece += m.sum()/len(y)*abs(p[m].mean() - y[m].mean())
     return dict(bins=rows, ece=float(ece))
 
+# %% ../nbs/04b_metrics.ipynb #95958660
 def classification_report(y_true, probs, classes=None) -> dict:
     "Accuracy, log loss, Brier score, n, the confusion matrix and the per-class scores, as plain types."
     y, p = np.asarray(y_true, dtype=int), _probs2d(probs)
@@ -74,8 +94,17 @@ def classification_report(y_true, probs, classes=None) -> dict:
 # %% ../nbs/04b_metrics.ipynb #3dd0830b
 def regression_errors(y_true, y_pred) -> dict:
     "RMSE, MAE and R² (R² is None when the targets are constant)."
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
     y, p = np.asarray(y_true, dtype='float64'), np.asarray(y_pred, dtype='float64')
     if not len(y): return dict(n=0, rmse=None, mae=None, r2=None)
-    ss = ((y - y.mean())**2).sum()
-    return dict(n=int(len(y)), rmse=float(np.sqrt(((y - p)**2).mean())), mae=float(np.abs(y - p).mean()),
-                r2=float(1 - ((y - p)**2).sum()/ss) if ss > 0 else None)
+    n, y, p = len(y), y.ravel(), p.ravel()
+    if not np.isfinite(p).all(): return dict(n=n, rmse=float('nan'), mae=float('nan'), r2=None)   # a diverged model
+    return dict(n=n, rmse=float(np.sqrt(mean_squared_error(y, p))), mae=float(mean_absolute_error(y, p)),
+                r2=float(r2_score(y, p)) if np.var(y) > 0 else None)
+
+# %% ../nbs/04b_metrics.ipynb #147bf853
+def softmax(z, axis:int=-1) -> np.ndarray:
+    "Probabilities from logits `z` along `axis`, in float64 (the maximum is subtracted first, so large logits do not overflow)."
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)

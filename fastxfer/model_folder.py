@@ -246,16 +246,12 @@ class ConstantPredictor(Predictor):
         return [dict(label=top_label(self.classes, prior), probs=probs_dict(self.classes, prior)) for _ in items]
 
 # %% ../nbs/05_model_folder.ipynb #3dca34d8
-def _softmax(z):
-    import numpy as np
-    z = np.asarray(z, dtype=np.float64); z = z - z.max(1, keepdims=True); e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
-
 def export_onnx(model, path, shape, check_x=None, atol:float=1e-4, input_name:str='image', output_name:str='logits',
                 compare:str='softmax', opset:int=17) -> dict:
     "Export `model` to ONNX at `path` (dynamic batch) and check it against PyTorch on `check_x` (random input of `shape` when None)."
     import copy, warnings
     import numpy as np, torch
+    from fastxfer.metrics import softmax
     model = copy.deepcopy(model).eval().float().cpu().to(memory_format=torch.contiguous_format)
     x = torch.randn(2, *shape[1:])
     try:
@@ -268,7 +264,7 @@ def export_onnx(model, path, shape, check_x=None, atol:float=1e-4, input_name:st
         cx = (check_x if check_x is not None else x).float().cpu()
         with torch.no_grad(): ref = model(cx).float().numpy()
         got = sess.run(None, {input_name: cx.numpy()})[0]
-        if compare == 'softmax': ref, got = _softmax(ref), _softmax(got)
+        if compare == 'softmax': ref, got = softmax(ref, axis=1), softmax(got, axis=1)   # axis 1: the classes, also of a segmentation's maps
         diff = float(np.abs(ref - got).max())
         if diff > atol:
             Path(path).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 import numpy as np
+from .metrics import softmax
 
 # %% auto #0
 __all__ = ['LinearProbe', 'linear_probe']
@@ -22,9 +23,7 @@ class LinearProbe:
     C: float
     cv_accuracy: float|None = None
     def logits(self, X) -> np.ndarray: return np.asarray(X, dtype='float64') @ self.weight.T + self.bias
-    def proba(self, X) -> np.ndarray:
-        z = self.logits(X); z = z - z.max(1, keepdims=True); e = np.exp(z)
-        return e / e.sum(1, keepdims=True)
+    def proba(self, X) -> np.ndarray: return softmax(self.logits(X))
     def accuracy(self, X, y) -> float|None:
         y = np.asarray(y)
         return float((self.logits(X).argmax(1) == y).mean()) if len(y) else None
@@ -37,17 +36,15 @@ class LinearProbe:
             linear.bias.copy_(torch.tensor(self.bias, dtype=torch.float32))
         return linear
 
+# %% ../nbs/04c_probe.ipynb #abd61c37
 def _folds(y, k:int, groups, shuffle:bool):
-    "Stratified folds over groups (rows of one group stay together)."
-    from sklearn.model_selection import StratifiedKFold
+    "Stratified `k`-fold (train rows, test rows) splits; with `groups`, rows of one group stay on one side."
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+    cv = (StratifiedKFold if groups is None else StratifiedGroupKFold)(n_splits=k, shuffle=shuffle, random_state=0 if shuffle else None)
     y = np.asarray(y)
-    g = np.arange(len(y)) if groups is None else np.asarray(groups)
-    ug, first = np.unique(g, return_index=True)
-    cv = StratifiedKFold(n_splits=k, shuffle=shuffle, random_state=0 if shuffle else None)
-    for a, b in cv.split(np.zeros(len(ug)), y[first]):
-        tr, te = np.isin(g, ug[a]), np.isin(g, ug[b])
-        yield np.where(tr)[0], np.where(te)[0]
+    yield from cv.split(np.zeros((len(y), 1)), y, groups)
 
+# %% ../nbs/04c_probe.ipynb #449957e7
 def linear_probe(X, y, n_classes:int, Cs=(0.01, 0.1, 1.0), folds:int=3, groups=None, shuffle:bool=True,
                  min_count:int=2, default_C:float=0.1, max_iter:int=3000, tol:float=1e-4, warm_start:bool=False) -> LinearProbe:
     "Logistic regression on standardised `X`, C chosen by stratified `folds`-fold CV (when each class has `min_count` rows); `warm_start`: each fold's fits go up the C path from the last one."

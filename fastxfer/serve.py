@@ -34,7 +34,7 @@ __all__ = ['logger', 'ApiError', 'POSTMAN_SCHEMA', 'SERVE_APP_ENV', 'Prediction'
            'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'response_model', 'ModelRunner', 'read_payload',
            'part_bytes', 'load_models', 'request_body', 'create_app', 'api_docs_html', 'loop_run', 'tab_title',
            'card_markdown', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models',
-           'app_from_env', 'cmd_serve', 'cmd_postman', 'add_cli']
+           'app_from_env', 'serve', 'export_postman']
 
 # %% ../nbs/13_serve.ipynb #d9742c93
 class Prediction(BaseModel):
@@ -638,63 +638,49 @@ def app_from_env() -> FastAPI:
     return create_app(cfg.get('models_dir') or setting('models_dir'), workers=cfg.get('workers'), ui=cfg.get('ui', True),
                       context=cfg.get('context') or {})
 
-def cmd_serve(args):
+def serve(models:str|None=None, # folder of model folders (if not given: the models_dir setting)
+          host:str|None=None, # address to listen on (if not given: the host setting, 127.0.0.1)
+          port:int|None=None, # port (if not given: the port setting, 7860)
+          demo:bool=False, # train the small embedded demo models first when there are none
+          workers:int|None=None, # inference worker threads per process (if not given: 2..4 from the CPU count)
+          processes:int=1, # server processes on the one port (uvicorn workers); each loads the models once
+          ui:bool=True, # the Gradio UI at / (--no-ui: the REST API only)
+          quiet:bool=False, # less logging
+          ):
+    """Serve every exported model: REST API and Gradio UI.
+
+    Serves every model folder under --models: REST API at /api/v1, Gradio UI at /. model.pkl files are pickles: serve
+    only models from a trusted source."""
     import uvicorn
     from fastxfer.core import log
-    models_dir = Path(setting('models_dir', args.models))
-    host, port = setting('host', args.host), setting('port', args.port, int)
-    processes = args.processes or 1
+    models_dir, host, port = Path(setting('models_dir', models)), setting('host', host), setting('port', port, int)
     if processes < 1: raise FastxferError(f'--processes {processes}: give at least 1')
-    demo = None
-    if args.demo and not find_model_folders(models_dir): demo = demo_models(models_dir)   # trained once, before any process starts
-    if not models_dir.exists() and not args.demo:
-        raise FastxferError(f'models folder {models_dir} does not exist; train a model or use --demo')
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    context = {k: v for res in (demo or {}).values() for k,v in (res.get('context') or {}).items()}
+    made = demo_models(models_dir) if demo and not find_model_folders(models_dir) else None   # trained once, before any process starts
+    if not models_dir.exists() and not demo: raise FastxferError(f'models folder {models_dir} does not exist; train a model or use --demo')
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    context = {k: v for res in (made or {}).values() for k,v in (res.get('context') or {}).items()}
     if host not in ('127.0.0.1', 'localhost', '::1'): log(f'warning: listening on {host}: reachable from other machines')
-    level = 'warning' if args.quiet else 'info'
+    level = 'warning' if quiet else 'info'
     if processes > 1:   # uvicorn's multi-process mode: N processes share the socket, each builds the app (loads the models) once
-        os.environ[SERVE_APP_ENV] = json.dumps(dict(models_dir=str(models_dir.absolute()), workers=args.workers, ui=not args.no_ui,
-                                                    context={k: str(v) for k,v in context.items()}, quiet=bool(args.quiet)))
+        os.environ[SERVE_APP_ENV] = json.dumps(dict(models_dir=str(models_dir.absolute()), workers=workers, ui=ui,
+                                                    context={k: str(v) for k,v in context.items()}, quiet=bool(quiet)))
         log(f'fastxfer serving {len(find_model_folders(models_dir))} model folder(s) from {models_dir} on http://{host}:{port}/ '
             f'with {processes} processes  (API: /api/v1, docs: /docs)')
-        uvicorn.run('fastxfer.serve:app_from_env', factory=True, workers=processes, host=host, port=port, log_level=level)
-        return None
-    app = create_app(models_dir, workers=args.workers, ui=not args.no_ui, context=context)
-    if not app.state.models and not args.no_ui:
-        log(f'warning: no models found in {models_dir}')
+        return uvicorn.run('fastxfer.serve:app_from_env', factory=True, workers=processes, host=host, port=port, log_level=level)
+    app = create_app(models_dir, workers=workers, ui=ui, context=context)
+    if not app.state.models and ui: log(f'warning: no models found in {models_dir}')
     log(f'fastxfer serving {len(app.state.models)} model(s) from {models_dir} on http://{host}:{port}/  (API: /api/v1, docs: /docs)')
     uvicorn.run(app, host=host, port=port, log_level=level)
-    return None
 
-def cmd_postman(args):
+def export_postman(out:str='fastxfer.postman_collection.json', # file to write
+                   models:str|None=None, # model folders to take example names from (if not given: the models_dir setting)
+                   base_url:str|None=None, # server URL (if not given: http://HOST:PORT from the settings)
+                   ) -> dict:
+    "Write a Postman v2.1 collection generated from the OpenAPI document."
     from fastxfer.core import atomic_write
-    app = create_app(args.models, ui=False)
-    col = postman_collection(app, base_url=args.base_url)
-    out = Path(args.out)
-    atomic_write(out, json.dumps(col, indent=2))
+    app = create_app(models, ui=False)
+    col = postman_collection(app, base_url=base_url)
+    atomic_write(Path(out), json.dumps(col, indent=2))
     return dict(out=str(out), requests=len(col['item']), models=sorted(app.state.models))
 
-def add_cli(sub, parents, name):
-    "Add the `serve` or the `api` command (the CLI calls this once per name)."
-    if name == 'serve':
-        p = sub.add_parser('serve', parents=parents, help='serve every exported model: REST API and Gradio UI',
-                           description='Serve every model folder under --models: REST API at /api/v1, Gradio UI at /. '
-                                       'model.pkl files are pickles: serve only models from a trusted source.')
-        p.add_argument('--models', default=None, help='folder of model folders (default: settings models_dir)')
-        p.add_argument('--host', default=None, help='address to listen on (default: settings host, 127.0.0.1)')
-        p.add_argument('--port', default=None, type=int, help='port (default: settings port, 7860)')
-        p.add_argument('--demo', action='store_true', help='train the small embedded demo models first when there are none')
-        p.add_argument('--workers', default=None, type=int, help='inference worker threads per process (default: 2..4 from the CPU count)')
-        p.add_argument('--processes', default=1, type=int, help='server processes on the one port (uvicorn workers); each loads the models once')
-        p.add_argument('--no-ui', action='store_true', help='serve only the REST API')
-        p.set_defaults(func=cmd_serve, human=None)
-    elif name == 'api':
-        p = sub.add_parser('api', help='API tools: export a Postman collection')
-        verbs = p.add_subparsers(dest='verb', metavar='VERB')
-        q = verbs.add_parser('postman', parents=parents, help='write a Postman v2.1 collection generated from the OpenAPI document')
-        q.add_argument('--out', default='fastxfer.postman_collection.json', help='file to write')
-        q.add_argument('--models', default=None, help='model folders to take example names from (default: settings models_dir)')
-        q.add_argument('--base-url', default=None, help='server URL (default: http://HOST:PORT from settings)')
-        q.set_defaults(func=cmd_postman, human=lambda r: f"wrote {r['out']} ({r['requests']} requests)")
-    else: raise ValueError(f'fastxfer.serve has no command {name!r}')
+export_postman.human = lambda r: f"wrote {r['out']} ({r['requests']} requests)"   # what the command line prints without --json

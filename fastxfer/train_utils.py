@@ -6,9 +6,8 @@ Docs: https://fastxfer.github.io/fastxfer/train_utils.html.md"""
 
 # %% ../nbs/01_train_utils.ipynb #eb71ecb3
 from __future__ import annotations
-import tempfile, warnings
+import tempfile
 from pathlib import Path
-warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*', category=FutureWarning)  # fastai 2.8 on torch 2.14
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import set_seed

@@ -123,15 +123,34 @@ def test_other_families_on_2_processes(family, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == [family]
 
 
-def test_notebook_train_runs_2_processes(tmp_path):
-    "Accelerate's notebook_launcher (forked processes) from a Python session: one folder, rank 0's report."
-    ratings = shared_or_skip('fastai_samples/movie_lens_sample')/'ratings.csv'
-    code = ("from fastxfer.family import notebook_train\n"
-            f"r = notebook_train('collab', 2, data={str(ratings)!r}, out={str(tmp_path/'ml')!r}, epochs=2)\n"
-            "import json; print(json.dumps(dict(metrics=r['metrics'], model_dir=r['model_dir'])))")
+@pytest.fixture
+def ratings2000(tmp_path):
+    rows = (shared_or_skip('fastai_samples/movie_lens_sample')/'ratings.csv').read_text().splitlines()[:2001]
+    p = tmp_path/'ratings.csv'; p.write_text('\n'.join(rows) + '\n')
+    return p
+
+
+def _train_in_python(call: str, out: Path):
+    "Run `r = CALL` in a new Python process; its report (metrics, model folder), the folder's card and the process's stderr."
+    code = f"import json\nfrom fastxfer.family import get_family, notebook_train\nr = {call}\n" \
+           "print(json.dumps(dict(metrics=r['metrics'], model_dir=r['model_dir'])))"
     p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    r = json.loads(p.stdout.strip().splitlines()[-1])
-    card = json.loads((tmp_path/'ml'/'card.json').read_text())
+    card = json.loads((out/'card.json').read_text())
     assert card['processes'] == 2 and card['distributed_backend'] == 'gloo'
-    assert r['metrics'] == card['metrics'] and p.stderr.count('validation MSE') == 1, 'rank 0 alone logs'
+    return json.loads(p.stdout.strip().splitlines()[-1]), card, p.stderr
+
+
+def test_processes_2_from_python(ratings2000, tmp_path):
+    "`train(..., processes=2)` from a Python session: the launcher the command line uses, rank 0's report returned."
+    out = tmp_path/'ml'
+    r, card, _ = _train_in_python(f"get_family('collab').train({str(ratings2000)!r}, out={str(out)!r}, epochs=1, members=1, processes=2)", out)
+    assert r['model_dir'] == str(out) and r['metrics'] == card['metrics']
+    assert sorted(q.name for q in tmp_path.iterdir()) == ['ml', 'ratings.csv']
+
+
+def test_notebook_train_runs_2_processes(ratings2000, tmp_path):
+    "Accelerate's notebook_launcher (forked processes) from a Python session: one folder, rank 0's report."
+    out = tmp_path/'ml'
+    r, card, err = _train_in_python(f"notebook_train('collab', 2, data={str(ratings2000)!r}, out={str(out)!r}, epochs=2, members=1)", out)
+    assert r['metrics'] == card['metrics'] and err.count('validation MSE') == 1, 'rank 0 alone logs'

@@ -124,5 +124,5 @@ def test_train_reports_carry_the_common_fields_and_a_baseline(tmp_path):
     r = get_family('text').train(str(toy), valid_col='is_valid', model='embed-logreg', max_len=32, out=str(tmp_path/'t'))
     assert r['kind'] == 'text' and r['data_fingerprint'] and r['train_seconds'] is not None and 'accuracy' in r['metrics']
     assert r['baseline']['accuracy'] == 0.5 and 'most frequent class' in r['baseline']['what']   # 2 pos / 2 neg in validation
-    r = get_family('nfl').train(standings=str(shared_or_skip('nfl/standings.csv')), out=str(tmp_path/'n'), no_evaluate=True)
+    r = get_family('nfl').train(standings=str(shared_or_skip('nfl/standings.csv')), out=str(tmp_path/'n'), evaluate=False)
     assert r['kind'] == 'nfl' and r['data_fingerprint'] and r['model_dir'] == str(tmp_path/'n')

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io, math, random, time
 from functools import partial
 from pathlib import Path
+from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from ..registry import image_size
 # %% auto #0
 __all__ = ['PRESETS', 'shift_mat', 'shear_mat', 'zoom_xy_mat', 'TrainOnlyAffine', 'Shift', 'Shear', 'ZoomXY', 'GaussianNoise',
            'SaltPepper', 'homography_grid', 'warp_coeffs', 'FastAug', 'aug_preset', 'keras_tfm', 'default_tfms',
-           'to_batch', 'apply_tfms', 'preview_images', 'preview_grid', 'cmd_preview', 'add_cli']
+           'to_batch', 'apply_tfms', 'preview_images', 'preview_grid', 'preview']
 
 # %% ../../nbs/03a_augment_image.ipynb #28842d93
 def shift_mat(x:torch.Tensor, max_shift:float=0.2, p:float=0.5, batch:bool=False):
@@ -337,25 +338,19 @@ def preview_grid(image, aug:str='default', n:int=8, seed:int|None=0, size:int|No
     return fig
 
 # %% ../../nbs/03a_augment_image.ipynb #7e9581fc
-def cmd_preview(args):
-    "Write the preview grid of one image and return what was written."
+def preview(image:str, # an image file
+            *, out:str, # PNG file to write
+            aug:Literal[PRESETS]='default', # augmentation preset
+            n:int=8, # number of augmented versions
+            seed:int=0, # random seed
+            size:int|None=None, # image size in pixels (if not given: the size setting)
+            presize:int|None=None, # item size before batch augmentation, as in vision train (if not given: size)
+            ) -> dict:
+    "Draw an image and n augmented versions of it in one PNG."
     t = time.time()
-    preview_grid(args.image, aug=args.aug, n=args.n, seed=args.seed, size=args.size, presize=args.presize, out=args.out)
-    size = image_size(args.size)
-    return dict(out=str(Path(args.out).resolve()), image=str(args.image), aug=args.aug, n=args.n, seed=args.seed,
-                size=size, presize=args.presize or size, seconds=round(time.time()-t, 3))
+    preview_grid(image, aug=aug, n=n, seed=seed, size=size, presize=presize, out=out)
+    size = image_size(size)
+    return dict(out=str(Path(out).resolve()), image=str(image), aug=aug, n=n, seed=seed, size=size, presize=presize or size,
+                seconds=round(time.time()-t, 3))
 
-def add_cli(sub, parents, name='augment'):
-    "Add `fastxfer augment preview`."
-    p = sub.add_parser(name, help='preview image augmentation presets')
-    verbs = p.add_subparsers(dest='verb', metavar='VERB')
-    v = verbs.add_parser('preview', parents=parents, help='draw an image and n augmented versions of it in one PNG')
-    v.add_argument('image', help='an image file')
-    v.add_argument('--aug', default='default', choices=PRESETS, help='augmentation preset (default: default)')
-    v.add_argument('--n', type=int, default=8, help='number of augmented versions (default 8)')
-    v.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    v.add_argument('--size', type=int, default=None, help='image size in pixels (default: the size setting; auto: the backbone\'s own)')
-    v.add_argument('--presize', type=int, default=None, help='item size before batch augmentation, as in vision train (default: size)')
-    v.add_argument('--out', required=True, help='PNG file to write')
-    v.set_defaults(func=cmd_preview, human=lambda r: f"wrote {r['out']} ({r['n']} x {r['aug']})")
-    return p
+preview.human = lambda r: f"wrote {r['out']} ({r['n']} x {r['aug']})"   # what the command line prints without --json

@@ -344,6 +344,7 @@ def _human_predict(r) -> str:
 class CollabFamily(Family):
     "Ratings to a recommender: fastai collab_learner with honest splits, baselines, ranking metrics and cold-start answers."
     name, title, predictor = 'collab', 'Recommender', CollabPredictor
+    data_parallel = True   # train takes processes=N
     help = 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items'
     extra_verbs = ('recommend', 'similar')
 
@@ -368,7 +369,6 @@ class CollabFamily(Family):
               table:str|None=None, # the SQLite table
               members:int|None=None, # networks averaged, each with its own seed (if not given: 3 below 100,000 training ratings, else 1)
               sessions:bool=True, # add session biases (residuals of the user's ratings close in time) when the ratings have timestamps
-              processes:int=1, # data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)
               ) -> dict:
         "Train a recommender from ratings and write a model folder."
         return train_collab(data, user, item, rating, timestamp, out, split, valid_pct, seed, nn, factors, y_range, epochs, lr, wd,

@@ -10,13 +10,13 @@ import io, json, os, re, time
 from pathlib import Path
 import pandas as pd
 from ..core import FastxferError, embedded_data, log, setting
-from ..family import Family, register_family, from_settings, as_args, report_from_folder
+from ..family import Family, register_family, from_settings, report_from_folder
 from typing import Literal
 from .data import *
 from .model import *
 
 # %% auto #0
-__all__ = ['scrape', 'parse_seasons', 'demo', 'cmd_scrape', 'cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_demo', 'NFLFamily']
+__all__ = ['scrape', 'parse_seasons', 'demo', 'NFLFamily']
 
 # %% ../../nbs/09c_nfl.ipynb #ee7ce071
 def scrape(season:int|None=None, html=None, db=None, seasons=None, fetcher:PoliteFetcher|None=None,
@@ -121,31 +121,7 @@ def _human_demo(r):
                       f"\n== 5. train and evaluate -> {r['model_dir']}", _fmt_eval(r['train']['evaluation']),
                       '\n== 6. predict', _fmt_pred(r['prediction'], why=False), f"\ndone in {r['seconds']} s"])
 
-def cmd_scrape(args):
-    r = scrape(args.season, html=args.html, db=args.db, seasons=args.seasons, refresh=args.refresh)
-    t = r.pop('table')
-    r['rows_table'] = t.to_dict(orient='records')
-    return r
 
-def cmd_train(args):
-    return train(db=args.db, standings=args.standings, out=args.out, model=args.model, features=args.features,
-                 seed=args.seed, evaluate=not args.no_evaluate, layers=args.layers)
-
-def cmd_predict(args):
-    return predict_team(args.team, args.pf, args.pa, args.pd, args.sos, model_dir=args.model, db=args.db, record=not args.no_record)
-
-def cmd_evaluate(args):
-    t0 = time.time()
-    df, source = load_training_data(args.db, args.standings)
-    r = evaluate_models(df, parse_features(args.features), k=args.k, seed=setting('seed', args.seed, int), layers=parse_layers(args.layers))
-    r['loso_accuracy'] = r['accuracy'] if r['method'] == 'leave-one-season-out' else None
-    r |= dict(source=source, seconds=round(time.time() - t0, 1))
-    return r
-
-def cmd_demo(args):
-    r = demo(args.workdir)
-    r['table'] = r['table'].to_dict(orient='records')
-    return r
 
 # %% ../../nbs/09c_nfl.ipynb #dd75d943
 @register_family
@@ -163,7 +139,9 @@ class NFLFamily(Family):
                refresh:bool=False, # fetch again even when the page is cached
                ) -> dict:
         "Read a season standings page into NFL.db (table stats)."
-        return cmd_scrape(as_args(locals()))
+        r = scrape(season, html=html, db=db, seasons=seasons, refresh=refresh)
+        r['rows_table'] = r.pop('table').to_dict(orient='records')
+        return r
 
     def train(self, db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db from the settings)
               standings:str|None=None, # a standings CSV instead of the database
@@ -172,10 +150,10 @@ class NFLFamily(Family):
               features:str|None=None, # extra features, comma-separated: MoV, SRS, pyth (none by default)
               layers:str|None=None, # hidden layers of the tabular_learner, e.g. 16 or 16,8 (none by default)
               seed:int=from_settings('seed', int), # random seed
-              no_evaluate:bool=False, # skip the cross-validation
+              evaluate:bool=True, # cross-validate both models (--no-evaluate skips it)
               ) -> dict:
         "Train tabular_learner and logistic regression; write a model folder."
-        r = cmd_train(as_args(locals()))
+        r = train(db=db, standings=standings, out=out, model=model, features=features, seed=seed, evaluate=evaluate, layers=layers)
         return report_from_folder(r['model_dir'], r)
 
     def predict(self, *, pf:float, # points for
@@ -185,10 +163,10 @@ class NFLFamily(Family):
                 pd:float|None=None, # point difference (if not given: pf - pa)
                 model:str|None=None, # model folder (if not given: <models_dir>/nfl)
                 db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db from the settings)
-                no_record:bool=False, # do not write the prediction into the database
+                record:bool=True, # write the prediction into the database (--no-record: do not)
                 ) -> dict:
         "Predict a team and write it into stats."
-        return cmd_predict(as_args(locals()))
+        return predict_team(team, pf, pa, pd, sos, model_dir=model, db=db, record=record)
 
     def evaluate(self, db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db from the settings)
                  standings:str|None=None, # a standings CSV (e.g. ../shared/data/nfl/standings.csv)
@@ -198,12 +176,18 @@ class NFLFamily(Family):
                  layers:str|None=None, # hidden layers of the tabular_learner, e.g. 16 (none by default)
                  ) -> dict:
         "Leave-one-season-out (or k-fold) metrics for both models."
-        return cmd_evaluate(as_args(locals()))
+        t0 = time.time()
+        df, source = load_training_data(db, standings)
+        r = evaluate_models(df, parse_features(features), k=k, seed=seed, layers=parse_layers(layers))
+        r['loso_accuracy'] = r['accuracy'] if r['method'] == 'leave-one-season-out' else None
+        return r | dict(source=source, seconds=round(time.time() - t0, 1))
 
     def demo(self, workdir:str|None=None, # put NFL.db and the model folder here (if not given: the settings folders)
              ) -> dict:
         "The whole exercise on the shipped 2023 page, offline."
-        return cmd_demo(as_args(locals()))
+        r = demo(workdir)
+        r['table'] = r['table'].to_dict(orient='records')
+        return r
 
     def human(self, verb:str, r:dict) -> str|None:
         text = {'scrape': _human_scrape, 'train': _human_train, 'predict': _fmt_pred, 'evaluate': _human_evaluate,

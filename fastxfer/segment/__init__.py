@@ -184,6 +184,7 @@ def _human_scores(s:dict) -> str:
 class SegmentFamily(Family):
     "Semantic segmentation with a U-Net on a pretrained backbone: its verbs are the `fastxfer segment` command."
     name, title, predictor = 'segment', 'Segmentation', SegmentPredictor
+    data_parallel = True   # train takes processes=N
     help = 'train, predict, evaluate segmentation models (U-Net): masks and overlays'
 
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # folder with images/ and labels/ (or train/ and valid/ holding both)
@@ -204,7 +205,6 @@ class SegmentFamily(Family):
               seed:int=from_settings('seed', int), # random seed
               precision:str='auto', # auto | fp32 | bf16
               device:str|None=None, # cpu, cuda or auto
-              processes:int=1, # data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)
               ) -> dict:
         "Train a U-Net and export a model folder."
         import contextlib, sys

@@ -407,6 +407,7 @@ def _human_eval(r) -> str:
 class TabularFamily(Family):
     "Any table to a classifier or regressor: a fastai tabular net beside gradient boosting and a linear model."
     name, title, predictor = 'tabular', 'Tables', TabularPredictor
+    data_parallel = True   # train takes processes=N
     help = 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite'
 
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME
@@ -423,7 +424,6 @@ class TabularFamily(Family):
               procs:str|None=None, # extra feature procs, e.g. 'PF-PA,winsor:0.01:0.99' (fastxfer.augment.tabular)
               db:str|None=None, # an SQLite file to read the table from (with --table)
               table:str|None=None, # the SQLite table
-              processes:int=1, # data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)
               ) -> dict:
         "Train a model of any table and write a model folder."
         return train_table(data, target, out, cat, cont, drop, task, valid_pct, valid_col, seed, model, procs, db, table)

@@ -287,10 +287,7 @@ MODELS = {m.name: m for m in (TabularNetModel, GBMModel, LinearModel)}
 # %% ../../nbs/08b_tabular_models.ipynb #3c450519
 def temperature_scale(p:np.ndarray, T:float) -> np.ndarray:
     "Probabilities `p` (n, classes) softened (T > 1) or sharpened (T < 1): softmax(log p / T)."
-    z = np.log(np.clip(p, 1e-12, 1))/T
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e/e.sum(1, keepdims=True)
+    return metrics.softmax(np.log(np.clip(p, 1e-12, 1))/T, axis=1)
 
 def fit_temperature(p:np.ndarray, y:np.ndarray) -> float:
     "The temperature that minimises the log loss of `p` on labels `y`."

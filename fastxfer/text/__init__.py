@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from ..core import FastxferError, setting
 from ..train_utils import PRECISIONS
-from ..family import Family, register_family, from_settings, as_args, POSITIONAL, report_from_folder, with_baseline
+from ..family import Family, register_family, from_settings, POSITIONAL, report_from_folder, with_baseline
 from typing import Annotated, Literal
 from ..model_folder import load_model
 from .data import *
@@ -19,50 +19,42 @@ from .models import *
 from .data import _clean, _check_col, _as_bool
 
 # %% auto #0
-__all__ = ['cmd_train', 'cmd_predict', 'cmd_evaluate', 'TextFamily']
+__all__ = ['read_texts', 'evaluate_text', 'TextFamily']
 
 # %% ../../nbs/10c_text.ipynb #bdce0595
-def _read_inputs(args) -> list[str]:
-    texts = list(args.texts or [])
-    if texts == ['-'] or args.file == '-':
+def read_texts(texts:list|None, file:str|None) -> list[str]:
+    "The texts to predict: those given, `-` (or `file='-'`) for standard input, or a file's lines."
+    texts = list(texts or [])
+    if texts == ['-'] or file == '-':
         texts = [l.rstrip('\n') for l in sys.stdin if l.strip()]
-    elif args.file:
-        f = Path(args.file)
+    elif file:
+        f = Path(file)
         try: texts += [l.rstrip('\n') for l in f.read_text(encoding='utf-8', errors='replace').splitlines() if l.strip()]
         except OSError as e: raise FastxferError(f'cannot read --file {f}: {e}') from e
     if not texts: raise FastxferError('no texts to predict: give them as arguments, with --file F (one per line), or - for stdin')
     return texts
 
-def cmd_train(args):
-    out = args.out or str(Path(setting('models_dir'))/f'text-{args.model or setting("text_model")}')
-    return train_text(args.data, out, model=args.model, epochs=args.epochs, lr=args.lr, max_len=args.max_len, bs=args.bs,
-                      precision=args.precision, ensemble=args.ensemble, window=args.window, bow=args.bow,
-                      encoder=args.encoder, seed=args.seed, device=args.device, aug=args.aug, n_aug=args.n_aug,
-                      text_col=args.text_col, label_col=args.label_col, valid_col=args.valid_col, valid_pct=args.valid_pct)
+def _text_model(model_dir, **kwargs):
+    "The text model in `model_dir` (a clear error for another kind)."
+    p = load_model(model_dir, **kwargs)
+    if p.input_type != 'text': raise FastxferError(f'{model_dir} is a {p.kind} model, not a text model')
+    return p
 
-def cmd_predict(args):
-    texts = _read_inputs(args)
-    p = load_model(args.model_dir, device=args.device) if args.device else load_model(args.model_dir)
-    if p.input_type != 'text': raise FastxferError(f'{args.model_dir} is a {p.kind} model, not a text model')
-    preds = p.predict(texts)
-    return dict(model_dir=str(args.model_dir), model=p.card.get('model'), max_len=p.max_len, window=getattr(getattr(p, 'win', None), 'window', None),
-                predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **r) for t, r in zip(texts, preds)])
-
-def cmd_evaluate(args):
-    if not Path(args.data).exists(): raise FastxferError(f'{args.data}: no such file or folder')
-    p = load_model(args.model_dir)
-    if p.input_type != 'text': raise FastxferError(f'{args.model_dir} is a {p.kind} model, not a text model')
+def evaluate_text(model_dir, data, text_col=None, label_col=None, valid_col=None, split='auto') -> dict:
+    "Score the text model in `model_dir` on the labelled texts `data` (see `TextFamily.evaluate`)."
+    if not Path(data).exists(): raise FastxferError(f'{data}: no such file or folder')
+    p = _text_model(model_dir)
     src = p.card.get('data') or {}
-    tc = args.text_col or src.get('text_col') or 'text'; lc = args.label_col or src.get('label_col') or 'label'
-    vc = args.valid_col if args.valid_col is not None else src.get('valid_col')
-    path = Path(args.data)
+    tc = text_col or src.get('text_col') or 'text'; lc = label_col or src.get('label_col') or 'label'
+    vc = valid_col if valid_col is not None else src.get('valid_col')
+    path = Path(data)
     if path.is_dir():
-        d = load_folder(path, valid_pct=0.0 if args.split == 'all' else (src.get('valid_pct') or 0.2), seed=src.get('seed') or 42, need_valid=False)
+        d = load_folder(path, valid_pct=0.0 if split == 'all' else (src.get('valid_pct') or 0.2), seed=src.get('seed') or 42, need_valid=False)
         has_valid = bool(d.n_valid)
     else:
         df = read_table(path)
         if vc is not None and vc not in df.columns:
-            if args.valid_col is not None: _check_col(df, vc, '--valid-col', path)
+            if valid_col is not None: _check_col(df, vc, '--valid-col', path)
             vc = None
         _check_col(df, tc, '--text-col', path); _check_col(df, lc, '--label-col', path)
         texts, labels, dropped = _clean(df[tc].tolist(), df[lc].tolist())
@@ -75,13 +67,13 @@ def cmd_evaluate(args):
                      [t for t, f in zip(texts, flags or [False]*len(texts)) if f], [l for l, f in zip(labels, flags or [False]*len(texts)) if f],
                      sorted(set(labels)), dropped=dropped)
         has_valid = flags is not None and d.n_valid > 0
-    split = args.split if args.split != 'auto' else ('valid' if has_valid else 'all')
+    split = split if split != 'auto' else ('valid' if has_valid else 'all')
     if split == 'valid':
         if not d.n_valid: raise FastxferError(f'{path} has no validation rows; use --split all or --valid-col')
         texts, labels = d.valid_texts, d.valid_labels
     else: texts, labels = d.train_texts + d.valid_texts, d.train_labels + d.valid_labels
     res = p.evaluate(texts, labels)
-    return dict(res, split=split, model_dir=str(args.model_dir), data=str(path), dropped=d.dropped)
+    return dict(res, split=split, model_dir=str(model_dir), data=str(path), dropped=d.dropped)
 
 # %% ../../nbs/10c_text.ipynb #d70e6668
 def _human_train(r):
@@ -107,6 +99,7 @@ def _human_eval(r):
 class TextFamily(Family):
     "Text classifiers: a fine-tuned transformer encoder, frozen embeddings + logistic regression, or ULMFiT."
     name, title, predictor = 'text', 'Text', TextPredictor
+    data_parallel = True   # train takes processes=N
     help = 'train, predict, evaluate text classifiers'
 
     def train(self, data:str, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)
@@ -129,10 +122,12 @@ class TextFamily(Family):
               n_aug:int=1, # augmented copies per training text with --aug eda
               out:str|None=None, # model folder to write (if not given: <models_dir>/text-<model>)
               device:str|None=None, # cpu, cuda or auto
-              processes:int=1, # data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)
               ) -> dict:
         "Train a text classifier and write a model folder."
-        r = cmd_train(as_args(locals()))
+        out = out or str(Path(setting('models_dir'))/f'text-{model}')
+        r = train_text(data, out, model=model, epochs=epochs, lr=lr, max_len=max_len, bs=bs, precision=precision, ensemble=ensemble,
+                       window=window, bow=bow, encoder=encoder, seed=seed, device=device, aug=aug, n_aug=n_aug,
+                       text_col=text_col, label_col=label_col, valid_col=valid_col, valid_pct=valid_pct)
         return report_from_folder(r['model_dir'], r)
 
     def predict(self, model_dir:str, # a text model folder
@@ -141,7 +136,11 @@ class TextFamily(Family):
                 device:str|None=None, # cpu, cuda or auto
                 ) -> dict:
         "Predict texts with a model folder."
-        return cmd_predict(as_args(locals()))
+        texts = read_texts(texts, file)
+        p = _text_model(model_dir, device=device) if device else _text_model(model_dir)
+        preds = p.predict(texts)
+        return dict(model_dir=str(model_dir), model=p.card.get('model'), max_len=p.max_len, window=getattr(getattr(p, 'win', None), 'window', None),
+                    predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **r) for t, r in zip(texts, preds)])
 
     def evaluate(self, model_dir:str, # a text model folder
                  data:str, # labelled texts: a CSV/TSV file or an IMDB-style folder
@@ -151,7 +150,7 @@ class TextFamily(Family):
                  split:Literal['auto', 'valid', 'all']='auto', # which rows: the validation rows when there are any (auto), or all
                  ) -> dict:
         "Accuracy and confusion matrix on labelled data."
-        return cmd_evaluate(as_args(locals()))
+        return evaluate_text(model_dir, data, text_col, label_col, valid_col, split)
 
     def human(self, verb:str, r:dict) -> str|None:
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}[verb](r)

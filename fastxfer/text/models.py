@@ -435,11 +435,33 @@ def truncate_words(text:str, max_len:int) -> tuple[str, bool]:
     return (' '.join(w[:max_len]), True) if len(w) > max_len else (text, False)
 
 # %% ../../nbs/10b_text_models.ipynb #8e49d3f0
+def _fine_tune_awd_lm(texts:list, path, cfg:dict, pretrained:bool, lm_epochs:int, lm_lr:float, seed:int, bs:int, device):
+    "ULMFiT's first step: the AWD-LSTM language model fine-tuned on every text, its encoder saved as `ft_enc`; returns its vocab."
+    from fastai.text.all import AWD_LSTM, TextDataLoaders, language_model_learner, accuracy, Perplexity
+    dls_lm = TextDataLoaders.from_df(pd.DataFrame(dict(text=texts)), path=path, text_col='text', is_lm=True, valid_pct=0.1,
+                                     seed=seed, bs=bs, device=device)
+    lm = configure_progress(language_model_learner(dls_lm, AWD_LSTM, config=cfg, drop_mult=0.3, pretrained=pretrained,
+                                                   metrics=[accuracy, Perplexity()], path=path))
+    log(f'awd_lstm: language model on {len(texts)} texts, vocab {len(dls_lm.vocab)}, '
+        f'{"pretrained WikiText-103" if pretrained else "random init"}')
+    if pretrained: lm.fit_one_cycle(1, lm_lr*10)
+    lm.unfreeze()
+    if lm_epochs: lm.fit_one_cycle(lm_epochs, lm_lr if pretrained else 1e-2)
+    lm.save_encoder('ft_enc')
+    return dls_lm.vocab
+
+def _gradual_unfreeze(learn, epochs:int, lr:float):
+    "ULMFiT's classifier schedule: the head, then the last two and three layer groups, then everything at a twentieth of the rate."
+    learn.fit_one_cycle(1, lr)
+    stages = [(-2, lr/2), (-3, lr/4)][:max(0, epochs-2)]
+    for n, l in stages: learn.freeze_to(n); learn.fit_one_cycle(1, slice(l/(2.6**4), l))
+    if epochs > 1:
+        learn.unfreeze(); learn.fit_one_cycle(max(1, epochs-1-len(stages)), slice(lr/20/(2.6**4), lr/20))
+
 def train_awd_lstm(data:TextData, out, epochs=None, lr=None, max_len=256, bs=None, seed=42, device=None,
                    lm_epochs=None, pretrained=None, **kw):
     "ULMFiT: language-model fine-tuning on all texts, then the classifier with gradual unfreezing."
-    from fastai.text.all import (AWD_LSTM, TextDataLoaders, language_model_learner, text_classifier_learner,
-                                 accuracy, Perplexity, awd_lstm_lm_config, awd_lstm_clas_config)
+    from fastai.text.all import AWD_LSTM, CategoryBlock, TextDataLoaders, text_classifier_learner, accuracy, awd_lstm_lm_config, awd_lstm_clas_config
     d = DEFAULTS['awd_lstm']
     epochs, bs, lm_epochs = epochs or d['epochs'], bs or d['bs'], d['lm_epochs'] if lm_epochs is None else lm_epochs
     device = get_device(device); seed_everything(seed)
@@ -455,23 +477,11 @@ def train_awd_lstm(data:TextData, out, epochs=None, lr=None, max_len=256, bs=Non
     tr, va = cut(data.train_texts), cut(data.valid_texts)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        # 1. the language model, on every text
-        lm_df = pd.DataFrame(dict(text=tr + va + cut(data.unlabelled)))
-        dls_lm = TextDataLoaders.from_df(lm_df, path=tmp, text_col='text', is_lm=True, valid_pct=0.1, seed=seed, bs=bs, device=device)
-        lm = configure_progress(language_model_learner(dls_lm, AWD_LSTM, config=lm_cfg, drop_mult=0.3, pretrained=pretrained,
-                                                       metrics=[accuracy, Perplexity()], path=tmp))
-        log(f'awd_lstm: language model on {len(lm_df)} texts, vocab {len(dls_lm.vocab)}, '
-            f'{"pretrained WikiText-103" if pretrained else "random init"}')
-        if pretrained: lm.fit_one_cycle(1, d['lm_lr']*10)
-        lm.unfreeze()
-        if lm_epochs: lm.fit_one_cycle(lm_epochs, d['lm_lr'] if pretrained else 1e-2)
-        lm.save_encoder('ft_enc')
-        # 2. the classifier with gradual unfreezing
+        vocab = _fine_tune_awd_lm(tr + va + cut(data.unlabelled), tmp, lm_cfg, pretrained, lm_epochs, d['lm_lr'], seed, bs, device)
         df = pd.DataFrame(dict(text=tr + va, label=data.train_labels + data.valid_labels,
                                is_valid=[False]*len(tr) + [True]*len(va)))
-        from fastai.text.all import CategoryBlock
         dls = TextDataLoaders.from_df(df, path=tmp, text_col='text', label_col='label', valid_col='is_valid',
-                                      text_vocab=dls_lm.vocab, bs=bs, seed=seed, device=device,
+                                      text_vocab=vocab, bs=bs, seed=seed, device=device,
                                       y_block=CategoryBlock(vocab=data.classes))
         learn = configure_progress(text_classifier_learner(dls, AWD_LSTM, config=clas_cfg, drop_mult=0.5, pretrained=False,
                                                            metrics=accuracy, path=tmp, cbs=EpochHistory()))
@@ -481,11 +491,7 @@ def train_awd_lstm(data:TextData, out, epochs=None, lr=None, max_len=256, bs=Non
         if lr == 'auto': lr = find_lr(learn, plots, max_it=50)
         lr = lr or d['lr']
         log(f'awd_lstm: classifier, gradual unfreezing over {epochs} epoch(s), lr {lr:.2g} ({lr_how})')
-        learn.fit_one_cycle(1, lr)
-        stages = [(-2, lr/2), (-3, lr/4)][:max(0, epochs-2)]
-        for n, l in stages: learn.freeze_to(n); learn.fit_one_cycle(1, slice(l/(2.6**4), l))
-        if epochs > 1:
-            learn.unfreeze(); learn.fit_one_cycle(max(1, epochs-1-len(stages)), slice(lr/20/(2.6**4), lr/20))
+        _gradual_unfreeze(learn, epochs, lr)
         secs = time.time() - t0
         probs = learn.get_preds(dl=dls.valid)[0].numpy() if data.n_valid else np.zeros((0, len(data.classes)))
         # get_preds follows the validation set's order (the sort is undone)

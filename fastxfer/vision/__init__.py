@@ -6,11 +6,11 @@ Docs: https://fastxfer.github.io/fastxfer/vision.html.md"""
 
 # %% ../../nbs/07d_vision.ipynb #99848a90
 from __future__ import annotations
-import json, shutil, sys, tempfile, time, warnings
+import contextlib, json, shutil, sys, tempfile, time, warnings
 from pathlib import Path
 from ..core import FastxferError, log, shared_data
 from ..model_folder import ModelFolder, load_model
-from ..family import Family, register_family, from_settings, as_args, POSITIONAL, report_from_folder, with_baseline
+from ..family import Family, register_family, from_settings, POSITIONAL, report_from_folder, with_baseline
 from typing import Annotated, Literal
 from ..registry import arch_table, format_arch_table
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
@@ -22,26 +22,9 @@ from ..core import is_rank0
 from ..distributed import RankDone
 
 # %% auto #0
-__all__ = ['cmd_train', 'cmd_predict', 'cmd_evaluate', 'cmd_archs', 'VisionFamily']
+__all__ = ['export_report', 'predict_images', 'VisionFamily']
 
 # %% ../../nbs/07d_vision.ipynb #36656f91
-def cmd_train(a):
-    import contextlib
-    a.data = a.data_opt or a.data
-    if not a.data: raise FastxferError('give the data: a folder of images (or --data pets when online)')
-    with contextlib.redirect_stdout(sys.stderr):  # fastai callbacks print; stdout is for the result only
-        learn, res, plots, vd = train_vision(a.data, labels=a.labels, arch=a.arch, mode=a.mode, epochs=a.epochs,
-            freeze_epochs=a.freeze_epochs, size=a.size, presize=a.presize, bs=a.bs, lr=a.lr, valid_pct=a.valid_pct, seed=a.seed,
-            aug=a.aug, unfreeze_schedule=a.unfreeze_schedule, early_stop=a.early_stop, keep_best=a.keep_best,
-            summary=a.summary, device=a.device, candidates=a.candidates)
-        if not is_rank0(): raise RankDone()   # one of several training processes: rank 0 writes the model folder and reports
-        if a.summary and 'summary' in res:
-            for k,v in res['summary'].items(): log(f'parameters ({k} of training):\n{format_summary(v)}')
-        out = export_vision(learn, res, a.out, vd, plots)
-    card = ModelFolder(out).card
-    res.update(model_dir=str(out), onnx=card['onnx'].get('exported'), files=card['files'])
-    return res
-
 def _human_train(r):
     s = f"{r['mode']} {r['arch']}: error_rate {r['error_rate']:.4f}  accuracy {r['accuracy']:.4f}  ({r['n_valid']} valid images)  trained in {r['train_seconds']} s"
     for c in r.get('candidates') or []:
@@ -50,16 +33,23 @@ def _human_train(r):
     if r.get('auto_reason'): s += f"\nauto: {r['auto_reason']}"
     return s + f"\nmodel: {r['model_dir']}"
 
-def cmd_predict(a):
-    missing = [i for i in a.images if not Path(i).is_file()]
+def export_report(learn, res:dict, out, vd, plots, summary:bool=False) -> dict:
+    "Write the model folder of a `train_vision` run (rank 0) and return its result with the folder's facts."
+    if summary and 'summary' in res:
+        for k,v in res['summary'].items(): log(f'parameters ({k} of training):\n{format_summary(v)}')
+    card = ModelFolder(export_vision(learn, res, out, vd, plots)).card
+    return dict(res, model_dir=str(out), onnx=card['onnx'].get('exported'), files=card['files'])
+
+def predict_images(model_dir, images:list, tta:bool=False) -> dict:
+    "Predict image files with the vision model in `model_dir` (see `VisionFamily.predict`)."
+    missing = [i for i in images if not Path(i).is_file()]
     if missing: raise FastxferError(f'no such image: {", ".join(missing)}')
-    p = load_model(a.model_dir)
-    if not isinstance(p, VisionPredictor): raise FastxferError(f'{a.model_dir} is a {p.kind} model, not a vision model')
+    p = load_model(model_dir)
+    if not isinstance(p, VisionPredictor): raise FastxferError(f'{model_dir} is a {p.kind} model, not a vision model')
     t = time.perf_counter()
-    preds = p.predict(list(a.images), tta=a.tta)
-    ms = (time.perf_counter()-t)*1000
-    return dict(model=str(a.model_dir), backend=p.backend, tta=tta_method(a.tta), ms=round(ms, 1),
-                predictions=[dict(image=str(i), **r) for i,r in zip(a.images, preds)])
+    preds = p.predict(list(images), tta=tta)
+    return dict(model=str(model_dir), backend=p.backend, tta=tta_method(tta), ms=round((time.perf_counter()-t)*1000, 1),
+                predictions=[dict(image=str(i), **r) for i,r in zip(images, preds)])
 
 def _human_predict(r):
     lines = []
@@ -68,10 +58,6 @@ def _human_predict(r):
         lines.append(f"{pr['image']}: {pr['label']}  (" + ', '.join(f'{k} {v:.3f}' for k,v in top) + ')')
     return '\n'.join(lines)
 
-def cmd_evaluate(a):
-    if len(a.paths) < 2: raise FastxferError('give MODEL_DIR... DATA (at least one model folder, then the data folder)')
-    labels = a.labels or ModelFolder(a.paths[0]).card.get('labels') or 'folder'  # default: how the model was trained
-    return evaluate_vision(a.paths[:-1], a.paths[-1], labels, a.tta, a.ensemble)
 
 def _human_evaluate(r):
     s = f"error_rate {r['error_rate']:.4f}  accuracy {r['accuracy']:.4f}  n {r['n']}  ({r['n_models']} model(s){', '+r['ensemble'] if r['ensemble'] else ''}{', tta '+r['tta'] if r['tta'] else ''})"
@@ -81,15 +67,14 @@ def _human_evaluate(r):
         for c,row in zip(r['classes'], r['confusion_matrix']): s += f"\n{c:<{w}}  " + ' '.join(f'{v:>6}' for v in row)
     return s
 
-def cmd_archs(a):
-    rows = arch_table(measure=a.measure)
-    return dict(archs=rows, usable_now=[r['arch'] for r in rows if r['usable']])
+
 
 # %% ../../nbs/07d_vision.ipynb #360f6a16
 @register_family
 class VisionFamily(Family):
     "Image classifiers by transfer learning: its verbs are the `fastxfer vision` command."
     name, title, predictor = 'vision', 'Images', VisionPredictor
+    data_parallel = True   # train takes processes=N
     help = 'train, predict, evaluate image classifiers; list backbones'
     extra_verbs = ('archs',)
 
@@ -113,11 +98,15 @@ class VisionFamily(Family):
               keep_best:bool=False, # keep the weights of the epoch with the lowest validation error
               summary:bool=False, # print total / trainable / frozen parameter counts
               device:str|None=None, # cpu, cuda or auto
-              processes:int=1, # data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)
               ) -> dict:
         "Train an image classifier and export a model folder."
-        a = as_args(locals()); a.data_opt = None
-        r = cmd_train(a)
+        if not data: raise FastxferError('give the data: a folder of images (or pets, online only)')
+        with contextlib.redirect_stdout(sys.stderr):  # fastai callbacks print; stdout is for the result only
+            learn, res, plots, vd = train_vision(data, labels=labels, arch=arch, mode=mode, epochs=epochs, freeze_epochs=freeze_epochs,
+                size=size, presize=presize, bs=bs, lr=lr, valid_pct=valid_pct, seed=seed, aug=aug, unfreeze_schedule=unfreeze_schedule,
+                early_stop=early_stop, keep_best=keep_best, summary=summary, device=device, candidates=candidates)
+            if not is_rank0(): raise RankDone()   # one of several training processes: rank 0 writes the model folder and reports
+            r = export_report(learn, res, out, vd, plots, summary)
         return report_from_folder(r['model_dir'], r)
 
     def predict(self, model_dir:str, # a vision model folder
@@ -125,7 +114,7 @@ class VisionFamily(Family):
                 tta:bool=False, # test-time augmentation: the tta setting's views (flip: the image and its mirror; crops: 12 views)
                 ) -> dict:
         "Predict the class of images."
-        return cmd_predict(as_args(locals()))
+        return predict_images(model_dir, images, tta)
 
     def evaluate(self, paths:list[str], # MODEL_DIR... DATA: one model folder or several (an ensemble), then the data folder
                  labels:str|None=None, # folder | cat-dog | breed | regex:PATTERN | csv:FILE (if not given: the model's own)
@@ -133,12 +122,15 @@ class VisionFamily(Family):
                  ensemble:Literal['mean', 'vote']='mean', # how several models are combined
                  ) -> dict:
         "Score model(s) on every image under a folder."
-        return cmd_evaluate(as_args(locals()))
+        if len(paths) < 2: raise FastxferError('give MODEL_DIR... DATA (at least one model folder, then the data folder)')
+        labels = labels or ModelFolder(paths[0]).card.get('labels') or 'folder'  # default: how the model was trained
+        return evaluate_vision(paths[:-1], paths[-1], labels, tta, ensemble)
 
     def archs(self, measure:bool=False, # time one image through each backbone here
               ) -> dict:
         "Backbones, their usable weights, size and (--measure) CPU latency."
-        return cmd_archs(as_args(locals()))
+        rows = arch_table(measure=measure)
+        return dict(archs=rows, usable_now=[r['arch'] for r in rows if r['usable']])
 
     def human(self, verb:str, r:dict) -> str|None:
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_evaluate,

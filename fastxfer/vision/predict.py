@@ -13,8 +13,8 @@ from ..core import FastxferError, log, setting
 import torch
 from PIL import Image
 from fastai.vision.all import Normalize, PILImage, TensorImage, load_learner
-from ..model_folder import Predictor, ModelFolder, probs_dict, top_label, load_model, _softmax, onnx_session
-from ..metrics import confusion_matrix
+from ..model_folder import Predictor, ModelFolder, probs_dict, top_label, load_model, onnx_session
+from ..metrics import confusion_matrix, softmax
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
 
@@ -118,12 +118,12 @@ class VisionPredictor(Predictor):
             chunk = items[i:i+step]
             if method == 'crops':
                 x = self._to_batch([v for it in chunk for v in self.crop_views(self._open(it))])
-                p = (_softmax(self.logits(x)) + _softmax(self.logits(x.flip(3)))) / 2
+                p = (softmax(self.logits(x), axis=1) + softmax(self.logits(x.flip(3)), axis=1)) / 2
                 p = p.reshape(len(chunk), -1, p.shape[-1]).mean(1)
             else:
                 x = self.preprocess(chunk)
-                p = _softmax(self.logits(x))
-                if method == 'flip': p = (p + _softmax(self.logits(x.flip(3)))) / 2
+                p = softmax(self.logits(x), axis=1)
+                if method == 'flip': p = (p + softmax(self.logits(x.flip(3)), axis=1)) / 2
             res.append(p)
         return np.concatenate(res) if res else np.zeros((0, len(self.vocab)))
 

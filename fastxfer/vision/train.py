@@ -316,6 +316,47 @@ def _fine_tune_too(err, n_train, n_classes):
         return False, f'{per_class:.1f} training images per class (< {AUTO_FT_MIN}), too few for auto to fine-tune: fine-tuning was not tried'
     return True, f'above {AUTO_GOOD:.0%} with {per_class:.0f} training images per class'
 
+def _parse_lr(lr):
+    "`None` for the default rate, 'auto' for the LR finder, else the number given."
+    lr = None if lr in (None, 'default') else lr
+    if lr in (None, 'auto'): return lr
+    try: return float(lr)
+    except ValueError: raise FastxferError(f"--lr {lr!r}: give a number such as 2e-3, or auto")
+
+def _first_route(mode:str, schedule, n_train:int) -> tuple:
+    "What `mode` trains first, and why, when auto decided it without measuring anything."
+    if mode != 'auto': return mode, None
+    if schedule: return 'fine_tune', '--unfreeze-schedule given: fine-tuning'
+    if n_train >= AUTO_ENOUGH:
+        return 'fine_tune', f'{n_train} training images (>= {AUTO_ENOUGH}, the rule for fine-tuning without trying features first)'
+    return 'features', None
+
+def _maybe_fine_tune(dls, common:dict, fit:tuple, vd, secs:float, choose:bool, tried:dict, took:dict) -> tuple:
+    "auto after frozen features: fine-tune too when the rule says so and keep the better; `fit` is `(learn, info, err, probs, targs)`."
+    learn, info, err = fit[:3]
+    feats = (f'{vd.n_train} training images (< {AUTO_ENOUGH}): frozen features + linear head scored {err:.2%} validation error '
+             f'({info["train_error"]:.2%} on training) in {secs:.0f} s')   # every reason states what was measured
+    if choose: feats += f'; backbone: {info["backbone_reason"]}'
+    again, why = _fine_tune_too(err, vd.n_train, len(vd.classes))
+    if not again: return fit, feats + '; ' + why
+    log(f'features: {err:.2%} validation error ({why}): fine-tuning {common["arch"]} too')
+    t1 = time.time()
+    learn2, info2 = _train_one(dls, 'fine_tune', **common)
+    fit2 = (learn2, info2, *valid_error(learn2, info2.pop('valid_preds', None)))
+    tried['fine_tune'], took['fine_tune'] = fit2[2], round(time.time() - t1, 1)
+    ft = f'; {why}, so fine_tune ({common["arch"]}) was tried too: {fit2[2]:.2%} in {took["fine_tune"]:.0f} s'
+    if fit2[2] >= err: return fit, feats + ft + ': kept features'
+    info2.update(arch=common['arch'], candidates=info.get('candidates'), backbone_reason=info.get('backbone_reason'))
+    return fit2, feats + ft + ': kept fine_tune'
+
+def _add_final_plots(plots:dict, learn, info:dict, probs, targs):
+    "The diagnostic plots and the loss curves into `plots`; returns the confusion matrix."
+    figs, cm = diagnostic_plots(learn, probs, targs)
+    plots.update(figs)
+    curves = info.pop('curves', None)
+    if curves is not None and (fig := _plot_losses(learn, curves)) is not None: plots['loss_curves'] = fig
+    return cm
+
 def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto', epochs:int|None=None,
                  freeze_epochs:int=1, size:int|None=None, presize:int|None=None, bs:int|None=None, lr='default',
                  valid_pct:float=0.2, seed:int|None=None, aug:str='default', unfreeze_schedule=None,
@@ -324,14 +365,10 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
     "Train an image classifier; returns `(learn, result, plots, vd)` (export it with `export_vision`)."
     seed = seed_everything(seed)
     if mode not in MODES: raise FastxferError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
-    schedule = _parse_schedule(unfreeze_schedule)
+    schedule, lr = _parse_schedule(unfreeze_schedule), _parse_lr(lr)
     choose = mode == 'auto' and arch is None and not schedule
     arch = setting('arch', arch); bs = setting('bs', bs, int)
     if mode != 'scratch': get_arch(arch)
-    lr = None if lr in (None, 'default') else lr
-    if lr not in (None, 'auto'):
-        try: lr = float(lr)
-        except ValueError: raise FastxferError(f"--lr {lr!r}: give a number such as 2e-3, or auto")
     device = get_device(device)
     vd = collect_data(data, labels, valid_pct, seed)
     log(f'{vd.root}: {len(vd.items)} images, {len(vd.classes)} classes, {vd.n_train} train / {vd.n_valid} valid')
@@ -343,47 +380,24 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
         size = max(image_size(size, n) for n in names)           # auto: the largest of the candidates' own sizes
     else: size = image_size(size, arch) if mode != 'scratch' or str(setting('size', size)) != 'auto' else 224
     dls = make_dls(vd, size, presize, bs, aug, stats, device, seed=seed)
-    plots, t0, reason = {}, time.time(), None
+    plots, t0 = {}, time.time()
     common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop,
                   keep_best=keep_best, plots=plots, quiet=quiet, summary=summary)
-    if mode == 'auto':
-        if schedule: todo = 'fine_tune'; reason = '--unfreeze-schedule given: fine-tuning'
-        elif vd.n_train >= AUTO_ENOUGH: todo = 'fine_tune'; reason = f'{vd.n_train} training images (>= {AUTO_ENOUGH}, the rule for fine-tuning without trying features first)'
-        else: todo = 'features'
-    else: todo = mode
+    todo, reason = _first_route(mode, schedule, vd.n_train)
     if choose:
         learn, info = choose_backbone(dls, names, size, quiet=quiet)
         info.update(mode='features', epochs=0)
         common['arch'] = info['best_single']   # fine-tuning, when tried, starts from the best single backbone
     else: learn, info = _train_one(dls, todo, **common, rank0_head=mode == 'features')   # auto may fine-tune next: every rank needs the head
-    err, probs, targs = valid_error(learn, info.pop('valid_preds', None))
+    fit = (learn, info, *valid_error(learn, info.pop('valid_preds', None)))
     secs = round(time.time() - t0, 1)   # the reason and tried_seconds state the same figure
-    log(f'{todo}: {err:.2%} validation error after {secs:.1f} s')
-    tried, took = {todo: err}, {todo: round(secs, 1)}
-    if mode == 'auto' and todo == 'fine_tune' and not schedule: reason += f'; fine_tune scored {err:.2%} validation error in {secs:.0f} s'
-    if mode == 'auto' and todo == 'features':   # every reason states what was measured: sizes, errors, seconds
-        feats = (f'{vd.n_train} training images (< {AUTO_ENOUGH}): frozen features + linear head scored {err:.2%} validation error '
-                 f'({info["train_error"]:.2%} on training) in {secs:.0f} s')
-        if choose: feats += f'; backbone: {info["backbone_reason"]}'
-        again, why = _fine_tune_too(err, vd.n_train, len(vd.classes))
-        if not again: reason = feats + '; ' + why
-        else:
-            log(f'features: {err:.2%} validation error ({why}): fine-tuning {common["arch"]} too')
-            t1 = time.time()
-            learn2, info2 = _train_one(dls, 'fine_tune', **common)
-            err2, probs2, targs2 = valid_error(learn2, info2.pop('valid_preds', None))
-            tried['fine_tune'], took['fine_tune'] = err2, round(time.time() - t1, 1)
-            ft = f'; {why}, so fine_tune ({common["arch"]}) was tried too: {err2:.2%} in {took["fine_tune"]:.0f} s'
-            if err2 < err:
-                reason = feats + ft + ': kept fine_tune'
-                info2.update(arch=common['arch'], candidates=info.get('candidates'), backbone_reason=info.get('backbone_reason'))
-                learn, info, err, probs, targs = learn2, info2, err2, probs2, targs2
-            else: reason = feats + ft + ': kept features'
+    log(f'{todo}: {fit[2]:.2%} validation error after {secs:.1f} s')
+    tried, took = {todo: fit[2]}, {todo: secs}
+    if mode == 'auto' and todo == 'fine_tune' and not schedule: reason += f'; fine_tune scored {fit[2]:.2%} validation error in {secs:.0f} s'
+    if mode == 'auto' and todo == 'features': fit, reason = _maybe_fine_tune(dls, common, fit, vd, secs, choose, tried, took)
+    learn, info, err, probs, targs = fit
     train_seconds = time.time() - t0
-    figs, cm = diagnostic_plots(learn, probs, targs)
-    plots.update(figs)
-    curves = info.pop('curves', None)
-    if curves is not None and (fig := _plot_losses(learn, curves)) is not None: plots['loss_curves'] = fig
+    cm = _add_final_plots(plots, learn, info, probs, targs)
     info.pop('best_single', None)
     result = dict(mode=info['mode'], requested_mode=mode, arch=info.get('arch', arch) if info['mode'] != 'scratch' else 'scratch_cnn',
                   weights=info.get('weights'), classes=vd.classes, error_rate=err, accuracy=1-err,
@@ -395,6 +409,7 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
                   **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch')})
     if reason: result['auto_reason'] = reason
     return learn, result, plots, vd
+
 
 # %% ../../nbs/07b_vision_train.ipynb #605158b0
 def _plot_losses(learn, curves:tuple|None=None):
