@@ -127,8 +127,12 @@ class Family:
     extra_verbs: tuple = ()            # more methods offered on the command line
     data_parallel: bool = False        # `train` takes `processes=N` and runs as N data-parallel processes
 
-    def train(self, data, *, out:str): raise NotImplementedError(f'{self.name}: no train')
-    def evaluate(self, model_dir:str, data:str): raise NotImplementedError(f'{self.name}: no evaluate')
+    def train(self, data, *, out:str) -> dict:
+        "Train on `data` and write the model folder `out`; returns the report (`TrainReport.to_dict()` and the family's fields)."
+        raise NotImplementedError(f'{self.name}: no train')
+    def evaluate(self, model_dir:str, data:str) -> dict:
+        "Score the model in `model_dir` on labelled `data`; returns the report (`EvalReport.to_dict()` and the family's fields)."
+        raise NotImplementedError(f'{self.name}: no evaluate')
     def predict(self, model_dir:str, # a model folder of this family
                 inputs:list[str], # what to predict: image files, texts, or col=value pairs
                 ) -> dict:

@@ -14,7 +14,8 @@ from typing import Any, Literal, Optional
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # never phone home, even before gradio is imported
 os.environ.setdefault('GRADIO_TELEMETRY_ENABLED', 'False')
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastcore.basics import patch_to
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -32,8 +33,9 @@ ApiError = InputError   # the name this module used before `fastxfer.inputs` exi
 # %% auto #0
 __all__ = ['logger', 'ApiError', 'POSTMAN_SCHEMA', 'SERVE_APP_ENV', 'Prediction', 'PredictResponse', 'QueryResponse', 'ModelInfo',
            'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'response_model', 'ModelRunner', 'read_payload',
-           'part_bytes', 'load_models', 'request_body', 'create_app', 'api_docs_html', 'loop_run', 'tab_title',
-           'card_markdown', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models',
+           'part_bytes', 'load_models', 'request_body', 'ModelHub', 'add_error_handlers', 'server_routes',
+           'model_routes', 'legacy_routes', 'create_app', 'api_docs_html', 'loop_run', 'tab_title', 'card_markdown',
+           'model_ui', 'query_ui', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models',
            'app_from_env', 'serve', 'export_postman']
 
 # %% ../nbs/13_serve.ipynb #d9742c93
@@ -245,28 +247,90 @@ class _BodyLimit:
             return msg
         await self.app(scope, limited, send)
 
-# %% ../nbs/13_serve.ipynb #b9975cd4
-def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None=None, workers:int|None=None,
-               ui:bool=True, context:dict|None=None) -> FastAPI:
-    "The FastAPI app serving every model under `models_dir` (default: the `models_dir` setting)."
-    limits = limits or Limits()
-    models_dir = Path(setting('models_dir', models_dir))
-    models, failed = load_models(models_dir)
-    models.update(predictors or {})
-    workers = workers or max(2, min(4, os.cpu_count() or 2))
-    pool = ThreadPoolExecutor(workers, thread_name_prefix='fastxfer-infer')
-    runners = {n: ModelRunner(p, pool, limits.combine_items) for n,p in models.items()}
-    specs = {n: (p.input, {e: p.effect_input(e) for e in p.effects}) for n,p in models.items()}   # built once, not per request
-    qspecs = {n: {q: p.query_input(q) for q in p.queries} for n,p in models.items()}
-    context = dict(context or {})
+# %% ../nbs/13_serve.ipynb #1f2fd48c
+class ModelHub:
+    "What a server holds: the loaded models, one `ModelRunner` each, their input specs (built once, not per request), limits and the worker pool."
+    def __init__(self, models_dir, models:dict, failed:dict, limits:Limits, workers:int, context:dict):
+        self.models_dir, self.models, self.failed, self.limits, self.workers, self.context = models_dir, models, failed, limits, workers, context
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix='fastxfer-infer')
+        self.runners = {n: ModelRunner(p, self.pool, limits.combine_items) for n,p in models.items()}
+        self.specs = {n: (p.input, {e: p.effect_input(e) for e in p.effects}) for n,p in models.items()}
+        self.qspecs = {n: {q: p.query_input(q) for q in p.queries} for n,p in models.items()}
 
-    app = FastAPI(title='fastxfer', version=__version__, docs_url=None, redoc_url=None,
-                  description='Predictions from every fastxfer model in ' + str(models_dir) +
-                              '. Each model has its own typed operations under /api/v1/models/<name>/. Errors are JSON {"error": "..."}.')
-    app.state.models, app.state.failed, app.state.runners = models, failed, runners
-    app.state.limits, app.state.models_dir, app.state.pool, app.state.context = limits, models_dir, pool, context
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    @classmethod
+    def load(cls, models_dir=None, predictors:dict|None=None, limits:Limits|None=None, workers:int|None=None, context:dict|None=None):
+        "Every model folder under `models_dir` (default: the `models_dir` setting), plus `predictors` already loaded."
+        models_dir = Path(setting('models_dir', models_dir))
+        models, failed = load_models(models_dir)
+        models.update(predictors or {})
+        return cls(models_dir, models, failed, limits or Limits(), workers or max(2, min(4, os.cpu_count() or 2)), dict(context or {}))
 
+    def model(self, name:str) -> Predictor:
+        "The model `name`, or a 404 naming the ones there are."
+        if name not in self.models:
+            raise InputError(f'unknown model {name!r}; known: {", ".join(sorted(self.models)) or "none (train one first)"}', 404)
+        return self.models[name]
+
+    def info(self, name:str) -> ModelInfo:
+        "What `GET /api/v1/models/<name>` answers: its operations and its card."
+        p, base = self.models[name], f'/api/v1/models/{name}'
+        return ModelInfo(name=name, kind=str(p.kind), input_type=str(p.input_type or p.input.type), classes=[str(c) for c in p.classes],
+                         predict_url=f'{base}/predict', batch_url=f'{base}/predict/batch',
+                         effects={e: f'{base}/{e}' for e in p.effects}, queries={q: f'{base}/{q}' for q in p.queries},
+                         how=self.specs[name][0].how(), card=to_jsonable(p.card))
+
+# %% ../nbs/13_serve.ipynb #2ad8dd1c
+def _answer_format(request:Request, p:Predictor, name:str, batch:bool) -> str:
+    "`json` or `png` from `?format=`, checked against what the model and the operation can answer."
+    fmt = request.query_params.get('format', 'json')
+    if fmt not in ('json', 'png'): raise InputError(f'format={fmt!r}: use json or png', 422)
+    if fmt == 'png' and not p.has_png: raise InputError(f'format=png: model {name!r} answers JSON only', 422)
+    if fmt == 'png' and batch: raise InputError('format=png answers one image: use the single-item operation', 422)
+    return fmt
+
+async def _guarded(what:str, f):
+    "`await f()`; a user error passes through, anything else is logged and becomes a 500 saying `what` failed."
+    try: return await f(), None
+    except (InputError, FastxferError): raise
+    except Exception as e:
+        logger.error('%s failed:\n%s', what, traceback.format_exc())
+        return None, JSONResponse({'error': f'{what} failed: {type(e).__name__}: {e}'}, 500)
+
+@patch_to(ModelHub)
+async def run(self, name:str, spec, request:Request, batch:bool, effect:str|None, strict:bool):
+    "Answer one prediction request to model `name` (`strict`: the typed operation; else the older lenient alias)."
+    t, p = time.time(), self.models[name]
+    fmt = _answer_format(request, p, name, batch)
+    payload = await read_payload(request, spec, batch, self.limits, lenient=not strict)
+    items = await loop_run(self.pool, spec.parse, payload, batch, self.limits, strict)
+    preds, err = await _guarded(f'model {name!r}', lambda: self.runners[name].predict(items))
+    if err is not None: return err
+    done = None
+    if effect is not None:
+        done, err = await _guarded(f'model {name!r}: {effect}', lambda: loop_run(self.pool, lambda: p.after_predict(effect, items, preds, **self.context)))
+        if err is not None: return err
+        done = {effect: to_jsonable(done)}
+    one = preds[0] if len(preds) == 1 else None
+    if fmt == 'png': return Response(p.picture_png(one), media_type='image/png')
+    res = dict(model=name, kind=str(p.kind), label=one and str(one.get('label')), probs=one and one.get('probs'),
+               predictions=preds, seconds=round(time.time()-t, 4), effects=done)
+    for e,key in p.effect_keys.items():   # what the older endpoints called a side effect's result
+        if not strict: res[key] = done.get(e) if done else None
+    return res
+
+@patch_to(ModelHub)
+async def ask(self, name:str, query:str, spec, request:Request):
+    "Answer query `query` (a recommender's `recommend`) of model `name`."
+    t, p = time.time(), self.models[name]
+    payload = await read_payload(request, spec, False, self.limits)
+    item = (await loop_run(self.pool, spec.parse, payload, False, self.limits, True))[0]
+    result, err = await _guarded(f'model {name!r}: {query}', lambda: loop_run(self.pool, p.query, query, item))
+    if err is not None: return err
+    return dict(model=name, kind=str(p.kind), query=query, result=to_jsonable(result), seconds=round(time.time()-t, 4))
+
+# %% ../nbs/13_serve.ipynb #8b6060ef
+def add_error_handlers(app:FastAPI):
+    "Answer every user error as JSON `{\"error\": ...}` with its 4xx status."
     @app.exception_handler(InputError)
     async def _input_error(request, e: InputError): return JSONResponse({'error': e.message}, e.status)
     @app.exception_handler(FastxferError)
@@ -278,131 +342,103 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, e): return JSONResponse({'error': str(e.detail)}, e.status_code)
 
-    def _model(name:str) -> Predictor:
-        if name not in models:
-            raise ApiError(f'unknown model {name!r}; known: {", ".join(sorted(models)) or "none (train one first)"}', 404)
-        return models[name]
-
-    def _info(name, p) -> ModelInfo:
-        base = f'/api/v1/models/{name}'
-        return ModelInfo(name=name, kind=str(p.kind), input_type=str(p.input_type or p.input.type), classes=[str(c) for c in p.classes],
-                         predict_url=f'{base}/predict', batch_url=f'{base}/predict/batch',
-                         effects={e: f'{base}/{e}' for e in p.effects}, queries={q: f'{base}/{q}' for q in p.queries},
-                         how=specs[name][0].how(), card=to_jsonable(p.card))
-
-    @app.get('/api/v1/health', response_model=HealthResponse, tags=['server'])
+def server_routes(hub:ModelHub) -> APIRouter:
+    "Health, the list of models and each model's card."
+    r = APIRouter(tags=['server'])
+    @r.get('/api/v1/health', response_model=HealthResponse)
     def health() -> HealthResponse:
         "Is the server up, and which models did it load?"
-        return HealthResponse(status='ok', version=__version__, models=len(models), failed=failed, workers=workers, process=os.getpid())
-
-    @app.get('/api/v1/models', response_model=ModelsResponse, tags=['server'])
+        return HealthResponse(status='ok', version=__version__, models=len(hub.models), failed=hub.failed, workers=hub.workers, process=os.getpid())
+    @r.get('/api/v1/models', response_model=ModelsResponse)
     def list_models() -> ModelsResponse:
         "Every model this server answers for, with its card."
-        return ModelsResponse(models=[_info(n, p) for n,p in models.items()])
-
-    @app.get('/api/v1/models/{model}', response_model=ModelInfo, responses={404: _ERRORS[404]}, tags=['server'])
+        return ModelsResponse(models=[hub.info(n) for n in hub.models])
+    @r.get('/api/v1/models/{model}', response_model=ModelInfo, responses={404: _ERRORS[404]})
     def model_info(model: str) -> ModelInfo:
         "One model and its card."
-        return _info(model, _model(model))
+        hub.model(model); return hub.info(model)
+    return r
 
-    async def _run(name:str, p:Predictor, spec, request:Request, batch:bool, effect:str|None, strict:bool):
-        t = time.time()
-        fmt = request.query_params.get('format', 'json')
-        if fmt not in ('json', 'png'): raise InputError(f'format={fmt!r}: use json or png', 422)
-        if fmt == 'png' and not p.has_png: raise InputError(f'format=png: model {name!r} answers JSON only', 422)
-        if fmt == 'png' and batch: raise InputError('format=png answers one image: use the single-item operation', 422)
-        payload = await read_payload(request, spec, batch, limits, lenient=not strict)
-        items = await loop_run(pool, spec.parse, payload, batch, limits, strict)
-        try: preds = await runners[name].predict(items)
-        except (InputError, FastxferError): raise
-        except Exception as e:
-            logger.error('model %s failed on %d item(s):\n%s', name, len(items), traceback.format_exc())
-            return JSONResponse({'error': f'model {name!r} failed: {type(e).__name__}: {e}'}, 500)
-        done = None
-        if effect is not None:
-            try: done = {effect: to_jsonable(await loop_run(pool, lambda: p.after_predict(effect, items, preds, **context)))}
-            except (InputError, FastxferError): raise
-            except Exception as e:
-                logger.error('model %s: side effect %s failed:\n%s', name, effect, traceback.format_exc())
-                return JSONResponse({'error': f'model {name!r}: {effect} failed: {type(e).__name__}: {e}'}, 500)
-        one = preds[0] if len(preds) == 1 else None
-        if fmt == 'png': return Response(p.picture_png(one), media_type='image/png')
-        res = dict(model=name, kind=str(p.kind), label=one and str(one.get('label')), probs=one and one.get('probs'),
-                   predictions=preds, seconds=round(time.time()-t, 4), effects=done)
-        for e,key in p.effect_keys.items():   # what the older endpoints called a side effect's result
-            if not strict: res[key] = done.get(e) if done else None
-        return res
+_PNG_QUERY = {'name': 'format', 'in': 'query', 'required': False, 'schema': {'type': 'string', 'enum': ['json', 'png'], 'default': 'json'},
+              'description': 'json (the default) or png: the answer as a PNG image'}
+_PNG_RESPONSE = {200: {'description': 'the prediction (JSON); with ?format=png the answer as a PNG',
+                       'content': {'image/png': {'schema': {'type': 'string', 'format': 'binary'}}}}}
 
-    # one typed operation per model (and per side effect), generated from its predictor's input spec
-    comps, typed = {}, []
-    for name, p in models.items():
-        base, slug, resp = f'/api/v1/models/{name}', _slug(name), response_model(name, p)
-        ops = [('predict', specs[name][0], None)] + [(e, specs[name][1][e], e) for e in p.effects]
-        for verb, spec, effect in ops:
-            for batch in (False, True):
-                endpoint = _typed_endpoint(_run, name, p, spec, batch, effect)
-                what = p.effects.get(effect, 'predict') if effect else 'predict'
-                png = p.has_png and not batch and effect is None   # ?format=png: the answer as a PNG (a segmentation's mask)
-                extra = {'requestBody': request_body(spec, batch, limits, comps, f'{slug}{verb.capitalize()}')}
-                if png: extra['parameters'] = [{'name': 'format', 'in': 'query', 'required': False, 'schema': {'type': 'string', 'enum': ['json', 'png'], 'default': 'json'},
-                                                'description': 'json (the default) or png: the answer as a PNG image'}]
-                app.add_api_route(f'{base}/{verb}' + ('/batch' if batch else ''), endpoint, methods=['POST'], response_model=resp,
-                                  responses={**_ERRORS, **({200: {'description': 'the prediction (JSON); with ?format=png the answer as a PNG',
-                                                                  'content': {'image/png': {'schema': {'type': 'string', 'format': 'binary'}}}}} if png else {})},
-                                  tags=[name], operation_id=f'{slug}_{verb}' + ('_batch' if batch else ''),
-                                  summary=f'{name}: {what}' + (' (many items)' if batch else ''),
-                                  description=f'{p.kind} model {name!r}. ' + spec.how(batch), openapi_extra=extra)
-                typed.append((name, verb, batch))
+def _add_operation(r:APIRouter, hub:ModelHub, comps:dict, name:str, verb:str, spec, effect:str|None, batch:bool):
+    "One typed operation: `POST /api/v1/models/<name>/<verb>[/batch]`, its body the spec's."
+    p, slug = hub.models[name], _slug(name)
+    png = p.has_png and not batch and effect is None   # ?format=png: the answer as a PNG (a segmentation's mask)
+    extra = {'requestBody': request_body(spec, batch, hub.limits, comps, f'{slug}{verb.capitalize()}')}
+    if png: extra['parameters'] = [_PNG_QUERY]
+    async def endpoint(request: Request): return await hub.run(name, spec, request, batch, effect, True)
+    r.add_api_route(f'/api/v1/models/{name}/{verb}' + ('/batch' if batch else ''), endpoint, methods=['POST'],
+                    response_model=response_model(name, p), responses={**_ERRORS, **(_PNG_RESPONSE if png else {})},
+                    tags=[name], operation_id=f'{slug}_{verb}' + ('_batch' if batch else ''),
+                    summary=f"{name}: {p.effects.get(effect, 'predict') if effect else 'predict'}" + (' (many items)' if batch else ''),
+                    description=f'{p.kind} model {name!r}. ' + spec.how(batch), openapi_extra=extra)
 
-    async def _ask(name:str, p:Predictor, query:str, spec, request:Request):
-        t = time.time()
-        payload = await read_payload(request, spec, False, limits)
-        item = (await loop_run(pool, spec.parse, payload, False, limits, True))[0]
-        try: result = await loop_run(pool, p.query, query, item)
-        except (InputError, FastxferError): raise
-        except Exception as e:
-            logger.error('model %s failed on query %s:\n%s', name, query, traceback.format_exc())
-            return JSONResponse({'error': f'model {name!r}: {query} failed: {type(e).__name__}: {e}'}, 500)
-        return dict(model=name, kind=str(p.kind), query=query, result=to_jsonable(result), seconds=round(time.time()-t, 4))
+def _add_query(r:APIRouter, hub:ModelHub, comps:dict, name:str, q:str, spec):
+    "The typed operation of query `q`: `POST /api/v1/models/<name>/<q>`."
+    p, slug = hub.models[name], _slug(name)
+    async def endpoint(request: Request): return await hub.ask(name, q, spec, request)
+    r.add_api_route(f'/api/v1/models/{name}/{q}', endpoint, methods=['POST'], response_model=QueryResponse,
+                    responses=_ERRORS, tags=[name], operation_id=f'{slug}_{q}', summary=f'{name}: {p.queries[q]}',
+                    description=f'{p.kind} model {name!r}. ' + spec.how(False),
+                    openapi_extra={'requestBody': request_body(spec, False, hub.limits, comps, f'{slug}{q.capitalize()}')})
 
-    # one typed operation per query (a recommender's `recommend`), from its own input spec
-    for name, p in models.items():
-        base, slug = f'/api/v1/models/{name}', _slug(name)
-        for q, spec in qspecs[name].items():
-            app.add_api_route(f'{base}/{q}', _query_endpoint(_ask, name, p, q, spec), methods=['POST'], response_model=QueryResponse,
-                              responses=_ERRORS, tags=[name], operation_id=f'{slug}_{q}', summary=f'{name}: {p.queries[q]}',
-                              description=f'{p.kind} model {name!r}. ' + spec.how(False),
-                              openapi_extra={'requestBody': request_body(spec, False, limits, comps, f'{slug}{q.capitalize()}')})
+def model_routes(hub:ModelHub, comps:dict) -> APIRouter:
+    "One typed operation per model, per side effect and per query, each in one and many-item form, from its predictor's specs."
+    r = APIRouter()
+    for name, p in hub.models.items():
+        for verb, spec, effect in [('predict', hub.specs[name][0], None)] + [(e, hub.specs[name][1][e], e) for e in p.effects]:
+            for batch in (False, True): _add_operation(r, hub, comps, name, verb, spec, effect, batch)
+        for q, spec in hub.qspecs[name].items(): _add_query(r, hub, comps, name, q, spec)
+    return r
 
-    def _flags(request, p):
-        "The side effect asked for with `?<effect>=true` on the older endpoints."
-        asked = [k for k,v in request.query_params.items() if (_flag(k, v) if k in p.effects else str(v).lower() in ('1', 'true', 'yes', 'on'))]
-        bad = [k for k in asked if k not in p.effects]
-        if bad: raise ApiError(f'{bad[0]}=true: model {p.name!r} has no side effect {bad[0]!r}' +
-                               (f' (it has: {", ".join(p.effects)})' if p.effects else ' (it has none)'), 422)
-        return asked[0] if asked else None
+# %% ../nbs/13_serve.ipynb #ed55fa52
+def _effect_asked(request:Request, p:Predictor) -> str|None:
+    "The side effect asked for with `?<effect>=true` on the older endpoints."
+    asked = [k for k,v in request.query_params.items() if (_flag(k, v) if k in p.effects else str(v).lower() in ('1', 'true', 'yes', 'on'))]
+    bad = [k for k in asked if k not in p.effects]
+    if bad: raise InputError(f'{bad[0]}=true: model {p.name!r} has no side effect {bad[0]!r}' +
+                             (f' (it has: {", ".join(p.effects)})' if p.effects else ' (it has none)'), 422)
+    return asked[0] if asked else None
 
-    async def _alias(model:str, request:Request, batch:bool):
-        p = _model(model)
-        effect = _flags(request, p)
-        spec = specs[model][1][effect] if effect else specs[model][0]
-        return await _run(model, p, spec, request, batch, effect, False)
-
-    @app.post('/api/v1/predict/{model}', include_in_schema=False)
+def legacy_routes(hub:ModelHub) -> APIRouter:
+    "The older generic endpoints, outside the document."
+    r = APIRouter(include_in_schema=False)
+    async def alias(model:str, request:Request, batch:bool):
+        p = hub.model(model)
+        effect = _effect_asked(request, p)
+        return await hub.run(model, hub.specs[model][1][effect] if effect else hub.specs[model][0], request, batch, effect, False)
+    @r.post('/api/v1/predict/{model}')
     async def predict(model: str, request: Request):
         "The older generic endpoint: the body the model takes (see GET /api/v1/models/{model})."
-        return await _alias(model, request, False)
+        return await alias(model, request, False)
+    @r.post('/api/v1/predict/{model}/batch')
+    async def predict_batch(model: str, request: Request): return await alias(model, request, True)
+    return r
 
-    @app.post('/api/v1/predict/{model}/batch', include_in_schema=False)
-    async def predict_batch(model: str, request: Request):
-        return await _alias(model, request, True)
-
+# %% ../nbs/13_serve.ipynb #ccb93673
+def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None=None, workers:int|None=None,
+               ui:bool=True, context:dict|None=None) -> FastAPI:
+    "The FastAPI app serving every model under `models_dir` (default: the `models_dir` setting)."
+    hub = ModelHub.load(models_dir, predictors, limits, workers, context)
+    app = FastAPI(title='fastxfer', version=__version__, docs_url=None, redoc_url=None,
+                  description='Predictions from every fastxfer model in ' + str(hub.models_dir) +
+                              '. Each model has its own typed operations under /api/v1/models/<name>/. Errors are JSON {"error": "..."}.')
+    app.state.hub = hub
+    app.state.models, app.state.failed, app.state.runners, app.state.limits = hub.models, hub.failed, hub.runners, hub.limits
+    app.state.models_dir, app.state.pool, app.state.context = hub.models_dir, hub.pool, hub.context
+    app.add_middleware(_BodyLimit, max_bytes=hub.limits.max_body_bytes)
+    add_error_handlers(app)
+    comps = {}   # the request schemas the typed operations share, for the document
+    for r in (server_routes(hub), model_routes(hub, comps), legacy_routes(hub)): app.include_router(r)
     @app.get('/docs', include_in_schema=False)
     def docs():
         "The API reference as one self-contained page (FastAPI's Swagger UI loads its scripts from a CDN)."
         from fastapi.responses import HTMLResponse
         return HTMLResponse(api_docs_html(app.openapi()))
-
     _openapi = app.openapi
     def openapi():
         if app.openapi_schema: return app.openapi_schema
@@ -410,11 +446,10 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
         s.setdefault('components', {}).setdefault('schemas', {}).update(comps)
         return s
     app.openapi = openapi
-
-    if ui and models: mount_ui(app)
+    if ui and hub.models: mount_ui(app)
     elif ui:
         @app.get('/', include_in_schema=False)
-        def _empty(): return JSONResponse({'error': f'no models in {models_dir}; train one (fastxfer <family> train ...) or run fastxfer serve --demo'}, 503)
+        def _empty(): return JSONResponse({'error': f'no models in {hub.models_dir}; train one (fastxfer <family> train ...) or run fastxfer serve --demo'}, 503)
     return app
 
 def api_docs_html(spec:dict) -> str:
@@ -443,16 +478,6 @@ def api_docs_html(spec:dict) -> str:
     for name, sch in spec.get('components', {}).get('schemas', {}).items():
         out.append(f"<h3 id='{esc(name)}'>{esc(name)}</h3><pre>{esc(json.dumps(sch, indent=1))}</pre>")
     return '\n'.join(out + ['</body></html>'])
-
-def _typed_endpoint(run, name, p, spec, batch, effect):
-    "The endpoint of one typed operation (a closure: FastAPI reads an endpoint's parameters as the request's)."
-    async def endpoint(request: Request): return await run(name, p, spec, request, batch, effect, True)
-    return endpoint
-
-def _query_endpoint(ask, name, p, query, spec):
-    "The endpoint of one query (a closure, as `_typed_endpoint`)."
-    async def endpoint(request: Request): return await ask(name, p, query, spec, request)
-    return endpoint
 
 def _flag(name, v) -> bool:
     if v is None: return False
@@ -487,85 +512,78 @@ def _examples(p:Predictor) -> list:
         logger.warning('%s: examples() failed: %s', p.name, e); return []
 
 # %% ../nbs/13_serve.ipynb #c612791f
-def build_ui(app:FastAPI):
-    "A `gr.Blocks` with one tab per family of the models served by `app`."
+async def _ui_call(what:str, f, *args):
+    "`f(*args)` in the worker pool for the UI: a user error is shown as it is, a crash logged and shown as the model's failure."
     import gradio as gr
-    models, runners, limits, pool = app.state.models, app.state.runners, app.state.limits, app.state.pool
-    tabs = {}
-    for n,p in models.items(): tabs.setdefault(tab_title(p), []).append(n)
-    allowed = set()
+    try: return await f(*args)
+    except (InputError, FastxferError) as e: raise gr.Error(getattr(e, 'message', str(e)))
+    except Exception as e:
+        logger.error('%s failed in the UI:\n%s', what, traceback.format_exc())
+        raise gr.Error(f'the model failed: {type(e).__name__}: {e}')
 
-    def model_ui(name, p):
-        spec = p.input
-        async def fn(*values):
-            try: item = await loop_run(pool, spec.from_gradio, values, limits)
-            except (InputError, FastxferError) as e: raise gr.Error(getattr(e, 'message', str(e)))
-            if item is None: return (None, '', None, '')[:n_out]
-            try: pred = (await runners[name].predict([item]))[0]
-            except (InputError, FastxferError) as e: raise gr.Error(getattr(e, 'message', str(e)))
-            except Exception as e:
-                logger.error('model %s failed in the UI:\n%s', name, traceback.format_exc())
-                raise gr.Error(f'the model failed: {type(e).__name__}: {e}')
-            head = p.headline(pred)
-            # a value (regression) has no probabilities: the label shows it
-            res = (pred.get('probs') or str(pred['label']), (f'## {head}' if head else ''))
-            if p.has_picture: res += (await loop_run(pool, p.picture, item, pred), legend_html(p.legend(pred)))
-            return res
-        with gr.Row():
-            with gr.Column():
-                inputs = spec.gradio(name)
-                btn = gr.Button('Predict', variant='primary', elem_id=f'go-{name}')
-            with gr.Column():
-                head = gr.Markdown(elem_id=f'head-{name}')
-                outs = [gr.Label(num_top_classes=5, label='prediction', elem_id=f'out-{name}'), head]
-                if p.has_picture:   # a picture of the answer (a segmentation's overlay) and its colours
-                    outs += [gr.Image(label='the answer', type='pil', interactive=False, elem_id=f'pic-{name}'), gr.HTML(elem_id=f'legend-{name}')]
-        n_out = len(outs)
-        btn.click(fn, inputs, outs)
-        if hasattr(inputs[0], 'upload') and spec.media_type == 'multipart/form-data': inputs[0].upload(fn, inputs, outs)
-        ex = [v for v in (spec.gradio_example(e) for e in _examples(p)) if v is not None][:12]
-        allowed.update(str(Path(x).resolve().parent) for v in ex for x in v if isinstance(x, str) and spec.media_type != 'application/json')
-        if ex: gr.Examples(ex, inputs=inputs, outputs=outs, fn=fn, run_on_click=True, cache_examples=False, label='examples (click one)')
-        for q in p.queries: query_ui(name, p, q)
+def model_ui(hub:ModelHub, name:str, allowed:set):
+    "The form of model `name`: its input fields, a button, the label (and a picture); its examples' folders go to `allowed`."
+    import gradio as gr
+    p, spec = hub.models[name], hub.models[name].input
+    async def fn(*values):
+        item = await _ui_call(f'model {name!r}', loop_run, hub.pool, spec.from_gradio, values, hub.limits)
+        if item is None: return (None, '', None, '')[:len(outs)]
+        pred = (await _ui_call(f'model {name!r}', hub.runners[name].predict, [item]))[0]
+        head = p.headline(pred)
+        res = (pred.get('probs') or str(pred['label']), (f'## {head}' if head else ''))   # a value (regression) has no probabilities: the label shows it
+        if p.has_picture: res += (await loop_run(hub.pool, p.picture, item, pred), legend_html(p.legend(pred)))
+        return res
+    with gr.Row():
+        with gr.Column():
+            inputs = spec.gradio(name)
+            btn = gr.Button('Predict', variant='primary', elem_id=f'go-{name}')
+        with gr.Column():
+            outs = [gr.Label(num_top_classes=5, label='prediction', elem_id=f'out-{name}'), gr.Markdown(elem_id=f'head-{name}')]
+            if p.has_picture:   # a picture of the answer (a segmentation's overlay) and its colours
+                outs += [gr.Image(label='the answer', type='pil', interactive=False, elem_id=f'pic-{name}'), gr.HTML(elem_id=f'legend-{name}')]
+    btn.click(fn, inputs, outs)
+    if hasattr(inputs[0], 'upload') and spec.media_type == 'multipart/form-data': inputs[0].upload(fn, inputs, outs)
+    ex = [v for v in (spec.gradio_example(e) for e in _examples(p)) if v is not None][:12]
+    allowed.update(str(Path(x).resolve().parent) for v in ex for x in v if isinstance(x, str) and spec.media_type != 'application/json')
+    if ex: gr.Examples(ex, inputs=inputs, outputs=outs, fn=fn, run_on_click=True, cache_examples=False, label='examples (click one)')
+    for q in p.queries: query_ui(hub, name, q)
 
-    def query_ui(name, p, q):
-        "A form for query `q`: its fields, a button, a sentence and a table of the answers."
-        import pandas as pd
-        spec = p.query_input(q)
-        async def ask(*values):
-            try:
-                item = await loop_run(pool, spec.from_gradio, values, limits)
-                if item is None: return '', None
-                res = await loop_run(pool, p.query, q, item)
-            except (InputError, FastxferError) as e: raise gr.Error(getattr(e, 'message', str(e)))
-            except Exception as e:
-                logger.error('model %s failed on query %s in the UI:\n%s', name, q, traceback.format_exc())
-                raise gr.Error(f'the model failed: {type(e).__name__}: {e}')
-            table = pd.DataFrame(answer_rows(res)).dropna(axis=1, how='all')
-            return f"**{res.get('why', q)}**" + (' (cold start)' if res.get('cold_start') else ''), gr.Dataframe(table, visible=True)
-        gr.Markdown(f'#### {q.capitalize()}: {p.queries[q]}')
-        with gr.Row():
-            with gr.Column():
-                inputs = spec.gradio(f'{name}-{q}')
-                btn = gr.Button(q.capitalize(), elem_id=f'go-{name}-{q}')
-            with gr.Column():
-                head = gr.Markdown(elem_id=f'head-{name}-{q}')
-                out = gr.Dataframe(elem_id=f'out-{name}-{q}', interactive=False, visible=False)   # shown with the first answer
-        btn.click(ask, inputs, [head, out])
+def query_ui(hub:ModelHub, name:str, q:str):
+    "A form for query `q` of model `name`: its fields, a button, a sentence and a table of the answers."
+    import gradio as gr, pandas as pd
+    p = hub.models[name]; spec = p.query_input(q)
+    async def ask(*values):
+        item = await _ui_call(f'model {name!r}: {q}', loop_run, hub.pool, spec.from_gradio, values, hub.limits)
+        if item is None: return '', None
+        res = await _ui_call(f'model {name!r}: {q}', loop_run, hub.pool, p.query, q, item)
+        table = pd.DataFrame(answer_rows(res)).dropna(axis=1, how='all')
+        return f"**{res.get('why', q)}**" + (' (cold start)' if res.get('cold_start') else ''), gr.Dataframe(table, visible=True)
+    gr.Markdown(f'#### {q.capitalize()}: {p.queries[q]}')
+    with gr.Row():
+        with gr.Column():
+            inputs = spec.gradio(f'{name}-{q}')
+            btn = gr.Button(q.capitalize(), elem_id=f'go-{name}-{q}')
+        with gr.Column():
+            head = gr.Markdown(elem_id=f'head-{name}-{q}')
+            out = gr.Dataframe(elem_id=f'out-{name}-{q}', interactive=False, visible=False)   # shown with the first answer
+    btn.click(ask, inputs, [head, out])
 
+def build_ui(app:FastAPI):
+    "A `gr.Blocks` with one tab per family of the models served by `app`; returns it and the example folders it may serve."
+    import gradio as gr
+    hub, tabs, allowed = app.state.hub, {}, set()
+    for n,p in hub.models.items(): tabs.setdefault(tab_title(p), []).append(n)
+    def card_and_form(n): gr.Markdown(card_markdown(n, hub.models[n])); model_ui(hub, n, allowed)
     with gr.Blocks(title='fastxfer', analytics_enabled=False) as demo:
-        gr.Markdown(f'# fastxfer\n{len(models)} model(s) from `{app.state.models_dir}` &nbsp; REST API: '
+        gr.Markdown(f'# fastxfer\n{len(hub.models)} model(s) from `{hub.models_dir}` &nbsp; REST API: '
                     '[/docs](/docs) &nbsp; [/api/v1/models](/api/v1/models)')
         with gr.Tabs():
             for title, names in sorted(tabs.items()):   # in alphabetical order, whatever order the folders load in
                 with gr.Tab(title, elem_id=f'tab-{_slug(title).lower()}'):
-                    if len(names) == 1:
-                        gr.Markdown(card_markdown(names[0], models[names[0]])); model_ui(names[0], models[names[0]])
-                    else:
-                        with gr.Tabs():
-                            for n in names:
-                                with gr.Tab(n, elem_id=f'tab-{n}'):
-                                    gr.Markdown(card_markdown(n, models[n])); model_ui(n, models[n])
+                    if len(names) == 1: card_and_form(names[0]); continue
+                    with gr.Tabs():
+                        for n in names:
+                            with gr.Tab(n, elem_id=f'tab-{n}'): card_and_form(n)
     demo.queue(default_concurrency_limit=8)
     return demo, sorted(allowed)
 
