@@ -288,13 +288,13 @@ def _answer_format(request:Request, p:Predictor, name:str, batch:bool) -> str:
     if fmt == 'png' and batch: raise InputError('format=png answers one image: use the single-item operation', 422)
     return fmt
 
-async def _guarded(what:str, f):
-    "`await f()`; a user error passes through, anything else is logged and becomes a 500 saying `what` failed."
+async def _guarded(name:str, action:str|None, f):
+    "`await f()`; a user error passes through, anything else is logged (with its traceback) and becomes a 500 naming the model."
     try: return await f(), None
     except (InputError, FastxferError): raise
     except Exception as e:
-        logger.error('%s failed:\n%s', what, traceback.format_exc())
-        return None, JSONResponse({'error': f'{what} failed: {type(e).__name__}: {e}'}, 500)
+        logger.error('model %s failed%s:\n%s', name, f' ({action})' if action else '', traceback.format_exc())
+        return None, JSONResponse({'error': f"model {name!r}{': ' + action if action else ''} failed: {type(e).__name__}: {e}"}, 500)
 
 @patch_to(ModelHub)
 async def run(self, name:str, spec, request:Request, batch:bool, effect:str|None, strict:bool):
@@ -303,11 +303,11 @@ async def run(self, name:str, spec, request:Request, batch:bool, effect:str|None
     fmt = _answer_format(request, p, name, batch)
     payload = await read_payload(request, spec, batch, self.limits, lenient=not strict)
     items = await loop_run(self.pool, spec.parse, payload, batch, self.limits, strict)
-    preds, err = await _guarded(f'model {name!r}', lambda: self.runners[name].predict(items))
+    preds, err = await _guarded(name, None, lambda: self.runners[name].predict(items))
     if err is not None: return err
     done = None
     if effect is not None:
-        done, err = await _guarded(f'model {name!r}: {effect}', lambda: loop_run(self.pool, lambda: p.after_predict(effect, items, preds, **self.context)))
+        done, err = await _guarded(name, effect, lambda: loop_run(self.pool, lambda: p.after_predict(effect, items, preds, **self.context)))
         if err is not None: return err
         done = {effect: to_jsonable(done)}
     one = preds[0] if len(preds) == 1 else None
@@ -324,7 +324,7 @@ async def ask(self, name:str, query:str, spec, request:Request):
     t, p = time.time(), self.models[name]
     payload = await read_payload(request, spec, False, self.limits)
     item = (await loop_run(self.pool, spec.parse, payload, False, self.limits, True))[0]
-    result, err = await _guarded(f'model {name!r}: {query}', lambda: loop_run(self.pool, p.query, query, item))
+    result, err = await _guarded(name, query, lambda: loop_run(self.pool, p.query, query, item))
     if err is not None: return err
     return dict(model=name, kind=str(p.kind), query=query, result=to_jsonable(result), seconds=round(time.time()-t, 4))
 
@@ -526,9 +526,9 @@ def model_ui(hub:ModelHub, name:str, allowed:set):
     import gradio as gr
     p, spec = hub.models[name], hub.models[name].input
     async def fn(*values):
-        item = await _ui_call(f'model {name!r}', loop_run, hub.pool, spec.from_gradio, values, hub.limits)
+        item = await _ui_call(f'model {name}', loop_run, hub.pool, spec.from_gradio, values, hub.limits)
         if item is None: return (None, '', None, '')[:len(outs)]
-        pred = (await _ui_call(f'model {name!r}', hub.runners[name].predict, [item]))[0]
+        pred = (await _ui_call(f'model {name}', hub.runners[name].predict, [item]))[0]
         head = p.headline(pred)
         res = (pred.get('probs') or str(pred['label']), (f'## {head}' if head else ''))   # a value (regression) has no probabilities: the label shows it
         if p.has_picture: res += (await loop_run(hub.pool, p.picture, item, pred), legend_html(p.legend(pred)))
@@ -553,9 +553,9 @@ def query_ui(hub:ModelHub, name:str, q:str):
     import gradio as gr, pandas as pd
     p = hub.models[name]; spec = p.query_input(q)
     async def ask(*values):
-        item = await _ui_call(f'model {name!r}: {q}', loop_run, hub.pool, spec.from_gradio, values, hub.limits)
+        item = await _ui_call(f'model {name} ({q})', loop_run, hub.pool, spec.from_gradio, values, hub.limits)
         if item is None: return '', None
-        res = await _ui_call(f'model {name!r}: {q}', loop_run, hub.pool, p.query, q, item)
+        res = await _ui_call(f'model {name} ({q})', loop_run, hub.pool, p.query, q, item)
         table = pd.DataFrame(answer_rows(res)).dropna(axis=1, how='all')
         return f"**{res.get('why', q)}**" + (' (cold start)' if res.get('cold_start') else ''), gr.Dataframe(table, visible=True)
     gr.Markdown(f'#### {q.capitalize()}: {p.queries[q]}')

@@ -371,8 +371,9 @@ class CollabFamily(Family):
               sessions:bool=True, # add session biases (residuals of the user's ratings close in time) when the ratings have timestamps
               ) -> dict:
         "Train a recommender from ratings and write a model folder."
-        return train_collab(data, user, item, rating, timestamp, out, split, valid_pct, seed, nn, factors, y_range, epochs, lr, wd,
-                            titles, title_col, db, table, members=members, sessions=sessions)
+        return train_collab(data, user=user, item=item, rating=rating, timestamp=timestamp, out=out, split=split, valid_pct=valid_pct,
+                            seed=seed, nn=nn, factors=factors, y_range=y_range, epochs=epochs, lr=lr, wd=wd, titles=titles,
+                            title_col=title_col, db=db, table=table, members=members, sessions=sessions)
 
     def evaluate(self, model_dir:str, # a collab model folder
                  data:Annotated[str|None, POSITIONAL]=None, # a rating table with the training table's columns

@@ -426,7 +426,8 @@ class TabularFamily(Family):
               table:str|None=None, # the SQLite table
               ) -> dict:
         "Train a model of any table and write a model folder."
-        return train_table(data, target, out, cat, cont, drop, task, valid_pct, valid_col, seed, model, procs, db, table)
+        return train_table(data, target, out=out, cat=cat, cont=cont, drop=drop, task=task, valid_pct=valid_pct, valid_col=valid_col,
+                           seed=seed, model=model, procs=procs, db=db, table=table)
 
     def evaluate(self, model_dir:str, # a tabular model folder
                  data:Annotated[str|None, POSITIONAL]=None, # a labelled table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME
@@ -445,7 +446,7 @@ class TabularFamily(Family):
                 key:str|None=None, # with --write-to: the column that identifies a row (re-running replaces, never duplicates)
                 ) -> dict:
         "Predict rows with a saved model; optionally write them back to SQLite."
-        return predict_table(model_dir, data, row, db, table, write_to, key)
+        return predict_table(model_dir, data, row=row, db=db, table=table, write_to=write_to, key=key)
 
     def human(self, verb:str, r:dict) -> str|None:
         return {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}[verb](r)
