@@ -428,8 +428,6 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
                   description='Predictions from every fastxfer model in ' + str(hub.models_dir) +
                               '. Each model has its own typed operations under /api/v1/models/<name>/. Errors are JSON {"error": "..."}.')
     app.state.hub = hub
-    app.state.models, app.state.failed, app.state.runners, app.state.limits = hub.models, hub.failed, hub.runners, hub.limits
-    app.state.models_dir, app.state.pool, app.state.context = hub.models_dir, hub.pool, hub.context
     app.add_middleware(_BodyLimit, max_bytes=hub.limits.max_body_bytes)
     add_error_handlers(app)
     comps = {}   # the request schemas the typed operations share, for the document
@@ -599,7 +597,7 @@ def mount_ui(app:FastAPI) -> FastAPI:
     demo, allowed = build_ui(app)
     app.state.ui = demo
     return gr.mount_gradio_app(app, demo, path='/', theme=offline_theme(), footer_links=[], allowed_paths=allowed,
-                               max_file_size=app.state.limits.max_image_bytes, ssr_mode=False, mcp_server=False,
+                               max_file_size=app.state.hub.limits.max_image_bytes, ssr_mode=False, mcp_server=False,
                                pwa=False, run_history=False, show_error=True)
 
 # %% ../nbs/13_serve.ipynb #f705d2ca
@@ -609,7 +607,7 @@ def postman_collection(app:FastAPI, base_url:str|None=None) -> dict:
     "A Postman v2.1 collection with one example request per operation of `app`'s OpenAPI document."
     spec = app.openapi()
     base_url = base_url or f'http://{setting("host")}:{setting("port")}'
-    models = getattr(app.state, 'models', {})
+    models = app.state.hub.models if hasattr(app.state, 'hub') else {}
     items = []
     for path, ops in spec['paths'].items():
         for method, op in ops.items():
@@ -686,8 +684,8 @@ def serve(models:str|None=None, # folder of model folders (if not given: the mod
             f'with {processes} processes  (API: /api/v1, docs: /docs)')
         return uvicorn.run('fastxfer.serve:app_from_env', factory=True, workers=processes, host=host, port=port, log_level=level)
     app = create_app(models_dir, workers=workers, ui=ui, context=context)
-    if not app.state.models and ui: log(f'warning: no models found in {models_dir}')
-    log(f'fastxfer serving {len(app.state.models)} model(s) from {models_dir} on http://{host}:{port}/  (API: /api/v1, docs: /docs)')
+    if not app.state.hub.models and ui: log(f'warning: no models found in {models_dir}')
+    log(f'fastxfer serving {len(app.state.hub.models)} model(s) from {models_dir} on http://{host}:{port}/  (API: /api/v1, docs: /docs)')
     uvicorn.run(app, host=host, port=port, log_level=level)
 
 def export_postman(out:str='fastxfer.postman_collection.json', # file to write
@@ -699,6 +697,6 @@ def export_postman(out:str='fastxfer.postman_collection.json', # file to write
     app = create_app(models, ui=False)
     col = postman_collection(app, base_url=base_url)
     atomic_write(Path(out), json.dumps(col, indent=2))
-    return dict(out=str(out), requests=len(col['item']), models=sorted(app.state.models))
+    return dict(out=str(out), requests=len(col['item']), models=sorted(app.state.hub.models))
 
 export_postman.human = lambda r: f"wrote {r['out']} ({r['requests']} requests)"   # what the command line prints without --json

@@ -91,7 +91,7 @@ def test_the_ui_shows_a_predicted_value(tables):
     demo, _ = build_ui(app)
     fn = next(f.fn for f in demo.fns.values() if f.name == 'fn')
     row = {'rooms': 3, 'area': 100, 'city': 'a'}
-    label, head = asyncio.run(fn(*[row[c.name] for c in app.state.models['houses'].input.columns]))
+    label, head = asyncio.run(fn(*[row[c.name] for c in app.state.hub.models['houses'].input.columns]))
     assert 90_000 < float(label) < 120_000 and head == f'## Predicted price: {float(label):,.0f}'
     shutil.rmtree(models)
 
