@@ -116,7 +116,7 @@ def build_real_models(d: Path, text=True, nfl=True, toy=True, tabular=True, coll
         run_cli('tabular', 'train', adult_csv(d/'adult400.csv'), '--target', 'salary', '--out', d/'models'/'adult', '--quiet', check=0)
     if collab:
         run_cli('collab', 'train', shared_or_skip('fastai_samples/movie_lens_sample/ratings.csv'), '--split', 'random',
-                '--out', d/'models'/'ml', '--quiet', check=0)
+                '--members', 1, '--out', d/'models'/'ml', '--quiet', check=0)
     if segment:
         cam = shared_or_skip('fastai_samples/camvid_tiny')
         (d/'camvid12'/'images').mkdir(parents=True, exist_ok=True); (d/'camvid12'/'labels').mkdir(exist_ok=True)
@@ -129,5 +129,26 @@ def build_real_models(d: Path, text=True, nfl=True, toy=True, tabular=True, coll
 
 @pytest.fixture(scope='session')
 def real_models(tmp_path_factory):
-    "Real model folders of every kind, trained once per test run (the browser, the API fuzzer and the slow tests share them)."
-    return build_real_models(tmp_path_factory.mktemp('real'))
+    "Real model folders of every kind, trained once per test run (the browser, the API fuzzer and the slow tests share them, on any worker)."
+    if not os.environ.get('PYTEST_XDIST_WORKER'): return build_real_models(tmp_path_factory.mktemp('real'))
+    from filelock import FileLock
+    shared = tmp_path_factory.getbasetemp().parent/'real'   # the run's folder, above each worker's own
+    with FileLock(str(shared) + '.lock'):                   # the first worker trains them, the others wait and reuse
+        if not (shared/'done').exists(): build_real_models(shared); (shared/'done').touch()
+    return shared/'models'
+
+
+# The suite runs its files on two workers (pyproject's addopts: `-n auto --dist loadfile`): most of its time is
+# new interpreters, servers and a browser starting, which one core leaves the other free for. Each worker's torch
+# then takes its share of the cores.
+def pytest_xdist_auto_num_workers(config):
+    "Workers for `-n auto`: FASTXFER_TEST_WORKERS (0 or 1: none, the files run in this process), else 2 or the CPUs if fewer."
+    n = int(os.environ.get('FASTXFER_TEST_WORKERS', 2))
+    return 0 if n <= 1 else min(n, os.cpu_count() or 1)
+
+
+def pytest_configure(config):
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 0) or 0)
+    if workers > 1:
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))

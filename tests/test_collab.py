@@ -82,7 +82,7 @@ def test_unknown_ids_get_cold_start_answers(model):
 @pytest.mark.parametrize('split', ['time', 'user'])
 def test_each_split(ratings, split):
     from fastxfer.collab import train_collab
-    r = train_collab(ratings/'ratings.csv', split=split, out=ratings/f'm_{split}', quiet=True)
+    r = train_collab(ratings/'ratings.csv', split=split, out=ratings/f'm_{split}', members=1, quiet=True)   # one network: the split is what is tested
     assert r['split'].startswith(split)
     if split == 'user':   # held-out users are unknown to the model: every validation rating falls back
         assert r['cold_start_in_valid'] == r['n_valid'] and r['n_valid'] == 8*PER_USER
@@ -97,7 +97,7 @@ def test_sqlite_source_duplicates_and_dropped_ratings(tmp_path):
     df = pd.concat([df[~((df.userId == 'u0') & (df.movieId == 'i0'))], extra]).astype({'rating': 'object'})
     df.loc[len(df)] = ['u2', 'i3', 'great', 4]
     with sqlite3.connect(tmp_path/'r.db') as con: df.to_sql('ratings', con, index=False)
-    r = train_collab(f'sqlite:///{tmp_path}/r.db?table=ratings', split='random', out=tmp_path/'m', quiet=True)
+    r = train_collab(f'sqlite:///{tmp_path}/r.db?table=ratings', split='random', out=tmp_path/'m', members=1, quiet=True)
     notes = ' '.join(r['notes'])
     assert '2 rating(s) empty or not a number' in notes and "'great'" in notes
     assert '1 (user, item) pair(s) rated more than once' in notes
@@ -161,7 +161,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, ratings, model)
 def test_titles_name_the_items(ratings, tmp_path):
     from fastxfer.collab import train_collab
     pd.DataFrame({'movieId': [f'i{i}' for i in range(N_ITEMS)], 'title': [f'Film {i}' for i in range(N_ITEMS)]}).to_csv(tmp_path/'t.csv', index=False)
-    train_collab(ratings/'ratings.csv', split='random', out=tmp_path/'m', titles=tmp_path/'t.csv', quiet=True)
+    train_collab(ratings/'ratings.csv', split='random', out=tmp_path/'m', titles=tmp_path/'t.csv', members=1, quiet=True)
     r = run_json('collab', 'similar', tmp_path/'m', '--item', 'i4', '--n', 2)
     assert r['title'] == 'Film 4' and all(it['title'] == f"Film {it['item'][1:]}" for it in r['items'])
     assert "no column 'name' (--title-col)" in _bad(tmp_path, ratings/'ratings.csv', '--titles', tmp_path/'t.csv', '--title-col', 'name')

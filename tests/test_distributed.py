@@ -4,7 +4,7 @@ import json, os, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
-from conftest import FASTXFER, run_cli, run_json, shared_or_skip
+from conftest import FASTXFER, PLUGIN_ENV, run_cli, run_json, shared_or_skip, toy_csv
 
 BIN = Path(sys.executable).parent
 TRAIN = ['--labels', 'cat-dog', '--mode', 'fine_tune', '--size', '64', '--bs', '8', '--epochs', '1']
@@ -43,12 +43,12 @@ def test_processes_2_writes_one_working_folder(pets24, tmp_path):
     _check_folder(out, pets24)
 
 
-def test_a_failing_launch_says_why_once_and_writes_nothing(pets24, tmp_path):
-    one = tmp_path/'one'; one.mkdir()
-    for p in sorted(pets24.glob('*.jpg'))[:6]: shutil.copy(p, one/p.name)   # six cats: one class
-    r = run_cli('vision', 'train', one, *TRAIN, '--processes', '2', '--out', tmp_path/'m', check=2, fresh=True)
+def test_a_failing_launch_says_why_once_and_writes_nothing(tmp_path):
+    "The launcher's own behaviour, with the toy plug-in family (light processes): every process fails on the same bad data."
+    bad = tmp_path/'bad.csv'; bad.write_text('x,label\n1,low\n2,medium\n')
+    r = run_cli('toy', 'train', bad, '--processes', '2', '--out', tmp_path/'m', env=PLUGIN_ENV, check=2, fresh=True)
     assert r.stderr.count('error:') == 1 and 'Traceback' not in r.stderr, r.stderr
-    assert 'class' in r.stderr and not (tmp_path/'m').exists()
+    assert 'medium' in r.stderr and not (tmp_path/'m').exists()
 
 
 @pytest.mark.slow
@@ -130,23 +130,23 @@ def ratings2000(tmp_path):
     return p
 
 
-def _train_in_python(call: str, out: Path):
+def _train_in_python(call: str, out: Path, env=None):
     "Run `r = CALL` in a new Python process; its report (metrics, model folder), the folder's card and the process's stderr."
     code = f"import json\nfrom fastxfer.family import get_family, notebook_train\nr = {call}\n" \
            "print(json.dumps(dict(metrics=r['metrics'], model_dir=r['model_dir'])))"
-    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
     assert p.returncode == 0, p.stderr[-3000:]
     card = json.loads((out/'card.json').read_text())
     assert card['processes'] == 2 and card['distributed_backend'] == 'gloo'
     return json.loads(p.stdout.strip().splitlines()[-1]), card, p.stderr
 
 
-def test_processes_2_from_python(ratings2000, tmp_path):
-    "`train(..., processes=2)` from a Python session: the launcher the command line uses, rank 0's report returned."
-    out = tmp_path/'ml'
-    r, card, _ = _train_in_python(f"get_family('collab').train({str(ratings2000)!r}, out={str(out)!r}, epochs=1, members=1, processes=2)", out)
-    assert r['model_dir'] == str(out) and r['metrics'] == card['metrics']
-    assert sorted(q.name for q in tmp_path.iterdir()) == ['ml', 'ratings.csv']
+def test_processes_2_from_python(tmp_path):
+    "`train(..., processes=2)` from a Python session: the launcher the command line uses, rank 0's report returned (the toy plug-in: light processes)."
+    out = tmp_path/'toy'
+    r, card, _ = _train_in_python(f"get_family('toy').train({str(toy_csv(tmp_path/'toy.csv'))!r}, out={str(out)!r}, processes=2)", out, PLUGIN_ENV)
+    assert r['model_dir'] == str(out) and r['metrics'] == card['metrics'] == {'accuracy': 1.0}
+    assert sorted(q.name for q in tmp_path.iterdir()) == ['toy', 'toy.csv']
 
 
 def test_notebook_train_runs_2_processes(ratings2000, tmp_path):

@@ -4,7 +4,7 @@ The package of that release (commit LEGACY_RELEASE) is taken from this repositor
 trains one small model of each kind (vision, text, NFL) in a subprocess, and today's code loads the folders,
 predicts with them, and serves them through the typed REST operations and the older endpoints.
 """
-import io, os, subprocess, sys, tarfile
+import io, json, os, subprocess, sys, tarfile
 from pathlib import Path
 
 import pytest
@@ -25,12 +25,14 @@ def _legacy_package(tmp: Path) -> Path:
     return tmp
 
 
-def _old_cli(pkg: Path, *args, cwd):
-    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import fastxfer, fastxfer.cli as c; "
-            "assert fastxfer.__file__.startswith(sys.path[0]), fastxfer.__file__; sys.exit(c.main(sys.argv[1:]))")
-    r = subprocess.run([sys.executable, '-c', code, str(pkg), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                       env={**os.environ, 'FASTXFER_DATA_DIR': str(cwd/'data')}, timeout=600)
-    assert r.returncode == 0, f'old fastxfer {args[:2]} failed:\n{r.stderr[-3000:]}'
+def _old_cli(pkg: Path, *commands, cwd):
+    "Run the old release's `fastxfer` COMMANDS (each a list of arguments) one after another in one new interpreter."
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import fastxfer, fastxfer.cli as c; "
+            "assert fastxfer.__file__.startswith(sys.path[0]), fastxfer.__file__; "
+            "[sys.exit(f'old fastxfer {a[:2]} exited {r}') for a in json.loads(sys.argv[2]) for r in [c.main(a)] if r]")
+    r = subprocess.run([sys.executable, '-c', code, str(pkg), json.dumps([[str(x) for x in a] for a in commands])],
+                       capture_output=True, text=True, cwd=cwd, env={**os.environ, 'FASTXFER_DATA_DIR': str(cwd/'data')}, timeout=600)
+    assert r.returncode == 0, f'old fastxfer failed:\n{r.stderr[-3000:]}'
 
 
 @pytest.fixture(scope='module')
@@ -40,13 +42,13 @@ def legacy_models(tmp_path_factory):
     pets = shared_or_skip('pets/images')
     (d/'pets').mkdir()
     for f in sorted(pets.iterdir())[::30][:20]: (d/'pets'/f.name).symlink_to(f)
-    _old_cli(pkg, 'vision', 'train', d/'pets', '--labels', 'cat-dog', '--mode', 'features', '--size', '64', '--out', d/'models'/'pets', '--quiet', cwd=d)
     (d/'reviews.csv').write_text('text,label\n' + ''.join(f'"{w} film, {w} acting",{l}\n' for w, l in
                                  [('great', 'pos'), ('wonderful', 'pos'), ('superb', 'pos'), ('lovely', 'pos'), ('moving', 'pos'),
                                   ('awful', 'neg'), ('boring', 'neg'), ('dull', 'neg'), ('terrible', 'neg'), ('bad', 'neg')] * 2))
-    _old_cli(pkg, 'text', 'train', d/'reviews.csv', '--model', 'embed-logreg', '--valid-pct', '0.3', '--out', d/'models'/'reviews', '--quiet', cwd=d)
-    _old_cli(pkg, 'nfl', 'scrape', '--season', '2023', '--html', ROOT/'data'/'nfl'/'pfr_years_2023.htm', '--db', d/'NFL.db', '--quiet', cwd=d)
-    _old_cli(pkg, 'nfl', 'train', '--db', d/'NFL.db', '--no-evaluate', '--out', d/'models'/'nfl', '--quiet', cwd=d)
+    _old_cli(pkg, ['vision', 'train', d/'pets', '--labels', 'cat-dog', '--mode', 'features', '--size', '64', '--out', d/'models'/'pets', '--quiet'],
+             ['text', 'train', d/'reviews.csv', '--model', 'embed-logreg', '--valid-pct', '0.3', '--out', d/'models'/'reviews', '--quiet'],
+             ['nfl', 'scrape', '--season', '2023', '--html', ROOT/'data'/'nfl'/'pfr_years_2023.htm', '--db', d/'NFL.db', '--quiet'],
+             ['nfl', 'train', '--db', d/'NFL.db', '--no-evaluate', '--out', d/'models'/'nfl', '--quiet'], cwd=d)
     return d/'models'
 
 

@@ -53,6 +53,7 @@ class ToyFamily(Family):
     "Thresholds on one number."
     name, title, help, predictor = 'toy', 'Toy', 'a one-number threshold classifier (a test plug-in)', ThresholdPredictor
     extra_verbs = ('rule',)
+    data_parallel = True   # `--processes N` from the contract (each process fits the same threshold; rank 0 writes)
 
     def train(self, data:str, # a CSV with a number column and a low/high label column
               *, out:str, # the model folder to write
