@@ -135,10 +135,6 @@ class InputSpec:
     title: str = 'Models'                  # the UI tab for models of this input when their family names none
     media_type: str = 'application/json'
     def request_model(self, batch:bool, limits:Limits): return None
-    def openapi_body(self, batch:bool, limits:Limits) -> dict:
-        "The OpenAPI `requestBody` of a predict operation."
-        m = self.cached_model(batch, limits)
-        return {'required': True, 'content': {self.media_type: {'schema': m.model_json_schema()}}}
     def cached_model(self, batch:bool, limits:Limits):
         "`request_model(batch, limits)`, built once per spec and limits (pydantic models are slow to create)."
         from dataclasses import astuple
@@ -172,13 +168,6 @@ class ImageInput(InputSpec):
     "One image per item: a multipart upload (field `file`, or `files` repeated for a batch)."
     type, title, media_type = 'image', 'Images', 'multipart/form-data'
     def field(self, batch:bool) -> str: return 'files' if batch else 'file'
-    def openapi_body(self, batch:bool, limits:Limits) -> dict:
-        one = {'type': 'string', 'format': 'binary', 'description': f'an image ({IMAGE_TYPES}), at most {limits.max_image_bytes:,} bytes'}
-        prop = {'type': 'array', 'items': one, 'minItems': 1, 'maxItems': limits.max_items} if batch else one
-        f = self.field(batch)
-        return {'required': True, 'content': {self.media_type: {
-            'schema': {'type': 'object', 'required': [f], 'properties': {f: prop}, 'additionalProperties': False},
-            'encoding': {f: {'contentType': IMAGE_TYPES}}}}}
     def parse(self, payload, batch:bool, limits:Limits, strict:bool=False) -> list:
         "`payload`: `[(filename, bytes), ...]` from the upload field."
         f = self.field(batch)

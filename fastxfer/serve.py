@@ -6,15 +6,15 @@ Docs: https://fastxfer.github.io/fastxfer/serve.html.md"""
 
 # %% ../nbs/13_serve.ipynb #80c7a1de
 from __future__ import annotations
-import asyncio, io, json, logging, os, re, sys, time, traceback
+import asyncio, inspect, io, json, logging, os, re, sys, time, traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # never phone home, even before gradio is imported
 os.environ.setdefault('GRADIO_TELEMETRY_ENABLED', 'False')
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, File, Query, Request
 from fastcore.basics import patch_to
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .core import FastxferError, setting, to_jsonable
 from .family import find_family, family_names, get_family
-from .inputs import Limits, InputError, read_image
+from .inputs import IMAGE_TYPES, Limits, InputError, read_image
 from .model_folder import Predictor, find_model_folders, load_model, legend_html, answer_rows
 
 logger = logging.getLogger('fastxfer.serve')
@@ -32,11 +32,11 @@ ApiError = InputError   # the name this module used before `fastxfer.inputs` exi
 
 # %% auto #0
 __all__ = ['logger', 'ApiError', 'POSTMAN_SCHEMA', 'SERVE_APP_ENV', 'Prediction', 'PredictResponse', 'QueryResponse', 'ModelInfo',
-           'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'response_model', 'ModelRunner', 'read_payload',
-           'part_bytes', 'load_models', 'request_body', 'ModelHub', 'add_error_handlers', 'server_routes',
-           'model_routes', 'legacy_routes', 'create_app', 'api_docs_html', 'loop_run', 'tab_title', 'card_markdown',
-           'model_ui', 'query_ui', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models',
-           'app_from_env', 'serve', 'export_postman']
+           'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'response_model', 'ModelRunner', 'check_media',
+           'read_payload', 'part_bytes', 'load_models', 'body_param', 'typed_endpoint', 'media_extra', 'before_body',
+           'ModelHub', 'add_error_handlers', 'validation_error', 'server_routes', 'model_routes', 'legacy_routes',
+           'create_app', 'api_docs_html', 'loop_run', 'tab_title', 'card_markdown', 'model_ui', 'query_ui', 'build_ui',
+           'offline_theme', 'mount_ui', 'postman_collection', 'demo_models', 'app_from_env', 'serve', 'export_postman']
 
 # %% ../nbs/13_serve.ipynb #d9742c93
 class Prediction(BaseModel):
@@ -155,25 +155,35 @@ def _set(fut, value=None, exc=None):
     else: fut.set_result(value)
 
 # %% ../nbs/13_serve.ipynb #4dff0498
+def check_media(request:Request, spec, batch:bool):
+    "Refuse (415) a body whose content type is not the one `spec` takes."
+    ctype = request.headers.get('content-type', '').split(';')[0].strip().lower()
+    if ctype == spec.media_type: return
+    got = ctype or 'no content type'
+    if spec.media_type == 'multipart/form-data':
+        raise ApiError(f'this model takes images: send multipart/form-data with field {spec.field(batch)!r} (got {got})', 415)
+    raise ApiError(f'this model takes JSON ({spec.how(batch)}); got {got}', 415)
+
 async def read_payload(request:Request, spec, batch:bool, limits:Limits, lenient:bool=False):
     "The raw payload for `spec.parse`: `[(filename, bytes)]` from a multipart upload, or the parsed JSON body."
-    ctype = request.headers.get('content-type', '').split(';')[0].strip().lower()
+    check_media(request, spec, batch)
     if spec.media_type == 'multipart/form-data':
         field = spec.field(batch)
-        if ctype != 'multipart/form-data':
-            raise ApiError(f'this model takes images: send multipart/form-data with field {field!r} (got {ctype or "no content type"})', 415)
         form = await request.form(max_files=2*limits.max_items, max_fields=2*limits.max_items + 16)
         ups = list(form.getlist(field))
         if lenient and not ups:   # the older endpoints also took `files` for one image and `file` for a batch
             other = list(form.getlist('file' if batch else 'files'))
             ups = other if batch else other[:1]
         if len(ups) > limits.max_items: raise ApiError(f'{len(ups)} images in one request; the limit is {limits.max_items}', 413)
-        return [(u.filename or f'{field}[{i}]', await u.read(limits.max_image_bytes + 1)) if hasattr(u, 'read')
+        return [(u.filename or f'{field}[{i}]', await _read_upload(u, limits.max_image_bytes + 1)) if hasattr(u, 'read')
                 else (f'{field}[{i}]', part_bytes(u)) for i,u in enumerate(ups)]
-    if ctype != 'application/json':
-        raise ApiError(f'this model takes JSON ({spec.how(batch)}); got {ctype or "no content type"}', 415)
     try: return json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ApiError(f'the body is not valid JSON: {e}', 400)
+
+async def _read_upload(u, n:int) -> bytes:
+    "At most `n` bytes of an uploaded file, from its start (a typed operation's parameter has read it once already)."
+    await u.seek(0)
+    return await u.read(n)
 
 def part_bytes(value:str) -> bytes:
     "The bytes of a multipart part sent without a filename (Starlette decodes it as UTF-8, else Latin-1)."
@@ -205,28 +215,35 @@ _ERRORS = {s: {'model': ErrorResponse, 'description': d} for s,d in [
     (400, 'bad input (truncated image, bad JSON...)'), (404, 'unknown model'), (413, 'too large (bytes, pixels, items, characters)'),
     (415, 'wrong content type or not an image'), (422, 'missing or invalid fields'), (500, 'the model failed')]}
 
-def _move_defs(schema:dict, comps:dict, prefix:str) -> dict:
-    "`schema` with its `$defs` moved into the document's components under `prefix` (refs rewritten)."
-    defs = schema.pop('$defs', {})
-    ren = {k: f'{prefix}{k}' for k in defs}
-    def fix(o):
-        if isinstance(o, dict):
-            if isinstance(o.get('$ref'), str) and o['$ref'].startswith('#/$defs/'):
-                o = {**o, '$ref': '#/components/schemas/' + ren[o['$ref'].split('/')[-1]]}
-            return {k: fix(v) for k,v in o.items()}
-        if isinstance(o, list): return [fix(v) for v in o]
-        return o
-    for k,v in defs.items(): comps[ren[k]] = fix(v)
-    return fix(schema)
+def body_param(spec, batch:bool, limits:Limits, title:str) -> inspect.Parameter:
+    "A typed operation's body as an endpoint parameter, which FastAPI reads, validates and documents: the spec's request model (named `title`), or its image field(s)."
+    kw = inspect.Parameter.KEYWORD_ONLY
+    if spec.media_type != 'multipart/form-data':
+        return inspect.Parameter('body', kw, annotation=create_model(title, __base__=spec.cached_model(batch, limits)))
+    one = f'an image ({IMAGE_TYPES}), at most {limits.max_image_bytes:,} bytes'
+    anno = (Annotated[list[bytes], File(min_length=1, max_length=limits.max_items, description=f'1 to {limits.max_items} images, each {one}')]
+            if batch else Annotated[bytes, File(description=one)])
+    return inspect.Parameter(spec.field(batch), kw, annotation=anno)
 
-def request_body(spec, batch:bool, limits:Limits, comps:dict, prefix:str) -> dict:
-    "The OpenAPI `requestBody` of a typed operation, with an example and its schema's parts in `comps`."
-    body = spec.openapi_body(batch, limits)
-    for ctype, media in body['content'].items():
-        media['schema'] = _move_defs(dict(media['schema']), comps, prefix)
-        ex = spec.example(batch)
-        if ex is not None: media['example'] = ex
-    return body
+def typed_endpoint(answer, *params:inspect.Parameter):
+    "An endpoint that FastAPI sees as taking `params` (so it validates and documents them) and that answers `await answer(request)`."
+    async def endpoint(request: Request, **params): return await answer(request)
+    endpoint.__signature__ = inspect.Signature([inspect.Parameter('request', inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request), *params])
+    return endpoint
+
+def media_extra(spec, batch:bool) -> dict:
+    "What the document adds to FastAPI's request body: an example (Postman's body), or the content types of the image parts."
+    if spec.media_type == 'multipart/form-data':
+        return {'requestBody': {'content': {spec.media_type: {'encoding': {spec.field(batch): {'contentType': IMAGE_TYPES}}}}}}
+    ex = spec.example(batch)
+    return {'requestBody': {'content': {spec.media_type: {'example': ex}}}} if ex is not None else {}
+
+def before_body(*checks):
+    "A dependency calling each `check(request)` before FastAPI validates the body: a wrong content type (415) or query (422) is said first."
+    def check(request: Request):
+        for c in checks: c(request)
+    return Depends(check)
+
 
 # %% ../nbs/13_serve.ipynb #48d11156
 class _BodyLimit:
@@ -336,11 +353,17 @@ def add_error_handlers(app:FastAPI):
     @app.exception_handler(FastxferError)
     async def _user_error(request, e): return JSONResponse({'error': str(e)}, 422)
     @app.exception_handler(RequestValidationError)
-    async def _validation(request, e):
-        msg = '; '.join(f"{'.'.join(str(x) for x in err['loc'] if x != 'body')}: {err['msg']}" for err in e.errors())
-        return JSONResponse({'error': msg or 'invalid request'}, 422)
+    async def _validation(request, e): return JSONResponse(*validation_error(e.errors()))
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, e): return JSONResponse({'error': str(e.detail)}, e.status_code)
+
+def validation_error(errors:list) -> tuple[dict, int]:
+    "FastAPI's validation errors as our answer: bad JSON 400, too many items or characters 413, else 422."
+    types = {err['type'] for err in errors}
+    if 'json_invalid' in types:
+        return {'error': f"the body is not valid JSON: {next(err for err in errors if err['type'] == 'json_invalid').get('ctx', {}).get('error', '')}"}, 400
+    msg = '; '.join(f"{'.'.join(str(x) for x in err['loc'] if x != 'body') or 'body'}: {err['msg']}" for err in errors)
+    return {'error': msg or 'invalid request'}, 413 if types & {'too_long', 'string_too_long'} else 422
 
 def server_routes(hub:ModelHub) -> APIRouter:
     "Health, the list of models and each model's card."
@@ -359,40 +382,40 @@ def server_routes(hub:ModelHub) -> APIRouter:
         hub.model(model); return hub.info(model)
     return r
 
-_PNG_QUERY = {'name': 'format', 'in': 'query', 'required': False, 'schema': {'type': 'string', 'enum': ['json', 'png'], 'default': 'json'},
-              'description': 'json (the default) or png: the answer as a PNG image'}
+_PNG_FORMAT = inspect.Parameter('format', inspect.Parameter.KEYWORD_ONLY, default='json',
+                                annotation=Annotated[Literal['json', 'png'], Query(description='json (the default) or png: the answer as a PNG image')])
 _PNG_RESPONSE = {200: {'description': 'the prediction (JSON); with ?format=png the answer as a PNG',
                        'content': {'image/png': {'schema': {'type': 'string', 'format': 'binary'}}}}}
 
-def _add_operation(r:APIRouter, hub:ModelHub, comps:dict, name:str, verb:str, spec, effect:str|None, batch:bool):
+def _add_operation(r:APIRouter, hub:ModelHub, name:str, verb:str, spec, effect:str|None, batch:bool):
     "One typed operation: `POST /api/v1/models/<name>/<verb>[/batch]`, its body the spec's."
-    p, slug = hub.models[name], _slug(name)
+    p, slug, many = hub.models[name], _slug(name), 'Batch' if batch else ''
     png = p.has_png and not batch and effect is None   # ?format=png: the answer as a PNG (a segmentation's mask)
-    extra = {'requestBody': request_body(spec, batch, hub.limits, comps, f'{slug}{verb.capitalize()}')}
-    if png: extra['parameters'] = [_PNG_QUERY]
-    async def endpoint(request: Request): return await hub.run(name, spec, request, batch, effect, True)
-    r.add_api_route(f'/api/v1/models/{name}/{verb}' + ('/batch' if batch else ''), endpoint, methods=['POST'],
-                    response_model=response_model(name, p), responses={**_ERRORS, **(_PNG_RESPONSE if png else {})},
-                    tags=[name], operation_id=f'{slug}_{verb}' + ('_batch' if batch else ''),
+    answer = lambda request: hub.run(name, spec, request, batch, effect, True)
+    params = [body_param(spec, batch, hub.limits, f'{slug}{verb.capitalize()}{many}Request')] + ([_PNG_FORMAT] if png else [])
+    r.add_api_route(f'/api/v1/models/{name}/{verb}' + ('/batch' if batch else ''), typed_endpoint(answer, *params), methods=['POST'],
+                    dependencies=[before_body(lambda rq: check_media(rq, spec, batch), lambda rq: _answer_format(rq, p, name, batch))],
+                    response_model=response_model(name, p),
+                    responses={**_ERRORS, **(_PNG_RESPONSE if png else {})}, tags=[name], operation_id=f'{slug}_{verb}' + ('_batch' if batch else ''),
                     summary=f"{name}: {p.effects.get(effect, 'predict') if effect else 'predict'}" + (' (many items)' if batch else ''),
-                    description=f'{p.kind} model {name!r}. ' + spec.how(batch), openapi_extra=extra)
+                    description=f'{p.kind} model {name!r}. ' + spec.how(batch), openapi_extra=media_extra(spec, batch))
 
-def _add_query(r:APIRouter, hub:ModelHub, comps:dict, name:str, q:str, spec):
+def _add_query(r:APIRouter, hub:ModelHub, name:str, q:str, spec):
     "The typed operation of query `q`: `POST /api/v1/models/<name>/<q>`."
     p, slug = hub.models[name], _slug(name)
-    async def endpoint(request: Request): return await hub.ask(name, q, spec, request)
-    r.add_api_route(f'/api/v1/models/{name}/{q}', endpoint, methods=['POST'], response_model=QueryResponse,
-                    responses=_ERRORS, tags=[name], operation_id=f'{slug}_{q}', summary=f'{name}: {p.queries[q]}',
-                    description=f'{p.kind} model {name!r}. ' + spec.how(False),
-                    openapi_extra={'requestBody': request_body(spec, False, hub.limits, comps, f'{slug}{q.capitalize()}')})
+    answer = lambda request: hub.ask(name, q, spec, request)
+    r.add_api_route(f'/api/v1/models/{name}/{q}', typed_endpoint(answer, body_param(spec, False, hub.limits, f'{slug}{q.capitalize()}Request')),
+                    methods=['POST'], dependencies=[before_body(lambda rq: check_media(rq, spec, False))], response_model=QueryResponse, responses=_ERRORS,
+                    tags=[name], operation_id=f'{slug}_{q}', summary=f'{name}: {p.queries[q]}',
+                    description=f'{p.kind} model {name!r}. ' + spec.how(False), openapi_extra=media_extra(spec, False))
 
-def model_routes(hub:ModelHub, comps:dict) -> APIRouter:
+def model_routes(hub:ModelHub) -> APIRouter:
     "One typed operation per model, per side effect and per query, each in one and many-item form, from its predictor's specs."
     r = APIRouter()
     for name, p in hub.models.items():
         for verb, spec, effect in [('predict', hub.specs[name][0], None)] + [(e, hub.specs[name][1][e], e) for e in p.effects]:
-            for batch in (False, True): _add_operation(r, hub, comps, name, verb, spec, effect, batch)
-        for q, spec in hub.qspecs[name].items(): _add_query(r, hub, comps, name, q, spec)
+            for batch in (False, True): _add_operation(r, hub, name, verb, spec, effect, batch)
+        for q, spec in hub.qspecs[name].items(): _add_query(r, hub, name, q, spec)
     return r
 
 # %% ../nbs/13_serve.ipynb #ed55fa52
@@ -430,20 +453,12 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
     app.state.hub = hub
     app.add_middleware(_BodyLimit, max_bytes=hub.limits.max_body_bytes)
     add_error_handlers(app)
-    comps = {}   # the request schemas the typed operations share, for the document
-    for r in (server_routes(hub), model_routes(hub, comps), legacy_routes(hub)): app.include_router(r)
+    for r in (server_routes(hub), model_routes(hub), legacy_routes(hub)): app.include_router(r)
     @app.get('/docs', include_in_schema=False)
     def docs():
         "The API reference as one self-contained page (FastAPI's Swagger UI loads its scripts from a CDN)."
         from fastapi.responses import HTMLResponse
         return HTMLResponse(api_docs_html(app.openapi()))
-    _openapi = app.openapi
-    def openapi():
-        if app.openapi_schema: return app.openapi_schema
-        s = _openapi()
-        s.setdefault('components', {}).setdefault('schemas', {}).update(comps)
-        return s
-    app.openapi = openapi
     if ui and hub.models: mount_ui(app)
     elif ui:
         @app.get('/', include_in_schema=False)
@@ -622,6 +637,7 @@ def postman_collection(app:FastAPI, base_url:str|None=None) -> dict:
             content = (op.get('requestBody') or {}).get('content', {})
             if 'multipart/form-data' in content:
                 sch = content['multipart/form-data']['schema']
+                sch = spec['components']['schemas'][sch['$ref'].split('/')[-1]] if '$ref' in sch else sch
                 req['body'] = {'mode': 'formdata', 'formdata': [{'key': k, 'type': 'file', 'src': 'image.jpg', 'description': 'choose an image file'}
                                                                 for k in sch.get('required', list(sch.get('properties', {})))]}
             elif 'application/json' in content:

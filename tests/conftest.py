@@ -66,6 +66,12 @@ def run_json(*args, **kwargs) -> dict:
     return json.loads(lines[0])
 
 
+def request_schema(doc:dict, path:str, ctype='application/json') -> dict:
+    "The request body's schema of `POST path` in the OpenAPI document `doc`, its `$ref` followed."
+    sch = doc['paths'][path]['post']['requestBody']['content'][ctype]['schema']
+    return doc['components']['schemas'][sch['$ref'].split('/')[-1]] if '$ref' in sch else sch
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -4,7 +4,7 @@ message, exit 2, nothing written)."""
 import json, sqlite3
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
-from conftest import run_cli, run_cli_here, run_json
+from conftest import run_cli, run_cli_here, run_json, request_schema
 
 from fastxfer.core import FastxferError
 from fastxfer.model_folder import load_model
@@ -113,7 +113,7 @@ def test_served_model_takes_a_typed_rating_row(model):
     path, _ = model
     with TestClient(create_app(path.parent, ui=False)) as c:
         doc = c.get('/openapi.json').json()
-        schema = doc['paths']['/api/v1/models/groups/predict']['post']['requestBody']['content']['application/json']['schema']
+        schema = request_schema(doc, '/api/v1/models/groups/predict')
         assert set(schema['properties']) == {'user', 'item', 'timestamp'} and set(schema['required']) == {'user', 'item'}
         r = c.post('/api/v1/models/groups/predict', json={'user': 'u25', 'item': 'i15'})
         assert r.status_code == 200 and r.json()['predictions'][0]['rating'] > 4, r.text

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx, pytest
 
-from conftest import run_cli, run_json, toy_csv, PLUGIN_ENV
+from conftest import run_cli, run_json, toy_csv, PLUGIN_ENV, request_schema
 from test_serve import Server
 
 @pytest.fixture(scope='module')
@@ -85,7 +85,7 @@ def test_served_over_rest_with_its_own_schema(toy_model):
     try:
         spec = httpx.get(s.url + '/openapi.json').json()
         op = spec['paths']['/api/v1/models/toy/predict']['post']
-        schema = op['requestBody']['content']['application/json']['schema']
+        schema = request_schema(spec, '/api/v1/models/toy/predict')
         assert set(schema['properties']) == {'x'} and schema['properties']['x']['type'] == 'number'
         assert schema['required'] == ['x'] and schema['additionalProperties'] is False
         r = httpx.post(s.url + '/api/v1/models/toy/predict', json={'x': 5})

@@ -256,7 +256,7 @@ def test_openapi_is_complete(client):
         sch = s['paths'][path]['post']['requestBody']['content'][ctype]['schema']
         return comps[sch['$ref'].split('/')[-1]] if '$ref' in sch else sch
     img = body('/api/v1/models/colours/predict', 'multipart/form-data')
-    assert img['required'] == ['file'] and img['properties']['file']['format'] == 'binary'
+    assert img['required'] == ['file'] and img['properties']['file']['contentMediaType'] == 'application/octet-stream'   # OpenAPI 3.1's file
     assert body('/api/v1/models/colours/predict/batch', 'multipart/form-data')['properties']['files']['maxItems'] == 8
     txt = body('/api/v1/models/reviews/predict', 'application/json')
     assert txt['properties']['texts']['maxItems'] == 8 and txt['additionalProperties'] is False

@@ -3,7 +3,7 @@ write-back idempotence, the typed REST row, and every bad input (a clear message
 import json, sqlite3
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
-from conftest import run_cli, run_cli_here, run_json, adult_csv
+from conftest import run_cli, run_cli_here, run_json, adult_csv, request_schema
 
 from fastxfer.core import FastxferError
 from fastxfer.model_folder import load_model
@@ -140,7 +140,7 @@ def test_served_model_takes_a_typed_row(tables, adult_model):
     s = Server('--models', tables/'models', '--no-ui', cwd=tables)
     try:
         doc = httpx.get(s.url + '/openapi.json').json()
-        schema = doc['paths']['/api/v1/models/adult/predict']['post']['requestBody']['content']['application/json']['schema']
+        schema = request_schema(doc, '/api/v1/models/adult/predict')
         assert set(schema['properties']) == {'age', 'workclass', 'education', 'sex', 'hours-per-week'}
         assert set(schema['required']) == set(schema['properties']) and schema['additionalProperties'] is False
         post = lambda body, path='predict': httpx.post(f'{s.url}/api/v1/models/adult/{path}', json=body)
