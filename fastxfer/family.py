@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/family.html.md"""
 
 # %% ../nbs/06_family.ipynb #394f9e59
 from __future__ import annotations
-import contextlib, functools, importlib, inspect, json, sys, tempfile, time
+import contextlib, functools, importlib, inspect, json, sys, tempfile, time, typing
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,8 +17,8 @@ from .model_folder import ENTRY_POINT_GROUP, allow_predictor, load_model, load_p
 # %% auto #0
 __all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESSES_HELP', 'SettingDefault', 'from_settings', 'call_verb',
            'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics', 'with_baseline',
-           'human_report', 'Family', 'run_launched', 'register_family', 'family_names', 'get_family', 'family_help',
-           'find_family', 'notebook_train']
+           'human_report', 'Family', 'resolves_settings', 'verb_signature', 'run_launched', 'register_family',
+           'family_names', 'get_family', 'family_help', 'find_family', 'notebook_train']
 
 # %% ../nbs/06_family.ipynb #deef4f61
 class SettingDefault:
@@ -175,7 +175,7 @@ BUILTIN_FAMILIES = {  # name -> (module that registers it, one-line help shown b
     'collab': ('fastxfer.collab', 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items'),
     'segment': ('fastxfer.segment', 'train, predict, evaluate segmentation models (U-Net): masks and overlays')}
 
-def _resolving(fn):
+def resolves_settings(fn):
     "`fn` with its settings defaults resolved when called (so Python callers get the values the CLI shows)."
     if getattr(fn, '_resolves_settings', False): return fn
     @functools.wraps(fn)
@@ -185,9 +185,18 @@ def _resolving(fn):
 
 PROCESSES_HELP = 'data-parallel training processes on this machine, started by fastxfer (CPUs: gloo; GPUs: one each)'
 
+def verb_signature(fn) -> inspect.Signature:
+    "`fn`'s signature as the command line reads it: its annotations evaluated, also those `@delegates` brought in from the function it passes `**kwargs` to."
+    sig, hints, f = inspect.signature(fn), {}, fn
+    while f is not None:   # the verb, then the library function(s) it delegates to
+        hints = {**typing.get_type_hints(inspect.unwrap(f), include_extras=True), **hints}
+        f = getattr(f, '__delwrap__', None)
+    return sig.replace(parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) if isinstance(p.annotation, str) else p
+                                   for p in sig.parameters.values()])
+
 def _with_processes(fn) -> inspect.Signature:
-    "`fn`'s signature (annotations evaluated, as the command line reads them) with a keyword-only `processes` before any `**kwargs`."
-    sig = inspect.signature(fn, eval_str=True)
+    "`fn`'s signature (`verb_signature`) with a keyword-only `processes` before any `**kwargs`."
+    sig = verb_signature(fn)
     ps = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
     p = inspect.Parameter('processes', inspect.Parameter.KEYWORD_ONLY, default=1, annotation=Annotated[int, PROCESSES_HELP])
     return sig.replace(parameters=ps + [p] + [q for q in sig.parameters.values() if q.kind is q.VAR_KEYWORD])
@@ -246,7 +255,9 @@ def register_family(cls=None, *, replace:bool=False):
     cls.title = cls.title or cls.name.capitalize()
     for n in ('train', 'evaluate', 'predict', *cls.extra_verbs):
         fn = cls.__dict__.get(n)
-        if callable(fn): setattr(cls, n, _resolving(_data_parallel(fn) if n == 'train' and cls.data_parallel else fn))
+        if not callable(fn): continue
+        fn.__signature__ = verb_signature(fn)
+        setattr(cls, n, resolves_settings(_data_parallel(fn) if n == 'train' and cls.data_parallel else fn))
     if cls.predictor is not None: allow_predictor(cls.predictor)
     FAMILIES[cls.name] = cls()
     return cls

@@ -10,10 +10,11 @@ import json, math, time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
+from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log, setting
-from ..family import Family, register_family, from_settings, POSITIONAL, report_from_folder, with_baseline, format_metrics
+from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline, format_metrics
 from ..inputs import Column, InputError, RowInput
 from ..model_folder import Predictor, load_model, model_writer, data_fingerprint
 from ..tabular.data import canonical, read_table, parse_source
@@ -158,10 +159,46 @@ def fit_recommender(df:pd.DataFrame, train_idx, valid_idx, scale, y_range, title
         if not quiet: log(f'session biases from the times and residuals of {rec.session.n} training ratings')
     return rec
 
-def train_collab(data, user:str='userId', item:str='movieId', rating:str='rating', timestamp:str|None=None, out=None,
-                 split:str='auto', valid_pct:float=0.2, seed:int=42, nn:bool=False, factors:int|None=None, y_range=None,
-                 epochs:int|None=None, lr='5e-3', wd:float|None=None, titles=None, title_col:str='title', db=None, table=None,
-                 quiet:bool=False, members:int|None=None, sessions:bool=True) -> dict:
+def _collab_card(r, rec, ev:dict, train, split:dict) -> dict:
+    "A recommender's card fields: its data and split, the networks, the session biases, the scores, and the ids the UI offers."
+    net, df = rec.net, r.df
+    top_users, top_items = (train[c].value_counts().index[:1000].tolist() for c in ('user', 'item'))
+    return dict(task='rating', columns=r.columns, source=r.source, notes=r.notes, split=split, scale=list(r.scale),
+                model='EmbeddingNN' if net.use_nn else 'EmbeddingDotBias',
+                net=dict(n_factors=net.n_factors, wd=net.wd, epochs=net.epochs_used, lr=net.lr_used, bs=net.bs_used,
+                         layers=net.args['layers'], members=net.members_used),
+                sessions=None if rec.session is None else dict(ratings=rec.session.n, tau_seconds=rec.session.tau, shrink=rec.session.shrink,
+                         what="the user's training residuals weighted by exp(-|dt|/tau), shrunk; added when a rating is asked for with a timestamp"),
+                metrics=ev['model'], baseline={**ev['global_mean'], 'what': 'the global mean of the training ratings'},
+                baselines=dict(global_mean=ev['global_mean'], biases=ev['biases']), ranking=ev['ranking'],
+                like_threshold=ev['like_threshold'], cold_start_in_valid=ev['cold_start'],
+                n_users=df.user.nunique(), n_items=df.item.nunique(), n_ratings=len(df),
+                users=top_users, items=top_items, examples=[dict(user=top_users[0], item=top_items[0])])
+
+@resolves_settings
+def train_collab(data, # a rating table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME
+                 user:str='userId', # the user column
+                 item:str='movieId', # the item column
+                 rating:str='rating', # the rating column
+                 timestamp:str|None=None, # the time column (if not given: `timestamp`, when the table has one)
+                 out:str|None=None, # model folder to write (if not given: <models_dir>/collab)
+                 split:Literal[SPLITS]='auto', # random | time (each user's latest ratings) | user (held-out users) | auto (time if timestamps)
+                 valid_pct:float=0.2, # share of ratings (or users) for validation
+                 seed:int=from_settings('seed', int), # random seed (split and model)
+                 nn:bool=False, # the EmbeddingNN instead of the dot product with biases
+                 factors:int|None=None, # number of factors (if not given: 30)
+                 y_range:str|None=None, # LOW,HIGH of the predictions (if not given: the ratings' scale widened by 0.5)
+                 epochs:int|None=None, # epochs (if not given: 20, more for tiny tables)
+                 lr:str='5e-3', # learning rate, or auto (fastai's LR finder)
+                 wd:float|None=None, # weight decay (if not given: 0.5)
+                 titles:str|None=None, # a table of item titles (with the item column and --title-col)
+                 title_col:str='title', # the title column of --titles
+                 db:str|None=None, # an SQLite file to read the ratings from (with --table)
+                 table:str|None=None, # the SQLite table
+                 quiet:bool=False, # no progress output
+                 members:int|None=None, # networks averaged, each with its own seed (if not given: 3 below 100,000 training ratings, else 1)
+                 sessions:bool=True, # add session biases (residuals of the user's ratings close in time) when the ratings have timestamps
+                 ) -> dict:
     "Read ratings, split them, train fastai's collab_learner and the baselines, score, and write the model folder."
     t0 = time.time()
     r = read_ratings(data, user, item, rating, timestamp, db, table)
@@ -183,8 +220,6 @@ def train_collab(data, user:str='userId', item:str='movieId', rating:str='rating
     log(f"validation MSE {m['mse']:.4f} (global mean {ev['global_mean']['mse']:.4f}, biases alone {ev['biases']['mse']:.4f})")
     fp = data_fingerprint(pd.util.hash_pandas_object(df, index=False).to_numpy().tolist())
     model_id = f'collab-{"nn" if nn else "dot"}-{datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")}-{fp[:6]}'
-    top_users = train.user.value_counts().index[:1000].tolist()
-    top_items = train.item.value_counts().index[:1000].tolist()
     out = Path(out) if out else Path(setting('models_dir'))/'collab'
     with model_writer(out, kind='collab', predictor='fastxfer.collab.CollabPredictor') as w:
         net.save(w.dir)
@@ -194,18 +229,9 @@ def train_collab(data, user:str='userId', item:str='movieId', rating:str='rating
         if names: atomic_write(w.dir/'titles.json', json.dumps(names).encode())
         for k, fig in plots.items(): w.save_plot(k, fig)
         _plots(w, net, train, names)
-        w.card.update(task='rating', columns=r.columns, source=r.source, notes=r.notes, split=dict(how=how, n_train=len(tr), n_valid=len(va),
-                      seed=seed, valid_pct=valid_pct), scale=list(r.scale), y_range=list(yr), model='EmbeddingNN' if nn else 'EmbeddingDotBias',
-                      net=dict(n_factors=net.n_factors, wd=net.wd, epochs=net.epochs_used, lr=net.lr_used, bs=net.bs_used,
-                               layers=net.args['layers'], members=net.members_used),
-                      sessions=None if rec.session is None else dict(ratings=rec.session.n, tau_seconds=rec.session.tau, shrink=rec.session.shrink,
-                               what="the user's training residuals weighted by exp(-|dt|/tau), shrunk; added when a rating is asked for with a timestamp"),
-                      metrics=m, baseline={**ev['global_mean'], 'what': 'the global mean of the training ratings'},
-                      baselines=dict(global_mean=ev['global_mean'], biases=ev['biases']), ranking=ev['ranking'],
-                      like_threshold=ev['like_threshold'], cold_start_in_valid=ev['cold_start'],
-                      n_users=df.user.nunique(), n_items=df.item.nunique(), n_ratings=len(df), popular=popular[:100],
-                      users=top_users, items=top_items, examples=[dict(user=top_users[0], item=top_items[0])],
-                      model_id=model_id, data_fingerprint=fp, fit_seconds=round(fit_seconds, 2), train_seconds=round(time.time() - t0, 2))
+        w.card.update(**_collab_card(r, rec, ev, train, split=dict(how=how, n_train=len(tr), n_valid=len(va), seed=seed, valid_pct=valid_pct)),
+                      y_range=list(yr), popular=popular[:100], model_id=model_id, data_fingerprint=fp,
+                      fit_seconds=round(fit_seconds, 2), train_seconds=round(time.time() - t0, 2))
     result = dict(model_dir=str(out), model_id=model_id, split=how, n_train=len(tr), n_valid=len(va), notes=r.notes,
                   baselines=dict(global_mean=ev['global_mean'], biases=ev['biases']), ranking=ev['ranking'],
                   cold_start_in_valid=ev['cold_start'])
@@ -348,32 +374,11 @@ class CollabFamily(Family):
     help = 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items'
     extra_verbs = ('recommend', 'similar')
 
+    @delegates(train_collab, but=['quiet'])
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # a rating table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME
-              *, user:str='userId', # the user column
-              item:str='movieId', # the item column
-              rating:str='rating', # the rating column
-              timestamp:str|None=None, # the time column (if not given: `timestamp`, when the table has one)
-              out:str|None=None, # model folder to write (if not given: <models_dir>/collab)
-              split:Literal[SPLITS]='auto', # random | time (each user's latest ratings) | user (held-out users) | auto (time if timestamps)
-              valid_pct:float=0.2, # share of ratings (or users) for validation
-              seed:int=from_settings('seed', int), # random seed (split and model)
-              nn:bool=False, # the EmbeddingNN instead of the dot product with biases
-              factors:int|None=None, # number of factors (if not given: 30)
-              y_range:str|None=None, # LOW,HIGH of the predictions (if not given: the ratings' scale widened by 0.5)
-              epochs:int|None=None, # epochs (if not given: 20, more for tiny tables)
-              lr:str='5e-3', # learning rate, or auto (fastai's LR finder)
-              wd:float|None=None, # weight decay (if not given: 0.5)
-              titles:str|None=None, # a table of item titles (with the item column and --title-col)
-              title_col:str='title', # the title column of --titles
-              db:str|None=None, # an SQLite file to read the ratings from (with --table)
-              table:str|None=None, # the SQLite table
-              members:int|None=None, # networks averaged, each with its own seed (if not given: 3 below 100,000 training ratings, else 1)
-              sessions:bool=True, # add session biases (residuals of the user's ratings close in time) when the ratings have timestamps
-              ) -> dict:
+              **kwargs) -> dict:
         "Train a recommender from ratings and write a model folder."
-        return train_collab(data, user=user, item=item, rating=rating, timestamp=timestamp, out=out, split=split, valid_pct=valid_pct,
-                            seed=seed, nn=nn, factors=factors, y_range=y_range, epochs=epochs, lr=lr, wd=wd, titles=titles,
-                            title_col=title_col, db=db, table=table, members=members, sessions=sessions)
+        return train_collab(data, **kwargs)
 
     def evaluate(self, model_dir:str, # a collab model folder
                  data:Annotated[str|None, POSITIONAL]=None, # a rating table with the training table's columns

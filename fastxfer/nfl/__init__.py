@@ -12,6 +12,7 @@ import pandas as pd
 from ..core import FastxferError, embedded_data, log, setting
 from ..family import Family, register_family, from_settings, report_from_folder
 from typing import Literal
+from fastcore.meta import delegates
 from .data import *
 from .model import *
 
@@ -143,17 +144,10 @@ class NFLFamily(Family):
         r['rows_table'] = r.pop('table').to_dict(orient='records')
         return r
 
-    def train(self, db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db from the settings)
-              standings:str|None=None, # a standings CSV instead of the database
-              model:Literal['auto', 'tabular', 'logreg']='auto', # the model used for predictions (auto: the better one)
-              out:str|None=None, # model folder (if not given: <models_dir>/nfl)
-              features:str|None=None, # extra features, comma-separated: MoV, SRS, pyth (none by default)
-              layers:str|None=None, # hidden layers of the tabular_learner, e.g. 16 or 16,8 (none by default)
-              seed:int=from_settings('seed', int), # random seed
-              evaluate:bool=True, # cross-validate both models (--no-evaluate skips it)
-              ) -> dict:
+    @delegates(train)
+    def train(self, **kwargs) -> dict:
         "Train tabular_learner and logistic regression; write a model folder."
-        r = train(db=db, standings=standings, out=out, model=model, features=features, seed=seed, evaluate=evaluate, layers=layers)
+        r = train(**kwargs)
         return report_from_folder(r['model_dir'], r)
 
     def predict(self, *, pf:float, # points for

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, embedded_data, log, setting, shared_data
 from ..train_utils import configure_progress
+from ..family import from_settings, resolves_settings
+from typing import Literal
 from ..model_folder import Predictor, load_model, model_writer, data_fingerprint
 from ..inputs import Column, InputError, RowInput
 from .. import metrics
@@ -225,11 +227,18 @@ def load_training_data(db=None, standings=None) -> tuple[pd.DataFrame, str]:
     if df.empty: raise FastxferError(f'{db_path(db)} has no team-seasons yet; run `fastxfer nfl scrape --season 2023`')
     return df, str(db_path(db))
 
-def train(db=None, standings=None, out=None, model:str='auto', features=None, seed:int|None=None,
-          evaluate:bool=True, layers=None) -> dict:
+@resolves_settings
+def train(db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db from the settings)
+          standings:str|None=None, # a standings CSV instead of the database
+          model:Literal['auto', 'tabular', 'logreg']='auto', # the model used for predictions (auto: the better one)
+          out:str|None=None, # model folder (if not given: <models_dir>/nfl)
+          features:str|None=None, # extra features, comma-separated: MoV, SRS, pyth (none by default)
+          layers:str|None=None, # hidden layers of the tabular_learner, e.g. 16 or 16,8 (none by default)
+          seed:int=from_settings('seed', int), # random seed
+          evaluate:bool=True, # cross-validate both models (--no-evaluate skips it)
+          ) -> dict:
     "Evaluate both models, fit both on all the data, and write an NFL model folder; returns a summary."
     if model not in ('auto', 'tabular', 'logreg'): raise FastxferError(f'--model must be tabular, logreg or auto, not {model!r}')
-    seed = setting('seed', seed, int)
     feats = parse_features(features)
     df, source = load_training_data(db, standings)
     df = add_derived(df)

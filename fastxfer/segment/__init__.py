@@ -6,15 +6,16 @@ Docs: https://fastxfer.github.io/fastxfer/segment.html.md"""
 
 # %% ../../nbs/12c_segment.ipynb #4ec26eb2
 from __future__ import annotations
-import base64, io, json, shutil, time, warnings
+import base64, contextlib, io, json, shutil, sys, time, warnings
 from pathlib import Path
 from typing import Annotated, Literal
+from fastcore.meta import delegates
 import numpy as np
 from PIL import Image
 from ..core import FastxferError, atomic_write, log
 from ..core import is_rank0
 from ..distributed import RankDone
-from ..family import Family, register_family, from_settings, POSITIONAL, report_from_folder, format_metrics
+from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, format_metrics
 from ..model_folder import Predictor, ModelFolder, load_model, model_writer, data_fingerprint, export_onnx, onnx_session
 from ..registry import IMAGENET_STATS
 from ..metrics import confusion_matrix
@@ -23,7 +24,8 @@ from .models import *
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 
 # %% auto #0
-__all__ = ['export_segment', 'mask_png', 'png_bytes', 'SegmentPredictor', 'write_outputs', 'evaluate_segment', 'SegmentFamily']
+__all__ = ['export_segment', 'mask_png', 'png_bytes', 'SegmentPredictor', 'write_outputs', 'evaluate_segment',
+           'train_segmentation', 'SegmentFamily']
 
 # %% ../../nbs/12c_segment.ipynb #64c49de3
 def export_segment(learn, res:dict, sd, out, plots:dict|None=None, n_examples:int=3) -> Path:
@@ -176,6 +178,45 @@ def evaluate_segment(model_dir, data, masks:str='labels', mask_suffix:str='_P') 
                 baseline=majority_scores(counts, cm, p.codes, p.void), confusion_matrix=cm.tolist(), seconds=round(time.time()-t0, 2),
                 skipped=len(sd.skipped))
 
+# %% ../../nbs/12c_segment.ipynb #d96e4f4a
+@resolves_settings
+def train_segmentation(data, # folder with images/ and labels/ (or train/ and valid/ holding both)
+                       codes:str, # class names: a file with one per line, or a,b,c
+                       out:str, # model folder to write
+                       masks:str='labels', # the masks' folder beside images/
+                       mask_suffix:str='_P', # a mask is <stem><suffix>.png
+                       size:str='auto', # H,W the model sees (auto: the images' own, long side at most 256, multiples of 32)
+                       void:str='auto', # the class the loss and the metrics ignore (auto: a code called void; none: no class)
+                       arch:str=from_settings('arch'), # encoder backbone; see 'fastxfer vision archs'
+                       mode:Literal[MODES]='fine_tune', # fine_tune (pretrained encoder) | scratch (the same U-Net from random weights)
+                       epochs:int|None=None, # epochs (fine_tune: 13 after the frozen one; scratch: 14, the same budget)
+                       freeze_epochs:int=1, # epochs with the encoder frozen first (fine_tune)
+                       lr:str='default', # learning rate: default (3e-3), auto (the LR finder) or a number
+                       bs:int=8, # batch size
+                       aug:str='default', # batch augmentation preset (one warp for image and mask): none | light | default | heavy | keras
+                       valid_pct:float=0.2, # random validation share when there are no train/ and valid/ folders
+                       seed:int=from_settings('seed', int), # random seed
+                       precision:str='auto', # auto | fp32 | bf16
+                       device:str|None=None, # cpu, cuda or auto
+                       ) -> dict:
+    "Train a U-Net on the images and masks under `data` and export the model folder `out`; returns the report."
+    if not data: raise FastxferError('give the data: a folder with images/ and labels/ (CamVid: ../shared/data/fastai_samples/camvid_tiny)')
+    sd = collect_segments(data, codes, masks, mask_suffix, valid_pct, seed, void)
+    hw = seg_size(size, sd)
+    log(f'{len(sd.items)} images ({sd.n_train} train, {sd.n_valid} valid, split {sd.split}), {len(sd.codes)} codes'
+        f"{'' if sd.void is None else ', ignoring ' + sd.codes[sd.void]}; size {hw[0]}x{hw[1]}")
+    plots = {} if lr == 'auto' else None
+    with contextlib.redirect_stdout(sys.stderr):   # fastai callbacks print; stdout is for the result only
+        learn, res = train_segment(sd, hw, arch, mode, epochs, freeze_epochs, lr, bs, aug, precision, device, seed, plots=plots)
+        if not is_rank0(): raise RankDone()   # one of several training processes: rank 0 writes the folder
+        path = export_segment(learn, res, sd, out, plots)
+    card = ModelFolder(path).card
+    r = {k: v for k, v in res.items() if k not in ('valid_preds', 'curves')}   # the confusion matrix too: rows true, columns predicted
+    r.update(model_dir=str(path), onnx=card['onnx'].get('exported'), files=card['files'])
+    b = res['baseline']
+    return report_from_folder(path, r, baseline=dict(what=b['what'], pixel_acc=b['pixel_acc'], foreground_acc=b['foreground_acc'],
+                                                     mean_iou=b['mean_iou']))
+
 # %% ../../nbs/12c_segment.ipynb #b858895c
 def _human_scores(s:dict) -> str:
     return f"pixel_acc {s['pixel_acc']:.4f}  foreground_acc {s['foreground_acc']:.4f}  mean_iou {s['mean_iou']:.4f}"
@@ -187,43 +228,13 @@ class SegmentFamily(Family):
     data_parallel = True   # train takes processes=N
     help = 'train, predict, evaluate segmentation models (U-Net): masks and overlays'
 
+    @delegates(train_segmentation)
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # folder with images/ and labels/ (or train/ and valid/ holding both)
               *, codes:str, # class names: a file with one per line, or a,b,c
               out:str, # model folder to write
-              masks:str='labels', # the masks' folder beside images/
-              mask_suffix:str='_P', # a mask is <stem><suffix>.png
-              size:str='auto', # H,W the model sees (auto: the images' own, long side at most 256, multiples of 32)
-              void:str='auto', # the class the loss and the metrics ignore (auto: a code called void; none: no class)
-              arch:str=from_settings('arch'), # encoder backbone; see 'fastxfer vision archs'
-              mode:Literal[MODES]='fine_tune', # fine_tune (pretrained encoder) | scratch (the same U-Net from random weights)
-              epochs:int|None=None, # epochs (fine_tune: 13 after the frozen one; scratch: 14, the same budget)
-              freeze_epochs:int=1, # epochs with the encoder frozen first (fine_tune)
-              lr:str='default', # learning rate: default (3e-3), auto (the LR finder) or a number
-              bs:int=8, # batch size
-              aug:str='default', # batch augmentation preset (one warp for image and mask): none | light | default | heavy | keras
-              valid_pct:float=0.2, # random validation share when there are no train/ and valid/ folders
-              seed:int=from_settings('seed', int), # random seed
-              precision:str='auto', # auto | fp32 | bf16
-              device:str|None=None, # cpu, cuda or auto
-              ) -> dict:
+              **kwargs) -> dict:
         "Train a U-Net and export a model folder."
-        import contextlib, sys
-        if not data: raise FastxferError('give the data: a folder with images/ and labels/ (CamVid: ../shared/data/fastai_samples/camvid_tiny)')
-        sd = collect_segments(data, codes, masks, mask_suffix, valid_pct, seed, void)
-        hw = seg_size(size, sd)
-        log(f'{len(sd.items)} images ({sd.n_train} train, {sd.n_valid} valid, split {sd.split}), {len(sd.codes)} codes'
-            f"{'' if sd.void is None else ', ignoring ' + sd.codes[sd.void]}; size {hw[0]}x{hw[1]}")
-        plots = {} if lr == 'auto' else None
-        with contextlib.redirect_stdout(sys.stderr):
-            learn, res = train_segment(sd, hw, arch, mode, epochs, freeze_epochs, lr, bs, aug, precision, device, seed, plots=plots)
-            if not is_rank0(): raise RankDone()   # one of several training processes: rank 0 writes the folder
-            path = export_segment(learn, res, sd, out, plots)
-        card = ModelFolder(path).card
-        r = {k: v for k, v in res.items() if k not in ('valid_preds', 'curves')}   # the confusion matrix too: rows true, columns predicted
-        r.update(model_dir=str(path), onnx=card['onnx'].get('exported'), files=card['files'])
-        b = res['baseline']
-        return report_from_folder(path, r, baseline=dict(what=b['what'], pixel_acc=b['pixel_acc'], foreground_acc=b['foreground_acc'],
-                                                         mean_iou=b['mean_iou']))
+        return train_segmentation(data, codes, out, **kwargs)
 
     def predict(self, model_dir:str, # a segmentation model folder
                 images:list[str], # image files

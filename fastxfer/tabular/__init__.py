@@ -10,10 +10,11 @@ import json, math, pickle, sqlite3, time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
+from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log, setting
-from ..family import Family, register_family, from_settings, POSITIONAL, report_from_folder, with_baseline, format_metrics
+from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline, format_metrics
 from ..inputs import Column, InputError, RowInput
 from ..model_folder import Predictor, load_model, model_writer, data_fingerprint
 from .. import metrics
@@ -85,9 +86,23 @@ def _examples(df:pd.DataFrame, roles:Roles, n:int=3) -> list[dict]:
              for k, v in r.items()} for r in rows.to_dict(orient='records')]
 
 # %% ../../nbs/08c_tabular.ipynb #ea98d1c5
-def train_table(data, target:str, out=None, cat=None, cont=None, drop=None, task:str='auto', valid_pct:float=0.2,
-                valid_col:str|None=None, seed:int=42, model:str='auto', procs:str|None=None, db=None, table=None,
-                quiet:bool=False) -> dict:
+@resolves_settings
+def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME
+                target:str, # the column to predict
+                out:str|None=None, # model folder to write (if not given: <models_dir>/tabular-<target>)
+                cat:str|None=None, # columns to use as categories, comma-separated (overrides the inference)
+                cont:str|None=None, # columns to use as numbers, comma-separated (overrides the inference)
+                drop:str|None=None, # columns to leave out, comma-separated
+                task:Literal['auto', 'classification', 'regression']='auto', # inferred from the target when auto
+                valid_pct:float=0.2, # random validation share (stratified by class) when there is no --valid-col
+                valid_col:str|None=None, # a true/false column marking the validation rows
+                seed:int=from_settings('seed', int), # random seed (split and models)
+                model:Literal[MODEL_CHOICES]='auto', # auto (train all three, keep the best or their average) | tabular | gbm | linear
+                procs:str|None=None, # extra feature procs, e.g. 'PF-PA,winsor:0.01:0.99' (fastxfer.augment.tabular)
+                db:str|None=None, # an SQLite file to read the table from (with --table)
+                table:str|None=None, # the SQLite table
+                quiet:bool=False, # no progress output
+                ) -> dict:
     "Read a table, infer the roles, train the model(s), calibrate, choose, explain, and write the model folder."
     if model not in MODEL_CHOICES: raise FastxferError(f'--model must be one of {", ".join(MODEL_CHOICES)}, not {model!r}')
     t0 = time.time()
@@ -410,24 +425,12 @@ class TabularFamily(Family):
     data_parallel = True   # train takes processes=N
     help = 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite'
 
+    @delegates(train_table, but=['quiet'])
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME
               *, target:str, # the column to predict
-              out:str|None=None, # model folder to write (if not given: <models_dir>/tabular-<target>)
-              cat:str|None=None, # columns to use as categories, comma-separated (overrides the inference)
-              cont:str|None=None, # columns to use as numbers, comma-separated (overrides the inference)
-              drop:str|None=None, # columns to leave out, comma-separated
-              task:Literal['auto', 'classification', 'regression']='auto', # inferred from the target when auto
-              valid_pct:float=0.2, # random validation share (stratified by class) when there is no --valid-col
-              valid_col:str|None=None, # a true/false column marking the validation rows
-              seed:int=from_settings('seed', int), # random seed (split and models)
-              model:Literal[MODEL_CHOICES]='auto', # auto (train all three, keep the best or their average) | tabular | gbm | linear
-              procs:str|None=None, # extra feature procs, e.g. 'PF-PA,winsor:0.01:0.99' (fastxfer.augment.tabular)
-              db:str|None=None, # an SQLite file to read the table from (with --table)
-              table:str|None=None, # the SQLite table
-              ) -> dict:
+              **kwargs) -> dict:
         "Train a model of any table and write a model folder."
-        return train_table(data, target, out=out, cat=cat, cont=cont, drop=drop, task=task, valid_pct=valid_pct, valid_col=valid_col,
-                           seed=seed, model=model, procs=procs, db=db, table=table)
+        return train_table(data, target, **kwargs)
 
     def evaluate(self, model_dir:str, # a tabular model folder
                  data:Annotated[str|None, POSITIONAL]=None, # a labelled table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME

@@ -13,6 +13,7 @@ from ..core import FastxferError, setting
 from ..train_utils import PRECISIONS
 from ..family import Family, register_family, from_settings, POSITIONAL, report_from_folder, with_baseline
 from typing import Annotated, Literal
+from fastcore.meta import delegates
 from ..model_folder import load_model
 from .data import *
 from .models import *
@@ -102,32 +103,11 @@ class TextFamily(Family):
     data_parallel = True   # train takes processes=N
     help = 'train, predict, evaluate text classifiers'
 
+    @delegates(train_text, but=['alpha'])
     def train(self, data:str, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)
-              *, text_col:str='text', # the text column
-              label_col:str='label', # the label column
-              valid_col:str|None=None, # boolean column marking the validation rows (else --valid-pct)
-              valid_pct:float=0.2, # random validation share when there is no validation column or folder
-              seed:int=from_settings('seed', int), # random seed
-              model:Literal[MODELS]=from_settings('text_model'), # minilm | embed-logreg | awd_lstm
-              epochs:int|None=None, # minilm: fine-tuning epochs after the linear probe (2); awd_lstm: classifier epochs (4)
-              lr:str='default', # the head's learning rate: default (the tested rates), auto (the LR finder) or a number
-              ensemble:int=1, # minilm: train N models (seeds seed..seed+N-1) and average their probabilities
-              bow:bool=True, # minilm: blend with a bag-of-words model (naive-Bayes-weighted logistic regression on word n-grams) for 30 percent of each prediction
-              precision:Literal[PRECISIONS]=from_settings('precision'), # minilm: auto (bf16 mixed precision where the CPU/GPU does it fast), fp32 or bf16
-              max_len:int=from_settings('max_len', int), # tokens read per text, longer ones keep head and tail (awd_lstm: words)
-              window:int|None=None, # minilm, embed-logreg: tokens per encoder pass; texts are read in windows side by side (128)
-              bs:int|None=None, # batch size (minilm 16, embed-logreg 32, awd_lstm 32)
-              encoder:str|None=None, # Hugging Face encoder name or folder (if not given: the packaged all-MiniLM-L6-v2)
-              aug:Literal['none', 'eda']|None=None, # augment the training texts (EDA)
-              n_aug:int=1, # augmented copies per training text with --aug eda
-              out:str|None=None, # model folder to write (if not given: <models_dir>/text-<model>)
-              device:str|None=None, # cpu, cuda or auto
-              ) -> dict:
+              **kwargs) -> dict:
         "Train a text classifier and write a model folder."
-        out = out or str(Path(setting('models_dir'))/f'text-{model}')
-        r = train_text(data, out, model=model, epochs=epochs, lr=lr, max_len=max_len, bs=bs, precision=precision, ensemble=ensemble,
-                       window=window, bow=bow, encoder=encoder, seed=seed, device=device, aug=aug, n_aug=n_aug,
-                       text_col=text_col, label_col=label_col, valid_col=valid_col, valid_pct=valid_pct)
+        r = train_text(data, **kwargs)
         return report_from_folder(r['model_dir'], r)
 
     def predict(self, model_dir:str, # a text model folder

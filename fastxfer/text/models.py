@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from ..core import FastxferError, get_device, log, setting, cached_array
-from ..train_utils import configure_progress, seed_everything, set_precision, find_lr
+from ..family import from_settings, resolves_settings
+from typing import Literal
+from ..train_utils import configure_progress, seed_everything, set_precision, find_lr, PRECISIONS
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
 from ..distributed import distributed, across_processes
@@ -520,16 +522,35 @@ def augment_texts(data:TextData, aug:str|None, n_aug:int=1, alpha:float=0.1, see
     return TextData(tt, tl, data.valid_texts, data.valid_labels, data.classes, data.unlabelled, data.dropped,
                     dict(data.source, aug=dict(name=aug, n_aug=n_aug, alpha=alpha)))
 
-def train_text(data, out, model:str|None=None, epochs=None, lr=None, max_len=None, bs=None, encoder=None, seed=None,
-               device=None, aug=None, n_aug=1, alpha=0.1, precision=None, ensemble:int=1, window=None, bow:bool=True,
-               **data_kw) -> dict:
-    "Load `data` (a path or a `TextData`), train `model` and write the model folder `out`; returns the metrics."
-    model = setting('text_model', model)
+@resolves_settings
+def train_text(data, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout), or a `TextData`
+               out:str|None=None, # model folder to write (if not given: <models_dir>/text-<model>)
+               text_col:str='text', # the text column
+               label_col:str='label', # the label column
+               valid_col:str|None=None, # boolean column marking the validation rows (else --valid-pct)
+               valid_pct:float=0.2, # random validation share when there is no validation column or folder
+               seed:int=from_settings('seed', int), # random seed
+               model:Literal[MODELS]=from_settings('text_model'), # minilm | embed-logreg | awd_lstm
+               epochs:int|None=None, # minilm: fine-tuning epochs after the linear probe (2); awd_lstm: classifier epochs (4)
+               lr:str='default', # the head's learning rate: default (the tested rates), auto (the LR finder) or a number
+               ensemble:int=1, # minilm: train N models (seeds seed..seed+N-1) and average their probabilities
+               bow:bool=True, # minilm: blend with a bag-of-words model (naive-Bayes-weighted logistic regression on word n-grams) for 30 percent of each prediction
+               precision:Literal[PRECISIONS]=from_settings('precision'), # minilm: auto (bf16 mixed precision where the CPU/GPU does it fast), fp32 or bf16
+               max_len:int=from_settings('max_len', int), # tokens read per text, longer ones keep head and tail (awd_lstm: words)
+               window:int|None=None, # minilm, embed-logreg: tokens per encoder pass; texts are read in windows side by side (128)
+               bs:int|None=None, # batch size (minilm 16, embed-logreg 32, awd_lstm 32)
+               encoder:str|None=None, # Hugging Face encoder name or folder (if not given: the packaged all-MiniLM-L6-v2)
+               aug:Literal['none', 'eda']|None=None, # augment the training texts (EDA)
+               n_aug:int=1, # augmented copies per training text with --aug eda
+               alpha:float=0.1, # EDA: the share of words each operation changes
+               device:str|None=None, # cpu, cuda or auto
+               ) -> dict:
+    "Load `data`, train `model` and write the model folder `out`; returns the metrics."
     if model not in MODELS: raise FastxferError(f'unknown --model {model!r}; choose one of {", ".join(MODELS)}')
-    max_len = setting('max_len', max_len, int); seed = setting('seed', seed, int)
+    out = out or str(Path(setting('models_dir'))/f'text-{model}')
     lr = parse_lr(lr)
     if epochs is not None and epochs < 1 and model != 'embed-logreg': raise FastxferError('--epochs must be at least 1')
-    if not isinstance(data, TextData): data = load_text_data(data, seed=seed, **data_kw)
+    if not isinstance(data, TextData): data = load_text_data(data, text_col, label_col, valid_col, valid_pct, seed)
     data = augment_texts(data, aug, n_aug, alpha, seed)
     t0 = time.time()
     if ensemble != 1 and model != 'minilm': raise FastxferError(f'--ensemble is for --model minilm, not {model}')

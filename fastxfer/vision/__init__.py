@@ -12,6 +12,7 @@ from ..core import FastxferError, log, shared_data
 from ..model_folder import ModelFolder, load_model
 from ..family import Family, register_family, from_settings, POSITIONAL, report_from_folder, with_baseline
 from typing import Annotated, Literal
+from fastcore.meta import delegates
 from ..registry import arch_table, format_arch_table
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
@@ -78,35 +79,16 @@ class VisionFamily(Family):
     help = 'train, predict, evaluate image classifiers; list backbones'
     extra_verbs = ('archs',)
 
+    @delegates(train_vision, but=['quiet'])
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # folder of images (or 'pets' for fastai's URLs.PETS, online only)
               *, out:str, # model folder to write
-              labels:str='folder', # folder | cat-dog | breed | regex:PATTERN | csv:FILE
-              arch:str|None=None, # backbone; see 'fastxfer vision archs'. Not given: auto compares the candidates, other modes use the arch setting
-              mode:Literal[MODES]='auto', # auto | fine_tune | features | scratch
-              candidates:str|None=None, # backbones auto compares, comma-separated. Not given: the candidates setting (every one with weights here)
-              epochs:int|None=None, # unfrozen epochs (fine_tune: 1, scratch: 5)
-              freeze_epochs:int=1, # frozen epochs before unfreezing (fine_tune)
-              unfreeze_schedule:str|None=None, # gradual unfreezing: epochs per stage, e.g. 1,1,1
-              size:str=from_settings('size'), # image size in pixels, or auto: the backbone's own (see vision archs)
-              presize:int|None=None, # item resize before batch augmentation (if not given: size; larger presizes training crops, and validation then sees presize)
-              bs:int=from_settings('bs', int), # batch size
-              lr:str='default', # learning rate: default (2e-3, scratch 3e-3), auto (the LR finder) or a number
-              aug:str='default', # augmentation preset: none | light | default | heavy | keras
-              valid_pct:float=0.2, # random validation share when there is no valid/ folder
-              seed:int=from_settings('seed', int), # random seed
-              early_stop:int|None=None, # stop when the validation loss has not improved for this many epochs
-              keep_best:bool=False, # keep the weights of the epoch with the lowest validation error
-              summary:bool=False, # print total / trainable / frozen parameter counts
-              device:str|None=None, # cpu, cuda or auto
-              ) -> dict:
+              **kwargs) -> dict:
         "Train an image classifier and export a model folder."
         if not data: raise FastxferError('give the data: a folder of images (or pets, online only)')
         with contextlib.redirect_stdout(sys.stderr):  # fastai callbacks print; stdout is for the result only
-            learn, res, plots, vd = train_vision(data, labels=labels, arch=arch, mode=mode, epochs=epochs, freeze_epochs=freeze_epochs,
-                size=size, presize=presize, bs=bs, lr=lr, valid_pct=valid_pct, seed=seed, aug=aug, unfreeze_schedule=unfreeze_schedule,
-                early_stop=early_stop, keep_best=keep_best, summary=summary, device=device, candidates=candidates)
+            learn, res, plots, vd = train_vision(data, **kwargs)
             if not is_rank0(): raise RankDone()   # one of several training processes: rank 0 writes the model folder and reports
-            r = export_report(learn, res, out, vd, plots, summary)
+            r = export_report(learn, res, out, vd, plots, kwargs.get('summary', False))
         return report_from_folder(r['model_dir'], r)
 
     def predict(self, model_dir:str, # a vision model folder

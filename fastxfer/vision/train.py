@@ -10,6 +10,8 @@ import atexit, hashlib, shutil, tempfile, time, warnings
 from pathlib import Path
 import numpy as np
 from ..core import FastxferError, get_device, log, setting, cached_array, cache_dir
+from ..family import from_settings, resolves_settings
+from typing import Literal
 from ..train_utils import configure_progress, seed_everything, find_lr
 import torch, torch.nn as nn
 from PIL import Image
@@ -357,29 +359,49 @@ def _add_final_plots(plots:dict, learn, info:dict, probs, targs):
     if curves is not None and (fig := _plot_losses(learn, curves)) is not None: plots['loss_curves'] = fig
     return cm
 
-def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto', epochs:int|None=None,
-                 freeze_epochs:int=1, size:int|None=None, presize:int|None=None, bs:int|None=None, lr='default',
-                 valid_pct:float=0.2, seed:int|None=None, aug:str='default', unfreeze_schedule=None,
-                 early_stop:int|None=None, keep_best:bool=False, summary:bool=False, device=None, quiet=None,
-                 candidates=None):
+def _input_plan(mode:str, arch:str, size, candidates, choose:bool) -> tuple:
+    "`(backbones, normalisation, image size)`: the backbones `train_vision` tries and the one input pipeline they share."
+    names = auto_candidates(candidates) if choose else [arch]
+    stats = get_arch(names[0]).stats if mode != 'scratch' else IMAGENET_STATS   # the backbone's own normalisation
+    if choose:
+        names = [n for n in names if get_arch(n).stats == stats]  # one input pipeline for all: the same normalisation
+        return names, stats, max(image_size(size, n) for n in names)   # auto: the largest of the candidates' own sizes
+    return names, stats, image_size(size, arch) if mode != 'scratch' or str(size) != 'auto' else 224
+
+@resolves_settings
+def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, online only)
+                 labels:str='folder', # folder | cat-dog | breed | regex:PATTERN | csv:FILE
+                 arch:str|None=None, # backbone; see 'fastxfer vision archs'. Not given: auto compares the candidates, other modes use the arch setting
+                 mode:Literal[MODES]='auto', # auto | fine_tune | features | scratch
+                 candidates:str|None=None, # backbones auto compares, comma-separated. Not given: the candidates setting (every one with weights here)
+                 epochs:int|None=None, # unfrozen epochs (fine_tune: 1, scratch: 5)
+                 freeze_epochs:int=1, # frozen epochs before unfreezing (fine_tune)
+                 unfreeze_schedule:str|None=None, # gradual unfreezing: epochs per stage, e.g. 1,1,1
+                 size:str=from_settings('size'), # image size in pixels, or auto: the backbone's own (see vision archs)
+                 presize:int|None=None, # item resize before batch augmentation (if not given: size; larger presizes training crops, and validation then sees presize)
+                 bs:int=from_settings('bs', int), # batch size
+                 lr:str='default', # learning rate: default (2e-3, scratch 3e-3), auto (the LR finder) or a number
+                 aug:str='default', # augmentation preset: none | light | default | heavy | keras
+                 valid_pct:float=0.2, # random validation share when there is no valid/ folder
+                 seed:int=from_settings('seed', int), # random seed
+                 early_stop:int|None=None, # stop when the validation loss has not improved for this many epochs
+                 keep_best:bool=False, # keep the weights of the epoch with the lowest validation error
+                 summary:bool=False, # print total / trainable / frozen parameter counts
+                 device:str|None=None, # cpu, cuda or auto
+                 quiet:bool|None=None, # no progress output (if not given: the --quiet setting of the command line)
+                 ):
     "Train an image classifier; returns `(learn, result, plots, vd)` (export it with `export_vision`)."
     seed = seed_everything(seed)
     if mode not in MODES: raise FastxferError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     schedule, lr = _parse_schedule(unfreeze_schedule), _parse_lr(lr)
     choose = mode == 'auto' and arch is None and not schedule
-    arch = setting('arch', arch); bs = setting('bs', bs, int)
-    if mode != 'scratch': get_arch(arch)
-    device = get_device(device)
+    arch = setting('arch', arch)   # not given: auto compares the candidates (`choose`), other modes take the arch setting
+    if mode != 'scratch': get_arch(arch)   # an unknown backbone fails before the data is read
     vd = collect_data(data, labels, valid_pct, seed)
     log(f'{vd.root}: {len(vd.items)} images, {len(vd.classes)} classes, {vd.n_train} train / {vd.n_valid} valid')
     choose = choose and vd.n_train < AUTO_ENOUGH
-    names = auto_candidates(candidates) if choose else [arch]
-    stats = get_arch(names[0]).stats if mode != 'scratch' else IMAGENET_STATS   # the backbone's own normalisation
-    if choose:
-        names = [n for n in names if get_arch(n).stats == stats]  # one input pipeline for all: the same normalisation
-        size = max(image_size(size, n) for n in names)           # auto: the largest of the candidates' own sizes
-    else: size = image_size(size, arch) if mode != 'scratch' or str(setting('size', size)) != 'auto' else 224
-    dls = make_dls(vd, size, presize, bs, aug, stats, device, seed=seed)
+    names, stats, size = _input_plan(mode, arch, size, candidates, choose)
+    dls = make_dls(vd, size, presize, bs, aug, stats, device := get_device(device), seed=seed)
     plots, t0 = {}, time.time()
     common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop,
                   keep_best=keep_best, plots=plots, quiet=quiet, summary=summary)
@@ -396,9 +418,7 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
     if mode == 'auto' and todo == 'fine_tune' and not schedule: reason += f'; fine_tune scored {fit[2]:.2%} validation error in {secs:.0f} s'
     if mode == 'auto' and todo == 'features': fit, reason = _maybe_fine_tune(dls, common, fit, vd, secs, choose, tried, took)
     learn, info, err, probs, targs = fit
-    train_seconds = time.time() - t0
-    cm = _add_final_plots(plots, learn, info, probs, targs)
-    info.pop('best_single', None)
+    train_seconds, cm = time.time() - t0, _add_final_plots(plots, learn, info, probs, targs)
     result = dict(mode=info['mode'], requested_mode=mode, arch=info.get('arch', arch) if info['mode'] != 'scratch' else 'scratch_cnn',
                   weights=info.get('weights'), classes=vd.classes, error_rate=err, accuracy=1-err,
                   valid_loss=float(nn.functional.cross_entropy(probs.clamp_min(1e-12).log(), targs)) if len(targs) else None,
@@ -406,7 +426,7 @@ def train_vision(data, labels:str='folder', arch:str|None=None, mode:str='auto',
                   presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
                   tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=cm.tolist(),
                   **training_processes(),   # what the card records too (the model writer's)
-                  **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch')})
+                  **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch', 'best_single')})
     if reason: result['auto_reason'] = reason
     return learn, result, plots, vd
 
