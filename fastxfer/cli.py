@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/cli.html.md"""
 
 # %% ../nbs/15_cli.ipynb #52b17794
 from __future__ import annotations
-import argparse, importlib, inspect, os, sys, typing
+import argparse, importlib, inspect, sys, typing
 from . import __version__
 
 # %% auto #0
@@ -152,9 +152,9 @@ def main(argv=None):
         sp = next((a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)), None)
         target = sp.choices.get(args.command) if (sp and args.command) else None
         (target or parser).print_help(); return 0 if args.command is None else 2
-    from fastxfer.core import FastxferError, emit, set_quiet
+    from fastxfer.core import FastxferError, emit, is_rank0, set_quiet
     from fastxfer import distributed
-    rank0 = distributed.is_rank0()                  # one of several training processes: only rank 0 speaks
+    rank0 = is_rank0()                  # one of several training processes: only rank 0 speaks
     set_quiet(bool(getattr(args, 'quiet', False)) or not rank0)
     try: res = args.func(args)
     except distributed.LaunchFailed as e: return e.exit_code   # the failing process has said why

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os, socket, subprocess, sys, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
-from .core import FastxferError, is_rank0, process_rank, world_size
+from .core import process_rank, world_size
 
 # %% auto #0
 __all__ = ['prepare_process', 'distributed', 'backend_name', 'training_processes', 'RankDone', 'join_process_group',

@@ -6,13 +6,13 @@ Docs: https://fastxfer.github.io/fastxfer/family.html.md"""
 
 # %% ../nbs/06_family.ipynb #394f9e59
 from __future__ import annotations
-import contextlib, functools, importlib, inspect, json, sys, tempfile, time, typing
+import contextlib, functools, importlib, inspect, json, sys, tempfile, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Annotated, Any
 from . import distributed
 from .core import FastxferError, atomic_write, is_quiet, is_rank0, set_quiet, setting, to_jsonable
-from .model_folder import ENTRY_POINT_GROUP, allow_predictor, load_model, load_plugins, plugin_modules, predictor_name
+from .model_folder import allow_predictor, load_model, load_plugins, predictor_name
 
 # %% auto #0
 __all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESSES_HELP', 'SettingDefault', 'from_settings', 'call_verb',
@@ -188,8 +188,12 @@ PROCESSES_HELP = 'data-parallel training processes on this machine, started by f
 def verb_signature(fn) -> inspect.Signature:
     "`fn`'s signature as the command line reads it: its annotations evaluated, also those `@delegates` brought in from the function it passes `**kwargs` to."
     sig, hints, f = inspect.signature(fn), {}, fn
-    while f is not None:   # the verb, then the library function(s) it delegates to
-        hints = {**typing.get_type_hints(inspect.unwrap(f), include_extras=True), **hints}
+    while f is not None:   # the verb, then the library function(s) it delegates to, each in its own module
+        g = inspect.unwrap(f)
+        for name, a in g.__annotations__.items():
+            if name in hints or not isinstance(a, str): continue
+            try: hints[name] = eval(a, g.__globals__)
+            except NameError: pass   # a name @delegates copied here from the other module: evaluated there
         f = getattr(f, '__delwrap__', None)
     return sig.replace(parameters=[p.replace(annotation=hints.get(p.name, p.annotation)) if isinstance(p.annotation, str) else p
                                    for p in sig.parameters.values()])

@@ -210,7 +210,7 @@ class TextInput(InputSpec):
     type, title = 'text', 'Text'
     def request_model(self, batch:bool, limits:Limits):
         from typing import Annotated
-        from pydantic import BaseModel, ConfigDict, Field, create_model
+        from pydantic import ConfigDict, Field, create_model
         Text = Annotated[str, Field(min_length=1, max_length=limits.max_text_chars, pattern=NON_BLANK)]
         return create_model('TextRequest', __config__=ConfigDict(extra='forbid'),
                             texts=(list[Text], Field(min_length=1, max_length=limits.max_items,

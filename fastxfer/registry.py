@@ -7,7 +7,7 @@ Docs: https://fastxfer.github.io/fastxfer/registry.html.md"""
 # %% ../nbs/02_registry.ipynb #06ec351d
 from __future__ import annotations
 import importlib, importlib.util, os, socket, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 import torch.nn as _nn
 from .core import FastxferError, log

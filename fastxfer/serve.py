@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/serve.html.md"""
 
 # %% ../nbs/13_serve.ipynb #80c7a1de
 from __future__ import annotations
-import asyncio, inspect, io, json, logging, os, re, sys, time, traceback
+import asyncio, inspect, io, json, logging, os, re, time, traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import __version__
 from .core import FastxferError, setting, to_jsonable
 from .family import find_family, family_names, get_family
-from .inputs import IMAGE_TYPES, Limits, InputError, read_image
+from .inputs import IMAGE_TYPES, Limits, InputError
 from .model_folder import Predictor, find_model_folders, load_model, legend_html, answer_rows
 
 logger = logging.getLogger('fastxfer.serve')

@@ -7,10 +7,9 @@ Docs: https://fastxfer.github.io/fastxfer/widgets.html.md"""
 # %% ../nbs/14_widgets.ipynb #48b33cb9
 from __future__ import annotations
 import html, io
-from pathlib import Path
 import ipywidgets as W
 from .core import FastxferError
-from .inputs import Limits, InputError
+from .inputs import Limits
 from .model_folder import Predictor, load_model, answer_rows, legend_html
 
 # %% auto #0

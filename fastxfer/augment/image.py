@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from fasttransform import Pipeline
-from fastai.torch_core import TensorImage, TensorMask, TensorBase
+from fastai.torch_core import TensorImage, TensorMask
 from fastai.data.transforms import IntToFloatTensor
 from fastai.vision.augment import (AffineCoordTfm, RandTransform, Flip, Dihedral, Rotate, Zoom, Warp, Brightness,
     Contrast, Saturation, Hue, RandomResizedCropGPU, aug_transforms, setup_aug_tfms, affine_mat, _draw_mask, PadMode)

@@ -6,12 +6,11 @@ Docs: https://fastxfer.github.io/fastxfer/nfl.html.md"""
 
 # %% ../../nbs/09c_nfl.ipynb #f6212ad8
 from __future__ import annotations
-import io, json, os, re, time
+import io, os, re, time
 from pathlib import Path
 import pandas as pd
-from ..core import FastxferError, embedded_data, log, setting
+from ..core import FastxferError, embedded_data, log
 from ..family import Family, register_family, from_settings, report_from_folder
-from typing import Literal
 from fastcore.meta import delegates
 from .data import *
 from .model import *

@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, atomic_write, embedded_data, setting, shared_data
+from ..core import FastxferError, atomic_write, setting
 
 # %% auto #0
 __all__ = ['PFR_COLUMNS', 'RAW_COLUMNS', 'INT_COLUMNS', 'FLOAT_COLUMNS', 'CONFERENCES', 'EMBEDDED_SEASON', 'EMBEDDED_CSV',

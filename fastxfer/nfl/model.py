@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, atomic_write, embedded_data, log, setting, shared_data
+from ..core import FastxferError, atomic_write, log, setting
 from ..train_utils import configure_progress
 from ..family import from_settings, resolves_settings
 from typing import Literal

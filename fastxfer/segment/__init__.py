@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/segment.html.md"""
 
 # %% ../../nbs/12c_segment.ipynb #4ec26eb2
 from __future__ import annotations
-import base64, contextlib, io, json, shutil, sys, time, warnings
+import base64, contextlib, io, shutil, sys, time, warnings
 from pathlib import Path
 from typing import Annotated, Literal
 from fastcore.meta import delegates
@@ -15,7 +15,7 @@ from PIL import Image
 from ..core import FastxferError, atomic_write, log
 from ..core import is_rank0
 from ..distributed import RankDone
-from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, format_metrics
+from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder
 from ..model_folder import Predictor, ModelFolder, load_model, model_writer, data_fingerprint, export_onnx, onnx_session
 from ..registry import IMAGENET_STATS
 from ..metrics import confusion_matrix
@@ -178,7 +178,7 @@ def evaluate_segment(model_dir, data, masks:str='labels', mask_suffix:str='_P') 
                 baseline=majority_scores(counts, cm, p.codes, p.void), confusion_matrix=cm.tolist(), seconds=round(time.time()-t0, 2),
                 skipped=len(sd.skipped))
 
-# %% ../../nbs/12c_segment.ipynb #d96e4f4a
+# %% ../../nbs/12c_segment.ipynb #bc8e8ad5
 @resolves_settings
 def train_segmentation(data, # folder with images/ and labels/ (or train/ and valid/ holding both)
                        codes:str, # class names: a file with one per line, or a,b,c

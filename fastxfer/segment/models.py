@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from ..core import FastxferError, log
+from ..core import FastxferError
 from ..train_utils import configure_progress
 from ..distributed import distributed
 from ..registry import get_arch, create_imagenet_model, split_body

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse, parse_qs, unquote
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, log
+from ..core import FastxferError
 
 # %% auto #0
 __all__ = ['SUFFIXES', 'MAX_CARD', 'NEAR_UNIQUE', 'MIN_SHARE_NUMERIC', 'TableSource', 'sqlite_url', 'parse_source',

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, atomic_write, is_interactive, log
+from ..core import FastxferError, atomic_write, log
 from ..train_utils import configure_progress, seed_everything
 from ..distributed import distributed
 from .. import metrics

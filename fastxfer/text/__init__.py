@@ -6,12 +6,11 @@ Docs: https://fastxfer.github.io/fastxfer/text.html.md"""
 
 # %% ../../nbs/10c_text.ipynb #c5719040
 from __future__ import annotations
-import json, os, shutil, sys, tempfile
+import sys
 from pathlib import Path
-import numpy as np, pandas as pd, torch
-from ..core import FastxferError, setting
-from ..train_utils import PRECISIONS
-from ..family import Family, register_family, from_settings, POSITIONAL, report_from_folder, with_baseline
+import pandas as pd
+from ..core import FastxferError
+from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline
 from typing import Annotated, Literal
 from fastcore.meta import delegates
 from ..model_folder import load_model

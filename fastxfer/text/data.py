@@ -6,7 +6,6 @@ Docs: https://fastxfer.github.io/fastxfer/text_data.html.md"""
 
 # %% ../../nbs/10a_text_data.ipynb #f2b69718
 from __future__ import annotations
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd

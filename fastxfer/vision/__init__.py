@@ -6,11 +6,11 @@ Docs: https://fastxfer.github.io/fastxfer/vision.html.md"""
 
 # %% ../../nbs/07d_vision.ipynb #99848a90
 from __future__ import annotations
-import contextlib, json, shutil, sys, tempfile, time, warnings
+import contextlib, sys, time, warnings
 from pathlib import Path
-from ..core import FastxferError, log, shared_data
+from ..core import FastxferError, log
 from ..model_folder import ModelFolder, load_model
-from ..family import Family, register_family, from_settings, POSITIONAL, report_from_folder, with_baseline
+from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline
 from typing import Annotated, Literal
 from fastcore.meta import delegates
 from ..registry import arch_table, format_arch_table
