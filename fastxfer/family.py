@@ -33,11 +33,11 @@ def from_settings(key:str, cast=str) -> Any:
     return SettingDefault(key, cast)
 
 def call_verb(fn, *args, **kwargs):
-    "Call `fn` with its setting defaults resolved (what the command line does for every verb)."
+    "Call `fn` with its setting defaults resolved (what the command line does for every verb); None for such a parameter also means the setting."
     sig = inspect.signature(fn)
     b = sig.bind_partial(*args, **kwargs)
     for n,p in sig.parameters.items():
-        if n not in b.arguments and isinstance(p.default, SettingDefault): b.arguments[n] = p.default.value()
+        if b.arguments.get(n) is None and isinstance(p.default, SettingDefault): b.arguments[n] = p.default.value()
     b.arguments = {k: (v.value() if isinstance(v, SettingDefault) else v) for k,v in b.arguments.items()}
     return fn(*b.args, **b.kwargs)
 

@@ -1,5 +1,5 @@
 """The package's shape: no import cycle between fastxfer modules, a notebook imports only earlier notebooks' modules,
-and `fastxfer --help` imports no torch. Every import statement counts, also those inside functions; loading a module
+and `fastxfer --help` imports no torch; no function is over 60 lines. Every import statement counts, also those inside functions; loading a module
 by a name held in a string (plug-ins, built-in families through `importlib`) does not."""
 import ast, re, subprocess, sys
 from pathlib import Path
@@ -107,3 +107,11 @@ def test_help_imports_no_torch():
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert 'torch' not in r.stdout.strip().split(','), f'fastxfer --help imported {r.stdout.strip()}'
+
+
+def test_no_function_over_60_lines():
+    "Functions of one idea: none in the package is longer than 60 lines, its signature and docments included."
+    long = [f'{module_name(p)}.{n.name}: {n.end_lineno - n.lineno + 1} lines' for p in package_modules().values()
+            for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.end_lineno - n.lineno + 1 > 60]
+    assert not long, long

@@ -50,7 +50,7 @@ def trained(flat, tmp_path_factory):
 
 def test_offline_weights_are_real_imagenet_weights():
     from skimage import data
-    from fastxfer.registry import create_imagenet_model, imagenet_top
+    from fastxfer.backbones import create_imagenet_model, imagenet_top
     m, src = create_imagenet_model('efficientnet_lite0')
     assert src == 'package'
     assert set(imagenet_top(m, data.chelsea())) & set(range(281, 286)), 'a cat class in the top-5 for chelsea'
@@ -61,7 +61,7 @@ def test_offline_weights_are_real_imagenet_weights():
 @pytest.mark.parametrize('name', ['efficientnet_lite1', 'efficientnet_lite2'])
 def test_bigger_lite_weights_are_real(name):
     from skimage import data
-    from fastxfer.registry import create_imagenet_model, imagenet_top, get_arch
+    from fastxfer.backbones import create_imagenet_model, imagenet_top, get_arch
     m, src = create_imagenet_model(name)
     sz = get_arch(name).size
     assert set(imagenet_top(m, data.chelsea(), size=sz)) & set(range(281, 286))
@@ -263,7 +263,7 @@ def breeds4(tmp_path_factory):
 def random_arch(tmp_path_factory):
     "A registered backbone whose weights file holds random weights: a candidate that must lose."
     import timm, torch
-    from fastxfer.registry import ARCHS, Arch, register_arch
+    from fastxfer.backbones import ARCHS, Arch, register_arch
     f = tmp_path_factory.mktemp('weights')/'random_lite0.pth'
     torch.manual_seed(0)
     torch.save(timm.create_model('efficientnet_lite0').state_dict(), f)
@@ -296,7 +296,7 @@ def test_auto_chooses_the_backbone(breeds4, random_arch, tmp_path):
 def test_candidates_without_weights_are_an_error(tmp_path):
     from fastxfer.core import FastxferError
     from fastxfer.vision import auto_candidates
-    from fastxfer.registry import ARCHS, Arch, register_arch
+    from fastxfer.backbones import ARCHS, Arch, register_arch
     assert auto_candidates()[0] == 'efficientnet_lite0', 'the default backbone is tried first'
     register_arch(Arch('missing_lite0', 'timm', 'efficientnet_lite0', weights_file=str(tmp_path/'none.pth')))
     try:

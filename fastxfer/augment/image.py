@@ -19,7 +19,7 @@ from fastai.data.transforms import IntToFloatTensor
 from fastai.vision.augment import (AffineCoordTfm, RandTransform, Flip, Dihedral, Rotate, Zoom, Warp, Brightness,
     Contrast, Saturation, Hue, RandomResizedCropGPU, aug_transforms, setup_aug_tfms, affine_mat, _draw_mask, PadMode)
 from ..core import FastxferError, atomic_write, in_notebook as _in_nb, log, setting
-from ..registry import image_size
+from ..backbones import image_size
 
 # %% auto #0
 __all__ = ['PRESETS', 'shift_mat', 'shear_mat', 'zoom_xy_mat', 'TrainOnlyAffine', 'Shift', 'Shear', 'ZoomXY', 'GaussianNoise',

@@ -17,7 +17,7 @@ from ..core import is_rank0
 from ..distributed import RankDone
 from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder
 from ..model_folder import Predictor, ModelFolder, load_model, model_writer, data_fingerprint, export_onnx, onnx_session
-from ..registry import IMAGENET_STATS
+from ..backbones import IMAGENET_STATS
 from ..metrics import confusion_matrix
 from .data import *
 from .models import *

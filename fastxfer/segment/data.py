@@ -167,7 +167,7 @@ def make_seg_dls(sd:SegData, size=(96, 128), bs:int=8, aug:str='default', stats=
     import torch
     from fastai.vision.all import DataBlock, ImageBlock, MaskBlock, IndexSplitter, Resize, ResizeMethod, Normalize
     from fastxfer.augment.image import aug_preset
-    from fastxfer.registry import IMAGENET_STATS
+    from fastxfer.backbones import IMAGENET_STATS
     from fastxfer.core import get_device
     size = tuple(size)
     same = len(set(sd.sizes)) == 1 and tuple(sd.sizes[0][::-1]) == size   # every image already at the model's size: no item resize

@@ -14,7 +14,7 @@ from torch import nn
 from ..core import FastxferError
 from ..train_utils import configure_progress
 from ..distributed import distributed
-from ..registry import get_arch, create_imagenet_model, split_body
+from ..backbones import get_arch, create_imagenet_model, split_body
 from ..metrics import confusion_matrix
 
 # %% auto #0

@@ -13,7 +13,7 @@ from ..model_folder import ModelFolder, load_model
 from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline
 from typing import Annotated, Literal
 from fastcore.meta import delegates
-from ..registry import arch_table, format_arch_table
+from ..backbones import arch_table, format_arch_table
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
 from .train import *

@@ -12,7 +12,7 @@ from ..core import FastxferError, get_device, log, shared_data
 import torch
 from PIL import Image
 from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, Resize, Normalize, parent_label
-from ..registry import is_online, IMAGENET_STATS
+from ..backbones import is_online, IMAGENET_STATS
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 
 # %% auto #0

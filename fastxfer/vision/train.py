@@ -21,7 +21,7 @@ from ..metrics import confusion_matrix
 from ..probe import linear_probe
 from ..core import is_rank0
 from ..distributed import distributed, training_processes, across_processes, RankDone
-from ..registry import (image_size, get_arch, create_body, scratch_cnn, BodySplitter, IMAGENET_STATS, ARCHS,
+from ..backbones import (image_size, get_arch, create_body, scratch_cnn, BodySplitter, IMAGENET_STATS, ARCHS,
                                usable_source, measure_latency)
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
