@@ -7,7 +7,7 @@ Docs: https://fastxfer.github.io/fastxfer/inputs.html.md"""
 # %% ../nbs/04a_inputs.ipynb #b8f993da
 from __future__ import annotations
 import io, math, re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 from .core import FastxferError

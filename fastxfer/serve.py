@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/serve.html.md"""
 
 # %% ../nbs/13_serve.ipynb #80c7a1de
 from __future__ import annotations
-import asyncio, inspect, io, json, logging, os, re, time, traceback
+import asyncio, inspect, json, logging, os, re, time, traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional

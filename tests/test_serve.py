@@ -11,7 +11,7 @@ import httpx, pytest
 from PIL import Image
 from fastapi.testclient import TestClient
 
-from conftest import FASTXFER, run_cli, run_json, build_real_models, PLUGIN_ENV
+from conftest import FASTXFER, run_cli, run_json, build_real_models, PLUGIN_ENV, request_schema
 from fastxfer.model_folder import ModelFolder, Predictor, model_writer, probs_dict
 from fastxfer.serve import Limits, create_app, postman_collection, POSTMAN_SCHEMA
 
@@ -252,9 +252,7 @@ def test_openapi_is_complete(client):
                     {'/api/v1/models/nfl/record', '/api/v1/models/nfl/record/batch'}
     assert not any(p.startswith('/api/v1/predict/') for p in s['paths'])   # the older generic endpoints are aliases, hidden
     comps = s['components']['schemas']
-    def body(path, ctype):
-        sch = s['paths'][path]['post']['requestBody']['content'][ctype]['schema']
-        return comps[sch['$ref'].split('/')[-1]] if '$ref' in sch else sch
+    body = lambda path, ctype: request_schema(s, path, ctype)
     img = body('/api/v1/models/colours/predict', 'multipart/form-data')
     assert img['required'] == ['file'] and img['properties']['file']['contentMediaType'] == 'application/octet-stream'   # OpenAPI 3.1's file
     assert body('/api/v1/models/colours/predict/batch', 'multipart/form-data')['properties']['files']['maxItems'] == 8

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from fasttransform import Pipeline
 from fastai.torch_core import TensorImage, TensorMask
 from fastai.data.transforms import IntToFloatTensor
-from fastai.vision.augment import (AffineCoordTfm, RandTransform, Flip, Dihedral, Rotate, Zoom, Warp, Brightness,
-    Contrast, Saturation, Hue, RandomResizedCropGPU, aug_transforms, setup_aug_tfms, affine_mat, _draw_mask, PadMode)
-from ..core import FastxferError, atomic_write, in_notebook as _in_nb, log, setting
+from fastai.vision.augment import (AffineCoordTfm, RandTransform, Saturation, Hue, RandomResizedCropGPU, aug_transforms,
+    affine_mat, _draw_mask, PadMode)
+from ..core import FastxferError, atomic_write, in_notebook as _in_nb
 from ..backbones import image_size
 
 # %% auto #0

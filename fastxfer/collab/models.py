@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/collab_models.html.md"""
 
 # %% ../../nbs/11b_collab_models.ipynb #a9ddc520
 from __future__ import annotations
-import io, math, time, warnings
+import io, math, warnings
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log

@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/nfl.html.md"""
 
 # %% ../../nbs/09c_nfl.ipynb #f6212ad8
 from __future__ import annotations
-import io, os, re, time
+import os, re, time
 from pathlib import Path
 import pandas as pd
 from ..core import FastxferError, embedded_data, log

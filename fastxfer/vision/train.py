@@ -488,7 +488,6 @@ def diagnostic_plots(learn, probs, targs) -> dict:
 # %% ../../nbs/07b_vision_train.ipynb #141bbb59
 def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|None=None, n_examples:int=3) -> Path:
     "Write the model folder at `out`; returns its path."
-    import matplotlib.pyplot as plt
     out = Path(out).absolute()  # learn.export resolves relative names against learn.path
     plots = dict(plots or {})
     learn.model.eval()
