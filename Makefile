@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fastxfer-installed
 
-.PHONY: install demo test test-slow system-deps gpu-bundle
+.PHONY: install demo test test-slow system-deps gpu-bundle readme docs
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ endif
 test: install system-deps
 	$(BIN)/python -m pytest
 	$(BIN)/nbdev-test
+
+# README.md is generated from nbs/index.ipynb: edit the notebook, then run this (tests/test_docs.py checks they agree)
+readme: install
+	$(BIN)/python docs/build.py readme
+
+# the documentation site, offline: the notebooks executed (cached by content: a second run re-executes only those
+# that changed), staged with docs/*.md and bench/README.md, built by mkdocs-material into _docs/site/, then checked
+# in Chromium (links, anchors, images, search, no request off 127.0.0.1) with a screenshot of the front page
+docs: install system-deps
+	$(BIN)/python docs/build.py site
+	$(BIN)/python docs/check_site.py _docs/site --executed --screenshot _docs/screenshot.png
 
 # opt-in: slow tests (training on the real shared data) and notebook cells flagged `#| slow`
 test-slow: install system-deps

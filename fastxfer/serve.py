@@ -46,6 +46,7 @@ class Prediction(BaseModel):
     probs: dict[str, float] = Field(description='probability of every class')
 
 class PredictResponse(BaseModel):
+    "The answer to a prediction request: one prediction per item (and the single one's label and probabilities)."
     model_config = ConfigDict(extra='allow')
     model: str = Field(description='the model that answered')
     kind: str = Field(description="the model's kind (its family)")
@@ -56,6 +57,7 @@ class PredictResponse(BaseModel):
     effects: Optional[dict[str, Any]] = Field(None, description="what a side effect did (the effect's operations only)")
 
 class QueryResponse(BaseModel):
+    "The answer to a question a model answers besides predicting (recommendations, similar items...)."
     model_config = ConfigDict(extra='allow')
     model: str = Field(description='the model that answered')
     kind: str = Field(description="the model's kind (its family)")
@@ -64,6 +66,7 @@ class QueryResponse(BaseModel):
     seconds: float = Field(description='time spent in the server for this request')
 
 class ModelInfo(BaseModel):
+    "One served model: its kind, input, classes, operations and card."
     name: str
     kind: str
     input_type: str = Field(description='image | text | tabular')
@@ -76,9 +79,11 @@ class ModelInfo(BaseModel):
     card: dict[str, Any] = Field(description="the model's card.json")
 
 class ModelsResponse(BaseModel):
+    "Every model the server answers for."
     models: list[ModelInfo]
 
 class HealthResponse(BaseModel):
+    "The server's health: its version, how many models it serves and which failed to load."
     status: str
     version: str
     models: int
@@ -87,6 +92,7 @@ class HealthResponse(BaseModel):
     process: int = Field(description='the id of the server process that answered (fastxfer serve --processes N runs N of them)')
 
 class ErrorResponse(BaseModel):
+    "Every 4xx answer: what is wrong with the request."
     error: str = Field(description='what is wrong with the request')
 
 def response_model(name:str, p:Predictor):

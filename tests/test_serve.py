@@ -406,7 +406,7 @@ def test_real_models_over_loopback(real_server):
     ms = {m['name']: m for m in httpx.get(u + '/api/v1/models').json()['models']}
     assert {n: m['input_type'] for n, m in ms.items()} == {'pets': 'image', 'reviews': 'text', 'nfl': 'tabular', 'toy': 'tabular', 'adult': 'tabular', 'ml': 'tabular'}
     img = pets/'Abyssinian_1.jpg'
-    if shutil.which('curl'):   # the command in docs/details.md
+    if shutil.which('curl'):   # the command in docs/serving.md
         out = subprocess.run(['curl', '-s', '-F', f'file=@{img}', u + '/api/v1/predict/pets'], capture_output=True, text=True, timeout=60)
         assert json.loads(out.stdout)['label'] in ('cat', 'dog')
     one = httpx.post(u + '/api/v1/predict/pets', files={'file': (img.name, img.read_bytes(), 'image/jpeg')}, timeout=60).json()
