@@ -31,12 +31,13 @@ logger = logging.getLogger('fastxfer.serve')
 ApiError = InputError   # the name this module used before `fastxfer.inputs` existed
 
 # %% auto #0
-__all__ = ['logger', 'ApiError', 'POSTMAN_SCHEMA', 'SERVE_APP_ENV', 'Prediction', 'PredictResponse', 'QueryResponse', 'ModelInfo',
-           'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'response_model', 'ModelRunner', 'check_media',
-           'read_payload', 'part_bytes', 'load_models', 'body_param', 'typed_endpoint', 'media_extra', 'before_body',
-           'ModelHub', 'add_error_handlers', 'validation_error', 'server_routes', 'model_routes', 'legacy_routes',
-           'create_app', 'api_docs_html', 'loop_run', 'tab_title', 'card_markdown', 'model_ui', 'query_ui', 'build_ui',
-           'offline_theme', 'mount_ui', 'postman_collection', 'demo_models', 'app_from_env', 'serve', 'export_postman']
+__all__ = ['logger', 'ApiError', 'MAX_JSON_DEPTH', 'POSTMAN_SCHEMA', 'SERVE_APP_ENV', 'Prediction', 'PredictResponse',
+           'QueryResponse', 'ModelInfo', 'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'response_model',
+           'ModelRunner', 'check_media', 'read_payload', 'part_bytes', 'load_models', 'body_param', 'typed_endpoint',
+           'media_extra', 'before_body', 'json_depth', 'ModelHub', 'add_error_handlers', 'validation_error',
+           'server_routes', 'model_routes', 'legacy_routes', 'create_app', 'api_docs_html', 'loop_run', 'tab_title',
+           'card_markdown', 'model_ui', 'query_ui', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection',
+           'demo_models', 'app_from_env', 'serve', 'export_postman']
 
 # %% ../nbs/13_serve.ipynb #d9742c93
 class Prediction(BaseModel):
@@ -252,8 +253,23 @@ def before_body(*checks):
 
 
 # %% ../nbs/13_serve.ipynb #48d11156
+MAX_JSON_DEPTH = 32   # the deepest request schema nests 3 levels; Python's JSON decoder recurses per level
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+def json_depth(body:bytes) -> int:
+    "How deeply the arrays and objects of a JSON text nest (brackets inside strings do not count), at C speed."
+    import numpy as np
+    b = np.frombuffer(_JSON_STRING.sub(b'""', body), np.uint8)
+    step = np.isin(b, (91, 123)).astype(np.int64) - np.isin(b, (93, 125))
+    return int(np.cumsum(step).max(initial=0))
+
+def _is_json(scope) -> bool:
+    ctype = dict(scope.get('headers') or []).get(b'content-type', b'').split(b';')[0].strip().lower()
+    return ctype == b'application/json' or ctype.endswith(b'+json')
+
 class _BodyLimit:
-    "ASGI middleware: refuse API request bodies larger than `max_bytes` (413) without reading them whole."
+    """ASGI middleware for the API: refuse bodies larger than `max_bytes` (413) without reading them whole, and
+    JSON bodies nested deeper than `MAX_JSON_DEPTH` (400) before any decoder recurses into them."""
     def __init__(self, app, max_bytes:int): self.app, self.max_bytes = app, max_bytes
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http' or not scope['path'].startswith('/api/'): return await self.app(scope, receive, send)
@@ -268,7 +284,24 @@ class _BodyLimit:
                 seen += len(msg.get('body', b''))
                 if seen > self.max_bytes: raise ApiError(f'request body is over the limit of {self.max_bytes:,} bytes', 413)
             return msg
-        await self.app(scope, limited, send)
+        if not _is_json(scope): return await self.app(scope, limited, send)
+        body, msg = [], {'more_body': True}
+        try:
+            while msg.get('more_body'):
+                msg = await limited()
+                if msg['type'] != 'http.request': return   # the client went away
+                body.append(msg.get('body', b''))
+        except ApiError as e: return await JSONResponse({'error': e.message}, e.status)(scope, receive, send)
+        body = b''.join(body)
+        if (depth := json_depth(body)) > MAX_JSON_DEPTH:
+            return await JSONResponse({'error': f'the JSON body is nested {depth:,} levels deep; the limit is {MAX_JSON_DEPTH}'}, 400)(scope, receive, send)
+        sent = False
+        async def replay():
+            nonlocal sent
+            if sent: return await receive()
+            sent = True
+            return {'type': 'http.request', 'body': body, 'more_body': False}
+        await self.app(scope, replay, send)
 
 # %% ../nbs/13_serve.ipynb #1f2fd48c
 class ModelHub:

@@ -361,6 +361,9 @@ def test_two_server_processes_record_every_row_once(demo_server, tmp_path):
     ('/api/v1/predict/nfl', dict(json={'pf': 1}), 422),
     ('/api/v1/predict/nfl', dict(files={'file': ('a.png', png(), 'image/png')}), 415),
     ('/api/v1/predict/nfl', dict(content=b'nope', headers={'content-type': 'application/json'}), 400),
+    ('/api/v1/predict/nfl', dict(content=b'[' * 100_000, headers={'content-type': 'application/json'}), 400),
+    ('/api/v1/models/nfl/predict', dict(content=b'{"team": ' + b'[' * 5_000 + b']' * 5_000 + b'}',
+                                        headers={'content-type': 'application/json'}), 400),
 ])
 def test_loopback_bad_input(demo_server, url, kw, status):
     r = httpx.post(demo_server.url + url, **kw)
@@ -456,3 +459,27 @@ def test_a_broken_model_folder_is_reported_not_fatal(tmp_path):
         assert h['models'] == 1 and set(h['failed']) == {'broken', 'evil'} and 'not part of fastxfer' in h['failed']['evil']
         r = c.post('/api/v1/predict/ok', json={'pf': 1, 'pa': 2, 'pd': -1, 'sos': 0})   # ConstantPredictor: tabular
         assert r.status_code == 200 and r.json()['label'] in ('no', 'yes')
+
+
+# ---------------------------------------------------------------- hostile JSON (#32)
+def _deep(n): return b'{"texts": ' + b'[' * n + b'"good"' + b']' * n + b'}'
+
+@pytest.mark.parametrize('url', ['/api/v1/models/reviews/predict', '/api/v1/predict/reviews', '/api/v1/models/nfl/predict'])
+@pytest.mark.parametrize('depth', [5_000, 100_000])
+def test_deeply_nested_json_is_a_400_not_a_500(client, url, depth):
+    r = client.post(url, content=_deep(depth), headers={'content-type': 'application/json'})
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    assert set(r.json()) == {'error'} and 'nested' in r.json()['error'], r.json()
+    assert client.get('/api/v1/health').json()['status'] == 'ok'
+
+def test_nesting_inside_strings_and_moderate_depth_still_reach_the_model(client):
+    r = client.post('/api/v1/models/reviews/predict', json={'texts': ['[[[[' * 50 + ' good']})
+    assert r.status_code == 200, r.text
+    r = client.post('/api/v1/models/reviews/predict', content=_deep(10), headers={'content-type': 'application/json'})
+    assert r.status_code == 422 and 'error' in r.json()   # too deep for the schema, but answered by validation
+
+def test_a_chunked_json_body_over_the_limit_is_a_413(client):
+    def chunks():
+        for _ in range(40): yield b'{"texts": ["' + b'g' * 100_000 + b'"]}'
+    r = client.post('/api/v1/models/reviews/predict', content=chunks(), headers={'content-type': 'application/json'})
+    assert r.status_code == 413 and 'limit' in r.json()['error'], (r.status_code, r.text[:200])
