@@ -25,6 +25,7 @@ class Limits:
     max_items: int = 64                   # images, texts or rows in one request
     max_text_chars: int = 20_000          # one text
     max_body_bytes: int = 100_000_000     # a whole request (a batch of images)
+    body_seconds: float = 30.0            # a request body must arrive within this; a slower client gets 408
     combine_items: int = 32               # concurrent requests to one model are run together up to this many items
 
 class InputError(FastxferError):

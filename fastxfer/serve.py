@@ -34,10 +34,10 @@ ApiError = InputError   # the name this module used before `fastxfer.inputs` exi
 __all__ = ['logger', 'ApiError', 'MAX_JSON_DEPTH', 'POSTMAN_SCHEMA', 'SERVE_APP_ENV', 'Prediction', 'PredictResponse',
            'QueryResponse', 'ModelInfo', 'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'response_model',
            'ModelRunner', 'check_media', 'read_payload', 'part_bytes', 'load_models', 'body_param', 'typed_endpoint',
-           'media_extra', 'before_body', 'json_depth', 'ModelHub', 'add_error_handlers', 'validation_error',
-           'server_routes', 'model_routes', 'legacy_routes', 'create_app', 'api_docs_html', 'loop_run', 'tab_title',
-           'card_markdown', 'model_ui', 'query_ui', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection',
-           'demo_models', 'app_from_env', 'serve', 'export_postman']
+           'media_extra', 'before_body', 'json_depth', 'check_json_body', 'ModelHub', 'add_error_handlers',
+           'validation_error', 'server_routes', 'model_routes', 'legacy_routes', 'create_app', 'api_docs_html',
+           'loop_run', 'tab_title', 'card_markdown', 'model_ui', 'query_ui', 'build_ui', 'offline_theme', 'mount_ui',
+           'postman_collection', 'demo_models', 'app_from_env', 'serve', 'export_postman']
 
 # %% ../nbs/13_serve.ipynb #d9742c93
 class Prediction(BaseModel):
@@ -263,23 +263,39 @@ def json_depth(body:bytes) -> int:
     step = np.isin(b, (91, 123)).astype(np.int64) - np.isin(b, (93, 125))
     return int(np.cumsum(step).max(initial=0))
 
+def _no_duplicate_keys(pairs:list) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) < len(keys):
+        raise ApiError(f'key {next(k for k in keys if keys.count(k) > 1)!r} appears twice in one JSON object', 400)
+    return dict(pairs)
+
+def check_json_body(body:bytes):
+    "Refuse (400) a JSON body nested too deeply, not UTF-8, not JSON, with a key twice in one object or a huge number."
+    if (depth := json_depth(body)) > MAX_JSON_DEPTH:
+        raise ApiError(f'the JSON body is nested {depth:,} levels deep; the limit is {MAX_JSON_DEPTH}', 400)
+    try: json.loads(body.decode('utf-8'), object_pairs_hook=_no_duplicate_keys)
+    except UnicodeDecodeError as e: raise ApiError(f'the body is not UTF-8: {e}', 400)
+    except json.JSONDecodeError as e: raise ApiError(f'the body is not valid JSON: {e}', 400)
+    except ValueError as e: raise ApiError(f'the body holds a number that cannot be read: {e}', 400)   # over 4,300 digits
+
 def _is_json(scope) -> bool:
     ctype = dict(scope.get('headers') or []).get(b'content-type', b'').split(b';')[0].strip().lower()
     return ctype == b'application/json' or ctype.endswith(b'+json')
 
 class _BodyLimit:
-    """ASGI middleware for the API: refuse bodies larger than `max_bytes` (413) without reading them whole, and
-    JSON bodies nested deeper than `MAX_JSON_DEPTH` (400) before any decoder recurses into them."""
-    def __init__(self, app, max_bytes:int): self.app, self.max_bytes = app, max_bytes
+    """ASGI middleware for the API: refuse bodies larger than `max_bytes` (413) without reading them whole, bodies
+    that take over `seconds` to arrive (408), and bad JSON (`check_json_body`, 400) before any decoder recurses."""
+    def __init__(self, app, max_bytes:int, seconds:float=30.0): self.app, self.max_bytes, self.seconds = app, max_bytes, seconds
     async def __call__(self, scope, receive, send):
         if scope['type'] != 'http' or not scope['path'].startswith('/api/'): return await self.app(scope, receive, send)
         cl = dict(scope.get('headers') or []).get(b'content-length')
         if cl is not None and cl.isdigit() and int(cl) > self.max_bytes:
             return await JSONResponse({'error': f'request body is {int(cl):,} bytes; the limit is {self.max_bytes:,}'}, 413)(scope, receive, send)
-        seen = 0
+        seen, deadline = 0, time.monotonic() + self.seconds
         async def limited():
             nonlocal seen
-            msg = await receive()
+            try: msg = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError: raise ApiError(f'the request body did not arrive within {self.seconds:g} s', 408)
             if msg['type'] == 'http.request':
                 seen += len(msg.get('body', b''))
                 if seen > self.max_bytes: raise ApiError(f'request body is over the limit of {self.max_bytes:,} bytes', 413)
@@ -291,10 +307,8 @@ class _BodyLimit:
                 msg = await limited()
                 if msg['type'] != 'http.request': return   # the client went away
                 body.append(msg.get('body', b''))
+            if body := b''.join(body): check_json_body(body)
         except ApiError as e: return await JSONResponse({'error': e.message}, e.status)(scope, receive, send)
-        body = b''.join(body)
-        if (depth := json_depth(body)) > MAX_JSON_DEPTH:
-            return await JSONResponse({'error': f'the JSON body is nested {depth:,} levels deep; the limit is {MAX_JSON_DEPTH}'}, 400)(scope, receive, send)
         sent = False
         async def replay():
             nonlocal sent
@@ -490,7 +504,7 @@ def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None
                   description='Predictions from every fastxfer model in ' + str(hub.models_dir) +
                               '. Each model has its own typed operations under /api/v1/models/<name>/. Errors are JSON {"error": "..."}.')
     app.state.hub = hub
-    app.add_middleware(_BodyLimit, max_bytes=hub.limits.max_body_bytes)
+    app.add_middleware(_BodyLimit, max_bytes=hub.limits.max_body_bytes, seconds=hub.limits.body_seconds)
     add_error_handlers(app)
     for r in (server_routes(hub), model_routes(hub), legacy_routes(hub)): app.include_router(r)
     @app.get('/docs', include_in_schema=False)

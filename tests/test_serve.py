@@ -4,7 +4,7 @@ The NFL model is the real one (`fastxfer serve --demo` trains it from the embedd
 models come from the real vision and text families in the slow tests (`test_real_*`); the fast tests also use two
 small stand-in predictors defined here, because they can be told to crash or to block, which a real model cannot.
 """
-import asyncio, io, json, os, shutil, socket, sqlite3, subprocess, sys, threading, time
+import asyncio, io, json, os, shutil, socket, sqlite3, struct, subprocess, sys, threading, time, zipfile, zlib
 from pathlib import Path
 
 import httpx, pytest
@@ -483,3 +483,79 @@ def test_a_chunked_json_body_over_the_limit_is_a_413(client):
         for _ in range(40): yield b'{"texts": ["' + b'g' * 100_000 + b'"]}'
     r = client.post('/api/v1/models/reviews/predict', content=chunks(), headers={'content-type': 'application/json'})
     assert r.status_code == 413 and 'limit' in r.json()['error'], (r.status_code, r.text[:200])
+
+
+# ---------------------------------------------------------------- the hostile-request corpus (#32)
+JSON_CT = {'content-type': 'application/json'}
+
+def bomb_png(w=100_000, h=100_000):
+    "A real 1x1 PNG whose header claims w x h pixels (10 billion: a decompression bomb if decoded)."
+    raw = png(1, 1)
+    ihdr = b'IHDR' + struct.pack('>II', w, h) + raw[24:29]
+    return raw[:12] + ihdr + struct.pack('>I', zlib.crc32(ihdr)) + raw[33:]
+
+def zip_bomb():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as z: z.writestr('zeros.bin', b'\0' * 20_000_000)
+    return buf.getvalue()
+
+HOSTILE = [   # (what, url, request, status or None for any 4xx, words the error must hold)
+    ('deep nesting', '/api/v1/models/reviews/predict', dict(content=_deep(100_000), headers=JSON_CT), 400, 'nested'),
+    ('deep nesting, old alias', '/api/v1/predict/nfl', dict(content=b'[' * 100_000, headers=JSON_CT), 400, 'nested'),
+    ('a million-digit number', '/api/v1/models/nfl/predict',
+     dict(content=b'{"team": "X", "pf": ' + b'9' * 1_000_000 + b', "pa": 1, "sos": 1}', headers=JSON_CT), 400, 'number'),
+    ('NaN literal', '/api/v1/models/nfl/predict', dict(content=b'{"team": "X", "pf": NaN, "pa": 1, "sos": 1}', headers=JSON_CT), None, ''),
+    ('Infinity literal', '/api/v1/models/nfl/predict', dict(content=b'{"team": "X", "pf": 1, "pa": -Infinity, "sos": 1}', headers=JSON_CT), None, ''),
+    ('invalid UTF-8', '/api/v1/models/reviews/predict', dict(content=b'{"texts": ["\xff\xfe good"]}', headers=JSON_CT), 400, 'UTF-8'),
+    ('duplicate keys', '/api/v1/models/reviews/predict', dict(content=b'{"texts": ["good"], "texts": ["bad"]}', headers=JSON_CT), 400, 'twice'),
+    ('10,000 multipart parts', '/api/v1/models/colours/predict/batch',
+     dict(files=[('files', (f'{i}.png', b'x', 'image/png')) for i in range(10_000)]), None, ''),
+    ('truncated multipart', '/api/v1/models/colours/predict',
+     dict(content=b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n\x89PNG',
+          headers={'content-type': 'multipart/form-data; boundary=zz'}), None, ''),
+    ('PNG bomb', '/api/v1/models/colours/predict', dict(files={'file': ('bomb.png', bomb_png(), 'image/png')}), None, 'pixels'),
+    ('zip bomb as an image', '/api/v1/models/colours/predict', dict(files={'file': ('bomb.png', zip_bomb(), 'image/png')}), None, ''),
+    ('wrong content type', '/api/v1/models/reviews/predict', dict(content=b'texts=good', headers={'content-type': 'text/plain'}), 415, 'JSON'),
+    ('JSON to an image model', '/api/v1/models/colours/predict', dict(json={'file': 'x'}), 415, 'multipart'),
+]
+
+@pytest.mark.parametrize('what,url,kw,status,words', HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_request_is_a_4xx_and_the_server_stays_healthy(client, what, url, kw, status, words):
+    r = client.post(url, **kw)
+    assert (r.status_code == status) if status else (400 <= r.status_code < 500), (r.status_code, r.text[:300])
+    assert r.headers['content-type'].startswith('application/json') and set(r.json()) == {'error'}, r.text[:300]
+    assert words in r.json()['error'], r.json()
+    assert client.get('/api/v1/health').json()['status'] == 'ok'
+    assert client.post('/api/v1/models/reviews/predict', json={'texts': ['good film']}).status_code == 200
+
+def test_a_get_with_a_json_content_type_and_no_body_still_answers(client):
+    assert client.get('/api/v1/health', headers=JSON_CT).status_code == 200
+
+def test_a_slow_body_is_dropped_and_other_clients_are_served(tmp_path):
+    "A client sending its body a byte at a time gets 408 after `Limits.body_seconds`; meanwhile others get answers."
+    import threading, uvicorn
+    (tmp_path/'models').mkdir()
+    app = create_app(tmp_path/'models', predictors={'reviews': TextProbe(_folder(tmp_path, 'reviews', ['neg', 'pos']))},
+                     ui=False, limits=Limits(body_seconds=2))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=port, log_level='warning'))
+    threading.Thread(target=server.run, daemon=True).start()
+    base = f'http://127.0.0.1:{port}'
+    for _ in range(100):
+        if server.started: break
+        time.sleep(0.1)
+    try:
+        with socket.create_connection(('127.0.0.1', port), timeout=15) as s:
+            s.sendall(b'POST /api/v1/models/reviews/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                      b'Content-Length: 100\r\n\r\n{')
+            t0 = time.monotonic()
+            for _ in range(3):   # meanwhile, an ordinary request is answered at once
+                s.sendall(b' '); 
+                r = httpx.post(base + '/api/v1/models/reviews/predict', json={'texts': ['good']}, timeout=5)
+                assert r.status_code == 200, r.text
+                time.sleep(0.5)
+            reply = s.recv(4096).decode()
+            waited = time.monotonic() - t0
+        assert reply.startswith('HTTP/1.1 408') and 'did not arrive within 2 s' in reply, reply
+        assert waited < 10, waited
+    finally: server.should_exit = True
