@@ -1,18 +1,19 @@
 # Two set-up commands (see README): `make demo` and `make test`. Both install what is missing into .venv/
-# first; a second run does not reinstall (the stamp file is newer than pyproject.toml and constraints.txt).
+# first; a second run does not reinstall. The stamp is named by the content of pyproject.toml and constraints.txt,
+# not their times: nbdev-export rewrites pyproject.toml (same content, new time) and must not trigger a reinstall.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.fastxfer-installed
+STAMP := $(VENV)/.fastxfer-installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 
 .PHONY: install demo test test-slow system-deps gpu-bundle readme docs
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --constraint constraints.txt --editable ".[dev]"
-	@touch $(STAMP)
+	@rm -f $(VENV)/.fastxfer-installed*; touch $(STAMP)
 
 install: $(STAMP)
 
