@@ -12,13 +12,13 @@ runs: `#| eval: false` and `#| slow` cells are left out), and cached by content 
 build re-executes only notebooks that changed.
 """
 from __future__ import annotations
-import argparse, hashlib, json, os, re, shutil, subprocess, sys, time
+import argparse, hashlib, json, os, re, shutil, subprocess, sys, time, tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS, DOCS, OUT = ROOT/'nbs', ROOT/'docs', ROOT/'_docs'
-REPO_URL = 'https://github.com/fastxfer/fastxfer'
+REPO_URL = tomllib.loads((ROOT/'pyproject.toml').read_text())['project']['urls']['Repository'].rstrip('/')
 SITE_NAMES = {'bench/README.md': 'bench.md', 'README.md': 'index.md', 'nbs/index.ipynb': 'index.md'}
 QUARTO_ATTR = re.compile(r'\{target="_blank"[^}]*\}')
 LINK = re.compile(r'(\]\()([^)\s]+)(\))')
@@ -61,15 +61,20 @@ def directives(src:str) -> dict:
     return out
 
 
-def readme_text(nb_path:Path=NBS/'index.ipynb') -> str:
-    "README.md as index.ipynb makes it: its markdown cells, and its shown code cells as Python blocks."
+def index_markdown(nb_path:Path=NBS/'index.ipynb') -> str:
+    "index.ipynb as markdown (links as written in nbs/): its markdown cells, and its shown code cells as Python blocks."
     parts = []
     for c in json.loads(nb_path.read_text())['cells']:
         src = ''.join(c['source']).strip()
         if not src or 'hide' in directives(src): continue
         parts.append(src if c['cell_type'] == 'markdown' else f'```python\n{src}\n```')
+    return '\n\n'.join(parts)
+
+
+def readme_text() -> str:
+    "README.md as index.ipynb makes it: its markdown with links from the repository root, and a generated-by note."
     note = '<!-- generated from nbs/index.ipynb by `make readme`: edit the notebook, not this file -->'
-    return rewrite_links('\n\n'.join(parts), 'nbs', 'readme') + '\n\n' + note + '\n'
+    return rewrite_links(index_markdown(), 'nbs', 'readme') + '\n\n' + note + '\n'
 
 
 def readme(check:bool=False) -> int:
@@ -90,10 +95,13 @@ def execute(src:str, dest:str) -> str|None:
     from fastcore.xtras import working_directory
     from execnb.shell import CaptureShell
     from nbdev.process import NBProcessor
+    from nbdev.config import get_config
     from nbdev.test import _skip_cell
     nb = NBProcessor(src, rm_directives=False, process=True).nb
+    skip = get_config(NBS).tst_flags                 # what nbdev-test leaves out: tst_flags in [tool.nbdev]
+    if isinstance(skip, str): skip = skip.split()
     try:
-        with working_directory(NBS): CaptureShell(src).run_all(nb, exc_stop=True, preproc=_skip_cell(nb, ['slow']))
+        with working_directory(NBS): CaptureShell(src).run_all(nb, exc_stop=True, preproc=_skip_cell(nb, skip))
     except Exception as e: return f'{type(e).__name__}: {e}'
     write_nb(nb, dest)
 
@@ -153,7 +161,7 @@ def stage(src_dir:Path, notebooks:dict[str, Path]):
     if src_dir.exists(): shutil.rmtree(src_dir)
     (src_dir/'assets').mkdir(parents=True)
     (src_dir/MATHJAX_STUB).write_text('// MathJax is not used: the notebooks have no maths.\n')
-    (src_dir/'index.md').write_text(rewrite_links(readme_text().split('\n<!-- generated')[0], '.', 'site'))
+    (src_dir/'index.md').write_text(rewrite_links(index_markdown(), 'nbs', 'site'))
     (src_dir/'bench.md').write_text(rewrite_links((ROOT/'bench/README.md').read_text(), 'bench', 'site'))
     for md in sorted(DOCS.glob('*.md')): (src_dir/md.name).write_text(rewrite_links(md.read_text(), 'docs', 'site'))
     for name, path in notebooks.items():

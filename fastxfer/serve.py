@@ -253,7 +253,7 @@ def before_body(*checks):
 
 
 # %% ../nbs/13_serve.ipynb #48d11156
-MAX_JSON_DEPTH = 32   # the deepest request schema nests 3 levels; Python's JSON decoder recurses per level
+MAX_JSON_DEPTH = 32   # request bodies nest a few levels (rows: an object, a list, an object); the decoder recurses per level
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 def json_depth(body:bytes) -> int:

@@ -550,7 +550,7 @@ def test_a_slow_body_is_dropped_and_other_clients_are_served(tmp_path):
                       b'Content-Length: 100\r\n\r\n{')
             t0 = time.monotonic()
             for _ in range(3):   # meanwhile, an ordinary request is answered at once
-                s.sendall(b' '); 
+                s.sendall(b' ')
                 r = httpx.post(base + '/api/v1/models/reviews/predict', json={'texts': ['good']}, timeout=5)
                 assert r.status_code == 200, r.text
                 time.sleep(0.5)
