@@ -91,7 +91,7 @@ def main():
         if mode in ('fine_tune', 'scratch'): row.update(train_speed(learn, learn.dls))
         if mode == 'fine_tune':
             t = time.perf_counter()
-            for im in imgs[:10]: p.learn.predict(im)
+            for im in imgs[:10]: learn.predict(im)
             row['learn_predict_ms'] = round(100*(time.perf_counter() - t), 1)
         if mode == 'auto': row['tta'] = tta_gains(p, vd)
         out['modes'][mode] = row

@@ -19,6 +19,8 @@ TOOLS = {
     'augment': ('fastxfer.augment.image', 'preview image augmentation presets', {'preview': 'preview'}),
     'serve':   ('fastxfer.serve', 'serve every exported model: REST API and Gradio UI', 'serve'),
     'api':     ('fastxfer.serve', 'API tools: export a Postman collection', {'postman': 'export_postman'}),
+    'check':   ('fastxfer.model_folder', 'say what a model folder holds and whether loading it can run code', 'check_model'),
+    'upgrade': ('fastxfer.family', "convert a model folder of an earlier release (pickles) to safe files", 'upgrade_model'),
 }
 
 # %% ../nbs/15_cli.ipynb #78bfbc22

@@ -6,19 +6,22 @@ Docs: https://fastxfer.github.io/fastxfer/family.html.md"""
 
 # %% ../nbs/06_family.ipynb #394f9e59
 from __future__ import annotations
-import contextlib, functools, importlib, inspect, json, sys, tempfile, time
+import contextlib, functools, importlib, inspect, json, shutil, sys, tempfile, time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Annotated, Any
 from . import distributed
-from .core import FastxferError, atomic_write, is_quiet, is_rank0, set_quiet, setting, to_jsonable
-from .model_folder import allow_predictor, load_model, load_plugins, predictor_name
+from . import __version__
+from .core import FastxferError, atomic_dir, atomic_write, is_quiet, is_rank0, set_quiet, setting, to_jsonable
+from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, allow_predictor, is_safe, load_model, load_plugins,
+                                   pickle_files, predictor_name)
 
 # %% auto #0
 __all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESSES_HELP', 'SettingDefault', 'from_settings', 'call_verb',
            'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics', 'with_baseline',
            'human_report', 'Family', 'resolves_settings', 'verb_signature', 'run_launched', 'register_family',
-           'family_names', 'get_family', 'family_help', 'find_family', 'notebook_train']
+           'family_names', 'get_family', 'family_help', 'find_family', 'upgrade_model', 'notebook_train']
 
 # %% ../nbs/06_family.ipynb #deef4f61
 class SettingDefault:
@@ -148,6 +151,9 @@ class Family:
     def serve_demo(self, models_dir) -> dict|None:
         "Train a small demo model into `models_dir` for `fastxfer serve --demo` (None: this family has none)."
         return None
+    def upgrade(self, folder:ModelFolder) -> list[str]:
+        "Convert `folder`, a copy of an earlier release's folder, in place: read its pickles once, write safe files; returns the files written."
+        raise NotImplementedError(f'{self.name}: no upgrade')
 
     def verbs(self) -> dict:
         "`{verb: bound method}` for the command line."
@@ -289,6 +295,35 @@ def find_family(kind:str) -> Family|None:
     try: return get_family(kind)
     except FastxferError: return None
 
+
+# %% ../nbs/06_family.ipynb #e01b6405
+def upgrade_model(model_dir:str, # a model folder written by an earlier release
+                  trust:bool=False, # unpickle its files once to convert them: only for a folder from a source you trust
+                  out:str|None=None, # write the converted folder here and keep MODEL_DIR as it is (default: replace MODEL_DIR)
+                  ) -> dict:
+    "Convert a model folder whose model is a pickle into safe files (JSON, safetensors, ONNX, skops)."
+    folder = ModelFolder(model_dir)
+    if is_safe(folder): return dict(model_dir=str(model_dir), upgraded=False, reason='already safe: loading it reads no pickle')
+    pk = pickle_files(folder.path)
+    if not trust: raise FastxferError(f'{model_dir}: upgrading unpickles {", ".join(pk)} once, which runs any code in them. '
+                                      f'If you trust where the folder came from, run: fastxfer upgrade {model_dir} --trust')
+    fam = find_family(folder.kind)
+    if fam is None or type(fam).upgrade is Family.upgrade: raise FastxferError(f'{model_dir}: no family here upgrades {folder.kind} folders')
+    dest = Path(out or model_dir)
+    if out is not None and dest.exists(): raise FastxferError(f'--out {out} exists; give a new folder')
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(folder.path, tmp, dirs_exist_ok=True)
+        converted = fam.upgrade(ModelFolder(tmp))
+        for f in pickle_files(tmp): (tmp/f).unlink()
+        card = json.loads((tmp/CARD_NAME).read_text())
+        card.update(format=SAFE_FORMAT, upgraded=dict(at=datetime.now(timezone.utc).isoformat(timespec='seconds'), by=__version__,
+                    from_versions=card.get('versions'), removed=pk),
+                    files=sorted(str(p.relative_to(tmp)) for p in tmp.rglob('*') if p.is_file()))
+        atomic_write(tmp/CARD_NAME, json.dumps(to_jsonable(card), indent=2))
+    return dict(model_dir=str(dest), upgraded=True, removed=pk, wrote=converted)
+
+upgrade_model.human = lambda r: (f"{r['model_dir']}: {r['reason']}" if not r['upgraded'] else
+                                 f"{r['model_dir']}: converted; wrote {', '.join(r['wrote'])}; removed {', '.join(r['removed'])}")
 
 # %% ../nbs/06_family.ipynb #867f7d1a
 def _train_here(family:str, kwargs:dict):

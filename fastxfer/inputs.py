@@ -121,7 +121,7 @@ def check_row(row, columns:list[Column], where:str='body', strict:bool=False) ->
             except (TypeError, ValueError): raise InputError(f'{where}: field {c.name!r} must be a finite number, got {v!r}', 422)
             if c.minimum is not None and out[c.name] < c.minimum: raise InputError(f'{where}: {c.name} = {v!r} is below {c.minimum:g}', 422)
             if c.maximum is not None and out[c.name] > c.maximum: raise InputError(f'{where}: {c.name} = {v!r} is above {c.maximum:g}', 422)
-        elif c.kind == 'category' and not c.closed and isinstance(v, (int, float)) and math.isfinite(v): continue   # 3 for the category '3'
+        elif c.kind == 'category' and not c.closed and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v): continue   # 3 for the category '3'
         elif not isinstance(v, str): raise InputError(f'{where}: field {c.name!r} must be a string, got {type(v).__name__}', 422)
         elif c.kind == 'category' and c.choices and c.closed and strict and v not in c.choices:
             raise InputError(f'{where}: {c.name} = {v!r} is not one of {", ".join(map(str, c.choices[:20]))}', 422)
@@ -253,9 +253,9 @@ class RowInput(InputSpec):
         kw = dict(description=c.description or None)
         if c.example is not None: kw['examples'] = [c.example]
         if c.kind == 'number':
-            t = Annotated[float, Field(ge=c.minimum, le=c.maximum, allow_inf_nan=False)]
+            t = Annotated[float, Field(ge=c.minimum, le=c.maximum, allow_inf_nan=False, strict=True)]   # strict: a JSON number (an int too), not "3" or true
         elif c.kind == 'category' and c.choices and c.closed: t = Literal[tuple(str(x) for x in c.choices)]
-        elif c.kind == 'category' and not c.closed: t = Union[str, Annotated[float, Field(allow_inf_nan=False)]]
+        elif c.kind == 'category' and not c.closed: t = Union[str, Annotated[float, Field(allow_inf_nan=False, strict=True)]]
         else: t = str
         if c.kind == 'string' and c.required: t = Annotated[str, Field(min_length=1, pattern=NON_BLANK)]
         if c.required and c.nullable: return (Optional[t], Field(..., **kw))

@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/model_folder.html.md"""
 
 # %% ../nbs/05_model_folder.ipynb #4b7a2779
 from __future__ import annotations
-import hashlib, importlib, importlib.metadata, json, os
+import hashlib, importlib, importlib.metadata, json, os, shutil
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,14 +14,16 @@ from .core import FastxferError, atomic_dir, atomic_write, is_rank0, to_jsonable
 from .distributed import training_processes
 
 # %% auto #0
-__all__ = ['CARD_NAME', 'CARD_FIELDS', 'ALLOWED_PREDICTORS', 'ENTRY_POINT_GROUP', 'data_fingerprint', 'predictor_name',
-           'allow_predictor', 'plugin_modules', 'load_plugins', 'ModelWriter', 'model_writer', 'ModelFolder',
-           'find_model_folders', 'Predictor', 'answer_rows', 'legend_html', 'probs_dict', 'top_label', 'load_model',
-           'ConstantPredictor', 'export_onnx', 'onnx_session']
+__all__ = ['CARD_NAME', 'CARD_FIELDS', 'ALLOWED_PREDICTORS', 'ENTRY_POINT_GROUP', 'SAFE_FORMAT', 'SKOPS_TRUSTED',
+           'PICKLE_SUFFIXES', 'data_fingerprint', 'predictor_name', 'allow_predictor', 'plugin_modules', 'load_plugins',
+           'save_tensors', 'load_tensors', 'save_sklearn', 'load_sklearn', 'file_format', 'pickle_files', 'is_safe',
+           'unsafe_message', 'ModelWriter', 'model_writer', 'ModelFolder', 'find_model_folders', 'Predictor',
+           'answer_rows', 'legend_html', 'probs_dict', 'top_label', 'load_model', 'ConstantPredictor', 'check_model',
+           'export_onnx', 'onnx_session']
 
 # %% ../nbs/05_model_folder.ipynb #e0954b4e
 CARD_NAME = 'card.json'
-CARD_FIELDS = ('kind', 'name', 'classes', 'metrics', 'created', 'train_seconds', 'versions', 'data_fingerprint', 'files', 'predictor')
+CARD_FIELDS = ('kind', 'name', 'classes', 'metrics', 'created', 'train_seconds', 'versions', 'data_fingerprint', 'files', 'predictor', 'format')
 
 def _file_stat(it):
     "`os.stat` of `it` when it names an existing file; None for anything else (a long text is not a path)."
@@ -74,6 +76,80 @@ def _trusted(predictor:str) -> bool:
     load_plugins()
     return predictor in ALLOWED_PREDICTORS
 
+# %% ../nbs/05_model_folder.ipynb #48ad6394
+SAFE_FORMAT = 2   # card['format']: every file read to predict is JSON, safetensors, ONNX, skops or a weights-only state dict
+
+def save_tensors(path, tensors:dict) -> str:
+    "Write `{name: tensor}` as a safetensors file, atomically; returns the file name."
+    from safetensors.torch import save
+    atomic_write(path, save({k: v.detach().cpu().clone().contiguous() for k,v in tensors.items()}))   # clone: tied weights
+    return Path(path).name
+
+def load_tensors(path) -> dict:
+    "`{name: tensor}` from a safetensors file: numbers only, no code."
+    from safetensors.torch import load
+    try: return load(Path(path).read_bytes())
+    except Exception as e: raise FastxferError(f'{path}: not a readable safetensors file ({e})') from e
+
+# %% ../nbs/05_model_folder.ipynb #4cbd020f
+SKOPS_TRUSTED = (  # the types, beyond skops' own safe set, that fastxfer's scikit-learn models hold (HistGradientBoosting's trees)
+    'functools.partial', 'sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor', 'sklearn.utils.validation.check_array')
+
+def save_sklearn(path, est) -> str:
+    "Write a scikit-learn estimator with skops (no pickle), atomically; returns the file name."
+    import skops.io as sio
+    atomic_write(path, sio.dumps(est))
+    return Path(path).name
+
+def load_sklearn(path):
+    "A scikit-learn estimator from a skops file; refuses a file holding any type outside skops' safe set and `SKOPS_TRUSTED`."
+    import skops.io as sio
+    data = Path(path).read_bytes()
+    try: extra = sio.get_untrusted_types(data=data)
+    except Exception as e: raise FastxferError(f'{path}: not a readable skops file ({e})') from e
+    bad = sorted(set(extra) - set(SKOPS_TRUSTED))
+    if bad: raise FastxferError(f'{path} holds types fastxfer does not load: {", ".join(bad)}')
+    try: return sio.loads(data, trusted=list(extra))
+    except Exception as e: raise FastxferError(f'{path}: not a readable skops file ({type(e).__name__}: {e})') from e
+
+# %% ../nbs/05_model_folder.ipynb #ecc0e098
+PICKLE_SUFFIXES = ('.pkl', '.pickle', '.joblib')
+
+def _zip_format(p:Path) -> str:
+    import zipfile
+    try: names = zipfile.ZipFile(p).namelist()
+    except (zipfile.BadZipFile, OSError): return 'other'
+    if 'schema.json' in names: return 'skops'
+    if any(n.endswith('data.pkl') for n in names): return 'torch-weights'   # torch.save: read only with weights_only=True
+    return 'npz' if names and all(n.endswith('.npy') for n in names) else 'zip'
+
+def file_format(path) -> str:
+    "What a file is, from its first bytes: pickle, skops, torch-weights, safetensors, onnx, json, npz, image, text, zip or other."
+    p = Path(path)
+    with p.open('rb') as f: head = f.read(4096)
+    if p.suffix.lower() in PICKLE_SUFFIXES or (head[:1] == b'\x80' and head[1:2] in (b'\x02', b'\x03', b'\x04', b'\x05')): return 'pickle'
+    if head[:4] == b'PK\x03\x04': return _zip_format(p)
+    if head[:8] == b'\x89PNG\r\n\x1a\n' or head[:3] == b'\xff\xd8\xff': return 'image'
+    if head[8:10] == b'{"' and int.from_bytes(head[:8], 'little') < p.stat().st_size: return 'safetensors'
+    if p.suffix.lower() == '.onnx': return 'onnx'
+    try: text = head.decode('utf-8')
+    except UnicodeDecodeError: return 'other'
+    return 'json' if p.suffix.lower() == '.json' and text.lstrip()[:1] in ('{', '[') else 'text'
+
+def pickle_files(path) -> list[str]:
+    "The files under `path` that are pickles, by content or name (relative paths)."
+    return sorted(str(p.relative_to(path)) for p in Path(path).rglob('*') if p.is_file() and file_format(p) == 'pickle')
+
+def is_safe(folder:'ModelFolder') -> bool:
+    "Loading `folder` to predict reads no pickle: written in `SAFE_FORMAT`, or holding no pickle."
+    return int(folder.card.get('format') or 1) >= SAFE_FORMAT or not pickle_files(folder.path)
+
+def unsafe_message(folder:'ModelFolder') -> str:
+    "Why `folder` is not loaded, and how to convert it."
+    pk = pickle_files(folder.path)
+    return (f'{folder.path} was written by an earlier fastxfer release: loading it would unpickle {", ".join(pk[:4])}, '
+            f'which can run any code. If you trust where it came from, convert it once: fastxfer upgrade {folder.path} --trust')
+
 # %% ../nbs/05_model_folder.ipynb #d1667293
 class ModelWriter:
     "Collects the files and the card of a model folder being written."
@@ -82,6 +158,16 @@ class ModelWriter:
         self.card = dict(kind=kind, name=name, predictor=predictor, classes=[], metrics={},
                          created=datetime.now(timezone.utc).isoformat(timespec='seconds'),
                          train_seconds=None, versions=versions(), data_fingerprint=None, **training_processes())
+
+    def save_reference(self, input_type:str, items, limit:int=1000, seed:int=0) -> Path:
+        "Write `reference.json`: the statistics of (up to `limit` of) the training inputs `items` that drift is measured against."
+        import random
+        from fastxfer.drift import input_columns, reference_stats
+        items = list(items)
+        if len(items) > limit: items = random.Random(seed).sample(items, limit)
+        p = atomic_write(self.dir/'reference.json', json.dumps(to_jsonable(reference_stats(input_columns(input_type, items)))))
+        self.card['reference'] = dict(file='reference.json', n=len(items))
+        return p
 
     def save_plot(self, name:str, fig) -> Path:
         "Save a matplotlib figure as `plots/<name>.png` and close it."
@@ -94,6 +180,7 @@ class ModelWriter:
         "Write `card.json` listing every file (called by `model_writer`)."
         self.card['name'] = self.card.get('name') or final_name
         self.card['files'] = sorted({str(p.relative_to(self.dir)) for p in self.dir.rglob('*') if p.is_file()} | {CARD_NAME})
+        self.card['format'] = 1 if pickle_files(self.dir) else SAFE_FORMAT
         atomic_write(self.dir/CARD_NAME, json.dumps(to_jsonable(self.card), indent=2))
 
 @contextmanager
@@ -128,6 +215,11 @@ class ModelFolder:
     name = property(lambda self: self.card.get('name') or self.path.name)
     classes = property(lambda self: list(self.card.get('classes') or []))
     def file(self, name:str) -> Path: return self.path/name
+    def require(self, name:str) -> Path:
+        "The path of file `name`, which the folder must have."
+        p = self.path/name
+        if not p.exists(): raise FastxferError(f'{self.path} has no {name}: it is incomplete, or was written by a release that kept another file')
+        return p
     def __repr__(self): return f'ModelFolder({str(self.path)!r}, kind={self.kind!r})'
 
     def predictor_class(self):
@@ -206,6 +298,15 @@ class Predictor:
     def picture_png(self, pred:dict) -> bytes|None:
         "The answer as PNG bytes, for `?format=png` on the REST API (None, the default: JSON only)."
         return None
+    def drift_columns(self, items:list) -> dict:
+        "Parsed inputs as the named columns drift is measured on (`fastxfer.drift.input_columns` of `input_type`)."
+        from fastxfer.drift import input_columns
+        return input_columns(self.input_type or 'tabular', items)
+    @property
+    def reference(self) -> dict|None:
+        "The training inputs' statistics (`reference.json`), or None for a folder without them."
+        f = self.folder.file((self.card.get('reference') or {}).get('file', 'reference.json'))
+        return json.loads(f.read_text()) if f.is_file() else None
     @property
     def has_picture(self) -> bool: return type(self).picture is not Predictor.picture
     @property
@@ -233,8 +334,9 @@ def top_label(classes, probs) -> str:
     return str(classes[max(range(len(probs)), key=probs.__getitem__)])
 
 def load_model(path, **kwargs) -> Predictor:
-    "Load the model folder at `path` into its family's `Predictor`."
+    "Load the model folder at `path` into its family's `Predictor`; refuses a folder whose model is a pickle (see `is_safe`)."
     folder = path if isinstance(path, ModelFolder) else ModelFolder(path)
+    if not is_safe(folder): raise FastxferError(unsafe_message(folder))
     return folder.predictor_class().load(folder, **kwargs)
 
 # %% ../nbs/05_model_folder.ipynb #98173927
@@ -244,6 +346,26 @@ class ConstantPredictor(Predictor):
     def predict(self, items, **kwargs):
         prior = self.card['prior']
         return [dict(label=top_label(self.classes, prior), probs=probs_dict(self.classes, prior)) for _ in items]
+
+# %% ../nbs/05_model_folder.ipynb #0ac64c47
+def check_model(model_dir:str, # a model folder
+                ) -> dict:
+    "Say what a model folder holds, file by file, and whether loading it to predict can run code."
+    folder = ModelFolder(model_dir)
+    listed = set(folder.card.get('files') or [])
+    files = [dict(file=str(p.relative_to(folder.path)), format=file_format(p), bytes=p.stat().st_size,
+                  listed=str(p.relative_to(folder.path)) in listed) for p in sorted(folder.path.rglob('*')) if p.is_file()]
+    safe, pickles = is_safe(folder), [f['file'] for f in files if f['format'] == 'pickle']
+    if safe and not pickles: verdict = 'safe: every file is data (JSON, safetensors, ONNX, skops, images); loading it runs no code'
+    elif safe: verdict = f'safe: loading it reads no pickle ({", ".join(pickles)} not read by load_model, predict or serve)'
+    else: verdict = unsafe_message(folder)
+    return dict(model_dir=str(model_dir), kind=folder.kind, format=int(folder.card.get('format') or 1), safe=safe, pickles=pickles,
+                unlisted=[f['file'] for f in files if not f['listed']], files=files, verdict=verdict)
+
+def _human_check(r:dict) -> str:
+    rows = [f"  {f['file']:<40} {f['format']:<14} {f['bytes']:>10,} B" + ('' if f['listed'] else '  (not in the card)') for f in r['files']]
+    return '\n'.join([f"{r['model_dir']}: a {r['kind']} model folder, format {r['format']}", *rows, r['verdict']])
+check_model.human = _human_check
 
 # %% ../nbs/05_model_folder.ipynb #3dca34d8
 def export_onnx(model, path, shape, check_x=None, atol:float=1e-4, input_name:str='image', output_name:str='logits',

@@ -6,10 +6,12 @@ Docs: https://fastxfer.github.io/fastxfer/serve.html.md"""
 
 # %% ../nbs/13_serve.ipynb #80c7a1de
 from __future__ import annotations
-import asyncio, inspect, json, logging, os, re, time, traceback
+import asyncio, hashlib, hmac, inspect, json, logging, os, re, shutil, tempfile, time, traceback
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
+from urllib.parse import parse_qsl
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')  # never phone home, even before gradio is imported
 os.environ.setdefault('GRADIO_TELEMETRY_ENABLED', 'False')
@@ -17,27 +19,31 @@ os.environ.setdefault('GRADIO_TELEMETRY_ENABLED', 'False')
 from fastapi import APIRouter, Depends, FastAPI, File, Query, Request
 from fastcore.basics import patch_to
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .core import FastxferError, setting, to_jsonable
 from .family import find_family, family_names, get_family
 from .inputs import IMAGE_TYPES, Limits, InputError
+from .drift import DriftWindow
 from .model_folder import Predictor, find_model_folders, load_model, legend_html, answer_rows
 
 logger = logging.getLogger('fastxfer.serve')
 ApiError = InputError   # the name this module used before `fastxfer.inputs` existed
 
 # %% auto #0
-__all__ = ['logger', 'ApiError', 'MAX_JSON_DEPTH', 'POSTMAN_SCHEMA', 'SERVE_APP_ENV', 'Prediction', 'PredictResponse',
-           'QueryResponse', 'ModelInfo', 'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'response_model',
-           'ModelRunner', 'check_media', 'read_payload', 'part_bytes', 'load_models', 'body_param', 'typed_endpoint',
-           'media_extra', 'before_body', 'json_depth', 'check_json_body', 'ModelHub', 'add_error_handlers',
-           'validation_error', 'server_routes', 'model_routes', 'legacy_routes', 'create_app', 'api_docs_html',
-           'loop_run', 'tab_title', 'card_markdown', 'model_ui', 'query_ui', 'build_ui', 'offline_theme', 'mount_ui',
-           'postman_collection', 'demo_models', 'app_from_env', 'serve', 'export_postman']
+__all__ = ['logger', 'ApiError', 'KEYS_ENV', 'PROTECT', 'LOOPBACK', 'MAX_JSON_DEPTH', 'BEARER', 'POSTMAN_SCHEMA', 'SERVE_APP_ENV',
+           'Prediction', 'PredictResponse', 'QueryResponse', 'ModelInfo', 'ModelsResponse', 'HealthResponse',
+           'ErrorResponse', 'DriftColumn', 'DriftResponse', 'response_model', 'ModelRunner', 'check_media',
+           'read_payload', 'part_bytes', 'read_keys', 'KeyRefused', 'ApiKeys', 'request_key', 'ServeMetrics',
+           'load_models', 'body_param', 'typed_endpoint', 'media_extra', 'before_body', 'json_depth', 'check_json_body',
+           'ModelHub', 'add_error_handlers', 'validation_error', 'server_routes', 'model_routes', 'legacy_routes',
+           'metrics_routes', 'secure_openapi', 'create_app', 'api_docs_html', 'loop_run', 'tab_title', 'card_markdown',
+           'ui_key_check', 'model_ui', 'drift_text', 'drift_ui', 'query_ui', 'build_ui', 'offline_theme', 'mount_ui',
+           'postman_collection', 'demo_models', 'app_from_env', 'parse_origins', 'serve', 'export_postman']
 
 # %% ../nbs/13_serve.ipynb #d9742c93
 class Prediction(BaseModel):
@@ -96,6 +102,30 @@ class ErrorResponse(BaseModel):
     "Every 4xx answer: what is wrong with the request."
     error: str = Field(description='what is wrong with the request')
 
+class DriftColumn(BaseModel):
+    "One input column's drift: its PSI against the training inputs over the window."
+    column: str
+    kind: Literal['number', 'category']
+    psi: Optional[float] = Field(description='population stability index of the window against the training inputs (None until the window is ready)')
+    p_value: Optional[float] = Field(description='the chance of so high a PSI between two samples of one distribution')
+    drifted: bool = Field(description='psi over the threshold and p_value under alpha (0.01): large, and not chance')
+
+class DriftResponse(BaseModel):
+    "How far a model's recent inputs are from its training inputs (`fastxfer.drift`), in this server process."
+    model: str
+    available: bool = Field(description='False when the model folder keeps no reference statistics (reference.json)')
+    reason: Optional[str] = None
+    n: int = Field(0, description='inputs in the window (the most recent ones)')
+    seen: int = Field(0, description='inputs seen since the process started')
+    ready: bool = Field(False, description='at least min_n inputs in the window: scores are given')
+    min_n: int = 0
+    threshold: float = Field(0.25, description='a column drifts when its PSI exceeds this (and its p_value is under 0.01)')
+    reference_n: Optional[int] = Field(None, description='training inputs the reference statistics were computed on')
+    score: Optional[float] = Field(None, description='the highest column PSI')
+    drifted: bool = False
+    columns: list[DriftColumn] = []
+    process: int = Field(description='the server process that answered: each of `--processes N` keeps its own window')
+
 def response_model(name:str, p:Predictor):
     "The `PredictResponse` of model `name`: its predictions' `label` is one of its classes."
     cls = [str(c) for c in p.classes]
@@ -112,8 +142,8 @@ def _slug(name:str) -> str:
 # %% ../nbs/13_serve.ipynb #eb93b7ef
 class ModelRunner:
     "Runs one predictor: one call at a time, concurrent requests combined into one batch."
-    def __init__(self, predictor:Predictor, pool:ThreadPoolExecutor, combine_items:int=32):
-        self.predictor, self.pool, self.combine_items = predictor, pool, combine_items
+    def __init__(self, predictor:Predictor, pool:ThreadPoolExecutor, combine_items:int=32, observe=None):
+        self.predictor, self.pool, self.combine_items, self.observe = predictor, pool, combine_items, observe
         self.pending, self.task = [], None
 
     def predict_sync(self, items:list) -> list[dict]:
@@ -124,6 +154,7 @@ class ModelRunner:
             r['label'] = str(r.get('label'))   # labels are strings in the API, whatever the vocab held
             bad = [k for k,v in (r.get('probs') or {}).items() if not isinstance(v, (int, float))]
             if bad: raise RuntimeError(f'the model gave no finite probability for {", ".join(bad[:5])}')
+        if self.observe is not None: self.observe(items)   # what the model saw, for its drift window
         return out
 
     async def predict(self, items:list) -> list[dict]:
@@ -199,6 +230,103 @@ def part_bytes(value:str) -> bytes:
     try: raw.decode('utf-8')
     except UnicodeDecodeError: return raw        # not UTF-8: Starlette fell back to Latin-1, which round-trips exactly
     return value.encode('utf-8')
+
+# %% ../nbs/13_serve.ipynb #9b86e5a3
+KEYS_ENV = 'FASTXFER_API_KEYS'   # comma-separated API keys: what --api-key-file gives, without a file
+PROTECT = ('writes', 'all')      # what keys protect: the side effects, or every request but the health check
+LOOPBACK = ('127.0.0.1', '::1', 'localhost')
+_KEY_CHARS = re.compile(r'[\x21-\x7e]+')   # printable ASCII without spaces: what a header carries unchanged
+_FALSE = ('0', 'false', 'no', 'off', '')
+
+def read_keys(path) -> list[str]:
+    "The API keys in file `path`: one a line, blank lines and `#` comments ignored; an unreadable file or one without a key is a `FastxferError`."
+    try: text = Path(path).read_text(encoding='utf-8')
+    except (OSError, UnicodeDecodeError) as e: raise FastxferError(f'--api-key-file {path}: cannot read it ({type(e).__name__}: {e})')
+    keys = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith('#')]
+    if not keys: raise FastxferError(f'--api-key-file {path} holds no key (one key a line; blank lines and # comments are ignored)')
+    return keys
+
+class KeyRefused(InputError):
+    "A request that needs an API key and sent none (401, with `WWW-Authenticate: Bearer`) or a wrong one (403)."
+    def __init__(self, message:str, status:int):
+        super().__init__(message, status)
+        self.headers = {'WWW-Authenticate': 'Bearer'} if status == 401 else {}
+
+def _digest(key:str) -> bytes: return hashlib.sha256(key.encode('utf-8')).digest()
+
+class ApiKeys:
+    "The API keys a server takes and what they protect (`writes`: the side effects; `all`: every request but the health check). No keys: nothing is protected."
+    def __init__(self, keys=(), protect:str='writes'):
+        if protect not in PROTECT: raise FastxferError(f'--protect {protect}: use {" or ".join(PROTECT)}')
+        bad = [i for i,k in enumerate(keys) if not _KEY_CHARS.fullmatch(k)]
+        if bad: raise FastxferError(f'API key number {bad[0] + 1} holds a space or a character a header cannot carry: use printable ASCII')
+        self._digests, self.protect = [_digest(k) for k in dict.fromkeys(keys)], protect
+    def __len__(self): return len(self._digests)
+    def __repr__(self): return f'ApiKeys({len(self)} key(s), protect={self.protect!r})'   # never the keys
+
+    @classmethod
+    def load(cls, key_file=None, protect:str='writes', env=None) -> ApiKeys:
+        "The keys of `key_file` and of `$FASTXFER_API_KEYS` (comma-separated), together."
+        keys, raw = read_keys(key_file) if key_file else [], (os.environ if env is None else env).get(KEYS_ENV, '')
+        if raw.strip():
+            if not (more := [k.strip() for k in raw.split(',') if k.strip()]): raise FastxferError(f'${KEYS_ENV} holds no key: give comma-separated keys')
+            keys = [*keys, *more]
+        return cls(keys, protect)
+
+    def check(self, key:str|None) -> bool:
+        "Is `key` one of the keys? Its digest is compared with every key's in constant time, without stopping at a match."
+        d, ok = _digest(key or ''), False
+        for k in self._digests: ok |= hmac.compare_digest(d, k)
+        return ok and bool(key)
+
+    def needed(self, writes:bool) -> bool:
+        "Does a request need a key: a side effect (`writes`) whenever there are keys, any other under `protect='all'`."
+        return bool(self._digests) and (writes or self.protect == 'all')
+
+    def refusal(self, key:str|None) -> KeyRefused|None:
+        "The answer to a request that needs a key and sent `key`: a 401 (none), a 403 (a wrong one), or None (a right one)."
+        if not key: return KeyRefused('this operation needs an API key: send the header Authorization: Bearer <key> (or X-API-Key: <key>)', 401)
+        return None if self.check(key) else KeyRefused('the API key is not valid', 403)
+
+def request_key(headers) -> str|None:
+    "The key a request sends: `Authorization: Bearer <key>`, else `X-API-Key: <key>`; None without one."
+    scheme, _, value = (headers.get('authorization') or '').strip().partition(' ')
+    if scheme.lower() == 'bearer' and value.strip(): return value.strip()
+    return (headers.get('x-api-key') or '').strip() or None
+
+# %% ../nbs/13_serve.ipynb #2beb9fcf
+class ServeMetrics:
+    "The Prometheus metrics of one app (a registry of its own; every process's together under `$PROMETHEUS_MULTIPROC_DIR`)."
+    LATENCY = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60)
+    ITEMS = (1, 2, 4, 8, 16, 32, 64, 128)
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram, values
+        own, by = CollectorRegistry(), ('model', 'operation')
+        self.requests = Counter('fastxfer_requests', 'requests answered, per model, operation and status code', by + ('status',), registry=own)
+        self.errors = Counter('fastxfer_errors', 'requests answered with an error, per model, operation and status class (4xx, 5xx)',
+                              by + ('status_class',), registry=own)
+        self.latency = Histogram('fastxfer_request_seconds', 'seconds from a request to its answer', by, buckets=self.LATENCY, registry=own)
+        self.items = Histogram('fastxfer_request_items', 'items per request (images, texts, rows)', by, buckets=self.ITEMS, registry=own)
+        self.multiprocess = values.ValueClass is not values.MutexValue   # chosen when prometheus-client was imported
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+            self.registry = CollectorRegistry(); multiprocess.MultiProcessCollector(self.registry)
+        else: self.registry = own
+
+    def request(self, model:str, operation:str, status:int, seconds:float):
+        "Count one answered request."
+        self.requests.labels(model, operation, str(status)).inc()
+        self.latency.labels(model, operation).observe(seconds)
+        if status >= 400: self.errors.labels(model, operation, f'{status // 100}xx').inc()
+
+    def batch(self, model:str, operation:str, n:int):
+        "Note that one request to `operation` of `model` held `n` items."
+        self.items.labels(model, operation).observe(n)
+
+    def text(self) -> bytes:
+        "The scrape, in Prometheus' text format (`CONTENT_TYPE_PLAIN_0_0_4`)."
+        from prometheus_client import generate_latest
+        return generate_latest(self.registry)
 
 # %% ../nbs/13_serve.ipynb #7a6fcc54
 def load_models(models_dir) -> tuple[dict, dict]:
@@ -318,22 +446,31 @@ class _BodyLimit:
         await self.app(scope, replay, send)
 
 # %% ../nbs/13_serve.ipynb #1f2fd48c
+def _drift_window(name:str, p:Predictor):
+    "A `DriftWindow` over the training inputs' statistics of model `name`, or None (none kept, or unreadable)."
+    try: ref = p.reference
+    except Exception as e: logger.warning('%s: reference.json unreadable (%s): no drift for it', name, e); return None
+    return DriftWindow(ref) if ref and ref.get('columns') else None
+
 class ModelHub:
-    "What a server holds: the loaded models, one `ModelRunner` each, their input specs (built once, not per request), limits and the worker pool."
-    def __init__(self, models_dir, models:dict, failed:dict, limits:Limits, workers:int, context:dict):
+    "What a server holds: the loaded models, one `ModelRunner` each, their input specs (built once, not per request), limits, the worker pool, its API keys and metrics."
+    def __init__(self, models_dir, models:dict, failed:dict, limits:Limits, workers:int, context:dict, keys:ApiKeys|None=None):
         self.models_dir, self.models, self.failed, self.limits, self.workers, self.context = models_dir, models, failed, limits, workers, context
+        self.keys, self.metrics = keys or ApiKeys(), ServeMetrics()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix='fastxfer-infer')
-        self.runners = {n: ModelRunner(p, self.pool, limits.combine_items) for n,p in models.items()}
+        self.drift = {n: w for n, p in models.items() if (w := _drift_window(n, p)) is not None}
+        self.runners = {n: ModelRunner(p, self.pool, limits.combine_items, partial(self.observe, n)) for n,p in models.items()}
         self.specs = {n: (p.input, {e: p.effect_input(e) for e in p.effects}) for n,p in models.items()}
         self.qspecs = {n: {q: p.query_input(q) for q in p.queries} for n,p in models.items()}
 
     @classmethod
-    def load(cls, models_dir=None, predictors:dict|None=None, limits:Limits|None=None, workers:int|None=None, context:dict|None=None):
+    def load(cls, models_dir=None, predictors:dict|None=None, limits:Limits|None=None, workers:int|None=None, context:dict|None=None,
+             keys:ApiKeys|None=None):
         "Every model folder under `models_dir` (default: the `models_dir` setting), plus `predictors` already loaded."
         models_dir = Path(setting('models_dir', models_dir))
         models, failed = load_models(models_dir)
         models.update(predictors or {})
-        return cls(models_dir, models, failed, limits or Limits(), workers or max(2, min(4, os.cpu_count() or 2)), dict(context or {}))
+        return cls(models_dir, models, failed, limits or Limits(), workers or max(2, min(4, os.cpu_count() or 2)), dict(context or {}), keys)
 
     def model(self, name:str) -> Predictor:
         "The model `name`, or a 404 naming the ones there are."
@@ -348,6 +485,53 @@ class ModelHub:
                          predict_url=f'{base}/predict', batch_url=f'{base}/predict/batch',
                          effects={e: f'{base}/{e}' for e in p.effects}, queries={q: f'{base}/{q}' for q in p.queries},
                          how=self.specs[name][0].how(), card=to_jsonable(p.card))
+
+# %% ../nbs/13_serve.ipynb #c12fdadb
+@patch_to(ModelHub)
+def observe(self, name:str, items:list):
+    "Add `items`, just predicted by model `name`, to its drift window."
+    w = self.drift.get(name)
+    if w is None: return
+    try: w.observe(self.models[name].drift_columns(items))
+    except Exception as e: logger.warning('%s: drift not measured for %d input(s): %s', name, len(items), e)
+
+@patch_to(ModelHub)
+def drift_report(self, name:str) -> DriftResponse:
+    "The drift of model `name`'s recent inputs (404 for a model it does not serve)."
+    self.model(name)
+    w = self.drift.get(name)
+    if w is None: return DriftResponse(model=name, available=False, process=os.getpid(),
+                                       reason='the model folder keeps no reference statistics (reference.json): retrain it with this release')
+    return DriftResponse(model=name, available=True, process=os.getpid(), **w.report())
+
+# %% ../nbs/13_serve.ipynb #3e92eb32
+@patch_to(ModelHub)
+def route(self, path:str, query:str='') -> tuple[str, str, bool]|None:
+    "`(model, operation, writes)` of a request to one of a model's operations (typed, or an older alias), else None."
+    parts = path.strip('/').split('/')
+    if len(parts) < 4 or parts[:2] != ['api', 'v1'] or parts[3] not in self.models: return None
+    name, rest = parts[3], parts[4:]
+    p, batch = self.models[name], rest[-1:] == ['batch']
+    if batch: rest = rest[:-1]
+    if parts[2] == 'models' and len(rest) == 1 and (rest[0] == 'predict' or rest[0] in p.effects or (rest[0] in p.queries and not batch)):
+        return name, rest[0] + '/batch' * batch, rest[0] in p.effects
+    if parts[2] == 'predict' and not rest:   # the older alias: ?<effect>=true asks for a side effect (any value but a no counts)
+        asked = [k for k,v in parse_qsl(query, keep_blank_values=True) if k in p.effects and v.strip().lower() not in _FALSE]
+        return name, (asked[0] if asked else 'predict') + '/batch' * batch, bool(asked)
+    return None
+
+@patch_to(ModelHub)
+def needs_key(self, path:str, query:str='') -> bool:
+    "Does a request to `path` need an API key: a side effect's operation, or (`protect='all'`) any API request but the health check, and `/metrics`."
+    if not self.keys: return False
+    if self.keys.protect == 'all': return path == '/metrics' or (path.startswith('/api/') and path.rstrip('/') != '/api/v1/health')
+    r = self.route(path, query)
+    return r is not None and r[2]
+
+@patch_to(ModelHub)
+def authorize(self, request:Request, writes:bool):
+    "Raise `KeyRefused` (401, 403) when the request needs a key (a side effect, or anything under `protect='all'`) and has not sent a valid one."
+    if self.keys.needed(writes) and (refused := self.keys.refusal(request_key(request.headers))) is not None: raise refused
 
 # %% ../nbs/13_serve.ipynb #2ad8dd1c
 def _answer_format(request:Request, p:Predictor, name:str, batch:bool) -> str:
@@ -370,9 +554,11 @@ async def _guarded(name:str, action:str|None, f):
 async def run(self, name:str, spec, request:Request, batch:bool, effect:str|None, strict:bool):
     "Answer one prediction request to model `name` (`strict`: the typed operation; else the older lenient alias)."
     t, p = time.time(), self.models[name]
+    self.authorize(request, writes=effect is not None)   # the gate checked already; here too, so no path around it skips the key
     fmt = _answer_format(request, p, name, batch)
     payload = await read_payload(request, spec, batch, self.limits, lenient=not strict)
     items = await loop_run(self.pool, spec.parse, payload, batch, self.limits, strict)
+    self.metrics.batch(name, (effect or 'predict') + '/batch' * batch, len(items))
     preds, err = await _guarded(name, None, lambda: self.runners[name].predict(items))
     if err is not None: return err
     done = None
@@ -392,8 +578,10 @@ async def run(self, name:str, spec, request:Request, batch:bool, effect:str|None
 async def ask(self, name:str, query:str, spec, request:Request):
     "Answer query `query` (a recommender's `recommend`) of model `name`."
     t, p = time.time(), self.models[name]
+    self.authorize(request, writes=False)
     payload = await read_payload(request, spec, False, self.limits)
     item = (await loop_run(self.pool, spec.parse, payload, False, self.limits, True))[0]
+    self.metrics.batch(name, query, 1)
     result, err = await _guarded(name, query, lambda: loop_run(self.pool, p.query, query, item))
     if err is not None: return err
     return dict(model=name, kind=str(p.kind), query=query, result=to_jsonable(result), seconds=round(time.time()-t, 4))
@@ -402,13 +590,13 @@ async def ask(self, name:str, query:str, spec, request:Request):
 def add_error_handlers(app:FastAPI):
     "Answer every user error as JSON `{\"error\": ...}` with its 4xx status."
     @app.exception_handler(InputError)
-    async def _input_error(request, e: InputError): return JSONResponse({'error': e.message}, e.status)
+    async def _input_error(request, e: InputError): return JSONResponse({'error': e.message}, e.status, headers=getattr(e, 'headers', None) or None)
     @app.exception_handler(FastxferError)
     async def _user_error(request, e): return JSONResponse({'error': str(e)}, 422)
     @app.exception_handler(RequestValidationError)
     async def _validation(request, e): return JSONResponse(*validation_error(e.errors()))
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request, e): return JSONResponse({'error': str(e.detail)}, e.status_code)
+    async def _http(request, e): return JSONResponse({'error': str(e.detail)}, e.status_code, headers=e.headers)   # a 405 keeps its Allow
 
 def validation_error(errors:list) -> tuple[dict, int]:
     "FastAPI's validation errors as our answer: bad JSON 400, too many items or characters 413, else 422."
@@ -433,6 +621,10 @@ def server_routes(hub:ModelHub) -> APIRouter:
     def model_info(model: str) -> ModelInfo:
         "One model and its card."
         hub.model(model); return hub.info(model)
+    @r.get('/api/v1/models/{model}/drift', response_model=DriftResponse, responses={404: _ERRORS[404]})
+    def model_drift(model: str) -> DriftResponse:
+        "How far the model's recent inputs are from its training inputs: a PSI per input column (this server process)."
+        return hub.drift_report(model)
     return r
 
 _PNG_FORMAT = inspect.Parameter('format', inspect.Parameter.KEYWORD_ONLY, default='json',
@@ -495,18 +687,76 @@ def legacy_routes(hub:ModelHub) -> APIRouter:
     async def predict_batch(model: str, request: Request): return await alias(model, request, True)
     return r
 
+# %% ../nbs/13_serve.ipynb #b35dfe0b
+class _Gate:
+    "ASGI middleware: refuse a request that needs an API key (401, 403) before its body is read; count every API request in the metrics."
+    def __init__(self, app, hub:ModelHub): self.app, self.hub = app, hub
+    async def __call__(self, scope, receive, send):
+        path = scope.get('path', '')
+        if scope['type'] != 'http' or not (path.startswith('/api/') or path == '/metrics'): return await self.app(scope, receive, send)
+        query, t0, status = scope.get('query_string', b'').decode('latin-1'), time.perf_counter(), 500
+        r = self.hub.route(path, query)
+        labels = r[:2] if r else None if path in ('/api/v1/health', '/metrics') else ('', 'other')
+        async def sent(msg):
+            nonlocal status
+            if msg['type'] == 'http.response.start': status = msg['status']
+            await send(msg)
+        try:
+            if self.hub.needs_key(path, query) and (e := self.hub.keys.refusal(request_key(Headers(scope=scope)))) is not None:
+                return await JSONResponse({'error': e.message}, e.status, headers=e.headers or None)(scope, receive, sent)
+            await self.app(scope, receive, sent)
+        finally:
+            if labels: self.hub.metrics.request(*labels, status, time.perf_counter() - t0)
+
+def metrics_routes(hub:ModelHub) -> APIRouter:
+    "`GET /metrics`: the server's Prometheus metrics."
+    from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+    r = APIRouter(tags=['server'])
+    @r.get('/metrics', response_class=PlainTextResponse, responses={200: {'description': "Prometheus' text format"}})
+    def metrics():
+        "Requests, errors, latency and items per request, per model and operation, in Prometheus' text format (every process of `--processes N`)."
+        return Response(hub.metrics.text(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+    return r
+
+BEARER = 'bearerAuth'   # the security scheme's name in the OpenAPI document (and the Postman collection's auth)
+_KEY_ERRORS = {'401': 'no API key: send Authorization: Bearer <key>', '403': 'the API key is not valid'}
+
+def secure_openapi(app:FastAPI):
+    "When the server has keys, its OpenAPI document gets a bearer security scheme, and each operation that needs a key its `security` and its 401 and 403 answers."
+    hub, make = app.state.hub, app.openapi
+    def openapi():
+        if app.openapi_schema or not hub.keys: return make()
+        doc = make()
+        doc.setdefault('components', {}).setdefault('securitySchemes', {})[BEARER] = {
+            'type': 'http', 'scheme': 'bearer', 'description': f'an API key of the server (its --api-key-file or ${KEYS_ENV}); X-API-Key: <key> works too'}
+        err = {'application/json': {'schema': {'$ref': '#/components/schemas/ErrorResponse'}}}
+        doc['components'].setdefault('schemas', {}).setdefault('ErrorResponse', ErrorResponse.model_json_schema())
+        for path, ops in doc['paths'].items():
+            if not hub.needs_key(path): continue
+            for op in ops.values():
+                op['security'] = [{BEARER: []}]
+                op.setdefault('responses', {}).update({s: {'description': d, 'content': err} for s,d in _KEY_ERRORS.items()})
+        return doc
+    app.openapi = openapi
+
 # %% ../nbs/13_serve.ipynb #ccb93673
 def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None=None, workers:int|None=None,
-               ui:bool=True, context:dict|None=None) -> FastAPI:
-    "The FastAPI app serving every model under `models_dir` (default: the `models_dir` setting)."
-    hub = ModelHub.load(models_dir, predictors, limits, workers, context)
+               ui:bool=True, context:dict|None=None, keys:ApiKeys|None=None, cors_origins:list|None=None) -> FastAPI:
+    "The FastAPI app serving every model under `models_dir` (default: the `models_dir` setting); `keys` protect it, `cors_origins` may call it from a browser."
+    hub = ModelHub.load(models_dir, predictors, limits, workers, context, keys)
     app = FastAPI(title='fastxfer', version=__version__, docs_url=None, redoc_url=None,
                   description='Predictions from every fastxfer model in ' + str(hub.models_dir) +
                               '. Each model has its own typed operations under /api/v1/models/<name>/. Errors are JSON {"error": "..."}.')
     app.state.hub = hub
     app.add_middleware(_BodyLimit, max_bytes=hub.limits.max_body_bytes, seconds=hub.limits.body_seconds)
+    app.add_middleware(_Gate, hub=hub)   # outside the body limit: a request without its key is refused before its body is read
+    if cors_origins:                     # off by default: a browser on another origin gets no Access-Control-Allow-Origin
+        from starlette.middleware.cors import CORSMiddleware
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=['GET', 'POST'],
+                           allow_headers=['Authorization', 'Content-Type', 'X-API-Key'])
     add_error_handlers(app)
-    for r in (server_routes(hub), model_routes(hub), legacy_routes(hub)): app.include_router(r)
+    for r in (server_routes(hub), model_routes(hub), legacy_routes(hub), metrics_routes(hub)): app.include_router(r)
+    secure_openapi(app)
     @app.get('/docs', include_in_schema=False)
     def docs():
         "The API reference as one self-contained page (FastAPI's Swagger UI loads its scripts from a CDN)."
@@ -587,11 +837,20 @@ async def _ui_call(what:str, f, *args):
         logger.error('%s failed in the UI:\n%s', what, traceback.format_exc())
         raise gr.Error(f'the model failed: {type(e).__name__}: {e}')
 
-def model_ui(hub:ModelHub, name:str, allowed:set):
-    "The form of model `name`: its input fields, a button, the label (and a picture); its examples' folders go to `allowed`."
+def ui_key_check(hub:ModelHub, key:str|None):
+    "In the UI, when the server's keys protect predictions: a message (`gr.Error`) for a missing or wrong key in the page's key box (the API's check)."
+    import gradio as gr
+    refused = hub.keys.refusal((key or '').strip() or None)
+    if refused is None: return
+    raise gr.Error('This server needs an API key: paste it in the API key box at the top of the page.' if refused.status == 401
+                   else 'The API key is not valid: check the API key box at the top of the page.')
+
+def model_ui(hub:ModelHub, name:str, allowed:set, key=None):
+    "The form of model `name`: its input fields, a button, the label (and a picture); its examples' folders go to `allowed`; `key`: the page's API key box, when predictions need one."
     import gradio as gr
     p, spec = hub.models[name], hub.models[name].input
     async def fn(*values):
+        if key is not None: ui_key_check(hub, values[-1]); values = values[:-1]
         item = await _ui_call(f'model {name}', loop_run, hub.pool, spec.from_gradio, values, hub.limits)
         if item is None: return (None, '', None, '')[:len(outs)]
         pred = (await _ui_call(f'model {name}', hub.runners[name].predict, [item]))[0]
@@ -607,18 +866,42 @@ def model_ui(hub:ModelHub, name:str, allowed:set):
             outs = [gr.Label(num_top_classes=5, label='prediction', elem_id=f'out-{name}'), gr.Markdown(elem_id=f'head-{name}')]
             if p.has_picture:   # a picture of the answer (a segmentation's overlay) and its colours
                 outs += [gr.Image(label='the answer', type='pil', interactive=False, elem_id=f'pic-{name}'), gr.HTML(elem_id=f'legend-{name}')]
-    btn.click(fn, inputs, outs)
-    if hasattr(inputs[0], 'upload') and spec.media_type == 'multipart/form-data': inputs[0].upload(fn, inputs, outs)
+    given = [*inputs, key] if key is not None else inputs
+    btn.click(fn, given, outs)
+    if hasattr(inputs[0], 'upload') and spec.media_type == 'multipart/form-data': inputs[0].upload(fn, given, outs)
     ex = [v for v in (spec.gradio_example(e) for e in _examples(p)) if v is not None][:12]
     allowed.update(str(Path(x).resolve().parent) for v in ex for x in v if isinstance(x, str) and spec.media_type != 'application/json')
-    if ex: gr.Examples(ex, inputs=inputs, outputs=outs, fn=fn, run_on_click=True, cache_examples=False, label='examples (click one)')
-    for q in p.queries: query_ui(hub, name, q)
+    if ex and key is None: gr.Examples(ex, inputs=inputs, outputs=outs, fn=fn, run_on_click=True, cache_examples=False, label='examples (click one)')
+    elif ex: gr.Examples(ex, inputs=inputs, label='examples (click one, then Predict)')   # the key box is not an example's input
+    for q in p.queries: query_ui(hub, name, q, key)
+    if name in hub.drift: drift_ui(hub, name, key)
 
-def query_ui(hub:ModelHub, name:str, q:str):
-    "A form for query `q` of model `name`: its fields, a button, a sentence and a table of the answers."
+def drift_text(r:DriftResponse) -> str:
+    "A sentence on a drift report, for people."
+    if not r.ready: return f'**{r.n} input(s) seen**: drift is scored from {r.min_n} on (training inputs: {r.reference_n}).'
+    worst = ', '.join(f'{c.column} {c.psi:.2f}' for c in r.columns if c.drifted) or 'none'
+    return (f"**{'Drifted' if r.drifted else 'No drift'}**: the last {r.n} inputs against {r.reference_n} training inputs; "
+            f'highest PSI {r.score:.2f} (threshold {r.threshold}); columns over it: {worst}.')
+
+def drift_ui(hub:ModelHub, name:str, key=None):
+    "A fold-out with model `name`'s drift: a sentence and the PSI of each input column, on demand."
+    import gradio as gr, pandas as pd
+    def check(*values):
+        if key is not None: ui_key_check(hub, values[-1])
+        r = hub.drift_report(name)
+        table = pd.DataFrame([c.model_dump() for c in r.columns])
+        return drift_text(r), gr.Dataframe(table, visible=r.ready)
+    with gr.Accordion('Input drift', open=False, elem_id=f'drift-box-{name}'):
+        btn = gr.Button('Check drift', elem_id=f'drift-{name}')
+        out = [gr.Markdown(elem_id=f'drift-text-{name}'), gr.Dataframe(visible=False, interactive=False)]
+    btn.click(check, [key] if key is not None else [], out)
+
+def query_ui(hub:ModelHub, name:str, q:str, key=None):
+    "A form for query `q` of model `name`: its fields, a button, a sentence and a table of the answers (`key`: the page's API key box, when needed)."
     import gradio as gr, pandas as pd
     p = hub.models[name]; spec = p.query_input(q)
     async def ask(*values):
+        if key is not None: ui_key_check(hub, values[-1]); values = values[:-1]
         item = await _ui_call(f'model {name} ({q})', loop_run, hub.pool, spec.from_gradio, values, hub.limits)
         if item is None: return '', None
         res = await _ui_call(f'model {name} ({q})', loop_run, hub.pool, p.query, q, item)
@@ -632,17 +915,20 @@ def query_ui(hub:ModelHub, name:str, q:str):
         with gr.Column():
             head = gr.Markdown(elem_id=f'head-{name}-{q}')
             out = gr.Dataframe(elem_id=f'out-{name}-{q}', interactive=False, visible=False)   # shown with the first answer
-    btn.click(ask, inputs, [head, out])
+    btn.click(ask, [*inputs, key] if key is not None else inputs, [head, out])
 
 def build_ui(app:FastAPI):
     "A `gr.Blocks` with one tab per family of the models served by `app`; returns it and the example folders it may serve."
     import gradio as gr
     hub, tabs, allowed = app.state.hub, {}, set()
     for n,p in hub.models.items(): tabs.setdefault(tab_title(p), []).append(n)
-    def card_and_form(n): gr.Markdown(card_markdown(n, hub.models[n])); model_ui(hub, n, allowed)
+    key = None
+    def card_and_form(n): gr.Markdown(card_markdown(n, hub.models[n])); model_ui(hub, n, allowed, key)
     with gr.Blocks(title='fastxfer', analytics_enabled=False) as demo:
         gr.Markdown(f'# fastxfer\n{len(hub.models)} model(s) from `{hub.models_dir}` &nbsp; REST API: '
                     '[/docs](/docs) &nbsp; [/api/v1/models](/api/v1/models)')
+        if hub.keys.needed(writes=False):   # the UI predicts and asks queries, never a side effect: a key box when those need one
+            key = gr.Textbox(label='API key', type='password', elem_id='api-key', placeholder='this server needs an API key for predictions')
         with gr.Tabs():
             for title, names in sorted(tabs.items()):   # in alphabetical order, whatever order the folders load in
                 with gr.Tab(title, elem_id=f'tab-{_slug(title).lower()}'):
@@ -676,6 +962,7 @@ def postman_collection(app:FastAPI, base_url:str|None=None) -> dict:
     spec = app.openapi()
     base_url = base_url or f'http://{setting("host")}:{setting("port")}'
     models = app.state.hub.models if hasattr(app.state, 'hub') else {}
+    secured = BEARER in spec.get('components', {}).get('securitySchemes', {})   # the server has keys: bearer auth with {{apiKey}}
     items = []
     for path, ops in spec['paths'].items():
         for method, op in ops.items():
@@ -697,10 +984,15 @@ def postman_collection(app:FastAPI, base_url:str|None=None) -> dict:
                 req['header'] = [{'key': 'Content-Type', 'value': 'application/json'}]
                 req['body'] = {'mode': 'raw', 'raw': json.dumps(content['application/json'].get('example', {}), indent=2),
                                'options': {'raw': {'language': 'json'}}}
+            if secured and not op.get('security'): req['auth'] = {'type': 'noauth'}   # the open ones (health) send no key
             items.append({'name': op.get('summary') or op.get('operationId') or path, 'request': req})
-    return {'info': {'name': f'fastxfer {__version__}', 'schema': POSTMAN_SCHEMA,
-                     'description': 'Generated from the fastxfer OpenAPI document by `fastxfer api postman`.'},
-            'item': items, 'variable': [{'key': 'baseUrl', 'value': base_url}]}
+    col = {'info': {'name': f'fastxfer {__version__}', 'schema': POSTMAN_SCHEMA,
+                    'description': 'Generated from the fastxfer OpenAPI document by `fastxfer api postman`.'},
+           'item': items, 'variable': [{'key': 'baseUrl', 'value': base_url}]}
+    if secured:
+        col['auth'] = {'type': 'bearer', 'bearer': [{'key': 'token', 'value': '{{apiKey}}', 'type': 'string'}]}
+        col['variable'].append({'key': 'apiKey', 'value': '', 'description': "one of the server's API keys (never written here)"})
+    return col
 
 # %% ../nbs/13_serve.ipynb #607ebdc5
 def demo_models(models_dir:Path) -> dict:
@@ -720,8 +1012,16 @@ def app_from_env() -> FastAPI:
     "The app factory each server process calls (`uvicorn fastxfer.serve:app_from_env --factory`): `create_app` with the settings in `$FASTXFER_SERVE_APP`."
     cfg = json.loads(os.environ.get(SERVE_APP_ENV) or '{}')
     logging.basicConfig(level=logging.WARNING if cfg.get('quiet') else logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    keys = ApiKeys.load(cfg.get('api_key_file'), cfg.get('protect', 'writes'))   # the keys themselves never pass through the settings
     return create_app(cfg.get('models_dir') or setting('models_dir'), workers=cfg.get('workers'), ui=cfg.get('ui', True),
-                      context=cfg.get('context') or {})
+                      context=cfg.get('context') or {}, keys=keys, cors_origins=cfg.get('cors_origins'))
+
+def parse_origins(values:list|None) -> list[str]:
+    "The origins of `--cors-origin` (several, each maybe comma-separated), checked: `scheme://host[:port]`, or `*`."
+    out = [o.strip().rstrip('/') for v in (values or []) for o in str(v).split(',') if o.strip()]
+    bad = [o for o in out if o != '*' and not re.fullmatch(r'https?://[^/\s?#]+', o)]
+    if bad: raise FastxferError(f'--cors-origin {bad[0]}: give an origin, scheme://host[:port] without a path (like https://app.example.com), or *')
+    return out
 
 def serve(models:str|None=None, # folder of model folders (if not given: the models_dir setting)
           host:str|None=None, # address to listen on (if not given: the host setting, 127.0.0.1)
@@ -730,29 +1030,49 @@ def serve(models:str|None=None, # folder of model folders (if not given: the mod
           workers:int|None=None, # inference worker threads per process (if not given: 2..4 from the CPU count)
           processes:int=1, # server processes on the one port (uvicorn workers); each loads the models once
           ui:bool=True, # the Gradio UI at / (--no-ui: the REST API only)
+          api_key_file:str|None=None, # file of API keys, one a line (# comments allowed); or set FASTXFER_API_KEYS=key1,key2
+          protect:Literal['writes', 'all']='writes', # what the keys protect: side effects (writes), or every request but the health check (all)
+          insecure:bool=False, # listen on a --host other than loopback without API keys anyway
+          cors_origin:list[str]|None=None, # origins a browser may call the API from (several, or comma-separated); none by default
           quiet:bool=False, # less logging
           ):
     """Serve every exported model: REST API and Gradio UI.
 
-    Serves every model folder under --models: REST API at /api/v1, Gradio UI at /. model.pkl files are pickles: serve
-    only models from a trusted source."""
+    Serves every model folder under --models: REST API at /api/v1, Gradio UI at /, metrics at /metrics, each model's input
+    drift at /api/v1/models/NAME/drift. Loading a folder runs no code from it (a folder of an earlier release, whose
+    model is a pickle, is refused: fastxfer upgrade converts it). With API keys, side effects (or, --protect all, every request
+    but the health check) need Authorization: Bearer <key>; a --host other than loopback needs keys (or --insecure)."""
     import uvicorn
     from fastxfer.core import log
     models_dir, host, port = Path(setting('models_dir', models)), setting('host', host), setting('port', port, int)
     if processes < 1: raise FastxferError(f'--processes {processes}: give at least 1')
+    keys, origins = ApiKeys.load(api_key_file, protect), parse_origins(cors_origin)
+    if protect == 'all' and not keys: raise FastxferError(f'--protect all: no API key is set; give --api-key-file FILE or set ${KEYS_ENV}')
+    if str(host) not in LOOPBACK and not keys and not insecure:
+        raise FastxferError(f'--host {host}: any machine that reaches port {port} could use the API, side effects included, and no API key '
+                            f'is set. Give --api-key-file FILE (or set ${KEYS_ENV}), or --insecure to serve it open anyway')
     made = demo_models(models_dir) if demo and not find_model_folders(models_dir) else None   # trained once, before any process starts
     if not models_dir.exists() and not demo: raise FastxferError(f'models folder {models_dir} does not exist; train a model or use --demo')
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     context = {k: v for res in (made or {}).values() for k,v in (res.get('context') or {}).items()}
-    if host not in ('127.0.0.1', 'localhost', '::1'): log(f'warning: listening on {host}: reachable from other machines')
+    if str(host) not in LOOPBACK: log(f'warning: listening on {host}: reachable from other machines' + ('' if keys else ', with no API key (--insecure)'))
+    if keys: log(f'API keys: {len(keys)} (from {api_key_file or "$" + KEYS_ENV}{" and $" + KEYS_ENV if api_key_file and os.environ.get(KEYS_ENV) else ""}); '
+                 f'they protect {"the side effects" if protect == "writes" else "every request but the health check"}')
     level = 'warning' if quiet else 'info'
     if processes > 1:   # uvicorn's multi-process mode: N processes share the socket, each builds the app (loads the models) once
         os.environ[SERVE_APP_ENV] = json.dumps(dict(models_dir=str(models_dir.absolute()), workers=workers, ui=ui,
-                                                    context={k: str(v) for k,v in context.items()}, quiet=bool(quiet)))
+                                                    context={k: str(v) for k,v in context.items()}, quiet=bool(quiet), protect=protect,
+                                                    api_key_file=api_key_file and str(Path(api_key_file).absolute()), cors_origins=origins))
         log(f'fastxfer serving {len(find_model_folders(models_dir))} model folder(s) from {models_dir} on http://{host}:{port}/ '
             f'with {processes} processes  (API: /api/v1, docs: /docs)')
-        return uvicorn.run('fastxfer.serve:app_from_env', factory=True, workers=processes, host=host, port=port, log_level=level)
-    app = create_app(models_dir, workers=workers, ui=ui, context=context)
+        old, mdir = os.environ.get('PROMETHEUS_MULTIPROC_DIR'), tempfile.mkdtemp(prefix='fastxfer-metrics-')
+        os.environ['PROMETHEUS_MULTIPROC_DIR'] = mdir   # each process counts there; a scrape adds them up
+        try: return uvicorn.run('fastxfer.serve:app_from_env', factory=True, workers=processes, host=host, port=port, log_level=level)
+        finally:
+            shutil.rmtree(mdir, ignore_errors=True)
+            if old is None: os.environ.pop('PROMETHEUS_MULTIPROC_DIR', None)
+            else: os.environ['PROMETHEUS_MULTIPROC_DIR'] = old
+    app = create_app(models_dir, workers=workers, ui=ui, context=context, keys=keys, cors_origins=origins)
     if not app.state.hub.models and ui: log(f'warning: no models found in {models_dir}')
     log(f'fastxfer serving {len(app.state.hub.models)} model(s) from {models_dir} on http://{host}:{port}/  (API: /api/v1, docs: /docs)')
     uvicorn.run(app, host=host, port=port, log_level=level)
@@ -760,10 +1080,12 @@ def serve(models:str|None=None, # folder of model folders (if not given: the mod
 def export_postman(out:str='fastxfer.postman_collection.json', # file to write
                    models:str|None=None, # model folders to take example names from (if not given: the models_dir setting)
                    base_url:str|None=None, # server URL (if not given: http://HOST:PORT from the settings)
+                   api_key_file:str|None=None, # the server's API key file (or $FASTXFER_API_KEYS): requests send Authorization: Bearer {{apiKey}}
+                   protect:Literal['writes', 'all']='writes', # what the server's keys protect, as its serve --protect
                    ) -> dict:
     "Write a Postman v2.1 collection generated from the OpenAPI document."
     from fastxfer.core import atomic_write
-    app = create_app(models, ui=False)
+    app = create_app(models, ui=False, keys=ApiKeys.load(api_key_file, protect))
     col = postman_collection(app, base_url=base_url)
     atomic_write(Path(out), json.dumps(col, indent=2))
     return dict(out=str(out), requests=len(col['item']), models=sorted(app.state.hub.models))

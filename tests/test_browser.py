@@ -189,3 +189,56 @@ def test_no_request_leaves_loopback(page):
     hosts = {u.split('/')[2].rsplit(':', 1)[0] for u in page.requested if u.startswith('http')}
     assert hosts and hosts <= set(LOOPBACK), f'requests left the machine: {[u for u in page.requested if "127.0.0.1" not in u]}'
     assert not [u for u in page.requested if not u.startswith(('http://127.0.0.1', 'http://localhost', 'data:', 'blob:'))]
+
+
+def test_a_keyed_server_asks_for_the_key_in_the_ui(browser, models, tmp_path):
+    "`--protect all`: the page has an API key box; a prediction without the key, or with a wrong one, says so; with it, it answers."
+    key = 'ui-key-7c2e9b4d1a'
+    (tmp_path/'models').mkdir()
+    shutil.copytree(models/'models'/'toy', tmp_path/'models'/'toy')
+    s = Server('--models', tmp_path/'models', '--protect', 'all', cwd=tmp_path,
+               env={'FASTXFER_DATA_DIR': str(tmp_path/'data'), 'FASTXFER_API_KEYS': key, **PLUGIN_ENV})
+    ctx = browser.new_context(viewport={'width': 1200, 'height': 900})
+    try:
+        page = ctx.new_page()
+        page.goto(s.url + '/', wait_until='networkidle')
+        page.locator('#in-toy-x input').first.fill('4')
+        page.locator('#go-toy').click()
+        page.get_by_text('This server needs an API key').first.wait_for(timeout=60_000)
+        assert not page.locator('#head-toy :text("above the threshold")').count()
+        page.locator('#api-key input').fill('not-the-key')
+        page.locator('#go-toy').click()
+        page.get_by_text('The API key is not valid').first.wait_for(timeout=60_000)
+        page.screenshot(path=str(shots(tmp_path)/'ui_key_refused.png'), full_page=True)
+        page.locator('#api-key input').fill(key)
+        page.locator('#go-toy').click()
+        page.wait_for_selector('#head-toy :text("above the threshold")', timeout=60_000)
+        assert top_label(page, 'toy') == 'high'
+        assert httpx.post(s.url + '/api/v1/models/toy/predict', json={'x': 4}).status_code == 401   # and the API as well
+    finally:
+        ctx.close(); s.stop()
+
+
+def test_a_server_without_keys_has_no_key_box(server):
+    ids = {c['props'].get('elem_id') for c in httpx.get(server.url + '/config').json()['components']}
+    assert 'in-toy-x' in ids and 'api-key' not in ids
+
+
+def test_the_tables_tab_shows_input_drift(page, server, tmp_path):
+    "The Input drift fold-out reports the server's window: no drift for held-out census rows, drift once older, longer-working ones arrive."
+    import pandas as pd
+    from conftest import ADULT_COLUMNS
+    df = pd.read_csv(shared_or_skip('fastai_samples/adult_sample/adult.csv'), skipinitialspace=True, skiprows=range(1, 3000), nrows=128)
+    rows = df[[c for c in ADULT_COLUMNS if c != 'salary']].to_dict('records')
+    post = lambda rs: [httpx.post(server.url + '/api/v1/models/adult/predict/batch', json={'rows': rs[i:i+64]}, timeout=60).raise_for_status()
+                       for i in range(0, len(rs), 64)]
+    page.get_by_role('tab', name='Tables').click()
+    page.locator('#drift-box-adult').get_by_text('Input drift').click()
+    post(rows)
+    page.locator('#drift-adult').click()
+    page.wait_for_selector('#drift-text-adult :text("No drift")', timeout=60_000)
+    post([{**r, 'age': r['age'] + 25, 'hours-per-week': r['hours-per-week'] * 2} for r in rows] * 2)
+    page.locator('#drift-adult').click()
+    page.wait_for_selector('#drift-text-adult :text("Drifted")', timeout=60_000)
+    assert 'age' in page.locator('#drift-text-adult').inner_text()
+    page.screenshot(path=str(shots(tmp_path)/'ui_drift.png'), full_page=True)

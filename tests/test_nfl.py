@@ -100,8 +100,9 @@ def test_train_cli_writes_a_model_folder(demo_dir, tmp_path):
     card = json.loads((tmp_path/'m'/'card.json').read_text())
     assert t['chosen'] == 'logreg' and card['kind'] == 'nfl' and card['chosen'] == 'logreg'
     # the tabular family's layout: its processor, its net's weights and its linear model
-    assert {'processor.pkl', 'tabular.pt', 'linear.pkl', 'card.json'} <= set(card['files']) and card['features'] == ['PF', 'PA', 'PD', 'SoS']
-    assert card['members'] == ['linear'] and card['model_files'] == {'tabular': 'tabular.pt', 'logreg': 'linear.pkl'}
+    assert {'processor.json', 'tabular.pt', 'linear.skops', 'card.json'} <= set(card['files']) and card['features'] == ['PF', 'PA', 'PD', 'SoS']
+    assert card['members'] == ['linear'] and card['model_files'] == {'tabular': 'tabular.pt', 'logreg': 'linear.skops'}
+    assert card['format'] == 2 and not [f for f in card['files'] if f.endswith('.pkl')]   # no pickle written
     from fastxfer.model_folder import load_model
     from fastxfer.tabular import TabularPredictor, predict_table
     pr = load_model(tmp_path/'m')
@@ -294,3 +295,44 @@ def test_evaluate_on_shared_standings_meets_the_targets(tmp_path):
     assert set(t['per_season']) == {str(s) for s in range(2002, 2025)} and t['calibration']['ece'] < 0.05
     best = r['models'][r['better']]
     assert best['brier'] <= l['brier']                           # the model predict uses is no worse than the baseline
+
+
+# ---- folders of earlier releases (pickles) are converted once and predict the same -------------------------------
+
+TEAMS = [dict(team='Vipers', pf=465, pa=380, sos=1.5), dict(team='Lions', pf=300, pa=350, sos=-2.0),
+         dict(team='Close', pf=390, pa=385, sos=0.3), dict(team='Huge', pf=620, pa=250, sos=4.0)]
+
+OLD_NFL = '''
+import json, sys
+import fastxfer.cli as c
+from fastxfer.model_folder import load_model
+page, db, models, teams = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+assert c.main(['nfl', 'scrape', '--season', '2023', '--html', page, '--db', db, '--quiet']) in (0, None)
+out = {}
+for m in ('tabular', 'logreg'):
+    assert c.main(['nfl', 'train', '--db', db, '--no-evaluate', '--model', m, '--out', f'{models}/{m}', '--quiet']) in (0, None)
+    out[m] = [p['probability'] for p in load_model(f'{models}/{m}').predict(teams)]
+print(json.dumps(out))
+'''
+
+@pytest.mark.parametrize('release', ['b185d9d', pytest.param('442e883', marks=pytest.mark.slow)])   # the tabular layout (processor.pkl, linear.pkl); the first release (model.pkl, logreg.pkl: in the default suite through test_legacy_folders)
+def test_upgrade_converts_an_earlier_release_and_predicts_the_same(tmp_path, release):
+    from test_tabular import old_release, run_old
+    from fastxfer.core import FastxferError
+    from fastxfer.model_folder import load_model
+    pkg = old_release(tmp_path/'release', release)
+    old = run_old(pkg, OLD_NFL, PAGE, tmp_path/'NFL.db', tmp_path/'models', json.dumps(TEAMS))
+    for m, before in old.items():
+        d = tmp_path/'models'/m
+        pickles = {p.name for p in d.iterdir() if p.suffix == '.pkl'}
+        assert pickles == ({'processor.pkl', 'linear.pkl'} if release == 'b185d9d' else {'model.pkl', 'logreg.pkl'}), pickles
+        with pytest.raises(FastxferError, match='fastxfer upgrade'): load_model(d).predict(TEAMS)
+        u = run_json('upgrade', d, '--trust')
+        assert u['upgraded'] and sorted(u['removed']) == sorted(pickles)
+        c = run_json('check', d)
+        assert c['safe'] and c['pickles'] == [] and c['format'] == 2, c
+        files = json.loads((d/'card.json').read_text())['model_files']
+        assert all(not f.endswith('.pkl') and (d/f).is_file() for f in files.values()), files
+        after = [p['probability'] for p in load_model(d).predict(TEAMS)]
+        assert max(abs(a - b) for a, b in zip(after, before)) < 1e-5, (m, after, before)
+        assert load_model(d).use == m

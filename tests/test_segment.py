@@ -40,7 +40,8 @@ def test_train_reports_scores_beside_the_baseline(model):
     assert 'Void' not in s['iou'] and b['what'].startswith('majority class')
     assert s['foreground_acc'] > b['foreground_acc'], 'a trained U-Net beats painting everything one class'
     card = json.loads((path/'card.json').read_text())
-    assert {'model.pkl', 'model.onnx', 'plots/results.png', 'plots/iou.png', 'plots/loss_curves.png'} <= set(card['files'])
+    assert {'model.safetensors', 'model.onnx', 'plots/results.png', 'plots/iou.png', 'plots/loss_curves.png'} <= set(card['files'])
+    assert card['format'] == 2 and not [f for f in card['files'] if f.endswith('.pkl')]
     assert card['onnx']['max_abs_diff'] < 1e-4 and len(card['palette']) == 32 and card['palette'][card['codes'].index('Void')] == [0, 0, 0]
 
 

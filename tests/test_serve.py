@@ -67,10 +67,11 @@ RED, BLUE = (230, 10, 10), (10, 10, 230)
 def free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def wait_up(url, proc, timeout=240):
+def wait_up(url, proc, timeout=240, log=None):
     t = time.time()
     while time.time() - t < timeout:
-        if proc.poll() is not None: raise AssertionError(f'server exited {proc.returncode}:\n{proc.stderr.read()[-3000:]}')
+        if proc.poll() is not None:
+            raise AssertionError(f'server exited {proc.returncode}:\n{(log.read_text() if log else proc.stderr.read())[-3000:]}')
         try:
             if httpx.get(url + '/api/v1/health', timeout=2).status_code == 200: return
         except httpx.HTTPError: pass
@@ -78,18 +79,21 @@ def wait_up(url, proc, timeout=240):
     raise AssertionError(f'server did not come up in {timeout}s')
 
 class Server:
-    "`fastxfer serve ...` in a subprocess on 127.0.0.1:<free port>; stopped by its pid."
+    "`fastxfer serve ...` in a subprocess on 127.0.0.1:<free port>, its output in `serve-<port>.log`; stopped by its pid."
     def __init__(self, *args, env=None, cwd=None):
         self.port = free_port(); self.url = f'http://127.0.0.1:{self.port}'
-        self.log = open(Path(cwd or '.')/f'serve-{self.port}.log', 'w+')
+        self.log_path = Path(cwd or '.')/f'serve-{self.port}.log'
+        self.log = open(self.log_path, 'w+')   # a file, not a pipe: a server that logs a lot (a fuzzer's requests) never blocks on it
         self.proc = subprocess.Popen([str(FASTXFER), 'serve', '--host', '127.0.0.1', '--port', str(self.port), *map(str, args)],
-                                     stdout=self.log, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, cwd=cwd)
-        wait_up(self.url, self.proc)
-    def stop(self):
+                                     stdout=self.log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}, cwd=cwd)
+        wait_up(self.url, self.proc, log=self.log_path)
+    def stop(self) -> str:
+        "Stop the server; returns what it wrote."
         self.proc.terminate()
         try: self.proc.wait(20)
         except subprocess.TimeoutExpired: self.proc.kill(); self.proc.wait(10)
-        return self.proc.stderr.read()
+        self.log.close()
+        return self.log_path.read_text(errors='replace')
 
 @pytest.fixture(scope='session')
 def demo_server(tmp_path_factory):
@@ -247,7 +251,8 @@ def test_a_busy_model_does_not_block_the_server(tmp_path):
 def test_openapi_is_complete(client):
     s = client.get('/openapi.json').json()
     assert {'/api/v1/health', '/api/v1/models', '/api/v1/models/{model}'} <= set(s['paths'])
-    typed = {p for p in s['paths'] if p.startswith('/api/v1/models/') and p != '/api/v1/models/{model}'}
+    assert '/api/v1/models/{model}/drift' in s['paths']
+    typed = {p for p in s['paths'] if p.startswith('/api/v1/models/') and p not in ('/api/v1/models/{model}', '/api/v1/models/{model}/drift')}
     assert typed == {f'/api/v1/models/{m}/{v}' for m in ('nfl', 'colours', 'reviews') for v in ('predict', 'predict/batch')} | \
                     {'/api/v1/models/nfl/record', '/api/v1/models/nfl/record/batch'}
     assert not any(p.startswith('/api/v1/predict/') for p in s['paths'])   # the older generic endpoints are aliases, hidden
@@ -338,21 +343,30 @@ def test_loopback_record_true_writes_nfl_db(demo_server):
 def test_two_server_processes_record_every_row_once(demo_server, tmp_path):
     "`fastxfer serve --processes 2`: both processes answer, and concurrent recording requests write every row exactly once."
     from concurrent.futures import ThreadPoolExecutor
-    s = Server('--models', demo_server.models, '--processes', '2', '--no-ui', env={'FASTXFER_DATA_DIR': str(tmp_path/'data')}, cwd=tmp_path)
+    (tmp_path/'keys.txt').write_text(KEY + '\n')   # the keys reach every process (each reads the file itself)
+    s = Server('--models', demo_server.models, '--processes', '2', '--no-ui', '--api-key-file', tmp_path/'keys.txt',
+               env={'FASTXFER_DATA_DIR': str(tmp_path/'data')}, cwd=tmp_path)
     try:
         health, t0 = [], time.time()
         while len({h['process'] for h in health}) < 2 and time.time() - t0 < 120:   # the second worker may still be loading
             with ThreadPoolExecutor(16) as ex:
                 health += list(ex.map(lambda _: httpx.get(s.url + '/api/v1/health', timeout=30).json(), range(64)))
             time.sleep(0.5)
-        assert len({h['process'] for h in health}) == 2 and all(h['models'] == 1 for h in health), 'two processes, each with the model'
+        assert len({h['process'] for h in health}) == 2 and all(h['models'] == 1 for h in health), ('two processes, each with the model', [h for h in health if h['models'] != 1][:2])
         teams = [f'Parallel Team {i}' for i in range(40)]
-        def record(team): return httpx.post(s.url + '/api/v1/models/nfl/record', json=dict(team=team, pf=400, pa=380, sos=0.5), timeout=60)
+        def record(team, headers=AUTH): return httpx.post(s.url + '/api/v1/models/nfl/record', json=dict(team=team, pf=400, pa=380, sos=0.5), headers=headers, timeout=60)
+        with ThreadPoolExecutor(16) as ex: refused = list(ex.map(lambda t: record(t, {}), ['No Key'] * 16))
+        assert all(r.status_code == 401 for r in refused), [r.status_code for r in refused]
         with ThreadPoolExecutor(16) as ex: rs = list(ex.map(record, teams))
         assert all(r.status_code == 200 for r in rs), [r.text for r in rs if r.status_code != 200][:3]
         with sqlite3.connect(tmp_path/'data'/'NFL.db') as con:
             got = dict(con.execute('SELECT Tm, COUNT(*) FROM stats WHERE is_hypothetical = 1 GROUP BY Tm').fetchall())
         assert got == {t: 1 for t in teams}
+        for _ in range(4):   # whichever process answers the scrape, it counts both (prometheus-client's multiprocess mode)
+            m = scrape(s.url)
+            assert metric(m, 'fastxfer_requests_total', model='nfl', operation='record', status='200') == 40
+            assert metric(m, 'fastxfer_requests_total', model='nfl', operation='record', status='401') == 16
+            assert metric(m, 'fastxfer_request_items_sum', model='nfl', operation='record') == 40
     finally: s.stop()
 
 @pytest.mark.parametrize('url,kw,status', [
@@ -384,7 +398,7 @@ def test_loopback_body_limit_refuses_before_reading(demo_server):
 
 def test_serve_cli_help(capsys):
     from fastxfer.cli import main
-    for argv, want in [(['serve', '--help'], ['--models', '--demo', '--host', '--port', 'trusted']), (['api', 'postman', '--help'], ['--out', '--models'])]:
+    for argv, want in [(['serve', '--help'], ['--models', '--demo', '--host', '--port', 'upgrade', 'drift']), (['api', 'postman', '--help'], ['--out', '--models'])]:
         with pytest.raises(SystemExit) as e: main(argv)
         out = capsys.readouterr().out
         assert e.value.code == 0 and all(w in out for w in want), out
@@ -559,3 +573,193 @@ def test_a_slow_body_is_dropped_and_other_clients_are_served(tmp_path):
         assert reply.startswith('HTTP/1.1 408') and 'did not arrive within 2 s' in reply, reply
         assert waited < 10, waited
     finally: server.should_exit = True
+
+
+# ---------------------------------------------------------------- API keys, CORS and /metrics (#32)
+KEY, KEY2 = 'test-key-4f9c2b7e1d', 'second-key-8a3e5c0f'
+AUTH, WRONG = {'Authorization': f'Bearer {KEY}'}, {'Authorization': 'Bearer not-the-key'}
+ROW = dict(pf=465, pa=380, sos=1.5)
+
+def recorded(db, team) -> int:
+    if not Path(db).exists(): return 0
+    with sqlite3.connect(db) as con:
+        return con.execute('SELECT COUNT(*) FROM stats WHERE is_hypothetical = 1 AND Tm = ?', (team,)).fetchone()[0]
+
+def scrape(url, **kw) -> dict:
+    "The server's /metrics, parsed: {(metric sample name, sorted labels): value}."
+    from prometheus_client.parser import text_string_to_metric_families
+    r = httpx.get(url + '/metrics', timeout=30, **kw)
+    assert r.status_code == 200 and r.headers['content-type'].startswith('text/plain'), (r.status_code, r.text[:300])
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(r.text) for s in f.samples}
+
+def metric(m:dict, name:str, **labels) -> float:
+    "The sum of the samples `name` whose labels include `labels` (0 when there is none)."
+    return sum(v for (n, ls), v in m.items() if n == name and labels.items() <= dict(ls).items())
+
+@pytest.fixture(scope='module')
+def keyed_server(demo_server, tmp_path_factory):
+    "`fastxfer serve --api-key-file FILE` (the default --protect writes) on the real NFL model."
+    d = tmp_path_factory.mktemp('keyed')
+    (d/'keys.txt').write_text(f'# the keys of this test server\n\n{KEY}\n{KEY2}\n')
+    s = Server('--models', demo_server.models, '--api-key-file', d/'keys.txt', '--no-ui', env={'FASTXFER_DATA_DIR': str(d/'data')}, cwd=d)
+    s.db = d/'data'/'NFL.db'
+    yield s
+    log = s.stop()
+    assert 'API keys: 2' in log and KEY not in log and KEY2 not in log, 'a key was logged'
+
+def test_keys_protect_the_record_operation(keyed_server):
+    u, db = keyed_server.url, keyed_server.db
+    r = httpx.post(u + '/api/v1/models/nfl/record', json=dict(ROW, team='No Key Knights'))
+    assert r.status_code == 401 and r.headers['www-authenticate'] == 'Bearer' and 'API key' in r.json()['error'], r.text
+    r = httpx.post(u + '/api/v1/models/nfl/record', json=dict(ROW, team='Wrong Key Wolves'), headers=WRONG)
+    assert r.status_code == 403 and set(r.json()) == {'error'} and 'not valid' in r.json()['error'], r.text
+    r = httpx.post(u + '/api/v1/models/nfl/record', json=dict(ROW, team='Keyed Kings'), headers=AUTH)
+    assert r.status_code == 200 and r.json()['effects']['record']['rows'][0]['recorded'] is True, r.text
+    r = httpx.post(u + '/api/v1/models/nfl/record/batch', json={'rows': [dict(ROW, team='Second Key Seals')]}, headers={'X-API-Key': KEY2})
+    assert r.status_code == 200, r.text
+    assert [recorded(db, t) for t in ('No Key Knights', 'Wrong Key Wolves', 'Keyed Kings', 'Second Key Seals')] == [0, 0, 1, 1]
+
+@pytest.mark.parametrize('query', ['record=true', 'record=1', 'record=yes', 'record=maybe', 'x=1&record=on', 'record=false&record=true'])
+def test_an_effect_asked_through_the_old_alias_needs_the_key_too(keyed_server, query):
+    team = f'Alias Team {query}'
+    r = httpx.post(f'{keyed_server.url}/api/v1/predict/nfl?{query}', json=dict(ROW, team=team))
+    assert r.status_code == 401 and 'error' in r.json(), (query, r.status_code, r.text)
+    assert recorded(keyed_server.db, team) == 0
+
+def test_under_protect_writes_predictions_health_and_metrics_stay_open(keyed_server):
+    u = keyed_server.url
+    assert httpx.get(u + '/api/v1/health').status_code == 200
+    assert httpx.post(u + '/api/v1/models/nfl/predict', json=dict(ROW, team='Open')).json()['label'] == 'winning'
+    assert httpx.post(u + '/api/v1/predict/nfl?record=false', json=dict(ROW, team='Open')).status_code == 200
+    assert httpx.get(u + '/api/v1/models').status_code == 200 and httpx.get(u + '/metrics').status_code == 200
+
+def test_the_openapi_document_types_the_keys(keyed_server):
+    doc = httpx.get(keyed_server.url + '/openapi.json').json()
+    assert doc['components']['securitySchemes']['bearerAuth'] == {**doc['components']['securitySchemes']['bearerAuth'], 'type': 'http', 'scheme': 'bearer'}
+    ops = {(p, m): o for p, ms in doc['paths'].items() for m, o in ms.items()}
+    secured = {k for k, o in ops.items() if o.get('security')}
+    assert secured == {('/api/v1/models/nfl/record', 'post'), ('/api/v1/models/nfl/record/batch', 'post')}
+    for k, o in ops.items():
+        if k in secured:
+            assert o['security'] == [{'bearerAuth': []}]
+            for s in ('401', '403'): assert o['responses'][s]['content']['application/json']['schema']['$ref'].endswith('/ErrorResponse')
+        else: assert '401' not in o['responses'] and '403' not in o['responses'], k
+    m = ops[('/metrics', 'get')]['responses']['200']['content']
+    assert list(m) == ['text/plain']
+
+def test_cors_is_off_by_default(keyed_server):
+    r = httpx.get(keyed_server.url + '/api/v1/health', headers={'Origin': 'http://elsewhere.example'})
+    assert r.status_code == 200 and 'access-control-allow-origin' not in r.headers
+    r = httpx.options(keyed_server.url + '/api/v1/models/nfl/predict', headers={'Origin': 'http://elsewhere.example', 'Access-Control-Request-Method': 'POST'})
+    assert 'access-control-allow-origin' not in r.headers
+
+def test_metrics_count_what_was_sent(keyed_server):
+    "Valid and invalid requests to a real server: /metrics counts each, per model, operation and status, with latency and batch sizes."
+    u = keyed_server.url
+    before = scrape(u)
+    sent = [('/api/v1/models/nfl/predict', dict(ROW, team='M'), {}, 200)] * 3 + \
+           [('/api/v1/models/nfl/predict/batch', {'rows': [dict(ROW, team=f'M{i}') for i in range(5)]}, {}, 200)] * 2 + \
+           [('/api/v1/models/nfl/predict', {'pf': 'many'}, {}, 422)] * 2 + \
+           [('/api/v1/models/nfl/record', dict(ROW, team='Metric Mets'), {}, 401), ('/api/v1/models/nfl/record', dict(ROW, team='Metric Mets'), AUTH, 200),
+            ('/api/v1/predict/nfl', dict(ROW, team='M'), {}, 200), ('/api/v1/models/nope/predict', ROW, {}, 404)]
+    for path, body, headers, status in sent:
+        r = httpx.post(u + path, json=body, headers=headers, timeout=60)
+        assert r.status_code == status, (path, r.status_code, r.text)
+    httpx.get(u + '/api/v1/health')   # not counted
+    after = scrape(u)
+    delta = lambda name, **kw: metric(after, name, **kw) - metric(before, name, **kw)
+    assert delta('fastxfer_requests_total', model='nfl', operation='predict', status='200') == 4   # three typed, one old alias
+    assert delta('fastxfer_requests_total', model='nfl', operation='predict/batch', status='200') == 2
+    assert delta('fastxfer_requests_total', model='nfl', operation='predict', status='422') == 2
+    assert delta('fastxfer_requests_total', model='nfl', operation='record', status='401') == 1
+    assert delta('fastxfer_requests_total', model='nfl', operation='record', status='200') == 1
+    assert delta('fastxfer_requests_total', model='', operation='other', status='404') == 1       # an unknown model: no label of its own
+    assert delta('fastxfer_requests_total') == len(sent)
+    assert delta('fastxfer_errors_total', model='nfl', operation='predict', status_class='4xx') == 2
+    assert delta('fastxfer_errors_total', model='nfl', operation='record', status_class='4xx') == 1
+    assert delta('fastxfer_errors_total', status_class='5xx') == 0
+    assert delta('fastxfer_request_seconds_count', model='nfl', operation='predict') == 6
+    assert delta('fastxfer_request_seconds_bucket', model='nfl', operation='predict', le='+Inf') == 6
+    assert delta('fastxfer_request_seconds_sum', model='nfl', operation='predict') > 0
+    assert delta('fastxfer_request_items_count', model='nfl', operation='predict/batch') == 2      # items: only requests that parsed
+    assert delta('fastxfer_request_items_sum', model='nfl', operation='predict/batch') == 10
+    assert delta('fastxfer_request_items_bucket', model='nfl', operation='predict/batch', le='4.0') == 0
+    assert delta('fastxfer_request_items_bucket', model='nfl', operation='predict/batch', le='8.0') == 2
+    assert delta('fastxfer_request_items_sum', model='nfl', operation='predict') == 4
+
+@pytest.fixture(scope='module')
+def all_server(demo_server, tmp_path_factory):
+    "`fastxfer serve --protect all` with its keys in $FASTXFER_API_KEYS, and one CORS origin."
+    d = tmp_path_factory.mktemp('protect_all')
+    s = Server('--models', demo_server.models, '--protect', 'all', '--cors-origin', 'http://app.example:8080', '--no-ui',
+               env={'FASTXFER_DATA_DIR': str(d/'data'), 'FASTXFER_API_KEYS': f'{KEY}, {KEY2}'}, cwd=d)
+    yield s
+    s.stop()
+
+def test_protect_all_closes_predictions_and_metrics_but_not_health(all_server):
+    u = all_server.url
+    assert httpx.get(u + '/api/v1/health').status_code == 200
+    for method, path, kw in [('post', '/api/v1/models/nfl/predict', dict(json=dict(ROW, team='A'))), ('post', '/api/v1/predict/nfl', dict(json=ROW)),
+                             ('get', '/api/v1/models', {}), ('get', '/api/v1/models/nfl', {}), ('get', '/metrics', {}),
+                             ('post', '/api/v1/models/nope/predict', dict(json=ROW))]:   # no key: not even which models exist
+        r = getattr(httpx, method)(u + path, **kw)
+        assert r.status_code == 401 and 'error' in r.json(), (path, r.status_code, r.text)
+        assert getattr(httpx, method)(u + path, headers=WRONG, **kw).status_code == 403
+    r = httpx.post(u + '/api/v1/models/nfl/predict', json=dict(ROW, team='A'), headers={'Authorization': f'Bearer {KEY2}'})
+    assert r.status_code == 200 and r.json()['label'] == 'winning'
+    assert httpx.get(u + '/api/v1/models', headers=AUTH).status_code == 200
+    m = scrape(u, headers=AUTH)
+    assert metric(m, 'fastxfer_requests_total', model='nfl', operation='predict', status='401') == 2   # the typed one and the alias
+    doc = httpx.get(u + '/openapi.json').json()   # the document stays readable, and says what needs a key
+    assert {p for p, ms in doc['paths'].items() for o in ms.values() if not o.get('security')} == {'/api/v1/health'}
+
+def test_cors_origin_allows_that_origin_only(all_server):
+    u, ok = all_server.url, 'http://app.example:8080'
+    r = httpx.options(u + '/api/v1/models/nfl/predict', headers={'Origin': ok, 'Access-Control-Request-Method': 'POST',
+                                                                 'Access-Control-Request-Headers': 'authorization,content-type'})
+    assert r.status_code == 200 and r.headers['access-control-allow-origin'] == ok, (r.status_code, r.headers)
+    assert 'authorization' in r.headers['access-control-allow-headers'].lower()
+    r = httpx.post(u + '/api/v1/models/nfl/predict', json=dict(ROW, team='A'), headers={'Origin': ok, **AUTH})
+    assert r.status_code == 200 and r.headers['access-control-allow-origin'] == ok
+    r = httpx.post(u + '/api/v1/models/nfl/predict', json=dict(ROW, team='A'), headers={'Origin': 'http://evil.example', **AUTH})
+    assert 'access-control-allow-origin' not in r.headers
+
+def test_serve_refuses_a_public_host_without_keys(demo_server, tmp_path):
+    "`--host 0.0.0.0` without keys: exit 2 saying why, nothing listening."
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != 'FASTXFER_API_KEYS'}
+    r = subprocess.run([sys.executable, '-m', 'fastxfer', 'serve', '--models', str(demo_server.models), '--host', '0.0.0.0', '--port', str(port), '--no-ui'],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert r.returncode == 2 and r.stderr.startswith('error:') and '--api-key-file' in r.stderr and '--insecure' in r.stderr, r.stderr[-2000:]
+    with socket.socket() as s: assert s.connect_ex(('127.0.0.1', port)) != 0, 'the refused server listens'
+
+@pytest.mark.parametrize('args,env,words', [
+    (['--api-key-file', 'EMPTY'], {}, 'holds no key'),
+    (['--api-key-file', 'MISSING'], {}, 'cannot read it'),
+    ([], {'FASTXFER_API_KEYS': ' , '}, 'holds no key'),
+    (['--protect', 'all'], {}, 'no API key is set'),
+    (['--cors-origin', 'app.example/path'], {}, 'give an origin'),
+    (['--api-key-file', 'SPACES'], {}, 'printable ASCII'),
+])
+def test_serve_key_and_cors_mistakes_are_user_errors(tmp_path, args, env, words):
+    (tmp_path/'empty.txt').write_text('# no key here\n\n'); (tmp_path/'spaces.txt').write_text('a key with spaces\n')
+    files = {'EMPTY': tmp_path/'empty.txt', 'MISSING': tmp_path/'missing.txt', 'SPACES': tmp_path/'spaces.txt'}
+    r = run_cli('serve', '--models', tmp_path, '--port', str(free_port()), *[files.get(a, a) for a in args], env=env)
+    assert r.returncode == 2 and 'error:' in r.stderr and words in r.stderr, r.stderr[-2000:]
+
+def test_keys_in_process_and_the_postman_collection(demo_server, tmp_path):
+    from fastxfer.serve import ApiKeys
+    app = create_app(demo_server.models, ui=False, keys=ApiKeys([KEY]), context={'db': tmp_path/'k.db'})
+    with TestClient(app) as c:
+        assert c.post('/api/v1/models/nfl/record', json=dict(ROW, team='T')).status_code == 401
+        assert c.post('/api/v1/models/nfl/record', json=dict(ROW, team='T'), headers={'authorization': f'bearer {KEY}'}).status_code == 200
+        assert c.post('/api/v1/predict/nfl/batch?record=true', json={'rows': [dict(ROW, team='T')]}).status_code == 401
+    assert recorded(tmp_path/'k.db', 'T') == 1
+    col = postman_collection(app)
+    assert col['auth']['type'] == 'bearer' and col['auth']['bearer'][0]['value'] == '{{apiKey}}'
+    assert {'key': 'apiKey', 'value': ''}.items() <= [v for v in col['variable'] if v['key'] == 'apiKey'][0].items()
+    auth = {i['request']['url']['raw']: i['request'].get('auth') for i in col['item']}
+    assert auth['{{baseUrl}}/api/v1/models/nfl/record'] is None             # inherits the collection's bearer key
+    assert auth['{{baseUrl}}/api/v1/health'] == {'type': 'noauth'} and auth['{{baseUrl}}/api/v1/models/nfl/predict'] == {'type': 'noauth'}
+    assert 'auth' not in postman_collection(create_app(demo_server.models, ui=False))   # no keys: no auth
+    assert KEY not in json.dumps(col)

@@ -187,3 +187,74 @@ def test_an_empty_column_is_dropped_and_mixed_cells_are_counted(tmp_path, tables
     assert r['roles']['excluded']['notes'] == 'empty in every row'
     assert 'hours-per-week' in r['roles']['cont']
     assert any("'hours-per-week': 2 cell(s)" in n and 'lots' in n for n in r['notes'])
+
+
+# ---- a folder of an earlier release (pickles) is converted once and predicts the same ----------------------------
+
+PICKLE_RELEASE = 'b185d9d'   # the last commit whose tabular folders hold processor.pkl, gbm.pkl and linear.pkl
+
+OLD_TRAIN = '''
+import json, sys, pandas as pd
+from fastxfer.tabular import train_table
+from fastxfer.model_folder import load_model
+data, models, rows = sys.argv[1:4]
+rows, out = pd.read_csv(rows), []
+for model, procs in (('gbm', 'age*hours-per-week,impute'), ('linear', None)):
+    train_table(data, 'salary', f'{models}/{model}', model=model, procs=procs, seed=0, quiet=True)
+    out.append([p['probs'] for p in load_model(f'{models}/{model}').predict_frame(rows)[0]])
+print(json.dumps(out))
+'''
+
+def old_release(tmp: Path, commit: str = PICKLE_RELEASE) -> Path:
+    "The fastxfer package of `commit`, unpacked under `tmp` from this repository's history (skips when it is not there)."
+    import io, subprocess, tarfile
+    from conftest import ROOT
+    r = subprocess.run(['git', '-C', str(ROOT), 'archive', commit, 'fastxfer', 'data'], capture_output=True)
+    if r.returncode != 0: pytest.skip(f'git history with {commit} not available ({r.stderr.decode()[:200].strip()})')
+    tarfile.open(fileobj=io.BytesIO(r.stdout)).extractall(tmp)
+    return tmp
+
+def run_old(pkg: Path, code: str, *args, cwd=None):
+    "Run `code` in a new interpreter that imports fastxfer from `pkg`; the JSON of its last line."
+    import os, subprocess, sys
+    head = f'import sys; sys.path.insert(0, {str(pkg)!r}); import fastxfer; assert fastxfer.__file__.startswith({str(pkg)!r})\n'
+    r = subprocess.run([sys.executable, '-c', head + code, *map(str, args)], capture_output=True, text=True, timeout=900, cwd=cwd,
+                       env={**os.environ, 'FASTXFER_DATA_DIR': str(pkg/'fxdata'), 'FASTXFER_MODELS_DIR': str(pkg/'fxmodels')})
+    assert r.returncode == 0, f'the old release failed:\n{r.stderr[-3000:]}'
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_upgrade_converts_an_earlier_release_and_predicts_the_same(tmp_path):
+    from fastxfer.model_folder import check_model
+    pkg = old_release(tmp_path/'release')
+    data = adult_csv(tmp_path/'adult.csv')
+    rows = pd.read_csv(data).head(40)
+    rows.loc[::4, 'age'] = None; rows.loc[1::5, 'workclass'] = 'Astronaut'; rows.loc[2::6, 'education'] = None
+    rows.to_csv(tmp_path/'rows.csv', index=False)
+    old = run_old(pkg, OLD_TRAIN, data, tmp_path/'models', tmp_path/'rows.csv')
+    for (model, _), before in zip((('gbm', 'gbm.pkl'), ('linear', 'linear.pkl')), old):
+        d = tmp_path/'models'/model
+        assert {'processor.pkl', f'{model}.pkl'} <= {p.name for p in d.iterdir()}
+        assert check_model(d)['safe'] is False
+        with pytest.raises(FastxferError, match='fastxfer upgrade'): load_model(d).predict_frame(rows)
+        err = run_cli_here('upgrade', d).stderr                      # without --trust: refused, nothing changed
+        assert '--trust' in err and (d/'processor.pkl').exists()
+        u = run_json('upgrade', d, '--trust')
+        assert u['upgraded'] and sorted(u['wrote']) == sorted(['processor.json', f'{model}.skops'])
+        c = run_json('check', d)
+        assert c['safe'] and c['pickles'] == [] and c['format'] == 2, c
+        card = json.loads((d/'card.json').read_text())
+        assert card['model_files'] == {model: f'{model}.skops'} and 'processor.json' in card['files']
+        after = [p['probs'] for p in load_model(d).predict_frame(rows)[0]]
+        assert len(after) == len(before) == 40
+        for a, b in zip(after, before):
+            assert a.keys() == b.keys() and max(abs(a[k] - b[k]) for k in a) < 1e-5, (a, b)
+        assert run_json('upgrade', d, '--trust')['upgraded'] is False    # a second time: already safe
+
+
+def test_the_model_folder_holds_no_pickle(adult_model):
+    from fastxfer.model_folder import check_model
+    d, _ = adult_model
+    c = check_model(d)
+    assert c['safe'] and c['pickles'] == [] and c['format'] == 2, c
+    assert {'processor.json', 'tabular.pt', 'gbm.skops', 'linear.skops'} <= {f['file'] for f in c['files']}

@@ -169,28 +169,30 @@ def test_minilm_tiny_fine_tune_and_fresh_process_predict(imdb_small, work, env):
     p = run_json('text', 'predict', out, 'a wonderful, moving film', fresh=True)['predictions'][0]
     assert p['label'] in ('positive', 'negative') and set(p['probs']) == {'positive', 'negative'}
     # the default blends the encoder with the bag-of-words model: 70% / 30%, in a fresh process too
-    assert card['bow']['weight'] == 0.3 and card['bow']['file'] == 'bow.pkl' and 'bow.pkl' in card['files']
+    assert card['bow']['weight'] == 0.3 and card['bow']['file'] == 'bow.skops' and 'bow.skops' in card['files']
+    assert card['format'] == 2 and not [f for f in card['files'] if f.endswith('.pkl')]   # no pickle written
     assert 0 <= card['bow']['valid_accuracy'] <= 1 and 0 <= card['bow']['minilm_valid_accuracy'] <= 1
-    import pickle, numpy as np
+    import numpy as np
     from fastxfer.model_folder import ModelFolder
     from fastxfer.text import TextPredictor
+    from fastxfer.text.bow import NBLogReg
     pred = TextPredictor(ModelFolder(out))
     texts = ['a wonderful, moving film', 'dull and far too long', 'word ' * 300]
     blended = pred.predict_probs(texts)[0]
     pred.bow = None
     alone = pred.predict_probs(texts)[0]
-    bow = pickle.loads((out/'bow.pkl').read_bytes()).predict_proba(texts)
+    bow = NBLogReg.load(out/'bow.skops').predict_proba(texts)
     assert np.allclose(blended, 0.7*alone + 0.3*bow, atol=1e-5) and not np.allclose(blended, alone, atol=1e-3)
     i = pred.classes.index('positive')
     assert abs(p['probs']['positive'] - blended[0, i]) < 1e-4      # the fresh process blended the same way
     # the accuracy in the report is the blend's, scored on the validation texts
     v = pd.read_csv(imdb_small); v = v[v.is_valid]
     assert abs(r['accuracy'] - TextPredictor(ModelFolder(out)).evaluate(v.text.tolist(), v.label.tolist())['accuracy']) < 1e-9
-    # a folder whose card names a missing bow.pkl says so
+    # a folder whose card names a missing bow.skops says so
     import shutil
-    broken = work/'m_minilm_broken'; shutil.copytree(out, broken); (broken/'bow.pkl').unlink()
+    broken = work/'m_minilm_broken'; shutil.copytree(out, broken); (broken/'bow.skops').unlink()
     e = run_cli('text', 'predict', broken, 'a film', check=2)
-    assert 'bow.pkl' in e.stderr and 'missing' in e.stderr
+    assert 'bow.skops' in e.stderr and 'missing' in e.stderr
 
 
 def test_minilm_no_bow_is_the_encoder_alone(toy, work, env):
@@ -198,7 +200,7 @@ def test_minilm_no_bow_is_the_encoder_alone(toy, work, env):
     r = run_json('text', 'train', toy, '--valid-col', 'is_valid', '--epochs', '1', '--max-len', '32', '--bs', '8', '--no-bow',
                  '--out', out, env=env)
     card = json.loads((out/'card.json').read_text())
-    assert 'bow' not in card and not (out/'bow.pkl').exists() and r['bow'] is None
+    assert 'bow' not in card and not (out/'bow.skops').exists() and r['bow'] is None
     p = run_json('text', 'predict', out, 'a joy to watch')['predictions'][0]
     assert set(p['probs']) == {'negative', 'positive'}
 
@@ -211,7 +213,8 @@ def test_awd_lstm_tiny_from_random_weights(toy, work, env):
     assert res['model'] == 'awd_lstm' and res['pretrained'] is False and res['n'] == 6
     assert 'starting from RANDOM weights' in r.stderr
     card = json.loads((out/'card.json').read_text())
-    assert card['model'] == 'awd_lstm' and 'model.pkl' in card['files'] and card['pretrained'] is False
+    assert card['model'] == 'awd_lstm' and {'awd.json', 'awd.safetensors'} <= set(card['files']) and card['pretrained'] is False
+    assert card['format'] == 2 and not [f for f in card['files'] if f.endswith('.pkl')]   # no pickled learner
     assert card['hparams']['lr_from'] == 'lr finder' and 'plots/lr_find.png' in card['files'] and 'lr finder' in r.stderr
     p = run_json('text', 'predict', out, 'a joy to watch', 'word ' * 60)['predictions']
     assert p[1]['truncated'] and not p[0]['truncated'] and set(p[0]['probs']) == {'negative', 'positive'}
@@ -246,3 +249,37 @@ def test_imdb_sample_embed_logreg(work, env):
     csv = shared_or_skip(IMDB)
     r = run_json('text', 'train', csv, '--valid-col', 'is_valid', '--model', 'embed-logreg', '--out', work/'imdb_lr', env=env)
     assert r['accuracy'] >= 0.7, r
+
+
+# ---- folders of an earlier release (pickles) are converted once and predict the same -----------------------------
+
+OLD_TEXT = """
+import json, os, sys
+os.environ['FASTXFER_OFFLINE'] = '1'
+from fastxfer.text import train_text
+from fastxfer.model_folder import load_model
+toy, models, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+train_text(toy, out=f'{models}/awd', valid_col='is_valid', model='awd_lstm', epochs=1, max_len=32, bs=8)
+train_text(toy, out=f'{models}/minilm', valid_col='is_valid', model='minilm', epochs=1, max_len=32, bs=8)
+print(json.dumps({m: load_model(f'{models}/{m}').predict_probs(texts)[0].tolist() for m in ('awd', 'minilm')}))
+"""
+
+def test_upgrade_converts_an_earlier_release_and_predicts_the_same(tmp_path, toy):
+    import numpy as np
+    from test_tabular import old_release, run_old
+    from fastxfer.core import FastxferError
+    from fastxfer.model_folder import load_model
+    pkg = old_release(tmp_path/'release')
+    texts = ['a wonderful, moving film', 'boring, dull and pointless. ' * 20, 'zebra quantum', 'I LOVED it!!!', 'meh']
+    old = run_old(pkg, OLD_TEXT, toy, tmp_path/'models', json.dumps(texts))
+    for m, pickle_file, new_files in (('awd', 'model.pkl', ['awd.json', 'awd.safetensors']), ('minilm', 'bow.pkl', ['bow.skops'])):
+        d = tmp_path/'models'/m
+        assert (d/pickle_file).is_file()
+        with pytest.raises(FastxferError, match='fastxfer upgrade'): load_model(d).predict_probs(texts)
+        u = run_json('upgrade', d, '--trust')
+        assert u['upgraded'] and u['removed'] == [pickle_file] and sorted(u['wrote']) == new_files
+        c = run_json('check', d)
+        assert c['safe'] and c['pickles'] == [] and c['format'] == 2, c
+        if m == 'minilm': assert json.loads((d/'card.json').read_text())['bow']['file'] == 'bow.skops'
+        after = load_model(d).predict_probs(texts)[0]
+        assert np.abs(after - np.array(old[m])).max() < 1e-5, (m, after, old[m])

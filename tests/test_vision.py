@@ -163,8 +163,9 @@ def test_train_exports_a_complete_model_folder(trained):
     assert card['arch'] == 'efficientnet_lite0' and card['classes'] == ['cat', 'dog'] and card['size'] == int(SIZE)
     assert card['normalization']['mean'] and card['data_fingerprint'] and card['train_seconds'] > 0
     assert card['onnx']['exported'] and card['onnx']['max_abs_diff'] < 1e-4
-    for f in ('model.pkl', 'model.onnx', 'plots/confusion_matrix.png', 'plots/top_losses.png', 'plots/loss_curves.png'):
+    for f in ('model.safetensors', 'preprocess.json', 'model.onnx', 'plots/confusion_matrix.png', 'plots/top_losses.png', 'plots/loss_curves.png'):
         assert (out/f).is_file() and f in card['files'], f
+    assert card['format'] == 2 and not [f for f in card['files'] if f.endswith('.pkl')], 'no pickle in the folder'
     assert not [p for p in out.parent.iterdir() if p.name.startswith('.')], 'no temporary folders left'
 
 
@@ -180,8 +181,20 @@ def test_predict_in_a_fresh_process(trained, flat):
     with pytest.raises(FastxferError, match='not a readable image'): load_model(out).predict([flat/'notes.txt'])
 
 
+def _learner_like_training(out, flat):
+    "A fastai learner as training built it (the same dataloaders and network), holding the folder's weights."
+    from fastxfer.model_folder import load_tensors
+    from fastxfer.vision.data import collect_data, make_dls
+    from fastxfer.vision.train import vision_learner_for
+    card = json.loads((out/'card.json').read_text())
+    dls = make_dls(collect_data(flat, 'cat-dog'), size=card['size'], presize=card['presize'], aug=card['aug'], device='cpu')
+    learn, _ = vision_learner_for(dls, card['arch'], card['mode'], pretrained=False, quiet=True)
+    learn.model.load_state_dict(load_tensors(out/'model.safetensors'))
+    return learn
+
+
 def test_onnx_matches_learn_predict(trained, flat):
-    "The fast ONNX route gives learn.predict's probabilities within 1e-4; items may be paths, bytes or PIL images."
+    "The fast ONNX route, built from the folder's JSON and weights alone, gives fastai's learn.predict probabilities within 1e-4; items may be paths, bytes or PIL images."
     from PIL import Image
     from fastxfer.model_folder import load_model
     from fastxfer.vision import VisionPredictor
@@ -190,8 +203,9 @@ def test_onnx_matches_learn_predict(trained, flat):
     assert isinstance(p, VisionPredictor) and p.backend == 'onnx' and p.input_type == 'image'
     imgs = sorted(flat.glob('*.jpg'))[1:5]
     fast = p.predict_proba(imgs)
+    learn = _learner_like_training(out, flat)
     for img, row in zip(imgs, fast):
-        _, _, probs = p.learn.predict(img)
+        _, _, probs = learn.predict(img)
         assert np.abs(probs.numpy() - row).max() < 1e-4
     assert np.abs(p.predict_proba([imgs[0].read_bytes()]) - fast[:1]).max() < 1e-6
     assert np.abs(p.predict_proba([Image.open(imgs[0])]) - fast[:1]).max() < 1e-6

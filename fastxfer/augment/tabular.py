@@ -13,8 +13,9 @@ from fastai.tabular.core import TabularProc, TabularPandas
 from ..core import FastxferError, log
 
 # %% auto #0
-__all__ = ['tabular_split', 'parse_expr', 'AddFeatures', 'Impute', 'DropMissing', 'ColumnTransform', 'Winsorize', 'Standardize',
-           'MinMax', 'OneHot', 'LabelEncode', 'feature_procs']
+__all__ = ['FITTED', 'tabular_split', 'parse_expr', 'AddFeatures', 'Impute', 'DropMissing', 'ColumnTransform', 'Winsorize',
+           'Standardize', 'MinMax', 'OneHot', 'LabelEncode', 'feature_procs', 'json_value', 'from_json_value',
+           'procs_state', 'load_procs']
 
 # %% ../../nbs/03b_augment_tabular.ipynb #83463d51
 def _cols(to, cols):
@@ -203,3 +204,46 @@ def feature_procs(spec:str|None) -> list:
             else: raise FastxferError(f"unknown feature item {item!r}")
         except (ValueError, TypeError) as e: raise FastxferError(f"bad feature item {item!r}: {e}") from None
     return ([AddFeatures(exprs)] if exprs else []) + procs
+
+# %% ../../nbs/03b_augment_tabular.ipynb #76d29085
+FITTED = {'AddFeatures': (), 'Impute': ('fill', 'flagged'), 'DropMissing': ('use', 'medians', '_first', 'n_dropped'),
+          'ColumnTransform': ('use',), 'Winsorize': ('bounds',), 'Standardize': ('stats',), 'MinMax': ('stats',),
+          'OneHot': ('cats',), 'LabelEncode': ('codes',)}   # what each proc learns in `setups`
+
+def json_value(v):
+    "`v` (dicts with string keys, lists, tuples, numpy or Python scalars) as plain JSON values; float32 and non-finite floats tagged."
+    if isinstance(v, dict):
+        bad = [k for k in v if not isinstance(k, str)]
+        if bad: raise FastxferError(f'cannot write {bad[0]!r} as a JSON key')
+        return {k: json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [json_value(x) for x in v]
+    if isinstance(v, np.float32): return {'__float32__': json_value(float(v))}
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return v if np.isfinite(v) else {'__float__': repr(v)}
+    if isinstance(v, np.generic): return v.item()
+    if v is None or isinstance(v, (str, bool, int)): return v
+    raise FastxferError(f'cannot write a {type(v).__name__} as JSON')
+
+def from_json_value(v):
+    "The inverse of `json_value`."
+    if isinstance(v, dict):
+        if set(v) == {'__float32__'}: return np.float32(from_json_value(v['__float32__']))
+        if set(v) == {'__float__'}: return float(v['__float__'])
+        return {k: from_json_value(x) for k, x in v.items()}
+    if isinstance(v, list): return [from_json_value(x) for x in v]
+    return v
+
+def procs_state(procs) -> list[dict]:
+    "The class and fitted statistics of each of fastxfer's feature procs in `procs` (others are left out), as JSON values."
+    return [dict(type=type(p).__name__, state={a: json_value(getattr(p, a, None)) for a in FITTED[type(p).__name__]})
+            for p in procs if type(p).__name__ in FITTED and type(p).__module__ == __name__]
+
+def load_procs(spec:str|None, states:list[dict]) -> list:
+    "The procs of `spec`, fitted: the statistics of `procs_state` put back."
+    procs = feature_procs(spec)
+    if [type(p).__name__ for p in procs] != [s.get('type') for s in states]:
+        raise FastxferError(f'the fitted procs ({", ".join(str(s.get("type")) for s in states) or "none"}) do not match the spec {spec!r}')
+    for p, s in zip(procs, states):
+        for a in FITTED[type(p).__name__]: setattr(p, a, from_json_value(s['state'].get(a)))
+    return procs

@@ -202,8 +202,7 @@ def train_collab(data, # a rating table: CSV, Parquet, JSON, or sqlite:///FILE?t
     "Read ratings, split them, train fastai's collab_learner and the baselines, score, and write the model folder."
     t0 = time.time()
     r = read_ratings(data, user, item, rating, timestamp, db, table)
-    log(r.describe())
-    for n in r.notes: log('note:', n)
+    for line in [r.describe(), *(f'note: {n}' for n in r.notes)]: log(line)
     tr, va, how = split_ratings(r, split, valid_pct, seed)
     log(f'{len(tr)} training and {len(va)} validation ratings ({how})')
     names = read_titles(titles, r.columns['item'], title_col) if titles else {}
@@ -229,6 +228,7 @@ def train_collab(data, # a rating table: CSV, Parquet, JSON, or sqlite:///FILE?t
         if names: atomic_write(w.dir/'titles.json', json.dumps(names).encode())
         for k, fig in plots.items(): w.save_plot(k, fig)
         _plots(w, net, train, names)
+        w.save_reference('tabular', train[['user', 'item']].to_dict('records'))   # what drift is measured against
         w.card.update(**_collab_card(r, rec, ev, train, split=dict(how=how, n_train=len(tr), n_valid=len(va), seed=seed, valid_pct=valid_pct)),
                       y_range=list(yr), popular=popular[:100], model_id=model_id, data_fingerprint=fp,
                       fit_seconds=round(fit_seconds, 2), train_seconds=round(time.time() - t0, 2))

@@ -196,3 +196,7 @@ class NFLFamily(Family):
             if old is None: os.environ.pop('FASTXFER_MODELS_DIR', None)
             else: os.environ['FASTXFER_MODELS_DIR'] = old
         return dict(model_dir=res['model_dir'], db=res['db'], seconds=res['seconds'], context={'db': res['db']})
+
+    def upgrade(self, folder) -> list[str]:
+        "Convert a folder of an earlier release: the tabular layout's pickles, or the first release's `model.pkl` and `logreg.pkl`."
+        return upgrade_nfl_files(folder)

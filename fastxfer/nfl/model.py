@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/nfl_model.html.md"""
 
 # %% ../../nbs/09b_nfl_model.ipynb #46bd59e8
 from __future__ import annotations
-import math, pickle, time, warnings
+import json, math, time, warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,10 +16,12 @@ from ..core import FastxferError, atomic_write, log, setting
 from ..train_utils import configure_progress
 from ..family import from_settings, resolves_settings
 from typing import Literal
-from ..model_folder import Predictor, load_model, model_writer, data_fingerprint
+from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, load_sklearn, load_tensors, model_writer,
+                                   data_fingerprint, save_sklearn, save_tensors)
 from ..inputs import Column, InputError, RowInput
 from .. import metrics
-from ..tabular import TabularPredictor
+from ..tabular import TabularPredictor, upgrade_tabular_files, _read_old_pickle, _require
+from ..augment.tabular import json_value, from_json_value
 from ..tabular.data import Roles
 from ..tabular.models import LinearModel, Processor, TabularNetModel, predict_rows
 from .data import *
@@ -27,9 +29,10 @@ from .data import _ensure_columns, _as_stats_rows
 
 # %% auto #0
 __all__ = ['BASE_FEATURES', 'EXTRA_FEATURES', 'PYTH_EXP', 'CLASSES', 'MODEL_NAMES', 'NET', 'FAMILY_MODEL', 'calibration_table',
-           'VIPERS', 'NFL_COLUMNS', 'parse_features', 'add_derived', 'season_roles', 'SeasonModel', 'cv_splits',
-           'check_trainable', 'evaluate_models', 'verdict', 'default_model_dir', 'parse_layers', 'load_training_data',
-           'train', 'team_frame', 'LegacySeasonModel', 'NFLPredictor', 'record_prediction', 'predict_team']
+           'VIPERS', 'NFL_COLUMNS', 'LEGACY_FILES', 'parse_features', 'add_derived', 'season_roles', 'SeasonModel',
+           'cv_splits', 'check_trainable', 'evaluate_models', 'verdict', 'default_model_dir', 'parse_layers',
+           'load_training_data', 'train', 'team_frame', 'LegacySeasonModel', 'NFLPredictor', 'upgrade_nfl_files',
+           'record_prediction', 'predict_team']
 
 # %% ../../nbs/09b_nfl_model.ipynb #9d90181d
 BASE_FEATURES = ['PF', 'PA', 'PD', 'SoS']
@@ -260,8 +263,9 @@ def train(db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db f
     else: note = ev['verdict']
     with model_writer(out, kind='nfl', predictor='fastxfer.nfl.NFLPredictor') as w:
         # both models' processors were fitted on the same rows, so they are the same: one file serves both
-        atomic_write(w.dir/'processor.pkl', pickle.dumps(fitted[chosen].proc))
+        fitted[chosen].proc.save(w.dir/'processor.json')
         files = {m: fitted[m].save(w.dir) for m in fitted}
+        w.save_reference('tabular', df.rename(columns={'PF': 'pf', 'PA': 'pa', 'SoS': 'sos'})[['pf', 'pa', 'sos']].to_dict('records'))   # drift's reference, as the API takes rows
         # what the tabular family's predictor reads: the task, the chosen member, and the columns it takes
         w.card.update(task='classification', target='winning_season', members=[FAMILY_MODEL[chosen]], temperature=None,
                       columns=[dict(name=f, kind='number') for f in feats])
@@ -320,24 +324,33 @@ NFL_COLUMNS = [
     Column('pd', required=False, api=False, description='point difference; must equal pf - pa (worked out when left out)', example=85),
     Column('sos', minimum=-100, maximum=100, description='strength of schedule', example=1.5)]
 
+LEGACY_FILES = {'tabular': ('legacy_tabular.json', 'legacy_tabular.safetensors'), 'logreg': ('logreg.skops',)}
+
+def _legacy_net(spec:dict):
+    "fastai's `TabularModel` of the sizes in `spec` (untrained)."
+    from fastai.tabular.model import TabularModel, tabular_config
+    return TabularModel([tuple(e) for e in spec['emb_szs']], spec['n_cont'], spec['out_sz'], list(spec['layers']),
+                        **tabular_config(**spec['config'])).eval()
+
 class LegacySeasonModel:
-    "The model of an NFL folder written before the tabular family: fastai's exported learner (`model.pkl`) or a scikit-learn pipeline (`logreg.pkl`)."
-    def __init__(self, folder:Path, use:str, features):
-        self.features, self.learn, self.pipe = list(features), None, None
+    "The model of an NFL folder written before the tabular family, as `upgrade` converted it: fastai's tabular net (`legacy_tabular.json` and `.safetensors`) or a scikit-learn pipeline (`logreg.skops`)."
+    def __init__(self, folder:ModelFolder, use:str, features):
+        self.features, self.net, self.pipe = list(features), None, None
         if use == 'tabular':
-            from fastai.learner import load_learner
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')   # load_learner's pickle notice; pandas-3 option notice
-                self.learn = configure_progress(load_learner(folder/'model.pkl', cpu=True), quiet=True)
-        else:
-            with open(folder/'logreg.pkl', 'rb') as f: self.pipe = pickle.load(f)['pipe']
+            spec = json.loads(_require(folder, LEGACY_FILES['tabular'][0]).read_text())
+            self.means, self.stds = from_json_value(spec['means']), from_json_value(spec['stds'])
+            self.pos = list(spec['classes']).index(1)
+            self.net = _legacy_net(spec)
+            self.net.load_state_dict(load_tensors(_require(folder, LEGACY_FILES['tabular'][1])))
+        else: self.pipe = load_sklearn(_require(folder, LEGACY_FILES['logreg'][0]))
     def predict_proba(self, df:pd.DataFrame) -> np.ndarray:
         X = pd.DataFrame(_xy(df, self.features), columns=self.features)
         if self.pipe is not None: return self.pipe.predict_proba(X.to_numpy())[:, list(self.pipe.classes_).index(1)]
-        with _small_torch(), warnings.catch_warnings(), self.learn.no_bar(), self.learn.no_logging():
-            warnings.simplefilter('ignore', UserWarning)
-            p, _ = self.learn.get_preds(dl=self.learn.dls.test_dl(X))
-        return p[:, 1].numpy().astype('float64')
+        x = ((X - pd.Series(self.means))/pd.Series(self.stds))[self.features].to_numpy(dtype='float32')   # as fastai's Normalize
+        import torch
+        with _small_torch(), torch.no_grad():
+            p = torch.softmax(self.net(torch.zeros(len(x), 0, dtype=torch.long), torch.as_tensor(x)).float(), -1)
+        return p[:, self.pos].numpy().astype('float64')
 
 class NFLPredictor(TabularPredictor):
     "The tabular family's predictor with the exercise's input (team, pf, pa, pd, sos) and its `record` effect."
@@ -345,10 +358,11 @@ class NFLPredictor(TabularPredictor):
     effect_keys = {'record': 'recorded'}   # the older endpoints' `?record=true` answer puts the result here
     def __init__(self, folder):
         self.legacy = None
-        if (folder.path/'processor.pkl').is_file(): super().__init__(folder)   # the processor and the card's chosen member
-        else:   # a folder from before the tabular family still predicts, with the model it holds
+        if (folder.path/'processor.json').is_file() or (folder.path/'processor.pkl').is_file():
+            super().__init__(folder)   # the processor and the card's chosen member (an unconverted processor.pkl: how to convert it)
+        else:   # a folder from before the tabular family, converted: it predicts with the model it holds
             Predictor.__init__(self, folder)
-            self.legacy = LegacySeasonModel(folder.path, self.card.get('chosen', 'tabular'), self.card['features'])
+            self.legacy = LegacySeasonModel(folder, self.card.get('chosen', 'tabular'), self.card['features'])
         self.use = self.card.get('chosen', 'tabular')
         self.features = list(self.card['features'])
 
@@ -384,6 +398,56 @@ class NFLPredictor(TabularPredictor):
         rows = team_frame(items).to_dict(orient='records')
         out = [dict(team=r['Tm'], recorded=True, season=season, **record_prediction(r, p, season, db)) for r,p in zip(rows, preds)]
         return {'rows': out, 'db': str(db_path(db))}
+
+# %% ../../nbs/09b_nfl_model.ipynb #ad2200d4
+def _read_old_learner(path):
+    "An earlier release's exported fastai learner, unpickled by `load_learner`: only `upgrade`, for a folder the user said they trust, calls this."
+    from fastai.learner import load_learner
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return configure_progress(load_learner(path, cpu=True), quiet=True)
+
+def _convert_old_learner(folder:ModelFolder, features) -> list[str]:
+    "`model.pkl` (fastai's tabular learner on continuous `features`) to `legacy_tabular.json` and `legacy_tabular.safetensors`."
+    from torch import nn
+    p = folder.path
+    learn = _read_old_learner(p/'model.pkl')
+    to, m = learn.dls.train_ds, learn.model
+    names = sorted(type(t).__name__ for t in to.procs.fs)
+    if list(to.cat_names) or list(to.cont_names) != list(features) or names != ['Categorize', 'Normalize']:
+        raise FastxferError(f'{p/"model.pkl"}: not the NFL learner this release converts (procs {", ".join(names)}, '
+                            f'columns {list(to.cat_names) + list(to.cont_names)})')
+    norm, cat = [next(t for t in to.procs.fs if type(t).__name__ == n) for n in ('Normalize', 'Categorize')]
+    lins = [l for l in m.layers.modules() if isinstance(l, nn.Linear)]
+    spec = dict(features=list(features), classes=[json_value(c) for c in cat.vocab], means=json_value(dict(norm.means)),
+                stds=json_value(dict(norm.stds)), emb_szs=[[e.num_embeddings, e.embedding_dim] for e in m.embeds], n_cont=len(features),
+                out_sz=lins[-1].out_features, layers=[l.out_features for l in lins[:-1]],
+                config=dict(bn_cont=m.bn_cont is not None, use_bn=any(isinstance(l, nn.BatchNorm1d) for l in m.layers.modules())))
+    jf, wf = LEGACY_FILES['tabular']
+    atomic_write(p/jf, json.dumps(spec, indent=1)); save_tensors(p/wf, m.state_dict())
+    rows = pd.DataFrame([{f: float(norm.means[f] + k*norm.stds[f]) for f in features} for k in (-2, -1, 0, 0.5, 1, 2)])
+    with warnings.catch_warnings(), learn.no_bar(), learn.no_logging():
+        warnings.simplefilter('ignore')
+        old = learn.get_preds(dl=learn.dls.test_dl(rows))[0][:, list(cat.vocab).index(1)].numpy()
+    new = LegacySeasonModel(folder, 'tabular', features).predict_proba(rows)
+    if not np.allclose(old, new, atol=1e-5): raise FastxferError(f'{p/"model.pkl"}: the rebuilt net does not predict as the learner does')
+    return [jf, wf]
+
+def upgrade_nfl_files(folder:ModelFolder) -> list[str]:
+    "Convert an NFL folder of an earlier release (the tabular layout's pickles, or the first release's `model.pkl` and `logreg.pkl`); returns the files written."
+    p = folder.path
+    wrote = upgrade_tabular_files(folder)
+    names = {}
+    if (p/'model.pkl').is_file():
+        wrote += _convert_old_learner(folder, folder.card['features']); names['model.pkl'] = LEGACY_FILES['tabular'][1]
+    if (p/'logreg.pkl').is_file():
+        d = _read_old_pickle(p/'logreg.pkl')
+        wrote.append(save_sklearn(p/LEGACY_FILES['logreg'][0], d['pipe'] if isinstance(d, dict) else d)); names['logreg.pkl'] = LEGACY_FILES['logreg'][0]
+    card = json.loads((p/CARD_NAME).read_text())
+    if names and isinstance(card.get('model_files'), dict):
+        card['model_files'] = {k: names.get(v, v) for k, v in card['model_files'].items()}
+        atomic_write(p/CARD_NAME, json.dumps(card, indent=2))
+    return wrote
 
 # %% ../../nbs/09b_nfl_model.ipynb #504f6de8
 def record_prediction(row:dict, pred:dict, season:int|None, db=None) -> dict:

@@ -16,7 +16,8 @@ from ..core import FastxferError, atomic_write, log
 from ..core import is_rank0
 from ..distributed import RankDone
 from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder
-from ..model_folder import Predictor, ModelFolder, load_model, model_writer, data_fingerprint, export_onnx, onnx_session
+from ..model_folder import (Predictor, ModelFolder, load_model, load_tensors, model_writer, data_fingerprint, export_onnx,
+                                   onnx_session, save_tensors)
 from ..backbones import IMAGENET_STATS
 from ..metrics import confusion_matrix
 from .data import *
@@ -36,7 +37,7 @@ def export_segment(learn, res:dict, sd, out, plots:dict|None=None, n_examples:in
     learn.model.eval()
     xb = learn.dls.valid.one_batch()[0].as_subclass(torch.Tensor)[:4].cpu()
     with model_writer(out, 'segment', 'fastxfer.segment.SegmentPredictor') as w:
-        learn.export(Path(w.dir).absolute()/'model.pkl')
+        save_tensors(w.dir/'model.safetensors', learn.model.state_dict())
         onnx = export_onnx(learn.model, w.dir/'model.onnx', tuple(xb.shape), check_x=xb)
         if not onnx['exported']: log(f"ONNX export skipped: {onnx['reason']} (PyTorch will be used to predict)")
         (w.dir/'examples').mkdir(); ex = []
@@ -47,6 +48,7 @@ def export_segment(learn, res:dict, sd, out, plots:dict|None=None, n_examples:in
         figs['iou'] = plot_iou(res['scores'], res['baseline'])
         figs['loss_curves'] = plot_losses(res['curves'])
         for n, f in figs.items(): w.save_plot(n, f)
+        w.save_reference('image', [sd.items[i] for i in sd.train_idx])   # what drift is measured against
         s = res['scores']
         w.card.update(classes=list(sd.codes), codes=list(sd.codes), void=res['void'], size=res['size'], input_shape=list(xb.shape[1:]),
                       normalization=dict(mean=list(IMAGENET_STATS[0]), std=list(IMAGENET_STATS[1])), arch=res['arch'], mode=res['mode'],
@@ -88,11 +90,9 @@ class SegmentPredictor(Predictor):
         self.backend = 'onnx' if self.session is not None else 'torch'
 
     def _torch(self):
-        from fastai.learner import load_learner
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            self.learn = load_learner(self.folder.file('model.pkl'), cpu=True)
-        self.model = self.learn.model.eval()
+        net = unet_network(self.card['arch'], len(self.codes), self.size)
+        net.load_state_dict(load_tensors(self.folder.require('model.safetensors')))
+        self.model = net.eval()
 
     def examples(self) -> list: return [str(self.folder.path/e) for e in self.card.get('examples', [])]
     def describe(self) -> dict: return {'architecture': self.card.get('arch'), 'size': 'x'.join(map(str, self.size)), 'codes': len(self.codes)}
@@ -235,6 +235,17 @@ class SegmentFamily(Family):
               **kwargs) -> dict:
         "Train a U-Net and export a model folder."
         return train_segmentation(data, codes, out, **kwargs)
+
+    def upgrade(self, folder:ModelFolder) -> list[str]:
+        "An earlier release's folder: its fastai learner (`model.pkl`, unpickled here, once) to `model.safetensors`."
+        from fastai.learner import load_learner
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            learn = load_learner(folder.require('model.pkl'), cpu=True)
+        sd = learn.model.state_dict()
+        unet_network(folder.card['arch'], len(folder.card['codes']), folder.card['size']).load_state_dict(sd)   # the same layers
+        save_tensors(folder.path/'model.safetensors', sd)
+        return ['model.safetensors']
 
     def predict(self, model_dir:str, # a segmentation model folder
                 images:list[str], # image files

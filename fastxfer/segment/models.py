@@ -18,8 +18,9 @@ from ..backbones import get_arch, create_imagenet_model, split_body
 from ..metrics import confusion_matrix
 
 # %% auto #0
-__all__ = ['MODES', 'unet_encoder', 'UnetSplitter', 'ForegroundAcc', 'unet_learner_for', 'seg_scores', 'majority_scores',
-           'valid_masks', 'train_segment', 'palette', 'colorize', 'overlay', 'plot_results', 'plot_iou', 'plot_losses']
+__all__ = ['MODES', 'unet_encoder', 'UnetSplitter', 'ForegroundAcc', 'unet_learner_for', 'unet_network', 'seg_scores',
+           'majority_scores', 'valid_masks', 'train_segment', 'palette', 'colorize', 'overlay', 'plot_results',
+           'plot_iou', 'plot_losses']
 
 # %% ../../nbs/12b_segment_models.ipynb #8daea3c5
 def unet_encoder(arch:str='efficientnet_lite0', pretrained:bool=True) -> tuple[nn.Sequential, str|None]:
@@ -62,6 +63,11 @@ def unet_learner_for(dls, n_out:int, arch:str='efficientnet_lite0', mode:str='fi
     if mode != 'scratch': learn.freeze()
     configure_progress(learn, quiet)
     return learn, source
+
+def unet_network(arch:str, n_out:int, size) -> nn.Module:
+    "The U-Net a segmentation folder holds (the card's `arch`, classes and `size`), untrained: the folder's weights go over it."
+    from fastai.vision.all import DynamicUnet
+    return DynamicUnet(unet_encoder(arch, pretrained=False)[0], n_out, tuple(size))
 
 # %% ../../nbs/12b_segment_models.ipynb #ae8c8162
 def seg_scores(cm:np.ndarray, codes:list, void:int|None=None) -> dict:

@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/tabular.html.md"""
 
 # %% ../../nbs/08c_tabular.ipynb #71e2e371
 from __future__ import annotations
-import json, math, pickle, sqlite3, time
+import json, math, sqlite3, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,14 +16,15 @@ import pandas as pd
 from ..core import FastxferError, atomic_write, log, setting
 from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline, format_metrics
 from ..inputs import Column, InputError, RowInput
-from ..model_folder import Predictor, load_model, model_writer, data_fingerprint
+from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model_writer, data_fingerprint, pickle_files,
+                                   save_sklearn, unsafe_message)
 from .. import metrics
 from .data import *
 from .models import *
 
 # %% auto #0
 __all__ = ['MODEL_CHOICES', 'LARGEST', 'train_table', 'check_frame', 'TabularPredictor', 'rows_from_args', 'write_predictions',
-           'predict_table', 'evaluate_table', 'TabularFamily']
+           'predict_table', 'evaluate_table', 'upgrade_tabular_files', 'TabularFamily']
 
 # %% ../../nbs/08c_tabular.ipynb #0d6bbd3c
 MODEL_CHOICES = ('auto', 'tabular', 'gbm', 'linear')
@@ -129,15 +130,15 @@ def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?tabl
     model_id = f'tabular-{fitted.chosen.replace(":", "-").replace("+", "-")}-{datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")}-{fp[:6]}'
     train_seconds = round(time.time() - t0, 2)
     with model_writer(out, kind='tabular', predictor='fastxfer.tabular.TabularPredictor') as w:
-        atomic_write(w.dir/'processor.pkl', pickle.dumps(fitted.proc))
+        fitted.proc.save(w.dir/'processor.json')
         files = {m: fitted.models[m].save(w.dir) for m in fitted.models}
         _plots(w, fitted, importance, y_valid, extra_plots)
+        w.save_reference('tabular', df.iloc[tr][list(roles.cat) + list(roles.cont)].to_dict('records'))   # what drift is measured against
         w.card.update(task=roles.task, target=target, classes=[str(c) for c in roles.classes], columns=_columns(fitted.proc, df.iloc[tr]),
                       excluded=roles.excluded, notes=roles.notes, split=dict(how=how, n_train=len(tr), n_valid=len(va), seed=seed,
                       valid_col=valid_col, valid_pct=None if valid_col else valid_pct), source=str(src), procs=procs,
                       model=model, chosen=fitted.chosen, members=chosen['members'], temperature=chosen['temperature'],
-                      reason=fitted.reason, model_files=files, model_id=model_id, seed=seed,
-                      candidates=fitted.candidates,
+                      reason=fitted.reason, model_files=files, model_id=model_id, seed=seed, candidates=fitted.candidates,
                       metrics=chosen['metrics'], baseline=fitted.baseline, confusion_matrix=cm,
                       importance={k: round(v, 5) for k, v in list(importance.items())[:10]}, seconds=fitted.seconds,
                       net=_net_facts(fitted.models.get('tabular')), data_fingerprint=fp, train_seconds=train_seconds,
@@ -192,7 +193,7 @@ class TabularPredictor(Predictor):
     def __init__(self, folder, use:str|None=None):
         super().__init__(folder)
         f = folder.path
-        with open(f/'processor.pkl', 'rb') as fh: self.proc = pickle.load(fh)
+        self.proc = Processor.load(_require(folder, 'processor.json'))
         self.members = list(self.card['members'])
         self.temperature = self.card.get('temperature')
         self.models = {m: MODELS[m].load(f) for m in self.members}
@@ -250,6 +251,11 @@ class TabularPredictor(Predictor):
         t = self.card.get('target', 'target')
         if self.task == 'regression': return f'Predicted {t}: {_readable(pred["value"])}'
         return f'{t}: {pred["label"]} ({pred["probability"]:.1%})'
+
+def _require(folder, name:str):
+    "The path of file `name` of `folder`; for a folder of an earlier release (pickles instead), how to convert it."
+    if not folder.file(name).exists() and pickle_files(folder.path): raise FastxferError(unsafe_message(folder))
+    return folder.require(name)
 
 def _readable(v:float) -> str:
     "103,662 rather than 1.037e+05; 0.1235 for small values."
@@ -388,6 +394,33 @@ def _prior(p) -> np.ndarray:
     "The training split's class shares, from the card."
     return np.asarray(p.card.get('prior') or np.full(len(p.classes), 1/len(p.classes)), dtype='float64')
 
+# %% ../../nbs/08c_tabular.ipynb #783deea5
+def _read_old_pickle(path):
+    "An earlier release's pickle, unpickled: only `upgrade`, for a folder the user said they trust, calls this."
+    import pickle
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with open(path, 'rb') as f: return pickle.load(f)
+
+def upgrade_tabular_files(folder:ModelFolder) -> list[str]:
+    "Convert an earlier release's pickles in a tabular-layout folder to JSON and skops files; fix the card's `model_files`; returns the files written."
+    p, wrote = folder.path, []
+    if (p/'processor.pkl').is_file():
+        old = _read_old_pickle(p/'processor.pkl')
+        if not isinstance(old, Processor): raise FastxferError(f'{p/"processor.pkl"} holds a {type(old).__name__}, not a tabular processor')
+        wrote.append(old.save(p/'processor.json'))
+        rows = pd.DataFrame(folder.card.get('examples') or [{}]).reindex(columns=old.roles.features)
+        (c1, n1, _), (c2, n2, _) = old.transform(rows), Processor.load(p/'processor.json').transform(rows)
+        if not (np.array_equal(c1, c2) and np.allclose(n1, n2, atol=1e-6, equal_nan=True)):
+            raise FastxferError(f'{p}: the converted processor does not transform the example rows as the old one does')
+    for m in ('gbm', 'linear'):
+        if (p/f'{m}.pkl').is_file(): wrote.append(save_sklearn(p/f'{m}.skops', _read_old_pickle(p/f'{m}.pkl')))
+    card = json.loads((p/CARD_NAME).read_text())
+    if isinstance(card.get('model_files'), dict):
+        card['model_files'] = {k: f'{v[:-4]}.skops' if v in ('gbm.pkl', 'linear.pkl') else v for k, v in card['model_files'].items()}
+        atomic_write(p/CARD_NAME, json.dumps(card, indent=2))
+    return wrote
+
 # %% ../../nbs/08c_tabular.ipynb #e3915a03
 def _fmt_cands(r) -> list[str]:
     key = ('accuracy', 'log_loss', 'brier', 'ece') if r['task'] == 'classification' else ('rmse', 'mae', 'r2')
@@ -453,3 +486,7 @@ class TabularFamily(Family):
 
     def human(self, verb:str, r:dict) -> str|None:
         return {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}[verb](r)
+
+    def upgrade(self, folder:ModelFolder) -> list[str]:
+        "Convert a folder of an earlier release: `processor.pkl` to `processor.json`, `gbm.pkl` and `linear.pkl` to skops files."
+        return upgrade_tabular_files(folder)

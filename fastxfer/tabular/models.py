@@ -6,9 +6,10 @@ Docs: https://fastxfer.github.io/fastxfer/tabular_models.html.md"""
 
 # %% ../../nbs/08b_tabular_models.ipynb #e42e857b
 from __future__ import annotations
-import io, math, pickle, time, warnings
+import io, json, math, time, warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log
@@ -89,6 +90,53 @@ class Processor:
 
     def cardinalities(self) -> list[int]: return [len(self.empty.classes[c]) if c in self.empty.classes else 3 for c in self.cat_names]
     def y_values(self, z): return np.asarray(z, dtype='float64')*self.y_std + self.y_mean
+
+    def state(self) -> dict:
+        "Everything `transform` needs, as JSON values: the roles, the fitted procs' statistics and the processed table's columns."
+        from fastxfer.augment.tabular import json_value, procs_state
+        e, fs = self.empty, list(self.empty.procs.fs)
+        one = lambda t: next((p for p in fs if isinstance(p, t)), None)
+        cat, fm, norm = one(Categorify), one(FillMissing), one(Normalize)
+        return json_value(dict(
+            format=1, roles=asdict(self.roles), procs_spec=self.procs_spec, y_mean=self.y_mean, y_std=self.y_std,
+            medians=self.medians, vocab=self.vocab, cat_names=self.cat_names, cont_names=self.cont_names, na_dict=self.na_dict,
+            table=dict(columns=list(e.items.columns), cat_names=list(e.cat_names), cont_names=list(e.cont_names), y_names=list(e.y_names)),
+            feature_procs=procs_state(fs),
+            categorify={c: list(m.items) for c, m in cat.classes.items()},   # each starts with '#na#'
+            fill_missing=dict(na_dict=dict(fm.na_dict), add_col=bool(fm.add_col)),
+            normalize=dict(means=dict(norm.means), stds=dict(norm.stds))))
+
+    @classmethod
+    def from_state(cls, s:dict) -> Processor:
+        "The processor `state` describes, its fastai procs rebuilt from their statistics (no pickle)."
+        from fastai.data.transforms import CategoryMap
+        from fastai.data.block import TransformBlock
+        from fastxfer.augment.tabular import from_json_value, load_procs
+        s = from_json_value(s)
+        if s.get('format') != 1: raise FastxferError(f'processor format {s.get("format")!r} is not one this release reads')
+        self = cls(Roles(**s['roles']), s['procs_spec'])
+        self.y_mean, self.y_std, self.medians, self.vocab = s['y_mean'], s['y_std'], s['medians'], s['vocab']
+        self.cat_names, self.cont_names, self.na_dict = s['cat_names'], s['cont_names'], s['na_dict']
+        cat = Categorify(); cat.classes = {c: CategoryMap(v[1:], sort=False, add_na=True) for c, v in s['categorify'].items()}
+        fm = FillMissing(add_col=s['fill_missing']['add_col']); fm.na_dict, fm.fill_strategy = s['fill_missing']['na_dict'], 'median'
+        norm = Normalize(); norm.means, norm.stds = s['normalize']['means'], s['normalize']['stds']
+        t = s['table']
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            self.empty = TabularPandas(pd.DataFrame({}, columns=t['columns']), procs=load_procs(s['procs_spec'], s['feature_procs']) + [cat, fm, norm],
+                                       cat_names=t['cat_names'], cont_names=t['cont_names'], y_names=t['y_names'], y_block=TransformBlock(),
+                                       do_setup=False, reduce_memory=False)
+        return self
+
+    def save(self, path) -> str:
+        "Write the processor as JSON (`state`), atomically; returns the file name."
+        atomic_write(path, json.dumps(self.state(), indent=1)); return Path(path).name
+    @classmethod
+    def load(cls, path) -> Processor:
+        "A processor from the JSON file `save` wrote."
+        try: s = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e: raise FastxferError(f'{path}: not a readable processor file ({e})') from None
+        return cls.from_state(s)
 
 # %% ../../nbs/08b_tabular_models.ipynb #4238359f
 def _sizes(n:int, numeric:str='periodic') -> list[int]:
@@ -237,16 +285,19 @@ class SkipValidation(Callback):
 def _X(xc, xn) -> np.ndarray: return np.hstack([xc.astype('float64'), xn.astype('float64')])
 
 class _SklearnModel:
-    "A scikit-learn estimator on the processed columns, pickled on its own (nothing from fastxfer)."
+    "A scikit-learn estimator on the processed columns, written with skops (`<name>.skops`: no pickle, a fixed allow-list of types)."
     def predict(self, xc, xn) -> np.ndarray:
         X = _X(xc, xn)
         return self.est.predict_proba(X) if hasattr(self.est, 'predict_proba') else self.est.predict(X).astype('float64')
     def save(self, folder) -> str:
-        atomic_write(folder/f'{self.name}.pkl', pickle.dumps(self.est)); return f'{self.name}.pkl'
+        from fastxfer.model_folder import save_sklearn
+        return save_sklearn(Path(folder)/f'{self.name}.skops', self.est)
     @classmethod
     def load(cls, folder):
-        m = cls()
-        with open(folder/f'{cls.name}.pkl', 'rb') as f: m.est = pickle.load(f)
+        from fastxfer.model_folder import load_sklearn
+        p = Path(folder)/f'{cls.name}.skops'
+        if not p.is_file(): raise FastxferError(f'{folder} has no {p.name}: it is incomplete, or was written by a release that kept another file')
+        m = cls(); m.est = load_sklearn(p)
         return m
 
 class GBMModel(_SklearnModel):

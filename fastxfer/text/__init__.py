@@ -134,3 +134,7 @@ class TextFamily(Family):
     def human(self, verb:str, r:dict) -> str|None:
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}[verb](r)
         return with_baseline(text, r) if verb == 'train' else text
+
+    def upgrade(self, folder) -> list[str]:
+        "Convert a folder of an earlier release: `bow.pkl` to `bow.skops`, awd_lstm's exported learner `model.pkl` to `awd.json` and `awd.safetensors`."
+        return upgrade_text_files(folder)

@@ -47,6 +47,22 @@ class NBLogReg:
         if self.n_classes == 2: return np.hstack([1 - s, s])
         return s/np.clip(s.sum(1, keepdims=True), 1e-12, None)
 
+    def save(self, path) -> str:
+        "Write the fitted model with skops (its vectorizer, log-count ratios and logistic regressions; no pickle); returns the file name."
+        from fastxfer.model_folder import save_sklearn
+        return save_sklearn(path, dict(vec=self.vec, ratios=list(self.ratios), models=list(self.models), n_classes=int(self.n_classes),
+                                       ngrams=int(self.ngrams), C=float(self.C), alpha=float(self.alpha)))
+    @classmethod
+    def load(cls, path) -> NBLogReg:
+        "The model `save` wrote (read under skops' allow-list)."
+        from fastxfer.model_folder import load_sklearn
+        d = load_sklearn(path)
+        if not isinstance(d, dict) or not {'vec', 'ratios', 'models', 'n_classes'} <= set(d):
+            raise FastxferError(f'{path}: not a bag-of-words model file')
+        m = cls(d.get('ngrams', BOW_NGRAMS), d.get('C', BOW_C), d.get('alpha', 1.0))
+        m.vec, m.ratios, m.models, m.n_classes = d['vec'], list(d['ratios']), list(d['models']), int(d['n_classes'])
+        return m
+
 def blend_probs(model:np.ndarray, bow:np.ndarray, weight:float=BOW_WEIGHT) -> np.ndarray:
     "`(1 - weight)` of the encoder's probabilities plus `weight` of the bag-of-words model's."
     if model.shape != bow.shape: raise ValueError(f'cannot blend probabilities of shapes {model.shape} and {bow.shape}')

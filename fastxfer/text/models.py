@@ -6,29 +6,30 @@ Docs: https://fastxfer.github.io/fastxfer/text_models.html.md"""
 
 # %% ../../nbs/10b_text_models.ipynb #57e06b04
 from __future__ import annotations
-import hashlib, json, os, pickle, socket, tempfile, time, warnings
+import hashlib, json, os, socket, tempfile, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
-from ..core import FastxferError, get_device, log, setting, cached_array
+from ..core import FastxferError, atomic_write, get_device, log, setting, cached_array
 from ..family import from_settings, resolves_settings
 from typing import Literal
 from ..train_utils import configure_progress, seed_everything, set_precision, find_lr, PRECISIONS
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
 from ..distributed import distributed, across_processes
-from ..model_folder import Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder
+from ..model_folder import (CARD_NAME, Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder, load_tensors,
+                                   save_tensors, pickle_files, unsafe_message)
 from .data import *
 from .bow import NBLogReg, blend_probs, BOW_WEIGHT, BOW_NGRAMS, BOW_C
 
 # %% auto #0
-__all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_AWD', 'encoder_source', 'get_encoder',
-           'tokenize_texts', 'text_windows', 'Windowing', 'pad_ids', 'TokenDL', 'TransformerClassifier',
+__all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_AWD', 'AWD_FILES', 'AWD_RULES', 'encoder_source',
+           'get_encoder', 'tokenize_texts', 'text_windows', 'Windowing', 'pad_ids', 'TokenDL', 'TransformerClassifier',
            'mean_by_owner', 'transformer_splitter', 'text_dls', 'EpochHistory', 'minilm_learner', 'save_head',
            'probe_head', 'minilm_rates', 'lr_source', 'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head',
-           'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm', 'augment_texts', 'train_text',
-           'parse_lr', 'TextPredictor']
+           'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm', 'awd_spec', 'save_awd',
+           'AWDClassifier', 'augment_texts', 'train_text', 'parse_lr', 'TextPredictor', 'upgrade_text_files']
 
 # %% ../../nbs/10b_text_models.ipynb #effb31c7
 MINILM_NAMES = ('minilm', 'all-MiniLM-L6-v2', 'sentence-transformers/all-MiniLM-L6-v2')
@@ -251,13 +252,13 @@ def lr_source(lr) -> str:
 
 # %% ../../nbs/10b_text_models.ipynb #b0e2f17c
 def fit_bow(folder:Path, data:TextData) -> tuple[dict, np.ndarray]:
-    "Fit the bag-of-words model on the training texts and write `folder/bow.pkl`: (its card entry, its validation probabilities)."
+    "Fit the bag-of-words model on the training texts and write `folder/bow.skops`: (its card entry, its validation probabilities)."
     t0 = time.time()
     c2i = {c: i for i, c in enumerate(data.classes)}
     m = NBLogReg().fit(data.train_texts, [c2i[l] for l in data.train_labels], len(data.classes))
-    (Path(folder)/'bow.pkl').write_bytes(pickle.dumps(m))
+    f = m.save(Path(folder)/'bow.skops')
     probs = m.predict_proba(data.valid_texts) if data.n_valid else np.zeros((0, len(data.classes)))
-    card = dict(file='bow.pkl', weight=BOW_WEIGHT, ngrams=BOW_NGRAMS, C=BOW_C, features=len(m.vec.vocabulary_), seconds=round(time.time() - t0, 2),
+    card = dict(file=f, weight=BOW_WEIGHT, ngrams=BOW_NGRAMS, C=BOW_C, features=len(m.vec.vocabulary_), seconds=round(time.time() - t0, 2),
                 what=f'naive-Bayes-weighted logistic regression on word n-grams; predictions are {1 - BOW_WEIGHT:.0%} minilm, {BOW_WEIGHT:.0%} this')
     log(f'bag-of-words model: {card["features"]} word n-grams from {data.n_train} texts in {card["seconds"]:.1f}s')
     return card, probs.astype(np.float32)
@@ -355,6 +356,7 @@ def _card_common(w, data:TextData, ev:dict, secs:float, learn=None):
                   n_train=data.n_train, n_valid=data.n_valid, n_unlabelled=len(data.unlabelled), dropped=data.dropped,
                   data=data.source, data_fingerprint=data_fingerprint(['text:' + hashlib.sha256(t.encode()).hexdigest()[:32] for t in data.train_texts + data.valid_texts]),
                   examples=[t[:300] for t in data.valid_texts[:3]] or [t[:300] for t in data.train_texts[:3]])
+    w.save_reference('text', data.train_texts)   # what drift is measured against
     if learn is not None:
         hist = getattr(learn, 'epoch_history', None)
         w.card['history'] = hist.rows if hist is not None else [dict(zip(learn.recorder.metric_names[1:-1], map(float, v))) for v in learn.recorder.values]
@@ -499,12 +501,92 @@ def train_awd_lstm(data:TextData, out, epochs=None, lr=None, max_len=256, bs=Non
         # get_preds follows the validation set's order (the sort is undone)
         ev = _valid_eval(probs, data.valid_labels, data.classes)
         with model_writer(out, kind='text', predictor='fastxfer.text.TextPredictor') as w:
-            learn.export(w.dir/'model.pkl')
+            save_awd(w.dir, learn, clas_cfg)
             for n, f in plots.items(): w.save_plot(n, f)
             w.card.update(model='awd_lstm', pretrained=bool(pretrained), max_len=max_len, max_len_unit='words', awd_config=clas_cfg,
                           hparams=dict(epochs=epochs, lr=lr, lr_from=lr_how, bs=bs, lm_epochs=lm_epochs, seed=seed))
             _card_common(w, data, ev, secs, learn)
     return dict(ev, train_seconds=secs, model_dir=str(Path(out)), pretrained=bool(pretrained), lr=lr, epochs=epochs)
+
+# %% ../../nbs/10b_text_models.ipynb #89416b7a
+AWD_FILES = ('awd.json', 'awd.safetensors')
+AWD_RULES = ('fix_html', 'replace_rep', 'replace_wrep', 'spec_add_spaces', 'rm_useless_spaces', 'replace_all_caps', 'replace_maj',
+             'lowercase')   # fastai's text rules (fastai.text.core), by name
+
+def awd_spec(learn, config:dict|None=None, drop_mult:float=0.5) -> dict:
+    "What rebuilds a fastai AWD-LSTM text classifier and its text processing: vocab, classes, sizes, tokenizer settings (JSON values)."
+    from fastai.text.core import Tokenizer, SpacyTokenizer
+    from fastai.text.data import Numericalize
+    from fastai.text.models.awdlstm import awd_lstm_clas_config
+    fs = list(learn.dls.train_ds.tls[0].tfms.fs)
+    tok, num = next((t for t in fs if isinstance(t, Tokenizer)), None), next((t for t in fs if isinstance(t, Numericalize)), None)
+    if tok is None or num is None or not isinstance(tok.tok, SpacyTokenizer):
+        raise FastxferError('not a fastai text classifier with spaCy tokens: cannot write it as awd.json')
+    rules = [getattr(r, '__name__', repr(r)) for r in tok.rules]
+    bad = [r for r in rules if r not in AWD_RULES]
+    if bad: raise FastxferError(f'the tokenizer uses rules this release does not know: {", ".join(bad)}')
+    enc, head = learn.model[0], learn.model[1]
+    awd = enc.module
+    cfg = {**awd_lstm_clas_config, **(config or {}), 'emb_sz': int(awd.emb_sz), 'n_hid': int(awd.n_hid), 'n_layers': int(awd.n_layers),
+           'pad_token': int(awd.pad_token), 'bidir': awd.n_dir == 2}
+    pad = next((t for t in learn.dls.valid.before_batch.fs if type(t).__name__ == 'Pad_Chunk'), None)
+    return dict(format=1, arch='AWD_LSTM', vocab=[str(v) for v in num.vocab], classes=[str(c) for c in learn.dls.vocab[1]], config=cfg,
+                drop_mult=float(drop_mult), lin_ftrs=[l.out_features for l in head.layers.modules() if isinstance(l, nn.Linear)][:-1],
+                seq_len=int(enc.bptt), max_len=None if enc.max_len is None else int(enc.max_len), pad_idx=int(enc.pad_idx),
+                pad_first=bool(pad.pad_first) if pad is not None else True,
+                tokenizer=dict(kind='spacy', lang=str(tok.tok.pipe.__self__.lang), special_toks=list(tok.tok.special_toks),
+                               rules=rules, sep=tok.sep))
+
+def save_awd(folder, learn, config:dict|None=None, drop_mult:float=0.5) -> list[str]:
+    "Write a fastai AWD-LSTM classifier as `awd.json` (`awd_spec`) and `awd.safetensors` (its weights); returns the file names."
+    spec = awd_spec(learn, config, drop_mult)
+    save_tensors(Path(folder)/AWD_FILES[1], learn.model.state_dict())
+    atomic_write(Path(folder)/AWD_FILES[0], json.dumps(spec))
+    return list(AWD_FILES)
+
+class AWDClassifier:
+    "An AWD-LSTM text classifier rebuilt from `awd.json` and `awd.safetensors`, with fastai's text processing: `probs(texts)`."
+    def __init__(self, folder, device='cpu'):
+        from collections import defaultdict
+        import fastai.text.core as tc
+        from fastai.text.all import AWD_LSTM, get_text_classifier
+        folder = Path(folder)
+        try: s = json.loads((folder/AWD_FILES[0]).read_text())
+        except (OSError, ValueError) as e: raise FastxferError(f'{folder/AWD_FILES[0]}: not readable ({e})') from None
+        if s.get('format') != 1 or s.get('arch') != 'AWD_LSTM': raise FastxferError(f'{folder/AWD_FILES[0]}: not an AWD-LSTM classifier this release reads')
+        t = s['tokenizer']
+        bad = [r for r in t['rules'] if r not in AWD_RULES]
+        if t.get('kind') != 'spacy' or bad: raise FastxferError(f'{folder/AWD_FILES[0]}: unknown tokenizer {t.get("kind")!r} or rules {bad}')
+        self.rules = [getattr(tc, r) for r in t['rules']]
+        self.tok = tc.SpacyTokenizer(t['lang'], t['special_toks'])
+        self.vocab, self.classes = list(s['vocab']), list(s['classes'])
+        self.o2i = defaultdict(int, {v: k for k, v in enumerate(self.vocab) if v != 'xxfake'})   # as fastai's Numericalize
+        self.seq_len, self.pad_idx, self.pad_first, self.device = s['seq_len'], s['pad_idx'], s['pad_first'], device
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            self.model = get_text_classifier(AWD_LSTM, len(self.vocab), len(self.classes), seq_len=s['seq_len'], config=s['config'],
+                                             drop_mult=s['drop_mult'], lin_ftrs=s['lin_ftrs'], pad_idx=s['pad_idx'], max_len=s['max_len'])
+        self.model.load_state_dict(load_tensors(folder/AWD_FILES[1]))
+        self.model.to(device).eval()
+
+    def numericalize(self, text:str) -> list[int]:
+        "Token ids of `text`, as fastai's `Tokenizer` and `Numericalize` make them for a new text."
+        from fastcore.basics import compose
+        return [self.o2i[w] for w in next(iter(self.tok([compose(*self.rules)(str(text))])))]
+
+    def probs(self, texts, bs:int=32) -> np.ndarray:
+        "Class probabilities (columns in `self.classes` order), batched longest first and padded in chunks as fastai does."
+        from fastai.text.data import pad_chunk
+        ids = [torch.tensor(self.numericalize(t) or [0], dtype=torch.long) for t in texts]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+        out = np.zeros((len(ids), len(self.classes)), dtype=np.float32)
+        with torch.no_grad():
+            for k in range(0, len(order), bs):
+                idx = order[k:k+bs]
+                n = max(len(ids[i]) for i in idx)
+                xb = torch.stack([pad_chunk(ids[i], pad_idx=self.pad_idx, pad_first=self.pad_first, seq_len=self.seq_len, pad_len=n) for i in idx])
+                out[idx] = torch.softmax(self.model(xb.to(self.device))[0].float(), -1).cpu().numpy()
+        return out
 
 # %% ../../nbs/10b_text_models.ipynb #b38b2b0e
 def augment_texts(data:TextData, aug:str|None, n_aug:int=1, alpha:float=0.1, seed:int=42) -> TextData:
@@ -575,6 +657,11 @@ def parse_lr(s):
     return v
 
 # %% ../../nbs/10b_text_models.ipynb #4457b276
+def _require(folder, name:str):
+    "The path of file `name` of `folder`; for a folder of an earlier release (pickles instead), how to convert it."
+    if not folder.file(name).exists() and pickle_files(folder.path): raise FastxferError(unsafe_message(folder))
+    return folder.require(name)
+
 class TextPredictor(Predictor):
     "Predict the class of texts with a fastxfer text model folder (minilm, embed-logreg or awd_lstm)."
     input_type = 'text'
@@ -586,11 +673,8 @@ class TextPredictor(Predictor):
         self.model_type, self.max_len = self.card.get('model'), int(self.card.get('max_len') or 256)
         self.device = get_device(device) if device else 'cpu'
         if self.model_type == 'awd_lstm':
-            from fastai.learner import load_learner
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                self.learn = load_learner(folder.file('model.pkl'), cpu=self.device == 'cpu')
-            configure_progress(self.learn, quiet=True)
+            for f in AWD_FILES: _require(folder, f)
+            self.awd = AWDClassifier(folder.path, self.device)
         else:
             _quiet_transformers()
             from transformers import AutoModel, AutoTokenizer
@@ -605,8 +689,9 @@ class TextPredictor(Predictor):
             self.bow, self.bow_weight = None, 0.0
             if self.card.get('bow'):   # the bag-of-words model the encoder's probabilities are blended with
                 f = folder.file(self.card['bow'].get('file', 'bow.pkl'))
+                if f.suffix == '.pkl' and f.is_file(): raise FastxferError(unsafe_message(folder))
                 if not f.is_file(): raise FastxferError(f'{folder.path} is incomplete: its card names {f.name}, which is missing')
-                self.bow, self.bow_weight = pickle.loads(f.read_bytes()), float(self.card['bow']['weight'])
+                self.bow, self.bow_weight = NBLogReg.load(f), float(self.card['bow']['weight'])
             if self.card.get('window'):
                 self.win = Windowing.for_tokenizer(self.tok, int(self.card['window']), float(self.card.get('stride', WINDOW_STRIDE)))
             else:   # a folder from before windows: one window of max_len positions (head and tail kept)
@@ -629,10 +714,8 @@ class TextPredictor(Predictor):
 
     def _awd_probs(self, texts, bs):
         cut = [truncate_words(t, self.max_len) for t in texts]
-        dl = self.learn.dls.test_dl([t for t, _ in cut], bs=bs)
-        probs = self.learn.get_preds(dl=dl)[0].numpy()
-        vocab = list(self.learn.dls.vocab[1])
-        idx = [vocab.index(c) for c in self.classes]
+        probs = self.awd.probs([t for t, _ in cut], bs)
+        idx = [self.awd.classes.index(c) for c in self.classes]
         return probs[:, idx], [c for _, c in cut]
 
     def predict(self, items, **kwargs) -> list[dict]:
@@ -648,3 +731,44 @@ class TextPredictor(Predictor):
         probs, cut = self.predict_probs([t for t, _ in known])
         ev = _valid_eval(probs, [l for _, l in known], self.classes)
         return dict(ev, classes=self.classes, unknown_labels=n_unknown, truncated=int(sum(cut)))
+
+# %% ../../nbs/10b_text_models.ipynb #e7f59625
+def _read_old_pickle(path):
+    "An earlier release's pickle, unpickled: only `upgrade`, for a folder the user said they trust, calls this."
+    import pickle
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with open(path, 'rb') as f: return pickle.load(f)
+
+def _read_old_learner(path):
+    "An earlier release's exported fastai learner, unpickled by `load_learner`: only `upgrade` calls this."
+    from fastai.learner import load_learner
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return configure_progress(load_learner(path, cpu=True), quiet=True)
+
+def upgrade_text_files(folder:ModelFolder) -> list[str]:
+    "Convert a text folder of an earlier release (`bow.pkl`, awd_lstm's `model.pkl`) to skops, JSON and safetensors; returns the files written."
+    p, wrote = folder.path, []
+    card = json.loads((p/CARD_NAME).read_text())
+    b = card.get('bow') or {}
+    if b and str(b.get('file', 'bow.pkl')).endswith('.pkl') and (p/b.get('file', 'bow.pkl')).is_file():
+        old = _read_old_pickle(p/b.get('file', 'bow.pkl'))
+        if not isinstance(old, NBLogReg): raise FastxferError(f'{p}: its bag-of-words file holds a {type(old).__name__}')
+        wrote.append(old.save(p/'bow.skops'))
+        texts = [' '.join(old.vec.get_feature_names_out()[i::7][:40]) for i in range(7)] + ['']
+        if not np.allclose(NBLogReg.load(p/'bow.skops').predict_proba(texts), old.predict_proba(texts), atol=1e-5):
+            raise FastxferError(f'{p}: the converted bag-of-words model does not predict as the old one')
+        card['bow']['file'] = 'bow.skops'
+    if card.get('model') == 'awd_lstm' and (p/'model.pkl').is_file():
+        learn = _read_old_learner(p/'model.pkl')
+        wrote += save_awd(p, learn, card.get('awd_config'))
+        vocab = [w for w in learn.dls.vocab[0] if not w.startswith('xx')]
+        texts = ['a', ' '.join(vocab[:60]), ' '.join(vocab[60:70]), ' '.join(vocab[::-3][:25]), 'Quite UNKNOWN words here!']
+        with warnings.catch_warnings(), learn.no_bar(), learn.no_logging():
+            warnings.simplefilter('ignore')
+            want = learn.get_preds(dl=learn.dls.test_dl(texts))[0].numpy()
+        if not np.allclose(AWDClassifier(p).probs(texts), want, atol=1e-5):
+            raise FastxferError(f'{p}: the rebuilt AWD-LSTM classifier does not predict as the exported learner')
+    atomic_write(p/CARD_NAME, json.dumps(card, indent=2))
+    return wrote

@@ -6,10 +6,10 @@ Docs: https://fastxfer.github.io/fastxfer/vision.html.md"""
 
 # %% ../../nbs/07d_vision.ipynb #99848a90
 from __future__ import annotations
-import contextlib, sys, time, warnings
+import contextlib, json, sys, time, warnings
 from pathlib import Path
-from ..core import FastxferError, log
-from ..model_folder import ModelFolder, load_model
+from ..core import FastxferError, atomic_write, log
+from ..model_folder import ModelFolder, load_model, save_tensors
 from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline
 from typing import Annotated, Literal
 from fastcore.meta import delegates
@@ -90,6 +90,18 @@ class VisionFamily(Family):
             if not is_rank0(): raise RankDone()   # one of several training processes: rank 0 writes the model folder and reports
             r = export_report(learn, res, out, vd, plots, kwargs.get('summary', False))
         return report_from_folder(r['model_dir'], r)
+
+    def upgrade(self, folder:ModelFolder) -> list[str]:
+        "An earlier release's folder: its fastai learner (`model.pkl`, unpickled here, once) to `model.safetensors` and `preprocess.json`."
+        from fastai.learner import load_learner
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            learn = load_learner(folder.require('model.pkl'), cpu=True)
+        if [str(v) for v in learn.dls.vocab] != folder.classes: raise FastxferError(f'{folder.path}: the learner and the card list different classes')
+        vision_network(folder.card['arch'], folder.card['mode'], len(folder.classes)).load_state_dict(learn.model.state_dict())   # same layers
+        save_tensors(folder.path/'model.safetensors', learn.model.state_dict())
+        atomic_write(folder.path/'preprocess.json', json.dumps(preprocess_spec(learn.dls.valid), indent=1))
+        return ['model.safetensors', 'preprocess.json']
 
     def predict(self, model_dir:str, # a vision model folder
                 images:list[str], # image files

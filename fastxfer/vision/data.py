@@ -6,19 +6,19 @@ Docs: https://fastxfer.github.io/fastxfer/vision_data.html.md"""
 
 # %% ../../nbs/07a_vision_data.ipynb #13b27b80
 from __future__ import annotations
-import random, re, warnings
+import enum, inspect, json, random, re, warnings
 from pathlib import Path
 from ..core import FastxferError, get_device, log, shared_data
 import torch
 from PIL import Image
-from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, Resize, Normalize, parent_label
+from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, L, Resize, Normalize, parent_label
 from ..backbones import is_online, IMAGENET_STATS
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'LABEL_SOURCES', 'check_image', 'scan_images', 'report_skipped', 'CatDogLabel', 'BreedLabel',
            'RegexLabel', 'CsvLabel', 'label_function', 'VisionData', 'resolve_data', 'collect_data', 'batch_augment',
-           'make_dls']
+           'make_dls', 'preprocess_classes', 'preprocess_spec', 'preprocess_pipelines', 'check_preprocess']
 
 # %% ../../nbs/07a_vision_data.ipynb #a6951ddd
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'}
@@ -206,3 +206,72 @@ def make_dls(vd:VisionData, size:int=224, presize:int|None=None, bs:int=32, aug:
                        batch_tfms=[*batch_augment(aug, size if presize != size else None), Normalize.from_stats(*stats)])
     return dblock.dataloaders(vd.items, bs=min(bs, max(1, vd.n_train)), num_workers=num_workers,
                               device=torch.device(device or get_device()), seed=seed)
+
+# %% ../../nbs/07a_vision_data.ipynb #1329fc7e
+def preprocess_classes() -> dict:
+    "The transform classes a `preprocess.json` may name: `{name: class}`."
+    from fastai.vision.all import Resize, ToTensor, IntToFloatTensor, RandomResizedCropGPU, AffineCoordTfm
+    from fastxfer.augment.image import FastAug
+    return {c.__name__: c for c in (Resize, ToTensor, IntToFloatTensor, Normalize, RandomResizedCropGPU, AffineCoordTfm, FastAug)}
+
+_NOT_ARGS = ('self', 'nm', 'enc', 'dec', 'split_idx', 'order')   # a fastai Transform's own arguments, not the transform's
+
+def _tfm_spec(t) -> dict:
+    "Transform `t` as `{'name': its class, **its constructor arguments}`, all JSON values."
+    name = type(t).__name__
+    if preprocess_classes().get(name) is not type(t): raise FastxferError(f'cannot write transform {name} as JSON: not in preprocess_classes()')
+    if name == 'Normalize': return dict(name=name, mean=t.mean.flatten().tolist(), std=t.std.flatten().tolist(), axes=list(t.axes))
+    args = {}
+    for k, prm in inspect.signature(type(t).__init__).parameters.items():
+        if k in _NOT_ARGS or prm.kind in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD) or not hasattr(t, k) or callable(getattr(t, k)): continue
+        v = getattr(t, k)
+        args[k] = v.value if isinstance(v, enum.Enum) else [getattr(x, 'value', x) for x in v] if isinstance(v, (tuple, L)) else v
+    spec = dict(name=name, **args)
+    try: json.dumps(spec)
+    except TypeError as e: raise FastxferError(f'cannot write transform {name} as JSON ({e})') from None
+    return spec
+
+def _on_valid(t):
+    "A transform acting on validation batches as `t` does, or None: an affine warp's random matrices are the identity there."
+    from fastai.vision.all import AffineCoordTfm
+    from fastxfer.augment.image import TrainOnlyAffine
+    if getattr(t, 'split_idx', None) == 0 or (isinstance(t, TrainOnlyAffine) and t.size is None): return None
+    if isinstance(t, AffineCoordTfm) and type(t) is not AffineCoordTfm:
+        return AffineCoordTfm(size=t.size, mode=t.mode, pad_mode=t.pad_mode, mode_mask=t.mode_mask, align_corners=t.align_corners)
+    return t
+
+def preprocess_spec(dl) -> dict:
+    "The validation transforms of dataloader `dl` (`after_item`, `after_batch`) as JSON, training-only ones left out."
+    keep = lambda pl: [_tfm_spec(v) for t in pl.fs if (v := _on_valid(t)) is not None]
+    return dict(item=keep(dl.after_item), batch=keep(dl.after_batch))
+
+# %% ../../nbs/07a_vision_data.ipynb #fa8460bb
+def _tfm(s:dict):
+    s = dict(s); cls = preprocess_classes().get(s.pop('name', None))
+    if cls is None: raise FastxferError(f'preprocess.json names an unknown transform; known: {", ".join(preprocess_classes())}')
+    if cls is Normalize:
+        return Normalize(torch.tensor(s['mean']).view(1, -1, 1, 1), torch.tensor(s['std']).view(1, -1, 1, 1), axes=tuple(s['axes']))
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
+
+def preprocess_pipelines(spec:dict) -> tuple:
+    "`(after_item, after_batch)`: fastai `Pipeline`s in validation mode, built from `preprocess_spec`'s JSON."
+    from fastai.vision.all import Pipeline
+    pls = []
+    for k in ('item', 'batch'):
+        pl = Pipeline([_tfm(s) for s in spec.get(k, [])]); pl.split_idx = 1
+        pls.append(pl)
+    return tuple(pls)
+
+def check_preprocess(dl, spec:dict, n:int=2, atol:float=1e-5):
+    "Raise unless `spec`'s pipelines prepare `n` validation images of `dl` exactly as `dl` does."
+    from fastai.vision.all import TensorImage
+    ai, ab = preprocess_pipelines(spec)
+    ims = [dl.dataset[i][0] for i in range(min(n, len(dl.dataset)))]
+    if not ims: return
+    old = dl.after_item.split_idx, dl.after_batch.split_idx
+    dl.after_item.split_idx = dl.after_batch.split_idx = 1          # validation behaviour, as the dataloader applies it
+    try: want = dl.after_batch(TensorImage(torch.stack([dl.after_item(im) for im in ims])))
+    finally: dl.after_item.split_idx, dl.after_batch.split_idx = old
+    got = ab(TensorImage(torch.stack([ai(im) for im in ims])))
+    diff = (want.as_subclass(torch.Tensor).cpu() - got.as_subclass(torch.Tensor).cpu()).abs().max().item()
+    if want.shape != got.shape or diff > atol: raise FastxferError(f'preprocess.json does not reproduce the validation transforms (max difference {diff})')

@@ -6,14 +6,14 @@ Docs: https://fastxfer.github.io/fastxfer/vision_predict.html.md"""
 
 # %% ../../nbs/07c_vision_predict.ipynb #faf662f8
 from __future__ import annotations
-import io, time, warnings
+import io, json, time, warnings
 from pathlib import Path
 import numpy as np
 from ..core import FastxferError, log, setting
 import torch
 from PIL import Image
-from fastai.vision.all import Normalize, PILImage, TensorImage, load_learner
-from ..model_folder import Predictor, ModelFolder, probs_dict, top_label, load_model, onnx_session
+from fastai.vision.all import Normalize, PILImage, TensorImage
+from ..model_folder import Predictor, ModelFolder, probs_dict, top_label, load_model, load_tensors, onnx_session
 from ..metrics import confusion_matrix, softmax
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
@@ -51,12 +51,8 @@ class VisionPredictor(Predictor):
     def __init__(self, folder:ModelFolder, backend:str='auto', threads:int|None=None, draft:bool=True):
         super().__init__(folder)
         self.draft = draft
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            self.learn = load_learner(folder.file('model.pkl'), cpu=True)
-        self.vocab = [str(v) for v in self.learn.dls.vocab]
-        self.after_item, self.after_batch = self.learn.dls.valid.after_item, self.learn.dls.valid.after_batch
-        for pl in (self.after_item, self.after_batch): pl.split_idx = 1  # validation behaviour: never augment
+        self.vocab = [str(v) for v in folder.classes]
+        self.after_item, self.after_batch = preprocess_pipelines(json.loads(folder.require('preprocess.json').read_text()))
         self.presize = self.card.get('presize')
         self.session = None
         if backend in ('auto', 'onnx') and folder.file('model.onnx').is_file():
@@ -66,8 +62,18 @@ class VisionPredictor(Predictor):
                 if backend == 'onnx': raise
                 log(f'ONNX Runtime unavailable ({e}); predicting with PyTorch')
         elif backend == 'onnx': raise FastxferError(f'{folder.path} has no model.onnx')
-        self.model = self.learn.model.eval().to(memory_format=torch.channels_last)
+        self._model = None if self.session is not None else self.model   # PyTorch only when it predicts
         self.backend = 'onnx' if self.session is not None else 'torch'
+
+    @property
+    def model(self) -> torch.nn.Module:
+        "The PyTorch network: `vision_network` from the card, with the folder's `model.safetensors` (built on first use)."
+        if getattr(self, '_model', None) is None:
+            from .train import vision_network
+            net = vision_network(self.card['arch'], self.card['mode'], len(self.vocab))
+            net.load_state_dict(load_tensors(self.folder.require('model.safetensors')))
+            self._model = net.eval().to(memory_format=torch.channels_last)
+        return self._model
 
     def examples(self) -> list:
         return [str(self.folder.path/e) for e in self.card.get('examples', [])]

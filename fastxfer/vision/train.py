@@ -6,17 +6,17 @@ Docs: https://fastxfer.github.io/fastxfer/vision_train.html.md"""
 
 # %% ../../nbs/07b_vision_train.ipynb #cb9751b8
 from __future__ import annotations
-import atexit, hashlib, shutil, tempfile, time, warnings
+import atexit, hashlib, json, shutil, tempfile, time, warnings
 from pathlib import Path
 import numpy as np
-from ..core import FastxferError, get_device, log, setting, cached_array, cache_dir
+from ..core import FastxferError, atomic_write, get_device, log, setting, cached_array, cache_dir
 from ..family import from_settings, resolves_settings
 from typing import Literal
 from ..train_utils import configure_progress, seed_everything, find_lr
 import torch, torch.nn as nn
 from PIL import Image
 from fastai.vision.all import (Learner, CrossEntropyLossFlat, error_rate, accuracy, create_head, apply_init, EarlyStoppingCallback, SaveModelCallback, Flatten)
-from ..model_folder import model_writer, data_fingerprint, export_onnx
+from ..model_folder import model_writer, data_fingerprint, export_onnx, save_tensors
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
 from ..core import is_rank0
@@ -29,8 +29,8 @@ from .data import *
 # %% auto #0
 __all__ = ['AUTO_ENOUGH', 'AUTO_GOOD', 'AUTO_VALID', 'AUTO_TIE', 'AUTO_FT_MIN', 'MODES', 'vision_learner_for', 'param_summary',
            'format_summary', 'ConcatBody', 'many_body_features', 'body_features', 'split_features', 'fit_probe_head',
-           'fit_features_head', 'auto_candidates', 'choice_score', 'choose_backbone', 'valid_error', 'train_vision',
-           'confusion', 'plot_confusion', 'plot_top_losses', 'diagnostic_plots', 'export_vision']
+           'fit_features_head', 'vision_network', 'auto_candidates', 'choice_score', 'choose_backbone', 'valid_error',
+           'train_vision', 'confusion', 'plot_confusion', 'plot_top_losses', 'diagnostic_plots', 'export_vision']
 
 # %% ../../nbs/07b_vision_train.ipynb #a89e0a74
 def vision_learner_for(dls, arch:str='efficientnet_lite0', mode:str='fine_tune', pretrained:bool=True, quiet=None, body:tuple|None=None):
@@ -161,6 +161,16 @@ def fit_features_head(learn, tag:str='', cache:bool=True, rank0_head:bool=False)
     info = fit_probe_head(learn, F['train'][tag], F['valid'][tag], F['train_y'], F['valid_y'])
     log(f"features: {F['seconds']:.1f} s to compute, logistic regression C={info['C']} fitted in {info['probe_seconds']:.1f} s")
     return dict(info, feature_seconds=round(F['seconds'], 1))
+
+# %% ../../nbs/07b_vision_train.ipynb #9b719ce7
+def vision_network(arch:str, mode:str, n_out:int) -> nn.Module:
+    "The network a vision model folder holds (the card's `arch` and `mode`), untrained: the folder's weights go over it."
+    if mode == 'scratch': return scratch_cnn(n_out)
+    names = arch[len('concat:'):].split('+') if arch.startswith('concat:') else [arch]
+    bodies = [create_body(n, pretrained=False)[:2] for n in names]
+    body, nf = bodies[0] if len(bodies) == 1 else (ConcatBody([b for b, _ in bodies]), sum(f for _, f in bodies))
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(nf, n_out)) if mode == 'features' else create_head(nf, n_out)
+    return nn.Sequential(body, head)
 
 # %% ../../nbs/07b_vision_train.ipynb #0d839940
 AUTO_ENOUGH = 5000 # training images from which `auto` goes straight to fine-tuning
@@ -493,7 +503,10 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
     learn.model.eval()
     xb = learn.dls.valid.one_batch()[0] if len(learn.dls.valid_ds) else None
     with model_writer(out, 'vision', 'fastxfer.vision.VisionPredictor') as w:
-        learn.export(Path(w.dir).absolute()/'model.pkl')
+        save_tensors(w.dir/'model.safetensors', learn.model.state_dict())
+        spec = preprocess_spec(learn.dls.valid)
+        check_preprocess(learn.dls.valid, spec)
+        atomic_write(w.dir/'preprocess.json', json.dumps(spec, indent=1))
         shape = tuple(xb.shape) if xb is not None else (1, 3, result['size'], result['size'])
         onnx = export_onnx(learn.model, w.dir/'model.onnx', shape, check_x=None if xb is None else xb.as_subclass(torch.Tensor)[:8].cpu())
         if not onnx['exported']: log(f"ONNX export skipped: {onnx['reason']} (PyTorch will be used to predict)")
@@ -513,6 +526,7 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
             figs, cm = diagnostic_plots(learn, probs, targs)
             plots.update(figs)
         for n,f in plots.items(): w.save_plot(n, f)
+        if vd is not None: w.save_reference('image', vd.train_items())   # what drift is measured against
         w.card.update(
             classes=list(map(str, learn.dls.vocab)), arch=result['arch'], mode=result['mode'], size=result['size'],
             presize=result['presize'], input_shape=list(shape[1:]), normalization=dict(zip(('mean', 'std'), result.get('stats') or [list(IMAGENET_STATS[0]), list(IMAGENET_STATS[1])])),
