@@ -158,3 +158,26 @@ def pytest_configure(config):
     if workers > 1:
         import torch
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+# ---- earlier releases, from this repository's own history (the upgrade tests)
+PICKLE_RELEASE = 'b185d9d'   # the last commit whose model folders hold pickles (processor.pkl, gbm.pkl, bow.pkl, model.pkl, ...)
+
+def old_release(tmp: Path, commit: str = PICKLE_RELEASE) -> Path:
+    "The fastxfer package of `commit`, unpacked under `tmp` from this repository's history (skips when it is not there)."
+    import io, subprocess, tarfile
+    r = subprocess.run(['git', '-C', str(ROOT), 'archive', commit, 'fastxfer', 'data'], capture_output=True)
+    if r.returncode != 0:
+        reason = f'git history with {commit} not available ({r.stderr.decode()[:200].strip()})'
+        print('SKIP:', reason); pytest.skip(reason)
+    tarfile.open(fileobj=io.BytesIO(r.stdout)).extractall(tmp)
+    return tmp
+
+def run_old(pkg: Path, code: str, *args, cwd=None):
+    "Run `code` in a new interpreter that imports fastxfer from `pkg`; the JSON of its last line."
+    import os, subprocess, sys
+    head = f'import sys; sys.path.insert(0, {str(pkg)!r}); import fastxfer; assert fastxfer.__file__.startswith({str(pkg)!r})\n'
+    r = subprocess.run([sys.executable, '-c', head + code, *map(str, args)], capture_output=True, text=True, timeout=900, cwd=cwd,
+                       env={**os.environ, 'FASTXFER_DATA_DIR': str(pkg/'fxdata'), 'FASTXFER_MODELS_DIR': str(pkg/'fxmodels')})
+    assert r.returncode == 0, f'the old release failed:\n{r.stderr[-3000:]}'
+    return json.loads(r.stdout.strip().splitlines()[-1])

@@ -3,9 +3,7 @@ recent inputs against them at `GET /api/v1/models/<name>/drift`. Real models, re
 training data stay under the threshold, shifted ones rise above it."""
 import io, json
 
-import numpy as np
 import pandas as pd
-import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 

@@ -6,25 +6,15 @@ trains one small model of each kind (vision, text, NFL) in a subprocess and reco
 code refuses the folders, converts them, predicts with them (equal to 1e-5) and serves them through the typed
 REST operations and the older endpoints.
 """
-import io, json, os, shutil, subprocess, sys, tarfile
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import ROOT, shared_or_skip
+from conftest import ROOT, old_release, shared_or_skip
 
 LEGACY_RELEASE = '442e883'   # the last release before `fastxfer.family` (cards without the contract's fields)
-
-
-def _legacy_package(tmp: Path) -> Path:
-    "The fastxfer package of LEGACY_RELEASE, unpacked under `tmp` (skips when the history is not there)."
-    r = subprocess.run(['git', '-C', str(ROOT), 'archive', LEGACY_RELEASE, 'fastxfer', 'data'], capture_output=True)
-    if r.returncode != 0:
-        reason = f'git history with {LEGACY_RELEASE} not available ({r.stderr.decode()[:200].strip()})'
-        print('SKIP:', reason); pytest.skip(reason)
-    tarfile.open(fileobj=io.BytesIO(r.stdout)).extractall(tmp)
-    return tmp
 
 
 def _old_cli(pkg: Path, *commands, cwd):
@@ -63,7 +53,7 @@ def _old_predictions(pkg: Path, models: Path) -> dict:
 @pytest.fixture(scope='module')
 def legacy_models(tmp_path_factory):
     d = tmp_path_factory.mktemp('legacy')
-    pkg = _legacy_package(d/'release')
+    pkg = old_release(d/'release', LEGACY_RELEASE)
     pets = shared_or_skip('pets/images')
     (d/'pets').mkdir()
     for f in sorted(pets.iterdir())[::30][:20]: (d/'pets'/f.name).symlink_to(f)

@@ -315,9 +315,10 @@ for m in ('tabular', 'logreg'):
 print(json.dumps(out))
 '''
 
-@pytest.mark.parametrize('release', ['b185d9d', pytest.param('442e883', marks=pytest.mark.slow)])   # the tabular layout (processor.pkl, linear.pkl); the first release (model.pkl, logreg.pkl: in the default suite through test_legacy_folders)
+@pytest.mark.slow   # the default suite converts the tabular layout in test_tabular and the first release's NFL folder in test_legacy_folders
+@pytest.mark.parametrize('release', ['b185d9d', '442e883'])   # the tabular layout (processor.pkl, linear.pkl); the first release (model.pkl, logreg.pkl)
 def test_upgrade_converts_an_earlier_release_and_predicts_the_same(tmp_path, release):
-    from test_tabular import old_release, run_old
+    from conftest import old_release, run_old
     from fastxfer.core import FastxferError
     from fastxfer.model_folder import load_model
     pkg = old_release(tmp_path/'release', release)

@@ -82,7 +82,6 @@ def test_serve_never_unpickles(planted):
 
 def test_a_weights_file_replaced_by_a_pickle_is_refused_without_running_it(real_models, tmp_path):
     "torch weights are read with weights_only=True: a pickle in their place is an error, never run."
-    from fastxfer.core import FastxferError
     from fastxfer.model_folder import load_model
     sentinel = tmp_path/'PWNED'
     for name, weights in (('ml', 'collab.pt'), ('adult', 'tabular.pt')):

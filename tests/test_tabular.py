@@ -3,7 +3,7 @@ write-back idempotence, the typed REST row, and every bad input (a clear message
 import json, sqlite3
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
-from conftest import run_cli, run_cli_here, run_json, adult_csv, request_schema
+from conftest import run_cli, run_cli_here, run_json, adult_csv, request_schema, old_release, run_old
 
 from fastxfer.core import FastxferError
 from fastxfer.model_folder import load_model
@@ -191,7 +191,6 @@ def test_an_empty_column_is_dropped_and_mixed_cells_are_counted(tmp_path, tables
 
 # ---- a folder of an earlier release (pickles) is converted once and predicts the same ----------------------------
 
-PICKLE_RELEASE = 'b185d9d'   # the last commit whose tabular folders hold processor.pkl, gbm.pkl and linear.pkl
 
 OLD_TRAIN = '''
 import json, sys, pandas as pd
@@ -204,25 +203,6 @@ for model, procs in (('gbm', 'age*hours-per-week,impute'), ('linear', None)):
     out.append([p['probs'] for p in load_model(f'{models}/{model}').predict_frame(rows)[0]])
 print(json.dumps(out))
 '''
-
-def old_release(tmp: Path, commit: str = PICKLE_RELEASE) -> Path:
-    "The fastxfer package of `commit`, unpacked under `tmp` from this repository's history (skips when it is not there)."
-    import io, subprocess, tarfile
-    from conftest import ROOT
-    r = subprocess.run(['git', '-C', str(ROOT), 'archive', commit, 'fastxfer', 'data'], capture_output=True)
-    if r.returncode != 0: pytest.skip(f'git history with {commit} not available ({r.stderr.decode()[:200].strip()})')
-    tarfile.open(fileobj=io.BytesIO(r.stdout)).extractall(tmp)
-    return tmp
-
-def run_old(pkg: Path, code: str, *args, cwd=None):
-    "Run `code` in a new interpreter that imports fastxfer from `pkg`; the JSON of its last line."
-    import os, subprocess, sys
-    head = f'import sys; sys.path.insert(0, {str(pkg)!r}); import fastxfer; assert fastxfer.__file__.startswith({str(pkg)!r})\n'
-    r = subprocess.run([sys.executable, '-c', head + code, *map(str, args)], capture_output=True, text=True, timeout=900, cwd=cwd,
-                       env={**os.environ, 'FASTXFER_DATA_DIR': str(pkg/'fxdata'), 'FASTXFER_MODELS_DIR': str(pkg/'fxmodels')})
-    assert r.returncode == 0, f'the old release failed:\n{r.stderr[-3000:]}'
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
 
 def test_upgrade_converts_an_earlier_release_and_predicts_the_same(tmp_path):
     from fastxfer.model_folder import check_model
