@@ -33,6 +33,10 @@ __all__ = ['NET_META', 'MODELS', 'Processor', 'PeriodicEmbedding', 'PeriodicTabu
            'fit_models', 'predict_rows', 'permutation_importance']
 
 # %% ../../nbs/08b_tabular_models.ipynb #278ebbf7
+def _train_values(s:pd.Series, train_idx) -> list[str]:
+    "The categories of column `s` on the training rows (for a column a `--procs` item consumed, as `onehot` does)."
+    return sorted({str(v) for v in s.to_numpy()[list(train_idx)] if isinstance(v, str)})
+
 class Processor:
     "fastai's `Categorify`, `FillMissing` and `Normalize` (after any `--procs` items), fitted on the training rows only."
     def __init__(self, roles:Roles, procs_spec:str|None=None):
@@ -66,7 +70,7 @@ class Processor:
                                splits=(list(map(int, train_idx)), list(map(int, valid_idx))), reduce_memory=False)
         self.medians = {c: float(np.nanmedian(d[c].to_numpy()[train_idx])) if np.isfinite(d[c].to_numpy()[train_idx]).any() else 0.0
                         for c in r.cont}
-        self.vocab = {c: [v for v in to.classes[c] if v != '#na#'] for c in r.cat}
+        self.vocab = {c: [v for v in to.classes[c] if v != '#na#'] if c in to.classes else _train_values(d[c], train_idx) for c in r.cat}
         self.cat_names, self.cont_names = list(to.cat_names), list(to.cont_names)
         fm = [p for p in to.procs if isinstance(p, FillMissing)]
         self.na_dict = dict(fm[0].na_dict) if fm else {}
