@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/model_folder.html.md"""
 
 # %% ../nbs/05_model_folder.ipynb #4b7a2779
 from __future__ import annotations
-import hashlib, importlib, importlib.metadata, json, os, shutil
+import hashlib, importlib, importlib.metadata, json, os
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
