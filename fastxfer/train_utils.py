@@ -15,7 +15,7 @@ from .core import FastxferError, epoch_line, is_interactive, is_quiet, log, sett
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'LineProgress', 'configure_progress', 'bf16_fast', 'resolve_precision', 'Autocast', 'set_precision',
-           'find_lr', 'seed_everything']
+           'lr_suggestion', 'find_lr', 'seed_everything']
 
 # %% ../nbs/01_train_utils.ipynb #f197e902
 class LineProgress(Callback):
@@ -86,21 +86,36 @@ def set_precision(learn, precision:str|None, device:str) -> str:
     if p == 'bf16': learn.add_cb(Autocast(torch.bfloat16))
     return p
 
+# %% ../nbs/01_train_utils.ipynb #d9112efc
+def lr_suggestion(lrs:list, losses:list, num_it:int) -> tuple|None:
+    "fastai's `valley` (rate, point) on an LR finder's record, trimmed as `lr_find` trims it; None when under 3 finite points remain."
+    from fastai.callback.schedule import valley
+    from fastai.torch_core import tensor
+    import torch
+    lrs, losses = tensor(list(lrs)[num_it//10:-5]).float(), tensor(list(losses)[num_it//10:-5]).float()
+    n = int(torch.isfinite(losses).long().cumprod(0).sum()) if len(losses) else 0   # points before the first NaN/inf
+    return valley(lrs[:n], losses[:n], num_it) if n >= 3 else None
+
 # %% ../nbs/01_train_utils.ipynb #ea8f0eb8
 def find_lr(learn, plots:dict|None=None, max_it:int=100) -> float:
-    "fastai's LR finder (weights restored afterwards, its checkpoint kept in a temporary folder): the `valley` suggestion; the plot into `plots['lr_find']`."
+    "fastai's LR finder (weights restored afterwards, its checkpoint kept in a temporary folder): the `valley` suggestion, or `learn.lr` when the loss diverged too soon; the plot into `plots['lr_find']`."
     import matplotlib.pyplot as plt
     import fastai.callback.schedule  # noqa: F401  (adds Learner.lr_find)
     n_it = int(min(max_it, max(20, 3*len(learn.dls.train))))
     old_path = learn.path
     with tempfile.TemporaryDirectory(prefix='fastxfer-lrfind-') as tmp:  # not <learn.path>/models/, which may be the user's folder
         learn.path = Path(tmp)
-        try: sug = learn.lr_find(num_it=n_it, show_plot=plots is not None)
+        try: learn.lr_find(num_it=n_it, show_plot=False, suggest_funcs=None)
         finally: learn.path = old_path
-    if plots is not None: plots['lr_find'] = plt.gcf()
-    lr = float(sug.valley)
-    log(f'lr finder ({n_it} iterations): valley {lr:.2e}')
-    return lr
+    rec = learn.recorder
+    sug = lr_suggestion(rec.lrs, rec.losses, n_it)
+    if sug is None:
+        log(f'lr finder: the loss diverged after {len(rec.losses)} of {n_it} steps, too soon to suggest; using {learn.lr:.0e}')
+        return float(learn.lr)
+    if plots is not None:
+        rec.plot_lr_find(suggestions=[sug[1]], nms=['valley']); plots['lr_find'] = plt.gcf()
+    log(f'lr finder ({n_it} iterations): valley {sug[0]:.2e}')
+    return float(sug[0])
 
 # %% ../nbs/01_train_utils.ipynb #628fc71a
 def seed_everything(seed:int|None=None) -> int:
