@@ -94,8 +94,8 @@ def search_hits(page, base:str, term:str) -> int:
     return page.locator('.md-search-result__item').count()
 
 
-def browser_problems(site:Path, screenshot:Path|None=None) -> list[str]:
-    "What a real browser finds wrong: requests outside 127.0.0.1, pages that fail, images of size 0, empty search."
+def browser_problems(site:Path, screenshot:Path|None=None, names:list[str]|None=None) -> list[str]:
+    "What a real browser finds wrong: requests outside 127.0.0.1, pages that fail, images of size 0, empty search (on the pages `names`, default all)."
     from playwright.sync_api import sync_playwright
     srv, base = serve(site)
     out, outside = [], []
@@ -107,7 +107,7 @@ def browser_problems(site:Path, screenshot:Path|None=None) -> list[str]:
                 if urlsplit(r.request.url).hostname in ('127.0.0.1', None): r.continue_()
                 else: outside.append(r.request.url); r.abort()
             page.route('**/*', route)
-            for p in pages(site):
+            for p in [p for p in pages(site) if names is None or p.name in names]:
                 resp = page.goto(f'{base}/{p.name}', wait_until='load')
                 if resp is None or resp.status != 200: out.append(f'{p.name}: HTTP {resp and resp.status}'); continue
                 bad = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"

@@ -216,10 +216,11 @@ class ModelFolder:
     classes = property(lambda self: list(self.card.get('classes') or []))
     def file(self, name:str) -> Path: return self.path/name
     def require(self, name:str) -> Path:
-        "The path of file `name`, which the folder must have."
+        "The path of file `name`, which the folder must have; for a folder of an earlier release (pickles instead), how to convert it."
         p = self.path/name
-        if not p.exists(): raise FastxferError(f'{self.path} has no {name}: it is incomplete, or was written by a release that kept another file')
-        return p
+        if p.exists(): return p
+        if pickle_files(self.path): raise FastxferError(unsafe_message(self))
+        raise FastxferError(f'{self.path} has no {name}: it is incomplete, or was written by a release that kept another file')
     def __repr__(self): return f'ModelFolder({str(self.path)!r}, kind={self.kind!r})'
 
     def predictor_class(self):

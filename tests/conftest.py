@@ -99,48 +99,60 @@ def toy_csv(path, n=40):
     return Path(path)
 
 
-def build_real_models(d: Path, text=True, nfl=True, toy=True, tabular=True, collab=True, segment=True) -> Path:
-    "Real vision (40 pets, cat/dog), text (60 short IMDB reviews), NFL, toy, tabular (400 census rows), collab (the MovieLens sample) and segment (12 CamVid images) model folders under `d/models`."
+def _train_pets(d: Path):
     pets = shared_or_skip('pets/images')
     (d/'pets40').mkdir(parents=True, exist_ok=True)
     for f in sorted(pets.iterdir())[::15][:40]:
         if not (d/'pets40'/f.name).exists(): (d/'pets40'/f.name).symlink_to(f)
     run_cli('vision', 'train', d/'pets40', '--labels', 'cat-dog', '--mode', 'features', '--size', '128',
             '--out', d/'models'/'pets', '--quiet', check=0)
-    if text:
-        import pandas as pd
-        df = pd.read_csv(shared_or_skip('fastai_samples/imdb_sample/texts.csv'))
-        df = pd.concat([df[df.label == l].head(30) for l in ('positive', 'negative')])
-        df['text'] = df.text.str.slice(0, 200)
-        df[['label', 'text']].to_csv(d/'reviews.csv', index=False)
-        run_cli('text', 'train', d/'reviews.csv', '--model', 'embed-logreg', '--out', d/'models'/'reviews', '--quiet', check=0)
-    if nfl:
-        run_cli('nfl', 'train', '--standings', shared_or_skip('nfl/standings.csv'), '--no-evaluate', '--out', d/'models'/'nfl', '--quiet', check=0)
-    if toy:
-        run_cli('toy', 'train', toy_csv(d/'toy.csv'), '--out', d/'models'/'toy', '--quiet', env=PLUGIN_ENV, check=0)
-    if tabular:
-        run_cli('tabular', 'train', adult_csv(d/'adult400.csv'), '--target', 'salary', '--out', d/'models'/'adult', '--quiet', check=0)
-    if collab:
-        run_cli('collab', 'train', shared_or_skip('fastai_samples/movie_lens_sample/ratings.csv'), '--split', 'random',
-                '--members', 1, '--out', d/'models'/'ml', '--quiet', check=0)
-    if segment:
-        cam = shared_or_skip('fastai_samples/camvid_tiny')
-        (d/'camvid12'/'images').mkdir(parents=True, exist_ok=True); (d/'camvid12'/'labels').mkdir(exist_ok=True)
-        for f in sorted((cam/'images').iterdir())[:12]:
-            shutil.copyfile(f, d/'camvid12'/'images'/f.name); shutil.copyfile(cam/'labels'/f'{f.stem}_P.png', d/'camvid12'/'labels'/f'{f.stem}_P.png')
-        run_cli('segment', 'train', d/'camvid12', '--codes', cam/'codes.txt', '--size', '64,96', '--epochs', 1, '--freeze-epochs', 1,
-                '--bs', 4, '--out', d/'models'/'camvid', '--quiet', check=0)
+
+def _train_reviews(d: Path):
+    import pandas as pd
+    df = pd.read_csv(shared_or_skip('fastai_samples/imdb_sample/texts.csv'))
+    df = pd.concat([df[df.label == l].head(30) for l in ('positive', 'negative')])
+    df['text'] = df.text.str.slice(0, 200)
+    df[['label', 'text']].to_csv(d/'reviews.csv', index=False)
+    run_cli('text', 'train', d/'reviews.csv', '--model', 'embed-logreg', '--out', d/'models'/'reviews', '--quiet', check=0)
+
+def _train_camvid(d: Path):
+    cam = shared_or_skip('fastai_samples/camvid_tiny')
+    (d/'camvid12'/'images').mkdir(parents=True, exist_ok=True); (d/'camvid12'/'labels').mkdir(exist_ok=True)
+    for f in sorted((cam/'images').iterdir())[:12]:
+        shutil.copyfile(f, d/'camvid12'/'images'/f.name); shutil.copyfile(cam/'labels'/f'{f.stem}_P.png', d/'camvid12'/'labels'/f'{f.stem}_P.png')
+    run_cli('segment', 'train', d/'camvid12', '--codes', cam/'codes.txt', '--size', '64,96', '--epochs', 1, '--freeze-epochs', 1,
+            '--bs', 4, '--out', d/'models'/'camvid', '--quiet', check=0)
+
+REAL_MODELS = {   # the folder under models/ -> how it is trained (each in its own `fastxfer` process)
+    'pets': _train_pets, 'reviews': _train_reviews,
+    'nfl': lambda d: run_cli('nfl', 'train', '--standings', shared_or_skip('nfl/standings.csv'), '--no-evaluate',
+                             '--out', d/'models'/'nfl', '--quiet', check=0),
+    'toy': lambda d: run_cli('toy', 'train', toy_csv(d/'toy.csv'), '--out', d/'models'/'toy', '--quiet', env=PLUGIN_ENV, check=0),
+    'adult': lambda d: run_cli('tabular', 'train', adult_csv(d/'adult400.csv'), '--target', 'salary', '--out', d/'models'/'adult',
+                               '--quiet', check=0),
+    'ml': lambda d: run_cli('collab', 'train', shared_or_skip('fastai_samples/movie_lens_sample/ratings.csv'), '--split', 'random',
+                            '--members', 1, '--out', d/'models'/'ml', '--quiet', check=0),
+    'camvid': _train_camvid}
+
+def build_real_models(d: Path, names=None) -> Path:
+    "Real vision (40 pets, cat/dog), text (60 short IMDB reviews), NFL, toy, tabular (400 census rows), collab (the MovieLens sample) and segment (12 CamVid images) model folders under `d/models`."
+    d.mkdir(parents=True, exist_ok=True)
+    for name in names or REAL_MODELS: REAL_MODELS[name](d)
     return d/'models'
 
 
 @pytest.fixture(scope='session')
 def real_models(tmp_path_factory):
     "Real model folders of every kind, trained once per test run (the browser, the API fuzzer and the slow tests share them, on any worker)."
-    if not os.environ.get('PYTEST_XDIST_WORKER'): return build_real_models(tmp_path_factory.mktemp('real'))
+    worker = os.environ.get('PYTEST_XDIST_WORKER')
+    if not worker: return build_real_models(tmp_path_factory.mktemp('real'))
     from filelock import FileLock
     shared = tmp_path_factory.getbasetemp().parent/'real'   # the run's folder, above each worker's own
-    with FileLock(str(shared) + '.lock'):                   # the first worker trains them, the others wait and reuse
-        if not (shared/'done').exists(): build_real_models(shared); (shared/'done').touch()
+    shared.mkdir(exist_ok=True)
+    names = list(REAL_MODELS)[::1 if int(worker.lstrip('gw') or 0) % 2 == 0 else -1]   # two workers train from both ends at once
+    for name in names:
+        with FileLock(str(shared/name) + '.lock'):          # one worker trains each model, the other waits for it and reuses it
+            if not (shared/f'{name}.done').exists(): build_real_models(shared, [name]); (shared/f'{name}.done').touch()
     return shared/'models'
 
 

@@ -20,7 +20,7 @@ from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, load_
                                    data_fingerprint, save_sklearn, save_tensors)
 from ..inputs import Column, InputError, RowInput
 from .. import metrics
-from ..tabular import TabularPredictor, upgrade_tabular_files, _read_old_pickle, _require
+from ..tabular import TabularPredictor, upgrade_tabular_files, _read_old_pickle
 from ..augment.tabular import json_value, from_json_value
 from ..tabular.data import Roles
 from ..tabular.models import LinearModel, Processor, TabularNetModel, predict_rows
@@ -337,12 +337,12 @@ class LegacySeasonModel:
     def __init__(self, folder:ModelFolder, use:str, features):
         self.features, self.net, self.pipe = list(features), None, None
         if use == 'tabular':
-            spec = json.loads(_require(folder, LEGACY_FILES['tabular'][0]).read_text())
+            spec = json.loads(folder.require(LEGACY_FILES['tabular'][0]).read_text())
             self.means, self.stds = from_json_value(spec['means']), from_json_value(spec['stds'])
             self.pos = list(spec['classes']).index(1)
             self.net = _legacy_net(spec)
-            self.net.load_state_dict(load_tensors(_require(folder, LEGACY_FILES['tabular'][1])))
-        else: self.pipe = load_sklearn(_require(folder, LEGACY_FILES['logreg'][0]))
+            self.net.load_state_dict(load_tensors(folder.require(LEGACY_FILES['tabular'][1])))
+        else: self.pipe = load_sklearn(folder.require(LEGACY_FILES['logreg'][0]))
     def predict_proba(self, df:pd.DataFrame) -> np.ndarray:
         X = pd.DataFrame(_xy(df, self.features), columns=self.features)
         if self.pipe is not None: return self.pipe.predict_proba(X.to_numpy())[:, list(self.pipe.classes_).index(1)]

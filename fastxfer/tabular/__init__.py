@@ -16,8 +16,8 @@ import pandas as pd
 from ..core import FastxferError, atomic_write, log, setting
 from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline, format_metrics
 from ..inputs import Column, InputError, RowInput
-from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model_writer, data_fingerprint, pickle_files,
-                                   save_sklearn, unsafe_message)
+from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model_writer, data_fingerprint,
+                                   save_sklearn)
 from .. import metrics
 from .data import *
 from .models import *
@@ -193,7 +193,7 @@ class TabularPredictor(Predictor):
     def __init__(self, folder, use:str|None=None):
         super().__init__(folder)
         f = folder.path
-        self.proc = Processor.load(_require(folder, 'processor.json'))
+        self.proc = Processor.load(folder.require('processor.json'))
         self.members = list(self.card['members'])
         self.temperature = self.card.get('temperature')
         self.models = {m: MODELS[m].load(f) for m in self.members}
@@ -251,11 +251,6 @@ class TabularPredictor(Predictor):
         t = self.card.get('target', 'target')
         if self.task == 'regression': return f'Predicted {t}: {_readable(pred["value"])}'
         return f'{t}: {pred["label"]} ({pred["probability"]:.1%})'
-
-def _require(folder, name:str):
-    "The path of file `name` of `folder`; for a folder of an earlier release (pickles instead), how to convert it."
-    if not folder.file(name).exists() and pickle_files(folder.path): raise FastxferError(unsafe_message(folder))
-    return folder.require(name)
 
 def _readable(v:float) -> str:
     "103,662 rather than 1.037e+05; 0.1235 for small values."

@@ -19,7 +19,7 @@ from ..metrics import confusion_matrix
 from ..probe import linear_probe
 from ..distributed import distributed, across_processes
 from ..model_folder import (CARD_NAME, Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder, load_tensors,
-                                   save_tensors, pickle_files, unsafe_message)
+                                   save_tensors, unsafe_message)
 from .data import *
 from .bow import NBLogReg, blend_probs, BOW_WEIGHT, BOW_NGRAMS, BOW_C
 
@@ -657,11 +657,6 @@ def parse_lr(s):
     return v
 
 # %% ../../nbs/10b_text_models.ipynb #4457b276
-def _require(folder, name:str):
-    "The path of file `name` of `folder`; for a folder of an earlier release (pickles instead), how to convert it."
-    if not folder.file(name).exists() and pickle_files(folder.path): raise FastxferError(unsafe_message(folder))
-    return folder.require(name)
-
 class TextPredictor(Predictor):
     "Predict the class of texts with a fastxfer text model folder (minilm, embed-logreg or awd_lstm)."
     input_type = 'text'
@@ -673,7 +668,7 @@ class TextPredictor(Predictor):
         self.model_type, self.max_len = self.card.get('model'), int(self.card.get('max_len') or 256)
         self.device = get_device(device) if device else 'cpu'
         if self.model_type == 'awd_lstm':
-            for f in AWD_FILES: _require(folder, f)
+            for f in AWD_FILES: folder.require(f)
             self.awd = AWDClassifier(folder.path, self.device)
         else:
             _quiet_transformers()
