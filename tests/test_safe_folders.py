@@ -52,6 +52,7 @@ def test_every_family_writes_a_safe_folder(real_models):
 
 def test_load_and_predict_never_unpickle(planted):
     from fastxfer.model_folder import check_model, find_model_folders, load_model
+    import toy_family  # noqa: F401  (registers the plug-in family of the toy folder, as FASTXFER_PLUGINS does in a new process)
     models, sentinel = planted
     folders = find_model_folders(models)
     assert {f.kind for f in folders} >= {'vision', 'text', 'nfl', 'tabular', 'collab', 'segment'}
