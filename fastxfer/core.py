@@ -27,7 +27,7 @@ class FastxferError(Exception):
 DEFAULT_SETTINGS = dict(
     models_dir='models', data_dir='data', arch='efficientnet_lite0', size='auto', bs='32',
     seed='42', device='auto', precision='auto', host='127.0.0.1', port='7860', text_model='minilm', max_len='256',
-    candidates='auto', tta='flip')
+    candidates='auto', tta='flip', coverage='0.9', calib_pct='0.1')
 
 PACKAGE_ROOT = Path(__file__).resolve().parent if '__file__' in globals() else Path.cwd()
 PROJECT_ROOT = PACKAGE_ROOT.parent

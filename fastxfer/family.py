@@ -20,8 +20,9 @@ from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, allow_predictor,
 # %% auto #0
 __all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESSES_HELP', 'SettingDefault', 'from_settings', 'call_verb',
            'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics', 'with_baseline',
-           'human_report', 'Family', 'resolves_settings', 'verb_signature', 'run_launched', 'register_family',
-           'family_names', 'get_family', 'family_help', 'find_family', 'upgrade_model', 'notebook_train']
+           'human_report', 'save_conformal', 'Family', 'resolves_settings', 'verb_signature', 'run_launched',
+           'register_family', 'family_names', 'get_family', 'family_help', 'find_family', 'upgrade_model',
+           'notebook_train']
 
 # %% ../nbs/06_family.ipynb #deef4f61
 class SettingDefault:
@@ -116,8 +117,22 @@ def human_report(r:dict) -> str:
     if r.get('baseline'): lines.append(f"baseline: {format_metrics(r['baseline'])}")
     if r.get('train_seconds') is not None: lines.append(f"trained in {r['train_seconds']} s")
     if r.get('n') is not None: lines.append(f"scored on {r['n']} item(s)")
+    for c, v in (r.get('conformal') or {}).items():   # evaluate: how often the sets (intervals) held the truth
+        size = f"mean set {v['mean_size']:.2f} labels" if 'mean_size' in v else f"mean width {v['mean_width']:.4g}"
+        lines.append(f"sets at {float(c):.0%}: held the truth {v['coverage']:.1%} of the time, {size}")
     if r.get('model_dir'): lines.append(f"model: {r['model_dir']}")
     return '\n'.join(lines)
+
+# %% ../nbs/06_family.ipynb #5f9d653d
+def save_conformal(model_dir, conf) -> dict:
+    "Write `conf` (a `fastxfer.conformal.Conformal`) into the folder `model_dir`: `conformal.json` and the card's `conformal` summary."
+    from fastxfer.conformal import CONFORMAL_FILE, conformal_card
+    folder = ModelFolder(model_dir)
+    atomic_write(folder.path/CONFORMAL_FILE, json.dumps(conf.to_json()))
+    card = {**folder.card, 'conformal': conformal_card(conf)}
+    card['files'] = sorted(set(card.get('files') or []) | {CONFORMAL_FILE})
+    atomic_write(folder.path/CARD_NAME, json.dumps(to_jsonable(card), indent=2))
+    return card['conformal']
 
 # %% ../nbs/06_family.ipynb #00ce7b9d
 class Family:
@@ -138,13 +153,15 @@ class Family:
         raise NotImplementedError(f'{self.name}: no evaluate')
     def predict(self, model_dir:str, # a model folder of this family
                 inputs:list[str], # what to predict: image files, texts, or col=value pairs
+                coverage:float|None=None, # prediction sets (intervals) that hold the truth this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
+                abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
                 ) -> dict:
         "Predict the inputs with a saved model."
         p = load_model(model_dir)
         if p.kind != self.name: raise FastxferError(f'{model_dir} is a {p.kind} model, not a {self.name} model')
         t = time.perf_counter()
         items = p.input.from_cli(inputs)
-        preds = p.predict(items)
+        preds = p.conformalize(p.predict(items), coverage, abstain_above)
         return dict(model=str(model_dir), kind=p.kind, ms=round((time.perf_counter()-t)*1000, 1),
                     predictions=[dict(input=str(i), **r) for i,r in zip(inputs, preds)])
 
@@ -154,19 +171,23 @@ class Family:
     def upgrade(self, folder:ModelFolder) -> list[str]:
         "Convert `folder`, a copy of an earlier release's folder, in place: read its pickles once, write safe files; returns the files written."
         raise NotImplementedError(f'{self.name}: no upgrade')
+    def calibrate(self, model_dir:str, data:str) -> dict:
+        "Add conformity scores (`conformal.json`) to `model_dir` from labelled `data` it did not train on (a folder of an earlier release)."
+        raise NotImplementedError(f'{self.name}: no calibrate')
 
     def verbs(self) -> dict:
         "`{verb: bound method}` for the command line."
-        names = ['train', 'evaluate', 'predict', *self.extra_verbs]
+        names = ['train', 'evaluate', 'predict', 'calibrate', *self.extra_verbs]
         return {n.replace('_', '-'): getattr(self, n) for n in names if self._implements(n)}
     def _implements(self, n) -> bool:
-        "The generic `predict` always; `train` and `evaluate` when the family defines them; extra verbs always."
+        "The generic `predict` always; `train`, `evaluate` and `calibrate` when the family defines them; extra verbs always."
         return n == 'predict' or getattr(type(self), n, None) is not getattr(Family, n, None)
     def human(self, verb:str, result:dict) -> str|None:
         "Text for a person (None: `key: value` lines); families override per verb."
         if verb in ('train', 'evaluate'): return human_report(result)
         if verb == 'predict' and 'predictions' in result:
-            return '\n'.join(f"{p.get('input')}: {p['label']}  (" + ', '.join(f'{k} {v:.3f}' for k,v in
+            from fastxfer.conformal import set_phrase
+            return '\n'.join(f"{p.get('input')}: {set_phrase(p)}  (" + ', '.join(f'{k} {v:.3f}' for k,v in
                              sorted(p['probs'].items(), key=lambda kv: -kv[1])[:3]) + ')' for p in result['predictions'])
         return None
     def __repr__(self): return f'<family {self.name}: {self.help}>'

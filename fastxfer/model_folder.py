@@ -10,7 +10,7 @@ import hashlib, importlib, importlib.metadata, json, os
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from .core import FastxferError, atomic_dir, atomic_write, is_rank0, to_jsonable, versions
+from .core import FastxferError, atomic_dir, atomic_write, is_rank0, setting, to_jsonable, versions
 from .distributed import training_processes
 
 # %% auto #0
@@ -308,6 +308,26 @@ class Predictor:
         "The training inputs' statistics (`reference.json`), or None for a folder without them."
         f = self.folder.file((self.card.get('reference') or {}).get('file', 'reference.json'))
         return json.loads(f.read_text()) if f.is_file() else None
+    @property
+    def conformal(self):
+        "The calibration scores of `conformal.json` (a `fastxfer.conformal.Conformal`), or None for a folder without them."
+        from fastxfer.conformal import Conformal, CONFORMAL_FILE
+        if '_conformal' not in self.__dict__:   # read once per loaded model
+            f = self.folder.file(CONFORMAL_FILE)
+            self.__dict__['_conformal'] = Conformal.load(f) if f.is_file() else None
+        return self.__dict__['_conformal']
+    def conformalize(self, preds:list[dict], coverage=None, abstain_above:int|None=None) -> list[dict]:
+        "`preds` with prediction sets (classifiers) or intervals (regressors) at `coverage` (default: the setting); none when the folder has no scores and none was asked for."
+        from fastxfer.conformal import add_sets, add_intervals, check_coverage
+        if abstain_above is not None and int(abstain_above) < 1: raise FastxferError(f'abstain above {abstain_above} labels: give at least 1')
+        conf = self.conformal
+        if conf is None:
+            if coverage is None and abstain_above is None: return preds
+            raise FastxferError(f'{self.folder.path} has no conformity scores (it was trained before fastxfer kept them): add them with '
+                                f'`fastxfer {self.kind} calibrate {self.folder.path} DATA`, DATA labelled items the model did not train on')
+        c = check_coverage(setting('coverage') if coverage is None else coverage)
+        if conf.kind == 'regression': return add_intervals(preds, conf, c, conf.info.get('key', 'value'))
+        return add_sets(preds, conf, self.classes, c, abstain_above, mondrian=bool(conf.info.get('mondrian')))
     @property
     def has_picture(self) -> bool: return type(self).picture is not Predictor.picture
     @property

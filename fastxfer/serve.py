@@ -40,10 +40,11 @@ __all__ = ['logger', 'ApiError', 'KEYS_ENV', 'PROTECT', 'LOOPBACK', 'MAX_JSON_DE
            'ErrorResponse', 'DriftColumn', 'DriftResponse', 'response_model', 'ModelRunner', 'check_media',
            'read_payload', 'part_bytes', 'read_keys', 'KeyRefused', 'ApiKeys', 'request_key', 'ServeMetrics',
            'load_models', 'body_param', 'typed_endpoint', 'media_extra', 'before_body', 'json_depth', 'check_json_body',
-           'ModelHub', 'add_error_handlers', 'validation_error', 'server_routes', 'model_routes', 'legacy_routes',
-           'metrics_routes', 'secure_openapi', 'create_app', 'api_docs_html', 'loop_run', 'tab_title', 'card_markdown',
-           'ui_key_check', 'model_ui', 'drift_text', 'drift_ui', 'query_ui', 'build_ui', 'offline_theme', 'mount_ui',
-           'postman_collection', 'demo_models', 'app_from_env', 'parse_origins', 'serve', 'export_postman']
+           'ModelHub', 'sure_params', 'add_error_handlers', 'validation_error', 'server_routes', 'sure_query',
+           'model_routes', 'legacy_routes', 'metrics_routes', 'secure_openapi', 'create_app', 'api_docs_html',
+           'loop_run', 'tab_title', 'card_markdown', 'ui_key_check', 'model_ui', 'drift_text', 'drift_ui', 'query_ui',
+           'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models', 'app_from_env',
+           'parse_origins', 'serve', 'export_postman']
 
 # %% ../nbs/13_serve.ipynb #d9742c93
 class Prediction(BaseModel):
@@ -126,11 +127,21 @@ class DriftResponse(BaseModel):
     columns: list[DriftColumn] = []
     process: int = Field(description='the server process that answered: each of `--processes N` keeps its own window')
 
+_SURE_FIELDS = {
+    'classification': {'set': (list[str], 'the labels that hold the true one with probability `coverage` (conformal prediction set), most probable first'),
+                       'coverage': (float, 'the coverage of the set'),
+                       'abstained': (bool, 'true when the set has more labels than abstain_above: the answer gives no label')},
+    'regression': {'lower': (float, 'the lower end of the interval that holds the true value with probability `coverage`'),
+                   'upper': (float, 'the upper end of that interval'), 'coverage': (float, 'the coverage of the interval')}}
+
 def response_model(name:str, p:Predictor):
     "The `PredictResponse` of model `name`: its predictions' `label` is one of its classes."
     cls = [str(c) for c in p.classes]
     label = Literal[tuple(cls)] if cls else str
     more = {k: (Optional[t], Field(None, description=d)) for k, (t, d) in p.prediction_fields.items()}   # the family's own fields
+    if p.conformal is not None:   # prediction sets or intervals; an abstained answer has no label
+        more.update({k: (Optional[t], Field(None, description=d)) for k, (t, d) in _SURE_FIELDS[p.conformal.kind].items()})
+        label = Optional[label]
     pred = create_model(f'{_slug(name)}Prediction', __base__=Prediction, label=(label, Field(description='the most probable class')), **more)
     return create_model(f'{_slug(name)}PredictResponse', __base__=PredictResponse, predictions=(list[pred], ...))
 
@@ -457,6 +468,7 @@ class ModelHub:
     def __init__(self, models_dir, models:dict, failed:dict, limits:Limits, workers:int, context:dict, keys:ApiKeys|None=None):
         self.models_dir, self.models, self.failed, self.limits, self.workers, self.context = models_dir, models, failed, limits, workers, context
         self.keys, self.metrics = keys or ApiKeys(), ServeMetrics()
+        self.abstain_above = None   # answer no label when a prediction set is larger (create_app's abstain_above)
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix='fastxfer-infer')
         self.drift = {n: w for n, p in models.items() if (w := _drift_window(n, p)) is not None}
         self.runners = {n: ModelRunner(p, self.pool, limits.combine_items, partial(self.observe, n)) for n,p in models.items()}
@@ -534,6 +546,18 @@ def authorize(self, request:Request, writes:bool):
     if self.keys.needed(writes) and (refused := self.keys.refusal(request_key(request.headers))) is not None: raise refused
 
 # %% ../nbs/13_serve.ipynb #2ad8dd1c
+def sure_params(request:Request, abstain_above:int|None=None) -> tuple[float|None, int|None]:
+    "`?coverage=` and `?abstain_above=` of a prediction request (the server's `abstain_above` when not given), checked: 422 when wrong."
+    from fastxfer.conformal import check_coverage
+    q = request.query_params
+    try: coverage = check_coverage(q['coverage']) if 'coverage' in q else None
+    except FastxferError as e: raise InputError(f'coverage={q["coverage"]!r}: {e}', 422) from None
+    if 'abstain_above' not in q: return coverage, abstain_above
+    try: n = int(q['abstain_above'])
+    except ValueError: n = 0
+    if n < 1: raise InputError(f'abstain_above={q["abstain_above"]!r}: give a whole number of labels, at least 1', 422)
+    return coverage, n
+
 def _answer_format(request:Request, p:Predictor, name:str, batch:bool) -> str:
     "`json` or `png` from `?format=`, checked against what the model and the operation can answer."
     fmt = request.query_params.get('format', 'json')
@@ -556,11 +580,13 @@ async def run(self, name:str, spec, request:Request, batch:bool, effect:str|None
     t, p = time.time(), self.models[name]
     self.authorize(request, writes=effect is not None)   # the gate checked already; here too, so no path around it skips the key
     fmt = _answer_format(request, p, name, batch)
+    coverage, abstain = sure_params(request, self.abstain_above)
     payload = await read_payload(request, spec, batch, self.limits, lenient=not strict)
     items = await loop_run(self.pool, spec.parse, payload, batch, self.limits, strict)
     self.metrics.batch(name, (effect or 'predict') + '/batch' * batch, len(items))
     preds, err = await _guarded(name, None, lambda: self.runners[name].predict(items))
     if err is not None: return err
+    preds = p.conformalize(preds, coverage, abstain)   # a set (interval) at the coverage asked, or the default one
     done = None
     if effect is not None:
         done, err = await _guarded(name, effect, lambda: loop_run(self.pool, lambda: p.after_predict(effect, items, preds, **self.context)))
@@ -568,7 +594,7 @@ async def run(self, name:str, spec, request:Request, batch:bool, effect:str|None
         done = {effect: to_jsonable(done)}
     one = preds[0] if len(preds) == 1 else None
     if fmt == 'png': return Response(p.picture_png(one), media_type='image/png')
-    res = dict(model=name, kind=str(p.kind), label=one and str(one.get('label')), probs=one and one.get('probs'),
+    res = dict(model=name, kind=str(p.kind), label=one and one.get('label') is not None and str(one['label']) or None, probs=one and one.get('probs'),
                predictions=preds, seconds=round(time.time()-t, 4), effects=done)
     for e,key in p.effect_keys.items():   # what the older endpoints called a side effect's result
         if not strict: res[key] = done.get(e) if done else None
@@ -629,6 +655,15 @@ def server_routes(hub:ModelHub) -> APIRouter:
 
 _PNG_FORMAT = inspect.Parameter('format', inspect.Parameter.KEYWORD_ONLY, default='json',
                                 annotation=Annotated[Literal['json', 'png'], Query(description='json (the default) or png: the answer as a PNG image')])
+def sure_query(conf) -> list[inspect.Parameter]:
+    "The query parameters of a model with conformity scores `conf`: `coverage` (up to what its calibration items allow) and, for a classifier, `abstain_above`."
+    most = conf.n / (conf.n + 1)   # the highest coverage n calibration items can promise
+    cov = inspect.Parameter('coverage', inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[float], Query(
+        gt=0, le=most, description=f'the coverage of the prediction sets (intervals), e.g. 0.9 (at most {most:.4f} from {conf.n} calibration items); '
+                                   "default: the server's coverage setting")])
+    if conf.kind != 'classification': return [cov]
+    return [cov, inspect.Parameter('abstain_above', inspect.Parameter.KEYWORD_ONLY, default=None,
+                                   annotation=Annotated[Optional[int], Query(ge=1, description='answer no label (abstained) when the set has more labels than this')])]
 _PNG_RESPONSE = {200: {'description': 'the prediction (JSON); with ?format=png the answer as a PNG',
                        'content': {'image/png': {'schema': {'type': 'string', 'format': 'binary'}}}}}
 
@@ -638,6 +673,7 @@ def _add_operation(r:APIRouter, hub:ModelHub, name:str, verb:str, spec, effect:s
     png = p.has_png and not batch and effect is None   # ?format=png: the answer as a PNG (a segmentation's mask)
     answer = lambda request: hub.run(name, spec, request, batch, effect, True)
     params = [body_param(spec, batch, hub.limits, f'{slug}{verb.capitalize()}{many}Request')] + ([_PNG_FORMAT] if png else [])
+    if p.conformal is not None: params += sure_query(p.conformal)
     r.add_api_route(f'/api/v1/models/{name}/{verb}' + ('/batch' if batch else ''), typed_endpoint(answer, *params), methods=['POST'],
                     dependencies=[before_body(lambda rq: check_media(rq, spec, batch), lambda rq: _answer_format(rq, p, name, batch))],
                     response_model=response_model(name, p),
@@ -741,9 +777,10 @@ def secure_openapi(app:FastAPI):
 
 # %% ../nbs/13_serve.ipynb #ccb93673
 def create_app(models_dir=None, *, predictors:dict|None=None, limits:Limits|None=None, workers:int|None=None,
-               ui:bool=True, context:dict|None=None, keys:ApiKeys|None=None, cors_origins:list|None=None) -> FastAPI:
+               ui:bool=True, context:dict|None=None, keys:ApiKeys|None=None, cors_origins:list|None=None, abstain_above:int|None=None) -> FastAPI:
     "The FastAPI app serving every model under `models_dir` (default: the `models_dir` setting); `keys` protect it, `cors_origins` may call it from a browser."
     hub = ModelHub.load(models_dir, predictors, limits, workers, context, keys)
+    hub.abstain_above = abstain_above
     app = FastAPI(title='fastxfer', version=__version__, docs_url=None, redoc_url=None,
                   description='Predictions from every fastxfer model in ' + str(hub.models_dir) +
                               '. Each model has its own typed operations under /api/v1/models/<name>/. Errors are JSON {"error": "..."}.')
@@ -854,7 +891,9 @@ def model_ui(hub:ModelHub, name:str, allowed:set, key=None):
         item = await _ui_call(f'model {name}', loop_run, hub.pool, spec.from_gradio, values, hub.limits)
         if item is None: return (None, '', None, '')[:len(outs)]
         pred = (await _ui_call(f'model {name}', hub.runners[name].predict, [item]))[0]
-        head = p.headline(pred)
+        pred = p.conformalize([pred], None, hub.abstain_above)[0]
+        from fastxfer.conformal import sure_headline
+        head = sure_headline(p.headline(pred), pred)
         res = (pred.get('probs') or str(pred['label']), (f'## {head}' if head else ''))   # a value (regression) has no probabilities: the label shows it
         if p.has_picture: res += (await loop_run(hub.pool, p.picture, item, pred), legend_html(p.legend(pred)))
         return res
@@ -1014,7 +1053,7 @@ def app_from_env() -> FastAPI:
     logging.basicConfig(level=logging.WARNING if cfg.get('quiet') else logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     keys = ApiKeys.load(cfg.get('api_key_file'), cfg.get('protect', 'writes'))   # the keys themselves never pass through the settings
     return create_app(cfg.get('models_dir') or setting('models_dir'), workers=cfg.get('workers'), ui=cfg.get('ui', True),
-                      context=cfg.get('context') or {}, keys=keys, cors_origins=cfg.get('cors_origins'))
+                      context=cfg.get('context') or {}, keys=keys, cors_origins=cfg.get('cors_origins'), abstain_above=cfg.get('abstain_above'))
 
 def parse_origins(values:list|None) -> list[str]:
     "The origins of `--cors-origin` (several, each maybe comma-separated), checked: `scheme://host[:port]`, or `*`."
@@ -1034,6 +1073,7 @@ def serve(models:str|None=None, # folder of model folders (if not given: the mod
           protect:Literal['writes', 'all']='writes', # what the keys protect: side effects (writes), or every request but the health check (all)
           insecure:bool=False, # listen on a --host other than loopback without API keys anyway
           cors_origin:list[str]|None=None, # origins a browser may call the API from (several, or comma-separated); none by default
+          abstain_above:int|None=None, # answer no label when a model's prediction set has more labels than this (models with conformity scores)
           quiet:bool=False, # less logging
           ):
     """Serve every exported model: REST API and Gradio UI.
@@ -1046,6 +1086,7 @@ def serve(models:str|None=None, # folder of model folders (if not given: the mod
     from fastxfer.core import log
     models_dir, host, port = Path(setting('models_dir', models)), setting('host', host), setting('port', port, int)
     if processes < 1: raise FastxferError(f'--processes {processes}: give at least 1')
+    if abstain_above is not None and abstain_above < 1: raise FastxferError(f'--abstain-above {abstain_above}: give a number of labels, at least 1')
     keys, origins = ApiKeys.load(api_key_file, protect), parse_origins(cors_origin)
     if protect == 'all' and not keys: raise FastxferError(f'--protect all: no API key is set; give --api-key-file FILE or set ${KEYS_ENV}')
     if str(host) not in LOOPBACK and not keys and not insecure:
@@ -1062,7 +1103,8 @@ def serve(models:str|None=None, # folder of model folders (if not given: the mod
     if processes > 1:   # uvicorn's multi-process mode: N processes share the socket, each builds the app (loads the models) once
         os.environ[SERVE_APP_ENV] = json.dumps(dict(models_dir=str(models_dir.absolute()), workers=workers, ui=ui,
                                                     context={k: str(v) for k,v in context.items()}, quiet=bool(quiet), protect=protect,
-                                                    api_key_file=api_key_file and str(Path(api_key_file).absolute()), cors_origins=origins))
+                                                    api_key_file=api_key_file and str(Path(api_key_file).absolute()), cors_origins=origins,
+                                                    abstain_above=abstain_above))
         log(f'fastxfer serving {len(find_model_folders(models_dir))} model folder(s) from {models_dir} on http://{host}:{port}/ '
             f'with {processes} processes  (API: /api/v1, docs: /docs)')
         old, mdir = os.environ.get('PROMETHEUS_MULTIPROC_DIR'), tempfile.mkdtemp(prefix='fastxfer-metrics-')
@@ -1072,7 +1114,7 @@ def serve(models:str|None=None, # folder of model folders (if not given: the mod
             shutil.rmtree(mdir, ignore_errors=True)
             if old is None: os.environ.pop('PROMETHEUS_MULTIPROC_DIR', None)
             else: os.environ['PROMETHEUS_MULTIPROC_DIR'] = old
-    app = create_app(models_dir, workers=workers, ui=ui, context=context, keys=keys, cors_origins=origins)
+    app = create_app(models_dir, workers=workers, ui=ui, context=context, keys=keys, cors_origins=origins, abstain_above=abstain_above)
     if not app.state.hub.models and ui: log(f'warning: no models found in {models_dir}')
     log(f'fastxfer serving {len(app.state.hub.models)} model(s) from {models_dir} on http://{host}:{port}/  (API: /api/v1, docs: /docs)')
     uvicorn.run(app, host=host, port=port, log_level=level)

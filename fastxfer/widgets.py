@@ -104,7 +104,9 @@ class PredictWidget(W.VBox):
         try: pred = self.predictor.predict([item])[0]
         except FastxferError as e: return self.fail(str(e))
         except Exception as e: return self.fail(f'the model failed: {type(e).__name__}: {e}')
-        self.show(pred, self.predictor.headline(pred))
+        from fastxfer.conformal import sure_headline
+        pred = self.predictor.conformalize([pred])[0]   # with a prediction set (interval) when the folder has conformity scores
+        self.show(pred, sure_headline(self.predictor.headline(pred), pred))
         if self.picture is not None:   # the answer as a picture (a segmentation's overlay) and its colours
             b = io.BytesIO(); self.predictor.picture(item, pred).save(b, format='PNG')
             self.picture.value, self.legend.value = b.getvalue(), legend_html(self.predictor.legend(pred))

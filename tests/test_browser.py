@@ -133,7 +133,7 @@ def test_a_plugin_family_gets_its_own_tab(page, server, tmp_path):
 
 
 def test_fill_a_census_row_in_the_tables_tab(page, server, tmp_path):
-    "The tabular model's form comes from its columns: a dropdown per category (its training vocabulary), a number per number."
+    "The tabular model's form comes from its columns: a dropdown per category (its training vocabulary), a number per number; the answer shows its 90% set."
     page.get_by_role('tab', name='Tables').click()
     row = {'age': 52, 'workclass': 'Private', 'education': 'Masters', 'sex': 'Male', 'hours-per-week': 60}
     for c in ('age', 'hours-per-week'): page.locator(f'#in-adult-{c} input').first.fill(str(row[c]))
@@ -145,7 +145,9 @@ def test_fill_a_census_row_in_the_tables_tab(page, server, tmp_path):
     page.wait_for_selector('#head-adult :text("salary:")', timeout=60_000)
     api = httpx.post(server.url + '/api/v1/models/adult/predict', json=row).json()
     assert top_label(page, 'adult') == api['label']
-    assert f"{api['predictions'][0]['probability']:.1%}" in page.locator('#head-adult').inner_text()
+    head = page.locator('#head-adult').inner_text()
+    assert f"{api['predictions'][0]['probability']:.1%}" in head
+    assert f"90% set: {', '.join(api['predictions'][0]['set'])}" in head, head   # the conformal prediction set, as the API gives it
     page.screenshot(path=str(shots(tmp_path)/'ui_tables.png'), full_page=True)
 
 

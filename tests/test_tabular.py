@@ -56,7 +56,7 @@ def test_each_source_trains_and_predicts_the_same_rows(tables, adult_model):
     db2 = predict_table(d, db=tables/'census.db', table='people')['predictions']
     assert [p['label'] for p in csv] == [p['label'] for p in pq] == [p['label'] for p in db] == [p['label'] for p in db2]
     r = train_table(None, 'salary', tables/'m_sql', db=tables/'census.db', table='people', model='gbm', quiet=True)
-    assert r['chosen'] == 'gbm' and r['n_train'] + r['n_valid'] == 400
+    assert r['chosen'] == 'gbm' and r['n_train'] + r['n_calib'] + r['n_valid'] == 400 and r['n_calib'] == 80   # a quarter of the 320 training rows (under 100)
     assert json.loads((tables/'m_sql'/'card.json').read_text())['source'] == f'sqlite:///{tables/"census.db"}?table=people'
 
 
@@ -92,7 +92,9 @@ def test_the_ui_shows_a_predicted_value(tables):
     fn = next(f.fn for f in demo.fns.values() if f.name == 'fn')
     row = {'rooms': 3, 'area': 100, 'city': 'a'}
     label, head = asyncio.run(fn(*[row[c.name] for c in app.state.hub.models['houses'].input.columns]))
-    assert 90_000 < float(label) < 120_000 and head == f'## Predicted price: {float(label):,.0f}'
+    assert 90_000 < float(label) < 120_000 and head.startswith(f'## Predicted price: {float(label):,.0f}\n\n90% interval: '), head
+    lo, hi = (float(v.replace(',', '')) for v in head.split('interval: ')[1].split(' to '))
+    assert lo < float(label) < hi and ',' in head.split('interval: ')[1]   # readable numbers, no exponent
     shutil.rmtree(models)
 
 

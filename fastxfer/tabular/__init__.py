@@ -14,7 +14,9 @@ from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log, setting
-from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline, format_metrics
+from ..family import (Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
+                             format_metrics, save_conformal)
+from ..conformal import Conformal, calibration_split, conformal_card, coverage_report, min_calibration, readable, set_phrase
 from ..inputs import Column, InputError, RowInput
 from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model_writer, data_fingerprint,
                                    save_sklearn)
@@ -24,7 +26,7 @@ from .models import *
 
 # %% auto #0
 __all__ = ['MODEL_CHOICES', 'LARGEST', 'train_table', 'check_frame', 'TabularPredictor', 'rows_from_args', 'write_predictions',
-           'predict_table', 'evaluate_table', 'upgrade_tabular_files', 'TabularFamily']
+           'predict_table', 'evaluate_table', 'calibrate_table', 'upgrade_tabular_files', 'TabularFamily']
 
 # %% ../../nbs/08c_tabular.ipynb #0d6bbd3c
 MODEL_CHOICES = ('auto', 'tabular', 'gbm', 'linear')
@@ -102,20 +104,18 @@ def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?tabl
                 procs:str|None=None, # extra feature procs, e.g. 'PF-PA,winsor:0.01:0.99' (fastxfer.augment.tabular)
                 db:str|None=None, # an SQLite file to read the table from (with --table)
                 table:str|None=None, # the SQLite table
+                calib_pct:float=from_settings('calib_pct', float), # share of the training rows held out to calibrate prediction sets (raised to 100 rows where the data allows); 0: none
                 quiet:bool=False, # no progress output
                 ) -> dict:
     "Read a table, infer the roles, train the model(s), calibrate, choose, explain, and write the model folder."
     if model not in MODEL_CHOICES: raise FastxferError(f'--model must be one of {", ".join(MODEL_CHOICES)}, not {model!r}')
-    t0 = time.time()
-    src = parse_source(data, db, table)
-    raw = read_table(src)
-    df, roles = infer_roles(raw, target, cat, cont, drop, task, valid_col, where=src)
-    for line in roles.describe().split('\n'): log(line)
-    for n in roles.notes: log('note:', n)
+    t0, src = time.time(), parse_source(data, db, table)
+    df, roles = infer_roles(read_table(src), target, cat, cont, drop, task, valid_col, where=src)
+    for line in roles.describe().split('\n') + [f'note: {n}' for n in roles.notes]: log(line)
     tr, va, how = split_rows(df, roles, valid_pct, valid_col, seed)
-    log(f'{len(tr)} training and {len(va)} validation rows ({how})')
-    out = Path(out) if out else Path(setting('models_dir'))/f'tabular-{target}'
-    extra_plots = {}
+    tr, ca = calibration_split(tr, calib_pct, seed)
+    log(f'{len(tr)} training, {len(ca)} calibration and {len(va)} validation rows ({how})')
+    out, extra_plots = Path(out) if out else Path(setting('models_dir'))/f'tabular-{target}', {}
     fitted = fit_models(df, roles, tr, va, ('tabular', 'gbm', 'linear') if model == 'auto' else (model,), seed=seed,
                         procs=procs, quiet=quiet, plots=extra_plots)
     chosen = fitted.candidates[fitted.chosen]
@@ -125,17 +125,18 @@ def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?tabl
     t = time.time()
     importance = permutation_importance(fitted.proc, fitted.models, chosen['members'], chosen['temperature'], valid_df, y_valid, seed=seed)
     fitted.seconds['importance'] = round(time.time() - t, 2)
+    conf = _calibrate_rows(fitted, chosen, df.iloc[ca].reset_index(drop=True), roles, info=dict(split='calibration', n_calib=len(ca), seed=seed))
     cm = metrics.confusion_matrix(y_valid, fitted.valid_pred.argmax(1), len(roles.classes)).tolist() if roles.task == 'classification' else None
-    fp = data_fingerprint(pd.util.hash_pandas_object(df, index=False).to_numpy().tolist())
+    fp, train_seconds = data_fingerprint(pd.util.hash_pandas_object(df, index=False).to_numpy().tolist()), round(time.time() - t0, 2)
     model_id = f'tabular-{fitted.chosen.replace(":", "-").replace("+", "-")}-{datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")}-{fp[:6]}'
-    train_seconds = round(time.time() - t0, 2)
     with model_writer(out, kind='tabular', predictor='fastxfer.tabular.TabularPredictor') as w:
         fitted.proc.save(w.dir/'processor.json')
         files = {m: fitted.models[m].save(w.dir) for m in fitted.models}
         _plots(w, fitted, importance, y_valid, extra_plots)
         w.save_reference('tabular', df.iloc[tr][list(roles.cat) + list(roles.cont)].to_dict('records'))   # what drift is measured against
+        if conf is not None: conf.save(w.dir); w.card['conformal'] = conformal_card(conf)
         w.card.update(task=roles.task, target=target, classes=[str(c) for c in roles.classes], columns=_columns(fitted.proc, df.iloc[tr]),
-                      excluded=roles.excluded, notes=roles.notes, split=dict(how=how, n_train=len(tr), n_valid=len(va), seed=seed,
+                      excluded=roles.excluded, notes=roles.notes, split=dict(how=how, n_train=len(tr), n_valid=len(va), n_calib=len(ca), seed=seed,
                       valid_col=valid_col, valid_pct=None if valid_col else valid_pct), source=str(src), procs=procs,
                       model=model, chosen=fitted.chosen, members=chosen['members'], temperature=chosen['temperature'],
                       reason=fitted.reason, model_files=files, model_id=model_id, seed=seed, candidates=fitted.candidates,
@@ -145,9 +146,19 @@ def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?tabl
                       examples=_examples(valid_df, roles), prior=_train_prior(df.iloc[tr], roles))
     result = dict(model_dir=str(out), model_id=model_id, task=roles.task, target=target, chosen=fitted.chosen, reason=fitted.reason,
                   roles=dict(cat=roles.cat, cont=roles.cont, excluded=roles.excluded), notes=roles.notes, split=how,
-                  n_train=len(tr), n_valid=len(va), candidates=fitted.candidates, importance=dict(list(importance.items())[:10]),
-                  confusion_matrix=cm)
+                  n_train=len(tr), n_valid=len(va), n_calib=len(ca), candidates=fitted.candidates, importance=dict(list(importance.items())[:10]),
+                  confusion_matrix=cm, conformal=conf and coverage_report(conf, fitted.valid_pred, y_valid, classes=roles.classes))
     return report_from_folder(out, result, baseline=fitted.baseline)
+
+def _calibrate_rows(fitted:Fitted, chosen:dict, rows:pd.DataFrame, roles:Roles, info:dict) -> Conformal|None:
+    "Conformity scores of the chosen model on the calibration rows (None when there are too few for 80% coverage)."
+    if len(rows) < min_calibration(0.8):
+        if len(rows): log(f'note: {len(rows)} calibration rows are too few for prediction sets; none kept')
+        return None
+    out, _ = predict_rows(fitted.proc, fitted.models, chosen['members'], chosen['temperature'], rows)
+    if roles.task == 'classification':
+        return Conformal.for_classifier(out, [roles.classes.index(v) for v in rows[roles.target]], info=info)
+    return Conformal.for_regressor(out, rows[roles.target].to_numpy(dtype='float64'), info={**info, 'key': 'value'})
 
 def _train_prior(train:pd.DataFrame, roles:Roles) -> list|None:
     if roles.task != 'classification': return None
@@ -249,12 +260,8 @@ class TabularPredictor(Predictor):
         return {'model': self.card.get('chosen'), 'task': self.task, 'target': self.card.get('target')}
     def headline(self, pred:dict) -> str|None:
         t = self.card.get('target', 'target')
-        if self.task == 'regression': return f'Predicted {t}: {_readable(pred["value"])}'
+        if self.task == 'regression': return f'Predicted {t}: {readable(pred["value"])}'
         return f'{t}: {pred["label"]} ({pred["probability"]:.1%})'
-
-def _readable(v:float) -> str:
-    "103,662 rather than 1.037e+05; 0.1235 for small values."
-    return f'{v:,.0f}' if 1e3 <= abs(v) < 1e15 else f'{v:.4g}'
 
 def _pascal(s): return ''.join(w[:1].upper() + w[1:] for w in ''.join(ch if ch.isalnum() else ' ' for ch in str(s)).split()) or 'Table'
 
@@ -333,14 +340,15 @@ def _sql_value(v):
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)): return None
     return v if isinstance(v, (str, int, float, bytes)) else str(v)
 
-def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=None, key=None) -> dict:
-    "Predict rows with a tabular model folder; optionally write them back to SQLite."
+def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=None, key=None, coverage=None, abstain_above=None) -> dict:
+    "Predict rows with a tabular model folder (with sets or intervals at `coverage`); optionally write them back to SQLite."
     p = _tabular(model_dir)
     rows, where = rows_from_args(data, row, db, table)
     if not len(rows): raise FastxferError(f'{where}: no rows to predict')
     t = time.perf_counter()
     try: preds, unseen, extra = p.predict_frame(rows, where)
     except InputError as e: raise FastxferError(e.message) from None
+    preds = p.conformalize(preds, coverage, abstain_above)
     res = dict(model_dir=str(model_dir), model=p.card.get('chosen'), task=p.task, target=p.card.get('target'), n=len(preds),
                ms=round((time.perf_counter() - t)*1000, 1), unseen=unseen, ignored_columns=extra, predictions=preds)
     if extra: log(f'ignored column(s) the model does not use: {", ".join(extra)}')
@@ -349,9 +357,8 @@ def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=
     return res
 
 # %% ../../nbs/08c_tabular.ipynb #ed50d2c3
-def evaluate_table(model_dir, data, db=None, table=None) -> dict:
-    "Score a saved model on a labelled table: the training report's metrics, with the baseline beside them."
-    p = _tabular(model_dir)
+def _labelled(p, data, db=None, table=None):
+    "A labelled table and its predictions: (source, rows with a target, predictions, unseen counts, ignored columns)."
     src = parse_source(data, db, table)
     df = read_table(src)
     target = p.card['target']
@@ -360,14 +367,30 @@ def evaluate_table(model_dir, data, db=None, table=None) -> dict:
     if not len(df): raise FastxferError(f'{src}: no row has a {target!r} value')
     try: preds, unseen, extra = p.predict_frame(df, str(src))
     except InputError as e: raise FastxferError(e.message) from None
+    return src, df, preds, unseen, extra
+
+def _class_targets(p, df, preds, src):
+    "Classification: the label strings, the rows whose label is a class of the model, their class indices and probabilities."
+    labels = label_strings(df[p.card['target']])
+    known = labels.isin(p.classes).to_numpy()
+    if not known.any(): raise FastxferError(f'{src}: none of the {p.card["target"]!r} values are classes of the model ({", ".join(p.classes)})')
+    y = np.array([p.classes.index(v) for v in labels[known]])
+    return labels, known, y, np.array([[pr['probs'][c] for c in p.classes] for pr, k in zip(preds, known) if k])
+
+def _value_targets(p, df, preds):
+    "Regression: the rows with a numeric target, their targets and predicted values."
+    y = pd.to_numeric(df[p.card['target']], errors='coerce').to_numpy(dtype='float64')
+    ok = np.isfinite(y)
+    return ok, y[ok], np.array([pr['value'] for pr in preds])[ok]
+
+def evaluate_table(model_dir, data, db=None, table=None) -> dict:
+    "Score a saved model on a labelled table: the training report's metrics, with the baseline beside them (and coverage of its sets)."
+    p = _tabular(model_dir)
+    src, df, preds, unseen, extra = _labelled(p, data, db, table)
     res = dict(kind='tabular', model_dir=str(model_dir), data=str(src), n=len(df), unseen=unseen, ignored_columns=extra)
-    base = p.card.get('baseline') or {}
+    conf = p.conformal
     if p.task == 'classification':
-        labels = label_strings(df[target])
-        known = labels.isin(p.classes).to_numpy()
-        if not known.any(): raise FastxferError(f'{src}: none of the {target!r} values are classes of the model ({", ".join(p.classes)})')
-        y = np.array([p.classes.index(v) for v in labels[known]])
-        probs = np.array([[pr['probs'][c] for c in p.classes] for pr, k in zip(preds, known) if k])
+        labels, known, y, probs = _class_targets(p, df, preds, src)
         res['metrics'] = classification_scores(y, probs)
         prior = _prior(p)
         res['baseline'] = {**classification_scores(y, np.tile(prior, (len(y), 1))), 'what': 'the majority class of the training split'}
@@ -375,15 +398,28 @@ def evaluate_table(model_dir, data, db=None, table=None) -> dict:
         res['classes'] = p.classes
         if (~known).any(): res['unknown_labels'] = {str(k): int(v) for k, v in labels[~known].value_counts().items()}
         res['n'] = int(known.sum())
+        if conf is not None: res['conformal'] = coverage_report(conf, probs, y, classes=p.classes, mondrian=bool(conf.info.get('mondrian')))
     else:
-        y = pd.to_numeric(df[target], errors='coerce').to_numpy(dtype='float64')
-        ok = np.isfinite(y)
-        v = np.array([pr['value'] for pr in preds])
-        res['metrics'] = regression_scores(y[ok], v[ok])
-        mean = p.proc.y_mean
-        res['baseline'] = {**regression_scores(y[ok], np.full(ok.sum(), mean)), 'what': 'the training mean'}
+        ok, y, v = _value_targets(p, df, preds)
+        res['metrics'] = regression_scores(y, v)
+        res['baseline'] = {**regression_scores(y, np.full(ok.sum(), p.proc.y_mean)), 'what': 'the training mean'}
         res['n'] = int(ok.sum())
+        if conf is not None: res['conformal'] = coverage_report(conf, v, y)
     return res
+
+def calibrate_table(model_dir, data, db=None, table=None, method:str='raps', mondrian:bool=False) -> dict:
+    "Add conformity scores to a tabular model folder from a labelled table it did not train on (replacing any it had)."
+    p = _tabular(model_dir)
+    src, df, preds, _, _ = _labelled(p, data, db, table)
+    info = dict(split='calibrate', source=str(src), mondrian=mondrian)
+    if p.task == 'classification':
+        _, _, y, probs = _class_targets(p, df, preds, src)
+        conf = Conformal.for_classifier(probs, y, method, info={**info, 'n_calib': len(y)})
+    else:
+        _, y, v = _value_targets(p, df, preds)
+        conf = Conformal.for_regressor(v, y, info={**info, 'n_calib': len(y), 'key': 'value'})
+    if conf.n < min_calibration(0.8): raise FastxferError(f'{src}: {conf.n} labelled rows are too few to calibrate: at least {min_calibration(0.8)} (for 80% coverage)')
+    return dict(model_dir=str(model_dir), data=str(src), conformal=save_conformal(model_dir, conf))
 
 def _prior(p) -> np.ndarray:
     "The training split's class shares, from the card."
@@ -426,17 +462,20 @@ def _fmt_cands(r) -> list[str]:
     return lines
 
 def _human_train(r) -> str:
-    lines = [f"{r['task']} of {r['target']!r}: {r['n_train']} training, {r['n_valid']} validation rows ({r['split']})"]
+    lines = [f"{r['task']} of {r['target']!r}: {r['n_train']} training, {r.get('n_calib', 0)} calibration, {r['n_valid']} validation rows ({r['split']})"]
     lines += _fmt_cands(r)
     lines += [f"chosen: {r['chosen']} - {r['reason']}",
               'most important (permutation, validation): ' + ', '.join(f'{k} {v:.4f}' for k, v in list(r['importance'].items())[:5]),
               f"model folder: {r['model_dir']} (trained in {r['train_seconds']:.1f} s)"]
+    v = (r.get('conformal') or {}).get('0.9')
+    if v: lines.append(f"90% prediction {'sets' if 'mean_size' in v else 'intervals'} on the validation rows: held the truth {v['coverage']:.1%} of the time, "
+                       + (f"mean {v['mean_size']:.2f} labels" if 'mean_size' in v else f"mean width {v['mean_width']:.4g}"))
     return with_baseline('\n'.join(lines), r)
 
 def _human_predict(r) -> str:
     lines = []
     for i, p in enumerate(r['predictions'][:50]):
-        s = f"{p['value']:.6g}" if r['task'] == 'regression' else f"{p['label']}  ({p['probability']:.3f})"
+        s = (f"{p['value']:.6g}" if r['task'] == 'regression' else f"{p['label']}  ({p['probability']:.3f})") if 'coverage' not in p else set_phrase(p)
         lines.append(f"row {i+1}: {s}" + (f"  unseen: {', '.join(p['unseen'])}" if p['unseen'] else ''))
     if len(r['predictions']) > 50: lines.append(f"... {len(r['predictions']) - 50} more (use --json)")
     if r.get('written'): lines.append(f"wrote {r['written']['written']} row(s) to {r['written']['db']} table {r['written']['table']}"
@@ -444,7 +483,9 @@ def _human_predict(r) -> str:
     return '\n'.join(lines)
 
 def _human_eval(r) -> str:
-    return with_baseline(f"{r['n']} rows of {r['data']}: " + format_metrics(r['metrics']), r)
+    sets = [f"sets at {float(c):.0%}: held the truth {v['coverage']:.1%} of the time, " +
+            (f"mean {v['mean_size']:.2f} labels" if 'mean_size' in v else f"mean width {v['mean_width']:.4g}") for c, v in (r.get('conformal') or {}).items()]
+    return with_baseline(f"{r['n']} rows of {r['data']}: " + format_metrics(r['metrics']), r) + ''.join('\n' + s for s in sets)
 
 @register_family
 class TabularFamily(Family):
@@ -475,12 +516,25 @@ class TabularFamily(Family):
                 table:str|None=None, # the SQLite table
                 write_to:str|None=None, # append the rows with their prediction to sqlite:///FILE?table=NAME
                 key:str|None=None, # with --write-to: the column that identifies a row (re-running replaces, never duplicates)
+                coverage:float|None=None, # prediction sets (intervals) that hold the truth this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
+                abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
                 ) -> dict:
         "Predict rows with a saved model; optionally write them back to SQLite."
-        return predict_table(model_dir, data, row=row, db=db, table=table, write_to=write_to, key=key)
+        return predict_table(model_dir, data, row=row, db=db, table=table, write_to=write_to, key=key, coverage=coverage, abstain_above=abstain_above)
+
+    def calibrate(self, model_dir:str, # a tabular model folder
+                  data:Annotated[str|None, POSITIONAL]=None, # a labelled table the model did not train on: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME
+                  db:str|None=None, # an SQLite file (with --table)
+                  table:str|None=None, # the SQLite table
+                  method:Literal['raps', 'aps', 'lac']='raps', # the conformity score of a classifier (fastxfer.conformal)
+                  mondrian:bool=False, # a quantile per class: each class covered as often (needs enough rows of each)
+                  ) -> dict:
+        "Add conformity scores (prediction sets, intervals) to a model folder, for example one trained before fastxfer kept them."
+        return calibrate_table(model_dir, data, db, table, method, mondrian)
 
     def human(self, verb:str, r:dict) -> str|None:
-        return {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}[verb](r)
+        f = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}.get(verb)
+        return f(r) if f else None
 
     def upgrade(self, folder:ModelFolder) -> list[str]:
         "Convert a folder of an earlier release: `processor.pkl` to `processor.json`, `gbm.pkl` and `linear.pkl` to skops files."

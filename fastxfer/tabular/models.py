@@ -55,6 +55,10 @@ class Processor:
         from fastxfer.augment.tabular import feature_procs
         r = self.roles
         d = self._frame(df)
+        tr = np.asarray(train_idx, dtype=int)
+        for c in r.cont:   # as `transform` does: missing values outside training, in a column with none in it, get the training median
+            col = d[c].to_numpy()
+            if np.isnan(col).any() and not np.isnan(col[tr]).any(): d[c] = np.where(np.isnan(col), np.median(col[tr]), col).astype('float32')
         if r.task == 'regression':
             y = df[r.target].to_numpy(dtype='float64')
             self.y_mean, self.y_std = float(y[train_idx].mean()), float(y[train_idx].std() or 1.0)

@@ -1,0 +1,111 @@
+"""Conformal prediction sets and intervals on the Adult census (../shared/data/fastai_samples/adult_sample/adult.csv):
+the salary classifier and an `hours-per-week` regressor, each trained by `train_table` on 70% of the rows (its own
+validation split inside); the other 30% (the pool) the models never see. Over 20 random re-splits of the pool into
+calibration (1,000 rows) and test rows: the empirical coverage and mean set size (interval width) at 0.8/0.9/0.95,
+for each conformity score, beside crepes (a maintained conformal library) on the same scores. JSON out.
+
+    .venv/bin/python bench/conformal.py          # about 2 minutes on 2 cores
+
+Run it alone on the machine; the load average and CPU model are written with the figures.
+"""
+import argparse, json, os, platform, sys, tempfile, time, warnings
+from pathlib import Path
+import numpy as np, pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from fastxfer.core import shared_data
+from fastxfer.conformal import COVERAGES, METHODS, Conformal, label_scores
+from fastxfer.model_folder import load_model
+from fastxfer.tabular import train_table
+
+
+def cpu_model() -> str:
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or 'unknown'
+
+
+def pool_predictions(df, target, out, seed):
+    "Train on 70% of `df` (calibration split off: the pool is the calibration data here); the model's output and targets on the other 30%."
+    rng = np.random.default_rng(seed)
+    pool = rng.random(len(df)) < 0.3
+    with tempfile.TemporaryDirectory() as tmp:
+        df[~pool].to_csv(Path(tmp)/'train.csv', index=False)
+        t = time.time()
+        r = train_table(Path(tmp)/'train.csv', target, out, seed=seed, calib_pct=0, quiet=True)
+        secs = time.time() - t
+    p = load_model(out)
+    preds, _, _ = p.predict_frame(df[pool].reset_index(drop=True))
+    y = df[pool][target]
+    if p.task == 'classification':
+        return np.array([[q['probs'][c] for c in p.classes] for q in preds]), np.array([p.classes.index(str(v).strip()) for v in y]), r, secs
+    return np.array([q['value'] for q in preds]), y.to_numpy(dtype='float64'), r, secs
+
+
+def classify_runs(P, Y, n_cal, reps, seed):
+    "Coverage and mean set size over `reps` re-splits, ours and crepes', per method and coverage."
+    from crepes import ConformalClassifier
+    rng, out = np.random.default_rng(seed), {}
+    for m in METHODS:
+        S = label_scores(P, m)
+        for c in COVERAGES:
+            rows = []
+            for _ in range(reps):
+                i = rng.permutation(len(Y)); cal, test = i[:n_cal], i[n_cal:]
+                conf = Conformal.for_classifier(P[cal], Y[cal], m)
+                ours = conf.sets(P[test], c)
+                theirs = ConformalClassifier().fit(S[cal, Y[cal]]).predict_set(S[test], confidence=c, smoothing=False).astype(bool)
+                t = np.arange(len(test))
+                rows.append([ours[t, Y[test]].mean(), ours.sum(1).mean(), theirs[t, Y[test]].mean(), theirs.sum(1).mean()])
+            r = np.mean(rows, 0)
+            out[f'{m}@{c:g}'] = dict(coverage=r[0], mean_size=r[1], crepes_coverage=r[2], crepes_mean_size=r[3])
+    return out
+
+
+def regress_runs(V, Y, n_cal, reps, seed):
+    from crepes import ConformalRegressor
+    rng, out = np.random.default_rng(seed), {}
+    for c in COVERAGES:
+        rows = []
+        for _ in range(reps):
+            i = rng.permutation(len(Y)); cal, test = i[:n_cal], i[n_cal:]
+            lo, hi = Conformal.for_regressor(V[cal], Y[cal]).intervals(V[test], c)
+            iv = ConformalRegressor().fit(Y[cal] - V[cal]).predict_int(V[test], confidence=c)
+            rows.append([((lo <= Y[test]) & (Y[test] <= hi)).mean(), (hi - lo).mean(),
+                         ((iv[:, 0] <= Y[test]) & (Y[test] <= iv[:, 1])).mean(), (iv[:, 1] - iv[:, 0]).mean()])
+        r = np.mean(rows, 0)
+        out[f'{c:g}'] = dict(coverage=r[0], mean_width=r[1], crepes_coverage=r[2], crepes_mean_width=r[3])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--seed', type=int, default=42)
+    ap.add_argument('--reps', type=int, default=20)
+    ap.add_argument('--n-cal', type=int, default=1000)
+    ap.add_argument('--out', default=str(ROOT/'bench'/'results'/'conformal.json'))
+    a = ap.parse_args()
+    path = shared_data('fastai_samples/adult_sample/adult.csv')
+    if path is None: print('SKIP: ../shared/data/fastai_samples/adult_sample/adult.csv not found'); return
+    warnings.filterwarnings('ignore')
+    df = pd.read_csv(path)
+    res = dict(data=str(path), seed=a.seed, reps=a.reps, n_cal=a.n_cal, cpu=cpu_model(), load_before=os.getloadavg(), sets={})
+    with tempfile.TemporaryDirectory() as tmp:
+        P, Y, r, secs = pool_predictions(df, 'salary', Path(tmp)/'salary', a.seed)
+        res['sets']['salary'] = dict(model=r['chosen'], accuracy=r['metrics']['accuracy'], pool=len(Y), train_seconds=round(secs, 1),
+                                     runs=classify_runs(P, Y, a.n_cal, a.reps, a.seed))
+        V, Yr, r, secs = pool_predictions(df, 'hours-per-week', Path(tmp)/'hours', a.seed)
+        res['sets']['hours-per-week'] = dict(model=r['chosen'], rmse=r['metrics'].get('rmse'), pool=len(Yr), train_seconds=round(secs, 1),
+                                             runs=regress_runs(V, Yr, a.n_cal, a.reps, a.seed))
+    res['load_after'] = os.getloadavg()
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1, default=float))
+    for name, s in res['sets'].items():
+        print(f"{name}: {s['model']}, pool {s['pool']} rows, {a.reps} re-splits of {a.n_cal} calibration rows")
+        for k, v in s['runs'].items():
+            size = 'mean_size' if 'mean_size' in v else 'mean_width'
+            print(f"  {k:10s} coverage {v['coverage']:.4f} {size} {v[size]:.3f} | crepes {v['crepes_coverage']:.4f} {v['crepes_' + size]:.3f}")
+    print(f"load {res['load_before']} -> {res['load_after']}, {res['cpu']}; {a.out}")
+
+
+if __name__ == '__main__': main()
