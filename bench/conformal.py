@@ -18,6 +18,7 @@ from fastxfer.core import shared_data
 from fastxfer.conformal import COVERAGES, METHODS, Conformal, label_scores
 from fastxfer.model_folder import load_model
 from fastxfer.tabular import train_table
+from fastxfer.tabular.data import parse_source, read_table
 
 
 def cpu_model() -> str:
@@ -88,7 +89,7 @@ def main():
     path = shared_data('fastai_samples/adult_sample/adult.csv')
     if path is None: print('SKIP: ../shared/data/fastai_samples/adult_sample/adult.csv not found'); return
     warnings.filterwarnings('ignore')
-    df = pd.read_csv(path)
+    df = read_table(parse_source(path))   # as `fastxfer tabular` reads it (category cells stripped), for training and the pool alike
     res = dict(data=str(path), seed=a.seed, reps=a.reps, n_cal=a.n_cal, cpu=cpu_model(), load_before=os.getloadavg(), sets={})
     with tempfile.TemporaryDirectory() as tmp:
         P, Y, r, secs = pool_predictions(df, 'salary', Path(tmp)/'salary', a.seed)
