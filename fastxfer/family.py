@@ -20,9 +20,9 @@ from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, allow_predictor,
 # %% auto #0
 __all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESSES_HELP', 'SettingDefault', 'from_settings', 'call_verb',
            'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics', 'with_baseline',
-           'human_report', 'save_conformal', 'Family', 'resolves_settings', 'verb_signature', 'run_launched',
-           'register_family', 'family_names', 'get_family', 'family_help', 'find_family', 'upgrade_model',
-           'notebook_train']
+           'human_report', 'save_conformal', 'calibrate_classifier', 'Family', 'resolves_settings', 'verb_signature',
+           'run_launched', 'register_family', 'family_names', 'get_family', 'family_help', 'find_family',
+           'upgrade_model', 'notebook_train']
 
 # %% ../nbs/06_family.ipynb #deef4f61
 class SettingDefault:
@@ -133,6 +133,14 @@ def save_conformal(model_dir, conf) -> dict:
     card['files'] = sorted(set(card.get('files') or []) | {CONFORMAL_FILE})
     atomic_write(folder.path/CARD_NAME, json.dumps(to_jsonable(card), indent=2))
     return card['conformal']
+
+def calibrate_classifier(model_dir, probs, y, method:str='raps', mondrian:bool=False, source=None) -> dict:
+    "Conformity scores of the classifier in `model_dir` from its probabilities `probs` on labelled items it did not train on (class indices `y`), saved."
+    from fastxfer.conformal import Conformal, min_calibration
+    if len(y) < min_calibration(0.8):
+        raise FastxferError(f'{source}: {len(y)} labelled items are too few to calibrate: at least {min_calibration(0.8)} (for 80% coverage)')
+    info = dict(split='calibrate', source=str(source), mondrian=mondrian, n_calib=len(y))
+    return save_conformal(model_dir, Conformal.for_classifier(probs, y, method, info=info))
 
 # %% ../nbs/06_family.ipynb #00ce7b9d
 class Family:

@@ -111,3 +111,23 @@ def test_served_sets_are_typed_checked_and_abstain(models):
             assert r.status_code == 422 and 'error' in r.json(), (q, r.text)
         r = c.post('/api/v1/models/spend/predict', json=dict(age=40, plan='plus', visits='3', churned='no')).json()
         assert r['predictions'][0]['lower'] < r['predictions'][0]['value'] < r['predictions'][0]['upper']
+
+
+def test_vision_calibrate_adds_sets_to_a_folder(real_models, tmp_path):
+    "A vision folder without scores gets them from photos it did not train on; then predict answers sets."
+    from conftest import shared_or_skip
+    pets = shared_or_skip('pets/images')
+    m = tmp_path/'pets'; shutil.copytree(real_models/'pets', m)
+    assert not (m/'conformal.json').exists()
+    trained = {p.name for p in (real_models.parent/'pets40').iterdir()}
+    imgs = [f for f in sorted(pets.iterdir()) if f.name not in trained][::7][:60]
+    (tmp_path/'cal').mkdir(); (tmp_path/'few').mkdir()
+    for f in imgs: (tmp_path/'cal'/f.name).symlink_to(f)
+    for f in (imgs[0], imgs[-1]): (tmp_path/'few'/f.name).symlink_to(f)   # a cat and a dog: too few to calibrate
+    r = run_cli('vision', 'calibrate', m, tmp_path/'few', check=2)
+    assert 'too few' in r.stderr and not (m/'conformal.json').exists()
+    r = run_json('vision', 'calibrate', m, tmp_path/'cal')
+    assert r['n'] == len(imgs) and r['conformal']['method'] == 'raps' and (m/'conformal.json').exists()
+    preds = run_json('vision', 'predict', m, *imgs[:4], '--coverage', '0.9')['predictions']
+    assert all(p['coverage'] == 0.9 and p['label'] in p['set'] and set(p['set']) <= {'cat', 'dog'} for p in preds)
+    assert 'set: ' in run_cli('vision', 'predict', m, imgs[0], check=0).stdout

@@ -10,8 +10,10 @@ import contextlib, json, sys, time, warnings
 from pathlib import Path
 from ..core import FastxferError, atomic_write, log
 from ..model_folder import ModelFolder, load_model, save_tensors
-from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline
+from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_classifier
+from ..conformal import set_phrase
 from typing import Annotated, Literal
+import numpy as np
 from fastcore.meta import delegates
 from ..backbones import arch_table, format_arch_table
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
@@ -41,14 +43,14 @@ def export_report(learn, res:dict, out, vd, plots, summary:bool=False) -> dict:
     card = ModelFolder(export_vision(learn, res, out, vd, plots)).card
     return dict(res, model_dir=str(out), onnx=card['onnx'].get('exported'), files=card['files'])
 
-def predict_images(model_dir, images:list, tta:bool=False) -> dict:
+def predict_images(model_dir, images:list, tta:bool=False, coverage=None, abstain_above=None) -> dict:
     "Predict image files with the vision model in `model_dir` (see `VisionFamily.predict`)."
     missing = [i for i in images if not Path(i).is_file()]
     if missing: raise FastxferError(f'no such image: {", ".join(missing)}')
     p = load_model(model_dir)
     if not isinstance(p, VisionPredictor): raise FastxferError(f'{model_dir} is a {p.kind} model, not a vision model')
     t = time.perf_counter()
-    preds = p.predict(list(images), tta=tta)
+    preds = p.conformalize(p.predict(list(images), tta=tta), coverage, abstain_above)
     return dict(model=str(model_dir), backend=p.backend, tta=tta_method(tta), ms=round((time.perf_counter()-t)*1000, 1),
                 predictions=[dict(image=str(i), **r) for i,r in zip(images, preds)])
 
@@ -56,7 +58,7 @@ def _human_predict(r):
     lines = []
     for pr in r['predictions']:
         top = sorted(pr['probs'].items(), key=lambda kv: -kv[1])[:3]
-        lines.append(f"{pr['image']}: {pr['label']}  (" + ', '.join(f'{k} {v:.3f}' for k,v in top) + ')')
+        lines.append(f"{pr['image']}: {set_phrase(pr)}  (" + ', '.join(f'{k} {v:.3f}' for k,v in top) + ')')
     return '\n'.join(lines)
 
 
@@ -106,9 +108,29 @@ class VisionFamily(Family):
     def predict(self, model_dir:str, # a vision model folder
                 images:list[str], # image files
                 tta:bool=False, # test-time augmentation: the tta setting's views (flip: the image and its mirror; crops: 12 views)
+                coverage:float|None=None, # prediction sets that hold the true class this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
+                abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
                 ) -> dict:
         "Predict the class of images."
-        return predict_images(model_dir, images, tta)
+        return predict_images(model_dir, images, tta, coverage, abstain_above)
+
+    def calibrate(self, model_dir:str, # a vision model folder
+                  data:Annotated[str|None, POSITIONAL]=None, # a folder of labelled images the model did not train on
+                  labels:str|None=None, # how those images are labelled (if not given: as the model was trained)
+                  method:Literal['raps', 'aps', 'lac']='raps', # the conformity score (fastxfer.conformal)
+                  mondrian:bool=False, # a quantile per class: each class covered as often (needs enough images of each)
+                  ) -> dict:
+        "Add conformity scores (prediction sets) to a vision model folder, from labelled images it did not train on."
+        if not data: raise FastxferError('give the labelled images: a folder the model did not train on')
+        p = load_model(model_dir)
+        if not isinstance(p, VisionPredictor): raise FastxferError(f'{model_dir} is a {p.kind} model, not a vision model')
+        vd = collect_data(data, labels or p.card.get('labels') or 'folder', all_valid=True)
+        classes = [str(c) for c in p.classes]
+        unknown = sorted({str(l) for l in vd.labels} - set(classes))
+        if unknown: raise FastxferError(f'{data}: label(s) the model does not have: {", ".join(unknown[:10])} (its classes: {", ".join(classes[:10])})')
+        y = np.array([classes.index(str(l)) for l in vd.labels])
+        conf = calibrate_classifier(model_dir, p.predict_proba(vd.items), y, method, mondrian, data)
+        return dict(model_dir=str(model_dir), data=str(data), n=len(y), conformal=conf)
 
     def evaluate(self, paths:list[str], # MODEL_DIR... DATA: one model folder or several (an ensemble), then the data folder
                  labels:str|None=None, # folder | cat-dog | breed | regex:PATTERN | csv:FILE (if not given: the model's own)
@@ -128,5 +150,5 @@ class VisionFamily(Family):
 
     def human(self, verb:str, r:dict) -> str|None:
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_evaluate,
-                'archs': lambda r: format_arch_table(r['archs'])}[verb](r)
+                'archs': lambda r: format_arch_table(r['archs'])}.get(verb, lambda r: None)(r)
         return with_baseline(text, r) if verb == 'train' else text
