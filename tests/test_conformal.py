@@ -131,3 +131,20 @@ def test_vision_calibrate_adds_sets_to_a_folder(real_models, tmp_path):
     preds = run_json('vision', 'predict', m, *imgs[:4], '--coverage', '0.9')['predictions']
     assert all(p['coverage'] == 0.9 and p['label'] in p['set'] and set(p['set']) <= {'cat', 'dog'} for p in preds)
     assert 'set: ' in run_cli('vision', 'predict', m, imgs[0], check=0).stdout
+
+
+def test_text_calibrate_adds_sets_to_a_folder(real_models, tmp_path):
+    "A text folder gets scores from reviews it did not train on; predict then answers sets; a label it lacks is an error."
+    import pandas as pd
+    from conftest import shared_or_skip
+    m = tmp_path/'reviews'; shutil.copytree(real_models/'reviews', m)
+    df = pd.read_csv(shared_or_skip('fastai_samples/imdb_sample/texts.csv'))
+    df = pd.concat([df[df.label == l].iloc[100:130] for l in ('positive', 'negative')])   # the folder trained on the first 30 of each
+    df.assign(text=df.text.str.slice(0, 200))[['label', 'text']].to_csv(tmp_path/'held_out.csv', index=False)
+    df.assign(label='neutral').head(10)[['label', 'text']].to_csv(tmp_path/'other.csv', index=False)
+    r = run_cli('text', 'calibrate', m, tmp_path/'other.csv', check=2)
+    assert 'neutral' in r.stderr and not (m/'conformal.json').exists(), r.stderr
+    r = run_json('text', 'calibrate', m, tmp_path/'held_out.csv')
+    assert r['n'] == 60 and r['conformal']['n'] == 60
+    preds = run_json('text', 'predict', m, 'a wonderful film', 'dull', '--coverage', '0.8')['predictions']
+    assert all(p['coverage'] == 0.8 and p['label'] in p['set'] for p in preds)

@@ -8,9 +8,11 @@ Docs: https://fastxfer.github.io/fastxfer/text.html.md"""
 from __future__ import annotations
 import sys
 from pathlib import Path
+import numpy as np
 import pandas as pd
 from ..core import FastxferError
-from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline
+from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_classifier
+from ..conformal import set_phrase
 from typing import Annotated, Literal
 from fastcore.meta import delegates
 from ..model_folder import load_model
@@ -19,7 +21,7 @@ from .models import *
 from .data import _clean, _check_col, _as_bool
 
 # %% auto #0
-__all__ = ['read_texts', 'evaluate_text', 'TextFamily']
+__all__ = ['read_texts', 'labelled_texts', 'evaluate_text', 'calibrate_text', 'TextFamily']
 
 # %% ../../nbs/10c_text.ipynb #bdce0595
 def read_texts(texts:list|None, file:str|None) -> list[str]:
@@ -40,10 +42,9 @@ def _text_model(model_dir, **kwargs):
     if p.input_type != 'text': raise FastxferError(f'{model_dir} is a {p.kind} model, not a text model')
     return p
 
-def evaluate_text(model_dir, data, text_col=None, label_col=None, valid_col=None, split='auto') -> dict:
-    "Score the text model in `model_dir` on the labelled texts `data` (see `TextFamily.evaluate`)."
+def labelled_texts(p, data, text_col=None, label_col=None, valid_col=None, split='auto') -> tuple:
+    "The labelled texts of `data` that text model `p` is scored on: (texts, labels, the split used, the path, rows dropped)."
     if not Path(data).exists(): raise FastxferError(f'{data}: no such file or folder')
-    p = _text_model(model_dir)
     src = p.card.get('data') or {}
     tc = text_col or src.get('text_col') or 'text'; lc = label_col or src.get('label_col') or 'label'
     vc = valid_col if valid_col is not None else src.get('valid_col')
@@ -72,8 +73,24 @@ def evaluate_text(model_dir, data, text_col=None, label_col=None, valid_col=None
         if not d.n_valid: raise FastxferError(f'{path} has no validation rows; use --split all or --valid-col')
         texts, labels = d.valid_texts, d.valid_labels
     else: texts, labels = d.train_texts + d.valid_texts, d.train_labels + d.valid_labels
-    res = p.evaluate(texts, labels)
-    return dict(res, split=split, model_dir=str(model_dir), data=str(path), dropped=d.dropped)
+    return texts, labels, split, path, d.dropped
+
+def evaluate_text(model_dir, data, text_col=None, label_col=None, valid_col=None, split='auto') -> dict:
+    "Score the text model in `model_dir` on the labelled texts `data` (see `TextFamily.evaluate`)."
+    p = _text_model(model_dir)
+    texts, labels, split, path, dropped = labelled_texts(p, data, text_col, label_col, valid_col, split)
+    return dict(p.evaluate(texts, labels), split=split, model_dir=str(model_dir), data=str(path), dropped=dropped)
+
+def calibrate_text(model_dir, data, text_col=None, label_col=None, method:str='raps', mondrian:bool=False) -> dict:
+    "Conformity scores of the text model in `model_dir` from every labelled text of `data` (texts it did not train on)."
+    p = _text_model(model_dir)
+    texts, labels, _, path, _ = labelled_texts(p, data, text_col, label_col, None, 'all')
+    classes = [str(c) for c in p.classes]
+    unknown = sorted({str(l) for l in labels} - set(classes))
+    if unknown: raise FastxferError(f'{path}: label(s) the model does not have: {", ".join(unknown[:10])} (its classes: {", ".join(classes[:10])})')
+    probs = np.array([[q['probs'][c] for c in classes] for q in p.predict(list(texts))])
+    y = np.array([classes.index(str(l)) for l in labels])
+    return dict(model_dir=str(model_dir), data=str(path), n=len(y), conformal=calibrate_classifier(model_dir, probs, y, method, mondrian, path))
 
 # %% ../../nbs/10c_text.ipynb #d70e6668
 def _human_train(r):
@@ -84,7 +101,7 @@ def _human_train(r):
     return f"{r['model']}: {acc}, trained in {r['train_seconds']:.1f}s\nmodel folder: {r['model_dir']}"
 
 def _human_predict(r):
-    return '\n'.join(f"{p['label']}\t{max(p['probs'].values()):.3f}{'  (truncated)' if p['truncated'] else ''}\t{p['text'][:70]}"
+    return '\n'.join(f"{set_phrase(p)}\t{max(p['probs'].values()):.3f}{'  (truncated)' if p['truncated'] else ''}\t{p['text'][:70]}"
                      for p in r['predictions'])
 
 def _human_eval(r):
@@ -113,11 +130,13 @@ class TextFamily(Family):
                 texts:Annotated[list[str]|None, POSITIONAL]=None, # texts, or - to read them from stdin (one per line)
                 file:str|None=None, # a file with one text per line (- for stdin)
                 device:str|None=None, # cpu, cuda or auto
+                coverage:float|None=None, # prediction sets that hold the true label this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
+                abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
                 ) -> dict:
         "Predict texts with a model folder."
         texts = read_texts(texts, file)
         p = _text_model(model_dir, device=device) if device else _text_model(model_dir)
-        preds = p.predict(texts)
+        preds = p.conformalize(p.predict(texts), coverage, abstain_above)
         return dict(model_dir=str(model_dir), model=p.card.get('model'), max_len=p.max_len, window=getattr(getattr(p, 'win', None), 'window', None),
                     predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **r) for t, r in zip(texts, preds)])
 
@@ -131,8 +150,18 @@ class TextFamily(Family):
         "Accuracy and confusion matrix on labelled data."
         return evaluate_text(model_dir, data, text_col, label_col, valid_col, split)
 
+    def calibrate(self, model_dir:str, # a text model folder
+                  data:str, # labelled texts the model did not train on: a CSV/TSV file or an IMDB-style folder
+                  text_col:str|None=None, # the text column (if not given: the model's)
+                  label_col:str|None=None, # the label column (if not given: the model's)
+                  method:Literal['raps', 'aps', 'lac']='raps', # the conformity score (fastxfer.conformal)
+                  mondrian:bool=False, # a quantile per class: each class covered as often (needs enough texts of each)
+                  ) -> dict:
+        "Add conformity scores (prediction sets) to a text model folder, from labelled texts it did not train on."
+        return calibrate_text(model_dir, data, text_col, label_col, method, mondrian)
+
     def human(self, verb:str, r:dict) -> str|None:
-        text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}[verb](r)
+        text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}.get(verb, lambda r: None)(r)
         return with_baseline(text, r) if verb == 'train' else text
 
     def upgrade(self, folder) -> list[str]:
