@@ -1,10 +1,13 @@
-"""Conformal prediction sets and intervals on the Adult census (../shared/data/fastai_samples/adult_sample/adult.csv):
-the salary classifier and an `hours-per-week` regressor, each trained by `train_table` on 70% of the rows (its own
-validation split inside); the other 30% (the pool) the models never see. Over 20 random re-splits of the pool into
-calibration (1,000 rows) and test rows: the empirical coverage and mean set size (interval width) at 0.8/0.9/0.95,
-for each conformity score, beside crepes (a maintained conformal library) on the same scores. JSON out.
+"""Conformal prediction sets and intervals on data the models never saw. Adult census
+(../shared/data/fastai_samples/adult_sample/adult.csv): the salary classifier and an `hours-per-week` regressor,
+trained by `train_table` on 70% of the rows (its own validation split inside). Pets (../shared/data/pets, 600
+photos): cat/dog and the 37 breeds, `vision train --mode features` on 70% of the photos. The other 30% (the pool)
+no model sees; over 20 random re-splits of the pool into calibration rows (1,000 for Adult, half the pool for pets)
+and test rows: the empirical coverage and mean set size (interval width) at 0.8/0.9/0.95, for each conformity
+score, beside crepes (a maintained conformal library) on the same scores. JSON out.
 
-    .venv/bin/python bench/conformal.py          # about 2 minutes on 2 cores
+    .venv/bin/python bench/conformal.py                  # adult and pets, about 4 minutes on 2 cores
+    .venv/bin/python bench/conformal.py --sets pets
 
 Run it alone on the machine; the load average and CPU model are written with the figures.
 """
@@ -41,6 +44,23 @@ def pool_predictions(df, target, out, seed):
     if p.task == 'classification':
         return np.array([[q['probs'][c] for c in p.classes] for q in preds]), np.array([p.classes.index(str(v).strip()) for v in y]), r, secs
     return np.array([q['value'] for q in preds]), y.to_numpy(dtype='float64'), r, secs
+
+
+def pets_predictions(labels, out, seed):
+    "`vision train --mode features` on 70% of the shared pets (as `labels`); the model's probabilities and labels on the other 30%."
+    from fastxfer.family import get_family
+    from fastxfer.vision.data import label_function
+    imgs = sorted((shared_data('pets')/'images').glob('*.jpg'))
+    pool = np.random.default_rng(seed).random(len(imgs)) < 0.3
+    with tempfile.TemporaryDirectory() as tmp:
+        for f, q in zip(imgs, pool):
+            if not q: (Path(tmp)/f.name).symlink_to(f)
+        t = time.time()
+        r = get_family('vision').train(tmp, labels=labels, mode='features', seed=seed, out=str(out))
+        secs = time.time() - t
+    p, test = load_model(out), [f for f, q in zip(imgs, pool) if q]
+    fn, classes = label_function(labels), [str(c) for c in p.classes]
+    return p.predict_proba(test), np.array([classes.index(str(fn(f))) for f in test]), r, secs
 
 
 def classify_runs(P, Y, n_cal, reps, seed):
@@ -84,29 +104,44 @@ def main():
     ap.add_argument('--seed', type=int, default=42)
     ap.add_argument('--reps', type=int, default=20)
     ap.add_argument('--n-cal', type=int, default=1000)
+    ap.add_argument('--sets', default='adult,pets', help='comma-separated: adult, pets')
     ap.add_argument('--out', default=str(ROOT/'bench'/'results'/'conformal.json'))
     a = ap.parse_args()
-    path = shared_data('fastai_samples/adult_sample/adult.csv')
-    if path is None: print('SKIP: ../shared/data/fastai_samples/adult_sample/adult.csv not found'); return
     warnings.filterwarnings('ignore')
-    df = read_table(parse_source(path))   # as `fastxfer tabular` reads it (category cells stripped), for training and the pool alike
-    res = dict(data=str(path), seed=a.seed, reps=a.reps, n_cal=a.n_cal, cpu=cpu_model(), load_before=os.getloadavg(), sets={})
-    with tempfile.TemporaryDirectory() as tmp:
-        P, Y, r, secs = pool_predictions(df, 'salary', Path(tmp)/'salary', a.seed)
-        res['sets']['salary'] = dict(model=r['chosen'], accuracy=r['metrics']['accuracy'], pool=len(Y), train_seconds=round(secs, 1),
-                                     runs=classify_runs(P, Y, a.n_cal, a.reps, a.seed))
-        V, Yr, r, secs = pool_predictions(df, 'hours-per-week', Path(tmp)/'hours', a.seed)
-        res['sets']['hours-per-week'] = dict(model=r['chosen'], rmse=r['metrics'].get('rmse'), pool=len(Yr), train_seconds=round(secs, 1),
-                                             runs=regress_runs(V, Yr, a.n_cal, a.reps, a.seed))
+    res = dict(seed=a.seed, reps=a.reps, n_cal=a.n_cal, cpu=cpu_model(), load_before=os.getloadavg(), sets={})
+    if 'adult' in a.sets: adult(a, res)
+    if 'pets' in a.sets: pets(a, res)
     res['load_after'] = os.getloadavg()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1, default=float))
     for name, s in res['sets'].items():
-        print(f"{name}: {s['model']}, pool {s['pool']} rows, {a.reps} re-splits of {a.n_cal} calibration rows")
+        print(f"{name}: {s['model']}, pool {s['pool']} items, {a.reps} re-splits, {s['n_cal']} calibration items")
         for k, v in s['runs'].items():
             size = 'mean_size' if 'mean_size' in v else 'mean_width'
             print(f"  {k:10s} coverage {v['coverage']:.4f} {size} {v[size]:.3f} | crepes {v['crepes_coverage']:.4f} {v['crepes_' + size]:.3f}")
     print(f"load {res['load_before']} -> {res['load_after']}, {res['cpu']}; {a.out}")
+
+
+def pets(a, res):
+    if shared_data('pets') is None: print('SKIP: ../shared/data/pets not found'); return
+    with tempfile.TemporaryDirectory() as tmp:
+        for labels in ('cat-dog', 'breed'):
+            P, Y, r, secs = pets_predictions(labels, Path(tmp)/labels, a.seed)
+            res['sets'][f'pets {labels}'] = dict(model=f"features {r.get('arch', '')}", error_rate=r['metrics'].get('error_rate'), pool=len(Y),
+                                                 n_cal=len(Y)//2, train_seconds=round(secs, 1), runs=classify_runs(P, Y, len(Y)//2, a.reps, a.seed))
+
+
+def adult(a, res):
+    path = shared_data('fastai_samples/adult_sample/adult.csv')
+    if path is None: print('SKIP: ../shared/data/fastai_samples/adult_sample/adult.csv not found'); return
+    df = read_table(parse_source(path))   # as `fastxfer tabular` reads it (category cells stripped), for training and the pool alike
+    with tempfile.TemporaryDirectory() as tmp:
+        P, Y, r, secs = pool_predictions(df, 'salary', Path(tmp)/'salary', a.seed)
+        res['sets']['salary'] = dict(model=r['chosen'], accuracy=r['metrics']['accuracy'], pool=len(Y), n_cal=a.n_cal, train_seconds=round(secs, 1),
+                                     runs=classify_runs(P, Y, a.n_cal, a.reps, a.seed))
+        V, Yr, r, secs = pool_predictions(df, 'hours-per-week', Path(tmp)/'hours', a.seed)
+        res['sets']['hours-per-week'] = dict(model=r['chosen'], rmse=r['metrics'].get('rmse'), pool=len(Yr), n_cal=a.n_cal, train_seconds=round(secs, 1),
+                                             runs=regress_runs(V, Yr, a.n_cal, a.reps, a.seed))
 
 
 if __name__ == '__main__': main()
