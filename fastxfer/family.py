@@ -20,7 +20,7 @@ from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, allow_predictor,
 # %% auto #0
 __all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESSES_HELP', 'SettingDefault', 'from_settings', 'call_verb',
            'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics', 'with_baseline',
-           'human_report', 'save_conformal', 'calibrate_classifier', 'Family', 'resolves_settings', 'verb_signature',
+           'human_report', 'save_conformal', 'calibrate_model', 'Family', 'resolves_settings', 'verb_signature',
            'run_launched', 'register_family', 'family_names', 'get_family', 'family_help', 'find_family',
            'upgrade_model', 'notebook_train']
 
@@ -117,9 +117,8 @@ def human_report(r:dict) -> str:
     if r.get('baseline'): lines.append(f"baseline: {format_metrics(r['baseline'])}")
     if r.get('train_seconds') is not None: lines.append(f"trained in {r['train_seconds']} s")
     if r.get('n') is not None: lines.append(f"scored on {r['n']} item(s)")
-    for c, v in (r.get('conformal') or {}).items():   # evaluate: how often the sets (intervals) held the truth
-        size = f"mean set {v['mean_size']:.2f} labels" if 'mean_size' in v else f"mean width {v['mean_width']:.4g}"
-        lines.append(f"sets at {float(c):.0%}: held the truth {v['coverage']:.1%} of the time, {size}")
+    from fastxfer.conformal import coverage_lines   # (NumPy, imported only when needed: `fastxfer --help` stays light)
+    lines += coverage_lines(r.get('conformal'))   # evaluate: how often the sets (intervals) held the truth
     if r.get('model_dir'): lines.append(f"model: {r['model_dir']}")
     return '\n'.join(lines)
 
@@ -134,13 +133,16 @@ def save_conformal(model_dir, conf) -> dict:
     atomic_write(folder.path/CARD_NAME, json.dumps(to_jsonable(card), indent=2))
     return card['conformal']
 
-def calibrate_classifier(model_dir, probs, y, method:str='raps', mondrian:bool=False, source=None) -> dict:
-    "Conformity scores of the classifier in `model_dir` from its probabilities `probs` on labelled items it did not train on (class indices `y`), saved."
+def calibrate_model(model_dir, out, y, method:str='raps', mondrian:bool=False, source=None) -> dict:
+    "Conformity scores of the model in `model_dir` from its output on labelled items it did not train on, saved: `out` a classifier's probabilities (n, K) and `y` class indices, or a regressor's values and the true ones."
+    import numpy as np
     from fastxfer.conformal import Conformal, min_calibration
     if len(y) < min_calibration(0.8):
         raise FastxferError(f'{source}: {len(y)} labelled items are too few to calibrate: at least {min_calibration(0.8)} (for 80% coverage)')
-    info = dict(split='calibrate', source=str(source), mondrian=mondrian, n_calib=len(y))
-    return save_conformal(model_dir, Conformal.for_classifier(probs, y, method, info=info))
+    info, out = dict(split='calibrate', source=str(source), n_calib=len(y)), np.asarray(out, float)
+    conf = (Conformal.for_classifier(out, y, method, info={**info, 'mondrian': mondrian}) if out.ndim == 2 else
+            Conformal.for_regressor(out, y, info={**info, 'key': 'value'}))
+    return save_conformal(model_dir, conf)
 
 # %% ../nbs/06_family.ipynb #00ce7b9d
 class Family:

@@ -311,14 +311,14 @@ class Predictor:
     @property
     def conformal(self):
         "The calibration scores of `conformal.json` (a `fastxfer.conformal.Conformal`), or None for a folder without them."
-        from fastxfer.conformal import Conformal, CONFORMAL_FILE
+        from fastxfer.conformal import CONFORMAL_FILE, Conformal   # here, not at the top: importing this module stays free of NumPy
         if '_conformal' not in self.__dict__:   # read once per loaded model
             f = self.folder.file(CONFORMAL_FILE)
             self.__dict__['_conformal'] = Conformal.load(f) if f.is_file() else None
         return self.__dict__['_conformal']
     def conformalize(self, preds:list[dict], coverage=None, abstain_above:int|None=None) -> list[dict]:
         "`preds` with prediction sets (classifiers) or intervals (regressors) at `coverage` (default: the setting); none when the folder has no scores and none was asked for."
-        from fastxfer.conformal import add_sets, add_intervals, check_coverage
+        from fastxfer.conformal import add_intervals, add_sets, check_coverage
         if abstain_above is not None and int(abstain_above) < 1: raise FastxferError(f'abstain above {abstain_above} labels: give at least 1')
         conf = self.conformal
         if conf is None:

@@ -29,6 +29,7 @@ from .core import FastxferError, setting, to_jsonable
 from .family import find_family, family_names, get_family
 from .inputs import IMAGE_TYPES, Limits, InputError
 from .drift import DriftWindow
+from .conformal import check_coverage, sure_headline
 from .model_folder import Predictor, find_model_folders, load_model, legend_html, answer_rows
 
 logger = logging.getLogger('fastxfer.serve')
@@ -548,7 +549,6 @@ def authorize(self, request:Request, writes:bool):
 # %% ../nbs/13_serve.ipynb #2ad8dd1c
 def sure_params(request:Request, abstain_above:int|None=None) -> tuple[float|None, int|None]:
     "`?coverage=` and `?abstain_above=` of a prediction request (the server's `abstain_above` when not given), checked: 422 when wrong."
-    from fastxfer.conformal import check_coverage
     q = request.query_params
     try: coverage = check_coverage(q['coverage']) if 'coverage' in q else None
     except FastxferError as e: raise InputError(f'coverage={q["coverage"]!r}: {e}', 422) from None
@@ -594,7 +594,7 @@ async def run(self, name:str, spec, request:Request, batch:bool, effect:str|None
         done = {effect: to_jsonable(done)}
     one = preds[0] if len(preds) == 1 else None
     if fmt == 'png': return Response(p.picture_png(one), media_type='image/png')
-    res = dict(model=name, kind=str(p.kind), label=one and one.get('label') is not None and str(one['label']) or None, probs=one and one.get('probs'),
+    res = dict(model=name, kind=str(p.kind), label=None if one is None or one.get('label') is None else str(one['label']), probs=one and one.get('probs'),
                predictions=preds, seconds=round(time.time()-t, 4), effects=done)
     for e,key in p.effect_keys.items():   # what the older endpoints called a side effect's result
         if not strict: res[key] = done.get(e) if done else None
@@ -892,7 +892,6 @@ def model_ui(hub:ModelHub, name:str, allowed:set, key=None):
         if item is None: return (None, '', None, '')[:len(outs)]
         pred = (await _ui_call(f'model {name}', hub.runners[name].predict, [item]))[0]
         pred = p.conformalize([pred], None, hub.abstain_above)[0]
-        from fastxfer.conformal import sure_headline
         head = sure_headline(p.headline(pred), pred)
         res = (pred.get('probs') or str(pred['label']), (f'## {head}' if head else ''))   # a value (regression) has no probabilities: the label shows it
         if p.has_picture: res += (await loop_run(hub.pool, p.picture, item, pred), legend_html(p.legend(pred)))

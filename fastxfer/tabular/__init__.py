@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log, setting
 from ..family import (Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
-                             format_metrics, save_conformal)
-from ..conformal import Conformal, calibration_split, conformal_card, coverage_report, min_calibration, readable, set_phrase
+                             format_metrics, calibrate_model)
+from ..conformal import Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration, readable, set_phrase
 from ..inputs import Column, InputError, RowInput
 from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model_writer, data_fingerprint,
                                    save_sklearn)
@@ -411,15 +411,9 @@ def calibrate_table(model_dir, data, db=None, table=None, method:str='raps', mon
     "Add conformity scores to a tabular model folder from a labelled table it did not train on (replacing any it had)."
     p = _tabular(model_dir)
     src, df, preds, _, _ = _labelled(p, data, db, table)
-    info = dict(split='calibrate', source=str(src), mondrian=mondrian)
-    if p.task == 'classification':
-        _, _, y, probs = _class_targets(p, df, preds, src)
-        conf = Conformal.for_classifier(probs, y, method, info={**info, 'n_calib': len(y)})
-    else:
-        _, y, v = _value_targets(p, df, preds)
-        conf = Conformal.for_regressor(v, y, info={**info, 'n_calib': len(y), 'key': 'value'})
-    if conf.n < min_calibration(0.8): raise FastxferError(f'{src}: {conf.n} labelled rows are too few to calibrate: at least {min_calibration(0.8)} (for 80% coverage)')
-    return dict(model_dir=str(model_dir), data=str(src), conformal=save_conformal(model_dir, conf))
+    if p.task == 'classification': _, _, y, out = _class_targets(p, df, preds, src)
+    else: _, y, out = _value_targets(p, df, preds)
+    return dict(model_dir=str(model_dir), data=str(src), conformal=calibrate_model(model_dir, out, y, method, mondrian, src))
 
 def _prior(p) -> np.ndarray:
     "The training split's class shares, from the card."
@@ -483,9 +477,7 @@ def _human_predict(r) -> str:
     return '\n'.join(lines)
 
 def _human_eval(r) -> str:
-    sets = [f"sets at {float(c):.0%}: held the truth {v['coverage']:.1%} of the time, " +
-            (f"mean {v['mean_size']:.2f} labels" if 'mean_size' in v else f"mean width {v['mean_width']:.4g}") for c, v in (r.get('conformal') or {}).items()]
-    return with_baseline(f"{r['n']} rows of {r['data']}: " + format_metrics(r['metrics']), r) + ''.join('\n' + s for s in sets)
+    return '\n'.join([with_baseline(f"{r['n']} rows of {r['data']}: " + format_metrics(r['metrics']), r)] + coverage_lines(r.get('conformal')))
 
 @register_family
 class TabularFamily(Family):

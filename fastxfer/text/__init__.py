@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from ..core import FastxferError
-from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_classifier
+from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model
 from ..conformal import set_phrase
 from typing import Annotated, Literal
 from fastcore.meta import delegates
@@ -90,7 +90,7 @@ def calibrate_text(model_dir, data, text_col=None, label_col=None, method:str='r
     if unknown: raise FastxferError(f'{path}: label(s) the model does not have: {", ".join(unknown[:10])} (its classes: {", ".join(classes[:10])})')
     probs = np.array([[q['probs'][c] for c in classes] for q in p.predict(list(texts))])
     y = np.array([classes.index(str(l)) for l in labels])
-    return dict(model_dir=str(model_dir), data=str(path), n=len(y), conformal=calibrate_classifier(model_dir, probs, y, method, mondrian, path))
+    return dict(model_dir=str(model_dir), data=str(path), n=len(y), conformal=calibrate_model(model_dir, probs, y, method, mondrian, path))
 
 # %% ../../nbs/10c_text.ipynb #d70e6668
 def _human_train(r):

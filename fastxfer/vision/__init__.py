@@ -10,7 +10,7 @@ import contextlib, json, sys, time, warnings
 from pathlib import Path
 from ..core import FastxferError, atomic_write, log
 from ..model_folder import ModelFolder, load_model, save_tensors
-from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_classifier
+from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model
 from ..conformal import set_phrase
 from typing import Annotated, Literal
 import numpy as np
@@ -129,7 +129,7 @@ class VisionFamily(Family):
         unknown = sorted({str(l) for l in vd.labels} - set(classes))
         if unknown: raise FastxferError(f'{data}: label(s) the model does not have: {", ".join(unknown[:10])} (its classes: {", ".join(classes[:10])})')
         y = np.array([classes.index(str(l)) for l in vd.labels])
-        conf = calibrate_classifier(model_dir, p.predict_proba(vd.items), y, method, mondrian, data)
+        conf = calibrate_model(model_dir, p.predict_proba(vd.items), y, method, mondrian, data)
         return dict(model_dir=str(model_dir), data=str(data), n=len(y), conformal=conf)
 
     def evaluate(self, paths:list[str], # MODEL_DIR... DATA: one model folder or several (an ensemble), then the data folder
