@@ -56,7 +56,7 @@ def pets_predictions(labels, out, seed):
         for f, q in zip(imgs, pool):
             if not q: (Path(tmp)/f.name).symlink_to(f)
         t = time.time()
-        r = get_family('vision').train(tmp, labels=labels, mode='features', seed=seed, out=str(out))
+        r = get_family('vision').train(tmp, labels=labels, mode='features', seed=seed, calib_pct=0, out=str(out))   # the pool calibrates
         secs = time.time() - t
     p, test = load_model(out), [f for f, q in zip(imgs, pool) if q]
     fn, classes = label_function(labels), [str(c) for c in p.classes]
@@ -99,18 +99,37 @@ def regress_runs(V, Y, n_cal, reps, seed):
     return out
 
 
+def imdb(a, res):
+    "The default text model (minilm + bag of words) trained on the IMDB sample's 800 training reviews; the 200 validation reviews are the pool."
+    from fastxfer.text.models import train_text
+    path = shared_data('fastai_samples/imdb_sample/texts.csv')
+    if path is None: print('SKIP: ../shared/data/fastai_samples/imdb_sample/texts.csv not found'); return
+    df = pd.read_csv(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.time()
+        r = train_text(path, out=str(Path(tmp)/'imdb'), valid_col='is_valid', calib_pct=0, seed=a.seed)   # the pool calibrates
+        secs = time.time() - t
+        p, pool = load_model(Path(tmp)/'imdb'), df[df.is_valid]
+        P = p.predict_probs(pool.text.tolist())[0]
+    Y = np.array([p.classes.index(l) for l in pool.label])
+    res['sets']['imdb_sample'] = dict(model=r['model'], accuracy=r.get('accuracy'), pool=len(Y), n_cal=len(Y) // 2, train_seconds=round(secs, 1),
+                                      runs=classify_runs(P, Y, len(Y) // 2, a.reps, a.seed))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--seed', type=int, default=42)
     ap.add_argument('--reps', type=int, default=20)
     ap.add_argument('--n-cal', type=int, default=1000)
-    ap.add_argument('--sets', default='adult,pets', help='comma-separated: adult, pets')
+    ap.add_argument('--sets', default='adult,pets,imdb,movielens', help='comma-separated: adult, pets, imdb, movielens')
     ap.add_argument('--out', default=str(ROOT/'bench'/'results'/'conformal.json'))
     a = ap.parse_args()
     warnings.filterwarnings('ignore')
     res = dict(seed=a.seed, reps=a.reps, n_cal=a.n_cal, cpu=cpu_model(), load_before=os.getloadavg(), sets={})
     if 'adult' in a.sets: adult(a, res)
     if 'pets' in a.sets: pets(a, res)
+    if 'imdb' in a.sets: imdb(a, res)
+    if 'movielens' in a.sets: movielens(a, res)
     res['load_after'] = os.getloadavg()
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1, default=float))

@@ -14,8 +14,9 @@ from .core import FastxferError, setting
 
 # %% auto #0
 __all__ = ['METHODS', 'COVERAGES', 'CONFORMAL_FILE', 'check_coverage', 'min_calibration', 'conformal_quantile', 'label_scores',
-           'Conformal', 'conformal_card', 'calibration_split', 'coverage_report', 'coverage_lines', 'selective_curve',
-           'plot_selective', 'add_sets', 'add_intervals', 'readable', 'set_phrase', 'sure_headline']
+           'Conformal', 'conformal_card', 'calibration_split', 'coverage_report', 'resplit_report', 'coverage_lines',
+           'selective_curve', 'plot_selective', 'sets_report', 'add_sets', 'add_intervals', 'readable', 'set_phrase',
+           'sure_headline']
 
 # %% ../nbs/04f_conformal.ipynb #3c319b65
 def check_coverage(coverage) -> float:
@@ -125,19 +126,27 @@ def conformal_card(conf:Conformal) -> dict:
     return dict(file=CONFORMAL_FILE, kind=conf.kind, method=conf.method, n=conf.n, **conf.info)
 
 # %% ../nbs/04f_conformal.ipynb #d10bc973
-def calibration_split(idx, pct:float|None=None, seed:int=42, at_least:int=100) -> tuple[np.ndarray, np.ndarray]:
-    "`(train, calib)`: a random `pct` of the training indices `idx` (at least `at_least`, at most a quarter) for calibration."
+def calibration_split(idx, pct:float|None=None, seed:int=42, at_least:int=100, labels=None) -> tuple[np.ndarray, np.ndarray]:
+    "`(train, calib)`: a random `pct` of the training indices `idx` (at least `at_least`, at most a quarter) for calibration; with `labels` (of `idx`), every class keeps a training item."
     idx, pct = np.asarray(idx), setting('calib_pct', pct, float)
     if not 0 <= pct < 1: raise FastxferError(f'--calib-pct must be in [0, 1), got {pct}')
     n = 0 if pct == 0 else min(max(round(pct * len(idx)), at_least), len(idx) // 4)
     perm = np.random.default_rng(seed).permutation(len(idx))
-    return np.sort(idx[perm[n:]]), np.sort(idx[perm[:n]])
+    train, calib = list(perm[n:]), list(perm[:n])
+    if labels is not None:   # a class whose every training item was drawn keeps its first one
+        labels, back = list(labels), {}
+        have = {labels[i] for i in train}
+        for i in calib:
+            if labels[i] not in have: back.setdefault(labels[i], i)
+        train, calib = train + list(back.values()), [i for i in calib if i not in set(back.values())]
+    return np.sort(idx[np.asarray(train, int)]), np.sort(idx[np.asarray(calib, int)])
 
 # %% ../nbs/04f_conformal.ipynb #4258c473
 def coverage_report(conf:Conformal, pred, y, coverages=COVERAGES, classes=None, mondrian:bool=False) -> dict:
-    "Empirical coverage and mean set size (classifiers; per class too) or interval width (regressors) at each coverage."
+    "Empirical coverage and mean set size (classifiers; per class too) or interval width (regressors) at each coverage the scores allow."
     y, out = np.asarray(y), {}
     for c in coverages:
+        if conf.n < min_calibration(c): continue   # too few scores for this coverage
         if conf.kind == 'classification':
             s = conf.sets(pred, c, mondrian=mondrian); hit = s[np.arange(len(y)), y.astype(int)]
             names = list(classes) if classes is not None else list(range(s.shape[1]))
@@ -147,6 +156,17 @@ def coverage_report(conf:Conformal, pred, y, coverages=COVERAGES, classes=None, 
             lo, hi = conf.intervals(pred, c)
             out[f'{c:g}'] = dict(coverage=float(((lo <= y) & (y <= hi)).mean()), mean_width=float((hi - lo).mean()))
     return out
+
+# %% ../nbs/04f_conformal.ipynb #5403cf99
+def resplit_report(probs, y, method:str='raps', coverages=COVERAGES, reps:int=20, seed:int=42) -> dict:
+    "Coverage and mean set size of sets calibrated on a random half of the labelled items, measured on the other, averaged over `reps` re-splits."
+    P, y = np.atleast_2d(np.asarray(probs, float)), np.asarray(y, int)
+    rng, runs = np.random.default_rng(seed), []
+    for _ in range(reps):
+        i = rng.permutation(len(y)); cal, test = i[:len(y) // 2], i[len(y) // 2:]
+        runs.append(coverage_report(Conformal.for_classifier(P[cal], y[cal], method), P[test], y[test], coverages))
+    return {c: dict(coverage=float(np.mean([r[c]['coverage'] for r in runs])), mean_size=float(np.mean([r[c]['mean_size'] for r in runs])),
+                    resplits=reps, n_calib=len(y) // 2) for c in runs[0]} if runs else {}
 
 # %% ../nbs/04f_conformal.ipynb #6e4d9f71
 def coverage_lines(report:dict|None) -> list[str]:
@@ -172,6 +192,21 @@ def plot_selective(curve:list[dict], coverage:float, ax=None):
     ax.set(xlabel='share of items answered', ylabel='accuracy on them', title=f'abstaining on large sets ({coverage:.0%} sets)')
     ax.grid(alpha=0.3)
     return ax.figure
+
+# %% ../nbs/04f_conformal.ipynb #5b4d84de
+def sets_report(conf:Conformal|None, probs, y, classes=None, own:bool=True, coverage=None) -> dict:
+    "`conformal` (coverage report), `conformal_how` and `selective` (curve) of a classifier's predictions `probs` on labelled items."
+    P, y = np.atleast_2d(np.asarray(probs, float)), np.asarray(y, int)
+    c = check_coverage(setting('coverage') if coverage is None else coverage)
+    if conf is not None and own:
+        mondrian = bool(conf.info.get('mondrian'))
+        curve = selective_curve(conf.sets(P, c, mondrian=mondrian), P, y) if conf.n >= min_calibration(c) and not mondrian else None
+        return dict(conformal=coverage_report(conf, P, y, classes=classes, mondrian=mondrian), conformal_how='scores', selective=curve)
+    if len(y) // 2 < min_calibration(COVERAGES[0]): return {}
+    half = np.random.default_rng(0).permutation(len(y))[:len(y) // 2]
+    cal = Conformal.for_classifier(P[half], y[half])
+    curve = selective_curve(cal.sets(P, c), P, y) if cal.n >= min_calibration(c) else None
+    return dict(conformal=resplit_report(P, y), conformal_how='re-split', selective=curve)
 
 # %% ../nbs/04f_conformal.ipynb #6d78262f
 def add_sets(preds:list[dict], conf:Conformal, classes, coverage, abstain_above:int|None=None, mondrian:bool=False) -> list[dict]:

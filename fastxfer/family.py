@@ -133,13 +133,13 @@ def save_conformal(model_dir, conf) -> dict:
     atomic_write(folder.path/CARD_NAME, json.dumps(to_jsonable(card), indent=2))
     return card['conformal']
 
-def calibrate_model(model_dir, out, y, method:str='raps', mondrian:bool=False, source=None) -> dict:
+def calibrate_model(model_dir, out, y, method:str='raps', mondrian:bool=False, source=None, info:dict|None=None) -> dict:
     "Conformity scores of the model in `model_dir` from its output on labelled items it did not train on, saved: `out` a classifier's probabilities (n, K) and `y` class indices, or a regressor's values and the true ones."
     import numpy as np
     from fastxfer.conformal import Conformal, min_calibration
     if len(y) < min_calibration(0.8):
         raise FastxferError(f'{source}: {len(y)} labelled items are too few to calibrate: at least {min_calibration(0.8)} (for 80% coverage)')
-    info, out = dict(split='calibrate', source=str(source), n_calib=len(y)), np.asarray(out, float)
+    info, out = dict(split='calibrate', source=str(source), n_calib=len(y), **(info or {})), np.asarray(out, float)
     conf = (Conformal.for_classifier(out, y, method, info={**info, 'mondrian': mondrian}) if out.ndim == 2 else
             Conformal.for_regressor(out, y, info={**info, 'key': 'value'}))
     return save_conformal(model_dir, conf)

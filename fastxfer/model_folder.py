@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/model_folder.html.md"""
 
 # %% ../nbs/05_model_folder.ipynb #4b7a2779
 from __future__ import annotations
-import hashlib, importlib, importlib.metadata, json, os
+import hashlib, importlib, importlib.metadata, json, math, os
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -317,8 +317,8 @@ class Predictor:
             self.__dict__['_conformal'] = Conformal.load(f) if f.is_file() else None
         return self.__dict__['_conformal']
     def conformalize(self, preds:list[dict], coverage=None, abstain_above:int|None=None) -> list[dict]:
-        "`preds` with prediction sets (classifiers) or intervals (regressors) at `coverage` (default: the setting); none when the folder has no scores and none was asked for."
-        from fastxfer.conformal import add_intervals, add_sets, check_coverage
+        "`preds` with prediction sets (classifiers) or intervals (regressors) at `coverage` (default: the setting, lowered to what the scores can promise); none when the folder has no scores and none was asked for."
+        from fastxfer.conformal import add_intervals, add_sets, check_coverage, min_calibration
         if abstain_above is not None and int(abstain_above) < 1: raise FastxferError(f'abstain above {abstain_above} labels: give at least 1')
         conf = self.conformal
         if conf is None:
@@ -326,6 +326,7 @@ class Predictor:
             raise FastxferError(f'{self.folder.path} has no conformity scores (it was trained before fastxfer kept them): add them with '
                                 f'`fastxfer {self.kind} calibrate {self.folder.path} DATA`, DATA labelled items the model did not train on')
         c = check_coverage(setting('coverage') if coverage is None else coverage)
+        if coverage is None and conf.n < min_calibration(c): c = math.floor(100 * conf.n / (conf.n + 1)) / 100   # the default, lowered to what few scores promise
         if conf.kind == 'regression': return add_intervals(preds, conf, c, conf.info.get('key', 'value'))
         return add_sets(preds, conf, self.classes, c, abstain_above, mondrian=bool(conf.info.get('mondrian')))
     @property

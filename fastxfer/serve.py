@@ -660,7 +660,7 @@ def sure_query(conf) -> list[inspect.Parameter]:
     most = conf.n / (conf.n + 1)   # the highest coverage n calibration items can promise
     cov = inspect.Parameter('coverage', inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[float], Query(
         gt=0, le=most, description=f'the coverage of the prediction sets (intervals), e.g. 0.9 (at most {most:.4f} from {conf.n} calibration items); '
-                                   "default: the server's coverage setting")])
+                                   "default: the server's coverage setting, or the most these items allow when that is less")])
     if conf.kind != 'classification': return [cov]
     return [cov, inspect.Parameter('abstain_above', inspect.Parameter.KEYWORD_ONLY, default=None,
                                    annotation=Annotated[Optional[int], Query(ge=1, description='answer no label (abstained) when the set has more labels than this')])]

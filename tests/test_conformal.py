@@ -16,6 +16,15 @@ def churn(n, seed):
     return df
 
 
+def without_scores(src, dst):
+    "A copy of model folder `src` at `dst` as it was before fastxfer kept conformity scores."
+    shutil.copytree(src, dst)
+    (dst/'conformal.json').unlink()
+    card = json.loads((dst/'card.json').read_text()); card.pop('conformal'); card['files'].remove('conformal.json')
+    (dst/'card.json').write_text(json.dumps(card))
+    return dst
+
+
 @pytest.fixture(scope='module')
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp('conformal')
@@ -65,10 +74,7 @@ def test_evaluate_measures_coverage_on_new_rows(models):
 
 def test_a_folder_without_scores_says_how_to_add_them_and_calibrate_does(models, tmp_path):
     d, _, _ = models
-    old = tmp_path/'old'; shutil.copytree(d/'models'/'churn', old)
-    (old/'conformal.json').unlink()
-    card = json.loads((old/'card.json').read_text()); card.pop('conformal'); card['files'].remove('conformal.json')
-    (old/'card.json').write_text(json.dumps(card))
+    old = without_scores(d/'models'/'churn', tmp_path/'old')
     assert 'set' not in run_json('tabular', 'predict', old, d/'fresh.csv')['predictions'][0]   # nothing asked: plain answers
     r = run_cli('tabular', 'predict', old, d/'fresh.csv', '--coverage', '0.9', check=2)
     assert r.stderr.startswith('error:') and f'fastxfer tabular calibrate {old}' in r.stderr, r.stderr
@@ -114,11 +120,16 @@ def test_served_sets_are_typed_checked_and_abstain(models):
 
 
 def test_vision_calibrate_adds_sets_to_a_folder(real_models, tmp_path):
-    "A vision folder without scores gets them from photos it did not train on; then predict answers sets."
+    "Training keeps the scores of 8 calibration photos; a folder without scores gets them from photos it did not train on; then predict answers sets."
     from conftest import shared_or_skip
     pets = shared_or_skip('pets/images')
-    m = tmp_path/'pets'; shutil.copytree(real_models/'pets', m)
-    assert not (m/'conformal.json').exists()
+    card = json.loads((real_models/'pets'/'card.json').read_text())   # 40 photos: 8 validation, 8 calibration, 24 training
+    assert card['conformal']['n'] == card['metrics']['n_calib'] == 8 and card['conformal']['split'] == 'calibration'
+    one = run_json('vision', 'predict', real_models/'pets', next(f for f in sorted(pets.iterdir()) if f.suffix == '.jpg'))['predictions'][0]
+    assert one['coverage'] == 0.88 and one['label'] in one['set']   # 8 scores are too few for the default 90%: the most they promise
+    one = run_json('vision', 'predict', real_models/'pets', next(f for f in sorted(pets.iterdir()) if f.suffix == '.jpg'), '--coverage', '0.8')['predictions'][0]
+    assert one['label'] in one['set'] and one['coverage'] == 0.8
+    m = without_scores(real_models/'pets', tmp_path/'pets')
     trained = {p.name for p in (real_models.parent/'pets40').iterdir()}
     imgs = [f for f in sorted(pets.iterdir()) if f.name not in trained][::7][:60]
     (tmp_path/'cal').mkdir(); (tmp_path/'few').mkdir()
@@ -131,13 +142,20 @@ def test_vision_calibrate_adds_sets_to_a_folder(real_models, tmp_path):
     preds = run_json('vision', 'predict', m, *imgs[:4], '--coverage', '0.9')['predictions']
     assert all(p['coverage'] == 0.9 and p['label'] in p['set'] and set(p['set']) <= {'cat', 'dog'} for p in preds)
     assert 'set: ' in run_cli('vision', 'predict', m, imgs[0], check=0).stdout
+    ev = run_json('vision', 'evaluate', m, tmp_path/'cal')   # the scores' own photos: coverage measured with them
+    assert ev['conformal_how'] == 'scores' and set(ev['conformal']) == {'0.8', '0.9', '0.95'} and ev['selective'][-1]['answered'] == 1.0
+    ev = run_json('vision', 'evaluate', m, tmp_path/'cal', '--tta')   # TTA: not what the scores were made from
+    assert ev['conformal_how'] == 're-split' and ev['conformal']['0.9']['resplits'] == 20
+    assert 'calibrated on half of these images' in run_cli('vision', 'evaluate', m, tmp_path/'cal', '--tta', check=0).stdout
 
 
 def test_text_calibrate_adds_sets_to_a_folder(real_models, tmp_path):
     "A text folder gets scores from reviews it did not train on; predict then answers sets; a label it lacks is an error."
     import pandas as pd
     from conftest import shared_or_skip
-    m = tmp_path/'reviews'; shutil.copytree(real_models/'reviews', m)
+    card = json.loads((real_models/'reviews'/'card.json').read_text())   # 60 texts: 12 validation, 12 calibration, 36 training
+    assert card['conformal']['n'] == 12 and card['conformal']['split'] == 'calibration'
+    m = without_scores(real_models/'reviews', tmp_path/'reviews')
     df = pd.read_csv(shared_or_skip('fastai_samples/imdb_sample/texts.csv'))
     df = pd.concat([df[df.label == l].iloc[100:130] for l in ('positive', 'negative')])   # the folder trained on the first 30 of each
     df.assign(text=df.text.str.slice(0, 200))[['label', 'text']].to_csv(tmp_path/'held_out.csv', index=False)
@@ -148,3 +166,6 @@ def test_text_calibrate_adds_sets_to_a_folder(real_models, tmp_path):
     assert r['n'] == 60 and r['conformal']['n'] == 60
     preds = run_json('text', 'predict', m, 'a wonderful film', 'dull', '--coverage', '0.8')['predictions']
     assert all(p['coverage'] == 0.8 and p['label'] in p['set'] for p in preds)
+    ev = run_json('text', 'evaluate', m, tmp_path/'held_out.csv')
+    assert ev['conformal_how'] == 'scores' and 0.8 <= ev['conformal']['0.9']['coverage'] <= 1 and ev['selective']
+    assert 'sets at 90%: held the truth' in run_cli('text', 'evaluate', real_models/'reviews', tmp_path/'held_out.csv', check=0).stdout

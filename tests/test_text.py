@@ -227,7 +227,7 @@ def test_aug_eda_adds_training_texts_and_embeddings_are_cached(toy, work, env, l
     r = run_cli('text', 'train', toy, '--valid-col', 'is_valid', '--model', 'embed-logreg', '--max-len', '64',
                 '--aug', 'eda', '--n-aug', '2', '--out', work/'m_eda', '--json', env=env, check=0)
     res = json.loads(r.stdout)
-    assert res['n_train'] == 18*3 and res['n'] == 6
+    assert res['n_train'] == 14*3 and res['n_calib'] == 4 and res['n'] == 6   # 4 of the 18 training texts calibrate; the other 14 get two copies each
     assert 'from the cache' in r.stderr          # the validation texts were embedded before
 
 

@@ -154,7 +154,7 @@ def test_pets_download_offline_says_so(monkeypatch, tmp_path):
 def test_train_exports_a_complete_model_folder(trained):
     out, r = trained
     assert set(r) >= {'error_rate', 'accuracy', 'train_seconds', 'model_dir'} and r['mode'] == 'fine_tune'
-    assert r['n_train'] + r['n_valid'] == 24 and r['skipped'] == 2
+    assert r['n_train'] + r['n_calib'] + r['n_valid'] == 24 and r['n_calib'] == 5 and r['skipped'] == 2   # a quarter of 20 training images calibrates
     s = r['summary']['start']
     assert s['total'] == s['trainable'] + s['frozen'] and s['frozen'] > s['trainable']
     assert r['summary']['end']['frozen'] == 0
@@ -163,7 +163,8 @@ def test_train_exports_a_complete_model_folder(trained):
     assert card['arch'] == 'efficientnet_lite0' and card['classes'] == ['cat', 'dog'] and card['size'] == int(SIZE)
     assert card['normalization']['mean'] and card['data_fingerprint'] and card['train_seconds'] > 0
     assert card['onnx']['exported'] and card['onnx']['max_abs_diff'] < 1e-4
-    for f in ('model.safetensors', 'preprocess.json', 'model.onnx', 'plots/confusion_matrix.png', 'plots/top_losses.png', 'plots/loss_curves.png'):
+    assert card['conformal']['n'] == 5 and card['metrics']['n_calib'] == 5
+    for f in ('model.safetensors', 'preprocess.json', 'model.onnx', 'conformal.json', 'plots/confusion_matrix.png', 'plots/top_losses.png', 'plots/loss_curves.png'):
         assert (out/f).is_file() and f in card['files'], f
     assert card['format'] == 2 and not [f for f in card['files'] if f.endswith('.pkl')], 'no pickle in the folder'
     assert not [p for p in out.parent.iterdir() if p.name.startswith('.')], 'no temporary folders left'

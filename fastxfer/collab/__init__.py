@@ -14,7 +14,9 @@ from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log, setting
-from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline, format_metrics
+from ..family import (Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
+                             format_metrics, save_conformal)
+from ..conformal import Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration
 from ..inputs import Column, InputError, RowInput
 from ..model_folder import Predictor, load_model, model_writer, data_fingerprint
 from ..tabular.data import canonical, read_table, parse_source
@@ -22,7 +24,8 @@ from .data import *
 from .models import *
 
 # %% auto #0
-__all__ = ['Recommender', 'read_titles', 'fit_recommender', 'train_collab', 'CollabPredictor', 'evaluate_collab', 'CollabFamily']
+__all__ = ['Recommender', 'read_titles', 'fit_recommender', 'rating_calibration_split', 'interval_report', 'train_collab',
+           'CollabPredictor', 'evaluate_collab', 'calibrate_collab', 'CollabFamily']
 
 # %% ../../nbs/11c_collab.ipynb #1548e16d
 class Recommender:
@@ -175,6 +178,42 @@ def _collab_card(r, rec, ev:dict, train, split:dict) -> dict:
                 n_users=df.user.nunique(), n_items=df.item.nunique(), n_ratings=len(df),
                 users=top_users, items=top_items, examples=[dict(user=top_users[0], item=top_items[0])])
 
+def rating_calibration_split(tr, calib_pct:float, seed:int=42, at_least:int=100) -> tuple[np.ndarray, np.ndarray]:
+    "`(train, calib)`: a random `calib_pct` of the training ratings `tr` (at most a quarter) to calibrate intervals; none when that is under `at_least`."
+    fit, ca = calibration_split(tr, calib_pct, seed, at_least=0)   # (checks calib_pct)
+    if len(ca) >= at_least: return fit, ca
+    if len(ca): log(f'note: {calib_pct:.0%} of {len(tr)} training ratings is {len(ca)}, under {at_least}: none held out to calibrate rating '
+                    f"intervals, every rating goes to the users' factors (`fastxfer collab calibrate` adds them from other ratings)")
+    return np.asarray(tr), np.asarray(tr)[:0]
+
+def _calibrate_ratings(rec:Recommender, rows:pd.DataFrame, info:dict) -> Conformal|None:
+    "Conformity scores of `rec` on ratings `rows` it did not train on: the absolute residuals of its plain ratings (no session bias)."
+    if len(rows) < min_calibration(0.8): return None
+    pred, _ = rec.predict(rows.user.tolist(), rows.item.tolist())
+    return Conformal.for_regressor(pred, rows.rating.to_numpy(dtype='float64'), info={**info, 'key': 'rating'})
+
+def interval_report(conf:Conformal, pred, y, scale) -> dict:
+    "`coverage_report` of rating intervals around `pred`, their mean width measured as predict answers them: clipped to the rating `scale`."
+    out = coverage_report(conf, pred, y)
+    for c, v in out.items():
+        lo, hi = conf.intervals(pred, float(c))
+        v['mean_width'] = float((np.clip(hi, *scale) - np.clip(lo, *scale)).mean())
+    return out
+
+def _write_collab(out, r, rec:Recommender, ev:dict, train:pd.DataFrame, split:dict, names:dict, plots:dict, conf:Conformal|None, **card):
+    "Write the model folder: the networks, the biases, the ratings seen, titles, pictures, drift reference, conformity scores and the card."
+    with model_writer(out, kind='collab', predictor='fastxfer.collab.CollabPredictor') as w:
+        rec.net.save(w.dir)
+        atomic_write(w.dir/'biases.json', json.dumps(rec.biases.to_dict()).encode())
+        if rec.session is not None: atomic_write(w.dir/'sessions.npz', rec.session.to_bytes())
+        r.df[['user', 'item']].to_parquet(w.dir/'rated.parquet', index=False)
+        if names: atomic_write(w.dir/'titles.json', json.dumps(names).encode())
+        for k, fig in plots.items(): w.save_plot(k, fig)
+        _plots(w, rec.net, train, names)
+        w.save_reference('tabular', train[['user', 'item']].to_dict('records'))   # what drift is measured against
+        if conf is not None: conf.save(w.dir); w.card['conformal'] = conformal_card(conf)
+        w.card.update(**_collab_card(r, rec, ev, train, split=split), popular=rec.popular[:100], **card)
+
 @resolves_settings
 def train_collab(data, # a rating table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME
                  user:str='userId', # the user column
@@ -198,13 +237,15 @@ def train_collab(data, # a rating table: CSV, Parquet, JSON, or sqlite:///FILE?t
                  quiet:bool=False, # no progress output
                  members:int|None=None, # networks averaged, each with its own seed (if not given: 3 below 100,000 training ratings, else 1)
                  sessions:bool=True, # add session biases (residuals of the user's ratings close in time) when the ratings have timestamps
+                 calib_pct:float=from_settings('calib_pct', float), # share of the training ratings held out to calibrate rating intervals (at most a quarter; none when that is under 100 ratings); 0: none
                  ) -> dict:
-    "Read ratings, split them, train fastai's collab_learner and the baselines, score, and write the model folder."
+    "Read ratings, split them, train fastai's collab_learner and the baselines, calibrate the intervals, score, and write the model folder."
     t0 = time.time()
     r = read_ratings(data, user, item, rating, timestamp, db, table)
     for line in [r.describe(), *(f'note: {n}' for n in r.notes)]: log(line)
     tr, va, how = split_ratings(r, split, valid_pct, seed)
-    log(f'{len(tr)} training and {len(va)} validation ratings ({how})')
+    tr, ca = rating_calibration_split(tr, calib_pct, seed)
+    log(f'{len(tr)} training, {len(ca)} calibration and {len(va)} validation ratings ({how})')
     names = read_titles(titles, r.columns['item'], title_col) if titles else {}
     yr = y_range_of(r.scale, _pair(y_range))
     lr = 'auto' if str(lr) == 'auto' else _float(lr, '--lr')
@@ -213,28 +254,20 @@ def train_collab(data, # a rating table: CSV, Parquet, JSON, or sqlite:///FILE?t
     plots = {}
     rec = fit_recommender(df, tr, va, r.scale, yr, names, sessions, quiet=quiet, plots=plots, n_factors=factors, use_nn=nn, wd=wd,
                           epochs=epochs, lr=lr, seed=seed, members=members)
-    net, biases, popular, fit_seconds = rec.net, rec.biases, rec.popular, rec.net.fit_seconds
     ev = _evaluate(rec, train, valid, seed=seed)
     m = ev['model']
     log(f"validation MSE {m['mse']:.4f} (global mean {ev['global_mean']['mse']:.4f}, biases alone {ev['biases']['mse']:.4f})")
+    conf = _calibrate_ratings(rec, df.iloc[ca], info=dict(split='calibration', n_calib=len(ca), seed=seed))
+    cover = None if conf is None else interval_report(conf, rec.predict(valid.user.tolist(), valid.item.tolist())[0], valid.rating.to_numpy(), r.scale)
     fp = data_fingerprint(pd.util.hash_pandas_object(df, index=False).to_numpy().tolist())
     model_id = f'collab-{"nn" if nn else "dot"}-{datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")}-{fp[:6]}'
     out = Path(out) if out else Path(setting('models_dir'))/'collab'
-    with model_writer(out, kind='collab', predictor='fastxfer.collab.CollabPredictor') as w:
-        net.save(w.dir)
-        atomic_write(w.dir/'biases.json', json.dumps(biases.to_dict()).encode())
-        if rec.session is not None: atomic_write(w.dir/'sessions.npz', rec.session.to_bytes())
-        df[['user', 'item']].to_parquet(w.dir/'rated.parquet', index=False)
-        if names: atomic_write(w.dir/'titles.json', json.dumps(names).encode())
-        for k, fig in plots.items(): w.save_plot(k, fig)
-        _plots(w, net, train, names)
-        w.save_reference('tabular', train[['user', 'item']].to_dict('records'))   # what drift is measured against
-        w.card.update(**_collab_card(r, rec, ev, train, split=dict(how=how, n_train=len(tr), n_valid=len(va), seed=seed, valid_pct=valid_pct)),
-                      y_range=list(yr), popular=popular[:100], model_id=model_id, data_fingerprint=fp,
-                      fit_seconds=round(fit_seconds, 2), train_seconds=round(time.time() - t0, 2))
-    result = dict(model_dir=str(out), model_id=model_id, split=how, n_train=len(tr), n_valid=len(va), notes=r.notes,
+    _write_collab(out, r, rec, ev, train, dict(how=how, n_train=len(tr), n_valid=len(va), n_calib=len(ca), seed=seed, valid_pct=valid_pct),
+                  names, plots, conf, y_range=list(yr), model_id=model_id, data_fingerprint=fp, fit_seconds=round(rec.net.fit_seconds, 2),
+                  train_seconds=round(time.time() - t0, 2))
+    result = dict(model_dir=str(out), model_id=model_id, split=how, n_train=len(tr), n_valid=len(va), n_calib=len(ca), notes=r.notes,
                   baselines=dict(global_mean=ev['global_mean'], biases=ev['biases']), ranking=ev['ranking'],
-                  cold_start_in_valid=ev['cold_start'])
+                  cold_start_in_valid=ev['cold_start'], conformal=cover)
     return report_from_folder(out, result, baseline=ev['global_mean'])
 
 def _pair(v):
@@ -284,6 +317,11 @@ class CollabPredictor(Predictor):
             out.append(dict(label=f'{v:.2f}', probs={}, rating=float(v), user=u, item=i, title=self.rec.title(i),
                             cold_start=bool(c), **({'fallback': fb} if fb else {}), **({'session_bias': sb} if t is not None else {})))
         return out
+    def conformalize(self, preds:list[dict], coverage=None, abstain_above:int|None=None) -> list[dict]:
+        "`Predictor.conformalize`: each rating with its interval at `coverage` (`lower`, `upper`), the ends clipped to the rating scale."
+        lo, hi = self.rec.scale
+        return [dict(q, lower=float(np.clip(q['lower'], lo, hi)), upper=float(np.clip(q['upper'], lo, hi))) if 'lower' in q else q
+                for q in super().conformalize(preds, coverage, abstain_above)]
     def recommend(self, user, n:int=10) -> dict: return self.rec.recommend(user, n)
     def similar(self, item, n:int=10) -> dict: return self.rec.similar(item, n)
 
@@ -329,28 +367,49 @@ def _ask(model_dir, query:str, **item) -> dict:
 
 # %% ../../nbs/11c_collab.ipynb #0871eb57
 def evaluate_collab(model_dir, data, db=None, table=None) -> dict:
-    "Score a saved model on a rating table (the training table's column names)."
+    "Score a saved model on a rating table (the training table's column names), and how often its rating intervals held the rating."
     p = _collab(model_dir)
     c = p.card['columns']
     r = read_ratings(data, c['user'], c['item'], c['rating'], None, db, table)
     pred, cold = p.rec.predict(r.df.user.tolist(), r.df.item.tolist(), r.df.timestamp.tolist() if 'timestamp' in r.df else None)
     y = r.df.rating.to_numpy()
     b = p.rec.biases
-    return dict(kind='collab', model_dir=str(model_dir), data=r.source, n=len(y), notes=r.notes, cold_start=int(cold.sum()),
-                metrics=rating_scores(y, pred), baseline={**rating_scores(y, np.full(len(y), b.mu)), 'what': 'the global mean of the training ratings'},
-                baselines=dict(biases=rating_scores(y, p.rec._clip(b.predict(r.df.user, r.df.item)))))
+    res = dict(kind='collab', model_dir=str(model_dir), data=r.source, n=len(y), notes=r.notes, cold_start=int(cold.sum()),
+               metrics=rating_scores(y, pred), baseline={**rating_scores(y, np.full(len(y), b.mu)), 'what': 'the global mean of the training ratings'},
+               baselines=dict(biases=rating_scores(y, p.rec._clip(b.predict(r.df.user, r.df.item)))))
+    if p.conformal is not None: res['conformal'] = interval_report(p.conformal, pred, y, p.rec.scale)
+    return res
+
+def calibrate_collab(model_dir, data, db=None, table=None) -> dict:
+    "Add conformity scores (rating intervals) to a collab model folder from ratings it did not train on, replacing any it had."
+    p = _collab(model_dir)
+    c = p.card['columns']
+    r = read_ratings(data, c['user'], c['item'], c['rating'], None, db, table)
+    n = len(r.df)
+    if n < min_calibration(0.8):
+        raise FastxferError(f'{r.source}: {n} ratings are too few to calibrate: at least {min_calibration(0.8)} (for 80% coverage)')
+    seen = sum(i in p.rec.rated.get(u, ()) for u, i in zip(r.df.user, r.df.item))   # the pairs of the training table
+    if seen: log(f'note: {seen} of the {n} ratings are in the table the model was trained from: fine for its validation ratings, but '
+                 'the residuals of ratings it trained on are too small (the intervals too narrow)')
+    conf = _calibrate_ratings(p.rec, r.df, info=dict(split='calibrate', source=str(r.source), n_calib=n))
+    return dict(model_dir=str(model_dir), data=r.source, n=n, conformal=save_conformal(model_dir, conf))
 
 # %% ../../nbs/11c_collab.ipynb #6e4d1e88
+def _interval_lines(report:dict) -> list[str]:
+    "`coverage_lines` of rating intervals, indented."
+    return [f"  {l.replace('sets at', 'intervals at', 1)}" for l in coverage_lines(report)]
+
 def _human_train(r) -> str:
     fmt = lambda m: f"MSE {m['mse']:.4f}  RMSE {m['rmse']:.4f}  MAE {m['mae']:.4f}"
     rk = r['ranking']
     rank = lambda m: ('  '.join(f'{k} {v:.3f}' for k, v in m.items() if k != 'users') + f"  ({m.get('users', 0)} users)") if m.get('users') else 'no validation user liked anything'
-    lines = [f"{r['n_train']} training, {r['n_valid']} validation ratings ({r['split']})",
+    lines = [f"{r['n_train']} training, {r.get('n_calib', 0)} calibration, {r['n_valid']} validation ratings ({r['split']})",
              f"  fastai collab_learner  {fmt(r['metrics'])}", f"  biases alone           {fmt(r['baselines']['biases'])}",
              f"  global mean            {fmt(r['baselines']['global_mean'])}",
              f"ranking (validation items rated at or above the like threshold):", f"  model       {rank(rk['model'])}",
              f"  popularity  {rank(rk['popularity'])}"]
     if r.get('cold_start_in_valid'): lines.append(f"{r['cold_start_in_valid']} validation rating(s) needed the cold-start fallback")
+    if r.get('conformal'): lines += [f"rating intervals ({r['n_calib']} calibration ratings), on the validation ratings:"] + _interval_lines(r['conformal'])
     lines.append(f"model folder: {r['model_dir']} (trained in {r['train_seconds']:.1f} s)")
     return '\n'.join(lines)
 
@@ -363,8 +422,13 @@ def _human_items(r) -> str:
 
 def _human_predict(r) -> str:
     p = r['predictions'][0]
-    return (f"user {p['user']}, item {p['item']}" + (f" ({p['title']})" if p.get('title') else '') + f": {p['rating']:.2f}" +
+    sure = f" ({p['lower']:.2f} to {p['upper']:.2f} at {p['coverage']:.0%})" if 'lower' in p else ''
+    return (f"user {p['user']}, item {p['item']}" + (f" ({p['title']})" if p.get('title') else '') + f": {p['rating']:.2f}{sure}" +
             (f"  [cold start: {p['fallback']}]" if p['cold_start'] else ''))
+
+def _human_evaluate(r) -> str:
+    head = with_baseline(f"{r['n']} ratings of {r['data']}: " + format_metrics(r['metrics']) + (f"; {r['cold_start']} cold start" if r['cold_start'] else ''), r)
+    return '\n'.join([head] + (['rating intervals:'] + _interval_lines(r['conformal']) if r.get('conformal') else []))
 
 @register_family
 class CollabFamily(Family):
@@ -392,10 +456,19 @@ class CollabFamily(Family):
                 *, user:str, # the user id
                 item:str, # the item id
                 timestamp:float|None=None, # when the rating is given (seconds since 1970): adds the session bias of the user's ratings near it
+                coverage:float|None=None, # a rating interval that holds the true rating this often, e.g. 0.9; if not given: the coverage setting, for a folder with conformity scores
                 ) -> dict:
-        "The rating a user would give an item (an unknown id gets the cold-start answer)."
+        "The rating a user would give an item (an unknown id gets the cold-start answer), with its interval."
         p = _collab(model_dir)
-        return dict(model=str(model_dir), kind='collab', predictions=p.predict([dict(user=user, item=item, timestamp=timestamp)]))
+        return dict(model=str(model_dir), kind='collab', predictions=p.conformalize(p.predict([dict(user=user, item=item, timestamp=timestamp)]), coverage))
+
+    def calibrate(self, model_dir:str, # a collab model folder
+                  data:Annotated[str|None, POSITIONAL]=None, # ratings the model did not train on, with the training table's columns
+                  db:str|None=None, # an SQLite file (with --table)
+                  table:str|None=None, # the SQLite table
+                  ) -> dict:
+        "Add conformity scores (rating intervals) to a model folder, for example one trained on few ratings or before fastxfer kept them."
+        return calibrate_collab(model_dir, data, db, table)
 
     def recommend(self, model_dir:str, # a collab model folder
                   *, user:str, # the user id
@@ -413,7 +486,7 @@ class CollabFamily(Family):
 
     def human(self, verb:str, r:dict) -> str|None:
         if verb == 'train': return _human_train(r)
-        if verb == 'evaluate': return with_baseline(f"{r['n']} ratings of {r['data']}: " + format_metrics(r['metrics']) +
-                                                    (f"; {r['cold_start']} cold start" if r['cold_start'] else ''), r)
+        if verb == 'evaluate': return _human_evaluate(r)
+        if verb == 'calibrate': return f"{r['n']} ratings of {r['data']}: conformity scores written to {Path(r['model_dir'])/r['conformal']['file']}"
         if verb in ('recommend', 'similar'): return _human_items(r)
         return _human_predict(r)

@@ -10,13 +10,16 @@ import os, re, time
 from pathlib import Path
 import pandas as pd
 from ..core import FastxferError, embedded_data, log
-from ..family import Family, register_family, from_settings, report_from_folder
+from typing import Annotated, Literal
+from ..family import Family, register_family, from_settings, report_from_folder, POSITIONAL, save_conformal
+from ..conformal import Conformal, coverage_lines, min_calibration, set_phrase
 from fastcore.meta import delegates
 from .data import *
 from .model import *
+from .model import _predictor
 
 # %% auto #0
-__all__ = ['scrape', 'parse_seasons', 'demo', 'NFLFamily']
+__all__ = ['scrape', 'parse_seasons', 'demo', 'calibrate_nfl', 'NFLFamily']
 
 # %% ../../nbs/09c_nfl.ipynb #ee7ce071
 def scrape(season:int|None=None, html=None, db=None, seasons=None, fetcher:PoliteFetcher|None=None,
@@ -75,7 +78,8 @@ def _fmt_table(df:pd.DataFrame, cols=None) -> str:
     with pd.option_context('display.width', 200, 'display.max_rows', 200):
         return d.to_string(index=False)
 
-def _fmt_eval(ev:dict) -> str:
+def _fmt_eval(ev:dict, model:str|None=None) -> str:
+    "The evaluation's lines, with how often the prediction sets of `model` (if not given: the better one) held the truth."
     if not ev: return 'no evaluation'
     lines = [f"{ev['method']} on {ev['n_rows']} team-seasons ({len(ev['seasons'])} season(s)), features {', '.join(ev['features'])}",
              f"  {'model':<24}{'accuracy':>9}{'log loss':>10}{'Brier':>8}{'ECE':>7}"]
@@ -85,11 +89,16 @@ def _fmt_eval(ev:dict) -> str:
     if b: lines.append(f"  sign of PD alone: accuracy {b['pd_sign_accuracy']:.3f}; always the majority class: {b['majority_accuracy']:.3f}")
     for w in ev.get('warnings') or []: lines.append(f'  warning: {w}')
     if ev.get('verdict'): lines.append('  ' + ev['verdict'])
+    m = ev['models'].get(model or ev.get('better'))
+    if m and m.get('conformal'):
+        lines.append(f"  prediction sets of the {m['name']}, each fold's from the other folds' out-of-fold scores:")
+        lines += [f'    {l}' for l in coverage_lines(m['conformal'])]
     return '\n'.join(lines)
 
 def _fmt_pred(p:dict, why:bool=True) -> str:
     s = (f"{p['team']}: {'a WINNING season' if p['winning_season'] else 'NOT a winning season'} "
          f"(P(winning) = {p['probability']:.3f}, {p['model_name']}, model {p['model_id']})")
+    if 'set' in p: s += f"\n  how sure: {set_phrase(p)}"
     if p.get('recorded'): s += f"\n  written to {p['db']} table stats (is_hypothetical = 1, season {p.get('season')})"
     if why and p.get('note'): s += f"\n  why this model: {p['note']}"
     return s
@@ -102,7 +111,7 @@ def _human_scrape(r):
 def _human_train(r):
     return (f"model folder {r['model_dir']} ({r['model_id']}): trained on {r['n_rows']} team-seasons, seasons "
             f"{r['seasons'][0]}-{r['seasons'][-1]}, in {r['train_seconds']} s; predictions use {MODEL_NAMES[r['chosen']]}\n"
-            + _fmt_eval(r['evaluation']))
+            + _fmt_eval(r['evaluation'], r['chosen']))
 
 def _human_evaluate(r):
     out = [_fmt_eval(r)]
@@ -115,15 +124,36 @@ def _human_evaluate(r):
     out.append(f"\n  {r['seconds']} s in all; fitting 'tabular' took {r['models']['tabular']['fit_seconds']} s over {r['folds']} folds")
     return '\n'.join(out)
 
+def _human_calibrate(r):
+    c = r['conformal']
+    s = c['seasons']
+    return (f"{r['n']} team-seasons of {r['data']} (seasons {', '.join(map(str, s)) if len(s) < 4 else f'{s[0]}-{s[-1]}'}): "
+            f"{c['method']} conformity scores written to {r['model_dir']}")
+
 def _human_demo(r):
     return '\n'.join([f"== 1-3. scrape, clean, label: {r['page']}", _fmt_table(pd.DataFrame(r['table'])),
                       f"\n== 4. stored {r['scrape']['rows']} rows in {r['db']} (table stats)",
                       f"\n== 5. train and evaluate -> {r['model_dir']}", _fmt_eval(r['train']['evaluation']),
                       '\n== 6. predict', _fmt_pred(r['prediction'], why=False), f"\ndone in {r['seconds']} s"])
 
-
-
 # %% ../../nbs/09c_nfl.ipynb #dd75d943
+def calibrate_nfl(model_dir=None, standings=None, db=None, method:str='raps') -> dict:
+    "Conformity scores for an NFL model folder from team-seasons of seasons it did not train on (replacing any it had)."
+    pr = _predictor(model_dir)
+    df, source = load_training_data(db, standings)
+    trained = set(pr.card.get('seasons') or [])
+    new = df[~df.season.isin(trained)].reset_index(drop=True)
+    if not len(new): raise FastxferError(f"{source}: every team-season is of a season the model trained on "
+                                         f"({', '.join(map(str, sorted(trained)))}); give seasons it has not seen")
+    if len(new) < len(df): log(f'left out {len(df) - len(new)} team-seasons of the seasons the model trained on')
+    cols = [c for c in ('Tm', 'PF', 'PA', 'PD', 'SoS', 'MoV', 'SRS', 'W', 'L', 'T') if c in new]
+    probs = [[q['probs'][c] for c in CLASSES] for q in pr.predict(new[cols].to_dict(orient='records'))]
+    if len(new) < min_calibration(0.8):
+        raise FastxferError(f'{source}: {len(new)} team-seasons are too few to calibrate: at least {min_calibration(0.8)} (for 80% coverage)')
+    conf = Conformal.for_classifier(probs, new.winning_season.to_numpy(dtype='int64'), method, info=dict(
+        split='calibrate', source=source, n_calib=len(new), seasons=sorted(int(s) for s in new.season.unique())))
+    return dict(model_dir=str(pr.folder.path), data=source, n=len(new), conformal=save_conformal(pr.folder.path, conf))
+
 @register_family
 class NFLFamily(Family):
     "The NFL winning-season exercise as a family: its verbs are the `fastxfer nfl` command."
@@ -157,9 +187,11 @@ class NFLFamily(Family):
                 model:str|None=None, # model folder (if not given: <models_dir>/nfl)
                 db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db from the settings)
                 record:bool=True, # write the prediction into the database (--no-record: do not)
+                coverage:float|None=None, # a prediction set that holds the true label this often, e.g. 0.9; if not given: the coverage setting, for a folder with conformity scores
+                abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
                 ) -> dict:
-        "Predict a team and write it into stats."
-        return predict_team(team, pf, pa, pd, sos, model_dir=model, db=db, record=record)
+        "Predict a team, with its prediction set, and write it into stats."
+        return predict_team(team, pf, pa, pd, sos, model_dir=model, db=db, record=record, coverage=coverage, abstain_above=abstain_above)
 
     def evaluate(self, db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db from the settings)
                  standings:str|None=None, # a standings CSV (e.g. ../shared/data/nfl/standings.csv)
@@ -173,7 +205,16 @@ class NFLFamily(Family):
         df, source = load_training_data(db, standings)
         r = evaluate_models(df, parse_features(features), k=k, seed=seed, layers=parse_layers(layers))
         r['loso_accuracy'] = r['accuracy'] if r['method'] == 'leave-one-season-out' else None
-        return r | dict(source=source, seconds=round(time.time() - t0, 1))
+        r.pop('oof')
+        return r | dict(source=source, seconds=round(time.time() - t0, 1), conformal=r['models'][r['better']]['conformal'])
+
+    def calibrate(self, model_dir:str, # an NFL model folder
+                  standings:Annotated[str|None, POSITIONAL]=None, # a standings CSV with seasons the model did not train on (the seasons it did are left out)
+                  db:str|None=None, # SQLite database instead of the CSV (if not given: <data_dir>/NFL.db from the settings)
+                  method:Literal['raps', 'aps', 'lac']='raps', # the conformity score (fastxfer.conformal)
+                  ) -> dict:
+        "Add conformity scores (prediction sets) to a model folder, for example one trained with --no-evaluate."
+        return calibrate_nfl(model_dir, standings, db, method)
 
     def demo(self, workdir:str|None=None, # put NFL.db and the model folder here (if not given: the settings folders)
              ) -> dict:
@@ -184,7 +225,7 @@ class NFLFamily(Family):
 
     def human(self, verb:str, r:dict) -> str|None:
         text = {'scrape': _human_scrape, 'train': _human_train, 'predict': _fmt_pred, 'evaluate': _human_evaluate,
-                'demo': _human_demo}[verb](r)
+                'demo': _human_demo, 'calibrate': _human_calibrate}[verb](r)
         return text   # the NFL texts already say what the sign of PD and the majority class score
 
     def serve_demo(self, models_dir) -> dict:

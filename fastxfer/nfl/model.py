@@ -20,6 +20,7 @@ from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, load_
                                    data_fingerprint, save_sklearn, save_tensors)
 from ..inputs import Column, InputError, RowInput
 from .. import metrics
+from ..conformal import COVERAGES, Conformal, conformal_card, min_calibration
 from ..tabular import TabularPredictor, upgrade_tabular_files, _read_old_pickle
 from ..augment.tabular import json_value, from_json_value
 from ..tabular.data import Roles
@@ -30,9 +31,9 @@ from .data import _ensure_columns, _as_stats_rows
 # %% auto #0
 __all__ = ['BASE_FEATURES', 'EXTRA_FEATURES', 'PYTH_EXP', 'CLASSES', 'MODEL_NAMES', 'NET', 'FAMILY_MODEL', 'calibration_table',
            'VIPERS', 'NFL_COLUMNS', 'LEGACY_FILES', 'parse_features', 'add_derived', 'season_roles', 'SeasonModel',
-           'cv_splits', 'check_trainable', 'evaluate_models', 'verdict', 'default_model_dir', 'parse_layers',
-           'load_training_data', 'train', 'team_frame', 'LegacySeasonModel', 'NFLPredictor', 'upgrade_nfl_files',
-           'record_prediction', 'predict_team']
+           'cv_splits', 'check_trainable', 'evaluate_models', 'verdict', 'oof_coverage', 'default_model_dir',
+           'parse_layers', 'load_training_data', 'train', 'oof_conformal', 'team_frame', 'LegacySeasonModel',
+           'NFLPredictor', 'upgrade_nfl_files', 'record_prediction', 'predict_team']
 
 # %% ../../nbs/09b_nfl_model.ipynb #9d90181d
 BASE_FEATURES = ['PF', 'PA', 'PD', 'SoS']
@@ -151,7 +152,7 @@ def check_trainable(df:pd.DataFrame, features):
     _xy(df, features)
 
 def evaluate_models(df:pd.DataFrame, features=None, models=('tabular', 'logreg'), k:int=5, seed:int=42, layers=None) -> dict:
-    "Out-of-sample metrics per model: leave-one-season-out (several seasons) or stratified k-fold (one season)."
+    "Out-of-sample metrics per model: leave-one-season-out (several seasons) or stratified k-fold (one season); `oof`: the out-of-fold P(winning)."
     features = parse_features(features) if not isinstance(features, list) else features
     df = add_derived(df).reset_index(drop=True)
     check_trainable(df, features)
@@ -185,12 +186,13 @@ def evaluate_models(df:pd.DataFrame, features=None, models=('tabular', 'logreg')
             per[str(name)] = _metrics(y[sel], oof[m][sel])
         res['models'][m] = dict(name=MODEL_NAMES[m], **_metrics(y, oof[m]), calibration=calibration_table(y, oof[m]),
                                 per_season=per if len(seasons) > 1 else {}, per_fold=per if len(seasons) == 1 else {},
-                                fit_seconds=round(fit_seconds[m], 2))
+                                fit_seconds=round(fit_seconds[m], 2), conformal=oof_coverage(oof[m], y, fold_of))
     res['baselines'] = dict(pd_sign_accuracy=float(((df.PD > 0).to_numpy() == (y == 1)).mean()),
                             majority_accuracy=float(max(y.mean(), 1 - y.mean())))
     res['accuracy'] = {m: res['models'][m]['accuracy'] for m in models}
     res['brier'] = {m: res['models'][m]['brier'] for m in models}
     res['log_loss'] = {m: res['models'][m]['log_loss'] for m in models}
+    res['oof'] = dict(y=y, folds=fold_of, probs=oof)   # what the conformity scores of a model folder are made of (`oof_conformal`)
     if len(models) > 1:
         best = min(models, key=lambda m: (round(res['models'][m]['brier'], 6), m != 'tabular'))
         res['better'] = best
@@ -209,6 +211,19 @@ def verdict(ev:dict) -> str:
     if gap < 0.0025: s += (f' The gap ({gap:.4f} in Brier) is about the size of the seed-to-seed spread of the tabular_learner: '
                            'treat the two as tied.')
     return s
+
+def oof_coverage(p, y, folds, coverages=COVERAGES) -> dict:
+    "How often cross-conformal sets held the truth (`coverage_report`'s form): each fold's sets from the other folds' out-of-fold scores."
+    P, y, folds = np.c_[1 - np.asarray(p, float), np.asarray(p, float)], np.asarray(y, int), np.asarray(folds, dtype=object)
+    names, out = list(dict.fromkeys(folds)), {}
+    for c in coverages:
+        if min((folds != f).sum() for f in names) < min_calibration(c): continue   # too few scores for this coverage
+        sets = np.zeros(P.shape, bool)
+        for f in names: sets[folds == f] = Conformal.for_classifier(P[folds != f], y[folds != f]).sets(P[folds == f], c)
+        hit = sets[np.arange(len(y)), y]
+        out[f'{c:g}'] = dict(coverage=float(hit.mean()), mean_size=float(sets.sum(1).mean()),
+                             per_class={CLASSES[k]: float(hit[y == k].mean()) for k in range(2) if (y == k).any()})
+    return out
 
 # %% ../../nbs/09b_nfl_model.ipynb #2ac9eb20
 def default_model_dir() -> Path: return Path(setting('models_dir'))/'nfl'
@@ -240,7 +255,7 @@ def train(db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db f
           seed:int=from_settings('seed', int), # random seed
           evaluate:bool=True, # cross-validate both models (--no-evaluate skips it)
           ) -> dict:
-    "Evaluate both models, fit both on all the data, and write an NFL model folder; returns a summary."
+    "Evaluate both models, fit both on all the data, keep the chosen one's out-of-fold conformity scores, and write an NFL model folder; returns a summary."
     if model not in ('auto', 'tabular', 'logreg'): raise FastxferError(f'--model must be tabular, logreg or auto, not {model!r}')
     feats = parse_features(features)
     df, source = load_training_data(db, standings)
@@ -251,6 +266,7 @@ def train(db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db f
     layers = parse_layers(layers)
     ev = evaluate_models(df, feats, seed=seed, layers=layers) if evaluate else None
     chosen = model if model != 'auto' else (ev['better'] if ev else 'tabular')
+    conf = oof_conformal(ev, chosen) if ev else None
     fitted = {}
     for m in MODEL_NAMES:
         log(f'fitting {MODEL_NAMES[m]} on all {len(df)} team-seasons')
@@ -265,6 +281,7 @@ def train(db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db f
         # both models' processors were fitted on the same rows, so they are the same: one file serves both
         fitted[chosen].proc.save(w.dir/'processor.json')
         files = {m: fitted[m].save(w.dir) for m in fitted}
+        if conf is not None: conf.save(w.dir); w.card['conformal'] = conformal_card(conf)
         w.save_reference('tabular', df.rename(columns={'PF': 'pf', 'PA': 'pa', 'SoS': 'sos'})[['pf', 'pa', 'sos']].to_dict('records'))   # drift's reference, as the API takes rows
         # what the tabular family's predictor reads: the task, the chosen member, and the columns it takes
         w.card.update(task='classification', target='winning_season', members=[FAMILY_MODEL[chosen]], temperature=None,
@@ -276,7 +293,13 @@ def train(db:str|None=None, # SQLite database (if not given: <data_dir>/NFL.db f
                       metrics=({k: ev['models'][chosen][k] for k in ('accuracy', 'log_loss', 'brier')} | {'method': ev['method']}) if ev else {},
                       examples=[VIPERS])
     return dict(model_dir=str(out), model_id=model_id, chosen=chosen, note=note, seasons=seasons, n_rows=len(df),
-                features=feats, train_seconds=round(time.time() - t0, 2), evaluation=_card_eval(ev))
+                features=feats, train_seconds=round(time.time() - t0, 2), evaluation=_card_eval(ev), n_calib=conf.n if conf else 0,
+                conformal=ev['models'][chosen]['conformal'] if ev else None)
+
+def oof_conformal(ev:dict, model:str, method:str='raps') -> Conformal:
+    "Cross-conformal scores of `model`: its out-of-fold P(winning) of every team-season of `evaluate_models`, each from a fit without it."
+    p, y = np.asarray(ev['oof']['probs'][model], float), ev['oof']['y']
+    return Conformal.for_classifier(np.c_[1 - p, p], y, method, info=dict(split='out-of-fold', n_calib=len(p), folds=ev['method']))
 
 def _card_eval(ev):
     if ev is None: return None
@@ -481,14 +504,14 @@ def _predictor(model_dir=None) -> NFLPredictor:
         _PREDICTORS.clear(); _PREDICTORS[key] = pr
     return _PREDICTORS[key]
 
-def predict_team(team:str, pf, pa, pd, sos, model_dir=None, db=None, record:bool=True) -> dict:
-    "Predict whether a (hypothetical) team has a winning season; with `record`, write it into `stats`."
+def predict_team(team:str, pf, pa, pd, sos, model_dir=None, db=None, record:bool=True, coverage=None, abstain_above:int|None=None) -> dict:
+    "Predict whether a (hypothetical) team has a winning season, with its prediction set at `coverage`; with `record`, write it into `stats`."
     row = team_frame([dict(team=team, pf=pf, pa=pa, pd=pd, sos=sos)]).iloc[0].to_dict()   # validate first
     pr = _predictor(model_dir)
-    pred = pr.predict([dict(team=team, pf=pf, pa=pa, pd=pd, sos=sos)])[0]
+    pred = pr.conformalize(pr.predict([dict(team=team, pf=pf, pa=pa, pd=pd, sos=sos)]), coverage, abstain_above)[0]
     res = dict(team=team, winning_season=pred['winning_season'], probability=pred['probability'], label=pred['label'],
                model=pred['model'], model_name=pred['model_name'], model_id=pred['model_id'], model_dir=str(pr.folder.path),
-               note=pr.card.get('note'), features=pr.features, recorded=False)
+               note=pr.card.get('note'), features=pr.features, recorded=False, **{k: pred[k] for k in ('set', 'coverage', 'abstained') if k in pred})
     if record:
         seasons = pr.card.get('seasons') or []
         res |= dict(recorded=True, season=max(seasons) if seasons else None,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from ..core import FastxferError
 from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model
-from ..conformal import set_phrase
+from ..conformal import coverage_lines, set_phrase
 from typing import Annotated, Literal
 from fastcore.meta import delegates
 from ..model_folder import load_model
@@ -98,7 +98,8 @@ def _human_train(r):
     b = r.get('bow') or {}
     if b.get('valid_accuracy') is not None:   # the blend, with each part beside it
         acc += f" (minilm alone {b['minilm_valid_accuracy']:.4f}, bag of words alone {b['valid_accuracy']:.4f}; blended {1 - b['weight']:.0%} / {b['weight']:.0%})"
-    return f"{r['model']}: {acc}, trained in {r['train_seconds']:.1f}s\nmodel folder: {r['model_dir']}"
+    sure = ''.join(f"\n{line} ({r['n_calib']} calibration texts)" for line in coverage_lines(r.get('conformal')))
+    return f"{r['model']}: {acc}, trained in {r['train_seconds']:.1f}s{sure}\nmodel folder: {r['model_dir']}"
 
 def _human_predict(r):
     return '\n'.join(f"{set_phrase(p)}\t{max(p['probs'].values()):.3f}{'  (truncated)' if p['truncated'] else ''}\t{p['text'][:70]}"
@@ -109,7 +110,8 @@ def _human_eval(r):
     lines = [f"accuracy {r['accuracy']:.4f} on {r['n']} texts ({r['split']})", 'confusion matrix (rows: true, columns: predicted)',
              ' '*(w+2) + '  '.join(f'{c:>{w}}' for c in r['classes'])]
     lines += [f'{c:>{w}}  ' + '  '.join(f'{v:>{w}}' for v in row) for c, row in zip(r['classes'], r['confusion_matrix'])]
-    return '\n'.join(lines)
+    how = ' (calibrated on half of these texts, 20 re-splits)' if r.get('conformal_how') == 're-split' else ''
+    return '\n'.join(lines + [line + how for line in coverage_lines(r.get('conformal'))])
 
 # %% ../../nbs/10c_text.ipynb #dae4ef52
 @register_family

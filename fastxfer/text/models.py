@@ -7,11 +7,12 @@ Docs: https://fastxfer.github.io/fastxfer/text_models.html.md"""
 # %% ../../nbs/10b_text_models.ipynb #57e06b04
 from __future__ import annotations
 import hashlib, json, os, socket, tempfile, time, warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
-from ..core import FastxferError, atomic_write, get_device, log, setting, cached_array
+from ..core import FastxferError, atomic_write, get_device, log, setting, cached_array, is_rank0
+from ..conformal import sets_report
 from ..family import from_settings, resolves_settings
 from typing import Literal
 from ..train_utils import configure_progress, seed_everything, set_precision, find_lr, PRECISIONS
@@ -29,7 +30,8 @@ __all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_A
            'mean_by_owner', 'transformer_splitter', 'text_dls', 'EpochHistory', 'minilm_learner', 'save_head',
            'probe_head', 'minilm_rates', 'lr_source', 'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head',
            'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm', 'awd_spec', 'save_awd',
-           'AWDClassifier', 'augment_texts', 'train_text', 'parse_lr', 'TextPredictor', 'upgrade_text_files']
+           'AWDClassifier', 'augment_texts', 'train_text', 'parse_lr', 'hold_out_texts', 'TextPredictor',
+           'calibrate_trained_text', 'upgrade_text_files']
 
 # %% ../../nbs/10b_text_models.ipynb #effb31c7
 MINILM_NAMES = ('minilm', 'all-MiniLM-L6-v2', 'sentence-transformers/all-MiniLM-L6-v2')
@@ -611,6 +613,7 @@ def train_text(data, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMD
                label_col:str='label', # the label column
                valid_col:str|None=None, # boolean column marking the validation rows (else --valid-pct)
                valid_pct:float=0.2, # random validation share when there is no validation column or folder
+               calib_pct:float=from_settings('calib_pct', float), # share of the training texts held out to calibrate prediction sets (raised to 100 texts, at most a quarter); 0: none
                seed:int=from_settings('seed', int), # random seed
                model:Literal[MODELS]=from_settings('text_model'), # minilm | embed-logreg | awd_lstm
                epochs:int|None=None, # minilm: fine-tuning epochs after the linear probe (2); awd_lstm: classifier epochs (4)
@@ -633,6 +636,7 @@ def train_text(data, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMD
     lr = parse_lr(lr)
     if epochs is not None and epochs < 1 and model != 'embed-logreg': raise FastxferError('--epochs must be at least 1')
     if not isinstance(data, TextData): data = load_text_data(data, text_col, label_col, valid_col, valid_pct, seed)
+    data, calib = hold_out_texts(data, calib_pct, seed)
     data = augment_texts(data, aug, n_aug, alpha, seed)
     t0 = time.time()
     if ensemble != 1 and model != 'minilm': raise FastxferError(f'--ensemble is for --model minilm, not {model}')
@@ -644,6 +648,7 @@ def train_text(data, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMD
     else:
         if encoder: log('--encoder is ignored by awd_lstm')
         res = train_awd_lstm(data, out, epochs, lr, max_len, bs, seed, device)
+    if is_rank0(): res.update(calibrate_trained_text(out, *calib, data))
     return dict(res, model=model, classes=data.classes, n_train=data.n_train, n_valid=data.n_valid,
                 dropped=data.dropped, max_len=max_len, wall_seconds=round(time.time()-t0, 2))
 
@@ -655,6 +660,15 @@ def parse_lr(s):
     except (TypeError, ValueError): raise FastxferError(f'--lr must be default, auto or a number, got {s!r}') from None
     if not 0 < v < 1: raise FastxferError(f'--lr {v} is out of range (0, 1)')
     return v
+
+# %% ../../nbs/10b_text_models.ipynb #6e518a38
+def hold_out_texts(data:TextData, pct:float|None=None, seed:int=42) -> tuple:
+    "`(data, (texts, labels))`: `data` without a random `pct` of its training texts (the `calib_pct` setting), and those texts: the calibration split."
+    from fastxfer.conformal import calibration_split
+    train, calib = calibration_split(np.arange(data.n_train), pct, seed, labels=data.train_labels)
+    pick = lambda xs, idx: [xs[i] for i in idx]
+    return (replace(data, train_texts=pick(data.train_texts, train), train_labels=pick(data.train_labels, train)),
+            (pick(data.train_texts, calib), pick(data.train_labels, calib)))
 
 # %% ../../nbs/10b_text_models.ipynb #4457b276
 class TextPredictor(Predictor):
@@ -725,7 +739,24 @@ class TextPredictor(Predictor):
         if not known: raise FastxferError(f'none of the labels are classes of this model ({self.classes})')
         probs, cut = self.predict_probs([t for t, _ in known])
         ev = _valid_eval(probs, [l for _, l in known], self.classes)
-        return dict(ev, classes=self.classes, unknown_labels=n_unknown, truncated=int(sum(cut)))
+        sets = sets_report(self.conformal, probs, [self.classes.index(l) for _, l in known], self.classes)
+        return dict(ev, classes=self.classes, unknown_labels=n_unknown, truncated=int(sum(cut)), **sets)
+
+# %% ../../nbs/10b_text_models.ipynb #3069f6aa
+def calibrate_trained_text(out, texts:list, labels:list, data:TextData) -> dict:
+    "Conformity scores of the text model folder `out` on the calibration `texts`, saved; and its sets' coverage on `data`'s validation texts."
+    from fastxfer.conformal import Conformal, coverage_report, min_calibration
+    from fastxfer.family import save_conformal
+    if len(texts) < min_calibration(0.8):
+        if texts: log(f'note: {len(texts)} calibration texts are too few for prediction sets; none kept')
+        return dict(n_calib=0)
+    p = TextPredictor(ModelFolder(out))
+    y = np.array([p.classes.index(l) for l in labels])
+    conf = Conformal.for_classifier(p.predict_probs(texts)[0], y, info=dict(split='calibration', n_calib=len(texts)))
+    save_conformal(out, conf)
+    if not data.n_valid: return dict(n_calib=len(texts))
+    vy = np.array([p.classes.index(l) for l in data.valid_labels])
+    return dict(n_calib=len(texts), conformal=coverage_report(conf, p.predict_probs(data.valid_texts)[0], vy, classes=p.classes))
 
 # %% ../../nbs/10b_text_models.ipynb #e7f59625
 def _read_old_pickle(path):

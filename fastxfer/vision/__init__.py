@@ -11,7 +11,7 @@ from pathlib import Path
 from ..core import FastxferError, atomic_write, log
 from ..model_folder import ModelFolder, load_model, save_tensors
 from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model
-from ..conformal import set_phrase
+from ..conformal import coverage_lines, set_phrase
 from typing import Annotated, Literal
 import numpy as np
 from fastcore.meta import delegates
@@ -34,6 +34,7 @@ def _human_train(r):
         s += (f"\n  candidate {c['arch']:<58} valid {_pct(c['valid_error'])}  cv {_pct(c['cv_error'])}  "
               f"score {_pct(c['score'])}  features {c['feature_seconds']} s  {c['latency_ms']} ms/image")
     if r.get('auto_reason'): s += f"\nauto: {r['auto_reason']}"
+    for line in coverage_lines(r.get('conformal')): s += f"\n{line} ({r['n_calib']} calibration images)"
     return s + f"\nmodel: {r['model_dir']}"
 
 def export_report(learn, res:dict, out, vd, plots, summary:bool=False) -> dict:
@@ -50,6 +51,9 @@ def predict_images(model_dir, images:list, tta:bool=False, coverage=None, abstai
     p = load_model(model_dir)
     if not isinstance(p, VisionPredictor): raise FastxferError(f'{model_dir} is a {p.kind} model, not a vision model')
     t = time.perf_counter()
+    if p.conformal is not None and bool(tta) != bool(p.conformal.info.get('tta')):
+        log(f"note: the prediction sets were calibrated {'with' if p.conformal.info.get('tta') else 'without'} test-time augmentation; "
+            f"`fastxfer vision calibrate {model_dir} DATA{' --tta' if tta else ''}` calibrates them for these predictions")
     preds = p.conformalize(p.predict(list(images), tta=tta), coverage, abstain_above)
     return dict(model=str(model_dir), backend=p.backend, tta=tta_method(tta), ms=round((time.perf_counter()-t)*1000, 1),
                 predictions=[dict(image=str(i), **r) for i,r in zip(images, preds)])
@@ -68,7 +72,8 @@ def _human_evaluate(r):
         w = max(len(c) for c in r['classes'])
         s += '\nconfusion (rows: actual, columns: predicted)\n' + ' '*(w+2) + ' '.join(f'{c[:6]:>6}' for c in r['classes'])
         for c,row in zip(r['classes'], r['confusion_matrix']): s += f"\n{c:<{w}}  " + ' '.join(f'{v:>6}' for v in row)
-    return s
+    how = ' (calibrated on half of these images, 20 re-splits)' if r.get('conformal_how') == 're-split' else ''
+    return '\n'.join([s] + [line + how for line in coverage_lines(r.get('conformal'))])
 
 
 
@@ -119,6 +124,7 @@ class VisionFamily(Family):
                   labels:str|None=None, # how those images are labelled (if not given: as the model was trained)
                   method:Literal['raps', 'aps', 'lac']='raps', # the conformity score (fastxfer.conformal)
                   mondrian:bool=False, # a quantile per class: each class covered as often (needs enough images of each)
+                  tta:bool=False, # score test-time augmented predictions (for a model that will predict with --tta)
                   ) -> dict:
         "Add conformity scores (prediction sets) to a vision model folder, from labelled images it did not train on."
         if not data: raise FastxferError('give the labelled images: a folder the model did not train on')
@@ -129,7 +135,7 @@ class VisionFamily(Family):
         unknown = sorted({str(l) for l in vd.labels} - set(classes))
         if unknown: raise FastxferError(f'{data}: label(s) the model does not have: {", ".join(unknown[:10])} (its classes: {", ".join(classes[:10])})')
         y = np.array([classes.index(str(l)) for l in vd.labels])
-        conf = calibrate_model(model_dir, p.predict_proba(vd.items), y, method, mondrian, data)
+        conf = calibrate_model(model_dir, p.predict_proba(vd.items, tta=tta), y, method, mondrian, data, dict(tta=tta_method(tta)) if tta else None)
         return dict(model_dir=str(model_dir), data=str(data), n=len(y), conformal=conf)
 
     def evaluate(self, paths:list[str], # MODEL_DIR... DATA: one model folder or several (an ensemble), then the data folder

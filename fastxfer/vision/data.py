@@ -17,8 +17,9 @@ warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'LABEL_SOURCES', 'check_image', 'scan_images', 'report_skipped', 'CatDogLabel', 'BreedLabel',
-           'RegexLabel', 'CsvLabel', 'label_function', 'VisionData', 'resolve_data', 'collect_data', 'batch_augment',
-           'make_dls', 'preprocess_classes', 'preprocess_spec', 'preprocess_pipelines', 'check_preprocess']
+           'RegexLabel', 'CsvLabel', 'label_function', 'VisionData', 'resolve_data', 'collect_data',
+           'hold_out_calibration', 'batch_augment', 'make_dls', 'preprocess_classes', 'preprocess_spec',
+           'preprocess_pipelines', 'check_preprocess']
 
 # %% ../../nbs/07a_vision_data.ipynb #a6951ddd
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'}
@@ -111,20 +112,24 @@ def label_function(spec:str='folder'):
 # %% ../../nbs/07a_vision_data.ipynb #15ef5470
 class VisionData:
     "Labelled image files and their train/validation split."
-    def __init__(self, root, items, labels, valid_idx, label_fn, labels_spec, skipped=()):
+    def __init__(self, root, items, labels, valid_idx, label_fn, labels_spec, skipped=(), calib_idx=()):
         self.root, self.items, self.labels, self.valid_idx = Path(root), list(items), list(labels), sorted(valid_idx)
-        self.label_fn, self.labels_spec, self.skipped = label_fn, labels_spec, list(skipped)
+        self.label_fn, self.labels_spec, self.skipped, self.calib_idx = label_fn, labels_spec, list(skipped), sorted(calib_idx)
         self.classes = sorted(set(self.labels))
     n_valid = property(lambda self: len(self.valid_idx))
-    n_train = property(lambda self: len(self.items) - len(self.valid_idx))
-    def train_items(self):
-        v = set(self.valid_idx); return [p for i,p in enumerate(self.items) if i not in v]
+    n_calib = property(lambda self: len(self.calib_idx))
+    n_train = property(lambda self: len(self.items) - len(self.valid_idx) - len(self.calib_idx))
+    @property
+    def train_idx(self) -> list:
+        held = set(self.valid_idx) | set(self.calib_idx); return [i for i in range(len(self.items)) if i not in held]
+    def train_items(self): return [self.items[i] for i in self.train_idx]
     def valid_items(self): return [self.items[i] for i in self.valid_idx]
+    def calib_items(self): return [self.items[i] for i in self.calib_idx]
     def counts(self) -> dict:
         c = {k: 0 for k in self.classes}
         for l in self.labels: c[l] += 1
         return c
-    def __repr__(self): return f'VisionData({len(self.items)} images, {len(self.classes)} classes, {self.n_valid} valid)'
+    def __repr__(self): return f'VisionData({len(self.items)} images, {len(self.classes)} classes, {self.n_valid} valid, {self.n_calib} calibration)'
 
 def resolve_data(data) -> Path:
     "A local folder for `data`; `pets` means fastai's `URLs.PETS` (downloaded when online)."
@@ -191,6 +196,14 @@ def collect_data(data, labels:str='folder', valid_pct:float=0.2, seed:int=42, al
         if not valid_idx: raise FastxferError('the validation set is empty; add images or raise --valid-pct')
     return VisionData(root, items, labs, valid_idx, label_fn, labels, skipped=[str(p) for p in bad])
 
+# %% ../../nbs/07a_vision_data.ipynb #ea954db0
+def hold_out_calibration(vd:VisionData, pct:float|None=None, seed:int=42) -> VisionData:
+    "Move a random `pct` of `vd`'s training images (the `calib_pct` setting) to its calibration split; each class keeps a training image."
+    from fastxfer.conformal import calibration_split
+    train = vd.train_idx
+    vd.calib_idx = [int(i) for i in calibration_split(train, pct, seed, labels=[vd.labels[i] for i in train])[1]]
+    return vd
+
 # %% ../../nbs/07a_vision_data.ipynb #b8964020
 def batch_augment(preset:str='default', size:int|None=None) -> list:
     "Batch transforms of augmentation `preset` (from `fastxfer.augment.image`); `size` resizes the training batches."
@@ -202,7 +215,7 @@ def make_dls(vd:VisionData, size:int=224, presize:int|None=None, bs:int=32, aug:
     "fastai `DataLoaders` for `vd`: item resize to `presize` (default `size`), batch augmentation to `size`, normalization."
     presize = presize or size
     dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vd.classes)), get_y=vd.label_fn,
-                       splitter=IndexSplitter(vd.valid_idx), item_tfms=Resize(presize),
+                       splitter=lambda _: (vd.train_idx, vd.valid_idx), item_tfms=Resize(presize),
                        batch_tfms=[*batch_augment(aug, size if presize != size else None), Normalize.from_stats(*stats)])
     return dblock.dataloaders(vd.items, bs=min(bs, max(1, vd.n_train)), num_workers=num_workers,
                               device=torch.device(device or get_device()), seed=seed)

@@ -15,6 +15,7 @@ from PIL import Image
 from fastai.vision.all import Normalize, PILImage, TensorImage
 from ..model_folder import Predictor, ModelFolder, probs_dict, top_label, load_model, load_tensors, onnx_session
 from ..metrics import confusion_matrix, softmax
+from ..conformal import sets_report
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
 
@@ -139,7 +140,7 @@ class VisionPredictor(Predictor):
 
 # %% ../../nbs/07c_vision_predict.ipynb #b4940f52
 def evaluate_vision(model_dirs, data, labels:str='folder', tta:bool=False, ensemble:str='mean', bs:int=64) -> dict:
-    "Error rate, accuracy, n and confusion matrix of one model or an ensemble on every image under `data`."
+    "Error rate, accuracy, n, confusion matrix and prediction sets' coverage of one model or an ensemble on every image under `data`."
     if isinstance(model_dirs, (str, Path)): model_dirs = [model_dirs]
     if ensemble not in ('mean', 'vote'): raise FastxferError(f'--ensemble {ensemble!r}: use mean or vote')
     preds = [load_model(d) for d in model_dirs]
@@ -159,7 +160,9 @@ def evaluate_vision(model_dirs, data, labels:str='folder', tta:bool=False, ensem
     names = list(classes) + unknown
     y = np.array([names.index(l) for l in vd.labels])
     cm = confusion_matrix(y, pred, len(names))
-    err = float((pred != y).mean())
+    err, known = float((pred != y).mean()), y < len(classes)
+    own = len(preds) == 1 and (preds[0].conformal is None or bool(tta) == bool(preds[0].conformal.info.get('tta')))   # scores made from these predictions
+    sets = sets_report(preds[0].conformal, P.mean(0)[known], y[known], classes, own)
     return dict(error_rate=err, accuracy=1-err, n=len(y), n_models=len(preds), labels=labels, ensemble=ensemble if len(preds) > 1 else None,
                 tta=tta_method(tta), classes=names, confusion_matrix=cm.tolist(), backend=[p.backend for p in preds],
-                seconds=round(time.time()-t0, 2), skipped=len(vd.skipped), models=[str(d) for d in model_dirs])
+                seconds=round(time.time()-t0, 2), skipped=len(vd.skipped), models=[str(d) for d in model_dirs], **sets)

@@ -18,6 +18,7 @@ from PIL import Image
 from fastai.vision.all import (Learner, CrossEntropyLossFlat, error_rate, accuracy, create_head, apply_init, EarlyStoppingCallback, SaveModelCallback, Flatten)
 from ..model_folder import model_writer, data_fingerprint, export_onnx, save_tensors
 from ..metrics import confusion_matrix
+from ..conformal import Conformal, check_coverage, conformal_card, coverage_report, min_calibration, plot_selective, selective_curve
 from ..probe import linear_probe
 from ..core import is_rank0
 from ..distributed import distributed, training_processes, across_processes, RankDone
@@ -30,7 +31,8 @@ from .data import *
 __all__ = ['AUTO_ENOUGH', 'AUTO_GOOD', 'AUTO_VALID', 'AUTO_TIE', 'AUTO_FT_MIN', 'MODES', 'vision_learner_for', 'param_summary',
            'format_summary', 'ConcatBody', 'many_body_features', 'body_features', 'split_features', 'fit_probe_head',
            'fit_features_head', 'vision_network', 'auto_candidates', 'choice_score', 'choose_backbone', 'valid_error',
-           'train_vision', 'confusion', 'plot_confusion', 'plot_top_losses', 'diagnostic_plots', 'export_vision']
+           'train_vision', 'calibrate_learner', 'confusion', 'plot_confusion', 'plot_top_losses', 'diagnostic_plots',
+           'export_vision']
 
 # %% ../../nbs/07b_vision_train.ipynb #a89e0a74
 def vision_learner_for(dls, arch:str='efficientnet_lite0', mode:str='fine_tune', pretrained:bool=True, quiet=None, body:tuple|None=None):
@@ -393,6 +395,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                  lr:str='default', # learning rate: default (2e-3, scratch 3e-3), auto (the LR finder) or a number
                  aug:str='default', # augmentation preset: none | light | default | heavy | keras
                  valid_pct:float=0.2, # random validation share when there is no valid/ folder
+                 calib_pct:float=from_settings('calib_pct', float), # share of the training images held out to calibrate prediction sets (raised to 100 images, at most a quarter); 0: none
                  seed:int=from_settings('seed', int), # random seed
                  early_stop:int|None=None, # stop when the validation loss has not improved for this many epochs
                  keep_best:bool=False, # keep the weights of the epoch with the lowest validation error
@@ -407,8 +410,8 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     choose = mode == 'auto' and arch is None and not schedule
     arch = setting('arch', arch)   # not given: auto compares the candidates (`choose`), other modes take the arch setting
     if mode != 'scratch': get_arch(arch)   # an unknown backbone fails before the data is read
-    vd = collect_data(data, labels, valid_pct, seed)
-    log(f'{vd.root}: {len(vd.items)} images, {len(vd.classes)} classes, {vd.n_train} train / {vd.n_valid} valid')
+    vd = hold_out_calibration(collect_data(data, labels, valid_pct, seed), calib_pct, seed)
+    log(f'{vd.root}: {len(vd.items)} images, {len(vd.classes)} classes, {vd.n_train} train / {vd.n_calib} calibration / {vd.n_valid} valid')
     choose = choose and vd.n_train < AUTO_ENOUGH
     names, stats, size = _input_plan(mode, arch, size, candidates, choose)
     dls = make_dls(vd, size, presize, bs, aug, stats, device := get_device(device), seed=seed)
@@ -423,8 +426,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     else: learn, info = _train_one(dls, todo, **common, rank0_head=mode == 'features')   # auto may fine-tune next: every rank needs the head
     fit = (learn, info, *valid_error(learn, info.pop('valid_preds', None)))
     secs = round(time.time() - t0, 1)   # the reason and tried_seconds state the same figure
-    log(f'{todo}: {fit[2]:.2%} validation error after {secs:.1f} s')
-    tried, took = {todo: fit[2]}, {todo: secs}
+    tried, took = {todo: fit[2]}, {todo: secs}; log(f'{todo}: {fit[2]:.2%} validation error after {secs:.1f} s')
     if mode == 'auto' and todo == 'fine_tune' and not schedule: reason += f'; fine_tune scored {fit[2]:.2%} validation error in {secs:.0f} s'
     if mode == 'auto' and todo == 'features': fit, reason = _maybe_fine_tune(dls, common, fit, vd, secs, choose, tried, took)
     learn, info, err, probs, targs = fit
@@ -432,7 +434,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     result = dict(mode=info['mode'], requested_mode=mode, arch=info.get('arch', arch) if info['mode'] != 'scratch' else 'scratch_cnn',
                   weights=info.get('weights'), classes=vd.classes, error_rate=err, accuracy=1-err,
                   valid_loss=float(nn.functional.cross_entropy(probs.clamp_min(1e-12).log(), targs)) if len(targs) else None,
-                  n_train=vd.n_train, n_valid=vd.n_valid, train_seconds=round(train_seconds, 1), size=size,
+                  n_train=vd.n_train, n_valid=vd.n_valid, **calibrate_learner(learn, vd, probs, targs, plots), train_seconds=round(train_seconds, 1), size=size,
                   presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
                   tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=cm.tolist(),
                   **training_processes(),   # what the card records too (the model writer's)
@@ -440,6 +442,22 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     if reason: result['auto_reason'] = reason
     return learn, result, plots, vd
 
+
+# %% ../../nbs/07b_vision_train.ipynb #a63faeda
+def calibrate_learner(learn, vd:VisionData, probs, targs, plots:dict) -> dict:
+    "Conformity scores of `learn` on `vd`'s calibration images (kept as `learn.conformal`), its sets' coverage on validation and the selective-accuracy plot."
+    if vd.n_calib < min_calibration(0.8) or not is_rank0():
+        if vd.n_calib and is_rank0(): log(f'note: {vd.n_calib} calibration images are too few for prediction sets; none kept')
+        return dict(n_calib=0)
+    _quiet_lines(learn)
+    cp, _ = learn.get_preds(dl=learn.dls.test_dl(vd.calib_items()))
+    y = np.array([vd.classes.index(vd.labels[i]) for i in vd.calib_idx])
+    learn.conformal = conf = Conformal.for_classifier(cp.float().numpy(), y, info=dict(split='calibration', n_calib=vd.n_calib))
+    if not len(targs): return dict(n_calib=vd.n_calib)
+    P, Y, c = probs.float().numpy(), targs.numpy(), check_coverage(setting('coverage'))
+    curve = selective_curve(conf.sets(P, c), P, Y) if conf.n >= min_calibration(c) else None
+    if curve: plots['selective'] = plot_selective(curve, c)
+    return dict(n_calib=vd.n_calib, conformal=coverage_report(conf, P, Y, classes=vd.classes), selective=curve)
 
 # %% ../../nbs/07b_vision_train.ipynb #605158b0
 def _plot_losses(learn, curves:tuple|None=None):
@@ -527,11 +545,12 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
             plots.update(figs)
         for n,f in plots.items(): w.save_plot(n, f)
         if vd is not None: w.save_reference('image', vd.train_items())   # what drift is measured against
+        if (conf := getattr(learn, 'conformal', None)) is not None: conf.save(w.dir); w.card['conformal'] = conformal_card(conf)
         w.card.update(
             classes=list(map(str, learn.dls.vocab)), arch=result['arch'], mode=result['mode'], size=result['size'],
             presize=result['presize'], input_shape=list(shape[1:]), normalization=dict(zip(('mean', 'std'), result.get('stats') or [list(IMAGENET_STATS[0]), list(IMAGENET_STATS[1])])),
             metrics=dict(error_rate=result['error_rate'], accuracy=result['accuracy'], valid_loss=result.get('valid_loss'),
-                         n_train=result['n_train'], n_valid=result['n_valid']),
+                         n_train=result['n_train'], n_valid=result['n_valid'], n_calib=result.get('n_calib', 0)),
             confusion_matrix=None if cm is None else np.asarray(cm).tolist(),
             train_seconds=result['train_seconds'], labels=result['labels'], weights=result.get('weights'), aug=result['aug'],
             epochs=result.get('epochs'), lr=result.get('lr'), seed=result['seed'], auto_reason=result.get('auto_reason'),
