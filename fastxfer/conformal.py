@@ -170,9 +170,9 @@ def resplit_report(probs, y, method:str='raps', coverages=COVERAGES, reps:int=20
 
 # %% ../nbs/04f_conformal.ipynb #6e4d9f71
 def coverage_lines(report:dict|None) -> list[str]:
-    "'sets at 90%: held the truth 91.2% of the time, mean 1.25 labels' (or 'mean width ...'), one per coverage of `report`."
-    return [f"sets at {float(c):.0%}: held the truth {v['coverage']:.1%} of the time, " +
-            (f"mean {v['mean_size']:.2f} labels" if 'mean_size' in v else f"mean width {v['mean_width']:.4g}") for c, v in (report or {}).items()]
+    "'sets at 90%: held the truth 91.2% of the time, mean 1.25 labels' (or 'intervals at 90%: ... mean width 12.5'), one per coverage of `report`."
+    return [f"sets at {float(c):.0%}: held the truth {v['coverage']:.1%} of the time, mean {v['mean_size']:.2f} labels" if 'mean_size' in v else
+            f"intervals at {float(c):.0%}: held the truth {v['coverage']:.1%} of the time, mean width {v['mean_width']:.4g}" for c, v in (report or {}).items()]
 
 # %% ../nbs/04f_conformal.ipynb #3a02ec59
 def selective_curve(sets:np.ndarray, probs, y) -> list[dict]:

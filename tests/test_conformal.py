@@ -40,6 +40,7 @@ def test_training_keeps_a_calibration_split_and_its_scores(models):
     assert (cls['n_train'], cls['n_calib'], cls['n_valid']) == (700, 100, 200)   # 10% of the 800 training rows, raised to 100
     card = json.loads((d/'models'/'churn'/'card.json').read_text())
     assert card['conformal']['n'] == 100 and card['conformal']['method'] == 'raps' and 'conformal.json' in card['files']
+    assert 'plots/selective.png' in card['files']   # the selective-accuracy curve of the classifier's sets
     assert len(json.loads((d/'models'/'churn'/'conformal.json').read_text())['scores']) == 100
     for r in (cls, reg):   # validation rows, which neither training nor calibration saw
         assert set(r['conformal']) == {'0.8', '0.9', '0.95'} and abs(r['conformal']['0.9']['coverage'] - 0.9) < 0.07, r['conformal']

@@ -397,7 +397,7 @@ def calibrate_collab(model_dir, data, db=None, table=None) -> dict:
 # %% ../../nbs/11c_collab.ipynb #6e4d1e88
 def _interval_lines(report:dict) -> list[str]:
     "`coverage_lines` of rating intervals, indented."
-    return [f"  {l.replace('sets at', 'intervals at', 1)}" for l in coverage_lines(report)]
+    return [f"  {l}" for l in coverage_lines(report)]
 
 def _human_train(r) -> str:
     fmt = lambda m: f"MSE {m['mse']:.4f}  RMSE {m['rmse']:.4f}  MAE {m['mae']:.4f}"

@@ -16,7 +16,8 @@ import pandas as pd
 from ..core import FastxferError, atomic_write, log, setting
 from ..family import (Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
                              format_metrics, calibrate_model)
-from ..conformal import Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration, readable, set_phrase
+from ..conformal import (Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration, plot_selective,
+                                readable, set_phrase, sets_report)
 from ..inputs import Column, InputError, RowInput
 from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model_writer, data_fingerprint,
                                    save_sklearn)
@@ -32,8 +33,8 @@ __all__ = ['MODEL_CHOICES', 'LARGEST', 'train_table', 'check_frame', 'TabularPre
 MODEL_CHOICES = ('auto', 'tabular', 'gbm', 'linear')
 LARGEST = 1e15   # numbers beyond this overflow the net's float32 arithmetic: refused at predict time
 
-def _plots(w, fitted:Fitted, importance:dict, y_valid, extra:dict):
-    "The reliability plot, the importance bars, and fastai's loss curve and LR finder."
+def _plots(w, fitted:Fitted, importance:dict, y_valid, extra:dict, sure:Conformal|None=None):
+    "The reliability plot, the selective-accuracy curve of the prediction sets, the importance bars, and fastai's loss curve and LR finder."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     task = fitted.proc.roles.task
@@ -48,6 +49,7 @@ def _plots(w, fitted:Fitted, importance:dict, y_valid, extra:dict):
         ax.set_xlabel('predicted probability' + (f' of {fitted.proc.roles.classes[1]!r}' if p.shape[1] == 2 else ' of the top class'))
         ax.set_ylabel('observed share'); ax.set_title('reliability on the validation split'); ax.legend(loc='upper left')
         w.save_plot('reliability', fig)
+        if sure is not None and (curve := sets_report(sure, p, y_valid).get('selective')): w.save_plot('selective', plot_selective(curve, setting('coverage', None, float)))
     top = list(importance.items())[:15][::-1]
     fig, ax = plt.subplots(figsize=(6, 0.35*len(top) + 1.2))
     ax.barh([k for k, _ in top], [v for _, v in top], color='tab:blue')
@@ -132,7 +134,7 @@ def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?tabl
     with model_writer(out, kind='tabular', predictor='fastxfer.tabular.TabularPredictor') as w:
         fitted.proc.save(w.dir/'processor.json')
         files = {m: fitted.models[m].save(w.dir) for m in fitted.models}
-        _plots(w, fitted, importance, y_valid, extra_plots)
+        _plots(w, fitted, importance, y_valid, extra_plots, conf)
         w.save_reference('tabular', df.iloc[tr][list(roles.cat) + list(roles.cont)].to_dict('records'))   # what drift is measured against
         if conf is not None: conf.save(w.dir); w.card['conformal'] = conformal_card(conf)
         w.card.update(task=roles.task, target=target, classes=[str(c) for c in roles.classes], columns=_columns(fitted.proc, df.iloc[tr]),
