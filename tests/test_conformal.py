@@ -73,6 +73,20 @@ def test_evaluate_measures_coverage_on_new_rows(models):
     assert 'sets at 90%: held the truth' in run_cli('tabular', 'evaluate', d/'models'/'churn', d/'fresh.csv', check=0).stdout
 
 
+def test_calib_col_marks_the_calibration_rows(tmp_path):
+    df = churn(400, 3).assign(calib=lambda d: np.where(np.arange(len(d)) % 5 == 0, 'yes', 'no'))
+    df.to_csv(tmp_path/'c.csv', index=False)
+    train = ('tabular', 'train', tmp_path/'c.csv', '--target', 'churned', '--model', 'gbm', '--out', tmp_path/'m')
+    r = run_json(*train, '--calib-col', 'calib')
+    card = json.loads((tmp_path/'m'/'card.json').read_text())
+    assert 60 <= r['n_calib'] <= 80 and card['conformal']['n'] == r['n_calib'] == card['split']['n_calib']   # the marked rows outside validation
+    assert 'calib' not in [c['name'] for c in card['columns']] and 'calib' in card['excluded']
+    for col, says in (('nope', "no column 'nope' (--calib-col)"), ('few', 'mark at least 4'), ('plan', "--calib-col plan: 'plus' is not true/false")):
+        df.assign(few=np.arange(len(df)) < 2).to_csv(tmp_path/'c.csv', index=False)
+        out = run_cli(*train, '--calib-col', col, check=2)
+        assert out.stderr.strip().splitlines()[-1].startswith('error:') and says in out.stderr, out.stderr
+
+
 def test_a_folder_without_scores_says_how_to_add_them_and_calibrate_does(models, tmp_path):
     d, _, _ = models
     old = without_scores(d/'models'/'churn', tmp_path/'old')

@@ -26,8 +26,9 @@ from .data import *
 from .models import *
 
 # %% auto #0
-__all__ = ['MODEL_CHOICES', 'LARGEST', 'train_table', 'check_frame', 'TabularPredictor', 'rows_from_args', 'write_predictions',
-           'predict_table', 'evaluate_table', 'calibrate_table', 'upgrade_tabular_files', 'TabularFamily']
+__all__ = ['MODEL_CHOICES', 'LARGEST', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor', 'rows_from_args',
+           'write_predictions', 'predict_table', 'evaluate_table', 'calibrate_table', 'upgrade_tabular_files',
+           'TabularFamily']
 
 # %% ../../nbs/08c_tabular.ipynb #0d6bbd3c
 MODEL_CHOICES = ('auto', 'tabular', 'gbm', 'linear')
@@ -90,6 +91,25 @@ def _examples(df:pd.DataFrame, roles:Roles, n:int=3) -> list[dict]:
     return [{k: (None if pd.isna(v) else _round(v) if isinstance(v, (int, float, np.integer, np.floating)) else str(v))
              for k, v in r.items()} for r in rows.to_dict(orient='records')]
 
+# %% ../../nbs/08c_tabular.ipynb #2b8eceb5
+def _read_roles(src, target, cat, cont, drop, task, valid_col, calib_col) -> tuple:
+    "The table of `src` and its roles (logged); `calib_col` checked and left out of the inputs."
+    df = read_table(src)
+    if calib_col is not None: check_column(df, calib_col, '--calib-col', src); drop = ','.join(filter(None, (drop, calib_col)))
+    df, roles = infer_roles(df, target, cat, cont, drop, task, valid_col, where=src)
+    if calib_col is not None: roles.excluded[calib_col] = 'marks the calibration rows (--calib-col)'
+    for line in roles.describe().split('\n') + [f'note: {n}' for n in roles.notes]: log(line)
+    return df, roles
+
+def calib_rows(df:pd.DataFrame, tr, calib_col:str|None=None, calib_pct:float|None=None, seed:int=42) -> tuple:
+    "`(train, calib)` of the training rows `tr`: those `calib_col` marks true, or a random `calib_pct` of them (`calibration_split`)."
+    if calib_col is None: return calibration_split(tr, calib_pct, seed)
+    f = as_flags(df[calib_col], calib_col, '--calib-col')[tr]
+    if f.all() or f.sum() < min_calibration(0.8):
+        raise FastxferError(f'--calib-col {calib_col!r} marks {f.sum()} of the {len(tr)} training rows: mark at least '
+                            f'{min_calibration(0.8)} (for 80% coverage) and leave some to train on')
+    return tr[~f], tr[f]
+
 # %% ../../nbs/08c_tabular.ipynb #ea98d1c5
 @resolves_settings
 def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME
@@ -107,15 +127,15 @@ def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?tabl
                 db:str|None=None, # an SQLite file to read the table from (with --table)
                 table:str|None=None, # the SQLite table
                 calib_pct:float=from_settings('calib_pct', float), # share of the training rows held out to calibrate prediction sets (raised to 100 rows where the data allows); 0: none
+                calib_col:str|None=None, # a true/false column marking the calibration rows (instead of --calib-pct)
                 quiet:bool=False, # no progress output
                 ) -> dict:
     "Read a table, infer the roles, train the model(s), calibrate, choose, explain, and write the model folder."
     if model not in MODEL_CHOICES: raise FastxferError(f'--model must be one of {", ".join(MODEL_CHOICES)}, not {model!r}')
     t0, src = time.time(), parse_source(data, db, table)
-    df, roles = infer_roles(read_table(src), target, cat, cont, drop, task, valid_col, where=src)
-    for line in roles.describe().split('\n') + [f'note: {n}' for n in roles.notes]: log(line)
+    df, roles = _read_roles(src, target, cat, cont, drop, task, valid_col, calib_col)
     tr, va, how = split_rows(df, roles, valid_pct, valid_col, seed)
-    tr, ca = calibration_split(tr, calib_pct, seed)
+    tr, ca = calib_rows(df, tr, calib_col, calib_pct, seed)
     log(f'{len(tr)} training, {len(ca)} calibration and {len(va)} validation rows ({how})')
     out, extra_plots = Path(out) if out else Path(setting('models_dir'))/f'tabular-{target}', {}
     fitted = fit_models(df, roles, tr, va, ('tabular', 'gbm', 'linear') if model == 'auto' else (model,), seed=seed,

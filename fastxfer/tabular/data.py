@@ -267,13 +267,13 @@ def _class_key(c):
     except (TypeError, ValueError): return (1, 0.0, str(c))
 
 # %% ../../nbs/08a_tabular_data.ipynb #df6cc313
-def as_flags(s:pd.Series, name:str) -> np.ndarray:
-    "A validation column as booleans: true/false, 1/0, yes/no, valid/train."
+def as_flags(s:pd.Series, name:str, flag:str='--valid-col') -> np.ndarray:
+    "A validation (or calibration) column as booleans: true/false, 1/0, yes/no, valid/train."
     m = {'true': True, '1': True, 'yes': True, 'valid': True, 'validation': True, 'y': True, 't': True,
          'false': False, '0': False, 'no': False, 'train': False, 'training': False, 'n': False, 'f': False}
     out = s.map(lambda v: m.get(canonical(v).lower()) if canonical(v) is not None else False)
     bad = out.isna()
-    if bad.any(): raise FastxferError(f'--valid-col {name}: {s[bad].iloc[0]!r} is not true/false, 1/0, yes/no or valid/train')
+    if bad.any(): raise FastxferError(f'{flag} {name}: {s[bad].iloc[0]!r} is not true/false, 1/0, yes/no or valid/train')
     return out.to_numpy(dtype=bool)
 
 def split_rows(df:pd.DataFrame, roles:Roles, valid_pct:float=0.2, valid_col:str|None=None, seed:int=42) -> tuple[np.ndarray, np.ndarray, str]:
