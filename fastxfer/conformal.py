@@ -186,8 +186,10 @@ def plot_selective(curve:list[dict], coverage:float, ax=None):
     "The selective accuracy curve: accuracy against the share of items answered, one point per largest set size."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(4.5, 3.2))
-    pts = [c for c in curve if c['accuracy'] is not None]
-    ax.plot([c['answered'] for c in pts], [c['accuracy'] for c in pts], 'o-')
+    pts, seen = [], set()
+    for c in curve:   # one point per distinct (answered, accuracy): the smallest set size that reaches it
+        if c['accuracy'] is not None and (c['answered'], c['accuracy']) not in seen: seen.add((c['answered'], c['accuracy'])); pts.append(c)
+    ax.plot([c['answered'] for c in pts], [c['accuracy'] for c in pts], 'o-'); ax.set_xlim(0, 1.05)
     for c in pts: ax.annotate(f"≤{c['max_set']}", (c['answered'], c['accuracy']), textcoords='offset points', xytext=(4, 4), fontsize=8)
     ax.set(xlabel='share of items answered', ylabel='accuracy on them', title=f'abstaining on large sets ({coverage:.0%} sets)')
     ax.grid(alpha=0.3)
