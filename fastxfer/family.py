@@ -141,7 +141,7 @@ def calibrate_model(model_dir, out, y, method:str='raps', mondrian:bool=False, s
         raise FastxferError(f'{source}: {len(y)} labelled items are too few to calibrate: at least {min_calibration(0.8)} (for 80% coverage)')
     info, out = dict(split='calibrate', source=str(source), n_calib=len(y), **(info or {})), np.asarray(out, float)
     conf = (Conformal.for_classifier(out, y, method, info={**info, 'mondrian': mondrian}) if out.ndim == 2 else
-            Conformal.for_regressor(out, y, info={**info, 'key': 'value'}))
+            Conformal.for_regressor(out, y, info={'key': 'value', **info}))   # `info` may name the number's field
     return save_conformal(model_dir, conf)
 
 # %% ../nbs/06_family.ipynb #00ce7b9d

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log, setting
 from ..family import (Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
-                             format_metrics, save_conformal)
+                             format_metrics, calibrate_model)
 from ..conformal import Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration
 from ..inputs import Column, InputError, RowInput
 from ..model_folder import Predictor, load_model, model_writer, data_fingerprint
@@ -386,13 +386,12 @@ def calibrate_collab(model_dir, data, db=None, table=None) -> dict:
     c = p.card['columns']
     r = read_ratings(data, c['user'], c['item'], c['rating'], None, db, table)
     n = len(r.df)
-    if n < min_calibration(0.8):
-        raise FastxferError(f'{r.source}: {n} ratings are too few to calibrate: at least {min_calibration(0.8)} (for 80% coverage)')
+    pred, _ = p.rec.predict(r.df.user.tolist(), r.df.item.tolist())   # plain ratings, as the training calibration (no session bias)
+    conf = calibrate_model(model_dir, pred, r.df.rating.to_numpy(dtype='float64'), source=r.source, info={'key': 'rating'})
     seen = sum(i in p.rec.rated.get(u, ()) for u, i in zip(r.df.user, r.df.item))   # the pairs of the training table
     if seen: log(f'note: {seen} of the {n} ratings are in the table the model was trained from: fine for its validation ratings, but '
                  'the residuals of ratings it trained on are too small (the intervals too narrow)')
-    conf = _calibrate_ratings(p.rec, r.df, info=dict(split='calibrate', source=str(r.source), n_calib=n))
-    return dict(model_dir=str(model_dir), data=r.source, n=n, conformal=save_conformal(model_dir, conf))
+    return dict(model_dir=str(model_dir), data=r.source, n=n, conformal=conf)
 
 # %% ../../nbs/11c_collab.ipynb #6e4d1e88
 def _interval_lines(report:dict) -> list[str]:

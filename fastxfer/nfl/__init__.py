@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 from ..core import FastxferError, embedded_data, log
 from typing import Annotated, Literal
-from ..family import Family, register_family, from_settings, report_from_folder, POSITIONAL, save_conformal
-from ..conformal import Conformal, coverage_lines, min_calibration, set_phrase
+from ..family import Family, register_family, from_settings, report_from_folder, POSITIONAL, calibrate_model
+from ..conformal import coverage_lines, set_phrase
 from fastcore.meta import delegates
 from .data import *
 from .model import *
@@ -148,11 +148,9 @@ def calibrate_nfl(model_dir=None, standings=None, db=None, method:str='raps') ->
     if len(new) < len(df): log(f'left out {len(df) - len(new)} team-seasons of the seasons the model trained on')
     cols = [c for c in ('Tm', 'PF', 'PA', 'PD', 'SoS', 'MoV', 'SRS', 'W', 'L', 'T') if c in new]
     probs = [[q['probs'][c] for c in CLASSES] for q in pr.predict(new[cols].to_dict(orient='records'))]
-    if len(new) < min_calibration(0.8):
-        raise FastxferError(f'{source}: {len(new)} team-seasons are too few to calibrate: at least {min_calibration(0.8)} (for 80% coverage)')
-    conf = Conformal.for_classifier(probs, new.winning_season.to_numpy(dtype='int64'), method, info=dict(
-        split='calibrate', source=source, n_calib=len(new), seasons=sorted(int(s) for s in new.season.unique())))
-    return dict(model_dir=str(pr.folder.path), data=source, n=len(new), conformal=save_conformal(pr.folder.path, conf))
+    conf = calibrate_model(pr.folder.path, probs, new.winning_season.to_numpy(dtype='int64'), method, source=source,
+                           info=dict(seasons=sorted(int(s) for s in new.season.unique())))
+    return dict(model_dir=str(pr.folder.path), data=source, n=len(new), conformal=conf)
 
 @register_family
 class NFLFamily(Family):
