@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from . import distributed
 from . import __version__
 from .core import FastxferError, atomic_dir, atomic_write, is_quiet, is_rank0, set_quiet, setting, to_jsonable
-from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, allow_predictor, is_safe, load_model, load_plugins,
+from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, Predictor, allow_predictor, is_safe, load_model, load_plugins,
                                    pickle_files, predictor_name)
 
 # %% auto #0
@@ -144,6 +144,15 @@ def calibrate_model(model_dir, out, y, method:str='raps', mondrian:bool=False, s
             Conformal.for_regressor(out, y, info={'key': 'value', **info}))   # `info` may name the number's field
     return save_conformal(model_dir, conf)
 
+# %% ../nbs/06_family.ipynb #f26d4588
+def _save_picture(pic, out:Path, i:int, given) -> Path:
+    "Write the PIL image `pic` as `out/<n>-<name>.png` (atomically), named after the input `given` when it is a file."
+    import io, re
+    stem = re.sub(r'[^0-9A-Za-z_-]+', '-', Path(str(given)).stem if Path(str(given)).is_file() else '')[:40].strip('-')
+    path = out/(f'{i+1}-{stem}.png' if stem else f'{i+1}.png')
+    b = io.BytesIO(); pic.save(b, format='PNG'); atomic_write(path, b.getvalue())
+    return path
+
 # %% ../nbs/06_family.ipynb #00ce7b9d
 class Family:
     "One kind of model: train, evaluate and predict, plus extra verbs; subclasses register with `@register_family`."
@@ -175,6 +184,23 @@ class Family:
         return dict(model=str(model_dir), kind=p.kind, ms=round((time.perf_counter()-t)*1000, 1),
                     predictions=[dict(input=str(i), **r) for i,r in zip(inputs, preds)])
 
+    def explain(self, model_dir:str, # a model folder of this family
+                inputs:list[str], # what to explain: image files, texts, or col=value pairs
+                target:str|None=None, # the class to explain; unset: the predicted one
+                out:str='explanations', # folder the pictures are written to, one PNG per input
+                ) -> dict:
+        "Why the model answers what it does: a heatmap over an image, each word's or column's weight, a recommender's similar items."
+        p = load_model(model_dir)
+        if p.kind != self.name: raise FastxferError(f'{model_dir} is a {p.kind} model, not a {self.name} model')
+        if not p.can_explain: raise FastxferError(f'{model_dir}: {p.kind} models do not explain their answers')
+        t, res = time.perf_counter(), []
+        for i, (given, item) in enumerate(zip(inputs, p.input.from_cli(inputs))):
+            e = p.explain(item, target)
+            pic = p.explain_picture(item, e)
+            if pic is not None: e['picture'] = str(_save_picture(pic, Path(out), i, given))
+            res.append(dict(input=str(given), **e))
+        return dict(model=str(model_dir), kind=p.kind, ms=round((time.perf_counter()-t)*1000, 1), explanations=res)
+
     def serve_demo(self, models_dir) -> dict|None:
         "Train a small demo model into `models_dir` for `fastxfer serve --demo` (None: this family has none)."
         return None
@@ -187,14 +213,18 @@ class Family:
 
     def verbs(self) -> dict:
         "`{verb: bound method}` for the command line."
-        names = ['train', 'evaluate', 'predict', 'calibrate', *self.extra_verbs]
+        names = ['train', 'evaluate', 'predict', 'explain', 'calibrate', *self.extra_verbs]
         return {n.replace('_', '-'): getattr(self, n) for n in names if self._implements(n)}
     def _implements(self, n) -> bool:
-        "The generic `predict` always; `train`, `evaluate` and `calibrate` when the family defines them; extra verbs always."
+        "The generic `predict` always, `explain` when its predictor explains; `train`, `evaluate` and `calibrate` when the family defines them; extra verbs always."
+        if n == 'explain': return self.predictor is not None and self.predictor.explain is not Predictor.explain
         return n == 'predict' or getattr(type(self), n, None) is not getattr(Family, n, None)
     def human(self, verb:str, result:dict) -> str|None:
         "Text for a person (None: `key: value` lines); families override per verb."
         if verb in ('train', 'evaluate'): return human_report(result)
+        if verb == 'explain' and 'explanations' in result:
+            from fastxfer.explain import explain_lines
+            return '\n'.join(explain_lines(e) for e in result['explanations'])
         if verb == 'predict' and 'predictions' in result:
             from fastxfer.conformal import set_phrase
             return '\n'.join(f"{p.get('input')}: {set_phrase(p)}  (" + ', '.join(f'{k} {v:.3f}' for k,v in

@@ -299,6 +299,24 @@ class Predictor:
     def picture_png(self, pred:dict) -> bytes|None:
         "The answer as PNG bytes, for `?format=png` on the REST API (None, the default: JSON only)."
         return None
+    explains: str|None = None   # what `explain` shows, in a few words (None: the model does not explain itself)
+    def explain(self, item, target:str|None=None) -> dict:
+        "Why the model answers what it does for one parsed `item`, about class `target` (None: its answer): `label`, `target`, `method`, `summary`, and `tokens` (`[{token, weight}]`) or `rows` (a table) where the family has them."
+        raise NotImplementedError(f'{type(self).__name__} has no explain')
+    def explain_picture(self, item, expl:dict):
+        "The explanation as a PIL image (a heatmap over the image, a bar chart), or None (the default)."
+        return None
+    def explain_target(self, target:str|None, label) -> tuple[int|None, str|None]:
+        "The class an explanation is about: `target` (one of the classes) or else `label`; its index and name (None, None for a regressor)."
+        classes = [str(c) for c in self.classes]
+        if not classes:
+            if target is not None: raise FastxferError(f'target {target!r}: this model predicts a number, not classes; leave the target out')
+            return None, None
+        t = str(label) if target is None else str(target)
+        if t not in classes: raise FastxferError(f"target {t!r} is not one of the model's classes: {', '.join(classes[:20])}" + (' ...' if len(classes) > 20 else ''))
+        return classes.index(t), t
+    @property
+    def can_explain(self) -> bool: return type(self).explain is not Predictor.explain
     def drift_columns(self, items:list) -> dict:
         "Parsed inputs as the named columns drift is measured on (`fastxfer.drift.input_columns` of `input_type`)."
         from fastxfer.drift import input_columns

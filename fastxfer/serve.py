@@ -36,15 +36,16 @@ logger = logging.getLogger('fastxfer.serve')
 ApiError = InputError   # the name this module used before `fastxfer.inputs` existed
 
 # %% auto #0
-__all__ = ['logger', 'ApiError', 'KEYS_ENV', 'PROTECT', 'LOOPBACK', 'MAX_JSON_DEPTH', 'BEARER', 'POSTMAN_SCHEMA', 'SERVE_APP_ENV',
-           'Prediction', 'PredictResponse', 'QueryResponse', 'ModelInfo', 'ModelsResponse', 'HealthResponse',
-           'ErrorResponse', 'DriftColumn', 'DriftResponse', 'response_model', 'ModelRunner', 'check_media',
-           'read_payload', 'part_bytes', 'read_keys', 'KeyRefused', 'ApiKeys', 'request_key', 'ServeMetrics',
-           'load_models', 'body_param', 'typed_endpoint', 'media_extra', 'before_body', 'json_depth', 'check_json_body',
-           'ModelHub', 'sure_params', 'add_error_handlers', 'validation_error', 'server_routes', 'sure_query',
+__all__ = ['logger', 'ApiError', 'KEYS_ENV', 'PROTECT', 'LOOPBACK', 'MAX_JSON_DEPTH', 'BEARER', 'ANSWER', 'POSTMAN_SCHEMA',
+           'SERVE_APP_ENV', 'Prediction', 'PredictResponse', 'QueryResponse', 'TokenWeight', 'ExplainResponse',
+           'ModelInfo', 'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'DriftColumn', 'DriftResponse',
+           'response_model', 'ModelRunner', 'check_media', 'read_payload', 'part_bytes', 'read_keys', 'KeyRefused',
+           'ApiKeys', 'request_key', 'ServeMetrics', 'load_models', 'body_param', 'typed_endpoint', 'media_extra',
+           'before_body', 'json_depth', 'check_json_body', 'ModelHub', 'sure_params', 'draws_explanation', 'explained',
+           'add_error_handlers', 'validation_error', 'server_routes', 'sure_query', 'explain_response_model',
            'model_routes', 'legacy_routes', 'metrics_routes', 'secure_openapi', 'create_app', 'api_docs_html',
-           'loop_run', 'tab_title', 'card_markdown', 'ui_key_check', 'model_ui', 'drift_text', 'drift_ui', 'query_ui',
-           'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models', 'app_from_env',
+           'loop_run', 'tab_title', 'card_markdown', 'ui_key_check', 'model_ui', 'explain_ui', 'drift_text', 'drift_ui',
+           'query_ui', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models', 'app_from_env',
            'parse_origins', 'serve', 'export_postman']
 
 # %% ../nbs/13_serve.ipynb #d9742c93
@@ -74,6 +75,25 @@ class QueryResponse(BaseModel):
     result: dict[str, Any] = Field(description="the answer; a list of answers is under result.items")
     seconds: float = Field(description='time spent in the server for this request')
 
+class TokenWeight(BaseModel):
+    "One word of a text and how much it adds to the class explained (negative: it takes from it)."
+    token: str
+    weight: float
+
+class ExplainResponse(BaseModel):
+    "Why a model answers what it does for one item: a sentence, and the family's details (a map, words' weights, a table)."
+    model_config = ConfigDict(extra='allow')
+    model: str = Field(description='the model that answered')
+    kind: str = Field(description="the model's kind (its family)")
+    label: Optional[str] = Field(None, description="the model's answer")
+    target: Optional[str] = Field(None, description='the class explained (none for a number)')
+    method: str = Field(description='how the explanation was made')
+    summary: str = Field(description='the explanation in one sentence')
+    tokens: Optional[list[TokenWeight]] = Field(None, description="each word of a text and its weight, in text order")
+    rows: Optional[list[dict[str, Any]]] = Field(None, description="a table: each column's contribution, similar items, each class's share")
+    picture_png: Optional[str] = Field(None, description='the explanation as a picture (a heatmap over the image, a bar chart): a PNG, base64')
+    seconds: float = Field(description='time spent in the server for this request')
+
 class ModelInfo(BaseModel):
     "One served model: its kind, input, classes, operations and card."
     name: str
@@ -84,6 +104,7 @@ class ModelInfo(BaseModel):
     batch_url: str = Field(description='the typed operation for many items')
     effects: dict[str, str] = Field(default_factory=dict, description='side effects: name -> URL of its operation')
     queries: dict[str, str] = Field(default_factory=dict, description='other questions it answers: name -> URL of its operation')
+    explain_url: Optional[str] = Field(None, description='the operation that says why the model answers what it does (none: it does not explain)')
     how: str = Field(description='how to send input to this model')
     card: dict[str, Any] = Field(description="the model's card.json")
 
@@ -497,6 +518,7 @@ class ModelHub:
         return ModelInfo(name=name, kind=str(p.kind), input_type=str(p.input_type or p.input.type), classes=[str(c) for c in p.classes],
                          predict_url=f'{base}/predict', batch_url=f'{base}/predict/batch',
                          effects={e: f'{base}/{e}' for e in p.effects}, queries={q: f'{base}/{q}' for q in p.queries},
+                         explain_url=f'{base}/explain' if p.can_explain else None,
                          how=self.specs[name][0].how(), card=to_jsonable(p.card))
 
 # %% ../nbs/13_serve.ipynb #c12fdadb
@@ -526,7 +548,8 @@ def route(self, path:str, query:str='') -> tuple[str, str, bool]|None:
     name, rest = parts[3], parts[4:]
     p, batch = self.models[name], rest[-1:] == ['batch']
     if batch: rest = rest[:-1]
-    if parts[2] == 'models' and len(rest) == 1 and (rest[0] == 'predict' or rest[0] in p.effects or (rest[0] in p.queries and not batch)):
+    if parts[2] == 'models' and len(rest) == 1 and (rest[0] == 'predict' or rest[0] in p.effects or (rest[0] in p.queries and not batch)
+                                                    or (rest[0] == 'explain' and p.can_explain and not batch)):
         return name, rest[0] + '/batch' * batch, rest[0] in p.effects
     if parts[2] == 'predict' and not rest:   # the older alias: ?<effect>=true asks for a side effect (any value but a no counts)
         asked = [k for k,v in parse_qsl(query, keep_blank_values=True) if k in p.effects and v.strip().lower() not in _FALSE]
@@ -612,6 +635,44 @@ async def ask(self, name:str, query:str, spec, request:Request):
     if err is not None: return err
     return dict(model=name, kind=str(p.kind), query=query, result=to_jsonable(result), seconds=round(time.time()-t, 4))
 
+def draws_explanation(p:Predictor) -> bool:
+    "Does `p` draw its explanations (a heatmap, a chart)?"
+    return type(p).explain_picture is not Predictor.explain_picture
+
+def explained(p:Predictor, item, target:str|None, with_picture:bool=True) -> tuple[dict, bytes|None]:
+    "`p`'s explanation of `item` (JSON-able) and its picture as PNG bytes (None when it draws none)."
+    import io
+    e = to_jsonable(p.explain(item, target))
+    pic = p.explain_picture(item, e) if with_picture and draws_explanation(p) else None
+    if pic is None: return e, None
+    b = io.BytesIO(); pic.save(b, format='PNG')
+    return e, b.getvalue()
+
+@patch_to(ModelHub)
+async def explain(self, name:str, spec, request:Request):
+    "Answer an explain request to model `name`: why it answers what it does for one item (`?target=` a class; `?format=png` the picture)."
+    import base64
+    t, p = time.time(), self.models[name]
+    self.authorize(request, writes=False)
+    fmt, target = _explain_format(request, p, name), request.query_params.get('target')
+    payload = await read_payload(request, spec, False, self.limits)
+    item = (await loop_run(self.pool, spec.parse, payload, False, self.limits, True))[0]
+    self.metrics.batch(name, 'explain', 1)
+    res, err = await _guarded(name, 'explain', lambda: loop_run(self.pool, explained, p, item, target))
+    if err is not None: return err
+    e, png = res
+    if fmt == 'png' and png is None: raise InputError(f"format=png: model {name!r} draws no picture for this item ({e.get('summary', '')})", 422)
+    if fmt == 'png': return Response(png, media_type='image/png')
+    return dict(model=name, kind=str(p.kind), **{k: v for k, v in e.items() if k not in ('model', 'kind', 'seconds')},
+                picture_png=base64.b64encode(png).decode() if png else None, seconds=round(time.time()-t, 4))
+
+def _explain_format(request:Request, p:Predictor, name:str) -> str:
+    "`json` or `png` from `?format=` of an explain request, checked."
+    fmt = request.query_params.get('format', 'json')
+    if fmt not in ('json', 'png'): raise InputError(f'format={fmt!r}: use json or png', 422)
+    if fmt == 'png' and not draws_explanation(p): raise InputError(f'format=png: model {name!r} explains in JSON only (no picture)', 422)
+    return fmt
+
 # %% ../nbs/13_serve.ipynb #8b6060ef
 def add_error_handlers(app:FastAPI):
     "Answer every user error as JSON `{\"error\": ...}` with its 4xx status."
@@ -690,6 +751,30 @@ def _add_query(r:APIRouter, hub:ModelHub, name:str, q:str, spec):
                     tags=[name], operation_id=f'{slug}_{q}', summary=f'{name}: {p.queries[q]}',
                     description=f'{p.kind} model {name!r}. ' + spec.how(False), openapi_extra=media_extra(spec, False))
 
+def explain_response_model(name:str, p:Predictor):
+    "The `ExplainResponse` of model `name`: its `target` and `label` are among its classes."
+    cls = [str(c) for c in p.classes]
+    if not cls: return ExplainResponse
+    one = Optional[Literal[tuple(cls)]]
+    return create_model(f'{_slug(name)}ExplainResponse', __base__=ExplainResponse, target=(one, Field(None, description='the class explained')),
+                        label=(one, Field(None, description="the model's answer")))
+
+def _add_explain(r:APIRouter, hub:ModelHub, name:str, spec):
+    "The typed operation `POST /api/v1/models/<name>/explain`: the predict body, `?target=` one of the classes, `?format=png` when it draws."
+    p, slug = hub.models[name], _slug(name)
+    params = [body_param(spec, False, hub.limits, f'{slug}ExplainRequest')]
+    if p.classes: params.append(inspect.Parameter('target', inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+        Optional[Literal[tuple(str(c) for c in p.classes)]], Query(description='the class to explain (default: the answer)')]))
+    if draws_explanation(p): params.append(_PNG_FORMAT)
+    r.add_api_route(f'/api/v1/models/{name}/explain', typed_endpoint(lambda request: hub.explain(name, spec, request), *params), methods=['POST'],
+                    dependencies=[before_body(lambda rq: check_media(rq, spec, False), lambda rq: _explain_format(rq, p, name))],
+                    response_model=explain_response_model(name, p), tags=[name], operation_id=f'{slug}_explain',
+                    responses={**_ERRORS, **({200: {**_PNG_RESPONSE[200], 'description': 'the explanation (JSON); with ?format=png its picture'}}
+                                             if draws_explanation(p) else {})},
+                    summary=f'{name}: explain ({p.explains or "why it answers what it does"})',
+                    description=f'{p.kind} model {name!r}: why it answers what it does for one item. ' + spec.how(False),
+                    openapi_extra=media_extra(spec, False))
+
 def model_routes(hub:ModelHub) -> APIRouter:
     "One typed operation per model, per side effect and per query, each in one and many-item form, from its predictor's specs."
     r = APIRouter()
@@ -697,6 +782,7 @@ def model_routes(hub:ModelHub) -> APIRouter:
         for verb, spec, effect in [('predict', hub.specs[name][0], None)] + [(e, hub.specs[name][1][e], e) for e in p.effects]:
             for batch in (False, True): _add_operation(r, hub, name, verb, spec, effect, batch)
         for q, spec in hub.qspecs[name].items(): _add_query(r, hub, name, q, spec)
+        if p.can_explain: _add_explain(r, hub, name, hub.specs[name][0])
     return r
 
 # %% ../nbs/13_serve.ipynb #ed55fa52
@@ -911,8 +997,42 @@ def model_ui(hub:ModelHub, name:str, allowed:set, key=None):
     allowed.update(str(Path(x).resolve().parent) for v in ex for x in v if isinstance(x, str) and spec.media_type != 'application/json')
     if ex and key is None: gr.Examples(ex, inputs=inputs, outputs=outs, fn=fn, run_on_click=True, cache_examples=False, label='examples (click one)')
     elif ex: gr.Examples(ex, inputs=inputs, label='examples (click one, then Predict)')   # the key box is not an example's input
+    if p.can_explain: explain_ui(hub, name, inputs, key)
     for q in p.queries: query_ui(hub, name, q, key)
     if name in hub.drift: drift_ui(hub, name, key)
+
+ANSWER = '(the answer)'   # the explain target choice that means the model's own answer
+
+def _explain_outputs(p:Predictor, e:dict, png:bytes|None) -> tuple:
+    "An explanation as the UI's outputs: the sentence, the picture, the words shaded, the table (each shown only when there is one)."
+    import gradio as gr, io, pandas as pd
+    from PIL import Image
+    top = max([abs(t['weight']) for t in e.get('tokens') or []] + [1e-12])
+    words = [(t['token'], round(t['weight'] / top, 3)) for t in e.get('tokens') or []]
+    rows = pd.DataFrame(e['rows']) if e.get('rows') else None
+    return (f"**{e.get('summary', '')}**  \n_{e.get('method', '')}_", gr.Image(Image.open(io.BytesIO(png)) if png else None, visible=png is not None),
+            gr.HighlightedText(words, visible=bool(words)), gr.Dataframe(rows, visible=rows is not None))
+
+def explain_ui(hub:ModelHub, name:str, inputs:list, key=None):
+    "An Explain button under model `name`'s form: which class (default: the answer), then the explanation of the same input."
+    import gradio as gr
+    p, spec = hub.models[name], hub.models[name].input
+    async def why(*values):
+        if key is not None: ui_key_check(hub, values[-1]); values = values[:-1]
+        target, values = values[0], values[1:]
+        item = await _ui_call(f'model {name} (explain)', loop_run, hub.pool, spec.from_gradio, values, hub.limits)
+        if item is None: raise gr.Error('give an input first')
+        e, png = await _ui_call(f'model {name} (explain)', loop_run, hub.pool, explained, p, item, None if target in (None, ANSWER) else target)
+        return _explain_outputs(p, e, png)
+    with gr.Accordion(f'Explain: {p.explains or "why this answer"}', open=False, elem_id=f'explain-box-{name}'):
+        with gr.Row():
+            target = gr.Dropdown([ANSWER] + [str(c) for c in p.classes], value=ANSWER, label='class to explain', visible=bool(p.classes),
+                                 elem_id=f'explain-target-{name}')
+            btn = gr.Button('Explain', elem_id=f'explain-{name}')
+        outs = [gr.Markdown(elem_id=f'explain-text-{name}'), gr.Image(label='explanation', type='pil', interactive=False, visible=False, elem_id=f'explain-pic-{name}'),
+                gr.HighlightedText(label='words (green: for the class, red: against)', visible=False, elem_id=f'explain-tokens-{name}'),
+                gr.Dataframe(visible=False, interactive=False, elem_id=f'explain-rows-{name}')]
+    btn.click(why, [target, *inputs, key] if key is not None else [target, *inputs], outs)
 
 def drift_text(r:DriftResponse) -> str:
     "A sentence on a drift report, for people."

@@ -13,7 +13,8 @@ from .inputs import Limits
 from .model_folder import Predictor, load_model, answer_rows, legend_html
 
 # %% auto #0
-__all__ = ['prediction_html', 'error_html', 'answers_html', 'QueryWidget', 'PredictWidget', 'predict_widget']
+__all__ = ['prediction_html', 'error_html', 'answers_html', 'QueryWidget', 'explanation_html', 'ExplainBox', 'PredictWidget',
+           'predict_widget']
 
 # %% ../nbs/14_widgets.ipynb #ed242430
 def prediction_html(pred:dict, top:int=5, headline:str|None=None) -> str:
@@ -65,6 +66,36 @@ class QueryWidget(W.VBox):
         self.result, self.error = res, None
         self.output.value = answers_html(res)
 
+# %% ../nbs/14_widgets.ipynb #9d94baad
+def explanation_html(e:dict) -> str:
+    "An explanation (`Predictor.explain`'s dict) as HTML: its sentence and method, the words shaded, the table."
+    from fastxfer.explain import tokens_html
+    parts = [f"<div class='fastxfer-explanation'><b>{html.escape(str(e.get('summary', '')))}</b> <i>({html.escape(str(e.get('method', '')))})</i>"]
+    if e.get('tokens'): parts.append(tokens_html(e['tokens']))
+    if e.get('rows'): parts.append(answers_html({'items': e['rows']}))
+    return ''.join(parts) + '</div>'
+
+class ExplainBox(W.VBox):
+    "The Explain button of a `PredictWidget`: a class to explain, then the explanation of the widget's last input (`result` holds it)."
+    def __init__(self, widget):
+        self.widget, self.result = widget, None
+        p = widget.predictor
+        self.target = W.Dropdown(options=['(the answer)'] + [str(c) for c in p.classes], description='class', layout=W.Layout(display='' if p.classes else 'none'))
+        self.button, self.output = W.Button(description='Explain'), W.HTML()
+        self.picture = W.Image(format='png', layout=W.Layout(max_width='512px', display='none'))
+        self.button.on_click(lambda _: self.explain())
+        super().__init__([W.HBox([self.target, self.button]), self.output, self.picture])
+    def explain(self):
+        "Explain the widget's last input for the chosen class; show it."
+        if self.widget.item is None: self.output.value = error_html('give an input first'); return
+        p, t = self.widget.predictor, (None if self.target.value == '(the answer)' else self.target.value)
+        try: e = p.explain(self.widget.item, t); pic = p.explain_picture(self.widget.item, e)
+        except FastxferError as err: self.result = None; self.output.value = error_html(str(err)); return
+        except Exception as err: self.result = None; self.output.value = error_html(f'the model failed: {type(err).__name__}: {err}'); return
+        self.result, self.output.value = e, explanation_html(e)
+        if pic is not None: b = io.BytesIO(); pic.save(b, format='PNG'); self.picture.value = b.getvalue()
+        self.picture.layout.display = '' if pic is not None else 'none'
+
 # %% ../nbs/14_widgets.ipynb #1acfc846
 class PredictWidget(W.VBox):
     "The input the model declares, the prediction below it (`result` holds the last one), then a form per other question (`queries`)."
@@ -85,7 +116,9 @@ class PredictWidget(W.VBox):
         else: self.input.observe(lambda _: self._submit(), names='value')
         self.queries = {q: QueryWidget(predictor, q, self.limits) for q in predictor.queries}   # a recommender's recommend, similar
         self.picture, self.legend = (W.Image(format='png', layout=W.Layout(max_width='512px')), W.HTML()) if predictor.has_picture else (None, None)
-        super().__init__(kids + [self.output] + ([self.picture, self.legend] if self.picture is not None else []) + list(self.queries.values()))
+        self.item, self.explainer = None, ExplainBox(self) if predictor.can_explain else None
+        super().__init__(kids + [self.output] + ([self.picture, self.legend] if self.picture is not None else [])
+                         + ([self.explainer] if self.explainer is not None else []) + list(self.queries.values()))
 
     def show(self, pred:dict, headline:str|None=None):
         self.result, self.error = pred, None
@@ -100,6 +133,7 @@ class PredictWidget(W.VBox):
         try: item = self.spec.from_widget(self.input, self.limits)
         except FastxferError as e: return self.fail(getattr(e, 'message', str(e)))
         if item is None: self.output.value = ''; return
+        self.item = item
         if self.preview is not None: self.preview.value = self.spec.thumbnail(item)
         try: pred = self.predictor.predict([item])[0]
         except FastxferError as e: return self.fail(str(e))

@@ -70,6 +70,9 @@ def test_schemathesis_finds_no_server_error_and_no_rejected_valid_request(fuzz_s
     for op in ('predict', 'recommend', 'similar'):       # the recommender's queries too
         fz = rates[f'POST /api/v1/models/ml/{op}']['fuzzing']
         assert fz['accepted'] > 0 and fz['rejected'] == 0, (op, rates[f'POST /api/v1/models/ml/{op}'])
+    for model in ('pets', 'reviews', 'nfl', 'adult', 'camvid', 'ml'):   # every family's explain operation too
+        fz = rates[f'POST /api/v1/models/{model}/explain']['fuzzing']
+        assert fz['accepted'] > 0 and fz['rejected'] == 0, (model, rates[f'POST /api/v1/models/{model}/explain'])
 
 
 def test_schemathesis_negative_mode_finds_no_server_error(fuzz_server, tmp_path):

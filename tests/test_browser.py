@@ -244,3 +244,32 @@ def test_the_tables_tab_shows_input_drift(page, server, tmp_path):
     page.wait_for_selector('#drift-text-adult :text("Drifted")', timeout=60_000)
     assert 'age' in page.locator('#drift-text-adult').inner_text()
     page.screenshot(path=str(shots(tmp_path)/'ui_drift.png'), full_page=True)
+
+
+def _explain(page, model):
+    "Open model `model`'s Explain fold-out and click Explain."
+    page.locator(f'#explain-box-{model}').get_by_text('Explain:').first.click()
+    page.locator(f'#explain-{model}').click()
+
+
+def test_explain_a_review_and_see_its_words_shaded(page, server, tmp_path):
+    page.get_by_role('tab', name='Text').click()
+    review = 'A wonderful, moving film with great acting. I loved every minute of it.'
+    page.locator('#in-reviews textarea').fill(review)
+    _explain(page, 'reviews')
+    page.wait_for_selector('#explain-tokens-reviews :text("wonderful,")', timeout=60_000)
+    api = httpx.post(server.url + '/api/v1/models/reviews/explain', json={'texts': [review]}).json()
+    assert api['summary'].split()[0] in page.locator('#explain-text-reviews').inner_text()   # the same answer as the API
+    assert 'minute' in page.locator('#explain-tokens-reviews').inner_text()                  # every word, shaded
+    page.screenshot(path=str(shots(tmp_path)/'ui_explain_text.png'), full_page=True)
+
+
+def test_explain_a_pets_image_and_see_the_heatmap(page, server, tmp_path):
+    img = shared_or_skip('pets/images')/'Bengal_101.jpg'
+    page.set_input_files('#in-pets input[type=file]', str(img))
+    top_label(page, 'pets')
+    _explain(page, 'pets')
+    page.wait_for_selector('#explain-pic-pets img', timeout=60_000)
+    assert "moves the model's answer" in page.locator('#explain-text-pets').inner_text()
+    assert page.locator('#explain-pic-pets img').evaluate('i => i.naturalWidth') >= 256   # the heatmap over the image
+    page.screenshot(path=str(shots(tmp_path)/'ui_explain_vision.png'), full_page=True)

@@ -10,6 +10,7 @@ import json, math, time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
+from fastcore.basics import patch
 from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from ..core import FastxferError, atomic_write, log, setting
 from ..family import (Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
                              format_metrics, calibrate_model)
 from ..conformal import Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration
+from ..explain import contributions_chart
 from ..inputs import Column, InputError, RowInput
 from ..model_folder import Predictor, load_model, model_writer, data_fingerprint
 from ..tabular.data import canonical, read_table, parse_source
@@ -25,7 +27,7 @@ from .models import *
 
 # %% auto #0
 __all__ = ['Recommender', 'read_titles', 'fit_recommender', 'rating_calibration_split', 'interval_report', 'train_collab',
-           'CollabPredictor', 'evaluate_collab', 'calibrate_collab', 'CollabFamily']
+           'CollabPredictor', 'similar_rated', 'evaluate_collab', 'calibrate_collab', 'CollabFamily']
 
 # %% ../../nbs/11c_collab.ipynb #1548e16d
 class Recommender:
@@ -294,6 +296,7 @@ def _timestamp(v, k:int):
 class CollabPredictor(Predictor):
     "The rating a user would give an item, from a collab model folder; `recommend` and `similar` beside it."
     input_type = 'tabular'
+    explains = "the rating's parts (the mean, the user's and the item's bias, their factors) and the user's items most like it"
     def __init__(self, folder):
         super().__init__(folder)
         f = folder.path
@@ -364,6 +367,53 @@ def _ask(model_dir, query:str, **item) -> dict:
     from fastxfer.inputs import check_row
     p = _collab(model_dir)
     return p.query(query, check_row(item, p.query_input(query).columns, 'the command line'))
+
+# %% ../../nbs/11c_collab.ipynb #a1e0c016
+def similar_rated(rec:Recommender, user:str, item:str, n:int=5) -> list[dict]:
+    "The `n` items `user` rated most like `item` (cosine similarity of their factors), each with the rating the model gives it for the user."
+    seen = sorted(x for x in rec.rated.get(user, ()) if x in rec.iidx and x != item)
+    if not seen: return []
+    sim = rec._unit[[rec.iidx[x] - 1 for x in seen]] @ rec._unit[rec.iidx[item] - 1]
+    top = np.argsort(-sim, kind='stable')[:n]
+    rated = rec.scores_for(user, [seen[j] for j in top])
+    return [dict(item=seen[j], **({'title': rec.title(seen[j])} if rec.titles else {}), similarity=float(sim[j]), predicted_rating=float(r))
+            for j, r in zip(top, rated)]
+
+def _cold_start_explanation(pred:dict, parts:dict) -> dict:
+    "A rating for a user or an item the model was not trained on: which fallback answered (the mean, plus a bias), and its `parts`."
+    unknown = ' and '.join(f"{w} {pred[w]!r}" for w, known in (('user', pred.get('fallback') != "the mean plus the user's bias"),
+                                                            ('item', pred.get('fallback') != "the mean plus the item's bias")) if known)
+    return dict(label=pred['label'], target=None, rating=float(pred['rating']), rows=[], method='the cold-start fallback', **parts,
+                summary=f"{unknown} not in the ratings the model was trained on: the rating {pred['rating']:.2f} is {pred['fallback']}")
+
+@patch
+def explain(self:CollabPredictor, item:dict, target:str|None=None) -> dict:
+    """Why `item['user']` would give `item['item']` its rating: the mean rating, the user's and the item's bias (the folder's
+    bias model), the session bias and what their factors add, which sum to it; `rows`, the user's items most like this one."""
+    self.explain_target(target, None)   # a rating, not a class: a target is an error
+    pred = self.predict([item])[0]
+    u, i = pred['user'], pred['item']
+    b = self.rec.biases
+    parts = dict(global_mean=float(b.mu), user_bias=float(b.user_bias.get(u, 0.0)), item_bias=float(b.item_bias.get(i, 0.0)),
+                 **({'session_bias': float(pred['session_bias'])} if 'session_bias' in pred else {}))
+    parts['factors'] = float(pred['rating']) - sum(parts.values())
+    if pred.get('cold_start'): return _cold_start_explanation(pred, parts)
+    rows = similar_rated(self.rec, u, i)
+    summary = (f"user {u} would rate {pred.get('title') or 'item ' + i} {pred['rating']:.2f}: the mean rating {parts['global_mean']:.2f}, "
+               f"the user's bias {parts['user_bias']:+.2f}, the item's {parts['item_bias']:+.2f}"
+               + (f", the session's {parts['session_bias']:+.2f}" if 'session_bias' in parts else '') + f", their factors {parts['factors']:+.2f}"
+               + (f"; the user's item most like it: {rows[0].get('title') or rows[0]['item']} (similarity {rows[0]['similarity']:.2f})" if rows else ''))
+    return dict(label=pred['label'], target=None, summary=summary, rows=rows, rating=float(pred['rating']), **parts,
+                method="the rating as the mean plus the user's and the item's bias (the bias model) plus what their factors add; "
+                       "the user's rated items most like it (cosine similarity of the items' factors)")
+
+# %% ../../nbs/11c_collab.ipynb #a1e0c017
+@patch
+def explain_picture(self:CollabPredictor, item, expl:dict):
+    "The rating's parts beyond the mean as a bar chart (a PIL image)."
+    names = dict(user_bias="the user's bias", item_bias="the item's bias", session_bias='the session', factors='their factors')
+    return contributions_chart([dict(feature=n, value=None, contribution=expl[k]) for k, n in names.items() if k in expl],
+                               f"rating {expl['rating']:.2f} = the mean {expl['global_mean']:.2f} plus")
 
 # %% ../../nbs/11c_collab.ipynb #0871eb57
 def evaluate_collab(model_dir, data, db=None, table=None) -> dict:
@@ -488,4 +538,5 @@ class CollabFamily(Family):
         if verb == 'evaluate': return _human_evaluate(r)
         if verb == 'calibrate': return f"{r['n']} ratings of {r['data']}: conformity scores written to {Path(r['model_dir'])/r['conformal']['file']}"
         if verb in ('recommend', 'similar'): return _human_items(r)
+        if verb == 'explain': return super().human(verb, r)
         return _human_predict(r)

@@ -222,6 +222,7 @@ class NFLFamily(Family):
         return r
 
     def human(self, verb:str, r:dict) -> str|None:
+        if verb == 'explain': return super().human(verb, r)
         text = {'scrape': _human_scrape, 'train': _human_train, 'predict': _fmt_pred, 'evaluate': _human_evaluate,
                 'demo': _human_demo, 'calibrate': _human_calibrate}[verb](r)
         return text   # the NFL texts already say what the sign of PD and the majority class score

@@ -402,6 +402,10 @@ class NFLPredictor(TabularPredictor):
         return out
 
     def examples(self) -> list: return list(self.card.get('examples') or [VIPERS])
+    def explain_baseline(self) -> dict:
+        "The typical team `explain` starts from: the training seasons' median pf, pa and sos (pd follows as pf - pa; a .500 team for an older folder)."
+        med = getattr(getattr(self, 'proc', None), 'medians', None) or {}
+        return {k: float(med.get(K, v)) for k, K, v in (('pf', 'PF', 355.0), ('pa', 'PA', 355.0), ('sos', 'SoS', 0.0))}
 
     @property
     def input(self): return RowInput(NFL_COLUMNS, name='TeamSeason')

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64, contextlib, io, shutil, sys, time, warnings
 from pathlib import Path
 from typing import Annotated, Literal
+from fastcore.basics import patch
 from fastcore.meta import delegates
 import numpy as np
 from PIL import Image
@@ -151,6 +152,43 @@ class SegmentPredictor(Predictor):
         "The mask PNG itself, for `?format=png`."
         return base64.b64decode(pred['mask_png'])
 
+# %% ../../nbs/12c_segment.ipynb #05017a3f
+@patch
+def probabilities(self:SegmentPredictor, item) -> tuple[np.ndarray, Image.Image]:
+    "`(probs, image)`: the class probabilities (classes, h, w) at the model's size, and the image resized to it."
+    from fastxfer.vision.predict import open_image
+    from fastxfer.metrics import softmax
+    h, w = self.size
+    im = open_image(item).resize((w, h), Image.BILINEAR)
+    x = np.asarray(im, dtype=np.float32).transpose(2, 0, 1)[None]/255.
+    return softmax(self.logits(((x - self.mean)/self.std).astype(np.float32)), axis=1)[0], im
+
+@patch
+def explain(self:SegmentPredictor, item, target:str|None=None) -> dict:
+    "Class `target`'s probability and the entropy at each pixel (64x64 grids), and per class its share of the pixels and mean probability there."
+    from fastxfer.explain import entropy_map, heatmap_grid
+    probs, _ = self.probabilities(item)
+    m, ent = probs.argmax(0), entropy_map(probs)
+    label = self._pred(m.astype(np.uint8), with_mask=False)['label']
+    ti, t = self.explain_target(target, label)
+    rows = [dict(code=c, share=float((m == i).mean()), mean_probability=float(probs[i][m == i].mean()))
+            for i, c in enumerate(self.codes) if (m == i).any()]
+    share, unsure = float((m == ti).mean()), float((ent > 0.5).mean())
+    return dict(label=label, target=t, method='class probability and entropy per pixel',
+                summary=f'{t} covers {share:.0%} of the image; the model is unsure (entropy over 0.5) on {unsure:.0%} of the pixels',
+                heatmap=heatmap_grid(probs[ti], 64), entropy=heatmap_grid(ent, 64), rows=sorted(rows, key=lambda r: -r['share']))
+
+SegmentPredictor.explains = "a class's probability and the model's uncertainty, per pixel"
+
+# %% ../../nbs/12c_segment.ipynb #b699296f
+@patch
+def explain_picture(self:SegmentPredictor, item, expl:dict):
+    "The image, the class's probability map and the entropy map over it, side by side (a PIL image)."
+    from fastxfer.explain import maps_picture
+    from fastxfer.vision.predict import open_image
+    return maps_picture(open_image(item), [(f"{expl['target']}: probability", np.asarray(expl['heatmap']), 'viridis'),
+                                          ('how unsure (entropy)', np.asarray(expl['entropy']), 'magma')])
+
 # %% ../../nbs/12c_segment.ipynb #c22bb8cd
 def write_outputs(p:SegmentPredictor, image, out) -> dict:
     "Predict `image` and write `<stem>_mask.png` (indexed, the palette's colours) and `<stem>_overlay.png` into `out` (atomic writes)."
@@ -281,4 +319,4 @@ class SegmentFamily(Family):
         if verb == 'predict':
             return '\n'.join(f"{p['image']}: mostly {p['label']}  (" + ', '.join(f'{c} {v:.0%}' for c, v in list(p['shares'].items())[:4])
                              + f")\n  mask {p['mask']}\n  overlay {p['overlay']}" for p in r['predictions'])
-        return None
+        return super().human(verb, r)

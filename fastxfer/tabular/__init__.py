@@ -10,6 +10,7 @@ import json, math, sqlite3, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Literal
+from fastcore.basics import patch
 from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
@@ -22,13 +23,14 @@ from ..inputs import Column, InputError, RowInput
 from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model_writer, data_fingerprint,
                                    save_sklearn)
 from .. import metrics
+from ..explain import shapley_values, contributions_chart
 from .data import *
 from .models import *
 
 # %% auto #0
-__all__ = ['MODEL_CHOICES', 'LARGEST', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor', 'rows_from_args',
-           'write_predictions', 'predict_table', 'evaluate_table', 'calibrate_table', 'upgrade_tabular_files',
-           'TabularFamily']
+__all__ = ['MODEL_CHOICES', 'LARGEST', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor', 'shapley_summary',
+           'rows_from_args', 'write_predictions', 'predict_table', 'evaluate_table', 'calibrate_table',
+           'upgrade_tabular_files', 'TabularFamily']
 
 # %% ../../nbs/08c_tabular.ipynb #0d6bbd3c
 MODEL_CHOICES = ('auto', 'tabular', 'gbm', 'linear')
@@ -284,6 +286,10 @@ class TabularPredictor(Predictor):
         t = self.card.get('target', 'target')
         if self.task == 'regression': return f'Predicted {t}: {readable(pred["value"])}'
         return f'{t}: {pred["label"]} ({pred["probability"]:.1%})'
+    explains = "each column's share of the answer (Shapley values against a typical row)"
+    def explain_baseline(self) -> dict:
+        "The typical row `explain` measures a row against: each column's `example` (a category's most common value, a number's median)."
+        return {c['name']: c.get('example') for c in self.columns}
 
 def _pascal(s): return ''.join(w[:1].upper() + w[1:] for w in ''.join(ch if ch.isalnum() else ' ' for ch in str(s)).split()) or 'Table'
 
@@ -291,6 +297,46 @@ def _tabular(model_dir) -> TabularPredictor:
     p = load_model(model_dir)
     if not hasattr(p, 'predict_frame'): raise FastxferError(f'{model_dir} is a {p.kind} model, not a tabular one')
     return p
+
+# %% ../../nbs/08c_tabular.ipynb #a1e0c002
+def _plain(v):
+    "A cell as JSON has it: NumPy numbers as Python numbers."
+    return v.item() if isinstance(v, np.generic) else v
+
+def shapley_summary(what:str, target:str|None, answer:float, typical:float, rows:list[dict]) -> str:
+    "One sentence: 'salary >=50k: 0.81, against 0.24 for a typical row; age = 52 raises it most (+0.31)'."
+    fmt = (lambda v: f'{v:.2f}') if target is not None else readable
+    s = f"{what}{'' if target is None else ' ' + str(target)}: {fmt(answer)}, against {fmt(typical)} for a typical row"
+    if not rows or abs(rows[0]['contribution']) < 1e-9: return s + '; no column moves it'
+    top = rows[0]
+    val = 'missing' if top['value'] is None else top['value']
+    return s + f"; {top['feature']} = {val} {'raises' if top['contribution'] > 0 else 'lowers'} it most ({top['contribution']:+.3g})"
+
+@patch
+def explain(self:TabularPredictor, item:dict, target:str|None=None) -> dict:
+    """Each column's Shapley value for the answer to row `item` - the probability of class `target` (None: the predicted
+    one), or a regressor's value - against the typical row `explain_baseline`; `rows` sorted by size."""
+    pred = self.predict([item])[0]
+    k, t = self.explain_target(target, pred['label'])
+    base = self.explain_baseline(); cols = list(base)
+    row = {c: _plain(item.get(c)) for c in cols}
+    def f(rows):   # the answer for rows mixing `row` and `base` (a None is left out: the model fills it in)
+        ps = self.predict([{c: v for c, v in r.items() if v is not None} for r in rows])
+        return np.array([p['value'] if t is None else p['probs'][t] for p in ps], dtype=np.float64)
+    answer, typical = f([row, base])
+    phi = shapley_values(f, row, base, cols)
+    rows = sorted(({'feature': c, 'value': row[c], 'typical': base[c], 'contribution': float(v)} for c, v in zip(cols, phi)),
+                  key=lambda r: -abs(r['contribution']))
+    how = 'exact' if len(cols) <= 11 else 'from 64 random orders'
+    return dict(label=str(pred['label']), target=t, method=f'Shapley values against a typical row ({how}, {len(cols)} columns)',
+                summary=shapley_summary(self.card.get('target', 'answer'), t, float(answer), float(typical), rows), rows=rows,
+                answer=float(answer), baseline_answer=float(typical))
+
+# %% ../../nbs/08c_tabular.ipynb #a1e0c006
+@patch
+def explain_picture(self:TabularPredictor, item, expl:dict):
+    "The contributions of `explain` as a bar chart (a PIL image): green raises the answer, red lowers it."
+    return contributions_chart(expl['rows'], expl['summary'].split(';')[0])
 
 # %% ../../nbs/08c_tabular.ipynb #da5ef0bf
 def rows_from_args(data=None, row=None, db=None, table=None) -> tuple[pd.DataFrame, str]:
@@ -548,7 +594,7 @@ class TabularFamily(Family):
 
     def human(self, verb:str, r:dict) -> str|None:
         f = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}.get(verb)
-        return f(r) if f else None
+        return f(r) if f else super().human(verb, r)   # explain: the common lines
 
     def upgrade(self, folder:ModelFolder) -> list[str]:
         "Convert a folder of an earlier release: `processor.pkl` to `processor.json`, `gbm.pkl` and `linear.pkl` to skops files."

@@ -163,6 +163,7 @@ class TextFamily(Family):
         return calibrate_text(model_dir, data, text_col, label_col, method, mondrian)
 
     def human(self, verb:str, r:dict) -> str|None:
+        if verb == 'explain': return super().human(verb, r)
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}.get(verb, lambda r: None)(r)
         return with_baseline(text, r) if verb == 'train' else text
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
+from fastcore.basics import patch
 from ..core import FastxferError, atomic_write, get_device, log, setting, cached_array, is_rank0
 from ..conformal import sets_report
 from ..family import from_settings, resolves_settings
@@ -18,6 +19,7 @@ from typing import Literal
 from ..train_utils import configure_progress, seed_everything, set_precision, find_lr, PRECISIONS
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
+from ..explain import word_occlusion
 from ..distributed import distributed, across_processes
 from ..model_folder import (CARD_NAME, Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder, load_tensors,
                                    save_tensors, unsafe_message)
@@ -31,7 +33,7 @@ __all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_A
            'probe_head', 'minilm_rates', 'lr_source', 'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head',
            'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm', 'awd_spec', 'save_awd',
            'AWDClassifier', 'augment_texts', 'train_text', 'parse_lr', 'hold_out_texts', 'TextPredictor',
-           'calibrate_trained_text', 'upgrade_text_files']
+           'calibrate_trained_text', 'bow_words', 'upgrade_text_files']
 
 # %% ../../nbs/10b_text_models.ipynb #effb31c7
 MINILM_NAMES = ('minilm', 'all-MiniLM-L6-v2', 'sentence-transformers/all-MiniLM-L6-v2')
@@ -674,6 +676,7 @@ def hold_out_texts(data:TextData, pct:float|None=None, seed:int=42) -> tuple:
 class TextPredictor(Predictor):
     "Predict the class of texts with a fastxfer text model folder (minilm, embed-logreg or awd_lstm)."
     input_type = 'text'
+    explains = 'how much each word adds to the class (leave one word out)'
     def describe(self) -> dict:
         return {'model': self.card.get('model'), 'encoder': self.card.get('encoder'), 'max_len': self.card.get('max_len'),
                 'bow_weight': (self.card.get('bow') or {}).get('weight')}
@@ -757,6 +760,34 @@ def calibrate_trained_text(out, texts:list, labels:list, data:TextData) -> dict:
     if not data.n_valid: return dict(n_calib=len(texts))
     vy = np.array([p.classes.index(l) for l in data.valid_labels])
     return dict(n_calib=len(texts), conformal=coverage_report(conf, p.predict_probs(data.valid_texts)[0], vy, classes=p.classes))
+
+# %% ../../nbs/10b_text_models.ipynb #a1e0c013
+def bow_words(bow:NBLogReg, text:str, k:int, n:int=10) -> list[dict]:
+    "The bag-of-words model's own weights for class `k` of the words and word pairs in `text`, the `n` largest by size: `[{'token', 'weight'}]`."
+    vocab = bow.vec.vocabulary_
+    grams = sorted({g for g in bow.vec.build_analyzer()(str(text)) if g in vocab})
+    c, sign = (0, 1.0 if k == 1 else -1.0) if bow.n_classes == 2 else (k, 1.0)   # two classes: one model, of class 1
+    coef, r = bow.models[c].coef_[0], bow.ratios[c]
+    w = [dict(token=g, weight=sign * float(coef[vocab[g]] * r[vocab[g]])) for g in grams]
+    return sorted(w, key=lambda t: -abs(t['weight']))[:n]
+
+@patch
+def explain(self:TextPredictor, item:str, target:str|None=None) -> dict:
+    """How much each word of the text `item` adds to class `target` (None: the predicted one): the class's probability
+    minus that with the word left out; `bow_words` too when the folder has the bag-of-words part."""
+    p, cut = self.predict_probs([item])
+    label = top_label(self.classes, p[0])
+    k, t = self.explain_target(target, label)
+    tokens = word_occlusion(lambda texts: self.predict_probs(texts)[0], item, k)
+    run = -(-len(tokens) // 200)   # words left out at once (1 up to 200 words)
+    best = max(tokens, key=lambda w: w['weight'], default=None)
+    summary = f'{t} ({p[0, k]:.2f}): ' + (f"'{best['token']}' adds the most ({best['weight']:+.3f})" if best and best['weight'] > 0
+                                          else 'no word adds to it')
+    out = dict(label=label, target=t, probability=float(p[0, k]), truncated=bool(cut[0]), summary=summary, tokens=tokens,
+               method='leave one word out: the probability minus that without the word' if run <= 1 else
+                      f'leave out runs of {run} words: the probability minus that without them')
+    if getattr(self, 'bow', None) is not None: out['bow_words'] = bow_words(self.bow, item, k)
+    return out
 
 # %% ../../nbs/10b_text_models.ipynb #e7f59625
 def _read_old_pickle(path):

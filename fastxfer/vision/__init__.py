@@ -155,6 +155,7 @@ class VisionFamily(Family):
         return dict(archs=rows, usable_now=[r['arch'] for r in rows if r['usable']])
 
     def human(self, verb:str, r:dict) -> str|None:
+        if verb == 'explain': return super().human(verb, r)
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_evaluate,
                 'archs': lambda r: format_arch_table(r['archs'])}.get(verb, lambda r: None)(r)
         return with_baseline(text, r) if verb == 'train' else text

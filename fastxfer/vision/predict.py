@@ -17,10 +17,11 @@ from ..model_folder import Predictor, ModelFolder, probs_dict, top_label, load_m
 from ..metrics import confusion_matrix, softmax
 from ..conformal import sets_report
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
+from fastcore.basics import patch
 from .data import *
 
 # %% auto #0
-__all__ = ['TTA_METHODS', 'CROP_ZOOM', 'open_image', 'tta_method', 'VisionPredictor', 'evaluate_vision']
+__all__ = ['TTA_METHODS', 'CROP_ZOOM', 'EXPLAIN_METHODS', 'open_image', 'tta_method', 'VisionPredictor', 'evaluate_vision']
 
 # %% ../../nbs/07c_vision_predict.ipynb #74f2e8a1
 def open_image(item, draft_to:int|None=None) -> PILImage:
@@ -137,6 +138,41 @@ class VisionPredictor(Predictor):
     def predict(self, items, tta=False, bs:int=64, **kwargs) -> list[dict]:
         if not isinstance(items, (list, tuple)): items = [items]
         return [dict(label=top_label(self.vocab, p), probs=probs_dict(self.vocab, p)) for p in self.predict_proba(list(items), tta, bs)]
+
+# %% ../../nbs/07c_vision_predict.ipynb #093763fd
+EXPLAIN_METHODS = {'smoothgrad': 'SmoothGrad: the gradient at each pixel over 8 noisy copies, smoothed',
+                   'integrated-gradients': 'integrated gradients of the pixels (16 steps from the mean colour), smoothed',
+                   'gradcam': 'Grad-CAM on the last feature maps'}
+
+@patch
+def explain(self:VisionPredictor, item, target:str|None=None, method:str='smoothgrad') -> dict:
+    "Where in `item` the model sees class `target` (default: the predicted one): the label, the class's probability, the map (`method`: smoothgrad, integrated-gradients or gradcam) as a grid, and its peak."
+    from fastxfer.explain import attribution_map, grad_cam, heatmap_grid, integrated_gradients, smoothgrad
+    if method not in EXPLAIN_METHODS: raise FastxferError(f"method {method!r}: use one of {', '.join(EXPLAIN_METHODS)}")
+    x = self._to_batch([self.after_item(self._open(item))])
+    p = softmax(self.logits(x), axis=1)[0]
+    ti, t = self.explain_target(target, top_label(self.vocab, p))
+    fn = {'smoothgrad': smoothgrad, 'integrated-gradients': integrated_gradients, 'gradcam': grad_cam}[method]
+    cam = fn(self.model, x, ti)
+    if method != 'gradcam': cam = attribution_map(cam)
+    y, xpos = np.unravel_index(int(cam.argmax()), cam.shape)
+    seen = cam.max() > 0   # all zeros: the answer does not move with the image (a certain answer's gradients vanish)
+    why = "the red areas are where the image moves the model's answer for it most" if seen else 'no part of the image moves its probability (the map is empty)'
+    return dict(label=top_label(self.vocab, p), target=t, probability=float(p[ti]), method=EXPLAIN_METHODS[method],
+                summary=f'{t} ({p[ti]:.0%}): {why}', heatmap=heatmap_grid(cam),
+                peak=[round((xpos + .5) / cam.shape[1], 4), round((y + .5) / cam.shape[0], 4)] if seen else None)
+
+VisionPredictor.explains = 'where in the image the class is seen (SmoothGrad)'
+
+# %% ../../nbs/07c_vision_predict.ipynb #e989fa19
+@patch
+def explain_picture(self:VisionPredictor, item, expl:dict):
+    "The explanation's heatmap blended over the model's view of `item` (a PIL image, at least 256 pixels a side)."
+    from fastxfer.explain import heatmap_overlay
+    view = self.after_item(self._open(item))
+    im = Image.fromarray(np.asarray(view).transpose(1, 2, 0) if np.asarray(view).shape[0] == 3 else np.asarray(view))
+    if min(im.size) < 256: im = im.resize((round(im.width * 256 / min(im.size)), round(im.height * 256 / min(im.size))), Image.BILINEAR)
+    return heatmap_overlay(im, np.asarray(expl['heatmap'], dtype=np.float32))
 
 # %% ../../nbs/07c_vision_predict.ipynb #b4940f52
 def evaluate_vision(model_dirs, data, labels:str='folder', tta:bool=False, ensemble:str='mean', bs:int=64) -> dict:
