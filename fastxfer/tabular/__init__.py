@@ -24,13 +24,14 @@ from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model
                                    save_sklearn)
 from .. import metrics
 from ..explain import shapley_values, contributions_chart
+from ..label_issues import issues_text
 from .data import *
 from .models import *
 
 # %% auto #0
 __all__ = ['MODEL_CHOICES', 'LARGEST', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor', 'shapley_summary',
            'rows_from_args', 'write_predictions', 'predict_table', 'evaluate_table', 'calibrate_table',
-           'upgrade_tabular_files', 'TabularFamily']
+           'upgrade_tabular_files', 'table_label_issues', 'TabularFamily']
 
 # %% ../../nbs/08c_tabular.ipynb #0d6bbd3c
 MODEL_CHOICES = ('auto', 'tabular', 'gbm', 'linear')
@@ -514,6 +515,33 @@ def upgrade_tabular_files(folder:ModelFolder) -> list[str]:
         atomic_write(p/CARD_NAME, json.dumps(card, indent=2))
     return wrote
 
+# %% ../../nbs/08c_tabular.ipynb #d2fe765a
+def _gbm_proba(X, y):
+    "A gradient-boosting classifier fitted on the table `X` (its category columns as categories): its `predict_proba`."
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    m = HistGradientBoostingClassifier(categorical_features='from_dtype', random_state=0).fit(X, y)
+    def proba(Z):
+        out = np.zeros((len(Z), int(y.max()) + 1)); out[:, m.classes_] = m.predict_proba(Z); return out
+    return proba
+
+def table_label_issues(data, target:str, folds:int=5, out='label_issues', db=None, table=None, drop=None) -> dict:
+    "Probably mislabelled rows of a table (confident learning on out-of-fold gradient-boosting probabilities); files written to `out`."
+    from ..label_issues import find_label_issues, issue_rows, out_of_fold, write_issues
+    t0, src = time.time(), parse_source(data, db, table)
+    df, roles = _read_roles(src, target, None, None, drop, 'classification', None, None)
+    df = df[df[target].notna()]
+    classes = sorted(df[target].astype(str).unique())
+    if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} class(es) in {target!r}; label issues need at least 2')
+    X = df[roles.features].copy()
+    for c in roles.cat: X[c] = X[c].astype(str).astype('category')
+    y = np.array([classes.index(v) for v in df[target].astype(str)])
+    probs = out_of_fold(X, y, len(classes), folds, fit=lambda a, b: _gbm_proba(a, np.asarray(b)))
+    rows = issue_rows([f'row {i}' for i in df.index], y, probs, classes, find_label_issues(probs, y))
+    summary = dict(data=str(data), target=target, n=len(y), classes=classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
+                   duplicates=[], unreadable=[], seconds=round(time.time() - t0, 1),
+                   method=f'confident learning on {folds}-fold out-of-fold probabilities (gradient boosting on {len(roles.features)} columns)')
+    return dict(summary, issues=rows, files=write_issues(out, rows, summary))
+
 # %% ../../nbs/08c_tabular.ipynb #e3915a03
 def _fmt_cands(r) -> list[str]:
     key = ('accuracy', 'log_loss', 'brier', 'ece') if r['task'] == 'classification' else ('rmse', 'mae', 'r2')
@@ -592,7 +620,21 @@ class TabularFamily(Family):
         "Add conformity scores (prediction sets, intervals) to a model folder, for example one trained before fastxfer kept them."
         return calibrate_table(model_dir, data, db, table, method, mondrian)
 
+    extra_verbs = ('label_issues',)
+    def label_issues(self, data:Annotated[str|None, POSITIONAL]=None, # a labelled table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME
+                     *, target:str, # the label column
+                     folds:int=5, # out-of-fold: each row predicted by a model fitted on the other folds
+                     out:str='label_issues', # folder for label_issues.csv and label_issues.json
+                     drop:str|None=None, # columns to leave out, comma-separated
+                     db:str|None=None, # an SQLite file (with --table)
+                     table:str|None=None, # the SQLite table
+                     ) -> dict:
+        "Rows whose label is probably wrong (confident learning on out-of-fold gradient-boosting predictions)."
+        if folds < 2: raise FastxferError(f'--folds {folds}: give at least 2')
+        return table_label_issues(data, target, folds, out, db, table, drop)
+
     def human(self, verb:str, r:dict) -> str|None:
+        if verb == 'label-issues': return issues_text(r)
         f = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}.get(verb)
         return f(r) if f else super().human(verb, r)   # explain: the common lines
 

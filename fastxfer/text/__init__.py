@@ -13,6 +13,7 @@ import pandas as pd
 from ..core import FastxferError
 from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model
 from ..conformal import coverage_lines, set_phrase
+from ..label_issues import issues_text
 from typing import Annotated, Literal
 from fastcore.meta import delegates
 from ..model_folder import load_model
@@ -128,6 +129,18 @@ class TextFamily(Family):
         r = train_text(data, **kwargs)
         return report_from_folder(r['model_dir'], r)
 
+    extra_verbs = ('label_issues',)
+    def label_issues(self, data:str, # a CSV/TSV file of labelled texts
+                     text_col:str='text', # the text column
+                     label_col:str='label', # the label column
+                     folds:int=5, # out-of-fold: each text predicted by a model fitted on the other folds
+                     out:str='label_issues', # folder for label_issues.csv and label_issues.json
+                     ) -> dict:
+        "Probably mislabelled texts (confident learning on out-of-fold predictions) and near-duplicates."
+        if folds < 2: raise FastxferError(f'--folds {folds}: give at least 2')
+        if Path(data).is_dir(): raise FastxferError(f'{data}: give a CSV/TSV file of labelled texts (a folder of .txt files is not read here)')
+        return text_label_issues(data, text_col, label_col, folds, out)
+
     def predict(self, model_dir:str, # a text model folder
                 texts:Annotated[list[str]|None, POSITIONAL]=None, # texts, or - to read them from stdin (one per line)
                 file:str|None=None, # a file with one text per line (- for stdin)
@@ -164,6 +177,7 @@ class TextFamily(Family):
 
     def human(self, verb:str, r:dict) -> str|None:
         if verb == 'explain': return super().human(verb, r)
+        if verb == 'label-issues': return issues_text(r)
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}.get(verb, lambda r: None)(r)
         return with_baseline(text, r) if verb == 'train' else text
 

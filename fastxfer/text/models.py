@@ -33,7 +33,7 @@ __all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_A
            'probe_head', 'minilm_rates', 'lr_source', 'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head',
            'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm', 'awd_spec', 'save_awd',
            'AWDClassifier', 'augment_texts', 'train_text', 'parse_lr', 'hold_out_texts', 'TextPredictor',
-           'calibrate_trained_text', 'bow_words', 'upgrade_text_files']
+           'calibrate_trained_text', 'bow_words', 'upgrade_text_files', 'text_label_issues']
 
 # %% ../../nbs/10b_text_models.ipynb #effb31c7
 MINILM_NAMES = ('minilm', 'all-MiniLM-L6-v2', 'sentence-transformers/all-MiniLM-L6-v2')
@@ -829,3 +829,29 @@ def upgrade_text_files(folder:ModelFolder) -> list[str]:
             raise FastxferError(f'{p}: the rebuilt AWD-LSTM classifier does not predict as the exported learner')
     atomic_write(p/CARD_NAME, json.dumps(card, indent=2))
     return wrote
+
+# %% ../../nbs/10b_text_models.ipynb #9d8995d7
+def text_label_issues(data, text_col:str='text', label_col:str='label', folds:int=5, out='label_issues', encoder:str|None=None,
+                      dup_threshold:float=0.97) -> dict:
+    "Probably mislabelled rows of the CSV/TSV `data` (confident learning on out-of-fold probabilities of the encoder's embeddings), near-duplicates; files written to `out`."
+    from ..label_issues import find_label_issues, issue_rows, near_duplicates, out_of_fold, write_issues
+    from .data import read_table, _check_col
+    t0, df = time.time(), read_table(data)
+    for c, flag in ((text_col, '--text-col'), (label_col, '--label-col')): _check_col(df, c, flag, data)
+    df = df[df[text_col].notna() & df[label_col].notna()]
+    texts, labels = df[text_col].astype(str).tolist(), df[label_col].astype(str).tolist()
+    classes = sorted(set(labels))
+    if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} label(s) in {label_col!r}; label issues need at least 2')
+    tok, enc, _ = get_encoder(encoder)
+    X, y = embed_texts(tok, enc, texts), np.array([classes.index(l) for l in labels])
+    probs = out_of_fold(X, y, len(classes), folds)
+    rows = issue_rows([f'row {i}' for i in df.index], y, probs, classes, find_label_issues(probs, y))
+    start = {f'row {i}': t[:120] for i, t in zip(df.index, texts)}
+    for r in rows: r['text'] = start[r['item']]
+    dups = [dict(a=f'row {df.index[i]}', b=f'row {df.index[j]}', similarity=s, labels=[labels[i], labels[j]])
+            for i, j, s in near_duplicates(X, X, dup_threshold, same=True)]
+    summary = dict(data=str(data), n=len(y), classes=classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
+                   duplicates=dups, unreadable=[], seconds=round(time.time() - t0, 1),
+                   method=f'confident learning on {folds}-fold out-of-fold probabilities (logistic regression on the embeddings)')
+    files = write_issues(out, rows, summary, columns=('item', 'given', 'suggested', 'score', 'suggested_probability', 'text'))
+    return dict(summary, issues=rows, files=files)

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import numpy as np
 from fastcore.meta import delegates
 from ..backbones import arch_table, format_arch_table
+from ..label_issues import issues_text
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
 from .train import *
@@ -84,7 +85,7 @@ class VisionFamily(Family):
     name, title, predictor = 'vision', 'Images', VisionPredictor
     data_parallel = True   # train takes processes=N
     help = 'train, predict, evaluate image classifiers; list backbones'
-    extra_verbs = ('archs',)
+    extra_verbs = ('archs', 'label_issues')
 
     @delegates(train_vision, but=['quiet'])
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # folder of images (or 'pets' for fastai's URLs.PETS, online only)
@@ -148,6 +149,18 @@ class VisionFamily(Family):
         labels = labels or ModelFolder(paths[0]).card.get('labels') or 'folder'  # default: how the model was trained
         return evaluate_vision(paths[:-1], paths[-1], labels, tta, ensemble)
 
+    def label_issues(self, data:Annotated[str|None, POSITIONAL]=None, # a folder of labelled images
+                     labels:str='folder', # folder | cat-dog | breed | regex:PATTERN | csv:FILE
+                     arch:str='efficientnet_lite0', # the pretrained body whose features the out-of-fold model reads
+                     size:int=224, # image size for the features
+                     folds:int=5, # out-of-fold: each image predicted by a model fitted on the other folds
+                     out:str='label_issues', # folder for label_issues.csv, suspects.png and label_issues.json
+                     ) -> dict:
+        "Probably mislabelled images (confident learning on out-of-fold predictions), near-duplicates and unreadable files."
+        if not data: raise FastxferError('give the data: a folder of labelled images')
+        if folds < 2: raise FastxferError(f'--folds {folds}: give at least 2')
+        with contextlib.redirect_stdout(sys.stderr): return vision_label_issues(data, labels, arch, size, folds, out)
+
     def archs(self, measure:bool=False, # time one image through each backbone here
               ) -> dict:
         "Backbones, their usable weights, size and (--measure) CPU latency."
@@ -156,6 +169,7 @@ class VisionFamily(Family):
 
     def human(self, verb:str, r:dict) -> str|None:
         if verb == 'explain': return super().human(verb, r)
+        if verb == 'label-issues': return issues_text(r)
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_evaluate,
                 'archs': lambda r: format_arch_table(r['archs'])}.get(verb, lambda r: None)(r)
         return with_baseline(text, r) if verb == 'train' else text

@@ -21,7 +21,8 @@ from fastcore.basics import patch
 from .data import *
 
 # %% auto #0
-__all__ = ['TTA_METHODS', 'CROP_ZOOM', 'EXPLAIN_METHODS', 'open_image', 'tta_method', 'VisionPredictor', 'evaluate_vision']
+__all__ = ['TTA_METHODS', 'CROP_ZOOM', 'EXPLAIN_METHODS', 'open_image', 'tta_method', 'VisionPredictor', 'evaluate_vision',
+           'contact_sheet', 'vision_label_issues']
 
 # %% ../../nbs/07c_vision_predict.ipynb #74f2e8a1
 def open_image(item, draft_to:int|None=None) -> PILImage:
@@ -202,3 +203,38 @@ def evaluate_vision(model_dirs, data, labels:str='folder', tta:bool=False, ensem
     return dict(error_rate=err, accuracy=1-err, n=len(y), n_models=len(preds), labels=labels, ensemble=ensemble if len(preds) > 1 else None,
                 tta=tta_method(tta), classes=names, confusion_matrix=cm.tolist(), backend=[p.backend for p in preds],
                 seconds=round(time.time()-t0, 2), skipped=len(vd.skipped), models=[str(d) for d in model_dirs], **sets)
+
+# %% ../../nbs/07c_vision_predict.ipynb #b1590e24
+def contact_sheet(rows:list[dict], k:int=12):
+    "The top `k` suspects (`issue_rows`) as a grid of thumbnails titled given -> suggested (score): a matplotlib figure."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    rows = rows[:k]; n = max(1, int(np.ceil(np.sqrt(len(rows)))))
+    fig, axs = plt.subplots(n, n, figsize=(2.6 * n, 2.9 * n), squeeze=False)
+    for ax in axs.flat: ax.axis('off')
+    for ax, r in zip(axs.flat, rows):
+        with Image.open(r['item']) as im: ax.imshow(im.convert('RGB').resize((160, 160)))
+        ax.set_title(f"given {r['given']}\nsuggested {r['suggested']} ({r['score']:.2f})", fontsize=8)
+    fig.suptitle('label issues: given label, suggested label (score: 1 - probability of the given label)', fontsize=9)
+    return fig
+
+# %% ../../nbs/07c_vision_predict.ipynb #50a3a365
+def vision_label_issues(data, labels:str='folder', arch:str='efficientnet_lite0', size:int=224, folds:int=5, out='label_issues',
+                        dup_threshold:float=0.97) -> dict:
+    "Probably mislabelled images under `data` (confident learning on out-of-fold probabilities of frozen `arch` features), near-duplicates and unreadable files; files written to `out`."
+    from .train import many_body_features
+    from ..backbones import create_body
+    from ..label_issues import find_label_issues, issue_rows, near_duplicates, out_of_fold, write_issues
+    t0, vd = time.time(), collect_data(data, labels)   # every image; the split only lets fastai build its loaders
+    if len(vd.classes) < 2: raise FastxferError(f'{data}: {len(vd.classes)} class(es) found; label issues need at least 2')
+    y = np.array([vd.classes.index(l) for l in vd.labels])
+    X = many_body_features(make_dls(vd, size=size), {arch: create_body(arch)[0].eval()}, vd.items)[arch]
+    probs = out_of_fold(X, y, len(vd.classes), folds)
+    rows = issue_rows(vd.items, y, probs, vd.classes, find_label_issues(probs, y))
+    dups = [dict(a=str(vd.items[i]), b=str(vd.items[j]), similarity=s, labels=[vd.labels[i], vd.labels[j]])
+            for i, j, s in near_duplicates(X, X, dup_threshold, same=True)]
+    summary = dict(data=str(data), n=len(y), classes=vd.classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
+                   duplicates=dups, unreadable=[str(f) for f in vd.skipped], seconds=round(time.time() - t0, 1),
+                   method=f'confident learning on {folds}-fold out-of-fold probabilities (logistic regression on {arch} features)')
+    files = write_issues(out, rows, summary, contact_sheet(rows) if rows else None)
+    return dict(summary, issues=rows, files=files)
