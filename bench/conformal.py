@@ -13,22 +13,18 @@ the empirical coverage and mean set size (interval width) at 0.8/0.9/0.95 for ea
 
 Run it alone on the machine; the load average and CPU model are written with the figures.
 """
-import argparse, json, os, platform, sys, tempfile, time, warnings
+import argparse, json, os, sys, tempfile, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from machine import cpu_model   # bench/machine.py, beside this script
 from fastxfer.core import shared_data
 from fastxfer.conformal import COVERAGES, METHODS, Conformal, label_scores
 from fastxfer.model_folder import load_model
 from fastxfer.tabular import train_table
 from fastxfer.tabular.data import parse_source, read_table
-
-
-def cpu_model() -> str:
-    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): return platform.processor() or 'unknown'
 
 
 def pool_predictions(df, target, out, seed):

@@ -9,13 +9,14 @@ map's mass inside the square, and the seconds per explanation. JSON out (one obj
 
 Run it alone on the machine; the load average and CPU model are written with the figures.
 """
-import argparse, copy, json, os, platform, subprocess, sys, tempfile, time
+import argparse, copy, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from machine import cpu_model   # bench/machine.py, beside this script
 from fastxfer.explain import attribution_map, grad_cam, integrated_gradients, smoothgrad
 from fastxfer.model_folder import load_model
 
@@ -24,11 +25,6 @@ METHODS = {'gradcam': lambda net, x, t: grad_cam(net, x, t),
            'integrated-gradients': lambda net, x, t: attribution_map(integrated_gradients(net, x, t)),
            'gradient': lambda net, x, t: attribution_map(smoothgrad(net, x, t, n=1, sigma=0.0)),
            'smoothgrad': lambda net, x, t: attribution_map(smoothgrad(net, x, t))}
-
-
-def cpu_model() -> str:
-    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): return platform.processor() or 'unknown'
 
 
 def square_images(root:Path, n:int, size:int, side:int, seed:int) -> list:

@@ -12,19 +12,15 @@ the suspects (the issue's (a) clean, (b) noisy, (c) noisy minus suspects).
 
 Run it alone on the machine; the load average and CPU model are written with the figures.
 """
-import argparse, json, os, platform, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from machine import cpu_model   # bench/machine.py, beside this script
 from fastxfer.core import shared_data
 from fastxfer.label_issues import find_label_issues, label_quality, out_of_fold
-
-
-def cpu_model() -> str:
-    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): return platform.processor() or 'unknown'
 
 
 def pets_features():

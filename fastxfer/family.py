@@ -20,9 +20,9 @@ from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, Predictor, allow
 # %% auto #0
 __all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESSES_HELP', 'SettingDefault', 'from_settings', 'call_verb',
            'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics', 'with_baseline',
-           'human_report', 'save_conformal', 'calibrate_model', 'Family', 'resolves_settings', 'verb_signature',
-           'run_launched', 'register_family', 'family_names', 'get_family', 'family_help', 'find_family',
-           'upgrade_model', 'notebook_train']
+           'human_report', 'save_conformal', 'calibrate_model', 'explain_inputs', 'Family', 'resolves_settings',
+           'verb_signature', 'run_launched', 'register_family', 'family_names', 'get_family', 'family_help',
+           'find_family', 'upgrade_model', 'notebook_train']
 
 # %% ../nbs/06_family.ipynb #deef4f61
 class SettingDefault:
@@ -145,6 +145,19 @@ def calibrate_model(model_dir, out, y, method:str='raps', mondrian:bool=False, s
     return save_conformal(model_dir, conf)
 
 # %% ../nbs/06_family.ipynb #f26d4588
+def explain_inputs(kind:str, model_dir, inputs:list, target:str|None=None, out='explanations', **options) -> dict:
+    "The `explain` verb of family `kind`: each input's explanation (`Predictor.explain(item, target, **options)`), its picture written into `out`."
+    p = load_model(model_dir)
+    if p.kind != kind: raise FastxferError(f'{model_dir} is a {p.kind} model, not a {kind} model')
+    if not p.can_explain: raise FastxferError(f'{model_dir}: {p.kind} models do not explain their answers')
+    t, res = time.perf_counter(), []
+    for i, (given, item) in enumerate(zip(inputs, p.input.from_cli(inputs))):
+        e = p.explain(item, target, **options)
+        pic = p.explain_picture(item, e)
+        if pic is not None: e['picture'] = str(_save_picture(pic, Path(out), i, given))
+        res.append(dict(input=str(given), **e))
+    return dict(model=str(model_dir), kind=p.kind, ms=round((time.perf_counter()-t)*1000, 1), explanations=res)
+
 def _save_picture(pic, out:Path, i:int, given) -> Path:
     "Write the PIL image `pic` as `out/<n>-<name>.png` (atomically), named after the input `given` when it is a file."
     import io, re
@@ -190,16 +203,7 @@ class Family:
                 out:str='explanations', # folder the pictures are written to, one PNG per input
                 ) -> dict:
         "Why the model answers what it does: a heatmap over an image, each word's or column's weight, a recommender's similar items."
-        p = load_model(model_dir)
-        if p.kind != self.name: raise FastxferError(f'{model_dir} is a {p.kind} model, not a {self.name} model')
-        if not p.can_explain: raise FastxferError(f'{model_dir}: {p.kind} models do not explain their answers')
-        t, res = time.perf_counter(), []
-        for i, (given, item) in enumerate(zip(inputs, p.input.from_cli(inputs))):
-            e = p.explain(item, target)
-            pic = p.explain_picture(item, e)
-            if pic is not None: e['picture'] = str(_save_picture(pic, Path(out), i, given))
-            res.append(dict(input=str(given), **e))
-        return dict(model=str(model_dir), kind=p.kind, ms=round((time.perf_counter()-t)*1000, 1), explanations=res)
+        return explain_inputs(self.name, model_dir, inputs, target, out)
 
     def serve_demo(self, models_dir) -> dict|None:
         "Train a small demo model into `models_dir` for `fastxfer serve --demo` (None: this family has none)."
@@ -324,7 +328,7 @@ def register_family(cls=None, *, replace:bool=False):
         raise ValueError(f'a family named {cls.name!r} is already registered ({predictor_name(type(old))}); '
                          'use @register_family(replace=True) to replace it')
     cls.title = cls.title or cls.name.capitalize()
-    for n in ('train', 'evaluate', 'predict', *cls.extra_verbs):
+    for n in ('train', 'evaluate', 'predict', 'explain', *cls.extra_verbs):
         fn = cls.__dict__.get(n)
         if not callable(fn): continue
         fn.__signature__ = verb_signature(fn)

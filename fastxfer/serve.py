@@ -37,16 +37,16 @@ ApiError = InputError   # the name this module used before `fastxfer.inputs` exi
 
 # %% auto #0
 __all__ = ['logger', 'ApiError', 'KEYS_ENV', 'PROTECT', 'LOOPBACK', 'MAX_JSON_DEPTH', 'BEARER', 'ANSWER', 'POSTMAN_SCHEMA',
-           'SERVE_APP_ENV', 'Prediction', 'PredictResponse', 'QueryResponse', 'TokenWeight', 'ExplainResponse',
-           'ModelInfo', 'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'DriftColumn', 'DriftResponse',
-           'response_model', 'ModelRunner', 'check_media', 'read_payload', 'part_bytes', 'read_keys', 'KeyRefused',
-           'ApiKeys', 'request_key', 'ServeMetrics', 'load_models', 'body_param', 'typed_endpoint', 'media_extra',
-           'before_body', 'json_depth', 'check_json_body', 'ModelHub', 'sure_params', 'draws_explanation', 'explained',
-           'add_error_handlers', 'validation_error', 'server_routes', 'sure_query', 'explain_response_model',
-           'model_routes', 'legacy_routes', 'metrics_routes', 'secure_openapi', 'create_app', 'api_docs_html',
-           'loop_run', 'tab_title', 'card_markdown', 'ui_key_check', 'model_ui', 'explain_ui', 'drift_text', 'drift_ui',
-           'query_ui', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection', 'demo_models', 'app_from_env',
-           'parse_origins', 'serve', 'export_postman']
+           'SERVE_APP_ENV', 'Prediction', 'ModelAnswer', 'PredictResponse', 'QueryResponse', 'TokenWeight',
+           'ExplainResponse', 'ModelInfo', 'ModelsResponse', 'HealthResponse', 'ErrorResponse', 'DriftColumn',
+           'DriftResponse', 'response_model', 'ModelRunner', 'check_media', 'read_payload', 'part_bytes', 'read_keys',
+           'KeyRefused', 'ApiKeys', 'request_key', 'ServeMetrics', 'load_models', 'body_param', 'typed_endpoint',
+           'media_extra', 'before_body', 'json_depth', 'check_json_body', 'ModelHub', 'sure_params',
+           'draws_explanation', 'explained', 'add_error_handlers', 'validation_error', 'server_routes', 'sure_query',
+           'explain_response_model', 'model_routes', 'legacy_routes', 'metrics_routes', 'secure_openapi', 'create_app',
+           'api_docs_html', 'loop_run', 'tab_title', 'card_markdown', 'ui_key_check', 'model_ui', 'explain_ui',
+           'drift_text', 'drift_ui', 'query_ui', 'build_ui', 'offline_theme', 'mount_ui', 'postman_collection',
+           'demo_models', 'app_from_env', 'parse_origins', 'serve', 'export_postman']
 
 # %% ../nbs/13_serve.ipynb #d9742c93
 class Prediction(BaseModel):
@@ -55,22 +55,22 @@ class Prediction(BaseModel):
     label: str = Field(description='the most probable class')
     probs: dict[str, float] = Field(description='probability of every class')
 
-class PredictResponse(BaseModel):
-    "The answer to a prediction request: one prediction per item (and the single one's label and probabilities)."
+class ModelAnswer(BaseModel):
+    "What every answer of a model's operation starts with: the model and its kind."
     model_config = ConfigDict(extra='allow')
     model: str = Field(description='the model that answered')
     kind: str = Field(description="the model's kind (its family)")
+
+class PredictResponse(ModelAnswer):
+    "The answer to a prediction request: one prediction per item (and the single one's label and probabilities)."
     label: Optional[str] = Field(None, description='the label, when the request held exactly one item')
     probs: Optional[dict[str, float]] = Field(None, description='the probabilities, when the request held exactly one item')
     predictions: list[Prediction] = Field(description='one prediction per item, in request order')
     seconds: float = Field(description='time spent in the server for this request')
     effects: Optional[dict[str, Any]] = Field(None, description="what a side effect did (the effect's operations only)")
 
-class QueryResponse(BaseModel):
+class QueryResponse(ModelAnswer):
     "The answer to a question a model answers besides predicting (recommendations, similar items...)."
-    model_config = ConfigDict(extra='allow')
-    model: str = Field(description='the model that answered')
-    kind: str = Field(description="the model's kind (its family)")
     query: str = Field(description='the question asked')
     result: dict[str, Any] = Field(description="the answer; a list of answers is under result.items")
     seconds: float = Field(description='time spent in the server for this request')
@@ -80,11 +80,8 @@ class TokenWeight(BaseModel):
     token: str
     weight: float
 
-class ExplainResponse(BaseModel):
+class ExplainResponse(ModelAnswer):
     "Why a model answers what it does for one item: a sentence, and the family's details (a map, words' weights, a table)."
-    model_config = ConfigDict(extra='allow')
-    model: str = Field(description='the model that answered')
-    kind: str = Field(description="the model's kind (its family)")
     label: Optional[str] = Field(None, description="the model's answer")
     target: Optional[str] = Field(None, description='the class explained (none for a number)')
     method: str = Field(description='how the explanation was made')

@@ -193,3 +193,12 @@ def run_old(pkg: Path, code: str, *args, cwd=None):
                        env={**os.environ, 'FASTXFER_DATA_DIR': str(pkg/'fxdata'), 'FASTXFER_MODELS_DIR': str(pkg/'fxmodels')})
     assert r.returncode == 0, f'the old release failed:\n{r.stderr[-3000:]}'
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    "One torch thread for a module (as each of the suite's two workers has): with two on a busy machine every small op waits for the other."
+    import torch
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

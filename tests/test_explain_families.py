@@ -18,13 +18,7 @@ def keyword_texts(n:int, seed:int) -> list[str]:
     return out
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    "One torch thread, as each of the suite's two workers has (with two on a busy machine every small op waits for the other)."
-    import torch
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')

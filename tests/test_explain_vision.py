@@ -35,13 +35,7 @@ def mass_in_square(heatmap, xy) -> float:
     return float(h[inside].sum() / max(h.sum(), 1e-12))
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    "One torch thread, as each of the suite's two workers has (with two on a busy machine every small op waits for the other)."
-    import torch
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(scope='module')
@@ -156,6 +150,8 @@ def test_vision_explain_from_the_command_line(squares, tmp_path):
     assert o['target'] == other and o['label'] == es[0]['label'] and o['heatmap'] != es[0]['heatmap']
     out = run_cli('vision', 'explain', d/'m', files[0], '--out', tmp_path/'human', check=0).stdout
     assert out.startswith(f'{files[0]}: ') and f"picture: {tmp_path/'human'}" in out
+    g = run_json('vision', 'explain', d/'m', files[0], '--method', 'gradcam', '--out', tmp_path/'pics')['explanations'][0]
+    assert g['method'].startswith('Grad-CAM') and g['heatmap'] != es[0]['heatmap']   # --method chooses the map
 
 
 def test_bad_vision_explain_is_exit_2(squares, tmp_path):
@@ -169,6 +165,8 @@ def test_bad_vision_explain_is_exit_2(squares, tmp_path):
         r = run_cli('vision', 'explain', d/'m', tmp_path/bad, '--out', tmp_path/'pics')
         assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith('error: '), (bad, r.returncode, r.stderr[-2000:])
     assert not (tmp_path/'pics').exists() or not list((tmp_path/'pics').iterdir())
+    r = run_cli('vision', 'explain', d/'m', tmp_path/'ok.png', '--method', 'lime', '--out', tmp_path/'pics')
+    assert r.returncode == 2 and 'invalid choice' in r.stderr
 
 
 # ---- segment ------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import contextlib, json, sys, time, warnings
 from pathlib import Path
 from ..core import FastxferError, atomic_write, log
 from ..model_folder import ModelFolder, load_model, save_tensors
-from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model
+from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model, explain_inputs
 from ..conformal import coverage_lines, set_phrase
 from typing import Annotated, Literal
 import numpy as np
@@ -160,6 +160,15 @@ class VisionFamily(Family):
         if not data: raise FastxferError('give the data: a folder of labelled images')
         if folds < 2: raise FastxferError(f'--folds {folds}: give at least 2')
         with contextlib.redirect_stdout(sys.stderr): return vision_label_issues(data, labels, arch, size, folds, out)
+
+    def explain(self, model_dir:str, # a vision model folder
+                images:list[str], # image files
+                target:str|None=None, # the class to explain; unset: the predicted one
+                method:Literal['smoothgrad', 'integrated-gradients', 'gradcam']='smoothgrad', # how the map is made (fastxfer.explain says why smoothgrad)
+                out:str='explanations', # folder the pictures are written to, one PNG per image
+                ) -> dict:
+        "Where in each image the model sees the class: a heatmap over the image."
+        return explain_inputs(self.name, model_dir, images, target, out, method=method)
 
     def archs(self, measure:bool=False, # time one image through each backbone here
               ) -> dict:
