@@ -1027,7 +1027,7 @@ def explain_ui(hub:ModelHub, name:str, inputs:list, key=None):
                                  elem_id=f'explain-target-{name}')
             btn = gr.Button('Explain', elem_id=f'explain-{name}')
         outs = [gr.Markdown(elem_id=f'explain-text-{name}'), gr.Image(label='explanation', type='pil', interactive=False, visible=False, elem_id=f'explain-pic-{name}'),
-                gr.HighlightedText(label='words (green: for the class, red: against)', visible=False, elem_id=f'explain-tokens-{name}'),
+                gr.HighlightedText(label='words (red: for the class, blue: against; the stronger, the more)', visible=False, elem_id=f'explain-tokens-{name}'),
                 gr.Dataframe(visible=False, interactive=False, elem_id=f'explain-rows-{name}')]
     btn.click(why, [target, *inputs, key] if key is not None else [target, *inputs], outs)
 
