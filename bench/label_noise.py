@@ -1,11 +1,16 @@
-"""How well `label-issues` finds labels planted wrong: on the shared pets (cat/dog and the 37 breeds), imdb_sample
-and adult_sample, 10% of the labels are changed (a fixed seed; uniformly to another class, and for the breeds also to a
-look-alike: the breed of the same species the clean out-of-fold model confuses it with most), then each family's
-out-of-fold probabilities (the verbs' own fast paths: frozen EfficientNet-Lite0 features or MiniLM embeddings with a
-logistic regression, gradient boosting for the table) go to confident learning, ours and cleanlab's
-`find_label_issues`. Reported per set: precision and recall of the flagged items and at k = the number of flips,
-F1, seconds. JSON out (one object, the last line). Not measured here yet: the score of a model retrained without
-the suspects (the issue's (a) clean, (b) noisy, (c) noisy minus suspects).
+"""How well `label-issues` finds labels planted wrong, and what dropping its suspects gives back: on the shared pets
+(cat/dog and the 37 breeds), imdb_sample and adult_sample. Each set is split once (the seed; stratified by the clean
+label) into a training part (80%) and a validation part (20%) whose labels stay clean. In the training part 10% of the
+labels are changed (uniformly to another class, and for the breeds also to a look-alike: the breed of the same species
+the clean out-of-fold model confuses it with most), then the out-of-fold probabilities of each family's fast path
+(frozen EfficientNet-Lite0 features or MiniLM embeddings with a logistic regression, gradient boosting for the table)
+on the noisy training part go to confident learning, ours and cleanlab's `find_label_issues`. Detection, per set:
+precision and recall of the flagged items and at k = the number of flips, F1, seconds. Retraining (the issue's (a), (b),
+(c)): the same fast-path model fitted on the whole training part with (a) the clean labels, (b) the noisy labels,
+(c) the noisy labels minus the items ours flagged, scored on the clean validation part (accuracy and macro F1), and
+`recovered` = (c - b) / (a - b), null (the ratio means nothing) where a - b is under one standard error of the
+clean score on the validation part, sqrt(a (1 - a) / n), or under one item.
+JSON out (one object, the last line); a summary line a set on stderr.
 
     .venv/bin/python bench/label_noise.py                         # every set, about 5 minutes on 2 cores (cold caches)
     .venv/bin/python bench/label_noise.py --sets pets-catdog,adult
@@ -52,6 +57,23 @@ def adult_table():
     return X, df.salary.astype(str).to_numpy(), lambda a, b: _gbm_proba(a, np.asarray(b))
 
 
+def probe_fit(n_classes):
+    "The fit `out_of_fold` uses by default (text and vision's fast path): a logistic regression, C chosen by 3-fold CV."
+    from fastxfer.probe import linear_probe
+    return lambda X, y: linear_probe(X, y, n_classes, folds=3, tol=1e-3).proba
+
+
+def take(X, ix):
+    "Rows `ix` of `X`, a table (keeping its column types) or an array."
+    return X.iloc[ix] if hasattr(X, 'iloc') else np.asarray(X)[ix]
+
+
+def split(y, seed, validation=0.2):
+    "Training and validation positions: one split, stratified by the (clean) label `y`."
+    from sklearn.model_selection import train_test_split
+    return train_test_split(np.arange(len(y)), test_size=validation, stratify=y, random_state=seed)
+
+
 def flip(y, K, rate, rng, lookalike=None):
     "`y` with `rate` of it changed to another class (uniformly, or to `lookalike[class]` when given); the changed positions."
     idx = rng.choice(len(y), int(round(rate * len(y))), replace=False)
@@ -69,20 +91,58 @@ def scores(mask, rank, flipped) -> dict:
                 precision_at_k=round(len(set(rank[:k].tolist()) & f) / k, 3))
 
 
-def run_set(name, X, y_text, rate, seed, fit=None, lookalike_of=None) -> dict:
-    "Flip, out-of-fold probabilities, then ours and cleanlab's confident learning on them."
+def detect(X, z, K, flipped, fit) -> tuple[dict, np.ndarray]:
+    "Out-of-fold probabilities on the noisy labels `z`, ours and cleanlab's confident learning on them: the figures, our mask."
     from cleanlab.filter import find_label_issues as cleanlab_issues
-    classes = sorted(set(y_text)); y = np.array([classes.index(v) for v in y_text]); K = len(classes)
-    rng, t0 = np.random.default_rng(seed), time.time()
-    look = lookalike_of(X, y, K) if lookalike_of else None
-    z, idx = flip(y, K, rate, rng, look)
     probs = out_of_fold(X, z, K, 5, fit=fit)
-    secs = time.time() - t0
     rank = np.argsort(label_quality(probs, z), kind='stable')
     ours = find_label_issues(probs, z); theirs = cleanlab_issues(z, probs)
-    return dict(set=name, n=len(y), classes=K, flips=len(idx), oof_accuracy_noisy=round(float((probs.argmax(1) == z).mean()), 4),
-                ours=scores(ours, rank, idx), cleanlab=scores(theirs, rank, idx), agreement=round(float((ours == theirs).mean()), 4),
-                seconds=round(secs, 1))
+    return dict(oof_accuracy_noisy=round(float((probs.argmax(1) == z).mean()), 4), ours=scores(ours, rank, flipped),
+                cleanlab=scores(theirs, rank, flipped), agreement=round(float((ours == theirs).mean()), 4)), ours, probs
+
+
+def validation_score(fit, X_train, y_train, X_val, y_val) -> dict:
+    "Accuracy and macro F1 on the validation part of the model `fit` on the training rows given."
+    from sklearn.metrics import f1_score
+    pred = fit(X_train, y_train)(X_val).argmax(1)
+    return dict(accuracy=round(float((pred == y_val).mean()), 4), macro_f1=round(float(f1_score(y_val, pred, average='macro')), 4))
+
+
+def recovered(a, b, c, n_val):
+    """(c - b) / (a - b), the share of the score lost to the noise that dropping the suspects gives back; None when the loss
+    a - b is within noise: under one standard error of the clean score on `n_val` items, sqrt(a (1 - a) / n_val), or one item."""
+    return round((c - b) / (a - b), 3) if a - b >= max(1 / n_val, np.sqrt(a * (1 - a) / n_val)) else None
+
+
+def retrain(X_tr, y_tr, z_tr, suspects, probs, X_va, y_va, fit) -> dict:
+    """The issue's (a) clean, (b) noisy, (c) noisy minus `suspects` labels: the model refitted on the training part, scored
+    on validation; and, an experiment beside (c), the suspects relabelled to the out-of-fold suggestion instead of dropped."""
+    keep = np.flatnonzero(~suspects)
+    clean, noisy = validation_score(fit, X_tr, y_tr, X_va, y_va), validation_score(fit, X_tr, z_tr, X_va, y_va)
+    cleaned = validation_score(fit, take(X_tr, keep), z_tr[keep], X_va, y_va)
+    relabelled = validation_score(fit, X_tr, np.where(suspects, probs.argmax(1), z_tr), X_va, y_va)
+    out = dict(clean=clean, noisy=noisy, cleaned=cleaned, relabelled=relabelled, removed=int(suspects.sum()),
+               recovered_accuracy=recovered(clean['accuracy'], noisy['accuracy'], cleaned['accuracy'], len(y_va)),
+               recovered_f1=recovered(clean['macro_f1'], noisy['macro_f1'], cleaned['macro_f1'], len(y_va)))
+    if out['recovered_accuracy'] is None or out['recovered_f1'] is None:
+        out['recovered_note'] = 'null: clean minus noisy is within one standard error of the validation score, the ratio means nothing'
+    return out
+
+
+def run_set(name, X, y_text, rate, seed, fit=None, lookalike_of=None) -> dict:
+    "Split, flip the training part, detect the flips, then retrain on clean, noisy and cleaned labels."
+    classes = sorted(set(y_text)); y = np.array([classes.index(v) for v in y_text]); K = len(classes)
+    fit = fit or probe_fit(K)
+    tr, va = split(y, seed)
+    X_tr, y_tr, X_va, y_va = take(X, tr), y[tr], take(X, va), y[va]
+    rng, t0 = np.random.default_rng(seed), time.time()
+    look = lookalike_of(X_tr, y_tr, K) if lookalike_of else None
+    z_tr, flipped = flip(y_tr, K, rate, rng, look)
+    found, ours, probs = detect(X_tr, z_tr, K, flipped, fit)
+    secs, t1 = time.time() - t0, time.time()
+    again = retrain(X_tr, y_tr, z_tr, ours, probs, X_va, y_va, fit)
+    return dict(set=name, n=len(y), n_train=len(tr), n_validation=len(va), classes=K, flips=len(flipped), **found,
+                seconds=round(secs, 1), **again, retrain_seconds=round(time.time() - t1, 1))
 
 
 def breed_lookalikes(X, y, K, species) -> dict:
@@ -94,27 +154,54 @@ def breed_lookalikes(X, y, K, species) -> dict:
     return {k: int(conf[k].argmax()) for k in range(K)}
 
 
+def repeated(name, X, y_text, a, **kw) -> dict:
+    """`run_set` on `a.repeats` splits and flips (seeds a.seed, a.seed + 1, ...): each run, and their means, `recovered`
+    computed on the means (the standard error then over every run's validation items)."""
+    runs = [run_set(name, X, y_text, a.rate, a.seed + k, **kw) for k in range(a.repeats)]
+    mean = lambda f: round(float(np.mean([f(r) for r in runs])), 4)
+    m = {v: {s: mean(lambda r: r[v][s]) for s in ('accuracy', 'macro_f1')} for v in ('clean', 'noisy', 'cleaned', 'relabelled')}
+    n_val = sum(r['n_validation'] for r in runs)
+    out = dict(runs[0], **m, removed=mean(lambda r: r['removed']), flips=mean(lambda r: r['flips']),
+               ours={k: mean(lambda r: r['ours'][k]) for k in runs[0]['ours']}, cleanlab={k: mean(lambda r: r['cleanlab'][k]) for k in runs[0]['cleanlab']},
+               oof_accuracy_noisy=mean(lambda r: r['oof_accuracy_noisy']), agreement=mean(lambda r: r['agreement']),
+               seconds=mean(lambda r: r['seconds']), retrain_seconds=mean(lambda r: r['retrain_seconds']), repeats=len(runs), runs=runs)
+    for s, key in (('accuracy', 'recovered_accuracy'), ('macro_f1', 'recovered_f1')):
+        out[key] = recovered(m['clean'][s], m['noisy'][s], m['cleaned'][s], n_val)
+        out[key.replace('recovered', 'recovered_by_relabelling')] = recovered(m['clean'][s], m['noisy'][s], m['relabelled'][s], n_val)
+    return out
+
+
+def summary_line(r) -> str:
+    "One set's figures for people: detection F1, then validation accuracy and macro F1 for clean / noisy / cleaned labels."
+    c, n, d = r['clean'], r['noisy'], r['cleaned']
+    return (f"{r['set']}: F1 ours {r['ours']['f1']}, cleanlab {r['cleanlab']['f1']}; precision at k {r['ours']['precision_at_k']}; "
+            f"validation accuracy clean {c['accuracy']} / noisy {n['accuracy']} / cleaned {d['accuracy']} (recovered {r['recovered_accuracy']}), "
+            f"macro F1 {c['macro_f1']} / {n['macro_f1']} / {d['macro_f1']} (recovered {r['recovered_f1']}); removed {r['removed']}; "
+            f"suspects relabelled instead: accuracy {r['relabelled']['accuracy']} (recovered {r.get('recovered_by_relabelling_accuracy')})")
+
+
 def main(a):
     load, out = os.getloadavg(), []
     sets = a.sets.split(',')
     if any(s.startswith('pets') for s in sets) and shared_data('pets'):
         X, m = pets_features()
-        if 'pets-catdog' in sets: out.append(run_set('pets cat/dog', X, m.species.to_numpy(), a.rate, a.seed))
-        if 'pets-breeds' in sets: out.append(run_set('pets 37 breeds, uniform flips', X, m.breed.to_numpy(), a.rate, a.seed))
+        if 'pets-catdog' in sets: out.append(repeated('pets cat/dog', X, m.species.to_numpy(), a))
+        if 'pets-breeds' in sets: out.append(repeated('pets 37 breeds, uniform flips', X, m.breed.to_numpy(), a))
         if 'pets-lookalike' in sets:
             sp = dict(zip(m.breed, m.species)); species = np.array([sp[b] for b in sorted(set(m.breed))])
-            out.append(run_set('pets 37 breeds, look-alike flips', X, m.breed.to_numpy(), a.rate, a.seed,
+            out.append(repeated('pets 37 breeds, look-alike flips', X, m.breed.to_numpy(), a,
                                lookalike_of=lambda X, y, K: breed_lookalikes(X, y, K, species)))
     if 'imdb' in sets and shared_data('fastai_samples/imdb_sample'):
-        E, y = imdb_embeddings(); out.append(run_set('imdb_sample', E, y, a.rate, a.seed))
+        E, y = imdb_embeddings(); out.append(repeated('imdb_sample', E, y, a))
     if 'adult' in sets and shared_data('fastai_samples/adult_sample'):
-        X, y, fit = adult_table(); out.append(run_set('adult_sample', X, y, a.rate, a.seed, fit=fit))
-    for r in out: print(f"{r['set']}: F1 ours {r['ours']['f1']}, cleanlab {r['cleanlab']['f1']}; precision at k {r['ours']['precision_at_k']}", file=sys.stderr)
-    print(json.dumps(dict(bench='label_noise', rate=a.rate, seed=a.seed, sets=out, load_average_before=[round(v, 2) for v in load], cpu=cpu_model())))
+        X, y, fit = adult_table(); out.append(repeated('adult_sample', X, y, a, fit=fit))
+    for r in out: print(summary_line(r), file=sys.stderr)
+    print(json.dumps(dict(bench='label_noise', rate=a.rate, seed=a.seed, repeats=a.repeats, sets=out, load_average_before=[round(v, 2) for v in load], cpu=cpu_model())))
 
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--sets', default='pets-catdog,pets-breeds,pets-lookalike,imdb,adult')
     ap.add_argument('--rate', type=float, default=0.1); ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--repeats', type=int, default=3, help='splits and flips per set (seeds seed, seed+1, ...); the figures are their means')
     main(ap.parse_args())

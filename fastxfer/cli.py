@@ -18,6 +18,7 @@ __all__ = ['TOOLS', 'COMMON_FLAGS', 'common_parser', 'effective_default', 'add_s
 TOOLS = {
     'augment': ('fastxfer.augment.image', 'preview image augmentation presets', {'preview': 'preview'}),
     'serve':   ('fastxfer.serve', 'serve every exported model: REST API and Gradio UI', 'serve'),
+    'review':  ('fastxfer.review_page', 'review suspected label issues in the browser: keep, relabel or delete each', 'review'),
     'api':     ('fastxfer.serve', 'API tools: export a Postman collection', {'postman': 'export_postman'}),
     'check':   ('fastxfer.model_folder', 'say what a model folder holds and whether loading it can run code', 'check_model'),
     'upgrade': ('fastxfer.family', "convert a model folder of an earlier release (pickles) to safe files", 'upgrade_model'),

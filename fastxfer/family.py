@@ -226,6 +226,9 @@ class Family:
     def human(self, verb:str, result:dict) -> str|None:
         "Text for a person (None: `key: value` lines); families override per verb."
         if verb in ('train', 'evaluate'): return human_report(result)
+        if verb == 'apply-review':
+            from fastxfer.review import review_text
+            return review_text(result)
         if verb == 'explain' and 'explanations' in result:
             from fastxfer.explain import explain_lines
             return '\n'.join(explain_lines(e) for e in result['explanations'])

@@ -14,7 +14,7 @@ from .model_folder import Predictor, load_model, answer_rows, legend_html
 
 # %% auto #0
 __all__ = ['prediction_html', 'error_html', 'answers_html', 'QueryWidget', 'explanation_html', 'ExplainBox', 'PredictWidget',
-           'predict_widget']
+           'predict_widget', 'ReviewWidget', 'go', 'decide', 'review_widget']
 
 # %% ../nbs/14_widgets.ipynb #ed242430
 def prediction_html(pred:dict, top:int=5, headline:str|None=None) -> str:
@@ -149,3 +149,50 @@ def predict_widget(model_dir, top:int=5) -> PredictWidget:
     "A widget that predicts with the model in `model_dir` (or a `Predictor`): its own input, then the prediction."
     p = model_dir if isinstance(model_dir, Predictor) else load_model(model_dir)
     return PredictWidget(p, top)
+
+# %% ../nbs/14_widgets.ipynb #668748fe
+def _markdown_html(s:str) -> str:
+    "The review session's one-line Markdown (bold and code) as HTML."
+    import re
+    s = html.escape(s).replace('&amp;nbsp;', '&nbsp;').replace('\n\n- ', '<br>&bull; ').replace('\n', '<br>')
+    return re.sub(r'`([^`]*)`', r'<code>\1</code>', re.sub(r'\*\*([^*]*)\*\*', r'<b>\1</b>', s))
+
+class ReviewWidget(W.VBox):
+    "One suspect at a time (its image, text or row), Keep / Relabel / Delete and Previous / Next; `session` saves each decision."
+    def __init__(self, session):
+        self.session, self.at = session, 0
+        self.image = W.Image(format='png', layout=W.Layout(max_width='448px'))
+        self.text, self.caption, self.status = W.HTML(), W.HTML(), W.HTML()
+        self.label = W.Dropdown(options=session.classes, description='relabel to')
+        self.buttons = {d: W.Button(description=d.capitalize(), button_style=s) for d, s in
+                        (('keep', ''), ('relabel', 'primary'), ('delete', 'danger'), ('previous', ''), ('next', ''))}
+        for d in ('keep', 'relabel', 'delete'): self.buttons[d].on_click(lambda _, d=d: self.decide(d))
+        self.buttons['previous'].on_click(lambda _: self.go(self.at - 1)); self.buttons['next'].on_click(lambda _: self.go(self.at + 1))
+        b = self.buttons
+        super().__init__([self.caption, self.image, self.text, W.HBox([self.label, b['keep'], b['relabel'], b['delete']]),
+                          W.HBox([b['previous'], b['next']]), self.status])
+        self.go(session.next_open(-1) if len(session.taken) < len(session) else 0)
+
+# %% ../nbs/14_widgets.ipynb #d061ddb1
+def go(self:ReviewWidget, i:int):
+    "Show suspect `i` (kept within the list)."
+    s = self.session; self.at = i = max(0, min(i, len(s) - 1)); v, issue = s.view(i), s.issues[i]
+    self.caption.value, self.status.value = _markdown_html(s.caption(i)), _markdown_html(s.status())
+    if v['image'] is not None: b = io.BytesIO(); v['image'].save(b, format='PNG'); self.image.value = b.getvalue()
+    self.image.layout.display = '' if v['image'] is not None else 'none'
+    self.text.value = (f"<p>{html.escape(v['text'])}</p>" if v['text'] else '') + (answers_html({'items': [v['row']]}) if v['row'] else '')
+    self.label.value = (s.taken.get(issue['item']) or {}).get('label') or issue['suggested']
+
+def decide(self:ReviewWidget, decision:str):
+    "Save `decision` on the suspect shown (relabel: to the chosen label), then show the next one without a decision."
+    self.session.decide(self.at, decision, self.label.value if decision == 'relabel' else None)
+    self.go(self.session.next_open(self.at))
+
+ReviewWidget.go, ReviewWidget.decide = go, decide
+
+def review_widget(data=None, issues='label_issues', decisions=None) -> ReviewWidget:
+    "Review the suspects of the `label-issues` report in `issues` (of `data`); decisions go to `decisions` (default: beside the data)."
+    from fastxfer.review_page import ReviewSession, load_issues, writable_decisions
+    r = load_issues(data, issues)
+    if not r['issues']: raise FastxferError(f"{issues}: label-issues found no suspect in {r['data']}; nothing to review")
+    return ReviewWidget(ReviewSession(r, writable_decisions(r['data'], decisions)))

@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, atomic_write, log, setting
+from ..core import FastxferError, atomic_write, log, setting, to_jsonable
 from ..family import (Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
                              format_metrics, calibrate_model)
 from ..conformal import (Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration, plot_selective,
@@ -25,6 +25,7 @@ from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model
 from .. import metrics
 from ..explain import shapley_values, contributions_chart
 from ..label_issues import issues_text
+from ..review import apply_table_review, exclude_rows
 from .data import *
 from .models import *
 
@@ -95,11 +96,12 @@ def _examples(df:pd.DataFrame, roles:Roles, n:int=3) -> list[dict]:
              for k, v in r.items()} for r in rows.to_dict(orient='records')]
 
 # %% ../../nbs/08c_tabular.ipynb #2b8eceb5
-def _read_roles(src, target, cat, cont, drop, task, valid_col, calib_col) -> tuple:
-    "The table of `src` and its roles (logged); `calib_col` checked and left out of the inputs."
+def _read_roles(src, target, cat, cont, drop, task, valid_col, calib_col, exclude=None) -> tuple:
+    "The table of `src` and its roles (logged); `calib_col` checked and left out of the inputs; a review's decisions (`exclude`) applied."
     df = read_table(src)
     if calib_col is not None: check_column(df, calib_col, '--calib-col', src); drop = ','.join(filter(None, (drop, calib_col)))
     df, roles = infer_roles(df, target, cat, cont, drop, task, valid_col, where=src)
+    if exclude: df = exclude_rows(df, target, exclude, src)   # train --exclude: in memory, the file untouched
     if calib_col is not None: roles.excluded[calib_col] = 'marks the calibration rows (--calib-col)'
     for line in roles.describe().split('\n') + [f'note: {n}' for n in roles.notes]: log(line)
     return df, roles
@@ -131,12 +133,13 @@ def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?tabl
                 table:str|None=None, # the SQLite table
                 calib_pct:float=from_settings('calib_pct', float), # share of the training rows held out to calibrate prediction sets (raised to 100 rows where the data allows); 0: none
                 calib_col:str|None=None, # a true/false column marking the calibration rows (instead of --calib-pct)
+                exclude:str|None=None, # a review's decisions CSV (keep / relabel / delete per row): deleted rows left out, relabels applied; the table stays as it is
                 quiet:bool=False, # no progress output
                 ) -> dict:
     "Read a table, infer the roles, train the model(s), calibrate, choose, explain, and write the model folder."
     if model not in MODEL_CHOICES: raise FastxferError(f'--model must be one of {", ".join(MODEL_CHOICES)}, not {model!r}')
     t0, src = time.time(), parse_source(data, db, table)
-    df, roles = _read_roles(src, target, cat, cont, drop, task, valid_col, calib_col)
+    df, roles = _read_roles(src, target, cat, cont, drop, task, valid_col, calib_col, exclude)
     tr, va, how = split_rows(df, roles, valid_pct, valid_col, seed)
     tr, ca = calib_rows(df, tr, calib_col, calib_pct, seed)
     log(f'{len(tr)} training, {len(ca)} calibration and {len(va)} validation rows ({how})')
@@ -537,7 +540,8 @@ def table_label_issues(data, target:str, folds:int=5, out='label_issues', db=Non
     y = np.array([classes.index(v) for v in df[target].astype(str)])
     probs = out_of_fold(X, y, len(classes), folds, fit=lambda a, b: _gbm_proba(a, np.asarray(b)))
     rows = issue_rows([f'row {i}' for i in df.index], y, probs, classes, find_label_issues(probs, y))
-    summary = dict(data=str(data), target=target, n=len(y), classes=classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
+    for r in rows: r['row'] = to_jsonable(df.loc[int(r['item'][4:]), roles.features].to_dict())   # what the review page shows
+    summary = dict(kind='tabular', data=str(data), target=target, n=len(y), classes=classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
                    duplicates=[], unreadable=[], seconds=round(time.time() - t0, 1),
                    method=f'confident learning on {folds}-fold out-of-fold probabilities (gradient boosting on {len(roles.features)} columns)')
     return dict(summary, issues=rows, files=write_issues(out, rows, summary))
@@ -620,7 +624,7 @@ class TabularFamily(Family):
         "Add conformity scores (prediction sets, intervals) to a model folder, for example one trained before fastxfer kept them."
         return calibrate_table(model_dir, data, db, table, method, mondrian)
 
-    extra_verbs = ('label_issues',)
+    extra_verbs = ('label_issues', 'apply_review')
     def label_issues(self, data:Annotated[str|None, POSITIONAL]=None, # a labelled table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME
                      *, target:str, # the label column
                      folds:int=5, # out-of-fold: each row predicted by a model fitted on the other folds
@@ -632,6 +636,16 @@ class TabularFamily(Family):
         "Rows whose label is probably wrong (confident learning on out-of-fold gradient-boosting predictions)."
         if folds < 2: raise FastxferError(f'--folds {folds}: give at least 2')
         return table_label_issues(data, target, folds, out, db, table, drop)
+
+    def apply_review(self, decisions:str, # the review's decisions CSV (fastxfer review writes DATA.decisions.csv beside the data)
+                     data:str|None=None, # the CSV/TSV file it reviews (if not given: the file DECISIONS is named after)
+                     target:str|None=None, # the label column (needed unless --undo)
+                     yes:bool=False, # change the files (without it: only say what would change)
+                     undo:bool=False, # put back what an earlier --yes changed
+                     ) -> dict:
+        "Apply a review's decisions to a CSV/TSV table, all or nothing: rows deleted, labels changed, the old file kept beside it."
+        if not target and not undo: raise FastxferError('give --target, the label column the decisions change')
+        return apply_table_review(decisions, data, target, yes, undo, 'fastxfer tabular apply-review')
 
     def human(self, verb:str, r:dict) -> str|None:
         if verb == 'label-issues': return issues_text(r)

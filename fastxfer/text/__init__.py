@@ -14,6 +14,7 @@ from ..core import FastxferError
 from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model
 from ..conformal import coverage_lines, set_phrase
 from ..label_issues import issues_text
+from ..review import apply_table_review
 from typing import Annotated, Literal
 from fastcore.meta import delegates
 from ..model_folder import load_model
@@ -129,7 +130,7 @@ class TextFamily(Family):
         r = train_text(data, **kwargs)
         return report_from_folder(r['model_dir'], r)
 
-    extra_verbs = ('label_issues',)
+    extra_verbs = ('label_issues', 'apply_review')
     def label_issues(self, data:str, # a CSV/TSV file of labelled texts
                      text_col:str='text', # the text column
                      label_col:str='label', # the label column
@@ -140,6 +141,15 @@ class TextFamily(Family):
         if folds < 2: raise FastxferError(f'--folds {folds}: give at least 2')
         if Path(data).is_dir(): raise FastxferError(f'{data}: give a CSV/TSV file of labelled texts (a folder of .txt files is not read here)')
         return text_label_issues(data, text_col, label_col, folds, out)
+
+    def apply_review(self, decisions:str, # the review's decisions CSV (fastxfer review writes DATA.decisions.csv beside the data)
+                     data:str|None=None, # the CSV/TSV file it reviews (if not given: the file DECISIONS is named after)
+                     label_col:str='label', # the label column
+                     yes:bool=False, # change the files (without it: only say what would change)
+                     undo:bool=False, # put back what an earlier --yes changed
+                     ) -> dict:
+        "Apply a review's decisions to a CSV/TSV of texts, all or nothing: rows deleted, labels changed, the old file kept beside it."
+        return apply_table_review(decisions, data, label_col, yes, undo, 'fastxfer text apply-review')
 
     def predict(self, model_dir:str, # a text model folder
                 texts:Annotated[list[str]|None, POSITIONAL]=None, # texts, or - to read them from stdin (one per line)
@@ -176,7 +186,7 @@ class TextFamily(Family):
         return calibrate_text(model_dir, data, text_col, label_col, method, mondrian)
 
     def human(self, verb:str, r:dict) -> str|None:
-        if verb == 'explain': return super().human(verb, r)
+        if verb in ('explain', 'apply-review'): return super().human(verb, r)
         if verb == 'label-issues': return issues_text(r)
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}.get(verb, lambda r: None)(r)
         return with_baseline(text, r) if verb == 'train' else text

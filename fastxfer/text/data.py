@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
 from ..core import FastxferError, log
+from ..review import exclude_rows
 
 # %% auto #0
 __all__ = ['TextData', 'read_table', 'load_csv', 'load_folder', 'load_text_data', 'toy_texts_csv']
@@ -97,10 +98,11 @@ def _finish(tr_t, tr_l, va_t, va_l, unl, dropped, source, min_classes=2, need_va
     if d: log(f'dropped {sum(d.values())} row(s): ' + ', '.join(f'{v} {k.replace("_", " ")}' for k, v in d.items()))
     return TextData(list(tr_t), list(tr_l), list(va_t), list(va_l), classes, list(unl), dropped, source)
 
-def load_csv(path, text_col='text', label_col='label', valid_col=None, valid_pct=0.2, seed=42, **kw) -> TextData:
-    "Texts and labels from a CSV/TSV; validation rows from `valid_col` or a random `valid_pct`."
+def load_csv(path, text_col='text', label_col='label', valid_col=None, valid_pct=0.2, seed=42, exclude=None, **kw) -> TextData:
+    "Texts and labels from a CSV/TSV (after the review decisions in the CSV `exclude`); validation rows from `valid_col` or a random `valid_pct`."
     df = read_table(path)
     _check_col(df, text_col, '--text-col', path); _check_col(df, label_col, '--label-col', path)
+    if exclude: df = exclude_rows(df, label_col, exclude, path)   # train --exclude: the review's decisions, in memory
     if valid_col is not None: _check_col(df, valid_col, '--valid-col', path)
     is_valid = _as_bool(df[valid_col], valid_col) if valid_col else None
     t_all, l_all, drop = _clean(df[text_col].tolist(), df[label_col].tolist())
@@ -153,12 +155,14 @@ def load_folder(path, valid_pct=0.2, seed=42, need_valid=True, **kw) -> TextData
                valid_pct=None if vdir is not None else valid_pct, seed=seed)
     return _finish(tr_t, tr_l, va_t, va_l, unl, dropped, src, need_valid=need_valid)
 
-def load_text_data(data, text_col='text', label_col='label', valid_col=None, valid_pct=0.2, seed=42) -> TextData:
+def load_text_data(data, text_col='text', label_col='label', valid_col=None, valid_pct=0.2, seed=42, exclude=None) -> TextData:
     "A CSV/TSV file or an IMDB-layout folder -> `TextData`."
     p = Path(data)
     if not p.exists(): raise FastxferError(f'{p}: no such file or folder')
-    if p.is_dir(): return load_folder(p, valid_pct=valid_pct, seed=seed)
-    return load_csv(p, text_col=text_col, label_col=label_col, valid_col=valid_col, valid_pct=valid_pct, seed=seed)
+    if p.is_dir():
+        if exclude: raise FastxferError(f'{p}: --exclude takes the decisions on the rows of a CSV/TSV file, not on a folder of .txt files')
+        return load_folder(p, valid_pct=valid_pct, seed=seed)
+    return load_csv(p, text_col=text_col, label_col=label_col, valid_col=valid_col, valid_pct=valid_pct, seed=seed, exclude=exclude)
 
 # %% ../../nbs/10a_text_data.ipynb #85bec807
 _TOY = {

@@ -615,6 +615,7 @@ def train_text(data, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMD
                label_col:str='label', # the label column
                valid_col:str|None=None, # boolean column marking the validation rows (else --valid-pct)
                valid_pct:float=0.2, # random validation share when there is no validation column or folder
+               exclude:str|None=None, # a review's decisions CSV (keep / relabel / delete per row): deleted rows left out, relabels applied; the file stays as it is
                calib_pct:float=from_settings('calib_pct', float), # share of the training texts held out to calibrate prediction sets (raised to 100 texts, at most a quarter); 0: none
                seed:int=from_settings('seed', int), # random seed
                model:Literal[MODELS]=from_settings('text_model'), # minilm | embed-logreg | awd_lstm
@@ -637,7 +638,7 @@ def train_text(data, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMD
     out = out or str(Path(setting('models_dir'))/f'text-{model}')
     lr = parse_lr(lr)
     if epochs is not None and epochs < 1 and model != 'embed-logreg': raise FastxferError('--epochs must be at least 1')
-    if not isinstance(data, TextData): data = load_text_data(data, text_col, label_col, valid_col, valid_pct, seed)
+    if not isinstance(data, TextData): data = load_text_data(data, text_col, label_col, valid_col, valid_pct, seed, exclude)
     data, calib = hold_out_texts(data, calib_pct, seed)
     data = augment_texts(data, aug, n_aug, alpha, seed)
     t0 = time.time()
@@ -846,11 +847,11 @@ def text_label_issues(data, text_col:str='text', label_col:str='label', folds:in
     X, y = embed_texts(tok, enc, texts), np.array([classes.index(l) for l in labels])
     probs = out_of_fold(X, y, len(classes), folds)
     rows = issue_rows([f'row {i}' for i in df.index], y, probs, classes, find_label_issues(probs, y))
-    start = {f'row {i}': t[:120] for i, t in zip(df.index, texts)}
+    start = {f'row {i}': t[:1000] for i, t in zip(df.index, texts)}   # enough to judge in the review
     for r in rows: r['text'] = start[r['item']]
     dups = [dict(a=f'row {df.index[i]}', b=f'row {df.index[j]}', similarity=s, labels=[labels[i], labels[j]])
             for i, j, s in near_duplicates(X, X, dup_threshold, same=True)]
-    summary = dict(data=str(data), n=len(y), classes=classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
+    summary = dict(kind='text', data=str(data), label_col=label_col, n=len(y), classes=classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
                    duplicates=dups, unreadable=[], seconds=round(time.time() - t0, 1),
                    method=f'confident learning on {folds}-fold out-of-fold probabilities (logistic regression on the embeddings)')
     files = write_issues(out, rows, summary, columns=('item', 'given', 'suggested', 'score', 'suggested_probability', 'text'))

@@ -85,7 +85,7 @@ class VisionFamily(Family):
     name, title, predictor = 'vision', 'Images', VisionPredictor
     data_parallel = True   # train takes processes=N
     help = 'train, predict, evaluate image classifiers; list backbones'
-    extra_verbs = ('archs', 'label_issues')
+    extra_verbs = ('archs', 'label_issues', 'apply_review')
 
     @delegates(train_vision, but=['quiet'])
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # folder of images (or 'pets' for fastai's URLs.PETS, online only)
@@ -161,6 +161,20 @@ class VisionFamily(Family):
         if folds < 2: raise FastxferError(f'--folds {folds}: give at least 2')
         with contextlib.redirect_stdout(sys.stderr): return vision_label_issues(data, labels, arch, size, folds, out)
 
+    def apply_review(self, decisions:str, # the review's decisions CSV (fastxfer review writes DATA.decisions.csv beside the data)
+                     data:str|None=None, # the folder of images it reviews (if not given: the folder DECISIONS is named after)
+                     labels:str='folder', # how the images are labelled: folder | cat-dog | breed | csv:FILE
+                     yes:bool=False, # change the files (without it: only say what would change)
+                     undo:bool=False, # put back what an earlier --yes changed
+                     ) -> dict:
+        "Apply a review's decisions to the images, all or nothing: deleted ones to .fastxfer-removed/, relabelled ones moved or renamed (csv: the CSV rewritten)."
+        from ..review import carry_out, data_of, read_decisions, undo_review
+        cmd = 'fastxfer vision apply-review'
+        if undo: return undo_review(decisions, cmd)
+        data = data_of(decisions, data)
+        moves, rewrites, counts = review_changes(data, labels, read_decisions(decisions))
+        return carry_out(decisions, data, moves, rewrites, counts, yes, cmd)
+
     def explain(self, model_dir:str, # a vision model folder
                 images:list[str], # image files
                 target:str|None=None, # the class to explain; unset: the predicted one
@@ -177,7 +191,7 @@ class VisionFamily(Family):
         return dict(archs=rows, usable_now=[r['arch'] for r in rows if r['usable']])
 
     def human(self, verb:str, r:dict) -> str|None:
-        if verb == 'explain': return super().human(verb, r)
+        if verb in ('explain', 'apply-review'): return super().human(verb, r)
         if verb == 'label-issues': return issues_text(r)
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_evaluate,
                 'archs': lambda r: format_arch_table(r['archs'])}.get(verb, lambda r: None)(r)

@@ -18,8 +18,8 @@ warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'LABEL_SOURCES', 'check_image', 'scan_images', 'report_skipped', 'CatDogLabel', 'BreedLabel',
            'RegexLabel', 'CsvLabel', 'label_function', 'VisionData', 'resolve_data', 'collect_data',
-           'hold_out_calibration', 'batch_augment', 'make_dls', 'preprocess_classes', 'preprocess_spec',
-           'preprocess_pipelines', 'check_preprocess']
+           'hold_out_calibration', 'image_key', 'exclude_images', 'relabelled_path', 'review_changes', 'batch_augment',
+           'make_dls', 'preprocess_classes', 'preprocess_spec', 'preprocess_pipelines', 'check_preprocess']
 
 # %% ../../nbs/07a_vision_data.ipynb #a6951ddd
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'}
@@ -154,8 +154,8 @@ def _split_layout(root:Path):
     v = next((n for n in ('valid', 'val', 'validation') if (root/n).is_dir()), None)
     return ('train', v) if v else None
 
-def collect_data(data, labels:str='folder', valid_pct:float=0.2, seed:int=42, all_valid:bool=False) -> VisionData:
-    "Find, check, label and split the images under `data`."
+def collect_data(data, labels:str='folder', valid_pct:float=0.2, seed:int=42, all_valid:bool=False, exclude=None) -> VisionData:
+    "Find, check, label and split the images under `data` (after the review decisions in the CSV `exclude`, when given)."
     root = resolve_data(data)
     label_fn = label_function(labels)
     layout = None if all_valid else _split_layout(root)
@@ -168,6 +168,7 @@ def collect_data(data, labels:str='folder', valid_pct:float=0.2, seed:int=42, al
         except (ValueError, KeyError, IndexError): nolab.append(p); continue
         items.append(p); labs.append(str(l))
     report_skipped(nolab, root, f'images without a label from --labels {labels}')
+    if exclude: items, labs = exclude_images(root, items, labs, exclude)
     if labels == 'folder' and layout and any(p.parent.name in layout for p in items):
         raise FastxferError(f'{root}: with folder labels, images must be in class folders (train/CLASS/x.jpg), not directly in train/ or valid/')
     classes = sorted(set(labs))
@@ -203,6 +204,64 @@ def hold_out_calibration(vd:VisionData, pct:float|None=None, seed:int=42) -> Vis
     train = vd.train_idx
     vd.calib_idx = [int(i) for i in calibration_split(train, pct, seed, labels=[vd.labels[i] for i in train])[1]]
     return vd
+
+# %% ../../nbs/07a_vision_data.ipynb #a45f477b
+def image_key(root, item) -> str:
+    "The name a review decision gives an image: its path under the data folder `root` (`item` absolute, or relative to here or to `root`)."
+    p, root = Path(item), Path(root).resolve()
+    for c in ([p] if p.is_absolute() else [p, root/p]):
+        if c.exists() and c.resolve().is_relative_to(root): return c.resolve().relative_to(root).as_posix()
+    return p.as_posix()
+
+def exclude_images(root, items:list, labels:list, decisions) -> tuple[list, list]:
+    "`items` and `labels` after a review's decisions (`train --exclude`): deleted images left out, relabelled ones with their new label."
+    from fastxfer.review import decide, read_decisions
+    ds = [dict(d, item=image_key(root, d['item'])) for d in read_decisions(decisions)]
+    items, labels, n = decide(items, labels, ds, sorted(set(labels)), where=str(root), key=lambda p: image_key(root, p))
+    log(f"{decisions}: {n['delete']} image(s) left out, {n['relabel']} relabelled, {n['keep']} kept as they are")
+    return items, labels
+
+# %% ../../nbs/07a_vision_data.ipynb #b8e56fd5
+def relabelled_path(p:Path, new:str, labels:str) -> Path:
+    "Where image `p` goes so that `--labels labels` reads `new`: another class folder (folder), another breed before the last `_` (breed), or the first letter's case (cat-dog)."
+    if labels == 'folder': return p.parent.parent/new/p.name
+    if labels == 'breed':
+        q, n = p.with_name(f'{new}_{p.stem.rsplit("_", 1)[-1]}{p.suffix}'), 1
+        while q.exists(): q, n = p.with_name(f'{new}_{p.stem.rsplit("_", 1)[-1]}r{n}{p.suffix}'), n + 1
+        return q
+    if labels in ('cat-dog', 'catdog', 'species'):
+        if new not in ('cat', 'dog'): raise FastxferError(f'relabel {p.name} to {new!r}: with --labels cat-dog a label is cat or dog')
+        return p.with_name((p.name[0].upper() if new == 'cat' else p.name[0].lower()) + p.name[1:])
+    raise FastxferError(f'--labels {labels}: apply-review cannot relabel by renaming files; use train --exclude DECISIONS.csv '
+                        '(in memory), or keep the labels in a CSV (--labels csv:FILE) or class folders')
+
+# %% ../../nbs/07a_vision_data.ipynb #ac944cf9
+def _relabel_csv(spec:str, keys:dict) -> tuple[str, str]:
+    "The labels CSV of `--labels csv:FILE` with the new labels of `keys` (image path under the data -> label): `(file, new text)`."
+    import pandas as pd
+    f = Path(spec[4:]); df = pd.read_csv(f, dtype=str, keep_default_na=False)
+    cols = {c.lower(): c for c in df.columns}
+    fc = next((cols[c] for c in ('file', 'filename', 'fname', 'path', 'image', 'name') if c in cols), df.columns[0])
+    lc = next((cols[c] for c in ('label', 'labels', 'class', 'category', 'y', 'target') if c in cols), [c for c in df.columns if c != fc][0])
+    for k, new in keys.items():
+        parts = Path(k).parts
+        hit = df[fc].str.replace('\\', '/').isin({'/'.join(parts[-n:]) for n in (1, 2, 3)})
+        df.loc[hit, lc] = new
+    return str(f), df.to_csv(index=False, lineterminator='\n')
+
+def review_changes(data, labels:str, decisions:list[dict]) -> tuple[list, list, dict]:
+    """What applying review `decisions` to the images under `data` changes, checked first: `(moves, rewrites, counts)`.
+    A deleted image moves to `.fastxfer-removed/` under the data (hidden, so never read); a relabelled one as `relabelled_path` says."""
+    vd = collect_data(data, labels, all_valid=True)
+    from fastxfer.review import check_decisions
+    ds = [dict(d, item=image_key(vd.root, d['item'])) for d in decisions]
+    check_decisions(ds, {image_key(vd.root, p): l for p, l in zip(vd.items, vd.labels)}, vd.classes, str(vd.root))
+    root, by = vd.root, {d['item']: d for d in ds if d['decision'] != 'keep'}
+    moves = [(root/k, root/'.fastxfer-removed'/k) for k, d in by.items() if d['decision'] == 'delete']
+    relabel = {k: d['label'] for k, d in by.items() if d['decision'] == 'relabel'}
+    if labels.startswith('csv:'): rewrites = [_relabel_csv(labels, relabel)] if relabel else []
+    else: rewrites, moves = [], moves + [(root/k, relabelled_path(root/k, new, labels)) for k, new in relabel.items()]
+    return moves, rewrites, {x: sum(d['decision'] == x for d in ds) for x in ('keep', 'relabel', 'delete')}
 
 # %% ../../nbs/07a_vision_data.ipynb #b8964020
 def batch_augment(preset:str='default', size:int|None=None) -> list:

@@ -231,9 +231,10 @@ def vision_label_issues(data, labels:str='folder', arch:str='efficientnet_lite0'
     X = many_body_features(make_dls(vd, size=size), {arch: create_body(arch)[0].eval()}, vd.items)[arch]
     probs = out_of_fold(X, y, len(vd.classes), folds)
     rows = issue_rows(vd.items, y, probs, vd.classes, find_label_issues(probs, y))
+    for r in rows: r['image'] = str(Path(r['item']).absolute())   # what the review page shows
     dups = [dict(a=str(vd.items[i]), b=str(vd.items[j]), similarity=s, labels=[vd.labels[i], vd.labels[j]])
             for i, j, s in near_duplicates(X, X, dup_threshold, same=True)]
-    summary = dict(data=str(data), n=len(y), classes=vd.classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
+    summary = dict(kind='vision', data=str(data), labels=labels, n=len(y), classes=vd.classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
                    duplicates=dups, unreadable=[str(f) for f in vd.skipped], seconds=round(time.time() - t0, 1),
                    method=f'confident learning on {folds}-fold out-of-fold probabilities (logistic regression on {arch} features)')
     files = write_issues(out, rows, summary, contact_sheet(rows) if rows else None)

@@ -395,6 +395,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                  lr:str='default', # learning rate: default (2e-3, scratch 3e-3), auto (the LR finder) or a number
                  aug:str='default', # augmentation preset: none | light | default | heavy | keras
                  valid_pct:float=0.2, # random validation share when there is no valid/ folder
+                 exclude:str|None=None, # a review's decisions CSV (keep / relabel / delete per image): deleted images left out, relabels applied; the files stay as they are
                  calib_pct:float=from_settings('calib_pct', float), # share of the training images held out to calibrate prediction sets (raised to 100 images, at most a quarter); 0: none
                  seed:int=from_settings('seed', int), # random seed
                  early_stop:int|None=None, # stop when the validation loss has not improved for this many epochs
@@ -410,7 +411,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     choose = mode == 'auto' and arch is None and not schedule
     arch = setting('arch', arch)   # not given: auto compares the candidates (`choose`), other modes take the arch setting
     if mode != 'scratch': get_arch(arch)   # an unknown backbone fails before the data is read
-    vd = hold_out_calibration(collect_data(data, labels, valid_pct, seed), calib_pct, seed)
+    vd = hold_out_calibration(collect_data(data, labels, valid_pct, seed, exclude=exclude), calib_pct, seed)
     log(f'{vd.root}: {len(vd.items)} images, {len(vd.classes)} classes, {vd.n_train} train / {vd.n_calib} calibration / {vd.n_valid} valid')
     choose = choose and vd.n_train < AUTO_ENOUGH
     names, stats, size = _input_plan(mode, arch, size, candidates, choose)
@@ -436,10 +437,9 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                   valid_loss=float(nn.functional.cross_entropy(probs.clamp_min(1e-12).log(), targs)) if len(targs) else None,
                   n_train=vd.n_train, n_valid=vd.n_valid, **calibrate_learner(learn, vd, probs, targs, plots), train_seconds=round(train_seconds, 1), size=size,
                   presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
-                  tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=cm.tolist(),
+                  tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=cm.tolist(), **({'auto_reason': reason} if reason else {}),
                   **training_processes(),   # what the card records too (the model writer's)
                   **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch', 'best_single')})
-    if reason: result['auto_reason'] = reason
     return learn, result, plots, vd
 
 

@@ -1,0 +1,158 @@
+"""The label cleaner's loop, as a user runs it: `label-issues`, the review page (Chromium against `fastxfer review` on
+loopback) or the notebook widget, then `train --exclude` and `apply-review` (say, --yes, --undo), for images, texts
+and tables; and what a bad decisions file gets (exit 2, every bad item and label listed, nothing changed)."""
+import csv, json, os, subprocess
+from pathlib import Path
+
+import httpx, numpy as np, pytest
+from PIL import Image
+
+from conftest import FASTXFER, run_cli
+from test_browser import ARGS, CHROMIUM, _chromium_or_skip
+from test_serve import free_port, wait_up
+
+COLOURS = {'red': (220, 40, 40), 'green': (40, 200, 40), 'blue': (40, 40, 220)}
+MOVED = [('red', 'red1.png', 'blue'), ('green', 'green2.png', 'red'), ('blue', 'blue3.png', 'green')]   # (true folder, file, wrong folder)
+
+
+def run_json(*args, **kw) -> dict:
+    r = run_cli(*args, '--json', check=0, **kw)
+    return json.loads(r.stdout)
+
+
+def files(d: Path) -> set:
+    return {p.relative_to(d).as_posix() for p in d.rglob('*') if p.is_file()}
+
+
+@pytest.fixture(scope='module')
+def squares(tmp_path_factory):
+    "20 images a colour (a coloured square on grey noise) in folders named by colour, 3 of them in a wrong folder; and their label-issues report."
+    d, rng = tmp_path_factory.mktemp('review'), np.random.default_rng(0)
+    for c, rgb in COLOURS.items():
+        (d/'squares'/c).mkdir(parents=True)
+        for i in range(20):
+            a = rng.integers(60, 196, (128, 128, 1)).repeat(3, 2).astype(np.uint8)
+            x, y = rng.integers(0, 88, 2); a[y:y + 40, x:x + 40] = rgb
+            Image.fromarray(a).save(d/'squares'/c/f'{c}{i}.png')
+    for src, name, dst in MOVED: (d/'squares'/src/name).rename(d/'squares'/dst/name)
+    r = run_json('vision', 'label-issues', 'squares', '--size', 128, '--out', 'label_issues', cwd=d)
+    assert {f'squares/{dst}/{name}' for _, name, dst in MOVED} <= {x['item'] for x in r['issues']}, r['issues']
+    return d, r
+
+
+class ReviewServer:
+    "`fastxfer review ...` in a subprocess on a free loopback port."
+    def __init__(self, *args, cwd):
+        self.port = free_port(); self.url = f'http://127.0.0.1:{self.port}'
+        self.log = Path(cwd)/f'review-{self.port}.log'
+        self.proc = subprocess.Popen([str(FASTXFER), 'review', *map(str, args), '--port', str(self.port)], cwd=cwd,
+                                     stdout=open(self.log, 'w'), stderr=subprocess.STDOUT)
+        wait_up(self.url, self.proc, log=self.log)
+    def stop(self):
+        self.proc.terminate(); self.proc.wait(20)
+
+
+def test_review_page_in_a_browser_then_train_and_apply(squares, tmp_path):
+    _chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+    d, r = squares
+    s = ReviewServer('squares', cwd=d)
+    try:
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            page = b.new_page(viewport={'width': 1300, 'height': 1000})
+            page.goto(s.url + '/', wait_until='load')
+            page.wait_for_selector('#review-image img', timeout=60_000)
+            n = len(r['issues'])
+            for k in range(n):   # each suspect: relabel it to the suggestion the page prefills, except the last, deleted
+                page.wait_for_selector(f'#review-caption :text("{k + 1} of {n}")', timeout=30_000)
+                page.locator('#review-delete' if k == n - 1 else '#review-relabel').click()
+            page.wait_for_selector(f'#review-status :text("{n} of {n} decided")', timeout=30_000)
+            page.screenshot(path=str(tmp_path/'review_page.png'), full_page=True)
+            page.locator('#review-grid button.thumbnail-item').nth(1).click()   # the grid jumps to a suspect
+            page.wait_for_selector(f'#review-caption :text("2 of {n}")', timeout=30_000)
+            b.close()
+        assert httpx.get(s.url + '/api/v1/health').json()['decided'] == n
+    finally: s.stop()
+    rows = list(csv.DictReader(open(d/'squares.decisions.csv')))   # beside the data
+    assert [x['item'] for x in rows] == [x['item'] for x in r['issues']]
+    assert [(x['decision'], x['label']) for x in rows[:-1]] == [('relabel', x['suggested']) for x in r['issues'][:-1]]
+    assert rows[-1]['decision'] == 'delete'
+    before = files(d/'squares')
+
+    t = run_json('vision', 'train', 'squares', '--exclude', 'squares.decisions.csv', '--mode', 'features', '--size', 64,
+                 '--out', tmp_path/'model', cwd=d)
+    assert t['n_train'] + t['n_valid'] + t['n_calib'] == 59 and files(d/'squares') == before   # one left out; no file touched
+
+    said = run_cli('vision', 'apply-review', 'squares.decisions.csv', cwd=d, check=0)
+    assert 'Nothing changed yet' in said.stdout and '--yes' in said.stdout and files(d/'squares') == before
+    run_cli('vision', 'apply-review', 'squares.decisions.csv', '--yes', cwd=d, check=0)
+    after = files(d/'squares')
+    for src, name, dst in MOVED: assert f'{src}/{name}' in after and f'{dst}/{name}' not in after   # back in their true folder
+    assert f".fastxfer-removed/{rows[-1]['item'].split('squares/', 1)[1]}" in after
+    again = run_cli('vision', 'apply-review', 'squares.decisions.csv', '--yes', cwd=d)
+    assert again.returncode == 2 and 'applied already' in again.stderr and files(d/'squares') == after   # not twice
+    run_cli('vision', 'apply-review', 'squares.decisions.csv', '--undo', cwd=d, check=0)
+    assert files(d/'squares') == before
+
+
+def test_a_bad_decisions_file_lists_what_is_wrong_and_changes_nothing(squares, tmp_path):
+    d, r = squares
+    bad = tmp_path/'bad.csv'
+    bad.write_text('item,given,decision,label\n'
+                   f"{r['issues'][0]['item']},{r['issues'][0]['given']},relabel,purple\n"
+                   'squares/red/nothere.png,red,delete,\n'
+                   f"{r['issues'][1]['item']},{r['issues'][1]['given']},delete,\n")
+    before = files(d/'squares')
+    for verb in (['apply-review', bad, '--data', 'squares', '--yes'], ['train', 'squares', '--exclude', bad, '--out', tmp_path/'m']):
+        out = run_cli('vision', *verb, cwd=d)
+        assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith('error:'), out.stderr
+        assert 'purple' in out.stderr and 'nothere.png' in out.stderr and 'nothing applied' in out.stderr, out.stderr
+    assert files(d/'squares') == before and not (tmp_path/'m').exists()
+    bad.write_text('item,decision\nsquares/red/red0.png,move\n')
+    out = run_cli('vision', 'apply-review', bad, '--data', 'squares', cwd=d)
+    assert out.returncode == 2 and "'move'" in out.stderr and 'line 2' in out.stderr
+
+
+def test_review_a_table_in_the_widget_then_train_and_apply(tmp_path):
+    from fastxfer.widgets import review_widget
+    rng = np.random.default_rng(0); n = 400
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    label = np.where(x1 + 0.5 * x2 > 0, 'yes', 'no'); flipped = rng.choice(n, 20, replace=False)
+    label[flipped] = np.where(label[flipped] == 'yes', 'no', 'yes')
+    (tmp_path/'t.csv').write_text('x1,x2,label\n' + ''.join(f'{a:.4f},{b:.4f},{l}\n' for a, b, l in zip(x1, x2, label)))
+    original = (tmp_path/'t.csv').read_text()
+    r = run_json('tabular', 'label-issues', 't.csv', '--target', 'label', '--out', 'label_issues', cwd=tmp_path)
+    here = os.getcwd(); os.chdir(tmp_path)
+    try:
+        w = review_widget('t.csv')
+        assert 'x1' in w.text.value and r['issues'][0]['item'] in w.caption.value   # the suspect's row, shown
+        for _ in range(len(r['issues'])): w.buttons['relabel'].click()              # the suggestion, prefilled
+    finally: os.chdir(here)
+    assert f"{len(r['issues'])} of {len(r['issues'])} decided" in w.status.value
+    fixed = {int(x['item'].split()[1]) for x in r['issues']}
+    t = run_json('tabular', 'train', 't.csv', '--target', 'label', '--model', 'gbm', '--exclude', 't.csv.decisions.csv',
+                 '--out', 'm', cwd=tmp_path)
+    assert t['n_train'] + t['n_valid'] + t['n_calib'] == n
+    run_cli('tabular', 'apply-review', 't.csv.decisions.csv', '--target', 'label', '--yes', cwd=tmp_path, check=0)
+    now = (tmp_path/'t.csv').read_text().splitlines()[1:]
+    assert all(now[i].split(',')[2] == x['suggested'] for i, x in zip(sorted(fixed), sorted(r['issues'], key=lambda x: int(x['item'].split()[1]))))
+    assert (tmp_path/'t.csv.before-review').read_text() == original
+    run_cli('tabular', 'apply-review', 't.csv.decisions.csv', '--undo', cwd=tmp_path, check=0)
+    assert (tmp_path/'t.csv').read_text() == original and not (tmp_path/'t.csv.before-review').exists()
+
+
+def test_text_train_exclude_and_apply_review(tmp_path):
+    from fastxfer.review import record_decision
+    rows = [('a wonderful film', 'pos'), ('I hated every minute', 'pos'), ('a dull movie', 'neg'), ('great fun', 'pos')] * 6
+    with open(tmp_path/'texts.csv', 'w', newline='') as f: csv.writer(f).writerows([('text', 'label'), *rows])
+    dec = tmp_path/'texts.csv.decisions.csv'
+    for i in range(1, len(rows), 4): record_decision(dec, f'row {i}', 'pos', 'relabel', 'neg')
+    record_decision(dec, 'row 0', 'pos', 'delete')
+    t = run_json('text', 'train', 'texts.csv', '--model', 'embed-logreg', '--exclude', dec.name, '--out', 'm', cwd=tmp_path)
+    assert t['n_train'] + t['n_valid'] + t.get('n_calib', 0) == len(rows) - 1
+    said = run_cli('text', 'apply-review', dec.name, cwd=tmp_path, check=0)
+    assert '1 delete(s), 6 relabel(s)' in said.stdout and 'texts.csv' in said.stdout
+    run_cli('text', 'apply-review', dec.name, '--yes', cwd=tmp_path, check=0)
+    got = list(csv.DictReader(open(tmp_path/'texts.csv')))
+    assert len(got) == len(rows) - 1 and all(x['label'] == 'neg' for x in got if x['text'] == 'I hated every minute')
