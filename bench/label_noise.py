@@ -12,7 +12,8 @@ precision and recall of the flagged items and at k = the number of flips, F1, se
 clean score on the validation part, sqrt(a (1 - a) / n), or under one item.
 JSON out (one object, the last line); a summary line a set on stderr.
 
-    .venv/bin/python bench/label_noise.py                         # every set, about 5 minutes on 2 cores (cold caches)
+    .venv/bin/python bench/label_noise.py                         # every set, 3 repeats: about 5 minutes on 2 cores (features cached)
+    .venv/bin/python bench/label_noise.py --repeats 5             # the figures in bench/README.md (9 minutes)
     .venv/bin/python bench/label_noise.py --sets pets-catdog,adult
 
 Run it alone on the machine; the load average and CPU model are written with the figures.

@@ -111,10 +111,13 @@ def _show(rs:ReviewSession, i:int) -> tuple:
             gr.update(value=v['row'], visible=v['row'] is not None), rs.caption(i),
             gr.update(value=(rs.taken.get(s['item']) or {}).get('label') or s['suggested']), rs.status())
 
-def _grid(rs:ReviewSession, k:int=60) -> list:
-    "Thumbnails of the first `k` image suspects captioned given -> suggested (empty when the suspects are not images)."
-    return [(v['image'], f"{s['given']} -> {s['suggested']}") for s in rs.issues[:k] if s.get('image')
-            for v in [rs.view(rs.issues.index(s), 160)] if v['image'] is not None]
+def _grid(rs:ReviewSession, k:int=60) -> tuple[list, list]:
+    "Thumbnails of the first `k` image suspects captioned given -> suggested, and their positions (none when the suspects are not images)."
+    pics, at = [], []
+    for i, s in enumerate(rs.issues[:k]):
+        im = rs.view(i, 160)['image'] if s.get('image') else None
+        if im is not None: pics.append((im, f"{s['given']} -> {s['suggested']}")); at.append(i)
+    return pics, at
 
 # %% ../nbs/13a_review_page.ipynb #c9e9af5c
 def review_blocks(rs:ReviewSession):
@@ -138,10 +141,10 @@ def review_blocks(rs:ReviewSession):
                 with gr.Row(): prev, nxt = gr.Button('Previous', elem_id='review-prev'), gr.Button('Next', elem_id='review-next')
                 stat = gr.Markdown(elem_id='review-status')
         outs = [at, pic, txt, row, cap, new, stat]
-        grid = _grid(rs)
-        if grid:
-            g = gr.Gallery(grid, label='all image suspects (click one to review it)', columns=8, height=260, elem_id='review-grid', allow_preview=False)
-            def pick(e): return _show(rs, [k for k, s in enumerate(rs.issues) if s.get('image')][e.index])
+        pics, where = _grid(rs)
+        if pics:
+            g = gr.Gallery(pics, label='the image suspects (click one to review it)', columns=8, height=260, elem_id='review-grid', allow_preview=False)
+            def pick(e): return _show(rs, where[e.index])
             pick.__annotations__['e'] = gr.SelectData   # the type itself (this module's annotations are strings): Gradio then passes the click
             g.select(pick, None, outs)
         def take(d): return lambda i, lab: (rs.decide(i, d, lab if d == 'relabel' else None), _show(rs, rs.next_open(i)))[1]
