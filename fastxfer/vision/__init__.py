@@ -29,6 +29,15 @@ from ..distributed import RankDone
 __all__ = ['export_report', 'predict_images', 'VisionFamily']
 
 # %% ../../nbs/07d_vision.ipynb #36656f91
+def _human_robustness(r) -> str:
+    name = r['attack'].upper() + (f"-{r['steps']}" if r['steps'] else '')
+    adv = r['adversarial_training']
+    trained = f"{adv['attack']} at eps {adv['eps']:g} on {adv['ratio']:.0%} of each batch" if adv else 'none'
+    lines = [f"{r['n']} images, white-box {name} (the attack reads the model's gradients); adversarial training: {trained}",
+             f"  clean      accuracy {r['clean_accuracy']:.3f}"]
+    lines += [f"  eps {e:<6g} accuracy {a:.3f}" for e, a in zip(r['eps'], r['accuracy'])]
+    return '\n'.join(lines + [f'wrote {f}' for f in r['files']])
+
 def _human_train(r):
     s = f"{r['mode']} {r['arch']}: error_rate {r['error_rate']:.4f}  accuracy {r['accuracy']:.4f}  ({r['n_valid']} valid images)  trained in {r['train_seconds']} s"
     for c in r.get('candidates') or []:
@@ -85,7 +94,7 @@ class VisionFamily(Family):
     name, title, predictor = 'vision', 'Images', VisionPredictor
     data_parallel = True   # train takes processes=N
     help = 'train, predict, evaluate image classifiers; list backbones'
-    extra_verbs = ('archs', 'label_issues', 'apply_review')
+    extra_verbs = ('archs', 'label_issues', 'apply_review', 'robustness')
 
     @delegates(train_vision, but=['quiet'])
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # folder of images (or 'pets' for fastai's URLs.PETS, online only)
@@ -175,6 +184,20 @@ class VisionFamily(Family):
         moves, rewrites, counts = review_changes(data, labels, read_decisions(decisions))
         return carry_out(decisions, data, moves, rewrites, counts, yes, cmd)
 
+    def robustness(self, model_dir:str, # a vision model folder
+                   data:Annotated[str|None, POSITIONAL]=None, # a folder of labelled images, ideally ones the model did not train on
+                   labels:str|None=None, # how they are labelled (if not given: as the model was trained)
+                   attack:Literal['fgsm', 'pgd']='pgd', # fgsm (one step) or pgd (--steps steps from a random start)
+                   eps:str='1,2,4', # the budgets, in pixel steps of 1/255, comma-separated
+                   steps:int=10, # PGD steps
+                   out:str='robustness', # folder for robustness.png and robustness.json
+                   ) -> dict:
+        "Accuracy under adversarial attack at each budget, beside the clean accuracy (white-box: the attack reads the model's gradients)."
+        if not data: raise FastxferError('give the data: a folder of labelled images')
+        try: budgets = [float(e) for e in str(eps).split(',') if e.strip()]
+        except ValueError: raise FastxferError(f'--eps {eps}: give numbers, comma-separated (e.g. 1,2,4)') from None
+        with contextlib.redirect_stdout(sys.stderr): return vision_robustness(model_dir, data, labels, attack, budgets, steps, out)
+
     def explain(self, model_dir:str, # a vision model folder
                 images:list[str], # image files
                 target:str|None=None, # the class to explain; unset: the predicted one
@@ -193,6 +216,7 @@ class VisionFamily(Family):
     def human(self, verb:str, r:dict) -> str|None:
         if verb in ('explain', 'apply-review'): return super().human(verb, r)
         if verb == 'label-issues': return issues_text(r)
+        if verb == 'robustness': return _human_robustness(r)
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_evaluate,
                 'archs': lambda r: format_arch_table(r['archs'])}.get(verb, lambda r: None)(r)
         return with_baseline(text, r) if verb == 'train' else text

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io, json, time, warnings
 from pathlib import Path
 import numpy as np
-from ..core import FastxferError, log, setting
+from ..core import FastxferError, atomic_write, log, setting
 import torch
 from PIL import Image
 from fastai.vision.all import Normalize, PILImage, TensorImage
@@ -22,7 +22,7 @@ from .data import *
 
 # %% auto #0
 __all__ = ['TTA_METHODS', 'CROP_ZOOM', 'EXPLAIN_METHODS', 'open_image', 'tta_method', 'VisionPredictor', 'evaluate_vision',
-           'contact_sheet', 'vision_label_issues']
+           'contact_sheet', 'vision_label_issues', 'robustness_plot', 'vision_robustness']
 
 # %% ../../nbs/07c_vision_predict.ipynb #74f2e8a1
 def open_image(item, draft_to:int|None=None) -> PILImage:
@@ -239,3 +239,52 @@ def vision_label_issues(data, labels:str='folder', arch:str='efficientnet_lite0'
                    method=f'confident learning on {folds}-fold out-of-fold probabilities (logistic regression on {arch} features)')
     files = write_issues(out, rows, summary, contact_sheet(rows) if rows else None)
     return dict(summary, issues=rows, files=files)
+
+# %% ../../nbs/07c_vision_predict.ipynb #ff115336
+def _attacked_correct(p, items, y, attack:str, eps:list, steps:int, stats, bs:int) -> tuple[int, list]:
+    "How many of `items` the network answers right, clean and under `attack` at each of `eps`."
+    from ..augment.adversarial import fgsm, pgd
+    net, clean, hit = p.model, 0, [0] * len(eps)
+    for s in range(0, len(items), bs):
+        x, t = p.preprocess(items[s:s + bs]), torch.as_tensor(y[s:s + bs])
+        with torch.inference_mode(): clean += int((net(x).argmax(1) == t).sum())
+        for k, e in enumerate(eps):
+            xa = fgsm(net, x, t, e, stats) if attack == 'fgsm' else pgd(net, x, t, e, stats, steps, seed=s)
+            with torch.inference_mode(): hit[k] += int((net(xa).argmax(1) == t).sum())
+    return clean, hit
+
+def robustness_plot(r:dict):
+    "Accuracy against the attack's budget, the clean accuracy at 0: a PNG."
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot([0] + r['eps'], [r['clean_accuracy']] + r['accuracy'], 'o-')
+    ax.set(xlabel='budget eps (pixel steps of 1/255)', ylabel='accuracy', ylim=(0, 1.02),
+           title=f"{r['attack'].upper()}{'-' + str(r['steps']) if r['attack'] == 'pgd' else ''} against {Path(r['model']).name} ({r['n']} images)")
+    ax.grid(alpha=.3); fig.tight_layout()
+    b = io.BytesIO(); fig.savefig(b, format='png', dpi=100); plt.close(fig)
+    return b.getvalue()
+
+# %% ../../nbs/07c_vision_predict.ipynb #1b9e36da
+def vision_robustness(model_dir, data, labels:str|None=None, attack:str='pgd', eps=(1, 2, 4), steps:int=10, out='robustness', bs:int=32) -> dict:
+    "Accuracy of the model in `model_dir` on the labelled images under `data`, clean and under `attack` at each `eps`; `robustness.png` and `.json` in `out`."
+    from ..augment.adversarial import ATTACKS
+    from ..core import to_jsonable
+    if attack not in ATTACKS: raise FastxferError(f'--attack {attack!r}: use fgsm or pgd')
+    eps = sorted(float(e) for e in eps)
+    if not eps or eps[0] <= 0 or eps[-1] > 64: raise FastxferError(f'--eps {",".join(map(str, eps))}: give budgets in pixel steps of 1/255, above 0 and at most 64')
+    if steps < 1: raise FastxferError(f'--steps {steps}: give at least 1')
+    p = load_model(model_dir)
+    if not isinstance(p, VisionPredictor): raise FastxferError(f'{model_dir} is a {p.kind} model, not a vision model')
+    vd = collect_data(data, labels or p.card.get('labels') or 'folder', all_valid=True)
+    known = [i for i, l in enumerate(vd.labels) if l in p.vocab]
+    if not known: raise FastxferError(f'{data}: none of its labels ({", ".join(vd.classes[:5])}) is a class of the model ({", ".join(p.vocab[:5])})')
+    items, y = [vd.items[i] for i in known], [p.vocab.index(vd.labels[i]) for i in known]
+    norm = p.card.get('normalization') or {}
+    stats = (norm['mean'], norm['std']) if norm else ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    t0 = time.time(); clean, hit = _attacked_correct(p, items, y, attack, eps, steps, stats, bs)
+    r = dict(model=str(model_dir), attack=attack, steps=steps if attack == 'pgd' else None, eps=eps, n=len(items), skipped=len(vd.items) - len(items),
+             clean_accuracy=clean / len(items), accuracy=[h / len(items) for h in hit], seconds=round(time.time() - t0, 1),
+             white_box=True, adversarial_training=p.card.get('adversarial'))
+    out = Path(out); atomic_write(out/'robustness.png', robustness_plot(r)); atomic_write(out/'robustness.json', json.dumps(to_jsonable(r), indent=1))
+    return dict(r, files=[str(out/'robustness.png'), str(out/'robustness.json')])

@@ -13,6 +13,7 @@ from ..core import FastxferError, atomic_write, get_device, log, setting, cached
 from ..family import from_settings, resolves_settings
 from typing import Literal
 from ..train_utils import configure_progress, seed_everything, find_lr
+from ..augment.adversarial import check_training_extras, training_callbacks
 import torch, torch.nn as nn
 from PIL import Image
 from fastai.vision.all import (Learner, CrossEntropyLossFlat, error_rate, accuracy, create_head, apply_init, EarlyStoppingCallback, SaveModelCallback, Flatten)
@@ -31,8 +32,8 @@ from .data import *
 __all__ = ['AUTO_ENOUGH', 'AUTO_GOOD', 'AUTO_VALID', 'AUTO_TIE', 'AUTO_FT_MIN', 'MODES', 'vision_learner_for', 'param_summary',
            'format_summary', 'ConcatBody', 'many_body_features', 'body_features', 'split_features', 'fit_probe_head',
            'fit_features_head', 'vision_network', 'auto_candidates', 'choice_score', 'choose_backbone', 'valid_error',
-           'train_vision', 'calibrate_learner', 'confusion', 'plot_confusion', 'plot_top_losses', 'diagnostic_plots',
-           'export_vision']
+           'train_vision', 'training_extras', 'calibrate_learner', 'confusion', 'plot_confusion', 'plot_top_losses',
+           'diagnostic_plots', 'export_vision']
 
 # %% ../../nbs/07b_vision_train.ipynb #a89e0a74
 def vision_learner_for(dls, arch:str='efficientnet_lite0', mode:str='fine_tune', pretrained:bool=True, quiet=None, body:tuple|None=None):
@@ -266,7 +267,7 @@ def _parse_schedule(s):
     return res
 
 # %% ../../nbs/07b_vision_train.ipynb #8b284d64
-def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop, keep_best, plots, quiet, summary, rank0_head=False):
+def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop, keep_best, plots, quiet, summary, rank0_head=False, extra=()):
     "Build and train one learner for a concrete mode; returns `(learn, info)`."
     learn, source = vision_learner_for(dls, arch, mode, quiet=quiet)
     info = dict(mode=mode, weights=source)
@@ -275,7 +276,7 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
         info.update(fit_features_head(learn, tag=f'{arch}|{source}', rank0_head=rank0_head))   # its `valid_preds` are the head's
         info['epochs'] = 0
         return learn, info
-    cbs = []
+    cbs = list(extra)   # MixUp / CutMix / adversarial training (fastxfer.augment.adversarial)
     if early_stop: cbs.append(EarlyStoppingCallback(monitor='valid_loss', patience=early_stop))
     if keep_best: cbs.append(SaveModelCallback(monitor='error_rate', comp=np.less, fname='best'))
     if lr == 'auto': lr = find_lr(learn, plots)
@@ -394,6 +395,11 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                  bs:int=from_settings('bs', int), # batch size
                  lr:str='default', # learning rate: default (2e-3, scratch 3e-3), auto (the LR finder) or a number
                  aug:str='default', # augmentation preset: none | light | default | heavy | keras
+                 aug_mix:Literal['none', 'mixup', 'cutmix']='none', # mix pairs of training images and their labels: mixup blends them, cutmix pastes a patch (fine_tune, scratch)
+                 adversarial:Literal['none', 'fgsm', 'pgd']='none', # adversarial training: part of each batch replaced by its FGSM or PGD version against the model (fine_tune, scratch)
+                 eps:float=2.0, # the adversarial budget in pixel steps of 1/255
+                 adv_ratio:float=0.5, # the share of each training batch made adversarial
+                 adv_steps:int=3, # PGD steps per adversarial example
                  valid_pct:float=0.2, # random validation share when there is no valid/ folder
                  exclude:str|None=None, # a review's decisions CSV (keep / relabel / delete per image): deleted images left out, relabels applied; the files stay as they are
                  calib_pct:float=from_settings('calib_pct', float), # share of the training images held out to calibrate prediction sets (raised to 100 images, at most a quarter); 0: none
@@ -411,17 +417,32 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     choose = mode == 'auto' and arch is None and not schedule
     arch = setting('arch', arch)   # not given: auto compares the candidates (`choose`), other modes take the arch setting
     if mode != 'scratch': get_arch(arch)   # an unknown backbone fails before the data is read
+    check_training_extras(mode, aug_mix, adversarial, eps, adv_ratio, adv_steps)
     vd = hold_out_calibration(collect_data(data, labels, valid_pct, seed, exclude=exclude), calib_pct, seed)
     log(f'{vd.root}: {len(vd.items)} images, {len(vd.classes)} classes, {vd.n_train} train / {vd.n_calib} calibration / {vd.n_valid} valid')
     choose = choose and vd.n_train < AUTO_ENOUGH
     names, stats, size = _input_plan(mode, arch, size, candidates, choose)
     dls = make_dls(vd, size, presize, bs, aug, stats, device := get_device(device), seed=seed)
     plots, t0 = {}, time.time()
-    common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop,
-                  keep_best=keep_best, plots=plots, quiet=quiet, summary=summary)
+    common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop, keep_best=keep_best,
+                  plots=plots, quiet=quiet, summary=summary, extra=training_callbacks(aug_mix, adversarial, eps, adv_ratio, adv_steps, stats))
+    fit, reason, tried, took = _fit_route(dls, mode, schedule, vd, names, size, choose, common, t0)
+    learn, info, err, probs, targs = fit
+    cm = _add_final_plots(plots, learn, info, probs, targs)
+    result = dict(mode=info['mode'], requested_mode=mode, arch=info.get('arch', arch) if info['mode'] != 'scratch' else 'scratch_cnn',
+                  weights=info.get('weights'), classes=vd.classes, error_rate=err, accuracy=1-err, valid_loss=_valid_loss(probs, targs),
+                  n_train=vd.n_train, n_valid=vd.n_valid, **calibrate_learner(learn, vd, probs, targs, plots), train_seconds=round(time.time() - t0, 1),
+                  size=size, presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
+                  tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=cm.tolist(), **({'auto_reason': reason} if reason else {}),
+                  **training_extras(aug_mix, adversarial, eps, adv_ratio, adv_steps), **training_processes(),   # what the card records too
+                  **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch', 'best_single')})
+    return learn, result, plots, vd
+
+def _fit_route(dls, mode:str, schedule, vd, names, size, choose:bool, common:dict, t0:float) -> tuple:
+    "Train the first route (auto: compare backbones, or features, or fine_tune), and auto's fine-tuning after features when it pays: `(fit, reason, tried, took)`."
     todo, reason = _first_route(mode, schedule, vd.n_train)
     if choose:
-        learn, info = choose_backbone(dls, names, size, quiet=quiet)
+        learn, info = choose_backbone(dls, names, size, quiet=common['quiet'])
         info.update(mode='features', epochs=0)
         common['arch'] = info['best_single']   # fine-tuning, when tried, starts from the best single backbone
     else: learn, info = _train_one(dls, todo, **common, rank0_head=mode == 'features')   # auto may fine-tune next: every rank needs the head
@@ -430,17 +451,15 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     tried, took = {todo: fit[2]}, {todo: secs}; log(f'{todo}: {fit[2]:.2%} validation error after {secs:.1f} s')
     if mode == 'auto' and todo == 'fine_tune' and not schedule: reason += f'; fine_tune scored {fit[2]:.2%} validation error in {secs:.0f} s'
     if mode == 'auto' and todo == 'features': fit, reason = _maybe_fine_tune(dls, common, fit, vd, secs, choose, tried, took)
-    learn, info, err, probs, targs = fit
-    train_seconds, cm = time.time() - t0, _add_final_plots(plots, learn, info, probs, targs)
-    result = dict(mode=info['mode'], requested_mode=mode, arch=info.get('arch', arch) if info['mode'] != 'scratch' else 'scratch_cnn',
-                  weights=info.get('weights'), classes=vd.classes, error_rate=err, accuracy=1-err,
-                  valid_loss=float(nn.functional.cross_entropy(probs.clamp_min(1e-12).log(), targs)) if len(targs) else None,
-                  n_train=vd.n_train, n_valid=vd.n_valid, **calibrate_learner(learn, vd, probs, targs, plots), train_seconds=round(train_seconds, 1), size=size,
-                  presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
-                  tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=cm.tolist(), **({'auto_reason': reason} if reason else {}),
-                  **training_processes(),   # what the card records too (the model writer's)
-                  **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch', 'best_single')})
-    return learn, result, plots, vd
+    return fit, reason, tried, took
+
+def _valid_loss(probs, targs) -> float|None:
+    return float(nn.functional.cross_entropy(probs.clamp_min(1e-12).log(), targs)) if len(targs) else None
+
+def training_extras(aug_mix:str, adversarial:str, eps:float, adv_ratio:float, adv_steps:int) -> dict:
+    "What the card records of `--aug-mix` and `--adversarial` (the latter None when off)."
+    adv = dict(attack=adversarial, eps=eps, ratio=adv_ratio, **({'steps': adv_steps} if adversarial == 'pgd' else {}))
+    return dict(aug_mix=aug_mix, adversarial=adv if adversarial != 'none' else None)
 
 
 # %% ../../nbs/07b_vision_train.ipynb #a63faeda
@@ -553,6 +572,7 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
                          n_train=result['n_train'], n_valid=result['n_valid'], n_calib=result.get('n_calib', 0)),
             confusion_matrix=None if cm is None else np.asarray(cm).tolist(),
             train_seconds=result['train_seconds'], labels=result['labels'], weights=result.get('weights'), aug=result['aug'],
+            aug_mix=result.get('aug_mix', 'none'), adversarial=result.get('adversarial'),
             epochs=result.get('epochs'), lr=result.get('lr'), seed=result['seed'], auto_reason=result.get('auto_reason'),
             candidates=result.get('candidates'), backbone_reason=result.get('backbone_reason'),
             onnx=onnx, examples=ex, data_fingerprint=data_fingerprint(vd.items) if vd is not None else None,

@@ -1,0 +1,76 @@
+"""What the advanced augmentations do to accuracy and robustness: on the shared pets (cat/dog and the 37 breeds),
+`vision train --mode fine_tune` (EfficientNet-Lite0) with the default augmentation, + MixUp, + CutMix, + adversarial
+training (FGSM, and PGD-3, at eps 2 on half of each batch), the same split and seeds; each model's validation error
+clean, under FGSM at eps 1, 2, 4 and under PGD-10 at eps 2 (white-box, `fastxfer.augment.adversarial`; eps in pixel
+steps of 1/255), and its training seconds. JSON out (one object, the last line); a line a run on stderr.
+
+    .venv/bin/python bench/augment_advanced.py                                      # cat/dog, seeds 0 and 1, every technique
+    .venv/bin/python bench/augment_advanced.py --tasks catdog,breeds --seeds 0,1 --size 224 --epochs 2
+
+MixStyle and GAN-made images (the rest of issue #31) are not in the package yet, so not here. Run it alone on the
+machine; the load average and CPU model are written with the figures.
+"""
+import argparse, contextlib, json, os, sys, tempfile, time
+from pathlib import Path
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from machine import cpu_model   # bench/machine.py, beside this script
+from fastxfer.core import set_quiet, shared_data
+
+TECHNIQUES = {'default': {}, 'mixup': dict(aug_mix='mixup'), 'cutmix': dict(aug_mix='cutmix'),
+              'fgsm': dict(adversarial='fgsm', eps=2.0), 'pgd': dict(adversarial='pgd', eps=2.0, adv_steps=3)}
+LABELS = {'catdog': 'cat-dog', 'breeds': 'breed'}
+ATTACKS = [('fgsm', 1), ('fgsm', 2), ('fgsm', 4), ('pgd', 2)]
+
+
+def train(pets, task, technique, seed, a) -> tuple:
+    "Fine-tune on the pets with `technique`; the exported folder and the training report."
+    from fastxfer.family import get_family
+    out = Path(tempfile.mkdtemp(prefix=f'adv-{task}-{technique}-'))/'model'
+    with contextlib.redirect_stdout(sys.stderr):
+        r = get_family('vision').train(str(pets), out=str(out), labels=LABELS[task], mode='fine_tune', arch='efficientnet_lite0',
+                                       size=str(a.size), epochs=a.epochs, freeze_epochs=1, seed=seed, calib_pct=0.0, **TECHNIQUES[technique])
+    return out, r
+
+
+def attacked_errors(model_dir, pets, task, seed, a) -> dict:
+    "Validation error clean and under each attack of `ATTACKS` (the training split's validation images)."
+    from fastxfer.model_folder import load_model
+    from fastxfer.vision.data import collect_data
+    from fastxfer.vision.predict import _attacked_correct
+    p = load_model(model_dir)
+    vd = collect_data(pets, LABELS[task], seed=seed)
+    items, y = vd.valid_items(), [p.vocab.index(vd.labels[i]) for i in vd.valid_idx]
+    norm = p.card['normalization']; stats = (norm['mean'], norm['std'])
+    out, clean = {}, None
+    for attack, eps in ATTACKS:
+        c, hit = _attacked_correct(p, items, y, attack, [eps], 10, stats, 32)
+        clean = c; out[f'{attack}{"-10" if attack == "pgd" else ""} eps {eps}'] = round(1 - hit[0] / len(items), 4)
+    return dict(clean=round(1 - clean / len(items), 4), **out, n_valid=len(items))
+
+
+def main(a):
+    pets, load, runs = shared_data('pets/images'), os.getloadavg(), []
+    if pets is None: print('SKIP: the shared pets photos are not here', file=sys.stderr); return
+    set_quiet(True)
+    for task in a.tasks.split(','):
+        for seed in map(int, a.seeds.split(',')):
+            for technique in a.techniques.split(','):
+                t0 = time.time(); folder, r = train(pets, task, technique, seed, a)
+                secs = time.time() - t0
+                err = attacked_errors(folder, pets, task, seed, a)
+                runs.append(dict(task=task, seed=seed, technique=technique, train_seconds=round(secs, 1), error=err))
+                print(f"{task} seed {seed} {technique}: " + ', '.join(f'{k} {v:.3f}' for k, v in err.items() if k != 'n_valid')
+                      + f'; trained in {secs:.0f} s', file=sys.stderr, flush=True)
+    print(json.dumps(dict(bench='augment_advanced', size=a.size, epochs=a.epochs, runs=runs, load_average_before=[round(v, 2) for v in load],
+                          cpu=cpu_model(), torch_threads=__import__('torch').get_num_threads())))
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--tasks', default='catdog'); ap.add_argument('--seeds', default='0,1')
+    ap.add_argument('--techniques', default=','.join(TECHNIQUES)); ap.add_argument('--size', type=int, default=160)
+    ap.add_argument('--epochs', type=int, default=1, help='unfrozen epochs after one frozen epoch')
+    main(ap.parse_args())

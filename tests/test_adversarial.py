@@ -1,0 +1,159 @@
+"""Adversarial training, MixUp/CutMix and `vision robustness`: the attacks against captum's (a maintained library),
+what each technique does to a batch, and the commands end to end on tiny images (train, predict, robustness), with
+what bad input gets."""
+import json
+
+import numpy as np, pytest, torch
+import torch.nn.functional as F
+from PIL import Image
+
+from conftest import run_cli
+from fastxfer.augment.adversarial import IMAGENET_STATS, AdversarialTraining, bounds, fgsm, pgd, training_callbacks
+
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
+COLOURS = {'red': (220, 40, 40), 'blue': (40, 40, 220)}
+
+
+def tiny_net(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(8, 3)).eval()
+
+
+class Normalized(torch.nn.Module):
+    "`net` after ImageNet normalisation: a model of images in [0, 1], as captum's attacks expect."
+    def __init__(self, net):
+        super().__init__(); self.net = net
+        self.m, self.s = (torch.tensor(v).view(1, 3, 1, 1) for v in IMAGENET_STATS)
+    def forward(self, x): return self.net((x - self.m) / self.s)
+
+
+def norm(x01):
+    m, s = (torch.tensor(v).view(1, 3, 1, 1) for v in IMAGENET_STATS)
+    return (x01 - m) / s
+
+
+def same(a, b) -> bool:
+    "Equal but for at most 1% of the values: where a gradient is about 0, float rounding may flip its sign."
+    off = (a - b).abs() > 1e-4
+    print(f'{off.float().mean():.2%} of the values differ')
+    return bool(off.float().mean() < 0.01)
+
+
+def test_fgsm_and_pgd_match_captum_in_pixel_space():
+    from captum.robust import FGSM, PGD
+    net, g = tiny_net(), torch.Generator().manual_seed(1)
+    x01, y = torch.rand(8, 3, 24, 24, generator=g), torch.randint(0, 3, (8,), generator=g)
+    wrapped = Normalized(net)
+    ce = lambda out, t: F.cross_entropy(out, t, reduction="none")   # captum's default loss is -log(output): for probabilities, not logits
+    theirs = FGSM(wrapped, loss_func=ce, lower_bound=0., upper_bound=1.).perturb(x01, 2 / 255, target=y)
+    assert same(norm(theirs), fgsm(net, norm(x01), y, 2))
+    theirs = PGD(wrapped, loss_func=ce, lower_bound=0., upper_bound=1.).perturb(x01, radius=4 / 255, step_size=1 / 255, step_num=5, target=y)
+    ours = pgd(net, norm(x01), y, 4, steps=5, step=1, random_start=False)
+    assert same(norm(theirs), ours)
+
+
+def test_adversarial_examples_raise_the_loss_within_the_budget():
+    net, g = tiny_net(), torch.Generator().manual_seed(2)
+    lo, hi, unit = bounds()
+    x = torch.rand(32, 3, 24, 24, generator=g) * (hi - lo) + lo; y = torch.randint(0, 3, (32,), generator=g)
+    loss = lambda m, z: F.cross_entropy(m(z), y).item()
+    for xa in (fgsm(net, x, y, 2), pgd(net, x, y, 2, steps=10, seed=0)):
+        assert loss(net, xa) > loss(net, x) + 1e-3
+        assert ((xa - x).abs() / unit).max() <= 2 + 1e-4 and (xa >= lo - 1e-6).all() and (xa <= hi + 1e-6).all()
+    noise = torch.maximum(torch.minimum(x + 2 * unit * torch.randn(x.shape, generator=g).sign(), hi), lo)
+    assert loss(net, fgsm(net, x, y, 2)) - loss(net, x) > 3 * abs(loss(net, noise) - loss(net, x))   # far more than noise of that size
+
+
+def _learner():
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from torch.utils.data import TensorDataset
+    g = torch.Generator().manual_seed(0)
+    xs = torch.rand(32, 3, 16, 16, generator=g); ys = torch.randint(0, 3, (32,), generator=g)
+    dls = DataLoaders.from_dsets(TensorDataset(xs[:24], ys[:24]), TensorDataset(xs[24:], ys[24:]), bs=8, device='cpu')
+    from fastai.losses import CrossEntropyLossFlat
+    return Learner(dls, tiny_net(), loss_func=CrossEntropyLossFlat())   # vision training's loss
+
+
+def test_mixup_makes_convex_mixes_of_pairs_and_mixes_their_labels_in_the_loss():
+    learn = _learner()
+    cb, = training_callbacks('mixup'); learn.add_cb(cb)
+    x, y = learn.dls.one_batch()
+    learn.training, learn.xb, learn.yb = True, (x,), (y,)
+    cb.before_train(); cb.before_batch()
+    mixed, lam = learn.xb[0], cb.lam
+    for i in range(len(x)):   # each mixed image is lam * itself + (1 - lam) * one image of the batch, that image's label in yb1
+        j = int(((mixed[i] - lam[i] * x[i]).unsqueeze(0) - (1 - lam[i]) * x).flatten(1).abs().max(1).values.argmin())
+        assert torch.allclose(mixed[i], lam[i] * x[i] + (1 - lam[i]) * x[j], atol=1e-5) and cb.yb1[0][i] == y[j]
+    assert (lam >= 0.5).all() and (lam <= 1).all()
+    pred = learn.model(mixed)
+    want = (lam * F.cross_entropy(pred, y, reduction='none') + (1 - lam) * F.cross_entropy(pred, cb.yb1[0], reduction='none')).mean()
+    assert torch.allclose(learn.loss_func(pred, y), want, atol=1e-5)
+    cb.after_train()
+
+
+def test_adversarial_training_attacks_only_its_share_of_a_training_batch():
+    learn = _learner()
+    cb = AdversarialTraining('fgsm', eps=3, ratio=0.5); learn.add_cb(cb)
+    x, y = learn.dls.one_batch()
+    lo, hi, unit = bounds()
+    learn.training, learn.xb, learn.yb = True, (x,), (y,)
+    cb.before_batch()
+    moved = ((learn.xb[0] - x).abs() / unit).flatten(1).max(1).values
+    assert (moved[:4] > 0.5).all() and (moved[:4] <= 3 + 1e-4).all() and (moved[4:] == 0).all()
+    assert F.cross_entropy(learn.model(learn.xb[0][:4]), y[:4]) > F.cross_entropy(learn.model(x[:4]), y[:4])
+    learn.training, learn.xb = False, (x,); cb.before_batch()
+    assert torch.equal(learn.xb[0], x)   # validation batches stay as they are
+
+
+@pytest.fixture(scope='module')
+def squares(tmp_path_factory):
+    d, rng = tmp_path_factory.mktemp('adv'), np.random.default_rng(0)
+    for c, rgb in COLOURS.items():
+        (d/'sq'/c).mkdir(parents=True)
+        for i in range(16):
+            a = rng.integers(60, 196, (64, 64, 1)).repeat(3, 2).astype(np.uint8)
+            x, y = rng.integers(0, 40, 2); a[y:y + 24, x:x + 24] = rgb
+            Image.fromarray(a).save(d/'sq'/c/f'{c}{i}.png')
+    return d
+
+
+def test_train_with_adversarial_examples_then_predict_and_measure_robustness(squares, tmp_path):
+    r = run_cli('vision', 'train', squares/'sq', '--mode', 'fine_tune', '--adversarial', 'pgd', '--eps', 2, '--adv-steps', 2,
+                '--size', 64, '--epochs', 1, '--freeze-epochs', 0, '--out', tmp_path/'m', '--json', check=0)
+    res = json.loads(r.stdout)
+    assert res['adversarial'] == {'attack': 'pgd', 'eps': 2.0, 'ratio': 0.5, 'steps': 2}
+    assert json.loads((tmp_path/'m'/'card.json').read_text())['adversarial']['attack'] == 'pgd'
+    p = json.loads(run_cli('vision', 'predict', tmp_path/'m', squares/'sq'/'red'/'red0.png', '--json', check=0).stdout)
+    assert p['predictions'][0]['label'] in COLOURS
+    rb = json.loads(run_cli('vision', 'robustness', tmp_path/'m', squares/'sq', '--attack', 'fgsm', '--eps', '2,8',
+                            '--out', tmp_path/'rob', '--json', check=0).stdout)
+    assert rb['n'] == 32 and len(rb['accuracy']) == 2 and rb['white_box'] and rb['adversarial_training']['attack'] == 'pgd'
+    assert rb['accuracy'][1] <= rb['clean_accuracy'] and Image.open(tmp_path/'rob'/'robustness.png').size[0] > 300
+
+
+def test_train_with_cutmix_records_it(squares, tmp_path):
+    r = json.loads(run_cli('vision', 'train', squares/'sq', '--mode', 'scratch', '--aug-mix', 'cutmix', '--size', 32, '--epochs', 1,
+                           '--out', tmp_path/'m', '--json', check=0).stdout)
+    assert r['aug_mix'] == 'cutmix' and json.loads((tmp_path/'m'/'card.json').read_text())['aug_mix'] == 'cutmix'
+
+
+@pytest.mark.parametrize('args,says', [
+    (['--mode', 'features', '--adversarial', 'fgsm'], 'frozen feature cache'),
+    (['--mode', 'fine_tune', '--adversarial', 'fgsm', '--eps', '-1'], '--eps -1'),
+    (['--mode', 'fine_tune', '--adversarial', 'pgd', '--eps', '65'], 'at most 64'),
+    (['--mode', 'fine_tune', '--adversarial', 'fgsm', '--adv-ratio', '1.5'], '--adv-ratio 1.5'),
+    (['--aug-mix', 'mixup'], 'needs --mode fine_tune or scratch'),
+    (['--mode', 'fine_tune', '--aug-mix', 'mixup', '--adversarial', 'fgsm'], 'use one')])
+def test_bad_training_flags_are_exit_2_and_write_nothing(args, says, squares, tmp_path):
+    r = run_cli('vision', 'train', squares/'sq', *args, '--out', tmp_path/'m')
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith('error:') and says in r.stderr, r.stderr[-400:]
+    assert not (tmp_path/'m').exists()
+
+
+@pytest.mark.parametrize('args,says', [(['--eps', '0'], 'above 0'), (['--eps', 'x'], 'give numbers'), (['--steps', '0'], '--steps 0')])
+def test_bad_robustness_flags_are_exit_2(args, says, squares, tmp_path):
+    r = run_cli('vision', 'robustness', tmp_path/'nothing', squares/'sq', *args, '--out', tmp_path/'rob')
+    assert r.returncode == 2 and says in r.stderr, r.stderr[-400:]
+    assert not (tmp_path/'rob').exists()
