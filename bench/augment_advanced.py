@@ -31,7 +31,8 @@ def train(pets, task, technique, seed, a) -> tuple:
     out = Path(tempfile.mkdtemp(prefix=f'adv-{task}-{technique}-'))/'model'
     with contextlib.redirect_stdout(sys.stderr):
         r = get_family('vision').train(str(pets), out=str(out), labels=LABELS[task], mode='fine_tune', arch='efficientnet_lite0',
-                                       size=str(a.size), epochs=a.epochs, freeze_epochs=1, seed=seed, calib_pct=0.0, **TECHNIQUES[technique])
+                                       size=str(a.size), epochs=a.epochs, freeze_epochs=1, seed=seed, calib_pct=0.0, **TECHNIQUES[technique],
+                                       **({'adv_ratio': a.adv_ratio} if 'adversarial' in TECHNIQUES[technique] else {}))
     return out, r
 
 
@@ -64,7 +65,7 @@ def main(a):
                 runs.append(dict(task=task, seed=seed, technique=technique, train_seconds=round(secs, 1), error=err))
                 print(f"{task} seed {seed} {technique}: " + ', '.join(f'{k} {v:.3f}' for k, v in err.items() if k != 'n_valid')
                       + f'; trained in {secs:.0f} s', file=sys.stderr, flush=True)
-    print(json.dumps(dict(bench='augment_advanced', size=a.size, epochs=a.epochs, runs=runs, load_average_before=[round(v, 2) for v in load],
+    print(json.dumps(dict(bench='augment_advanced', size=a.size, epochs=a.epochs, adv_ratio=a.adv_ratio, runs=runs, load_average_before=[round(v, 2) for v in load],
                           cpu=cpu_model(), torch_threads=__import__('torch').get_num_threads())))
 
 
@@ -73,4 +74,5 @@ if __name__ == '__main__':
     ap.add_argument('--tasks', default='catdog'); ap.add_argument('--seeds', default='0,1')
     ap.add_argument('--techniques', default=','.join(TECHNIQUES)); ap.add_argument('--size', type=int, default=160)
     ap.add_argument('--epochs', type=int, default=1, help='unfrozen epochs after one frozen epoch')
+    ap.add_argument('--adv-ratio', type=float, default=0.5, help='the share of each batch made adversarial (fgsm, pgd)')
     main(ap.parse_args())

@@ -31,10 +31,14 @@ def _input_grad(model, x, y) -> torch.Tensor:
 def _clip(x, lo, hi): return torch.maximum(torch.minimum(x, hi), lo)
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #8074590f
-def fgsm(model, x, y, eps:float, stats=IMAGENET_STATS) -> torch.Tensor:
-    "Fast gradient sign method (Goodfellow et al. 2015): `x` moved `eps` pixel steps along the sign of the loss gradient, kept in the image range."
+def fgsm(model, x, y, eps:float, stats=IMAGENET_STATS, random_start:bool=False) -> torch.Tensor:
+    """Fast gradient sign method (Goodfellow et al. 2015): `x` moved `eps` pixel steps along the sign of the loss gradient,
+    kept in the image range. `random_start`: from a random point of the eps-ball, a step of 1.25 eps projected back into
+    it (Wong et al. 2020, "fast" adversarial training: plain FGSM training overfits to its own attack)."""
     lo, hi, unit = bounds(stats, x.device)
-    return _clip(x + eps * unit * _input_grad(model, x, y).sign(), lo, hi).detach()
+    if not random_start: return _clip(x + eps * unit * _input_grad(model, x, y).sign(), lo, hi).detach()
+    e = eps * unit; x0 = _clip(x + (torch.rand_like(x) * 2 - 1) * e, lo, hi)
+    return _clip(_clip(x0 + 1.25 * e * _input_grad(model, x0, y).sign(), x - e, x + e), lo, hi).detach()
 
 def pgd(model, x, y, eps:float, stats=IMAGENET_STATS, steps:int=10, step:float|None=None, random_start:bool=True, seed:int|None=None) -> torch.Tensor:
     """Projected gradient descent (Madry et al. 2018): from a random point of the `eps`-ball around `x` (`random_start`),
@@ -62,8 +66,8 @@ def eval_mode(model):
     finally: model.train(was)
 
 class AdversarialTraining(Callback):
-    """Replace the first `ratio` share of each training batch by its adversarial version (`attack` fgsm or pgd with
-    `steps`, `eps` pixel steps, made against the model as it is at that batch, in eval mode), the labels kept."""
+    """Replace the first `ratio` share of each training batch by its adversarial version (`attack`: fgsm from a random
+    start, or pgd with `steps`; `eps` pixel steps; made against the model as it is at that batch, in eval mode), the labels kept."""
     order = MixUp.order + 1
     def __init__(self, attack:str='fgsm', eps:float=2., ratio:float=0.5, steps:int=3, stats=IMAGENET_STATS):
         self.attack, self.eps, self.ratio, self.steps, self.stats = attack, eps, ratio, steps, stats
@@ -74,7 +78,7 @@ class AdversarialTraining(Callback):
         if n == 0: return
         xs, ys = x[:n].as_subclass(torch.Tensor), y[:n].as_subclass(torch.Tensor)
         with eval_mode(self.model):
-            xa = fgsm(self.model, xs, ys, self.eps, self.stats) if self.attack == 'fgsm' else pgd(self.model, xs, ys, self.eps, self.stats, self.steps)
+            xa = fgsm(self.model, xs, ys, self.eps, self.stats, random_start=True) if self.attack == 'fgsm' else pgd(self.model, xs, ys, self.eps, self.stats, self.steps)
         self.learn.xb = (torch.cat([xa, x[n:].as_subclass(torch.Tensor)]).as_subclass(type(x)),)
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #96abd046
