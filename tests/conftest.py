@@ -92,6 +92,20 @@ def adult_csv(path, n=400, columns=ADULT_COLUMNS) -> Path:
     df.to_csv(path, index=False)
     return Path(path)
 
+def coloured_squares(root, colours: dict, n: int, size: int, side: int, seed: int = 0) -> Path:
+    "`n` images a colour under `root/<colour>/`: grey noise with a `side`-pixel square of the colour at a random place."
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for c, rgb in colours.items():
+        (Path(root)/c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            a = rng.integers(60, 196, (size, size, 1)).repeat(3, 2).astype(np.uint8)
+            x, y = rng.integers(0, size - side, 2); a[y:y + side, x:x + side] = rgb
+            Image.fromarray(a).save(Path(root)/c/f'{c}{i}.png')
+    return Path(root)
+
+
 def toy_csv(path, n=40):
     "x from -5 to 5; 'high' above 1.5 (so the learned threshold is the largest x at or below 1.5)."
     xs = [round(-5 + 10 * i / (n - 1), 3) for i in range(n)]

@@ -7,7 +7,7 @@ import numpy as np, pytest, torch
 import torch.nn.functional as F
 from PIL import Image
 
-from conftest import run_cli
+from conftest import coloured_squares, run_cli
 from fastxfer.augment.adversarial import IMAGENET_STATS, AdversarialTraining, bounds, fgsm, pgd, training_callbacks
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
@@ -109,13 +109,8 @@ def test_adversarial_training_attacks_only_its_share_of_a_training_batch():
 
 @pytest.fixture(scope='module')
 def squares(tmp_path_factory):
-    d, rng = tmp_path_factory.mktemp('adv'), np.random.default_rng(0)
-    for c, rgb in COLOURS.items():
-        (d/'sq'/c).mkdir(parents=True)
-        for i in range(16):
-            a = rng.integers(60, 196, (64, 64, 1)).repeat(3, 2).astype(np.uint8)
-            x, y = rng.integers(0, 40, 2); a[y:y + 24, x:x + 24] = rgb
-            Image.fromarray(a).save(d/'sq'/c/f'{c}{i}.png')
+    d = tmp_path_factory.mktemp('adv')
+    coloured_squares(d/'sq', COLOURS, n=16, size=64, side=24)
     return d
 
 

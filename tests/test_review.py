@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx, numpy as np, pytest
 from PIL import Image
 
-from conftest import FASTXFER, run_cli
+from conftest import FASTXFER, coloured_squares, run_cli
 from test_browser import ARGS, CHROMIUM, _chromium_or_skip
 from test_serve import free_port, wait_up
 
@@ -27,13 +27,8 @@ def files(d: Path) -> set:
 @pytest.fixture(scope='module')
 def squares(tmp_path_factory):
     "20 images a colour (a coloured square on grey noise) in folders named by colour, 3 of them in a wrong folder; and their label-issues report."
-    d, rng = tmp_path_factory.mktemp('review'), np.random.default_rng(0)
-    for c, rgb in COLOURS.items():
-        (d/'squares'/c).mkdir(parents=True)
-        for i in range(20):
-            a = rng.integers(60, 196, (128, 128, 1)).repeat(3, 2).astype(np.uint8)
-            x, y = rng.integers(0, 88, 2); a[y:y + 40, x:x + 40] = rgb
-            Image.fromarray(a).save(d/'squares'/c/f'{c}{i}.png')
+    d = tmp_path_factory.mktemp('review')
+    coloured_squares(d/'squares', COLOURS, n=20, size=128, side=40)
     for src, name, dst in MOVED: (d/'squares'/src/name).rename(d/'squares'/dst/name)
     r = run_json('vision', 'label-issues', 'squares', '--size', 128, '--out', 'label_issues', cwd=d)
     assert {f'squares/{dst}/{name}' for _, name, dst in MOVED} <= {x['item'] for x in r['issues']}, r['issues']

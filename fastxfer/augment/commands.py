@@ -152,8 +152,11 @@ def preview(image:str, # an image file
             presize:int|None=None, # item size before batch augmentation, as in vision train (if not given: size)
             ) -> dict:
     "Draw an image and n augmented versions of it in one PNG."
-    from fastxfer.augment.image import preview as draw
-    return draw(image, out=out, aug=aug, n=n, seed=seed, size=size, presize=presize)
+    from fastxfer.augment.image import image_size, preview_grid
+    t = time.time()
+    preview_grid(image, aug=aug, n=n, seed=seed, size=size, presize=presize, out=out)
+    return dict(out=str(Path(out).resolve()), image=str(image), aug=aug, n=n, seed=seed, size=image_size(size),
+                presize=presize or image_size(size), seconds=round(time.time() - t, 3))
 
 def _wrote(r) -> str:
     if r.get('kind') == 'text': return f"wrote {r['out']}: {r['inputs']} texts and {r['copies']} copies" + ''.join(f"\n  {x['original']!r}\n  -> {x['augmented']!r}" for x in r['examples'])

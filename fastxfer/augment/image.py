@@ -24,7 +24,7 @@ from ..backbones import image_size
 # %% auto #0
 __all__ = ['PRESETS', 'shift_mat', 'shear_mat', 'zoom_xy_mat', 'TrainOnlyAffine', 'Shift', 'Shear', 'ZoomXY', 'GaussianNoise',
            'SaltPepper', 'homography_grid', 'warp_coeffs', 'FastAug', 'aug_preset', 'keras_tfm', 'default_tfms',
-           'to_batch', 'apply_tfms', 'preview_images', 'preview_grid', 'preview']
+           'to_batch', 'apply_tfms', 'preview_images', 'preview_grid']
 
 # %% ../../nbs/03a_augment_image.ipynb #28842d93
 def shift_mat(x:torch.Tensor, max_shift:float=0.2, p:float=0.5, batch:bool=False):
@@ -336,21 +336,3 @@ def preview_grid(image, aug:str='default', n:int=8, seed:int|None=0, size:int|No
         buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=80); plt.close(fig)
         atomic_write(out, buf.getvalue())
     return fig
-
-# %% ../../nbs/03a_augment_image.ipynb #7e9581fc
-def preview(image:str, # an image file
-            *, out:str, # PNG file to write
-            aug:Literal[PRESETS]='default', # augmentation preset
-            n:int=8, # number of augmented versions
-            seed:int=0, # random seed
-            size:int|None=None, # image size in pixels (if not given: the size setting)
-            presize:int|None=None, # item size before batch augmentation, as in vision train (if not given: size)
-            ) -> dict:
-    "Draw an image and n augmented versions of it in one PNG."
-    t = time.time()
-    preview_grid(image, aug=aug, n=n, seed=seed, size=size, presize=presize, out=out)
-    size = image_size(size)
-    return dict(out=str(Path(out).resolve()), image=str(image), aug=aug, n=n, seed=seed, size=size, presize=presize or size,
-                seconds=round(time.time()-t, 3))
-
-preview.human = lambda r: f"wrote {r['out']} ({r['n']} x {r['aug']})"   # what the command line prints without --json
