@@ -1,5 +1,5 @@
 """What the advanced augmentations do to accuracy and robustness: on the shared pets (cat/dog and the 37 breeds),
-`vision train --mode fine_tune` (EfficientNet-Lite0) with the default augmentation, + MixUp, + CutMix, + adversarial
+`vision train --mode fine_tune` (EfficientNet-Lite0) with the default augmentation, + MixUp, + CutMix, + MixStyle, + adversarial
 training (FGSM, and PGD-3, at eps 2 on half of each batch), the same split and seeds; each model's validation error
 clean, under FGSM at eps 1, 2, 4 and under PGD-10 at eps 2 (white-box, `fastxfer.augment.adversarial`; eps in pixel
 steps of 1/255), and its training seconds. JSON out (one object, the last line); a line a run on stderr.
@@ -7,7 +7,7 @@ steps of 1/255), and its training seconds. JSON out (one object, the last line);
     .venv/bin/python bench/augment_advanced.py                                      # cat/dog, seeds 0 and 1, every technique
     .venv/bin/python bench/augment_advanced.py --tasks catdog,breeds --seeds 0,1 --size 224 --epochs 2
 
-MixStyle and GAN-made images (the rest of issue #31) are not in the package yet, so not here. Run it alone on the
+GAN-made images (the rest of issue #31) are not in the package yet, so not here. Run it alone on the
 machine; the load average and CPU model are written with the figures.
 """
 import argparse, contextlib, json, os, sys, tempfile, time
@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 from machine import cpu_model   # bench/machine.py, beside this script
 from fastxfer.core import set_quiet, shared_data
 
-TECHNIQUES = {'default': {}, 'mixup': dict(aug_mix='mixup'), 'cutmix': dict(aug_mix='cutmix'),
+TECHNIQUES = {'default': {}, 'mixup': dict(aug_mix='mixup'), 'cutmix': dict(aug_mix='cutmix'), 'mixstyle': dict(aug_style='mixstyle'),
               'fgsm': dict(adversarial='fgsm', eps=2.0), 'pgd': dict(adversarial='pgd', eps=2.0, adv_steps=3)}
 LABELS = {'catdog': 'cat-dog', 'breeds': 'breed'}
 ATTACKS = [('fgsm', 1), ('fgsm', 2), ('fgsm', 4), ('pgd', 2)]

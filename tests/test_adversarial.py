@@ -134,8 +134,17 @@ def test_train_with_cutmix_records_it(squares, tmp_path):
     assert r['aug_mix'] == 'cutmix' and json.loads((tmp_path/'m'/'card.json').read_text())['aug_mix'] == 'cutmix'
 
 
+def test_train_with_mixstyle_records_it_and_predicts(squares, tmp_path):
+    r = json.loads(run_cli('vision', 'train', squares/'sq', '--mode', 'fine_tune', '--aug-style', 'mixstyle', '--size', 64, '--epochs', 1,
+                           '--freeze-epochs', 0, '--out', tmp_path/'m', '--json', check=0).stdout)
+    assert r['aug_style'] == 'mixstyle' and json.loads((tmp_path/'m'/'card.json').read_text())['aug_style'] == 'mixstyle'
+    p = json.loads(run_cli('vision', 'predict', tmp_path/'m', squares/'sq'/'blue'/'blue1.png', '--json', check=0).stdout)
+    assert p['predictions'][0]['label'] in COLOURS   # the hooks are gone: the saved network is the plain one
+
+
 @pytest.mark.parametrize('args,says', [
     (['--mode', 'features', '--adversarial', 'fgsm'], 'frozen feature cache'),
+    (['--mode', 'features', '--aug-style', 'mixstyle'], 'frozen feature cache'),
     (['--mode', 'fine_tune', '--adversarial', 'fgsm', '--eps', '-1'], '--eps -1'),
     (['--mode', 'fine_tune', '--adversarial', 'pgd', '--eps', '65'], 'at most 64'),
     (['--mode', 'fine_tune', '--adversarial', 'fgsm', '--adv-ratio', '1.5'], '--adv-ratio 1.5'),

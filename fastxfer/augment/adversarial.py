@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from ..core import FastxferError
 
 # %% auto #0
-__all__ = ['IMAGENET_STATS', 'ATTACKS', 'bounds', 'fgsm', 'pgd', 'eval_mode', 'AdversarialTraining', 'check_training_extras',
-           'training_callbacks']
+__all__ = ['IMAGENET_STATS', 'ATTACKS', 'bounds', 'fgsm', 'pgd', 'eval_mode', 'AdversarialTraining', 'mixstyle', 'early_stages',
+           'MixStyleTraining', 'check_training_extras', 'training_callbacks']
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #c37ec72e
 IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
@@ -81,22 +81,49 @@ class AdversarialTraining(Callback):
             xa = fgsm(self.model, xs, ys, self.eps, self.stats, random_start=True) if self.attack == 'fgsm' else pgd(self.model, xs, ys, self.eps, self.stats, self.steps)
         self.learn.xb = (torch.cat([xa, x[n:].as_subclass(torch.Tensor)]).as_subclass(type(x)),)
 
+# %% ../../nbs/03e_augment_adversarial.ipynb #dac75c87
+def mixstyle(x:torch.Tensor, p:float=0.5, alpha:float=0.1, eps:float=1e-6) -> torch.Tensor:
+    "With chance `p`, feature maps `x` (B, C, H, W) with each image's channel statistics mixed with a random other's (weights from Beta(alpha, alpha))."
+    if x.size(0) < 2 or torch.rand(()) > p: return x
+    mu, sig = x.mean((2, 3), keepdim=True).detach(), (x.var((2, 3), keepdim=True) + eps).sqrt().detach()
+    lam = torch.distributions.Beta(alpha, alpha).sample((x.size(0), 1, 1, 1)).to(x)
+    perm = torch.randperm(x.size(0), device=x.device)
+    return (x - mu) / sig * (lam * sig + (1 - lam) * sig[perm]) + lam * mu + (1 - lam) * mu[perm]
+
+def early_stages(model:torch.nn.Module, k:int=3) -> list:
+    "The first `k` stages of a network: the children of its first `nn.Sequential` of at least 4 (EfficientNet's `blocks`, a ResNet's cut body)."
+    return next((list(m.children())[:k] for m in model.modules() if isinstance(m, torch.nn.Sequential) and len(m) >= 4), [])
+
+class MixStyleTraining(Callback):
+    "MixStyle after the first `k` stages of the body while training (forward hooks, so the model and its saved weights do not change)."
+    def __init__(self, p:float=0.5, alpha:float=0.1, k:int=3): self.p, self.alpha, self.k, self.hooks = p, alpha, k, []
+    def before_fit(self):
+        stages = early_stages(self.model, self.k)
+        if not stages: raise FastxferError('--aug-style mixstyle: this network has no stages to mix styles after')
+        self.hooks = [m.register_forward_hook(lambda m, i, o: mixstyle(o, self.p, self.alpha) if m.training else None) for m in stages]
+    def after_fit(self):
+        for h in self.hooks: h.remove()
+        self.hooks = []
+
 # %% ../../nbs/03e_augment_adversarial.ipynb #96abd046
-def check_training_extras(mode:str, aug_mix:str='none', adversarial:str='none', eps:float=2., adv_ratio:float=0.5, adv_steps:int=3) -> None:
+def check_training_extras(mode:str, aug_mix:str='none', adversarial:str='none', eps:float=2., adv_ratio:float=0.5, adv_steps:int=3, aug_style:str='none') -> None:
     "A `FastxferError` for flags that cannot work together: a budget out of range, a ratio outside [0, 1], gradient training asked of a frozen feature cache."
     if aug_mix not in ('none', 'mixup', 'cutmix'): raise FastxferError(f'--aug-mix {aug_mix!r}: use none, mixup or cutmix')
+    if aug_style not in ('none', 'mixstyle'): raise FastxferError(f'--aug-style {aug_style!r}: use none or mixstyle')
     if adversarial not in ('none', *ATTACKS): raise FastxferError(f'--adversarial {adversarial!r}: use none, fgsm or pgd')
     if adversarial != 'none':
         if not 0 < eps <= 64: raise FastxferError(f'--eps {eps}: give the budget in pixel steps of 1/255, above 0 and at most 64 (2 is typical)')
         if not 0 <= adv_ratio <= 1: raise FastxferError(f'--adv-ratio {adv_ratio}: give the share of each batch made adversarial, between 0 and 1')
         if adv_steps < 1: raise FastxferError(f'--adv-steps {adv_steps}: give at least 1')
-    used = [f for f, v in (('--aug-mix', aug_mix), ('--adversarial', adversarial)) if v != 'none']
+    used = [f for f, v in (('--aug-mix', aug_mix), ('--adversarial', adversarial), ('--aug-style', aug_style)) if v != 'none']
     if used and mode not in ('fine_tune', 'scratch'):
         why = 'a frozen feature cache has no gradient to train through' if mode == 'features' else 'auto may train only a head on frozen features'
         raise FastxferError(f"{' and '.join(used)} {'need' if len(used) > 1 else 'needs'} --mode fine_tune or scratch ({why})")
-    if len(used) == 2: raise FastxferError('--aug-mix and --adversarial: use one (mixed labels have no single class to attack)')
+    if aug_mix != 'none' and adversarial != 'none': raise FastxferError('--aug-mix and --adversarial: use one (mixed labels have no single class to attack)')
 
-def training_callbacks(aug_mix:str='none', adversarial:str='none', eps:float=2., adv_ratio:float=0.5, adv_steps:int=3, stats=IMAGENET_STATS) -> list:
-    "The fastai callbacks of the flags: MixUp (alpha 0.4) or CutMix (alpha 1), fastai's own; `AdversarialTraining`."
+def training_callbacks(aug_mix:str='none', adversarial:str='none', eps:float=2., adv_ratio:float=0.5, adv_steps:int=3, aug_style:str='none',
+                       stats=IMAGENET_STATS) -> list:
+    "The fastai callbacks of the flags: MixUp (alpha 0.4) or CutMix (alpha 1), fastai's own; `AdversarialTraining`; `MixStyleTraining`."
     cbs = [MixUp(0.4)] if aug_mix == 'mixup' else [CutMix(1.)] if aug_mix == 'cutmix' else []
+    cbs += [MixStyleTraining()] if aug_style == 'mixstyle' else []
     return cbs + ([AdversarialTraining(adversarial, eps, adv_ratio, adv_steps, stats)] if adversarial != 'none' else [])
