@@ -293,6 +293,14 @@ class Predictor:
     def picture(self, item, pred:dict):
         "A picture of the answer for people (the UI, the widget): a PIL image, or None (the default: none)."
         return None
+    @classmethod
+    def suspect_picture(cls, issue:dict, size:int=448):
+        "A `label-issues` suspect (`issue`, one of the report's rows) as the review page and widget picture it: a PIL image, or None (the default)."
+        return None
+    @classmethod
+    def suspect_html(cls, issue:dict) -> str:
+        "A `label-issues` suspect as the review page and widget show it beside (or instead of) its picture: HTML ('' by default)."
+        return ''
     def legend(self, pred:dict) -> list|None:
         "The picture's colours: `[(name, (r, g, b)), ...]`, or None."
         return None

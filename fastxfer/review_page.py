@@ -14,8 +14,8 @@ from .family import POSITIONAL
 from .review import DECISIONS, decisions_file, read_decisions, record_decision
 
 # %% auto #0
-__all__ = ['load_issues', 'writable_decisions', 'ReviewSession', 'caption', 'commands', 'status', 'view', 'review_blocks',
-           'review_app', 'review']
+__all__ = ['load_issues', 'writable_decisions', 'ReviewSession', 'caption', 'commands', 'status', 'suspect_shower', 'view',
+           'review_blocks', 'review_app', 'review']
 
 # %% ../nbs/13a_review_page.ipynb #741699cf
 def load_issues(data=None, issues='label_issues') -> dict:
@@ -44,6 +44,7 @@ class ReviewSession:
     "The suspects of a `label-issues` report and the decisions taken on them, each saved to the CSV `decisions` as it is taken."
     def __init__(self, report:dict, decisions):
         self.report, self.issues, self.classes = report, report['issues'], [str(c) for c in report['classes']]
+        self.shows = suspect_shower(report.get('kind'))
         self.decisions = Path(decisions)
         self.taken = {d['item']: d for d in read_decisions(self.decisions)} if self.decisions.exists() else {}
     def __len__(self): return len(self.issues)
@@ -89,33 +90,32 @@ def status(self:ReviewSession) -> str:
 ReviewSession.caption, ReviewSession.commands, ReviewSession.status = caption, commands, status
 
 # %% ../nbs/13a_review_page.ipynb #2fceed94
+def suspect_shower(kind:str|None):
+    "The Predictor class of family `kind`: it says how its suspects look (`suspect_picture`, `suspect_html`); the base class (nothing) for an unknown kind."
+    from fastxfer.family import find_family
+    from fastxfer.model_folder import Predictor
+    fam = find_family(kind) if kind else None
+    return getattr(fam, 'predictor', None) or Predictor
+
 def view(self:ReviewSession, i:int, size:int=448) -> dict:
-    "What suspect `i` shows: `image` (a PIL image), `text` or `row` (a dict), whichever the report holds."
-    s = self.issues[i]
-    out = dict(image=None, text=s.get('text'), row=s.get('row'))
-    if s.get('image'):
-        from PIL import Image
-        try:
-            with Image.open(s['image']) as im: out['image'] = im.convert('RGB'); out['image'].thumbnail((size, size))
-        except OSError: out['text'] = f"{s['image']}: cannot be read (moved or deleted since label-issues?)"
-    return out
+    "What suspect `i` shows, as its family's Predictor draws it: `image` (a PIL image or None) and `html`."
+    return dict(image=self.shows.suspect_picture(self.issues[i], size), html=self.shows.suspect_html(self.issues[i]))
 
 ReviewSession.view = view
 
 # %% ../nbs/13a_review_page.ipynb #d79de348
 def _show(rs:ReviewSession, i:int) -> tuple:
-    "The page's outputs for suspect `i`: index, picture, text, row, caption, the label choice (the suggestion), status."
+    "The page's outputs for suspect `i`: index, picture, HTML, caption, the label choice (the suggestion), status."
     import gradio as gr
     v, s = rs.view(i), rs.issues[i]
-    return (i, gr.update(value=v['image'], visible=v['image'] is not None), gr.update(value=v['text'] or '', visible=v['text'] is not None),
-            gr.update(value=v['row'], visible=v['row'] is not None), rs.caption(i),
+    return (i, gr.update(value=v['image'], visible=v['image'] is not None), gr.update(value=v['html'], visible=bool(v['html'])), rs.caption(i),
             gr.update(value=(rs.taken.get(s['item']) or {}).get('label') or s['suggested']), rs.status())
 
 def _grid(rs:ReviewSession, k:int=60) -> tuple[list, list]:
-    "Thumbnails of the first `k` image suspects captioned given -> suggested, and their positions (none when the suspects are not images)."
+    "Thumbnails of the first `k` suspects that have a picture, captioned given -> suggested, and their positions (none when the suspects are not pictured)."
     pics, at = [], []
     for i, s in enumerate(rs.issues[:k]):
-        im = rs.view(i, 160)['image'] if s.get('image') else None
+        im = rs.shows.suspect_picture(s, 160)
         if im is not None: pics.append((im, f"{s['given']} -> {s['suggested']}")); at.append(i)
     return pics, at
 
@@ -130,8 +130,7 @@ def review_blocks(rs:ReviewSession):
         with gr.Row():
             with gr.Column(scale=3):
                 pic = gr.Image(type='pil', interactive=False, label='suspect', elem_id='review-image', height=420)
-                txt = gr.Textbox(label='suspect', interactive=False, lines=6, elem_id='review-text')
-                row = gr.JSON(label='suspect', elem_id='review-row')
+                shown = gr.HTML(elem_id='review-item')
             with gr.Column(scale=2):
                 cap = gr.Markdown(elem_id='review-caption')
                 new = gr.Dropdown(rs.classes, label='relabel to', elem_id='review-label')
@@ -140,10 +139,10 @@ def review_blocks(rs:ReviewSession):
                                              (('Keep', 'secondary'), ('Relabel', 'primary'), ('Delete', 'stop')))
                 with gr.Row(): prev, nxt = gr.Button('Previous', elem_id='review-prev'), gr.Button('Next', elem_id='review-next')
                 stat = gr.Markdown(elem_id='review-status')
-        outs = [at, pic, txt, row, cap, new, stat]
+        outs = [at, pic, shown, cap, new, stat]
         pics, where = _grid(rs)
         if pics:
-            g = gr.Gallery(pics, label='the image suspects (click one to review it)', columns=8, height=260, elem_id='review-grid', allow_preview=False)
+            g = gr.Gallery(pics, label='the suspects (click one to review it)', columns=8, height=260, elem_id='review-grid', allow_preview=False)
             def pick(e): return _show(rs, where[e.index])
             pick.__annotations__['e'] = gr.SelectData   # the type itself (this module's annotations are strings): Gradio then passes the click
             g.select(pick, None, outs)

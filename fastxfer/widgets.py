@@ -162,14 +162,14 @@ class ReviewWidget(W.VBox):
     def __init__(self, session):
         self.session, self.at = session, 0
         self.image = W.Image(format='png', layout=W.Layout(max_width='448px'))
-        self.text, self.caption, self.status = W.HTML(), W.HTML(), W.HTML()
+        self.shown, self.caption, self.status = W.HTML(), W.HTML(), W.HTML()
         self.label = W.Dropdown(options=session.classes, description='relabel to')
         self.buttons = {d: W.Button(description=d.capitalize(), button_style=s) for d, s in
                         (('keep', ''), ('relabel', 'primary'), ('delete', 'danger'), ('previous', ''), ('next', ''))}
         for d in ('keep', 'relabel', 'delete'): self.buttons[d].on_click(lambda _, d=d: self.decide(d))
         self.buttons['previous'].on_click(lambda _: self.go(self.at - 1)); self.buttons['next'].on_click(lambda _: self.go(self.at + 1))
         b = self.buttons
-        super().__init__([self.caption, self.image, self.text, W.HBox([self.label, b['keep'], b['relabel'], b['delete']]),
+        super().__init__([self.caption, self.image, self.shown, W.HBox([self.label, b['keep'], b['relabel'], b['delete']]),
                           W.HBox([b['previous'], b['next']]), self.status])
         self.go(session.next_open(-1) if len(session.taken) < len(session) else 0)
 
@@ -180,7 +180,7 @@ def go(self:ReviewWidget, i:int):
     self.caption.value, self.status.value = _markdown_html(s.caption(i)), _markdown_html(s.status())
     if v['image'] is not None: b = io.BytesIO(); v['image'].save(b, format='PNG'); self.image.value = b.getvalue()
     self.image.layout.display = '' if v['image'] is not None else 'none'
-    self.text.value = (f"<p>{html.escape(v['text'])}</p>" if v['text'] else '') + (answers_html({'items': [v['row']]}) if v['row'] else '')
+    self.shown.value = v['html']   # as the family's Predictor shows its items
     self.label.value = (s.taken.get(issue['item']) or {}).get('label') or issue['suggested']
 
 def decide(self:ReviewWidget, decision:str):

@@ -121,7 +121,7 @@ def test_review_a_table_in_the_widget_then_train_and_apply(tmp_path):
     here = os.getcwd(); os.chdir(tmp_path)
     try:
         w = review_widget('t.csv')
-        assert 'x1' in w.text.value and r['issues'][0]['item'] in w.caption.value   # the suspect's row, shown
+        assert '<th style="text-align:left">x1</th>' in w.shown.value and r['issues'][0]['item'] in w.caption.value   # the row, as the tabular Predictor shows it
         for _ in range(len(r['issues'])): w.buttons['relabel'].click()              # the suggestion, prefilled
     finally: os.chdir(here)
     assert f"{len(r['issues'])} of {len(r['issues'])} decided" in w.status.value

@@ -302,6 +302,14 @@ def _tabular(model_dir) -> TabularPredictor:
     if not hasattr(p, 'predict_frame'): raise FastxferError(f'{model_dir} is a {p.kind} model, not a tabular one')
     return p
 
+# %% ../../nbs/08c_tabular.ipynb #8e11f727
+@patch(cls_method=True)
+def suspect_html(cls:TabularPredictor, issue:dict) -> str:
+    "A suspect row (its input columns) as a table of column and value, one a line."
+    import html
+    cells = ''.join(f'<tr><th style="text-align:left">{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>' for k, v in (issue.get('row') or {}).items())
+    return f'<table>{cells}</table>'
+
 # %% ../../nbs/08c_tabular.ipynb #a1e0c002
 def _plain(v):
     "A cell as JSON has it: NumPy numbers as Python numbers."

@@ -746,6 +746,13 @@ class TextPredictor(Predictor):
         sets = sets_report(self.conformal, probs, [self.classes.index(l) for _, l in known], self.classes)
         return dict(ev, classes=self.classes, unknown_labels=n_unknown, truncated=int(sum(cut)), **sets)
 
+# %% ../../nbs/10b_text_models.ipynb #2f0bc844
+@patch(cls_method=True)
+def suspect_html(cls:TextPredictor, issue:dict) -> str:
+    "A suspect text (the report keeps its first 1,000 characters) as a paragraph."
+    import html
+    return f"<p style='white-space:pre-wrap'>{html.escape(str(issue.get('text', '')))}</p>"
+
 # %% ../../nbs/10b_text_models.ipynb #3069f6aa
 def calibrate_trained_text(out, texts:list, labels:list, data:TextData) -> dict:
     "Conformity scores of the text model folder `out` on the calibration `texts`, saved; and its sets' coverage on `data`'s validation texts."

@@ -165,6 +165,20 @@ def explain(self:VisionPredictor, item, target:str|None=None, method:str='smooth
 
 VisionPredictor.explains = 'where in the image the class is seen (SmoothGrad)'
 
+@patch(cls_method=True)
+def suspect_picture(cls:VisionPredictor, issue:dict, size:int=448):
+    "A suspect photo (its `image` path), at most `size` pixels a side; None when it is no longer readable."
+    try:
+        with Image.open(issue['image']) as im: pic = im.convert('RGB')
+    except OSError: return None
+    pic.thumbnail((size, size)); return pic
+
+@patch(cls_method=True)
+def suspect_html(cls:VisionPredictor, issue:dict) -> str:
+    "Nothing beside the photo, or why there is no photo."
+    import html
+    return '' if Path(issue['image']).is_file() else f"<p>{html.escape(issue['image'])}: no longer there (moved or deleted since label-issues?)</p>"
+
 # %% ../../nbs/07c_vision_predict.ipynb #e989fa19
 @patch
 def explain_picture(self:VisionPredictor, item, expl:dict):
