@@ -12,11 +12,11 @@ from pathlib import Path
 warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*', category=FutureWarning)  # fastai 2.8 on torch 2.14, whoever imports it first
 
 # %% auto #0
-__all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError', 'settings_file',
-           'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device', 'world_size',
-           'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'in_notebook', 'is_interactive', 'set_quiet',
-           'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'cache_dir', 'cached_array', 'package_version',
-           'versions', 'info']
+__all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError',
+           'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
+           'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'in_notebook', 'is_interactive',
+           'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'cache_dir', 'cached_array',
+           'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -137,6 +137,9 @@ def atomic_dir(path):
         if old is not None: shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
+
+# %% ../nbs/00_core.ipynb #7decab4f
+IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'}   # the files read as images (vision, segment, augment)
 
 # %% ../nbs/00_core.ipynb #717bcdac
 def in_notebook() -> bool:

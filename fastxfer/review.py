@@ -11,13 +11,17 @@ from pathlib import Path
 from .core import FastxferError, atomic_write
 
 # %% auto #0
-__all__ = ['DECISIONS', 'COLUMNS', 'SUFFIX', 'decisions_file', 'read_decisions', 'record_decision', 'check_decisions', 'decide',
-           'journal_file', 'apply_changes', 'undo_changes', 'review_table', 'exclude_rows', 'data_of', 'carry_out',
-           'undo_review', 'review_text', 'review_csv', 'apply_table_review']
+__all__ = ['DECISIONS', 'COLUMNS', 'SUFFIX', 'decision_counts', 'decisions_file', 'read_decisions', 'record_decision',
+           'check_decisions', 'decide', 'journal_file', 'apply_changes', 'undo_changes', 'review_table', 'exclude_rows',
+           'data_of', 'carry_out', 'undo_review', 'review_text', 'review_csv', 'apply_table_review']
 
 # %% ../nbs/04i_review.ipynb #18471cc8
 DECISIONS = ('keep', 'relabel', 'delete')
 COLUMNS = ('item', 'given', 'decision', 'label')   # label: the new label of a relabel
+
+def decision_counts(decisions) -> dict:
+    "How many of `decisions` (dicts with a `decision`) are each of keep, relabel and delete."
+    return {x: sum(d['decision'] == x for d in decisions) for x in DECISIONS}
 
 def decisions_file(data) -> Path:
     "Where the review of `data` (a folder or a file) keeps its decisions: `<name>.decisions.csv` beside it."
@@ -25,7 +29,7 @@ def decisions_file(data) -> Path:
     return p.parent/f'{p.name}.decisions.csv'
 
 # %% ../nbs/04i_review.ipynb #1bead373
-def _parse(rows:list[dict], path) -> tuple[dict, list[str]]:
+def _parse(rows:list[dict]) -> tuple[dict, list[str]]:
     "The decisions of CSV `rows` by item (the last one counts) and what is wrong with the others."
     out, bad = {}, []
     for n, r in enumerate(rows, 2):   # line 1 is the header
@@ -47,7 +51,7 @@ def read_decisions(path) -> list[dict]:
     except csv.Error as e: raise FastxferError(f'{path}: not a CSV file ({e})') from e
     missing = [c for c in ('item', 'decision') if c not in (reader.fieldnames or ())]
     if missing: raise FastxferError(f'{path}: no {" or ".join(missing)} column; a decisions file has the columns {", ".join(COLUMNS)}')
-    out, bad = _parse(rows, path)
+    out, bad = _parse(rows)
     if bad: raise FastxferError(f'{path}: {len(bad)} bad line(s), nothing applied: ' + '; '.join(bad[:10]) + (' ...' if len(bad) > 10 else ''))
     return list(out.values())
 
@@ -61,7 +65,7 @@ def record_decision(path, item:str, given:str, decision:str, label:str|None=None
     rows[str(item)] = dict(item=str(item), given=str(given), decision=decision, label=str(label) if decision == 'relabel' else '')
     s = io.StringIO(); w = csv.DictWriter(s, COLUMNS, lineterminator='\n'); w.writeheader(); w.writerows(rows.values())
     atomic_write(path, s.getvalue())
-    return {d: sum(r['decision'] == d for r in rows.values()) for d in DECISIONS}
+    return decision_counts(rows.values())
 
 # %% ../nbs/04i_review.ipynb #693967ba
 def _listed(what:str, xs:list, n:int=8) -> str:
@@ -91,7 +95,7 @@ def decide(items:list, labels:list, decisions:list[dict], classes, where='the da
         d = by.get(k, {'decision': 'keep'})
         if d['decision'] == 'delete': continue
         out_i.append(i); out_l.append(d['label'] if d['decision'] == 'relabel' else l)
-    return out_i, out_l, {x: sum(d['decision'] == x for d in decisions) for x in DECISIONS}
+    return out_i, out_l, decision_counts(decisions)
 
 # %% ../nbs/04i_review.ipynb #13be86a0
 def journal_file(decisions) -> Path:
@@ -158,7 +162,7 @@ def review_table(df, decisions:list[dict], label_col:str, where='the table'):
         i = int(d['item'][4:])
         out.loc[i, label_col] = pd.to_numeric(d['label']) if pd.api.types.is_numeric_dtype(df[label_col]) else d['label']
     gone = [int(d['item'][4:]) for d in decisions if d['decision'] == 'delete']
-    return out.drop(index=gone), {x: sum(d['decision'] == x for d in decisions) for x in DECISIONS}
+    return out.drop(index=gone), decision_counts(decisions)
 
 # %% ../nbs/04i_review.ipynb #66687934
 def exclude_rows(df, label_col:str, decisions, where):
@@ -180,10 +184,10 @@ def data_of(decisions, data=None) -> Path:
     if not p.name.endswith(SUFFIX): raise FastxferError(f'{p}: say which data it reviews with --data (the review page names its file <data>{SUFFIX})')
     return p.with_name(p.name[:-len(SUFFIX)])
 
-def carry_out(decisions, data, moves=(), rewrites=(), counts=None, yes:bool=False, command:str='apply-review') -> dict:
-    "What applying the review changes (`moves`, `rewrites`); changed all or nothing when `yes`, else only said."
+def carry_out(decisions, data, moves=(), rewrites=(), counts=None, yes:bool=False, command:str='apply-review', flags:str='') -> dict:
+    "What applying the review changes (`moves`, `rewrites`); changed all or nothing when `yes`, else only said. `flags`: the command's own (--data, --labels ...), for the next command shown."
     r = dict(decisions=str(decisions), data=str(data), counts=counts or {}, moves=[[str(s), str(d)] for s, d in moves],
-             rewrites=[str(p) for p, _ in rewrites], applied=False, command=command)
+             rewrites=[str(p) for p, _ in rewrites], applied=False, command=command, flags=flags)
     if not yes: return r
     j = journal_file(decisions)
     return dict(r, applied=True, journal=str(j), when=apply_changes(j, moves, rewrites)['applied'])
@@ -196,15 +200,15 @@ def undo_review(decisions, command:str='apply-review') -> dict:
 # %% ../nbs/04i_review.ipynb #5a3ccc80
 def review_text(r:dict) -> str:
     "An `apply-review` result for people: what it would do, did, or undid, and the next command."
-    moves = [f'  {s} -> {d}' for s, d in r['moves'][:20]] + (['  ...'] if len(r['moves']) > 20 else [])
-    what = [f'  rewrite {p} (the old file kept beside it as {Path(p).name}.before-review)' for p in r['rewrites']]
+    arrows = lambda pairs: [f'  {a} -> {b}' for a, b in pairs[:20]] + (['  ...'] if len(pairs) > 20 else [])
     if 'undone' in r:
-        back = [f'  {d} -> {s}' for s, d in r['moves'][:20]] + (['  ...'] if len(r['moves']) > 20 else [])
-        return '\n'.join([f"undone: {len(r['moves'])} file(s) moved back, {len(r['rewrites'])} file(s) restored"] + back)
+        return '\n'.join([f"undone: {len(r['moves'])} file(s) moved back, {len(r['rewrites'])} file(s) restored"] + arrows([(d, s) for s, d in r['moves']]))
+    moves = arrows(r['moves'])
+    what = [f'  rewrite {p} (the old file kept beside it as {Path(p).name}.before-review)' for p in r['rewrites']]
     n = r['counts']; head = f"{n.get('delete', 0)} delete(s), {n.get('relabel', 0)} relabel(s), {n.get('keep', 0)} kept"
     if not r['applied']:
         return '\n'.join([f"{r['decisions']} on {r['data']}: {head}. Nothing changed yet; this would:"] + moves + what +
-                         [f"apply it: {r['command']} {r['decisions']} --yes"])
+                         [f"apply it: {r['command']} {r['decisions']}{r.get('flags', '')} --yes"])
     return '\n'.join([f"applied {r['decisions']} to {r['data']}: {head}"] + moves + what +
                      [f"recorded in {r['journal']}; undo it: {r['command']} {r['decisions']} --undo"])
 
@@ -224,10 +228,11 @@ def review_csv(path, decisions:list[dict], label_col:str) -> tuple[str, dict]:
     return df.to_csv(index=False, sep=_csv_sep(path), lineterminator='\n'), counts
 
 # %% ../nbs/04i_review.ipynb #0964fd5c
-def apply_table_review(decisions, data=None, label_col:str='label', yes:bool=False, undo:bool=False, command:str='apply-review') -> dict:
+def apply_table_review(decisions, data=None, label_col:str='label', yes:bool=False, undo:bool=False, command:str='apply-review',
+                       label_flag:str='--label-col') -> dict:
     "`apply-review` for a CSV/TSV table: say (or, `yes`, do) the rows' deletions and relabels; `undo` puts the old file back."
     if undo: return undo_review(decisions, command)
-    data = data_of(decisions, data)
+    given, data = data, data_of(decisions, data)
     content, counts = review_csv(data, read_decisions(decisions), label_col)
-    return carry_out(decisions, data, rewrites=[(data, content)] if counts['relabel'] or counts['delete'] else [],
-                     counts=counts, yes=yes, command=command)
+    return carry_out(decisions, data, rewrites=[(data, content)] if counts['relabel'] or counts['delete'] else [], counts=counts, yes=yes,
+                     command=command, flags=(f' --data {given}' if given else '') + f' {label_flag} {label_col}')

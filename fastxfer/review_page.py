@@ -9,13 +9,14 @@ from __future__ import annotations
 import json, os
 from pathlib import Path
 from typing import Annotated
-from .core import FastxferError, log, setting
+from fastcore.basics import patch
+from .core import FastxferError, log
 from .family import POSITIONAL
-from .review import DECISIONS, decisions_file, read_decisions, record_decision
+from .review import decision_counts, decisions_file, read_decisions, record_decision
 
 # %% auto #0
-__all__ = ['load_issues', 'writable_decisions', 'ReviewSession', 'caption', 'commands', 'status', 'suspect_shower', 'view',
-           'review_blocks', 'review_app', 'review']
+__all__ = ['load_issues', 'writable_decisions', 'ReviewSession', 'suspect_shower', 'open_session', 'review_blocks', 'review_app',
+           'review']
 
 # %% ../nbs/13a_review_page.ipynb #741699cf
 def load_issues(data=None, issues='label_issues') -> dict:
@@ -67,12 +68,14 @@ def _decided(d:dict|None) -> str:
     if not d: return 'not decided yet'
     return f"decided: relabel to **{d['label']}**" if d['decision'] == 'relabel' else f"decided: **{d['decision']}**"
 
+@patch
 def caption(self:ReviewSession, i:int) -> str:
     "Suspect `i` in one line of Markdown: its number, name, given and suggested labels, score, and the decision so far."
     s = self.issues[i]
     return (f"**{i + 1} of {len(self)}** &nbsp; `{s['item']}` &nbsp; given **{s['given']}**, suggested **{s['suggested']}** "
             f"({s.get('suggested_probability', 0):.2f}) &nbsp; score {s['score']:.2f} &nbsp; {_decided(self.taken.get(s['item']))}")
 
+@patch
 def commands(self:ReviewSession) -> dict:
     "The commands that use the decisions: `train` on them, `apply-review` them to the data (the report's label flags included)."
     r, d = self.report, self.decisions
@@ -81,13 +84,17 @@ def commands(self:ReviewSession) -> dict:
     return dict(train=f"fastxfer {r.get('kind', '<family>')} train {r['data']}{flags} --exclude {d} ...",
                 apply=f"fastxfer {r.get('kind', '<family>')} apply-review {d}{data}{flags}")
 
+@patch
 def status(self:ReviewSession) -> str:
     "How many suspects are decided, each decision's count, where they are saved, and the commands that use them."
-    n, c = {d: sum(x['decision'] == d for x in self.taken.values()) for d in DECISIONS}, self.commands()
+    n, c = decision_counts(self.taken.values()), self.commands()
     return (f"{len(self.taken)} of {len(self)} decided ({n['keep']} keep, {n['relabel']} relabel, {n['delete']} delete), saved to "
             f"`{self.decisions}`.\n\n- train on them: `{c['train']}`\n- change the data: `{c['apply']}` (says what it will do; `--yes` does it)")
 
-ReviewSession.caption, ReviewSession.commands, ReviewSession.status = caption, commands, status
+@patch
+def label_choice(self:ReviewSession, i:int) -> str:
+    "The label to offer for suspect `i`: the one it was relabelled to, else the suggestion."
+    return (self.taken.get(self.issues[i]['item']) or {}).get('label') or self.issues[i]['suggested']
 
 # %% ../nbs/13a_review_page.ipynb #2fceed94
 def suspect_shower(kind:str|None):
@@ -97,19 +104,24 @@ def suspect_shower(kind:str|None):
     fam = find_family(kind) if kind else None
     return getattr(fam, 'predictor', None) or Predictor
 
+@patch
 def view(self:ReviewSession, i:int, size:int=448) -> dict:
     "What suspect `i` shows, as its family's Predictor draws it: `image` (a PIL image or None) and `html`."
     return dict(image=self.shows.suspect_picture(self.issues[i], size), html=self.shows.suspect_html(self.issues[i]))
 
-ReviewSession.view = view
+def open_session(data=None, issues='label_issues', decisions=None) -> ReviewSession:
+    "A review of the `label-issues` report in `issues` (of `data`), its decisions going to `decisions` (default: beside the data)."
+    r = load_issues(data, issues)
+    if not r['issues']: raise FastxferError(f"{issues}: label-issues found no suspect in {r['data']}; nothing to review")
+    return ReviewSession(r, writable_decisions(r['data'], decisions))
 
 # %% ../nbs/13a_review_page.ipynb #d79de348
 def _show(rs:ReviewSession, i:int) -> tuple:
     "The page's outputs for suspect `i`: index, picture, HTML, caption, the label choice (the suggestion), status."
     import gradio as gr
-    v, s = rs.view(i), rs.issues[i]
+    v = rs.view(i)
     return (i, gr.update(value=v['image'], visible=v['image'] is not None), gr.update(value=v['html'], visible=bool(v['html'])), rs.caption(i),
-            gr.update(value=(rs.taken.get(s['item']) or {}).get('label') or s['suggested']), rs.status())
+            gr.update(value=rs.label_choice(i)), rs.status())
 
 def _grid(rs:ReviewSession, k:int=60) -> tuple[list, list]:
     "Thumbnails of the first `k` suspects that have a picture, captioned given -> suggested, and their positions (none when the suspects are not pictured)."
@@ -176,8 +188,6 @@ def review(data:Annotated[str|None, POSITIONAL]=None, # the labelled data the su
     to a CSV beside the data; the data itself is never changed here (fastxfer <family> apply-review does that, saying what
     it will do first, and train --exclude trains on the decisions)."""
     import uvicorn
-    r = load_issues(data, issues)
-    if not r['issues']: raise FastxferError(f"{issues}: label-issues found no suspect in {r['data']}; nothing to review")
-    rs = ReviewSession(r, writable_decisions(r['data'], decisions))
-    log(f"reviewing {len(rs)} suspect(s) of {r['data']} on http://127.0.0.1:{port}/ ; decisions go to {rs.decisions}")
+    rs = open_session(data, issues, decisions)
+    log(f"reviewing {len(rs)} suspect(s) of {rs.report['data']} on http://127.0.0.1:{port}/ ; decisions go to {rs.decisions}")
     uvicorn.run(review_app(rs), host='127.0.0.1', port=port, log_level='warning')

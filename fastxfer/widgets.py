@@ -8,13 +8,14 @@ Docs: https://fastxfer.github.io/fastxfer/widgets.html.md"""
 from __future__ import annotations
 import html, io
 import ipywidgets as W
+from fastcore.basics import patch
 from .core import FastxferError
 from .inputs import Limits
 from .model_folder import Predictor, load_model, answer_rows, legend_html
 
 # %% auto #0
 __all__ = ['prediction_html', 'error_html', 'answers_html', 'QueryWidget', 'explanation_html', 'ExplainBox', 'PredictWidget',
-           'predict_widget', 'ReviewWidget', 'go', 'decide', 'review_widget']
+           'predict_widget', 'ReviewWidget', 'review_widget']
 
 # %% ../nbs/14_widgets.ipynb #ed242430
 def prediction_html(pred:dict, top:int=5, headline:str|None=None) -> str:
@@ -158,7 +159,7 @@ def _markdown_html(s:str) -> str:
     return re.sub(r'`([^`]*)`', r'<code>\1</code>', re.sub(r'\*\*([^*]*)\*\*', r'<b>\1</b>', s))
 
 class ReviewWidget(W.VBox):
-    "One suspect at a time (its image, text or row), Keep / Relabel / Delete and Previous / Next; `session` saves each decision."
+    "One suspect at a time (as its family's Predictor shows it), Keep / Relabel / Delete and Previous / Next; `session` saves each decision."
     def __init__(self, session):
         self.session, self.at = session, 0
         self.image = W.Image(format='png', layout=W.Layout(max_width='448px'))
@@ -174,25 +175,23 @@ class ReviewWidget(W.VBox):
         self.go(session.next_open(-1) if len(session.taken) < len(session) else 0)
 
 # %% ../nbs/14_widgets.ipynb #d061ddb1
+@patch
 def go(self:ReviewWidget, i:int):
     "Show suspect `i` (kept within the list)."
-    s = self.session; self.at = i = max(0, min(i, len(s) - 1)); v, issue = s.view(i), s.issues[i]
+    s = self.session; self.at = i = max(0, min(i, len(s) - 1)); v = s.view(i)
     self.caption.value, self.status.value = _markdown_html(s.caption(i)), _markdown_html(s.status())
     if v['image'] is not None: b = io.BytesIO(); v['image'].save(b, format='PNG'); self.image.value = b.getvalue()
     self.image.layout.display = '' if v['image'] is not None else 'none'
     self.shown.value = v['html']   # as the family's Predictor shows its items
-    self.label.value = (s.taken.get(issue['item']) or {}).get('label') or issue['suggested']
+    self.label.value = s.label_choice(i)
 
+@patch
 def decide(self:ReviewWidget, decision:str):
     "Save `decision` on the suspect shown (relabel: to the chosen label), then show the next one without a decision."
     self.session.decide(self.at, decision, self.label.value if decision == 'relabel' else None)
     self.go(self.session.next_open(self.at))
 
-ReviewWidget.go, ReviewWidget.decide = go, decide
-
 def review_widget(data=None, issues='label_issues', decisions=None) -> ReviewWidget:
     "Review the suspects of the `label-issues` report in `issues` (of `data`); decisions go to `decisions` (default: beside the data)."
-    from fastxfer.review_page import ReviewSession, load_issues, writable_decisions
-    r = load_issues(data, issues)
-    if not r['issues']: raise FastxferError(f"{issues}: label-issues found no suspect in {r['data']}; nothing to review")
-    return ReviewWidget(ReviewSession(r, writable_decisions(r['data'], decisions)))
+    from fastxfer.review_page import open_session
+    return ReviewWidget(open_session(data, issues, decisions))

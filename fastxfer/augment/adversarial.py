@@ -10,14 +10,13 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from ..core import FastxferError
+from ..backbones import IMAGENET_STATS
 
 # %% auto #0
-__all__ = ['IMAGENET_STATS', 'ATTACKS', 'bounds', 'fgsm', 'pgd', 'eval_mode', 'AdversarialTraining', 'mixstyle', 'early_stages',
-           'MixStyleTraining', 'check_training_extras', 'training_callbacks']
+__all__ = ['ATTACKS', 'bounds', 'fgsm', 'pgd', 'eval_mode', 'AdversarialTraining', 'mixstyle', 'early_stages', 'MixStyleTraining',
+           'check_training_extras', 'training_callbacks']
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #c37ec72e
-IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-
 def bounds(stats=IMAGENET_STATS, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "`(lo, hi, unit)` of images normalised with `stats` (means, stds): pixel values 0 and 1, and one pixel step (1/255), per channel."
     m, s = (torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in stats)

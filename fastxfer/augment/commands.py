@@ -8,14 +8,12 @@ Docs: https://fastxfer.github.io/fastxfer/augment_commands.html.md"""
 from __future__ import annotations
 import io, json, time
 from pathlib import Path
-from ..core import FastxferError, atomic_write
+from ..core import FastxferError, IMAGE_EXTS, atomic_write
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'image', 'text', 'audio', 'table', 'preview']
+__all__ = ['image', 'text', 'audio', 'table', 'preview']
 
 # %% ../../nbs/03f_augment_commands.ipynb #69a37b56
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
-
 def _inputs(path, suffixes, what:str) -> list[Path]:
     "The files of `path` (a file, or a folder's files with one of `suffixes`), or a `FastxferError`."
     p = Path(path)
@@ -41,7 +39,7 @@ def image(input:str, # an image file, or a folder of images
     "Write augmented copies of images (a preset's batch transforms, as vision train applies them) and a preview grid."
     from PIL import Image
     from fastxfer.augment.image import preview_grid, preview_images
-    files, out, t = _inputs(input, IMAGE_SUFFIXES, 'images'), Path(out), time.time()
+    files, out, t = _inputs(input, sorted(IMAGE_EXTS), 'images'), Path(out), time.time()
     written = []
     for k, f in enumerate(files):
         for i, a in enumerate(preview_images(f, aug, n, seed + k, size)[1:], 1):

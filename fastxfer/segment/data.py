@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from ..core import FastxferError, log
-from ..vision.data import IMAGE_EXTS
+from ..core import IMAGE_EXTS
 
 # %% auto #0
 __all__ = ['read_codes', 'void_index', 'MaskPath', 'MaskByImage', 'check_pairs', 'SegData', 'collect_segments',

@@ -653,7 +653,7 @@ class TabularFamily(Family):
                      ) -> dict:
         "Apply a review's decisions to a CSV/TSV table, all or nothing: rows deleted, labels changed, the old file kept beside it."
         if not target and not undo: raise FastxferError('give --target, the label column the decisions change')
-        return apply_table_review(decisions, data, target, yes, undo, 'fastxfer tabular apply-review')
+        return apply_table_review(decisions, data, target, yes, undo, 'fastxfer tabular apply-review', label_flag='--target')
 
     def human(self, verb:str, r:dict) -> str|None:
         if verb == 'label-issues': return issues_text(r)

@@ -180,9 +180,9 @@ class VisionFamily(Family):
         from ..review import carry_out, data_of, read_decisions, undo_review
         cmd = 'fastxfer vision apply-review'
         if undo: return undo_review(decisions, cmd)
-        data = data_of(decisions, data)
+        given, data = data, data_of(decisions, data)
         moves, rewrites, counts = review_changes(data, labels, read_decisions(decisions))
-        return carry_out(decisions, data, moves, rewrites, counts, yes, cmd)
+        return carry_out(decisions, data, moves, rewrites, counts, yes, cmd, flags=(f' --data {given}' if given else '') + f' --labels {labels}')
 
     def robustness(self, model_dir:str, # a vision model folder
                    data:Annotated[str|None, POSITIONAL]=None, # a folder of labelled images, ideally ones the model did not train on

@@ -8,7 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/vision_data.html.md"""
 from __future__ import annotations
 import enum, inspect, json, random, re, warnings
 from pathlib import Path
-from ..core import FastxferError, get_device, log, shared_data
+from ..core import FastxferError, IMAGE_EXTS, get_device, log, shared_data
 import torch
 from PIL import Image
 from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, L, Resize, Normalize, parent_label
@@ -16,14 +16,12 @@ from ..backbones import is_online, IMAGENET_STATS
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'LABEL_SOURCES', 'check_image', 'scan_images', 'report_skipped', 'CatDogLabel', 'BreedLabel',
-           'RegexLabel', 'CsvLabel', 'label_function', 'VisionData', 'resolve_data', 'collect_data',
-           'hold_out_calibration', 'image_key', 'exclude_images', 'relabelled_path', 'review_changes', 'batch_augment',
-           'make_dls', 'preprocess_classes', 'preprocess_spec', 'preprocess_pipelines', 'check_preprocess']
+__all__ = ['LABEL_SOURCES', 'check_image', 'scan_images', 'report_skipped', 'CatDogLabel', 'BreedLabel', 'RegexLabel', 'CsvLabel',
+           'label_function', 'VisionData', 'resolve_data', 'collect_data', 'hold_out_calibration', 'image_key',
+           'exclude_images', 'relabelled_path', 'review_changes', 'batch_augment', 'make_dls', 'preprocess_classes',
+           'preprocess_spec', 'preprocess_pipelines', 'check_preprocess']
 
 # %% ../../nbs/07a_vision_data.ipynb #a6951ddd
-IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'}
-
 def check_image(path) -> bool:
     "True when `path` decodes as an image (JPEGs are decoded at reduced size, which is fast)."
     try:
@@ -253,7 +251,7 @@ def review_changes(data, labels:str, decisions:list[dict]) -> tuple[list, list, 
     """What applying review `decisions` to the images under `data` changes, checked first: `(moves, rewrites, counts)`.
     A deleted image moves to `.fastxfer-removed/` under the data (hidden, so never read); a relabelled one as `relabelled_path` says."""
     vd = collect_data(data, labels, all_valid=True)
-    from fastxfer.review import check_decisions
+    from fastxfer.review import check_decisions, decision_counts
     ds = [dict(d, item=image_key(vd.root, d['item'])) for d in decisions]
     check_decisions(ds, {image_key(vd.root, p): l for p, l in zip(vd.items, vd.labels)}, vd.classes, str(vd.root))
     root, by = vd.root, {d['item']: d for d in ds if d['decision'] != 'keep'}
@@ -261,7 +259,7 @@ def review_changes(data, labels:str, decisions:list[dict]) -> tuple[list, list, 
     relabel = {k: d['label'] for k, d in by.items() if d['decision'] == 'relabel'}
     if labels.startswith('csv:'): rewrites = [_relabel_csv(labels, relabel)] if relabel else []
     else: rewrites, moves = [], moves + [(root/k, relabelled_path(root/k, new, labels)) for k, new in relabel.items()]
-    return moves, rewrites, {x: sum(d['decision'] == x for d in ds) for x in ('keep', 'relabel', 'delete')}
+    return moves, rewrites, decision_counts(ds)
 
 # %% ../../nbs/07a_vision_data.ipynb #b8964020
 def batch_augment(preset:str='default', size:int|None=None) -> list:

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from fastai.vision.all import Normalize, PILImage, TensorImage
 from ..model_folder import Predictor, ModelFolder, probs_dict, top_label, load_model, load_tensors, onnx_session
+from ..backbones import IMAGENET_STATS
 from ..metrics import confusion_matrix, softmax
 from ..conformal import sets_report
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
@@ -295,7 +296,7 @@ def vision_robustness(model_dir, data, labels:str|None=None, attack:str='pgd', e
     if not known: raise FastxferError(f'{data}: none of its labels ({", ".join(vd.classes[:5])}) is a class of the model ({", ".join(p.vocab[:5])})')
     items, y = [vd.items[i] for i in known], [p.vocab.index(vd.labels[i]) for i in known]
     norm = p.card.get('normalization') or {}
-    stats = (norm['mean'], norm['std']) if norm else ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    stats = (norm['mean'], norm['std']) if norm else IMAGENET_STATS
     t0 = time.time(); clean, hit = _attacked_correct(p, items, y, attack, eps, steps, stats, bs)
     r = dict(model=str(model_dir), attack=attack, steps=steps if attack == 'pgd' else None, eps=eps, n=len(items), skipped=len(vd.items) - len(items),
              clean_accuracy=clean / len(items), accuracy=[h / len(items) for h in hit], seconds=round(time.time() - t0, 1),
