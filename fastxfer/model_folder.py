@@ -278,8 +278,10 @@ class Predictor:
     def describe(self) -> dict:
         "A few facts for the UI's model card (`{'architecture': ...}`); families override."
         return {'architecture': self.card['arch']} if self.card.get('arch') else {}
+    multilabel = property(lambda self: bool(self.card.get('multilabel')))   # several labels per item, each with its own threshold
     def headline(self, pred:dict) -> str|None:
-        "A sentence to show above the probabilities in a UI, or None."
+        "A sentence to show above the probabilities in a UI, or None (a multi-label answer: its labels)."
+        if self.multilabel: return f"labels: {', '.join(pred.get('labels') or []) or 'none over their thresholds'}"
         return None
     def after_predict(self, effect:str, items:list, preds:list, **context) -> dict:
         "Run side effect `effect` for predicted `items` (called once, with this loaded model)."
@@ -291,7 +293,10 @@ class Predictor:
         "Answer query `query` for one parsed `item`: a dict, with its answers as a list under `items` when there are several."
         raise NotImplementedError(f'{type(self).__name__} has no query {query!r}')
     def picture(self, item, pred:dict):
-        "A picture of the answer for people (the UI, the widget): a PIL image, or None (the default: none)."
+        "A picture of the answer for people (the UI, the widget): a PIL image, or None (the default; a multi-label answer: its probabilities as bars, thresholds marked)."
+        if self.multilabel and 'thresholds' in pred:
+            from fastxfer.multilabel import answer_picture
+            return answer_picture(pred)
         return None
     @classmethod
     def suspect_picture(cls, issue:dict, size:int=448):
@@ -356,7 +361,7 @@ class Predictor:
         if conf.kind == 'regression': return add_intervals(preds, conf, c, conf.info.get('key', 'value'))
         return add_sets(preds, conf, self.classes, c, abstain_above, mondrian=bool(conf.info.get('mondrian')))
     @property
-    def has_picture(self) -> bool: return type(self).picture is not Predictor.picture
+    def has_picture(self) -> bool: return type(self).picture is not Predictor.picture or self.multilabel
     @property
     def has_png(self) -> bool: return type(self).picture_png is not Predictor.picture_png
 

@@ -158,10 +158,15 @@ def response_model(name:str, p:Predictor):
     cls = [str(c) for c in p.classes]
     label = Literal[tuple(cls)] if cls else str
     more = {k: (Optional[t], Field(None, description=d)) for k, (t, d) in p.prediction_fields.items()}   # the family's own fields
+    if p.multilabel and cls:   # several labels per item: `label` joins them, `labels` lists them (each one of the model's)
+        more.update(labels=(list[Literal[tuple(cls)]], Field(description="the labels over their thresholds, most probable first")),
+                    thresholds=(dict[str, float], Field(description="each label's threshold (tuned on held-out answers)")))
+        label = str
     if p.conformal is not None:   # prediction sets or intervals; an abstained answer has no label
         more.update({k: (Optional[t], Field(None, description=d)) for k, (t, d) in _SURE_FIELDS[p.conformal.kind].items()})
         label = Optional[label]
-    pred = create_model(f'{_slug(name)}Prediction', __base__=Prediction, label=(label, Field(description='the most probable class')), **more)
+    what = 'the labels over their thresholds, joined by spaces (empty: none)' if p.multilabel else 'the most probable class'
+    pred = create_model(f'{_slug(name)}Prediction', __base__=Prediction, label=(label, Field(description=what)), **more)
     return create_model(f'{_slug(name)}PredictResponse', __base__=PredictResponse, predictions=(list[pred], ...))
 
 def _slug(name:str) -> str:

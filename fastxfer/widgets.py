@@ -20,13 +20,17 @@ __all__ = ['prediction_html', 'error_html', 'answers_html', 'QueryWidget', 'expl
 # %% ../nbs/14_widgets.ipynb #ed242430
 def prediction_html(pred:dict, top:int=5, headline:str|None=None) -> str:
     "The label in large type and the top classes as bars: HTML for a notebook."
-    probs = sorted(pred.get('probs', {}).items(), key=lambda kv: -kv[1])[:top]
+    th = pred.get('thresholds') or {}   # a multi-label answer: every label's threshold, marked on its bar
+    probs = sorted(pred.get('probs', {}).items(), key=lambda kv: -kv[1])[:max(top, len(pred.get('labels') or []))]
+    mark = lambda c: (f"<div style='position:absolute;left:{th[c]*100:.1f}%;top:-.15em;height:1.2em;border-left:2px solid #000' title='threshold {th[c]:.2f}'></div>"
+                      if c in th else '')
     rows = ''.join(
         f"<tr><td style='padding-right:1em'>{html.escape(str(c))}</td>"
-        f"<td style='width:16em'><div style='background:#f80;height:.9em;width:{max(p, 0)*100:.1f}%'></div></td>"
+        f"<td style='width:16em'><div style='position:relative'><div style='background:{'#f80' if p >= th.get(c, 0) else '#bbb'};height:.9em;width:{max(p, 0)*100:.1f}%'></div>{mark(c)}</div></td>"
         f"<td style='text-align:right;padding-left:.5em'>{p:.1%}</td></tr>" for c,p in probs)
     head = f"<div style='font-size:1.1em'>{html.escape(headline)}</div>" if headline else ''
-    return (f"<div class='fastxfer-prediction'><div style='font-size:1.6em;font-weight:bold'>{html.escape(str(pred['label']))}</div>"
+    label = (', '.join(pred['labels']) or 'no label over its threshold') if 'labels' in pred else str(pred['label'])
+    return (f"<div class='fastxfer-prediction'><div style='font-size:1.6em;font-weight:bold'>{html.escape(label)}</div>"
             f"{head}<table>{rows}</table></div>")
 
 def error_html(msg:str) -> str:

@@ -137,6 +137,22 @@ def _train_camvid(d: Path):
     run_cli('segment', 'train', d/'camvid12', '--codes', cam/'codes.txt', '--size', '64,96', '--epochs', 1, '--freeze-epochs', 1,
             '--bs', 4, '--out', d/'models'/'camvid', '--quiet', check=0)
 
+def _train_planet(d: Path):
+    "A multi-label model: 150 Planet chips, frozen features at 64 px (labels from the shared CSV)."
+    planet = shared_or_skip('multilabel/planet')
+    (d/'planet150').mkdir(parents=True, exist_ok=True)
+    for f in sorted((planet/'images').iterdir())[:150]:
+        if not (d/'planet150'/f.name).exists(): (d/'planet150'/f.name).symlink_to(f)
+    run_cli('vision', 'train', d/'planet150', '--labels', f"multi:csv:{planet/'labels.csv'}", '--mode', 'features', '--size', '64',
+            '--out', d/'models'/'planet', '--quiet', check=0)
+
+def _train_emotions(d: Path):
+    "A multi-label text model: 600 GoEmotions comments (labels space-separated)."
+    import pandas as pd
+    pd.read_csv(shared_or_skip('multilabel/goemotions/texts.csv')).head(600).to_csv(d/'emotions600.csv', index=False)   # embed-logreg: the cheaper model, quick for the suite
+    run_cli('text', 'train', d/'emotions600.csv', '--label-col', 'labels', '--label-delim', ' ', '--model', 'embed-logreg',
+            '--out', d/'models'/'emotions', '--quiet', check=0)
+
 REAL_MODELS = {   # the folder under models/ -> how it is trained (each in its own `fastxfer` process)
     'pets': _train_pets, 'reviews': _train_reviews,
     'nfl': lambda d: run_cli('nfl', 'train', '--standings', shared_or_skip('nfl/standings.csv'), '--no-evaluate',
@@ -146,7 +162,7 @@ REAL_MODELS = {   # the folder under models/ -> how it is trained (each in its o
                                '--quiet', check=0),
     'ml': lambda d: run_cli('collab', 'train', shared_or_skip('fastai_samples/movie_lens_sample/ratings.csv'), '--split', 'random',
                             '--members', 1, '--out', d/'models'/'ml', '--quiet', check=0),
-    'camvid': _train_camvid}
+    'camvid': _train_camvid, 'planet': _train_planet, 'emotions': _train_emotions}
 
 def build_real_models(d: Path, names=None) -> Path:
     "Real vision (40 pets, cat/dog), text (60 short IMDB reviews), NFL, toy, tabular (400 census rows), collab (the MovieLens sample) and segment (12 CamVid images) model folders under `d/models`."

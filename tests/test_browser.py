@@ -97,6 +97,7 @@ def test_click_an_example_image(page):
 
 def test_type_a_review_in_the_text_tab(page, server, tmp_path):
     page.get_by_role('tab', name='Text').click()
+    page.get_by_role('tab', name='reviews').click()   # the Text tab holds the multi-label emotions model too
     review = 'A wonderful, moving film with great acting. I loved every minute of it.'
     page.locator('#in-reviews textarea').fill(review)
     page.locator('#go-reviews').click()
@@ -184,6 +185,22 @@ def test_upload_a_street_image_and_see_the_overlay_in_the_segmentation_tab(page,
     page.screenshot(path=str(shots(tmp_path)/'ui_segmentation.png'), full_page=True)
 
 
+def test_upload_a_satellite_chip_and_see_several_labels_with_thresholds(page, server, tmp_path):
+    "A multi-label model's tab says its labels and draws every label's probability as a bar, its threshold marked."
+    img = shared_or_skip('multilabel/planet')/'images'/'train_65.jpg'
+    page.get_by_role('tab', name='Images').click()
+    page.get_by_role('tab', name='planet').click()
+    page.set_input_files('#in-planet input[type=file]', str(img))
+    page.wait_for_selector('#pic-planet img', timeout=60_000)
+    api = httpx.post(server.url + '/api/v1/models/planet/predict', files={'file': (img.name, img.read_bytes(), 'image/jpeg')}).json()
+    labels = api['predictions'][0]['labels']
+    assert len(labels) >= 2, api                                   # a clear primary-forest chip: several labels
+    page.wait_for_selector('#head-planet :text("labels:")', timeout=30_000)
+    head = page.locator('#head-planet').inner_text()
+    assert all(l in head for l in labels), head                    # the UI says what the API says
+    page.screenshot(path=str(shots(tmp_path)/'ui_multilabel.png'), full_page=True)
+
+
 def test_no_request_leaves_loopback(page):
     # load every tab, then check every URL the page asked for (scripts, styles, fonts, API calls)
     for tab in ('Text', 'NFL', 'Toy', 'Segmentation', 'Images'): page.get_by_role('tab', name=tab).click()
@@ -254,6 +271,7 @@ def _explain(page, model):
 
 def test_explain_a_review_and_see_its_words_shaded(page, server, tmp_path):
     page.get_by_role('tab', name='Text').click()
+    page.get_by_role('tab', name='reviews').click()   # the Text tab holds the multi-label emotions model too
     review = 'A wonderful, moving film with great acting. I loved every minute of it.'
     page.locator('#in-reviews textarea').fill(review)
     _explain(page, 'reviews')

@@ -21,18 +21,19 @@ from ..conformal import (Conformal, calibration_split, conformal_card, coverage_
                                 readable, set_phrase, sets_report)
 from ..inputs import Column, InputError, RowInput
 from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model_writer, data_fingerprint,
-                                   save_sklearn)
+                                   save_sklearn, load_sklearn, top_label)
 from .. import metrics
 from ..explain import shapley_values, contributions_chart
 from ..label_issues import issues_text
 from ..review import apply_table_review, exclude_rows
+from ..multilabel import MultiLabelOutput, check_threshold, parse_threshold_for, binary_columns, fit_platt, threshold_plan, multilabel_scores, multilabel_plots, multilabel_card, scores_line, multilabel_text
 from .data import *
 from .models import *
 
 # %% auto #0
 __all__ = ['MODEL_CHOICES', 'LARGEST', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor', 'shapley_summary',
-           'rows_from_args', 'write_predictions', 'predict_table', 'evaluate_table', 'calibrate_table',
-           'upgrade_tabular_files', 'table_label_issues', 'TabularFamily']
+           'rows_from_args', 'write_predictions', 'predict_table', 'evaluate_table', 'calibrate_table', 'multi_targets',
+           'train_multitarget_table', 'upgrade_tabular_files', 'table_label_issues', 'TabularFamily']
 
 # %% ../../nbs/08c_tabular.ipynb #0d6bbd3c
 MODEL_CHOICES = ('auto', 'tabular', 'gbm', 'linear')
@@ -236,13 +237,15 @@ class TabularPredictor(Predictor):
         self.members = list(self.card['members'])
         self.temperature = self.card.get('temperature')
         self.models = {m: MODELS[m].load(f) for m in self.members}
+        self.multi = MultiLabelOutput(self.card['multilabel']) if self.card.get('multilabel') else None   # several 0/1 targets: a model each
+        if self.multi is not None: self.label_models = [load_sklearn(folder.require(n)) if n else None for n in self.card['label_files']]
         self.columns = list(self.card['columns'])
         self.task = self.card['task']
 
     def predict_frame(self, df:pd.DataFrame, where='the rows') -> tuple[list[dict], dict, list]:
         "Predictions for a table of rows, the unseen-category counts, and the columns ignored."
         x, extra = check_frame(df, self.columns, where)
-        out, _ = predict_rows(self.proc, self.models, self.members, self.temperature, x)
+        out = self._multi_probs(x) if self.multi is not None else predict_rows(self.proc, self.models, self.members, self.temperature, x)[0]
         per_row = []
         vocab = {c['name']: set(self.proc.vocab[c['name']]) for c in self.columns if c['kind'] == 'category'}
         unseen = {}
@@ -255,7 +258,8 @@ class TabularPredictor(Predictor):
         preds = []
         for i in range(len(x)):
             u = {c: 1 for c, fl in zip(cats, per_row) if fl[i]}
-            if self.task == 'classification':
+            if self.multi is not None: preds.append(dict(self.multi.answers(out[i:i+1])[0], unseen=u))
+            elif self.task == 'classification':
                 p = out[i]; k = int(p.argmax())
                 preds.append(dict(label=self.classes[k], probs={str(c): float(v) for c, v in zip(self.classes, p)},
                                   probability=float(p[k]), unseen=u))
@@ -263,6 +267,13 @@ class TabularPredictor(Predictor):
                 v = float(out[i])
                 preds.append(dict(label=f'{v:.6g}', probs={}, value=v, unseen=u))
         return preds, unseen, extra
+
+    def _multi_probs(self, x:pd.DataFrame) -> np.ndarray:
+        "Each target's calibrated probability for the rows `x` (a target too rare to learn: its training share)."
+        xc, xn, _ = self.proc.transform(x)
+        X, const = np.hstack([xc.astype('float64'), xn.astype('float64')]), self.card.get('constant') or {}
+        raw = [m.predict_proba(X)[:, 1] if m is not None else np.full(len(X), const[t]) for m, t in zip(self.label_models, self.multi.classes)]
+        return self.multi.probs(_logit(np.stack(raw, 1)))
 
     def predict(self, items, **kwargs) -> list[dict]:
         "Rows already checked against `input` (a null value arrives as a missing key: the model fills it in)."
@@ -287,6 +298,7 @@ class TabularPredictor(Predictor):
     def describe(self) -> dict:
         return {'model': self.card.get('chosen'), 'task': self.task, 'target': self.card.get('target')}
     def headline(self, pred:dict) -> str|None:
+        if self.multi is not None: return Predictor.headline(self, pred)
         t = self.card.get('target', 'target')
         if self.task == 'regression': return f'Predicted {t}: {readable(pred["value"])}'
         return f'{t}: {pred["label"]} ({pred["probability"]:.1%})'
@@ -329,7 +341,7 @@ def explain(self:TabularPredictor, item:dict, target:str|None=None) -> dict:
     """Each column's Shapley value for the answer to row `item` - the probability of class `target` (None: the predicted
     one), or a regressor's value - against the typical row `explain_baseline`; `rows` sorted by size."""
     pred = self.predict([item])[0]
-    k, t = self.explain_target(target, pred['label'])
+    k, t = self.explain_target(target, top_label(self.classes, pred['probs'].values()) if self.multi is not None else pred['label'])   # multi-label: the likeliest
     base = self.explain_baseline(); cols = list(base)
     row = {c: _plain(item.get(c)) for c in cols}
     def f(rows):   # the answer for rows mixing `row` and `base` (a None is left out: the model fills it in)
@@ -441,9 +453,9 @@ def _labelled(p, data, db=None, table=None):
     "A labelled table and its predictions: (source, rows with a target, predictions, unseen counts, ignored columns)."
     src = parse_source(data, db, table)
     df = read_table(src)
-    target = p.card['target']
-    check_column(df, target, 'the target', src)
-    df = df[df[target].notna()].reset_index(drop=True)
+    for target in p.card.get('targets') or [p.card['target']]:
+        check_column(df, target, 'the target', src)
+        df = df[df[target].notna()].reset_index(drop=True)
     if not len(df): raise FastxferError(f'{src}: no row has a {target!r} value')
     try: preds, unseen, extra = p.predict_frame(df, str(src))
     except InputError as e: raise FastxferError(e.message) from None
@@ -468,6 +480,10 @@ def evaluate_table(model_dir, data, db=None, table=None) -> dict:
     p = _tabular(model_dir)
     src, df, preds, unseen, extra = _labelled(p, data, db, table)
     res = dict(kind='tabular', model_dir=str(model_dir), data=str(src), n=len(df), unseen=unseen, ignored_columns=extra)
+    if p.multi is not None:   # several targets: the multi-label scores, with the card's baseline beside them
+        P = np.array([[q['probs'][c] for c in p.multi.classes] for q in preds])
+        s = multilabel_scores(P, binary_columns(df, p.multi.classes, 'the target columns'), p.multi.thresholds, p.multi.classes)
+        return dict(res, scores=s, metrics={k: s[k] for k in ('micro_f1', 'macro_f1', 'mAP', 'hamming_loss', 'subset_accuracy')})
     conf = p.conformal
     if p.task == 'classification':
         labels, known, y, probs = _class_targets(p, df, preds, src)
@@ -498,6 +514,62 @@ def calibrate_table(model_dir, data, db=None, table=None, method:str='raps', mon
 def _prior(p) -> np.ndarray:
     "The training split's class shares, from the card."
     return np.asarray(p.card.get('prior') or np.full(len(p.classes), 1/len(p.classes)), dtype='float64')
+
+# %% ../../nbs/08c_tabular.ipynb #b51e1970
+def multi_targets(target:str) -> list[str]:
+    "The target columns of `--target` (several, comma-separated, make a multi-label model)."
+    return [t.strip() for t in str(target).split(',') if t.strip()]
+
+def _label_gbm(X, y, cat_mask, seed:int):
+    "`(fitted estimator or None, out-of-fold probabilities)` of one 0/1 label: boosting, or its training share when it has under 5 positives or negatives."
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    pos = int(y.sum())
+    if min(pos, len(y) - pos) < 5: return None, np.full(len(y), (pos + 0.5)/(len(y) + 1))
+    est = HistGradientBoostingClassifier(categorical_features=cat_mask if any(cat_mask) else None, random_state=seed, max_iter=200,
+                                         learning_rate=0.05, early_stopping=len(y) >= 200, n_iter_no_change=20)
+    oof = cross_val_predict(est, X, y, cv=StratifiedKFold(5, shuffle=True, random_state=seed), method='predict_proba')[:, 1]
+    return est.fit(X, y), oof
+
+def _logit(p): p = np.clip(np.asarray(p, dtype='float64'), 1e-6, 1 - 1e-6); return np.log(p/(1 - p))
+
+# %% ../../nbs/08c_tabular.ipynb #dfde9459
+def train_multitarget_table(data, targets:list, out, cat=None, cont=None, drop=None, valid_pct:float=0.2, valid_col=None, seed:int=42,
+                            threshold=None, threshold_for:str='f1', db=None, table=None) -> dict:
+    "Train one boosted model per 0/1 target column of `targets`, calibrate and threshold them out-of-fold, and write the multi-label folder `out`."
+    check_threshold(threshold); parse_threshold_for(threshold_for)
+    t0, src = time.time(), parse_source(data, db, table)
+    df = read_table(src)
+    Y = binary_columns(df, targets, '--target')
+    df, roles = infer_roles(df, targets[0], cat, cont, ','.join(filter(None, [drop, *targets[1:]])), 'classification', valid_col, where=src)
+    tr, va, how = split_rows(df, roles, valid_pct, valid_col, seed)
+    for line in roles.describe().split('\n'): log(line)
+    proc = Processor(roles); proc.fit(df, tr, va)
+    xc, xn, _ = proc.transform(df); X = np.hstack([xc.astype('float64'), xn.astype('float64')])
+    cat_mask = [k <= 255 for k in proc.cardinalities()] + [False]*xn.shape[1]
+    fits = [_label_gbm(X[tr], Y[tr, j], cat_mask, seed) for j in range(len(targets))]
+    Z = np.stack([_logit(oof) for _, oof in fits], 1)
+    platt = fit_platt(Z, Y[tr])
+    plan = threshold_plan(platt.probs(Z), Y[tr], targets, threshold, threshold_for)
+    raw = np.stack([e.predict_proba(X[va])[:, 1] if e is not None else np.full(len(va), oof[0]) for e, oof in fits], 1)
+    P = platt.probs(_logit(raw))
+    scores = multilabel_scores(P, Y[va], plan['thresholds'], targets, Y[tr].mean(0))
+    log(f'{len(tr)} training and {len(va)} validation rows ({how}), {len(targets)} targets: ' + scores_line(scores))
+    with model_writer(out, kind='tabular', predictor='fastxfer.tabular.TabularPredictor') as w:
+        proc.save(w.dir/'processor.json')
+        files = [save_sklearn(w.dir/f'label-{j}.skops', e) if e is not None else None for j, (e, _) in enumerate(fits)]
+        for n, f in multilabel_plots(scores, P, Y[va], targets, plan['thresholds']).items(): w.save_plot(n, f)
+        w.save_reference('tabular', df.iloc[tr][list(roles.cat) + list(roles.cont)].to_dict('records'))
+        w.card.update(task='classification', target=','.join(targets), targets=targets, classes=targets, columns=_columns(proc, df.iloc[tr]),
+                      multilabel=multilabel_card(targets, plan, platt), label_files=files, constant={t: float(oof[0]) for t, (e, oof) in zip(targets, fits) if e is None},
+                      model='gbm per label', chosen='gbm per label', members=[], excluded=roles.excluded, notes=roles.notes, source=str(src), seed=seed,
+                      split=dict(how=how, n_train=len(tr), n_valid=len(va), seed=seed), train_seconds=round(time.time() - t0, 2),
+                      metrics=dict(micro_f1=scores['micro_f1'], macro_f1=scores['macro_f1'], mAP=scores['mAP'], hamming_loss=scores['hamming_loss'],
+                                   subset_accuracy=scores['subset_accuracy']), evaluation=dict(scores=scores),
+                      data_fingerprint=data_fingerprint(pd.util.hash_pandas_object(df, index=False).to_numpy().tolist()), examples=_examples(df.iloc[va], roles))
+    b = {k: v for k, v in scores['baselines']['frequent'].items() if k in ('micro_f1', 'macro_f1', 'mAP')}
+    return report_from_folder(out, dict(model_dir=str(out), targets=targets, classes=targets, scores=scores, multilabel=w.card['multilabel'], n_train=len(tr), n_valid=len(va)),
+                              baseline=dict(b, what='every label more frequent than 50% in training, scored like the model'))
 
 # %% ../../nbs/08c_tabular.ipynb #783deea5
 def _read_old_pickle(path):
@@ -564,6 +636,9 @@ def _fmt_cands(r) -> list[str]:
     return lines
 
 def _human_train(r) -> str:
+    if 'scores' in r:   # several targets
+        return with_baseline(f"{len(r['targets'])} targets, {r['n_train']} training and {r['n_valid']} validation rows, a boosted model each\n"
+                             + multilabel_text(r['scores'], r['multilabel'], 'out-of-fold answers on the training rows') + f"\nmodel folder: {r['model_dir']}", r)
     lines = [f"{r['task']} of {r['target']!r}: {r['n_train']} training, {r.get('n_calib', 0)} calibration, {r['n_valid']} validation rows ({r['split']})"]
     lines += _fmt_cands(r)
     lines += [f"chosen: {r['chosen']} - {r['reason']}",
@@ -578,6 +653,7 @@ def _human_predict(r) -> str:
     lines = []
     for i, p in enumerate(r['predictions'][:50]):
         s = (f"{p['value']:.6g}" if r['task'] == 'regression' else f"{p['label']}  ({p['probability']:.3f})") if 'coverage' not in p else set_phrase(p)
+        if 'labels' in p: s = ', '.join(f"{l} ({p['probs'][l]:.2f})" for l in p['labels']) or 'no label over its threshold'   # several targets
         lines.append(f"row {i+1}: {s}" + (f"  unseen: {', '.join(p['unseen'])}" if p['unseen'] else ''))
     if len(r['predictions']) > 50: lines.append(f"... {len(r['predictions']) - 50} more (use --json)")
     if r.get('written'): lines.append(f"wrote {r['written']['written']} row(s) to {r['written']['db']} table {r['written']['table']}"
@@ -596,9 +672,19 @@ class TabularFamily(Family):
 
     @delegates(train_table, but=['quiet'])
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME
-              *, target:str, # the column to predict
+              *, target:str, # the column to predict; several 0/1 columns, comma-separated, make a multi-label model (a boosted model per label)
+              threshold:float|None=None, # several targets: one threshold for every label (if not given: each label's own, tuned on out-of-fold answers)
+              threshold_for:str='f1', # several targets: what the tuned thresholds aim at: f1, f2, precision=0.9 or recall=0.9
               **kwargs) -> dict:
         "Train a model of any table and write a model folder."
+        if len(multi_targets(target)) > 1:   # several 0/1 columns: a multi-label model
+            allowed = {'out', 'cat', 'cont', 'drop', 'valid_pct', 'valid_col', 'seed', 'db', 'table', 'quiet'}
+            given = [k for k, v in kwargs.items() if k not in allowed and v not in (None, False, 'auto', 'classification') and k not in ('calib_pct', 'task')]
+            if given: raise FastxferError(f"{', '.join('--' + k.replace('_', '-') for k in given)}: not available with several targets")
+            kw = {k: v for k, v in kwargs.items() if k in allowed - {'quiet'}}
+            return train_multitarget_table(data, multi_targets(target), kw.pop('out', None) or str(Path(setting('models_dir'))/'tabular-multi'),
+                                           threshold=threshold, threshold_for=threshold_for, **kw)
+        if threshold is not None or threshold_for != 'f1': raise FastxferError('--threshold and --threshold-for are for several targets (--target a,b,c)')
         return train_table(data, target, **kwargs)
 
     def evaluate(self, model_dir:str, # a tabular model folder

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import FastxferError
+from ..core import FastxferError, setting
 from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model
 from ..conformal import coverage_lines, set_phrase
 from ..label_issues import issues_text
@@ -21,9 +21,12 @@ from ..model_folder import load_model
 from .data import *
 from .models import *
 from .data import _clean, _check_col, _as_bool
+from .multilabel import train_multilabel_text, evaluate_multilabel_text
+from ..multilabel import multilabel_text, scores_line
 
 # %% auto #0
-__all__ = ['read_texts', 'labelled_texts', 'evaluate_text', 'calibrate_text', 'TextFamily']
+__all__ = ['MULTI_TEXT_OPTIONS', 'read_texts', 'labelled_texts', 'evaluate_text', 'calibrate_text', 'train_multilabel_report',
+           'TextFamily']
 
 # %% ../../nbs/10c_text.ipynb #bdce0595
 def read_texts(texts:list|None, file:str|None) -> list[str]:
@@ -96,6 +99,7 @@ def calibrate_text(model_dir, data, text_col=None, label_col=None, method:str='r
 
 # %% ../../nbs/10c_text.ipynb #d70e6668
 def _human_train(r):
+    if 'scores' in r: return f"{r['model']}: {len(r['classes'])} labels, {r['n_train']} train / {r['n_valid']} valid texts, trained in {r['train_seconds']:.1f}s\n" + multilabel_text(r['scores'], r['multilabel'], r['thresholds_from']) + f"\nmodel folder: {r['model_dir']}"
     acc = f"accuracy {r['accuracy']:.4f} on {r['n']} validation texts" if r.get('accuracy') is not None else 'no validation texts'
     b = r.get('bow') or {}
     if b.get('valid_accuracy') is not None:   # the blend, with each part beside it
@@ -103,17 +107,37 @@ def _human_train(r):
     sure = ''.join(f"\n{line} ({r['n_calib']} calibration texts)" for line in coverage_lines(r.get('conformal')))
     return f"{r['model']}: {acc}, trained in {r['train_seconds']:.1f}s{sure}\nmodel folder: {r['model_dir']}"
 
+def _phrase(p:dict) -> str:
+    return (', '.join(p['labels']) or 'no label') if 'labels' in p else set_phrase(p)   # a multi-label answer: its labels
+
 def _human_predict(r):
-    return '\n'.join(f"{set_phrase(p)}\t{max(p['probs'].values()):.3f}{'  (truncated)' if p['truncated'] else ''}\t{p['text'][:70]}"
+    return '\n'.join(f"{_phrase(p)}\t{max(p['probs'].values()):.3f}{'  (truncated)' if p['truncated'] else ''}\t{p['text'][:70]}"
                      for p in r['predictions'])
 
 def _human_eval(r):
+    if 'micro_f1' in r: return scores_line(r) + f" ({r['data']})"
     w = max(max(len(c) for c in r['classes']), 3)
     lines = [f"accuracy {r['accuracy']:.4f} on {r['n']} texts ({r['split']})", 'confusion matrix (rows: true, columns: predicted)',
              ' '*(w+2) + '  '.join(f'{c:>{w}}' for c in r['classes'])]
     lines += [f'{c:>{w}}  ' + '  '.join(f'{v:>{w}}' for v in row) for c, row in zip(r['classes'], r['confusion_matrix'])]
     how = ' (calibrated on half of these texts, 20 re-splits)' if r.get('conformal_how') == 're-split' else ''
     return '\n'.join(lines + [line + how for line in coverage_lines(r.get('conformal'))])
+
+# %% ../../nbs/10c_text.ipynb #4c45143b
+MULTI_TEXT_OPTIONS = ('out', 'text_col', 'label_col', 'valid_col', 'valid_pct', 'seed', 'model', 'epochs', 'lr', 'encoder', 'max_len', 'window', 'bs', 'device')
+
+def train_multilabel_report(data, label_delim, label_cols, threshold, threshold_for, kwargs:dict) -> dict:
+    "`text train` with several labels per text: `train_multilabel_text` with the options it takes (others given: an error), reported with its baseline."
+    odd = {'exclude': None, 'aug': None, 'ensemble': 1, 'bow': True}
+    bad = [k for k, v in kwargs.items() if k in odd and v not in (odd[k], None, 'none')]
+    if bad: raise FastxferError(f"{', '.join('--' + k.replace('_', '-') for k in bad)}: not available for multi-label text models (--label-delim, --label-cols)")
+    kw = {k: v for k, v in kwargs.items() if k in MULTI_TEXT_OPTIONS and v is not None}
+    if 'lr' in kw: kw['lr'] = parse_lr(kw['lr'])
+    if kw.get('lr') == 'auto': raise FastxferError('--lr auto: not available for multi-label text models; give a number, or leave the default')
+    out = kw.pop('out', None) or str(Path(setting('models_dir'))/'text-multilabel')
+    r = train_multilabel_text(data, out, label_delim=label_delim, label_cols=label_cols, threshold=threshold, threshold_for=threshold_for, **kw)
+    b = {k: v for k, v in r['scores']['baselines']['frequent'].items() if k in ('micro_f1', 'macro_f1', 'mAP')}
+    return report_from_folder(r['model_dir'], r, baseline=dict(b, what='every label more frequent than 50% in training, scored like the model'))
 
 # %% ../../nbs/10c_text.ipynb #dae4ef52
 @register_family
@@ -125,8 +149,14 @@ class TextFamily(Family):
 
     @delegates(train_text, but=['alpha'])
     def train(self, data:str, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)
+              label_delim:str|None=None, # several labels per text in the label column, separated by this (' ' for spaces): a multi-label model
+              label_cols:str|None=None, # several 0/1 label columns, comma-separated (instead of --label-col): a multi-label model
+              threshold:float|None=None, # multi-label: one threshold for every label (if not given: each label's own, tuned on out-of-fold answers)
+              threshold_for:str='f1', # multi-label: what the tuned thresholds aim at: f1, f2, precision=0.9 or recall=0.9
               **kwargs) -> dict:
         "Train a text classifier and write a model folder."
+        if label_delim is not None or label_cols: return train_multilabel_report(data, label_delim, label_cols, threshold, threshold_for, kwargs)
+        if threshold is not None or threshold_for != 'f1': raise FastxferError('--threshold and --threshold-for are for multi-label models (--label-delim or --label-cols)')
         r = train_text(data, **kwargs)
         return report_from_folder(r['model_dir'], r)
 
@@ -173,6 +203,7 @@ class TextFamily(Family):
                  split:Literal['auto', 'valid', 'all']='auto', # which rows: the validation rows when there are any (auto), or all
                  ) -> dict:
         "Accuracy and confusion matrix on labelled data."
+        if load_model(model_dir).card.get('multilabel'): return evaluate_multilabel_text(model_dir, data, text_col, label_col)
         return evaluate_text(model_dir, data, text_col, label_col, valid_col, split)
 
     def calibrate(self, model_dir:str, # a text model folder

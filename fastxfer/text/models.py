@@ -19,6 +19,7 @@ from typing import Literal
 from ..train_utils import configure_progress, seed_everything, set_precision, find_lr, PRECISIONS
 from ..metrics import confusion_matrix
 from ..probe import linear_probe
+from ..multilabel import MultiLabelOutput
 from ..explain import word_occlusion
 from ..distributed import distributed, across_processes
 from ..model_folder import (CARD_NAME, Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder, load_tensors,
@@ -684,6 +685,7 @@ class TextPredictor(Predictor):
     def __init__(self, folder:ModelFolder, device=None):
         super().__init__(folder)
         self.model_type, self.max_len = self.card.get('model'), int(self.card.get('max_len') or 256)
+        self.multi = MultiLabelOutput(self.card['multilabel']) if self.card.get('multilabel') else None   # several labels per text
         self.device = get_device(device) if device else 'cpu'
         if self.model_type == 'awd_lstm':
             for f in AWD_FILES: folder.require(f)
@@ -720,7 +722,8 @@ class TextPredictor(Predictor):
         out = np.zeros((len(ids), len(self.classes)), dtype=np.float32); order = dl.get_idxs(); k = 0
         with torch.no_grad():
             for xb, owner, _ in dl:
-                p = torch.stack([torch.softmax(m(xb, owner), -1) for m in self.models]).mean(0).cpu().numpy()
+                if self.multi is not None: p = self.multi.probs(torch.stack([m(xb, owner) for m in self.models]).mean(0).cpu().numpy())
+                else: p = torch.stack([torch.softmax(m(xb, owner), -1) for m in self.models]).mean(0).cpu().numpy()
                 out[order[k:k+len(p)]] = p; k += len(p)
         if self.bow is not None: out = blend_probs(out, self.bow.predict_proba(texts).astype(np.float32), self.bow_weight)
         return out, cut
@@ -733,6 +736,7 @@ class TextPredictor(Predictor):
 
     def predict(self, items, **kwargs) -> list[dict]:
         probs, cut = self.predict_probs(items)
+        if self.multi is not None: return [dict(a, truncated=bool(c)) for a, c in zip(self.multi.answers(probs), cut)]
         return [dict(label=top_label(self.classes, p), probs=probs_dict(self.classes, p), truncated=bool(c))
                 for p, c in zip(probs, cut)]
 

@@ -21,12 +21,14 @@ warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
 from .train import *
 from .predict import *
+from .multilabel import is_multilabel, train_multilabel_vision, export_multilabel_vision, evaluate_multilabel_vision
+from ..multilabel import scores_line, multilabel_text
 from .train import _pct
 from ..core import is_rank0
 from ..distributed import RankDone
 
 # %% auto #0
-__all__ = ['export_report', 'predict_images', 'VisionFamily']
+__all__ = ['train_multilabel_report', 'export_report', 'predict_images', 'VisionFamily']
 
 # %% ../../nbs/07d_vision.ipynb #36656f91
 def _human_robustness(r) -> str:
@@ -39,6 +41,7 @@ def _human_robustness(r) -> str:
     return '\n'.join(lines + [f'wrote {f}' for f in r['files']])
 
 def _human_train(r):
+    if 'scores' in r: return _human_multi_train(r)
     s = f"{r['mode']} {r['arch']}: error_rate {r['error_rate']:.4f}  accuracy {r['accuracy']:.4f}  ({r['n_valid']} valid images)  trained in {r['train_seconds']} s"
     for c in r.get('candidates') or []:
         s += (f"\n  candidate {c['arch']:<58} valid {_pct(c['valid_error'])}  cv {_pct(c['cv_error'])}  "
@@ -46,6 +49,18 @@ def _human_train(r):
     if r.get('auto_reason'): s += f"\nauto: {r['auto_reason']}"
     for line in coverage_lines(r.get('conformal')): s += f"\n{line} ({r['n_calib']} calibration images)"
     return s + f"\nmodel: {r['model_dir']}"
+
+def _human_multi_train(r):
+    "A multi-label training report: its scores beside the baseline, per-label rows and how the thresholds were chosen."
+    return (f"{r['mode']} {r['arch']}: {len(r['classes'])} labels, {r['n_train']} train / {r['n_valid']} valid images, trained in {r['train_seconds']} s\n"
+            f"{multilabel_text(r['scores'], r['multilabel'], r['thresholds_from'])}\nmodel: {r['model_dir']}")
+
+def train_multilabel_report(data, out, **kwargs) -> dict:
+    "Train a multi-label image model (`train_multilabel_vision`), write its folder and report it with its baselines."
+    learn, res, plots, vd = train_multilabel_vision(data, **kwargs)
+    out = export_multilabel_vision(learn, res, out, vd, plots)
+    b = {k: v for k, v in res['scores']['baselines']['frequent'].items() if k in ('micro_f1', 'macro_f1', 'f2', 'mAP')}
+    return report_from_folder(out, dict(res, model_dir=str(out)), baseline=dict(b, what='every label more frequent than 50% in training, scored like the model'))
 
 def export_report(learn, res:dict, out, vd, plots, summary:bool=False) -> dict:
     "Write the model folder of a `train_vision` run (rank 0) and return its result with the folder's facts."
@@ -72,11 +87,13 @@ def _human_predict(r):
     lines = []
     for pr in r['predictions']:
         top = sorted(pr['probs'].items(), key=lambda kv: -kv[1])[:3]
-        lines.append(f"{pr['image']}: {set_phrase(pr)}  (" + ', '.join(f'{k} {v:.3f}' for k,v in top) + ')')
+        head = (', '.join(pr['labels']) or 'no label over its threshold') if 'labels' in pr else set_phrase(pr)
+        lines.append(f"{pr['image']}: {head}  (" + ', '.join(f'{k} {v:.3f}' for k,v in top) + ')')
     return '\n'.join(lines)
 
 
 def _human_evaluate(r):
+    if 'micro_f1' in r: return scores_line(r) + f"  ({r['n_models']} model(s){', tta' if r['tta'] else ''})"
     s = f"error_rate {r['error_rate']:.4f}  accuracy {r['accuracy']:.4f}  n {r['n']}  ({r['n_models']} model(s){', '+r['ensemble'] if r['ensemble'] else ''}{', tta '+r['tta'] if r['tta'] else ''})"
     if len(r['classes']) <= 12:
         w = max(len(c) for c in r['classes'])
@@ -99,10 +116,16 @@ class VisionFamily(Family):
     @delegates(train_vision, but=['quiet'])
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # folder of images (or 'pets' for fastai's URLs.PETS, online only)
               *, out:str, # model folder to write
+              threshold:float|None=None, # multi-label (--labels multi:...): one threshold for every label (if not given: each label's own, tuned on out-of-fold answers)
+              threshold_for:str='f1', # multi-label: what the tuned thresholds aim at: f1, f2, precision=0.9 or recall=0.9
               **kwargs) -> dict:
         "Train an image classifier and export a model folder."
         if not data: raise FastxferError('give the data: a folder of images (or pets, online only)')
+        multi = is_multilabel(kwargs.get('labels'))
+        if not multi and (threshold is not None or threshold_for != 'f1'):
+            raise FastxferError('--threshold and --threshold-for are for multi-label models (--labels multi:csv:FILE or multi:folder)')
         with contextlib.redirect_stdout(sys.stderr):  # fastai callbacks print; stdout is for the result only
+            if multi: return train_multilabel_report(data, out, threshold=threshold, threshold_for=threshold_for, **kwargs)
             learn, res, plots, vd = train_vision(data, **kwargs)
             if not is_rank0(): raise RankDone()   # one of several training processes: rank 0 writes the model folder and reports
             r = export_report(learn, res, out, vd, plots, kwargs.get('summary', False))
@@ -149,13 +172,15 @@ class VisionFamily(Family):
         return dict(model_dir=str(model_dir), data=str(data), n=len(y), conformal=conf)
 
     def evaluate(self, paths:list[str], # MODEL_DIR... DATA: one model folder or several (an ensemble), then the data folder
-                 labels:str|None=None, # folder | cat-dog | breed | regex:PATTERN | csv:FILE (if not given: the model's own)
+                 labels:str|None=None, # folder | cat-dog | breed | regex:PATTERN | csv:FILE | multi:csv:FILE[:COL] | multi:folder (if not given: the model's own)
                  tta:bool=False, # test-time augmentation: the tta setting's views (flip: the image and its mirror; crops: 12 views)
                  ensemble:Literal['mean', 'vote']='mean', # how several models are combined
                  ) -> dict:
         "Score model(s) on every image under a folder."
         if len(paths) < 2: raise FastxferError('give MODEL_DIR... DATA (at least one model folder, then the data folder)')
-        labels = labels or ModelFolder(paths[0]).card.get('labels') or 'folder'  # default: how the model was trained
+        card = ModelFolder(paths[0]).card
+        labels = labels or card.get('labels') or 'folder'  # default: how the model was trained
+        if card.get('multilabel'): return evaluate_multilabel_vision(paths[:-1], paths[-1], labels, tta)
         return evaluate_vision(paths[:-1], paths[-1], labels, tta, ensemble)
 
     def label_issues(self, data:Annotated[str|None, POSITIONAL]=None, # a folder of labelled images

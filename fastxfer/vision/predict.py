@@ -17,6 +17,7 @@ from ..model_folder import Predictor, ModelFolder, probs_dict, top_label, load_m
 from ..backbones import IMAGENET_STATS
 from ..metrics import confusion_matrix, softmax
 from ..conformal import sets_report
+from ..multilabel import MultiLabelOutput
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from fastcore.basics import patch
 from .data import *
@@ -68,6 +69,7 @@ class VisionPredictor(Predictor):
         elif backend == 'onnx': raise FastxferError(f'{folder.path} has no model.onnx')
         self._model = None if self.session is not None else self.model   # PyTorch only when it predicts
         self.backend = 'onnx' if self.session is not None else 'torch'
+        self.multi = MultiLabelOutput(self.card['multilabel']) if self.card.get('multilabel') else None   # several labels per image
 
     @property
     def model(self) -> torch.nn.Module:
@@ -116,6 +118,10 @@ class VisionPredictor(Predictor):
         corners = [((W-s)//2, (H-s)//2), (0, 0), (W-s, 0), (0, H-s), (W-s, H-s)]
         return [self.after_item(im)] + [self.after_item(PILImage(im2.crop((x, y, x+s, y+s)))) for x,y in corners]
 
+    def activation(self, logits) -> np.ndarray:
+        "Probabilities from logits: softmax over the classes, or (multi-label) each label's calibrated sigmoid."
+        return self.multi.probs(logits) if self.multi is not None else softmax(logits, axis=1)
+
     def logits(self, x:torch.Tensor) -> np.ndarray:
         if self.session is not None: return self.session.run(None, {'image': x.numpy().astype(np.float32)})[0]
         with torch.inference_mode(): return self.model(x.contiguous(memory_format=torch.channels_last)).float().numpy()
@@ -128,17 +134,18 @@ class VisionPredictor(Predictor):
             chunk = items[i:i+step]
             if method == 'crops':
                 x = self._to_batch([v for it in chunk for v in self.crop_views(self._open(it))])
-                p = (softmax(self.logits(x), axis=1) + softmax(self.logits(x.flip(3)), axis=1)) / 2
+                p = (self.activation(self.logits(x)) + self.activation(self.logits(x.flip(3)))) / 2
                 p = p.reshape(len(chunk), -1, p.shape[-1]).mean(1)
             else:
                 x = self.preprocess(chunk)
-                p = softmax(self.logits(x), axis=1)
-                if method == 'flip': p = (p + softmax(self.logits(x.flip(3)), axis=1)) / 2
+                p = self.activation(self.logits(x))
+                if method == 'flip': p = (p + self.activation(self.logits(x.flip(3)))) / 2
             res.append(p)
         return np.concatenate(res) if res else np.zeros((0, len(self.vocab)))
 
     def predict(self, items, tta=False, bs:int=64, **kwargs) -> list[dict]:
         if not isinstance(items, (list, tuple)): items = [items]
+        if self.multi is not None: return self.multi.answers(self.predict_proba(list(items), tta, bs))
         return [dict(label=top_label(self.vocab, p), probs=probs_dict(self.vocab, p)) for p in self.predict_proba(list(items), tta, bs)]
 
 # %% ../../nbs/07c_vision_predict.ipynb #093763fd
@@ -152,7 +159,7 @@ def explain(self:VisionPredictor, item, target:str|None=None, method:str='smooth
     from fastxfer.explain import attribution_map, grad_cam, heatmap_grid, integrated_gradients, smoothgrad
     if method not in EXPLAIN_METHODS: raise FastxferError(f"method {method!r}: use one of {', '.join(EXPLAIN_METHODS)}")
     x = self._to_batch([self.after_item(self._open(item))])
-    p = softmax(self.logits(x), axis=1)[0]
+    p = self.activation(self.logits(x))[0]
     ti, t = self.explain_target(target, top_label(self.vocab, p))
     fn = {'smoothgrad': smoothgrad, 'integrated-gradients': integrated_gradients, 'gradcam': grad_cam}[method]
     cam = fn(self.model, x, ti)

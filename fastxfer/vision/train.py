@@ -383,7 +383,7 @@ def _input_plan(mode:str, arch:str, size, candidates, choose:bool) -> tuple:
 
 @resolves_settings
 def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, online only)
-                 labels:str='folder', # folder | cat-dog | breed | regex:PATTERN | csv:FILE
+                 labels:str='folder', # folder | cat-dog | breed | regex:PATTERN | csv:FILE; several labels per image: multi:csv:FILE[:COL] | multi:folder
                  arch:str|None=None, # backbone; see 'fastxfer vision archs'. Not given: auto compares the candidates, other modes use the arch setting
                  mode:Literal[MODES]='auto', # auto | fine_tune | features | scratch
                  candidates:str|None=None, # backbones auto compares, comma-separated. Not given: the candidates setting (every one with weights here)
