@@ -79,14 +79,17 @@ def _valid_logits_of(learn) -> np.ndarray:
 def fastai_recipe(d: Path, vd, seed: int) -> tuple:
     "fastai's multi-label recipe on the same split: `(validation probabilities in vd.classes order, train seconds, vocabulary note)`."
     import torch
-    from fastai.vision.all import (ImageDataLoaders, RandomResizedCrop, aug_transforms, accuracy_multi, BCEWithLogitsLossFlat, set_seed)
+    from fastai.vision.all import (ImageDataLoaders, RandomResizedCrop, aug_transforms, accuracy_multi, BCEWithLogitsLossFlat, set_seed, Normalize)
+    from fastxfer.backbones import get_arch
     from fastxfer.vision.train import vision_learner_for
     set_seed(seed, reproducible=True)
     df = pd.read_csv(d/'labels.csv', dtype=str, keep_default_na=False)
     valid = {p.name for p in vd.valid_items()}
     df = df[df.fname.isin({p.name for p in vd.items})].copy(); df['is_valid'] = df.fname.isin(valid)
+    stats = get_arch('efficientnet_lite0').stats   # what fastai's vision_learner adds for a pretrained body: its normalisation
     dls = ImageDataLoaders.from_df(df, d/'images', fn_col='fname', label_col='labels', label_delim=' ', valid_col='is_valid',
-                                   item_tfms=RandomResizedCrop(224, min_scale=0.35), batch_tfms=aug_transforms(), bs=32, num_workers=0)
+                                   item_tfms=RandomResizedCrop(224, min_scale=0.35), batch_tfms=[*aug_transforms(), Normalize.from_stats(*stats)],
+                                   bs=32, num_workers=0)
     vocab = list(dls.vocab)
     note = f'{len(vocab)} labels in its vocabulary (from training and validation labels); ' + ('the same as fastxfer' if vocab == vd.classes else f'fastxfer has {len(vd.classes)}')
     learn, _ = vision_learner_for(dls, 'efficientnet_lite0', 'fine_tune', quiet=True)   # fastai's head on the offline body, frozen
@@ -143,6 +146,7 @@ def tfidf_ovr(texts, Y, tr, va, classes, seed) -> list:
 
 
 def main(a):
+    os.environ['FASTXFER_CACHE'] = tempfile.mkdtemp(prefix='fastxfer-bench-')   # no cached features or embeddings: honest train seconds
     load, res = os.getloadavg(), {}
     for s in a.sets.split(','):
         if shared_data(f'multilabel/{s}') is None: print(f'skipped {s}: ../shared/data/multilabel/{s} is not here', file=sys.stderr); continue

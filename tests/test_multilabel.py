@@ -175,3 +175,12 @@ def test_text_multilabel_from_0_1_columns_and_bad_columns(tmp_path):
     assert bad.returncode == 2 and "'joy' must hold 0 or 1" in bad.stderr
     bad = run_cli('text', 'train', tmp_path/'t.csv', '--label-cols', 'gratitude,joy', '--ensemble', '2', '--out', tmp_path/'b')
     assert bad.returncode == 2 and '--ensemble: not available for multi-label' in bad.stderr
+
+
+def test_explain_one_label_of_a_chip(planet_model, planet, tmp_path):
+    out, _ = planet_model
+    r = run_json('vision', 'explain', out, planet/'images'/'train_65.jpg', '--target', 'clear', '--method', 'gradcam', '--out', tmp_path/'x')
+    e = r['explanations'][0] if 'explanations' in r else r
+    assert e['target'] == 'clear' and 0 <= e['probability'] <= 1, e
+    bad = run_cli('vision', 'explain', out, planet/'images'/'train_65.jpg', '--target', 'snow', '--out', tmp_path/'x')
+    assert bad.returncode == 2 and "'snow' is not one of the model's classes" in bad.stderr
