@@ -109,8 +109,8 @@ def goemotions(seed: int) -> dict:
     from fastxfer.model_folder import load_model
     from fastxfer.multilabel import check_label_lists
     d = shared_data('multilabel/goemotions')
-    texts, lists = read_multilabel_texts(d/'texts.csv', label_col='labels', label_delim=' ')
-    tr, va = _split(texts, lists, None, None, 0.2, seed)
+    texts, lists, _ = read_multilabel_texts(d/'texts.csv', label_col='labels', label_delim=' ')
+    tr, va = _split(texts, lists, None, 0.2, seed)
     classes, _ = check_label_lists([lists[i] for i in tr], [lists[i] for i in va])
     Y, rows = label_matrix(lists, classes), []
     rows += tfidf_ovr(texts, Y, tr, va, classes, seed)
