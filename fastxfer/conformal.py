@@ -15,8 +15,8 @@ from .core import FastxferError, setting
 # %% auto #0
 __all__ = ['METHODS', 'COVERAGES', 'CONFORMAL_FILE', 'check_coverage', 'min_calibration', 'conformal_quantile', 'label_scores',
            'Conformal', 'conformal_card', 'calibration_split', 'coverage_report', 'resplit_report', 'coverage_lines',
-           'selective_curve', 'plot_selective', 'sets_report', 'add_sets', 'add_intervals', 'readable', 'set_phrase',
-           'sure_headline']
+           'selective_curve', 'plot_selective', 'sets_report', 'add_sets', 'add_intervals', 'label_coverage',
+           'add_label_sets', 'readable', 'set_phrase', 'sure_headline']
 
 # %% ../nbs/04f_conformal.ipynb #3c319b65
 def check_coverage(coverage) -> float:
@@ -106,8 +106,8 @@ CONFORMAL_FILE = 'conformal.json'
 @patch
 def to_json(self:Conformal) -> dict:
     "The scores and how they were made, as plain JSON values."
-    return dict(kind=self.kind, method=self.method, params=self.params, info=self.info, scores=[round(float(s), 7) for s in self.scores],
-                labels=None if self.labels is None else [int(v) for v in self.labels])
+    return dict(kind=self.kind, method=self.method, params=self.params, info=self.info, scores=np.round(self.scores, 7).tolist(),
+                labels=None if self.labels is None else self.labels.tolist())   # (n,) or, for several labels per item, (n, L)
 @patch
 def save(self:Conformal, path) -> Path:
     "Write `conformal.json` (or `path` itself when it names a .json file)."
@@ -171,7 +171,9 @@ def resplit_report(probs, y, method:str='raps', coverages=COVERAGES, reps:int=20
 # %% ../nbs/04f_conformal.ipynb #6e4d9f71
 def coverage_lines(report:dict|None) -> list[str]:
     "'sets at 90%: held the truth 91.2% of the time, mean 1.25 labels' (or 'intervals at 90%: ... mean width 12.5'), one per coverage of `report`."
-    return [f"sets at {float(c):.0%}: held the truth {v['coverage']:.1%} of the time, mean {v['mean_size']:.2f} labels" if 'mean_size' in v else
+    return [f"per-label sets at {float(c):.0%}: held {v['coverage']:.1%} of the present labels, mean {v['mean_size']:.2f} labels "
+            f"({v['labels_defined']} of {v['labels']} labels with enough calibration items)" if 'labels_defined' in v else
+            f"sets at {float(c):.0%}: held the truth {v['coverage']:.1%} of the time, mean {v['mean_size']:.2f} labels" if 'mean_size' in v else
             f"intervals at {float(c):.0%}: held the truth {v['coverage']:.1%} of the time, mean width {v['mean_width']:.4g}" for c, v in (report or {}).items()]
 
 # %% ../nbs/04f_conformal.ipynb #3a02ec59
@@ -231,6 +233,62 @@ def add_intervals(preds:list[dict], conf:Conformal, coverage, key:str='value') -
     lo, hi = conf.intervals([float(p[key]) for p in preds], coverage)
     return [dict(p, lower=float(a), upper=float(b), coverage=float(coverage)) for p, a, b in zip(preds, lo, hi)]
 
+# %% ../nbs/04f_conformal.ipynb #66526a0d
+@patch(cls_method=True)
+def for_multilabel(cls:Conformal, probs, Y, thresholds=None, info=None) -> Conformal:
+    """From calibrated probabilities (n, L) of each label and the 0/1 truth `Y` (n, L): each label's score `1 - p` (read where
+    it is present). With the model's `thresholds`, a label over its threshold is always in the set."""
+    P, Y = np.atleast_2d(np.asarray(probs, float)), np.atleast_2d(np.asarray(Y, int))
+    params = {} if thresholds is None else dict(thresholds=[float(t) for t in thresholds])
+    return cls('multilabel', 'label-conditional', 1 - P, Y, params, info)
+
+@patch
+def label_quantiles(self:Conformal, coverage) -> np.ndarray:
+    "(L,): each label's conformal quantile of `1 - p` over the calibration items that have it (at least `1 - threshold`); NaN where too few."
+    if self.kind != 'multilabel': raise FastxferError('per-label quantiles are for multi-label scores (Conformal.for_multilabel)')
+    c, least, q = check_coverage(coverage), min_calibration(coverage), np.full(self.scores.shape[1], np.nan)
+    for j in range(len(q)):
+        s = self.scores[self.labels[:, j] == 1, j]
+        if len(s) >= least: q[j] = conformal_quantile(s, c)
+    floor = 1 - np.asarray(self.params.get('thresholds', np.ones(len(q))), float)
+    return np.where(np.isnan(q), q, np.maximum(q, floor))
+
+# %% ../nbs/04f_conformal.ipynb #bafcbea1
+@patch
+def label_sets(self:Conformal, probs, coverage) -> tuple[np.ndarray, np.ndarray]:
+    "`(in_set, defined)`: (n, L) whether each label is in each item's set, and (L,) the labels with enough calibration items (the others: never in it)."
+    P, q = np.atleast_2d(np.asarray(probs, float)), self.label_quantiles(coverage)
+    defined = ~np.isnan(q)
+    with np.errstate(invalid='ignore'): return (1 - P <= q + 1e-12) & defined, defined
+
+# %% ../nbs/04f_conformal.ipynb #906bdedb
+def label_coverage(conf:Conformal, probs, Y, coverages=COVERAGES, classes=None) -> dict:
+    "Per coverage: the share of present labels their sets held (all together and per label), the mean set size and how many labels have a promise."
+    P, Y, out = np.atleast_2d(np.asarray(probs, float)), np.atleast_2d(np.asarray(Y, int)) == 1, {}
+    names = [str(c) for c in classes] if classes is not None else [str(j) for j in range(P.shape[1])]
+    for c in coverages:
+        in_set, defined = conf.label_sets(P, c)
+        if not (Y & defined).any(): continue
+        out[f'{c:g}'] = dict(coverage=float(in_set[Y & defined].mean()), mean_size=float(in_set.sum(1).mean()),
+                             labels_defined=int(defined.sum()), labels=len(names),
+                             per_label={names[j]: float(in_set[Y[:, j], j].mean()) for j in np.flatnonzero(defined) if Y[:, j].any()})
+    return out
+
+# %% ../nbs/04f_conformal.ipynb #eb0bee6c
+def add_label_sets(preds:list[dict], conf:Conformal, classes, coverage, abstain_above:int|None=None) -> list[dict]:
+    "Multi-label predictions (with `probs`) plus `set`, `no_guarantee`, `coverage` and, where the set is larger than `abstain_above`, `abstained`."
+    classes = [str(c) for c in classes]
+    P = np.array([[float(p['probs'][c]) for c in classes] for p in preds])
+    in_set, defined = conf.label_sets(P, coverage)
+    none = [classes[j] for j in np.flatnonzero(~defined)]
+    out = []
+    for p, pr, s in zip(preds, P, in_set):
+        q = dict(p, set=[classes[j] for j in np.argsort(-pr, kind='stable') if s[j]], no_guarantee=none, coverage=float(coverage))
+        if abstain_above is not None: q.update(abstained=len(q['set']) > abstain_above)
+        if q.get('abstained'): q.update(label=None, labels=[])
+        out.append(q)
+    return out
+
 # %% ../nbs/04f_conformal.ipynb #23dbe47c
 def readable(v:float) -> str:
     "103,662 rather than 1.037e+05; 0.1235 for small values."
@@ -240,7 +298,7 @@ def readable(v:float) -> str:
 def set_phrase(pred:dict) -> str:
     "'cat (set: cat, dog at 90%)', 'not sure (set: cat, dog at 90%)', or '42.1 (41.0 to 43.2 at 90%)'."
     if 'set' in pred:
-        head = 'not sure' if pred.get('abstained') else str(pred['label'])
+        head = 'not sure' if pred.get('abstained') else str(pred['label']) or 'no label'   # (a multi-label answer may have none)
         return f"{head} (set: {', '.join(pred['set'])} at {pred['coverage']:.0%})"
     if 'lower' in pred: return f"{readable(pred['value'])} ({readable(pred['lower'])} to {readable(pred['upper'])} at {pred['coverage']:.0%})"
     return str(pred.get('label', pred.get('value')))

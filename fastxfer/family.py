@@ -20,9 +20,9 @@ from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, Predictor, allow
 # %% auto #0
 __all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESSES_HELP', 'SettingDefault', 'from_settings', 'call_verb',
            'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics', 'with_baseline',
-           'human_report', 'save_conformal', 'calibrate_model', 'explain_inputs', 'Family', 'resolves_settings',
-           'verb_signature', 'run_launched', 'register_family', 'family_names', 'get_family', 'family_help',
-           'find_family', 'upgrade_model', 'notebook_train']
+           'human_report', 'save_conformal', 'not_for_multilabel', 'calibrate_model', 'explain_inputs', 'Family',
+           'resolves_settings', 'verb_signature', 'run_launched', 'register_family', 'family_names', 'get_family',
+           'family_help', 'find_family', 'upgrade_model', 'notebook_train']
 
 # %% ../nbs/06_family.ipynb #deef4f61
 class SettingDefault:
@@ -133,10 +133,16 @@ def save_conformal(model_dir, conf) -> dict:
     atomic_write(folder.path/CARD_NAME, json.dumps(to_jsonable(card), indent=2))
     return card['conformal']
 
+def not_for_multilabel(verb:str) -> str:
+    "Why `verb` refuses a multi-label folder."
+    return (f'{verb}: not for multi-label models; their per-label sets are calibrated when they train, '
+            'on the held-out answers their thresholds are chosen on (train again to calibrate anew)')
+
 def calibrate_model(model_dir, out, y, method:str='raps', mondrian:bool=False, source=None, info:dict|None=None) -> dict:
     "Conformity scores of the model in `model_dir` from its output on labelled items it did not train on, saved: `out` a classifier's probabilities (n, K) and `y` class indices, or a regressor's values and the true ones."
     import numpy as np
     from fastxfer.conformal import Conformal, min_calibration
+    if ModelFolder(model_dir).card.get('multilabel'): raise FastxferError(not_for_multilabel('calibrate'))
     if len(y) < min_calibration(0.8):
         raise FastxferError(f'{source}: {len(y)} labelled items are too few to calibrate: at least {min_calibration(0.8)} (for 80% coverage)')
     info, out = dict(split='calibrate', source=str(source), n_calib=len(y), **(info or {})), np.asarray(out, float)

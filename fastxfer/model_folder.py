@@ -349,7 +349,7 @@ class Predictor:
         return self.__dict__['_conformal']
     def conformalize(self, preds:list[dict], coverage=None, abstain_above:int|None=None) -> list[dict]:
         "`preds` with prediction sets (classifiers) or intervals (regressors) at `coverage` (default: the setting, lowered to what the scores can promise); none when the folder has no scores and none was asked for."
-        from fastxfer.conformal import add_intervals, add_sets, check_coverage, min_calibration
+        from fastxfer.conformal import add_intervals, add_label_sets, add_sets, check_coverage, min_calibration
         if abstain_above is not None and int(abstain_above) < 1: raise FastxferError(f'abstain above {abstain_above} labels: give at least 1')
         conf = self.conformal
         if conf is None:
@@ -359,6 +359,7 @@ class Predictor:
         c = check_coverage(setting('coverage') if coverage is None else coverage)
         if coverage is None and conf.n < min_calibration(c): c = math.floor(100 * conf.n / (conf.n + 1)) / 100   # the default, lowered to what few scores promise
         if conf.kind == 'regression': return add_intervals(preds, conf, c, conf.info.get('key', 'value'))
+        if conf.kind == 'multilabel': return add_label_sets(preds, conf, self.classes, c, abstain_above)
         return add_sets(preds, conf, self.classes, c, abstain_above, mondrian=bool(conf.info.get('mondrian')))
     @property
     def has_picture(self) -> bool: return type(self).picture is not Predictor.picture or self.multilabel

@@ -10,13 +10,14 @@ import re
 from collections import Counter
 import numpy as np
 from .core import FastxferError, log
+from .conformal import Conformal, coverage_lines, label_coverage
 
 # %% auto #0
 __all__ = ['MIN_POSITIVES', 'HEAD_CS', 'THRESHOLD_GRID', 'SHRINK', 'MIN_TUNE', 'split_labels', 'label_matrix', 'binary_columns',
            'check_label_lists', 'fit_logistic', 'fit_heads', 'Platt', 'fit_platt', 'parse_threshold_for',
            'choose_thresholds', 'check_threshold', 'threshold_plan', 'multilabel_scores', 'scores_line',
-           'multilabel_text', 'plot_per_label', 'plot_pr_curves', 'multilabel_plots', 'multilabel_answer',
-           'answer_picture', 'multilabel_card', 'MultiLabelOutput']
+           'multilabel_text', 'label_conformal', 'label_sets_report', 'plot_per_label', 'plot_pr_curves',
+           'multilabel_plots', 'multilabel_answer', 'answer_picture', 'multilabel_card', 'MultiLabelOutput']
 
 # %% ../nbs/04j_multilabel.ipynb #a0d673a0
 def split_labels(value, delim:str|None=None) -> list[str]:
@@ -251,13 +252,23 @@ def scores_line(r:dict, baseline:bool=True) -> str:
     return s + (f"\nbaseline (labels over 50% in training): micro-F1 {b['micro_f1']:.3f}  macro-F1 {b['macro_f1']:.3f}  F2 {b['f2']:.3f}" if b else '')
 
 # %% ../nbs/04j_multilabel.ipynb #42e740ba
-def multilabel_text(scores:dict, entry:dict, where:str|None=None) -> str:
+def multilabel_text(scores:dict, entry:dict, where:str|None=None, conformal:dict|None=None) -> str:
     "A multi-label report for people: the scores, a row per label, and how the thresholds were chosen (`entry`: the card's `multilabel`)."
     rows = '\n'.join(f"  {x['label']:<20} P {x['precision']:.2f}  R {x['recall']:.2f}  F1 {x['f1']:.2f}  support {x['support']:>4}  threshold {x['threshold']:.2f}"
                      for x in scores['per_label'])
     fb = f"; too few positives to tune, these take the global one: {', '.join(entry['fallback'])}" if entry.get('fallback') else ''
     return (f"{scores_line(scores, baseline=False)}\n{rows}\nthresholds ({entry['aim']})" + (f' from {where}' if where else '')
-            + f"; global {entry['global_threshold']:.2f}{fb}")
+            + f"; global {entry['global_threshold']:.2f}{fb}" + ''.join(f'\n{line}' for line in coverage_lines(conformal)))
+
+# %% ../nbs/04j_multilabel.ipynb #039bb49f
+def label_conformal(P, Y, split:str, thresholds=None) -> Conformal:
+    "Per-label conformity scores from held-out calibrated probabilities `P` and truth `Y` (those the `thresholds` were chosen on); `split` says where they come from."
+    return Conformal.for_multilabel(P, Y, thresholds, info=dict(split=split, n_calib=len(Y)))
+
+def label_sets_report(conf:Conformal|None, P, Y, classes) -> dict:
+    "`{'conformal': per-label coverage}` of a multi-label model's scores `conf` on labelled items it was not calibrated on; `{}` without scores."
+    if conf is None or conf.kind != 'multilabel': return {}
+    return dict(conformal=label_coverage(conf, P, Y, classes=classes))
 
 # %% ../nbs/04j_multilabel.ipynb #e7499a42
 def plot_per_label(r:dict):

@@ -150,6 +150,10 @@ _SURE_FIELDS = {
     'classification': {'set': (list[str], 'the labels that hold the true one with probability `coverage` (conformal prediction set), most probable first'),
                        'coverage': (float, 'the coverage of the set'),
                        'abstained': (bool, 'true when the set has more labels than abstain_above: the answer gives no label')},
+    'multilabel': {'set': (list[str], 'the labels that may be present, most probable first: each label, when present, is in it with probability `coverage`'),
+                   'no_guarantee': (list[str], 'labels with too few calibration items for this coverage: never in the set, no promise'),
+                   'coverage': (float, 'the coverage of each label'),
+                   'abstained': (bool, 'true when the set has more labels than abstain_above: the answer gives no labels')},
     'regression': {'lower': (float, 'the lower end of the interval that holds the true value with probability `coverage`'),
                    'upper': (float, 'the upper end of that interval'), 'coverage': (float, 'the coverage of the interval')}}
 
@@ -163,7 +167,8 @@ def response_model(name:str, p:Predictor):
                     thresholds=(dict[str, float], Field(description="each label's threshold (tuned on held-out answers)")))
         label = str
     if p.conformal is not None:   # prediction sets or intervals; an abstained answer has no label
-        more.update({k: (Optional[t], Field(None, description=d)) for k, (t, d) in _SURE_FIELDS[p.conformal.kind].items()})
+        sure = {k: (list[Literal[tuple(cls)]] if t == list[str] and p.multilabel and cls else t, d) for k, (t, d) in _SURE_FIELDS[p.conformal.kind].items()}
+        more.update({k: (Optional[t], Field(None, description=d)) for k, (t, d) in sure.items()})
         label = Optional[label]
     what = 'the labels over their thresholds, joined by spaces (empty: none)' if p.multilabel else 'the most probable class'
     pred = create_model(f'{_slug(name)}Prediction', __base__=Prediction, label=(label, Field(description=what)), **more)
@@ -724,7 +729,7 @@ def sure_query(conf) -> list[inspect.Parameter]:
     cov = inspect.Parameter('coverage', inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[float], Query(
         gt=0, le=most, description=f'the coverage of the prediction sets (intervals), e.g. 0.9 (at most {most:.4f} from {conf.n} calibration items); '
                                    "default: the server's coverage setting, or the most these items allow when that is less")])
-    if conf.kind != 'classification': return [cov]
+    if conf.kind == 'regression': return [cov]
     return [cov, inspect.Parameter('abstain_above', inspect.Parameter.KEYWORD_ONLY, default=None,
                                    annotation=Annotated[Optional[int], Query(ge=1, description='answer no label (abstained) when the set has more labels than this')])]
 _PNG_RESPONSE = {200: {'description': 'the prediction (JSON); with ?format=png the answer as a PNG',

@@ -33,6 +33,8 @@ def test_planet_trains_above_its_baseline_with_tuned_thresholds(planet_model):
     assert {'per_label.png', 'precision_recall.png'} <= {Path(f).name for f in r['plots']}
     rows = {x['label']: x for x in r['scores']['per_label']}
     assert rows['primary']['support'] > 50 and rows['primary']['f1'] > 0.9
+    sure = r['conformal']['0.9']   # per-label sets from the out-of-fold answers, measured on the validation chips
+    assert card['conformal']['kind'] == 'multilabel' and 8 < sure['labels_defined'] < 17 and sure['coverage'] > 0.85 and sure['mean_size'] < 8, sure
 
 
 def test_predict_in_a_new_process_gives_several_labels(planet_model, planet):
@@ -48,13 +50,26 @@ def test_predict_in_a_new_process_gives_several_labels(planet_model, planet):
     assert sum(set(p['labels']) == {'clear', 'primary'} for p in preds) >= 2, preds
     human = run_cli('vision', 'predict', out, planet/'images'/chips[0], check=0).stdout
     assert 'primary' in human and 'clear' in human
+    sets = run_json('vision', 'predict', out, *[planet/'images'/c for c in chips], '--coverage', '0.8')['predictions']
+    for p in sets:   # the labels that may be present (each, when present, kept 80% of the time); too rare ones make no promise
+        assert p['coverage'] == 0.8 and 'blow_down' in p['no_guarantee'] and not set(p['set']) & set(p['no_guarantee'])
+        assert {'clear', 'primary'} <= set(p['set']) and p['set'] == sorted(p['set'], key=lambda l: -p['probs'][l])
+    wider = run_json('vision', 'predict', out, planet/'images'/chips[0], '--coverage', '0.95')['predictions'][0]
+    # a higher rate widens each label's set; labels too rare to promise 95% (under 19 held-out positives) move to no_guarantee
+    assert set(sets[0]['set']) <= set(wider['set']) | set(wider['no_guarantee']), (sets[0]['set'], wider)
+    assert set(wider['no_guarantee']) > set(sets[0]['no_guarantee']) and set(wider['set']) - set(sets[0]['set']), wider
+    human = run_cli('vision', 'predict', out, planet/'images'/chips[0], '--coverage', '0.8', check=0).stdout
+    assert '(set: ' in human and 'at 80%)' in human, human
 
 
 def test_evaluate_scores_the_multilabel_model(planet_model, planet):
     out, _ = planet_model
     r = run_json('vision', 'evaluate', out, planet/'images')
     assert r['n'] == 600 and 0.8 < r['micro_f1'] <= 1 and r['baselines']['frequent']['micro_f1'] < r['micro_f1']
-    assert 'micro-F1' in run_cli('vision', 'evaluate', out, planet/'images', check=0).stdout
+    sure = r['conformal']   # a higher rate promises fewer labels (each needs more held-out positives), so sizes need not grow
+    assert sure['0.9']['coverage'] > 0.85 and sure['0.8']['labels_defined'] >= sure['0.9']['labels_defined'] >= sure['0.95']['labels_defined'], sure
+    human = run_cli('vision', 'evaluate', out, planet/'images', check=0).stdout
+    assert 'micro-F1' in human and 'per-label sets at 90%: held ' in human and 'of the present labels' in human, human
 
 
 def test_a_fixed_threshold_is_kept_for_every_label(planet, tmp_path):
@@ -95,6 +110,13 @@ def test_served_schema_lists_the_labels_and_answers_several(real_models, tmp_pat
         assert r.status_code == 200, r.text
         p = r.json()['predictions'][0]
         assert isinstance(p['labels'], list) and set(p['thresholds']) == set(card['classes'])
+        assert pred['properties']['set']['anyOf'][0]['items']['enum'] == card['classes']
+        r = httpx.post(s.url + '/api/v1/models/planet/predict?coverage=0.8&abstain_above=1', files={'file': (img.name, img.read_bytes(), 'image/jpeg')}, timeout=60)
+        p = r.json()['predictions'][0]
+        assert r.status_code == 200 and p['coverage'] == 0.8 and p['abstained'] == (len(p['set']) > 1), r.text
+        assert p['labels'] == [] if p['abstained'] else p['labels'], p
+        r = httpx.post(s.url + '/api/v1/models/planet/predict?coverage=1.5', files={'file': (img.name, img.read_bytes(), 'image/jpeg')}, timeout=60)
+        assert r.status_code == 422 and 'coverage' in r.json()['error']
     finally: s.stop()
 
 
@@ -110,9 +132,9 @@ def test_the_widget_shows_the_labels_and_their_thresholds(real_models):
     assert w.picture.value[:4] == b'\x89PNG'   # the bar chart with each threshold marked
 
 
-def _three_targets(path, n=300):
+def _three_targets(path, n=300, seed=1):
     import numpy as np, pandas as pd
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     df = pd.DataFrame(dict(x=rng.normal(size=n).round(3), plan=rng.choice(['free', 'pro'], n), visits=rng.integers(0, 20, n)))
     df['upgrades'] = ((df.x > 0) & (df.plan == 'free')).astype(int)
     df['churns'] = (df.visits < 5).astype(int)
@@ -132,6 +154,20 @@ def test_tabular_several_targets_train_predict_evaluate(tmp_path):
     e = run_json('tabular', 'evaluate', tmp_path/'m', data)
     assert e['metrics']['micro_f1'] > 0.85 and len(e['scores']['per_label']) == 3
     assert 'churns' in run_cli('tabular', 'train', data, '--target', 'upgrades,churns,complains', '--out', tmp_path/'m2', check=0).stdout
+    p = run_json('tabular', 'predict', tmp_path/'m', '--row', 'x=1.5,plan=free,visits=1', '--coverage', '0.9')['predictions'][0]
+    assert set(p['set']) >= set(p['labels']) and p['no_guarantee'] == [], p
+
+
+def test_per_label_sets_hold_their_coverage_on_new_rows(tmp_path):
+    "Calibrated out-of-fold on 400 rows, each label's sets hold the truth about as promised on 3,000 rows from the same source."
+    r = run_json('tabular', 'train', _three_targets(tmp_path/'t.csv', 400), '--target', 'upgrades,churns,complains', '--out', tmp_path/'m')
+    assert r['conformal']['0.9']['labels_defined'] == 3
+    e = run_json('tabular', 'evaluate', tmp_path/'m', _three_targets(tmp_path/'new.csv', 3000, seed=7))['conformal']
+    for c in ('0.8', '0.9'):   # each label, when present, in the set about as often as promised
+        for label, v in e[c]['per_label'].items(): assert v >= float(c) - 0.05, (c, label, v)
+    assert e['0.8']['mean_size'] <= e['0.9']['mean_size'] <= e['0.95']['mean_size']
+    r = run_cli('tabular', 'calibrate', tmp_path/'m', tmp_path/'new.csv')
+    assert r.returncode == 2 and 'not for multi-label models' in r.stderr.strip().splitlines()[-1], r.stderr[-300:]
 
 
 def test_tabular_targets_that_are_not_0_1_exit_2(tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log, setting, to_jsonable
 from ..family import (Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
-                             format_metrics, calibrate_model)
+                             format_metrics, calibrate_model, not_for_multilabel)
 from ..conformal import (Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration, plot_selective,
                                 readable, set_phrase, sets_report)
 from ..inputs import Column, InputError, RowInput
@@ -26,7 +26,8 @@ from .. import metrics
 from ..explain import shapley_values, contributions_chart
 from ..label_issues import issues_text
 from ..review import apply_table_review, exclude_rows
-from ..multilabel import MultiLabelOutput, check_threshold, parse_threshold_for, binary_columns, fit_platt, threshold_plan, multilabel_scores, multilabel_plots, multilabel_card, scores_line, multilabel_text
+from ..multilabel import (MultiLabelOutput, check_threshold, parse_threshold_for, binary_columns, fit_platt, threshold_plan, multilabel_scores, multilabel_plots,
+                                 multilabel_card, scores_line, multilabel_text, label_conformal, label_sets_report)
 from .data import *
 from .models import *
 
@@ -482,8 +483,9 @@ def evaluate_table(model_dir, data, db=None, table=None) -> dict:
     res = dict(kind='tabular', model_dir=str(model_dir), data=str(src), n=len(df), unseen=unseen, ignored_columns=extra)
     if p.multi is not None:   # several targets: the multi-label scores, with the card's baseline beside them
         P = np.array([[q['probs'][c] for c in p.multi.classes] for q in preds])
-        s = multilabel_scores(P, binary_columns(df, p.multi.classes, 'the target columns'), p.multi.thresholds, p.multi.classes)
-        return dict(res, scores=s, metrics={k: s[k] for k in ('micro_f1', 'macro_f1', 'mAP', 'hamming_loss', 'subset_accuracy')})
+        Y = binary_columns(df, p.multi.classes, 'the target columns')
+        s = multilabel_scores(P, Y, p.multi.thresholds, p.multi.classes)
+        return dict(res, **label_sets_report(p.conformal, P, Y, p.multi.classes), scores=s, metrics={k: s[k] for k in ('micro_f1', 'macro_f1', 'mAP', 'hamming_loss', 'subset_accuracy')})
     conf = p.conformal
     if p.task == 'classification':
         labels, known, y, probs = _class_targets(p, df, preds, src)
@@ -506,6 +508,7 @@ def evaluate_table(model_dir, data, db=None, table=None) -> dict:
 def calibrate_table(model_dir, data, db=None, table=None, method:str='raps', mondrian:bool=False) -> dict:
     "Add conformity scores to a tabular model folder from a labelled table it did not train on (replacing any it had)."
     p = _tabular(model_dir)
+    if p.multilabel: raise FastxferError(not_for_multilabel('calibrate'))
     src, df, preds, _, _ = _labelled(p, data, db, table)
     if p.task == 'classification': _, _, y, out = _class_targets(p, df, preds, src)
     else: _, y, out = _value_targets(p, df, preds)
@@ -551,12 +554,14 @@ def train_multitarget_table(data, targets:list, out, cat=None, cont=None, drop=N
     Z = np.stack([_logit(oof) for _, oof in fits], 1)
     platt = fit_platt(Z, Y[tr])
     plan = threshold_plan(platt.probs(Z), Y[tr], targets, threshold, threshold_for)
+    conf = label_conformal(platt.probs(Z), Y[tr], 'out-of-fold', plan['thresholds'])
     raw = np.stack([e.predict_proba(X[va])[:, 1] if e is not None else np.full(len(va), oof[0]) for e, oof in fits], 1)
     P = platt.probs(_logit(raw))
     scores = multilabel_scores(P, Y[va], plan['thresholds'], targets, Y[tr].mean(0))
     log(f'{len(tr)} training and {len(va)} validation rows ({how}), {len(targets)} targets: ' + scores_line(scores))
     with model_writer(out, kind='tabular', predictor='fastxfer.tabular.TabularPredictor') as w:
         proc.save(w.dir/'processor.json')
+        conf.save(w.dir); w.card['conformal'] = conformal_card(conf)
         files = [save_sklearn(w.dir/f'label-{j}.skops', e) if e is not None else None for j, (e, _) in enumerate(fits)]
         for n, f in multilabel_plots(scores, P, Y[va], targets, plan['thresholds']).items(): w.save_plot(n, f)
         w.save_reference('tabular', df.iloc[tr][list(roles.cat) + list(roles.cont)].to_dict('records'))
@@ -568,7 +573,8 @@ def train_multitarget_table(data, targets:list, out, cat=None, cont=None, drop=N
                                    subset_accuracy=scores['subset_accuracy']), evaluation=dict(scores=scores),
                       data_fingerprint=data_fingerprint(pd.util.hash_pandas_object(df, index=False).to_numpy().tolist()), examples=_examples(df.iloc[va], roles))
     b = {k: v for k, v in scores['baselines']['frequent'].items() if k in ('micro_f1', 'macro_f1', 'mAP')}
-    return report_from_folder(out, dict(model_dir=str(out), targets=targets, classes=targets, scores=scores, multilabel=w.card['multilabel'], n_train=len(tr), n_valid=len(va)),
+    return report_from_folder(out, dict(model_dir=str(out), targets=targets, classes=targets, scores=scores, multilabel=w.card['multilabel'], n_train=len(tr), n_valid=len(va),
+                                   **label_sets_report(conf, P, Y[va], targets)),
                               baseline=dict(b, what='every label more frequent than 50% in training, scored like the model'))
 
 # %% ../../nbs/08c_tabular.ipynb #783deea5
@@ -638,7 +644,7 @@ def _fmt_cands(r) -> list[str]:
 def _human_train(r) -> str:
     if 'scores' in r:   # several targets
         return with_baseline(f"{len(r['targets'])} targets, {r['n_train']} training and {r['n_valid']} validation rows, a boosted model each\n"
-                             + multilabel_text(r['scores'], r['multilabel'], 'out-of-fold answers on the training rows') + f"\nmodel folder: {r['model_dir']}", r)
+                             + multilabel_text(r['scores'], r['multilabel'], 'out-of-fold answers on the training rows', r.get('conformal')) + f"\nmodel folder: {r['model_dir']}", r)
     lines = [f"{r['task']} of {r['target']!r}: {r['n_train']} training, {r.get('n_calib', 0)} calibration, {r['n_valid']} validation rows ({r['split']})"]
     lines += _fmt_cands(r)
     lines += [f"chosen: {r['chosen']} - {r['reason']}",

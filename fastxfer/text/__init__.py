@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, setting
-from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model
+from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model, not_for_multilabel
 from ..conformal import coverage_lines, set_phrase
 from ..label_issues import issues_text
 from ..review import apply_table_review
@@ -89,6 +89,7 @@ def evaluate_text(model_dir, data, text_col=None, label_col=None, valid_col=None
 def calibrate_text(model_dir, data, text_col=None, label_col=None, method:str='raps', mondrian:bool=False) -> dict:
     "Conformity scores of the text model in `model_dir` from every labelled text of `data` (texts it did not train on)."
     p = _text_model(model_dir)
+    if p.multilabel: raise FastxferError(not_for_multilabel('calibrate'))
     texts, labels, _, path, _ = labelled_texts(p, data, text_col, label_col, None, 'all')
     classes = [str(c) for c in p.classes]
     unknown = sorted({str(l) for l in labels} - set(classes))
@@ -99,7 +100,7 @@ def calibrate_text(model_dir, data, text_col=None, label_col=None, method:str='r
 
 # %% ../../nbs/10c_text.ipynb #d70e6668
 def _human_train(r):
-    if 'scores' in r: return f"{r['model']}: {len(r['classes'])} labels, {r['n_train']} train / {r['n_valid']} valid texts, trained in {r['train_seconds']:.1f}s\n" + multilabel_text(r['scores'], r['multilabel'], r['thresholds_from']) + f"\nmodel folder: {r['model_dir']}"
+    if 'scores' in r: return f"{r['model']}: {len(r['classes'])} labels, {r['n_train']} train / {r['n_valid']} valid texts, trained in {r['train_seconds']:.1f}s\n" + multilabel_text(r['scores'], r['multilabel'], r['thresholds_from'], r.get('conformal')) + f"\nmodel folder: {r['model_dir']}"
     acc = f"accuracy {r['accuracy']:.4f} on {r['n']} validation texts" if r.get('accuracy') is not None else 'no validation texts'
     b = r.get('bow') or {}
     if b.get('valid_accuracy') is not None:   # the blend, with each part beside it
@@ -108,14 +109,14 @@ def _human_train(r):
     return f"{r['model']}: {acc}, trained in {r['train_seconds']:.1f}s{sure}\nmodel folder: {r['model_dir']}"
 
 def _phrase(p:dict) -> str:
-    return (', '.join(p['labels']) or 'no label') if 'labels' in p else set_phrase(p)   # a multi-label answer: its labels
+    return (', '.join(p['labels']) or 'no label') if 'labels' in p and 'coverage' not in p else set_phrase(p)   # a multi-label answer: its labels
 
 def _human_predict(r):
     return '\n'.join(f"{_phrase(p)}\t{max(p['probs'].values()):.3f}{'  (truncated)' if p['truncated'] else ''}\t{p['text'][:70]}"
                      for p in r['predictions'])
 
 def _human_eval(r):
-    if 'micro_f1' in r: return scores_line(r) + f" ({r['data']})"
+    if 'micro_f1' in r: return '\n'.join([scores_line(r) + f" ({r['data']})"] + coverage_lines(r.get('conformal')))
     w = max(max(len(c) for c in r['classes']), 3)
     lines = [f"accuracy {r['accuracy']:.4f} on {r['n']} texts ({r['split']})", 'confusion matrix (rows: true, columns: predicted)',
              ' '*(w+2) + '  '.join(f'{c:>{w}}' for c in r['classes'])]

@@ -15,13 +15,13 @@ from ..core import FastxferError, get_device, log, setting
 from ..train_utils import seed_everything
 from ..model_folder import model_writer, data_fingerprint
 from ..multilabel import (check_threshold, parse_threshold_for, binary_columns, split_labels, label_matrix, check_label_lists, fit_heads, fit_platt, threshold_plan, multilabel_scores,
-                                 multilabel_plots, multilabel_card, scores_line)
+                                 multilabel_plots, multilabel_card, scores_line, label_conformal, label_sets_report)
 from .data import read_table, _check_col, _as_bool, _split_valid
 from .models import (get_encoder, embed_texts, save_head, _check_lens, DEFAULTS, WINDOW_STRIDE, TokenDL, Windowing, tokenize_texts,
                                   minilm_learner, minilm_rates)
 from fastai.data.core import DataLoaders
 from fastai.losses import BCEWithLogitsLossFlat
-from ..conformal import calibration_split
+from ..conformal import calibration_split, conformal_card
 
 # %% auto #0
 __all__ = ['MULTI_LR_MULT', 'TUNE_PCT', 'read_multilabel_texts', 'embed_for_heads', 'MultiTokenDL', 'text_logits',
@@ -143,8 +143,9 @@ def train_multilabel_text(data, out, text_col:str='text', label_col:str='label',
     fit, Z, tune, where = _route_heads(X, Y, tr, seed) if model == 'embed-logreg' else _route_minilm(X, Y, tr, texts, parts, seed, device, epochs, lr, bs)
     platt = fit_platt(Z, Y[tune])
     plan = threshold_plan(platt.probs(Z), Y[tune], classes, threshold, threshold_for)
+    conf = label_conformal(platt.probs(Z), Y[tune], 'out-of-fold' if model == 'embed-logreg' else 'held out of fine-tuning', plan['thresholds'])
     P = platt.probs(_valid_logits(fit, X, va, texts, parts, device))
-    scores = multilabel_scores(P, Y[va], plan['thresholds'], classes, Y[tr].mean(0))
+    scores, sure = multilabel_scores(P, Y[va], plan['thresholds'], classes, Y[tr].mean(0)), label_sets_report(conf, P, Y[va], classes)
     log(f"{len(tr)} train / {len(va)} valid texts, {len(classes)} labels, {model}: " + scores_line(scores))
     ml, secs = multilabel_card(classes, plan, platt, notes), time.time() - t0
     tok, enc, src, max_len, window = parts
@@ -152,6 +153,7 @@ def train_multilabel_text(data, out, text_col:str='text', label_col:str='label',
         save_head(w.dir, tok, (fit.encoder if model == 'minilm' else enc).cpu(), _linear(fit, X.shape[1], len(classes)))
         for n, f in multilabel_plots(scores, P, Y[va], classes, plan['thresholds']).items(): w.save_plot(n, f)
         w.save_reference('text', [texts[i] for i in tr])
+        conf.save(w.dir); w.card['conformal'] = conformal_card(conf)
         w.card.update(model=model, encoder=encoder or 'minilm', encoder_source=str(src), max_len=max_len, window=window, stride=WINDOW_STRIDE,
                       pad_id=tok.pad_token_id, hparams=dict(seed=seed, epochs=epochs, lr=lr), classes=classes, multilabel=ml, train_seconds=round(secs, 2),
                       metrics=dict(micro_f1=scores['micro_f1'], macro_f1=scores['macro_f1'], mAP=scores['mAP'], hamming_loss=scores['hamming_loss'],
@@ -161,7 +163,7 @@ def train_multilabel_text(data, out, text_col:str='text', label_col:str='label',
                                 label_cols=label_cols, valid_col=valid_col, valid_pct=None if valid_col else valid_pct, seed=seed),
                       data_fingerprint=data_fingerprint([f'text:{t}' for t in texts]), examples=[texts[i][:300] for i in va[:3]])
     return dict(model=model, model_dir=str(out), classes=classes, multilabel=ml, scores=scores, n_train=len(tr), n_valid=len(va),
-                train_seconds=round(secs, 1), thresholds_from=where)
+                train_seconds=round(secs, 1), thresholds_from=where, **sure)
 
 # %% ../../nbs/10bm_text_multilabel.ipynb #bdb325e4
 def evaluate_multilabel_text(model_dir, data, text_col:str|None=None, label_col:str|None=None) -> dict:
@@ -177,5 +179,6 @@ def evaluate_multilabel_text(model_dir, data, text_col:str|None=None, label_col:
     probs, cut = p.predict_probs(texts)
     counts = (p.card['multilabel'].get('notes') or {}).get('train_counts') or {}
     freq = np.array([counts.get(c, 0) for c in p.multi.classes]) / max(1, p.card['metrics'].get('n_train') or 1)
-    s = multilabel_scores(probs, label_matrix(lists, p.multi.classes), p.multi.thresholds, p.multi.classes, freq)
-    return dict(s, model_dir=str(model_dir), data=str(data), unknown_labels=unknown, truncated=int(sum(cut)))
+    Y = label_matrix(lists, p.multi.classes)
+    s = multilabel_scores(probs, Y, p.multi.thresholds, p.multi.classes, freq)
+    return dict(s, **label_sets_report(p.conformal, probs, Y, p.multi.classes), model_dir=str(model_dir), data=str(data), unknown_labels=unknown, truncated=int(sum(cut)))

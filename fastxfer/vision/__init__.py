@@ -10,7 +10,7 @@ import contextlib, json, sys, time, warnings
 from pathlib import Path
 from ..core import FastxferError, atomic_write, log
 from ..model_folder import ModelFolder, load_model, save_tensors
-from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model, explain_inputs
+from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model, explain_inputs, not_for_multilabel
 from ..conformal import coverage_lines, set_phrase
 from typing import Annotated, Literal
 import numpy as np
@@ -53,7 +53,7 @@ def _human_train(r):
 def _human_multi_train(r):
     "A multi-label training report: its scores beside the baseline, per-label rows and how the thresholds were chosen."
     return (f"{r['mode']} {r['arch']}: {len(r['classes'])} labels, {r['n_train']} train / {r['n_valid']} valid images, trained in {r['train_seconds']} s\n"
-            f"{multilabel_text(r['scores'], r['multilabel'], r['thresholds_from'])}\nmodel: {r['model_dir']}")
+            f"{multilabel_text(r['scores'], r['multilabel'], r['thresholds_from'], r.get('conformal'))}\nmodel: {r['model_dir']}")
 
 def train_multilabel_report(data, out, **kwargs) -> dict:
     "Train a multi-label image model (`train_multilabel_vision`), write its folder and report it with its baselines."
@@ -87,13 +87,13 @@ def _human_predict(r):
     lines = []
     for pr in r['predictions']:
         top = sorted(pr['probs'].items(), key=lambda kv: -kv[1])[:3]
-        head = (', '.join(pr['labels']) or 'no label over its threshold') if 'labels' in pr else set_phrase(pr)
+        head = (', '.join(pr['labels']) or 'no label over its threshold') if 'labels' in pr and 'coverage' not in pr else set_phrase(pr)
         lines.append(f"{pr['image']}: {head}  (" + ', '.join(f'{k} {v:.3f}' for k,v in top) + ')')
     return '\n'.join(lines)
 
 
 def _human_evaluate(r):
-    if 'micro_f1' in r: return scores_line(r) + f"  ({r['n_models']} model(s){', tta' if r['tta'] else ''})"
+    if 'micro_f1' in r: return '\n'.join([scores_line(r) + f"  ({r['n_models']} model(s){', tta' if r['tta'] else ''})"] + coverage_lines(r.get('conformal')))
     s = f"error_rate {r['error_rate']:.4f}  accuracy {r['accuracy']:.4f}  n {r['n']}  ({r['n_models']} model(s){', '+r['ensemble'] if r['ensemble'] else ''}{', tta '+r['tta'] if r['tta'] else ''})"
     if len(r['classes']) <= 12:
         w = max(len(c) for c in r['classes'])
@@ -163,6 +163,7 @@ class VisionFamily(Family):
         if not data: raise FastxferError('give the labelled images: a folder the model did not train on')
         p = load_model(model_dir)
         if not isinstance(p, VisionPredictor): raise FastxferError(f'{model_dir} is a {p.kind} model, not a vision model')
+        if p.multilabel: raise FastxferError(not_for_multilabel('calibrate'))
         vd = collect_data(data, labels or p.card.get('labels') or 'folder', all_valid=True)
         classes = [str(c) for c in p.classes]
         unknown = sorted({str(l) for l in vd.labels} - set(classes))

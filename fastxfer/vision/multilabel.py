@@ -16,7 +16,8 @@ from ..train_utils import seed_everything
 from ..backbones import get_arch, image_size, IMAGENET_STATS
 from ..model_folder import load_model, model_writer, data_fingerprint, export_onnx, save_tensors
 from ..multilabel import (check_threshold, parse_threshold_for, split_labels, label_matrix, check_label_lists, fit_heads, fit_platt, threshold_plan, multilabel_scores,
-                                 multilabel_plots, multilabel_card, MultiLabelOutput, scores_line)
+                                 multilabel_plots, multilabel_card, MultiLabelOutput, scores_line, label_conformal, label_sets_report)
+from ..conformal import conformal_card
 from .data import VisionData, resolve_data, scan_images, report_skipped, batch_augment, preprocess_spec, check_preprocess
 from .train import vision_learner_for, many_body_features, _quiet_lines, _plot_losses, _parse_lr, AUTO_ENOUGH
 
@@ -134,11 +135,12 @@ def _auto_mode(mode:str, n_train:int) -> tuple[str, str|None]:
     return 'features', f'{n_train} training images (< {AUTO_ENOUGH}): frozen features and one logistic head per label, thresholds from 5-fold out-of-fold answers'
 
 def _calibrate(fit:dict, vd:VisionData, threshold, threshold_for) -> tuple:
-    "Calibration and thresholds from the out-of-fold logits (features), else from validation (fine_tune): `(platt, plan, where)`."
+    "Calibration, thresholds and per-label conformity scores from the out-of-fold logits (features), else from validation (fine_tune): `(platt, plan, where, conformal)`."
     if fit['oof_logits'] is not None: Z, Y, where = fit['oof_logits'], _targets(vd, vd.train_idx), 'out-of-fold answers on the training images'
     else: Z, Y, where = fit['valid_logits'], _targets(vd, vd.valid_idx), 'the validation images (fine_tune has no out-of-fold answers: its validation scores are optimistic)'
-    platt = fit_platt(Z, Y)
-    return platt, threshold_plan(platt.probs(Z), Y, vd.classes, threshold, threshold_for), where
+    platt = fit_platt(Z, Y); plan = threshold_plan(platt.probs(Z), Y, vd.classes, threshold, threshold_for)
+    conf = label_conformal(platt.probs(Z), Y, 'out-of-fold' if fit['oof_logits'] is not None else 'validation', plan['thresholds'])
+    return platt, plan, where, conf
 
 # %% ../../nbs/07cm_vision_multilabel.ipynb #071ea5ed
 MULTI_OPTIONS = dict(exclude=None, unfreeze_schedule=None, aug_mix='none', adversarial='none', aug_style='none')   # single-label training options
@@ -166,8 +168,9 @@ def train_multilabel_vision(data, labels:str, arch:str|None=None, mode:str='auto
     t0 = time.time()
     learn, source = vision_learner_for(dls, arch, route, quiet=quiet)
     fit = fit_multilabel_features(learn, vd, f'{arch}|{source}') if route == 'features' else fit_multilabel_fine_tune(learn, epochs, freeze_epochs, lr)
-    platt, plan, where = _calibrate(fit, vd, threshold, threshold_for)
+    platt, plan, where, learn.conformal = _calibrate(fit, vd, threshold, threshold_for)
     P, Y = platt.probs(fit['valid_logits']), _targets(vd, vd.valid_idx)
+    sure = label_sets_report(learn.conformal, P, Y, vd.classes) if route == 'features' else {}   # fine_tune's scores are from these very images
     scores = multilabel_scores(P, Y, plan['thresholds'], vd.classes, _targets(vd, vd.train_idx).mean(0))
     plots = multilabel_plots(scores, P, Y, vd.classes, plan['thresholds'])
     if fit.get('curves') and (fig := _plot_losses(learn, fit['curves'])) is not None: plots['loss_curves'] = fig
@@ -175,7 +178,7 @@ def train_multilabel_vision(data, labels:str, arch:str|None=None, mode:str='auto
     result = dict(mode=route, requested_mode=mode, arch=arch, weights=source, classes=vd.classes, multilabel=multilabel_card(vd.classes, plan, platt, vd.notes),
                   scores=scores, thresholds_from=where, n_train=vd.n_train, n_valid=vd.n_valid, train_seconds=round(time.time() - t0, 1), size=size,
                   presize=presize or size, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
-                  **({'auto_reason': reason} if reason else {}), **{k: fit[k] for k in ('C', 'feature_seconds', 'lr', 'epochs', 'freeze_epochs') if k in fit})
+                  **sure, **({'auto_reason': reason} if reason else {}), **{k: fit[k] for k in ('C', 'feature_seconds', 'lr', 'epochs', 'freeze_epochs') if k in fit})
     return learn, result, plots, vd
 
 # %% ../../nbs/07cm_vision_multilabel.ipynb #3c7e0dd8
@@ -198,6 +201,7 @@ def export_multilabel_vision(learn, result:dict, out, vd:VisionData, plots:dict,
         for i in sorted(vd.valid_idx, key=lambda i: -len(vd.label_lists[i]))[:n_examples]:   # examples with several labels
             shutil.copyfile(vd.items[i], w.dir/'examples'/vd.items[i].name); ex.append(f'examples/{vd.items[i].name}')
         for n, f in plots.items(): w.save_plot(n, f)
+        if (conf := getattr(learn, 'conformal', None)) is not None: conf.save(w.dir); w.card['conformal'] = conformal_card(conf)
         w.save_reference('image', vd.train_items())
         w.card.update(classes=vd.classes, multilabel=result['multilabel'], evaluation=dict(scores=result['scores'], thresholds_from=result['thresholds_from']),
                       metrics=headline_metrics(result['scores'], result['n_train']), input_shape=list(xb.shape[1:]),
@@ -222,6 +226,8 @@ def evaluate_multilabel_vision(model_dirs, data, labels:str|None=None, tta:bool=
     T = np.mean([p.multi.thresholds for p in preds], 0)
     counts = ((preds[0].card['multilabel'].get('notes') or {}).get('train_counts') or {})
     freq = np.array([counts.get(c, 0) for c in classes]) / max(1, preds[0].card.get('metrics', {}).get('n_train') or 1)
-    scores = multilabel_scores(P, label_matrix(ll, classes), T, classes, freq)
-    return dict(scores, labels=labels, n_models=len(preds), tta=bool(tta), unknown_labels=unknown, skipped=len(bad), seconds=round(time.time() - t0, 2),
+    Y = label_matrix(ll, classes)
+    scores = multilabel_scores(P, Y, T, classes, freq)
+    own = len(preds) == 1 and not tta   # the sets were calibrated on one model's predictions without TTA
+    return dict(scores, **(label_sets_report(preds[0].conformal, P, Y, classes) if own else {}), labels=labels, n_models=len(preds), tta=bool(tta), unknown_labels=unknown, skipped=len(bad), seconds=round(time.time() - t0, 2),
                 models=[str(d) for d in model_dirs], classes=classes)
