@@ -7,8 +7,9 @@ steps of 1/255), and its training seconds. JSON out (one object, the last line);
     .venv/bin/python bench/augment_advanced.py                                      # cat/dog, seeds 0 and 1, every technique
     .venv/bin/python bench/augment_advanced.py --tasks catdog,breeds --seeds 0,1 --size 224 --epochs 2
 
-GAN-made images (the rest of issue #31) are not in the package yet, so not here. Run it alone on the
-machine; the load average and CPU model are written with the figures.
+`gan`: `fastxfer augment gan` trained on the same split's training images for `--gan-minutes`, its `--gan-per-class`
+images a class added to training with `--extra` (its seconds are counted in the train seconds).
+Run it alone on the machine; the load average and CPU model are written with the figures.
 """
 import argparse, contextlib, json, os, sys, tempfile, time
 from pathlib import Path
@@ -20,7 +21,7 @@ from machine import cpu_model   # bench/machine.py, beside this script
 from fastxfer.core import set_quiet, shared_data
 
 TECHNIQUES = {'default': {}, 'mixup': dict(aug_mix='mixup'), 'cutmix': dict(aug_mix='cutmix'), 'mixstyle': dict(aug_style='mixstyle'),
-              'fgsm': dict(adversarial='fgsm', eps=2.0), 'pgd': dict(adversarial='pgd', eps=2.0, adv_steps=3)}
+              'fgsm': dict(adversarial='fgsm', eps=2.0), 'pgd': dict(adversarial='pgd', eps=2.0, adv_steps=3), 'gan': {}}
 LABELS = {'catdog': 'cat-dog', 'breeds': 'breed'}
 ATTACKS = [('fgsm', 1), ('fgsm', 2), ('fgsm', 4), ('pgd', 2)]
 
@@ -29,11 +30,21 @@ def train(pets, task, technique, seed, a) -> tuple:
     "Fine-tune on the pets with `technique`; the exported folder and the training report."
     from fastxfer.family import get_family
     out = Path(tempfile.mkdtemp(prefix=f'adv-{task}-{technique}-'))/'model'
+    extra = made_images(pets, task, seed, out.parent/'gan', a) if technique == 'gan' else None
     with contextlib.redirect_stdout(sys.stderr):
-        r = get_family('vision').train(str(pets), out=str(out), labels=LABELS[task], mode='fine_tune', arch='efficientnet_lite0',
+        r = get_family('vision').train(str(pets), out=str(out), labels=LABELS[task], mode='fine_tune', arch='efficientnet_lite0', extra=extra,
                                        size=str(a.size), epochs=a.epochs, freeze_epochs=1, seed=seed, calib_pct=0.0, **TECHNIQUES[technique],
                                        **({'adv_ratio': a.adv_ratio} if 'adversarial' in TECHNIQUES[technique] else {}))
     return out, r
+
+
+def made_images(pets, task, seed, out, a) -> str:
+    "`augment gan` on the training split of `pets` (the split vision train makes with `seed`): the folder of made images."
+    from fastxfer.augment.commands import gan
+    with contextlib.redirect_stdout(sys.stderr):
+        r = gan(str(pets), out=str(out), labels=LABELS[task], per_class=a.gan_per_class, minutes=a.gan_minutes, seed=seed)
+    print(f"gan: {r['steps']} steps, Fréchet distance {r['frechet']['distance']} (real halves {r['frechet']['real_halves']})", file=sys.stderr)
+    return r['images']
 
 
 def attacked_errors(model_dir, pets, task, seed, a) -> dict:
@@ -74,5 +85,6 @@ if __name__ == '__main__':
     ap.add_argument('--tasks', default='catdog'); ap.add_argument('--seeds', default='0,1')
     ap.add_argument('--techniques', default=','.join(TECHNIQUES)); ap.add_argument('--size', type=int, default=160)
     ap.add_argument('--epochs', type=int, default=1, help='unfrozen epochs after one frozen epoch')
+    ap.add_argument('--gan-minutes', type=float, default=5.0); ap.add_argument('--gan-per-class', type=int, default=100)
     ap.add_argument('--adv-ratio', type=float, default=0.5, help='the share of each batch made adversarial (fgsm, pgd)')
     main(ap.parse_args())

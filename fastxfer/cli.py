@@ -16,8 +16,8 @@ __all__ = ['TOOLS', 'COMMON_FLAGS', 'common_parser', 'effective_default', 'add_s
 # %% ../nbs/15_cli.ipynb #bd9549c8
 # commands that are tools, not model families: name -> (module, one-line help, {verb: function} or the function of a verb-less command)
 TOOLS = {
-    'augment': ('fastxfer.augment.commands', 'augmented copies of images, texts, sounds and tables, with a preview',
-                {'image': 'image', 'text': 'text', 'audio': 'audio', 'table': 'table', 'preview': 'preview'}),
+    'augment': ('fastxfer.augment.commands', 'augmented copies of images, texts, sounds and tables, GAN-made and style-transferred images, with a preview',
+                {'image': 'image', 'text': 'text', 'audio': 'audio', 'table': 'table', 'gan': 'gan', 'style': 'style', 'preview': 'preview'}),
     'serve':   ('fastxfer.serve', 'serve every exported model: REST API and Gradio UI', 'serve'),
     'review':  ('fastxfer.review_page', 'review suspected label issues in the browser: keep, relabel or delete each', 'review'),
     'api':     ('fastxfer.serve', 'API tools: export a Postman collection', {'postman': 'export_postman'}),

@@ -151,3 +151,17 @@ def test_text_train_exclude_and_apply_review(tmp_path):
     run_cli('text', 'apply-review', dec.name, '--yes', cwd=tmp_path, check=0)
     got = list(csv.DictReader(open(tmp_path/'texts.csv')))
     assert len(got) == len(rows) - 1 and all(x['label'] == 'neg' for x in got if x['text'] == 'I hated every minute')
+
+
+def test_a_relabel_given_with_exclude_reaches_the_fine_tuning_batches(tmp_path):
+    "The DataLoaders read each image's label from the data step's list, so `train --exclude`'s relabels reach fine_tune (not the old label from the path)."
+    from fastxfer.vision.data import collect_data, make_dls
+    for c in 'ab':
+        (tmp_path/'d'/c).mkdir(parents=True)
+        for k in range(6): Image.new('RGB', (16, 16), (40 * k, 0, 0)).save(tmp_path/'d'/c/f'{c}{k}.png')
+    (tmp_path/'dec.csv').write_text('item,decision,label\na/a0.png,relabel,b\n')
+    vd = collect_data(tmp_path/'d', valid_pct=0.3, seed=0, exclude=str(tmp_path/'dec.csv'))
+    dls = make_dls(vd, size=16, bs=4, aug='none', device='cpu')
+    i = [str(p) for p in vd.items].index(str(tmp_path/'d'/'a'/'a0.png'))
+    ds, idx = (dls.train_ds, vd.train_idx) if i in vd.train_idx else (dls.valid_ds, vd.valid_idx)
+    assert vd.labels[i] == 'b' and dls.vocab[int(ds[idx.index(i)][1])] == 'b'

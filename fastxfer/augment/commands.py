@@ -11,7 +11,7 @@ from pathlib import Path
 from ..core import FastxferError, IMAGE_EXTS, atomic_write
 
 # %% auto #0
-__all__ = ['image', 'text', 'audio', 'table', 'preview']
+__all__ = ['image', 'text', 'audio', 'table', 'gan', 'style', 'preview']
 
 # %% ../../nbs/03f_augment_commands.ipynb #69a37b56
 def _inputs(path, suffixes, what:str) -> list[Path]:
@@ -140,6 +140,43 @@ def table(input:str, # a CSV or TSV file
     return dict(kind='table', rows=len(res), columns=list(map(str, res.columns)), new_columns=[str(c) for c in res.columns if c not in df.columns],
                 out=str(out), head=res.head(5).to_string(index=False))
 
+# %% ../../nbs/03f_augment_commands.ipynb #281cce13
+def gan(data:str, # an image folder as vision train reads it: class folders (or train/ and valid/ of class folders), or labels in the file names (--labels)
+        *, out:str, # the folder to write: OUT/images/<class>/gan_0000.png ..., OUT/preview.png and OUT/gan.json
+        labels:str='folder', # how the images are labelled: folder | cat-dog | breed | regex:PATTERN | csv:FILE
+        size:int=64, # the side of the images the GAN makes: 32 or 64 pixels
+        per_class:int=50, # images written per class
+        minutes:float=5.0, # training time (reading the images, the features and the files take a little more)
+        seed:int|None=None, # random seed of the GAN and of the train/validation split (if not given: the seed setting, as vision train)
+        valid_pct:float=0.2, # the validation share left out of the GAN's images, as vision train's --valid-pct
+        device:str|None=None, # cpu, cuda or auto
+        ) -> dict:
+    "Train a small class-conditional GAN on the training images of DATA; write new images of each class (class folders vision train reads), a preview and the Fréchet distance."
+    import importlib
+    from fastxfer.core import setting
+    from fastxfer.augment.gan import check_gan, gan_images
+    check_gan(size, per_class, minutes)   # before the images are read
+    seed = setting('seed', seed, int)
+    # vision train's own reader, labels and split; its module comes from a later notebook (07a), so it is loaded by name
+    vd = importlib.import_module('fastxfer.vision.data').collect_data(data, labels, valid_pct, seed)
+    if Path(out).resolve().is_relative_to(vd.root.resolve()):
+        raise FastxferError(f'--out {out} is inside DATA {vd.root}: its images would be read as real ones; write them elsewhere')
+    record = dict(data=str(vd.root), labels=labels, valid_pct=valid_pct)
+    return dict(kind='gan', **gan_images(vd.train_items(), [vd.labels[i] for i in vd.train_idx], out, size, per_class, minutes, seed, device, record=record))
+
+# %% ../../nbs/03f_augment_commands.ipynb #424648e1
+def style(content_dir:str, # the images to restyle: a folder (its class folders, or train/ and valid/ of class folders, are kept) or one image
+          style_dir:str, # the style images: a folder (and its subfolders) or one image; each copy takes the colours and textures of one
+          *, out:str, # the folder to write: OUT/images/<the folders of CONTENT_DIR>/NAME-style1.png ..., OUT/preview.png and OUT/style.json
+          alpha:float=1.0, # the share of style: 0 (the content, only redrawn by the decoder) to 1 (full style)
+          n:int=1, # styled copies of each content image, each in another style image while there are enough
+          size:int=256, # the shorter side of the images styled and written, in pixels (32 to 2048)
+          seed:int=0, # random seed: which style image each copy takes
+          ) -> dict:
+    "Redraw each image of CONTENT_DIR in the style of an image of STYLE_DIR (AdaIN, with the decoder fastxfer ships); write the copies (OUT/images, the folders of CONTENT_DIR kept), a preview and a record."
+    from fastxfer.augment.style import augment_style
+    return augment_style(content_dir, style_dir, out, alpha, n, size, seed, record=dict(command='fastxfer augment style'))
+
 # %% ../../nbs/03f_augment_commands.ipynb #1f7f5fd4
 def preview(image:str, # an image file
             *, out:str, # PNG file to write
@@ -159,7 +196,15 @@ def preview(image:str, # an image file
 def _wrote(r) -> str:
     if r.get('kind') == 'text': return f"wrote {r['out']}: {r['inputs']} texts and {r['copies']} copies" + ''.join(f"\n  {x['original']!r}\n  -> {x['augmented']!r}" for x in r['examples'])
     if r.get('kind') == 'table': return f"wrote {r['out']}: {r['rows']} rows; new columns: {', '.join(r['new_columns']) or 'none'}\n{r['head']}"
+    if r.get('kind') == 'gan':
+        f = r['frechet']
+        return (f"wrote {len(r['written'])} images ({len(r['classes'])} classes x {r['per_class']}) in class folders under {r['images']}, preview {r['preview']}\n"
+                f"{r['steps']} steps in {r['seconds']} s on {r['device']}; Fréchet distance {f['distance']} (two halves of the real images: {f['real_halves']};"
+                " EfficientNet-Lite0 features, not Inception's)")
+    if r.get('kind') == 'style':
+        return (f"wrote {len(r['written'])} styled images ({r['inputs']} x {r['n']}, {r['styles_used']} of {r['styles']} style images, alpha {r['alpha']:g})"
+                f" in the folders of the content under {r['images']}, preview {r['preview']}, record {r['json']}")
     if 'written' in r: return f"wrote {len(r['written'])} file(s) under {Path(r['preview']).parent}, preview {r['preview']}"
     return f"wrote {r['out']} ({r['n']} x {r['aug']})"
 
-for _f in (image, text, audio, table, preview): _f.human = _wrote   # what the command line prints without --json
+for _f in (image, text, audio, table, gan, style, preview): _f.human = _wrote   # what the command line prints without --json

@@ -17,9 +17,9 @@ warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 
 # %% auto #0
 __all__ = ['LABEL_SOURCES', 'check_image', 'scan_images', 'report_skipped', 'CatDogLabel', 'BreedLabel', 'RegexLabel', 'CsvLabel',
-           'label_function', 'VisionData', 'resolve_data', 'collect_data', 'hold_out_calibration', 'image_key',
-           'exclude_images', 'relabelled_path', 'review_changes', 'batch_augment', 'make_dls', 'preprocess_classes',
-           'preprocess_spec', 'preprocess_pipelines', 'check_preprocess']
+           'label_function', 'VisionData', 'resolve_data', 'collect_data', 'hold_out_calibration', 'add_extra',
+           'image_key', 'exclude_images', 'relabelled_path', 'review_changes', 'ItemLabels', 'batch_augment',
+           'make_dls', 'preprocess_classes', 'preprocess_spec', 'preprocess_pipelines', 'check_preprocess']
 
 # %% ../../nbs/07a_vision_data.ipynb #a6951ddd
 def check_image(path) -> bool:
@@ -203,6 +203,27 @@ def hold_out_calibration(vd:VisionData, pct:float|None=None, seed:int=42) -> Vis
     vd.calib_idx = [int(i) for i in calibration_split(train, pct, seed, labels=[vd.labels[i] for i in train])[1]]
     return vd
 
+# %% ../../nbs/07a_vision_data.ipynb #795357bb
+def add_extra(vd:VisionData, extra) -> VisionData:
+    "`vd` with the images under the folder `extra` added to its training split; each labelled by its class folder, else as `vd`'s images are."
+    root = Path(extra)
+    if not root.is_dir(): raise FastxferError(f'--extra {extra}: no such folder')
+    if root.resolve().is_relative_to(vd.root.resolve()): raise FastxferError(f'--extra {extra} is inside DATA {vd.root}: its images would be read twice (some as validation); keep it elsewhere')
+    good, bad = scan_images(root); report_skipped(bad, root)
+    if not good: raise FastxferError(f'--extra {extra}: no readable images found')
+    labels = [p.parent.name if p.parent != root and p.parent.name in vd.classes else _label_or_none(vd.label_fn, p) for p in good]
+    unknown = sorted({str(l) for l in labels if l not in vd.classes})
+    if unknown: raise FastxferError(f"--extra {extra}: images of classes DATA does not have: {', '.join(unknown[:8])}"
+                                    f" (put each in a folder named after one of DATA's classes: {', '.join(vd.classes[:8])}{' ...' if len(vd.classes) > 8 else ''})")
+    vd.items, vd.labels = vd.items + list(good), vd.labels + labels   # past the end: neither validation nor calibration
+    vd.extra = dict(folder=str(root), images=len(good), per_class={c: labels.count(c) for c in vd.classes if c in labels})
+    log(f"--extra {root}: {len(good)} training images added ({', '.join(f'{c} {n}' for c, n in vd.extra['per_class'].items())})")
+    return vd
+
+def _label_or_none(label_fn, p):
+    try: return str(label_fn(p))
+    except (ValueError, KeyError, IndexError): return None
+
 # %% ../../nbs/07a_vision_data.ipynb #a45f477b
 def image_key(root, item) -> str:
     "The name a review decision gives an image: its path under the data folder `root` (`item` absolute, or relative to here or to `root`)."
@@ -262,6 +283,11 @@ def review_changes(data, labels:str, decisions:list[dict]) -> tuple[list, list, 
     return moves, rewrites, decision_counts(ds)
 
 # %% ../../nbs/07a_vision_data.ipynb #b8964020
+class ItemLabels:
+    "The label of each of `items`, looked up by path: what the DataLoaders read, so relabelled and added images keep the labels given to them."
+    def __init__(self, items, labels): self.of = {str(p): str(l) for p, l in zip(items, labels)}
+    def __call__(self, p): return self.of[str(p)]
+
 def batch_augment(preset:str='default', size:int|None=None) -> list:
     "Batch transforms of augmentation `preset` (from `fastxfer.augment.image`); `size` resizes the training batches."
     from fastxfer.augment.image import aug_preset
@@ -271,7 +297,7 @@ def make_dls(vd:VisionData, size:int=224, presize:int|None=None, bs:int=32, aug:
              device=None, num_workers:int=0, seed:int=42):
     "fastai `DataLoaders` for `vd`: item resize to `presize` (default `size`), batch augmentation to `size`, normalization."
     presize = presize or size
-    dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vd.classes)), get_y=vd.label_fn,
+    dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vd.classes)), get_y=ItemLabels(vd.items, vd.labels),
                        splitter=lambda _: (vd.train_idx, vd.valid_idx), item_tfms=Resize(presize),
                        batch_tfms=[*batch_augment(aug, size if presize != size else None), Normalize.from_stats(*stats)])
     return dblock.dataloaders(vd.items, bs=min(bs, max(1, vd.n_train)), num_workers=num_workers,

@@ -143,7 +143,7 @@ def _calibrate(fit:dict, vd:VisionData, threshold, threshold_for) -> tuple:
     return platt, plan, where, conf
 
 # %% ../../nbs/07cm_vision_multilabel.ipynb #071ea5ed
-MULTI_OPTIONS = dict(exclude=None, unfreeze_schedule=None, aug_mix='none', adversarial='none', aug_style='none')   # single-label training options
+MULTI_OPTIONS = dict(exclude=None, extra=None, unfreeze_schedule=None, aug_mix='none', adversarial='none', aug_style='none')   # single-label training options
 
 def check_multi_options(**kwargs):
     "A clear error for a training option multi-label models do not take (yet); the others are ignored."

@@ -403,6 +403,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                  aug_style:Literal['none', 'mixstyle']='none', # mix the feature statistics (style) of image pairs after the body's first stages: MixStyle (fine_tune, scratch)
                  valid_pct:float=0.2, # random validation share when there is no valid/ folder
                  exclude:str|None=None, # a review's decisions CSV (keep / relabel / delete per image): deleted images left out, relabels applied; the files stay as they are
+                 extra:str|None=None, # a folder of more training images (class folders, such as augment gan or augment style write): added to training only, never to validation
                  calib_pct:float=from_settings('calib_pct', float), # share of the training images held out to calibrate prediction sets (raised to 100 images, at most a quarter); 0: none
                  seed:int=from_settings('seed', int), # random seed
                  early_stop:int|None=None, # stop when the validation loss has not improved for this many epochs
@@ -420,7 +421,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     if mode != 'scratch': get_arch(arch)   # an unknown backbone fails before the data is read
     extras = dict(aug_mix=aug_mix, adversarial=adversarial, eps=eps, adv_ratio=adv_ratio, adv_steps=adv_steps, aug_style=aug_style)
     check_training_extras(mode, **extras)
-    vd = _training_data(data, labels, valid_pct, seed, exclude, calib_pct)
+    vd = _training_data(data, labels, valid_pct, seed, exclude, calib_pct, extra)
     choose = choose and vd.n_train < AUTO_ENOUGH
     names, stats, size = _input_plan(mode, arch, size, candidates, choose)
     dls = make_dls(vd, size, presize, bs, aug, stats, device := get_device(device), seed=seed)
@@ -433,7 +434,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                   weights=info.get('weights'), classes=vd.classes, error_rate=err, accuracy=1-err, valid_loss=_valid_loss(probs, targs),
                   n_train=vd.n_train, n_valid=vd.n_valid, **calibrate_learner(learn, vd, probs, targs, plots), train_seconds=round(time.time() - t0, 1),
                   size=size, presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
-                  tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=_add_final_plots(plots, learn, info, probs, targs).tolist(),
+                  extra=getattr(vd, 'extra', None), tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=_add_final_plots(plots, learn, info, probs, targs).tolist(),
                   **({'auto_reason': reason} if reason else {}), **training_extras(**extras), **training_processes(),   # what the card records too
                   **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch', 'best_single')})
     return learn, result, plots, vd
@@ -461,9 +462,10 @@ def training_extras(aug_mix:str, adversarial:str, eps:float, adv_ratio:float, ad
     adv = dict(attack=adversarial, eps=eps, ratio=adv_ratio, **({'steps': adv_steps} if adversarial == 'pgd' else {}))
     return dict(aug_mix=aug_mix, aug_style=aug_style, adversarial=adv if adversarial != 'none' else None)
 
-def _training_data(data, labels, valid_pct, seed, exclude, calib_pct) -> VisionData:
-    "The labelled images (after a review's decisions), split into training, calibration and validation; logged."
+def _training_data(data, labels, valid_pct, seed, exclude, calib_pct, extra=None) -> VisionData:
+    "The labelled images (after a review's decisions), split into training, calibration and validation, the `extra` ones added to training; logged."
     vd = hold_out_calibration(collect_data(data, labels, valid_pct, seed, exclude=exclude), calib_pct, seed)
+    if extra: vd = add_extra(vd, extra)
     log(f'{vd.root}: {len(vd.items)} images, {len(vd.classes)} classes, {vd.n_train} train / {vd.n_calib} calibration / {vd.n_valid} valid')
     return vd
 
@@ -578,7 +580,7 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
                          n_train=result['n_train'], n_valid=result['n_valid'], n_calib=result.get('n_calib', 0)),
             confusion_matrix=None if cm is None else np.asarray(cm).tolist(),
             train_seconds=result['train_seconds'], labels=result['labels'], weights=result.get('weights'), aug=result['aug'],
-            aug_mix=result.get('aug_mix', 'none'), aug_style=result.get('aug_style', 'none'), adversarial=result.get('adversarial'),
+            aug_mix=result.get('aug_mix', 'none'), aug_style=result.get('aug_style', 'none'), adversarial=result.get('adversarial'), extra=result.get('extra'),
             epochs=result.get('epochs'), lr=result.get('lr'), seed=result['seed'], auto_reason=result.get('auto_reason'),
             candidates=result.get('candidates'), backbone_reason=result.get('backbone_reason'),
             onnx=onnx, examples=ex, data_fingerprint=data_fingerprint(vd.items) if vd is not None else None,
