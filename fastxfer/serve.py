@@ -729,7 +729,7 @@ def sure_query(conf) -> list[inspect.Parameter]:
     cov = inspect.Parameter('coverage', inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[float], Query(
         gt=0, le=most, description=f'the coverage of the prediction sets (intervals), e.g. 0.9 (at most {most:.4f} from {conf.n} calibration items); '
                                    "default: the server's coverage setting, or the most these items allow when that is less")])
-    if conf.kind == 'regression': return [cov]
+    if 'abstained' not in _SURE_FIELDS[conf.kind]: return [cov]   # intervals: nothing to abstain from
     return [cov, inspect.Parameter('abstain_above', inspect.Parameter.KEYWORD_ONLY, default=None,
                                    annotation=Annotated[Optional[int], Query(ge=1, description='answer no label (abstained) when the set has more labels than this')])]
 _PNG_RESPONSE = {200: {'description': 'the prediction (JSON); with ?format=png the answer as a PNG',
