@@ -1,9 +1,9 @@
 """The front door and the documentation site.
 
-README.md is what `nbs/index.ipynb` makes (`make readme`), short, dateless, and its links resolve. The site is built
-here from the unexecuted notebooks (about 20 s) and checked from its files and in Chromium: no broken link, anchor
-or image, no request outside 127.0.0.1, and the search box finds `fine_tune` and `tabular`. The executed build
-(`make docs`, about 6 minutes the first time) is the slow test.
+README.md is what `nbs/index.ipynb` makes (`make readme`), short, dateless, and its links resolve. The slow tests build
+the site from the unexecuted notebooks (about a minute with its browser check on 2 cores) and check it from its files
+and in Chromium: no broken link, anchor or image, no request outside 127.0.0.1, and the search box finds `fine_tune`
+and `tabular`; and the executed build (`make docs`, about 6 minutes the first time), which CI runs after the tests.
 """
 import importlib.util, re
 from pathlib import Path
@@ -80,6 +80,7 @@ def quick_site(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_site_says_what_the_readme_says(quick_site):
     home = (quick_site/'src'/'index.md').read_text()
     code = re.findall(r'```\w*\n(.*?)```', (ROOT/'README.md').read_text(), re.S)
@@ -87,10 +88,12 @@ def test_site_says_what_the_readme_says(quick_site):
     assert (quick_site/'site'/'index.html').exists() and len(check_site.pages(quick_site/'site')) >= 45
 
 
+@pytest.mark.slow
 def test_site_files_have_no_broken_link_or_outside_resource(quick_site):
     assert check_site.file_problems(quick_site/'site') == []
 
 
+@pytest.mark.slow
 def test_site_in_a_real_browser(quick_site):
     "A sample of pages (`make docs` opens every page of the executed site): each loads, no request leaves 127.0.0.1, search finds."
     if not Path(check_site.CHROMIUM).is_file(): pytest.skip('Debian chromium is not installed (make test installs it as root)')

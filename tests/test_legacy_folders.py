@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 
 from conftest import ROOT, old_release, shared_or_skip
 
+pytestmark = pytest.mark.slow   # an old release built from history and three models trained with it: over a minute; the tabular upgrade test stays in the default suite
+
 LEGACY_RELEASE = '442e883'   # the last release before `fastxfer.family` (cards without the contract's fields)
 
 

@@ -178,3 +178,16 @@ def test_predict_rejects_a_corrupt_image_and_a_missing_file(model, tmp_path):
     assert r.returncode == 2 and 'not a readable image' in r.stderr, r.stderr
     r = run_cli_here('segment', 'predict', path, tmp_path/'missing.png')
     assert r.returncode == 2 and 'no such image' in r.stderr
+
+
+@pytest.mark.parametrize('mix', ['cutmix', 'mixup'])
+def test_cutmix_and_mixup_train_record_and_predict(tmp_path, mix):
+    "A box of another image with its mask (CutMix) or two images blended (MixUp) in every training batch: trained, recorded, predicting."
+    d = synthetic_segments(tmp_path/'s', n=8)
+    r = run_json('segment', 'train', d, '--codes', 'grey,red,blue', '--out', tmp_path/'m', '--size', '32,48', '--epochs', 1,
+                 '--freeze-epochs', 1, '--bs', 4, '--aug-mix', mix)
+    assert r['aug_mix'] == mix and json.loads((tmp_path/'m'/'card.json').read_text())['aug_mix'] == mix
+    p = run_json('segment', 'predict', tmp_path/'m', sorted((d/'images').iterdir())[0], '--out', tmp_path/'o')
+    assert len(p['predictions']) == 1 and Path(p['predictions'][0]['mask']).exists(), p
+    bad = run_cli('segment', 'train', d, '--codes', 'grey,red,blue', '--out', tmp_path/'b', '--aug-mix', 'blend')
+    assert bad.returncode == 2 and "error: argument --aug-mix: invalid choice: 'blend'" in bad.stderr.strip().splitlines()[-1] and not (tmp_path/'b').exists()

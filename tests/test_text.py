@@ -284,3 +284,53 @@ def test_upgrade_converts_an_earlier_release_and_predicts_the_same(tmp_path, toy
         if m == 'minilm': assert json.loads((d/'card.json').read_text())['bow']['file'] == 'bow.skops'
         after = load_model(d).predict_probs(texts)[0]
         assert np.abs(after - np.array(old[m])).max() < 1e-5, (m, after, old[m])
+
+
+# ---- adversarial training (FGM) and the black-box robustness check ------------------------------------------
+
+def test_fgm_moves_the_embeddings_where_the_loss_rises_most():
+    "On the packaged MiniLM with a random head: FGM's move of the token embeddings raises the loss more than a random move of the same length."
+    import torch, torch.nn.functional as F
+    from fastxfer.augment.adversarial import l2_step
+    from fastxfer.text.models import TransformerClassifier, get_encoder
+    tok, enc, _ = get_encoder()
+    torch.manual_seed(0)
+    m = TransformerClassifier(enc, 2, pad_id=tok.pad_token_id).eval()
+    ids = torch.as_tensor(tok(['a wonderful, moving film', 'dull and far too long', 'the best acting of the year', 'I want my money back'],
+                              padding=True)['input_ids'])
+    y = torch.tensor([1, 0, 1, 0])
+    emb, seen = enc.get_input_embeddings(), {}
+    def loss(delta=None):
+        h = emb.register_forward_hook(lambda mod, i, o: (seen.setdefault('o', o), o + delta)[1] if delta is not None else seen.update(o=o))
+        try: return F.cross_entropy(m(ids), y)
+        finally: h.remove()
+    clean = loss()
+    g = torch.autograd.grad(clean, seen['o'])[0]
+    with torch.no_grad():
+        up = loss(l2_step(g, 1.)); rand = loss(l2_step(torch.randn_like(g), 1.))
+    assert up > clean and up - clean > 3 * abs(rand - clean), (float(clean), float(up), float(rand))
+
+
+def test_minilm_with_fgm_records_it_then_text_robustness(imdb_small, work, env):
+    out = work/'m_fgm'
+    r = run_json('text', 'train', imdb_small, '--valid-col', 'is_valid', '--epochs', '1', '--max-len', '32', '--bs', '8', '--no-bow',
+                 '--calib-pct', '0', '--adversarial', 'fgm', '--eps', '0.5', '--out', out, env={**env, 'FASTXFER_DATA_DIR': str(work/'data_fgm')})
+    card = json.loads((out/'card.json').read_text())
+    assert card['adversarial'] == {'attack': 'fgm', 'eps': 0.5, 'on': 'token embeddings', 'ratio': 1.0} and 0 <= r['accuracy'] <= 1
+    rob = run_json('text', 'robustness', out, imdb_small, '--ops', 'ty,rs,rd', '--alpha', '0.3', '--out', work/'rob')
+    assert rob['n'] == 20 and rob['split'] == 'valid' and [p['op'] for p in rob['perturbations']] == ['ty', 'rs', 'rd']
+    assert rob['black_box'] and rob['adversarial_training']['eps'] == 0.5 and (work/'rob'/'robustness.png').read_bytes()[:4] == b'\x89PNG'
+    human = run_cli('text', 'robustness', out, imdb_small, '--ops', 'ty', '--out', work/'rob', check=0).stdout
+    assert 'black-box' in human and 'typos' in human and 'trained with FGM at eps 0.5' in human, human
+
+
+def test_fgm_and_robustness_bad_input(toy, logreg_model, work, env):
+    assert '--adversarial fgm needs --model minilm (embed-logreg trains no encoder' in _fails('train', toy, '--model', 'embed-logreg', '--adversarial', 'fgm', '--out', work/'y', env=env)
+    assert '--eps 0.0: give the L2 length' in _fails('train', toy, '--adversarial', 'fgm', '--eps', '0', '--out', work/'y', env=env)
+    assert '--eps 50.0' in _fails('train', toy, '--adversarial', 'fgm', '--eps', '50', '--out', work/'y', env=env)
+    assert not (work/'y').exists()
+    out, _ = logreg_model
+    assert 'choose from ty, sr, ri, rs, rd' in _fails('robustness', out, toy, '--ops', 'ty,zz', '--out', work/'r2')
+    assert '--alpha 1.5' in _fails('robustness', out, toy, '--alpha', '1.5', '--out', work/'r2')
+    assert 'no such file' in _fails('robustness', out, work/'none.csv', '--out', work/'r2')
+    assert not (work/'r2').exists()

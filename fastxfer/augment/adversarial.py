@@ -1,4 +1,4 @@
-"""Adversarial examples and the training that uses them: FGSM and PGD against a network's normalised input, measured in pixel steps of 1/255; a fastai callback that replaces part of each training batch by its adversarial version; and fastai's MixUp and CutMix by name.
+"""Adversarial examples and the training that uses them: FGSM and PGD against a network's normalised input, measured in pixel steps of 1/255; a fastai callback that replaces part of each training batch by its adversarial version; fastai's MixUp and CutMix by name, and both for segmentation masks; and FGM, adversarial training on the token embeddings of a text model.
 
 Docs: https://fastxfer.github.io/fastxfer/augment_adversarial.html.md"""
 
@@ -14,7 +14,7 @@ from ..backbones import IMAGENET_STATS
 
 # %% auto #0
 __all__ = ['ATTACKS', 'bounds', 'fgsm', 'pgd', 'eval_mode', 'AdversarialTraining', 'mixstyle', 'early_stages', 'MixStyleTraining',
-           'check_training_extras', 'training_callbacks']
+           'check_training_extras', 'training_callbacks', 'SegmentMix', 'l2_step', 'FGMTraining']
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #c37ec72e
 def bounds(stats=IMAGENET_STATS, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -126,3 +126,58 @@ def training_callbacks(aug_mix:str='none', adversarial:str='none', eps:float=2.,
     cbs = [MixUp(0.4)] if aug_mix == 'mixup' else [CutMix(1.)] if aug_mix == 'cutmix' else []
     cbs += [MixStyleTraining()] if aug_style == 'mixstyle' else []
     return cbs + ([AdversarialTraining(adversarial, eps, adv_ratio, adv_steps, stats)] if adversarial != 'none' else [])
+
+# %% ../../nbs/03e_augment_adversarial.ipynb #ca957485
+import math, random
+
+class SegmentMix(Callback):
+    "CutMix (a box of another image and of its mask pasted) or MixUp (images blended, the two masks' losses mixed) for segmentation batches."
+    run_valid = False
+    def __init__(self, kind:str='cutmix', alpha:float|None=None, seed:int|None=None):
+        self.kind, self.alpha, self.rng = kind, alpha or (1. if kind == 'cutmix' else 0.4), random.Random(seed)
+    def before_batch(self):
+        x, y = self.xb[0], self.yb[0]
+        lam = self.rng.betavariate(self.alpha, self.alpha)
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.rng.randrange(2**31))).to(x.device)
+        if self.kind == 'mixup':
+            self.lam, self.y2, self.perm = lam, y[perm], perm
+            self.learn.xb = (lam * x + (1 - lam) * x[perm],); return
+        (H, W), cut = x.shape[-2:], math.sqrt(1 - lam)
+        h, w = int(H * cut), int(W * cut); r, c = self.rng.randint(0, H - h), self.rng.randint(0, W - w)
+        x, y = x.clone(), y.clone()
+        x[..., r:r + h, c:c + w] = x[perm][..., r:r + h, c:c + w]; y[..., r:r + h, c:c + w] = y[perm][..., r:r + h, c:c + w]
+        self.learn.xb, self.learn.yb, self.box = (x,), (y,), (r, c, h, w)
+    def after_loss(self):
+        if self.kind != 'mixup': return
+        self.learn.loss_grad = self.lam * self.loss_grad + (1 - self.lam) * self.loss_func(self.pred, self.y2)
+        self.learn.loss = self.loss_grad.clone()
+
+# %% ../../nbs/03e_augment_adversarial.ipynb #95d85c7c
+def l2_step(g:torch.Tensor, eps:float) -> torch.Tensor:
+    "`g` scaled to L2 norm `eps` per row (the first dimension)."
+    return eps * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
+
+class FGMTraining(Callback):
+    """Adversarial training on token embeddings (FGM): each training batch's embeddings moved `eps` (L2, per window) along the
+    loss gradient, the loss there added to the step. `embeddings`: the model's embedding layer (default: a Hugging Face encoder's)."""
+    def __init__(self, eps:float=1., embeddings=lambda m: m.encoder.get_input_embeddings()):
+        self.eps, self.embeddings, self.delta, self.out, self.hook = eps, embeddings, None, None, None
+    def _hook(self, m, i, o):
+        if not m.training: return
+        if self.delta is not None: return o + self.delta.to(o.dtype)
+        if not o.requires_grad: o = o.detach().requires_grad_(True)   # a frozen embedding layer: the gradient is still wanted
+        o.retain_grad(); self.out = o
+        return o
+    def before_fit(self): self.hook = self.embeddings(self.model).register_forward_hook(self._hook)
+    def after_backward(self):
+        g, self.out = (self.out.grad if self.out is not None else None), None
+        if g is None: return
+        self.delta = l2_step(g.float(), self.eps).detach()
+        ac = next((cb for cb in self.learn.cbs if type(cb).__name__ == 'Autocast'), None)   # the clean pass's precision
+        try:
+            with torch.autocast(self.delta.device.type, dtype=getattr(ac, 'dtype', torch.bfloat16), enabled=ac is not None):
+                loss = self.learn.loss_func(self.model(*self.xb).float(), *self.yb)
+            loss.backward()
+        finally: self.delta = None; self.out = None
+    def after_fit(self):
+        if self.hook is not None: self.hook.remove(); self.hook = None

@@ -61,7 +61,7 @@ def _read_texts(path, text_col:str):
 
 def text(input:str, # a CSV/TSV with a text column, or a text file (one text a line)
          *, out:str, # the file to write: the same kind as the input, the originals then their copies
-         ops:str='sr,ri,rs,rd', # EDA operations: sr synonym replacement, ri random insertion, rs random swap, rd random deletion
+         ops:str='sr,ri,rs,rd', # operations: EDA's sr synonym replacement, ri random insertion, rs random swap, rd random deletion; ty typos
          n:int=1, # augmented copies of each text
          alpha:float=0.1, # the share of each text's words an operation changes
          seed:int=0, # random seed

@@ -13,7 +13,8 @@ from ..core import FastxferError, log
 
 # %% auto #0
 __all__ = ['POS', 'STOP_WORDS', 'wordnet_dirs', 'find_wordnet', 'WordNet', 'get_wordnet', 'synonyms', 'synonym_replacement',
-           'random_insertion', 'random_swap', 'random_deletion', 'eda', 'augment_texts', 'back_translate']
+           'random_insertion', 'random_swap', 'random_deletion', 'typo', 'typos', 'eda', 'augment_texts',
+           'back_translate']
 
 # %% ../../nbs/03c_augment_text.ipynb #f8a77dc1
 POS = ('noun', 'verb', 'adj', 'adv')
@@ -168,15 +169,38 @@ def random_deletion(words:list[str], p:float, rng:random.Random) -> list[str]:
     kept = [w for w in words if rng.random() > p]
     return kept or [rng.choice(words)]
 
+# %% ../../nbs/03c_augment_text.ipynb #10eb511c
+_ROWS = ('qwertyuiop', 'asdfghjkl', 'zxcvbnm')
+_NEAR = {c: ''.join(r[j] for j in (i - 1, i + 1) if 0 <= j < len(r)) for r in _ROWS for i, c in enumerate(r)}
+
+def typo(word:str, rng:random.Random) -> str:
+    "`word` with one typo: two neighbouring letters swapped, one dropped, one doubled or one on a neighbouring key (words under 3 letters kept)."
+    s = _split(word)
+    if not s or len(s[1]) < 3: return word
+    w = s[1]   # the first and last letters stay: the word stays readable
+    kind = rng.choice(('swap', 'drop', 'double', 'near') if len(w) >= 4 else ('drop', 'double', 'near'))
+    i = rng.randrange(1, len(w) - (2 if kind == 'swap' else 1))
+    if kind == 'swap': w = w[:i] + w[i + 1] + w[i] + w[i + 2:]
+    elif kind == 'drop': w = w[:i] + w[i + 1:]
+    elif kind == 'double': w = w[:i] + w[i] + w[i:]
+    else:
+        near = _NEAR.get(w[i].lower())
+        if near: w = w[:i] + _case_like(rng.choice(near), w[i]) + w[i + 1:]
+    return s[0] + w + s[2]
+
+def typos(words:list[str], p:float, rng:random.Random) -> list[str]:
+    "Each word given a `typo` with probability `p`."
+    return [typo(w, rng) if rng.random() < p else w for w in words]
+
 # %% ../../nbs/03c_augment_text.ipynb #1a2f3d36
 _warned = False
 
 def eda(text:str, n_aug:int=1, alpha:float=0.1, seed:int|None=None, ops:tuple=('sr', 'ri', 'rs', 'rd')) -> list[str]:
-    "`n_aug` augmented versions of `text` by synonym replacement (sr), random insertion (ri), swap (rs), deletion (rd)."
+    "`n_aug` augmented versions of `text` by synonym replacement (sr), random insertion (ri), swap (rs), deletion (rd), or typos (ty: not in EDA's default)."
     global _warned
     if not 0 <= alpha <= 1: raise FastxferError(f'alpha must be between 0 and 1, got {alpha}')
-    unknown = set(ops) - {'sr', 'ri', 'rs', 'rd'}
-    if unknown: raise FastxferError(f"unknown EDA operations {sorted(unknown)}; use sr, ri, rs, rd")
+    unknown = set(ops) - {'sr', 'ri', 'rs', 'rd', 'ty'}
+    if unknown: raise FastxferError(f"unknown text operations {sorted(unknown)}; use sr, ri, rs, rd (EDA) or ty (typos)")
     rng = random.Random(seed)
     words = str(text).split()
     if not words or n_aug <= 0: return [str(text)] * max(n_aug, 0)
@@ -184,7 +208,7 @@ def eda(text:str, n_aug:int=1, alpha:float=0.1, seed:int|None=None, ops:tuple=('
     if find_wordnet() is None and {'sr', 'ri'} & set(ops):
         if not _warned:
             log('warning: WordNet not installed (apt-get install wordnet-base); EDA uses only swap and deletion'); _warned = True
-        ops = [o for o in ops if o in ('rs', 'rd')] or ['rs']
+        ops = [o for o in ops if o in ('rs', 'rd', 'ty')] or ['rs']
     n = max(1, int(alpha*len(words)))
     rng.shuffle(ops)
     out = []
@@ -193,6 +217,7 @@ def eda(text:str, n_aug:int=1, alpha:float=0.1, seed:int|None=None, ops:tuple=('
         if op == 'sr': new = synonym_replacement(words, n, rng)
         elif op == 'ri': new = random_insertion(words, n, rng)
         elif op == 'rs': new = random_swap(words, n, rng)
+        elif op == 'ty': new = typos(words, alpha, rng)
         else: new = random_deletion(words, alpha, rng)
         out.append(' '.join(new))
     return out

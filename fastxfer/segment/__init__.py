@@ -56,7 +56,7 @@ def export_segment(learn, res:dict, sd, out, plots:dict|None=None, n_examples:in
                       weights=res['weights'], metrics=dict(pixel_acc=s['pixel_acc'], foreground_acc=s['foreground_acc'], mean_iou=s['mean_iou'],
                       n_train=res['n_train'], n_valid=res['n_valid']), iou=s['iou'], baseline=res['baseline'],
                       confusion_matrix=res['confusion_matrix'], palette=pal.tolist(), train_seconds=res['train_seconds'],
-                      epochs=res['epochs'], freeze_epochs=res['freeze_epochs'], lr=res['lr'], bs=res['bs'], aug=res['aug'],
+                      epochs=res['epochs'], freeze_epochs=res['freeze_epochs'], lr=res['lr'], bs=res['bs'], aug=res['aug'], aug_mix=res.get('aug_mix', 'none'),
                       precision=res['precision'], seed=res['seed'], split=res['split'], onnx=onnx, examples=ex,
                       data=str(sd.root), data_fingerprint=data_fingerprint(sd.items))
     return out
@@ -232,6 +232,7 @@ def train_segmentation(data, # folder with images/ and labels/ (or train/ and va
                        lr:str='default', # learning rate: default (3e-3), auto (the LR finder) or a number
                        bs:int=8, # batch size
                        aug:str='default', # batch augmentation preset (one warp for image and mask): none | light | default | heavy | keras
+                       aug_mix:Literal['none', 'cutmix', 'mixup']='none', # CutMix pastes a box of another image with its mask (labels stay exact); MixUp blends two images and their masks' losses
                        valid_pct:float=0.2, # random validation share when there are no train/ and valid/ folders
                        seed:int=from_settings('seed', int), # random seed
                        precision:str='auto', # auto | fp32 | bf16
@@ -245,7 +246,7 @@ def train_segmentation(data, # folder with images/ and labels/ (or train/ and va
         f"{'' if sd.void is None else ', ignoring ' + sd.codes[sd.void]}; size {hw[0]}x{hw[1]}")
     plots = {} if lr == 'auto' else None
     with contextlib.redirect_stdout(sys.stderr):   # fastai callbacks print; stdout is for the result only
-        learn, res = train_segment(sd, hw, arch, mode, epochs, freeze_epochs, lr, bs, aug, precision, device, seed, plots=plots)
+        learn, res = train_segment(sd, hw, arch, mode, epochs, freeze_epochs, lr, bs, aug, precision, device, seed, plots=plots, aug_mix=aug_mix)
         if not is_rank0(): raise RankDone()   # one of several training processes: rank 0 writes the folder
         path = export_segment(learn, res, sd, out, plots)
     card = ModelFolder(path).card

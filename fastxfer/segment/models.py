@@ -104,17 +104,21 @@ def valid_masks(learn) -> tuple[np.ndarray, np.ndarray]:
 
 def train_segment(sd, size=(96, 128), arch:str='efficientnet_lite0', mode:str='fine_tune', epochs:int|None=None,
                   freeze_epochs:int=1, lr='default', bs:int=8, aug:str='default', precision:str='auto', device:str|None=None,
-                  seed:int=42, quiet=None, plots:dict|None=None) -> tuple:
-    "Train a U-Net on `sd`; returns `(learn, result)`: scores, baseline, timings, curves."
+                  seed:int=42, quiet=None, plots:dict|None=None, aug_mix:str='none') -> tuple:
+    "Train a U-Net on `sd` (`aug_mix`: none, cutmix or mixup, `SegmentMix`); returns `(learn, result)`: scores, baseline, timings, curves."
     from fastxfer.core import get_device
     from fastxfer.train_utils import seed_everything, set_precision, find_lr
     from fastxfer.segment.data import make_seg_dls
     if mode not in MODES: raise FastxferError(f'--mode {mode!r}: choose one of {", ".join(MODES)}')
+    if aug_mix not in ('none', 'cutmix', 'mixup'): raise FastxferError(f'--aug-mix {aug_mix!r}: use none, cutmix or mixup')
     seed_everything(seed)
     device = get_device(device)
     dls = make_seg_dls(sd, size, bs, aug, device=device, seed=seed)
     learn, source = unet_learner_for(dls, len(sd.codes), arch, mode, sd.void, quiet)
     precision = set_precision(learn, precision, device)
+    if aug_mix != 'none':
+        from fastxfer.augment.adversarial import SegmentMix
+        learn.add_cb(SegmentMix(aug_mix, seed=seed))
     if lr == 'auto': lr = find_lr(learn, plots)
     lr = float(lr) if lr not in (None, 'default') else 3e-3
     t0 = time.time()
@@ -131,7 +135,7 @@ def train_segment(sd, size=(96, 128), arch:str='efficientnet_lite0', mode:str='f
     pred, targ = valid_masks(learn)
     cm = confusion_matrix(targ, pred, len(sd.codes))
     res = dict(mode=mode, arch=arch, weights=source, size=list(size), epochs=epochs, freeze_epochs=freeze_epochs if mode != 'scratch' else 0,
-               lr=lr, bs=bs, aug=aug, precision=precision, device=device, seed=seed, train_seconds=round(train_s, 1),
+               lr=lr, bs=bs, aug=aug, aug_mix=aug_mix, precision=precision, device=device, seed=seed, train_seconds=round(train_s, 1),
                n_train=sd.n_train, n_valid=sd.n_valid, split=sd.split, codes=list(sd.codes),
                void=None if sd.void is None else sd.codes[sd.void], scores=seg_scores(cm, sd.codes, sd.void),
                baseline=majority_scores(sd.class_pixels(sd.train_idx), cm, sd.codes, sd.void), confusion_matrix=cm.tolist(), skipped=len(sd.skipped))

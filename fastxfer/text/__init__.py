@@ -25,8 +25,8 @@ from .multilabel import train_multilabel_text, evaluate_multilabel_text
 from ..multilabel import multilabel_text, scores_line
 
 # %% auto #0
-__all__ = ['MULTI_TEXT_OPTIONS', 'read_texts', 'labelled_texts', 'evaluate_text', 'calibrate_text', 'train_multilabel_report',
-           'TextFamily']
+__all__ = ['PERTURBATIONS', 'MULTI_TEXT_OPTIONS', 'read_texts', 'labelled_texts', 'evaluate_text', 'calibrate_text',
+           'text_robustness', 'train_multilabel_report', 'TextFamily']
 
 # %% ../../nbs/10c_text.ipynb #bdce0595
 def read_texts(texts:list|None, file:str|None) -> list[str]:
@@ -98,6 +98,50 @@ def calibrate_text(model_dir, data, text_col=None, label_col=None, method:str='r
     y = np.array([classes.index(str(l)) for l in labels])
     return dict(model_dir=str(model_dir), data=str(path), n=len(y), conformal=calibrate_model(model_dir, probs, y, method, mondrian, path))
 
+# %% ../../nbs/10c_text.ipynb #96212888
+PERTURBATIONS = {'ty': 'typos', 'sr': 'synonyms replaced', 'ri': 'synonyms inserted', 'rs': 'words swapped', 'rd': 'words deleted'}
+
+def _perturbation_plot(r:dict):
+    "Accuracy clean and under each perturbation, with the share of answers it flipped: a PNG."
+    import io, matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    rows = r['perturbations']
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    names = ['clean'] + [PERTURBATIONS[p['op']] for p in rows]
+    bars = ax.barh(names[::-1], ([r['clean_accuracy']] + [p['accuracy'] for p in rows])[::-1], color=['#999'] + ['#4c72b0'] * len(rows))
+    for b, p in zip(bars[:-1][::-1], rows): ax.text(b.get_width() + 0.01, b.get_y() + b.get_height() / 2, f"{p['flipped']:.0%} flipped", va='center', fontsize=8)
+    ax.set(xlim=(0, 1.15), xlabel='accuracy', title=f"{Path(r['model_dir']).name}: {r['n']} texts, alpha {r['alpha']:g} (black-box)")
+    fig.tight_layout(); b = io.BytesIO(); fig.savefig(b, format='png', dpi=100); plt.close(fig)
+    return b.getvalue()
+
+def text_robustness(model_dir, data, ops='ty,sr,ri,rs,rd', alpha:float=0.1, text_col=None, label_col=None, split='auto', seed:int=0, out='robustness') -> dict:
+    "Accuracy of the text model in `model_dir` on the labelled texts of `data`, clean and under each perturbation in `ops`; `robustness.png` and `.json` in `out`."
+    import json
+    from fastxfer.augment.text import eda, find_wordnet
+    from fastxfer.core import atomic_write, to_jsonable
+    ops = [o.strip() for o in str(ops).split(',') if o.strip()]
+    if not ops or set(ops) - set(PERTURBATIONS): raise FastxferError(f'--ops {",".join(ops)}: choose from {", ".join(PERTURBATIONS)} ({"; ".join(f"{k} {v}" for k, v in PERTURBATIONS.items())})')
+    if not 0 < alpha <= 1: raise FastxferError(f'--alpha {alpha}: give the share of words changed, above 0 and at most 1')
+    p = _text_model(model_dir)
+    if p.multilabel: raise FastxferError(not_for_multilabel('robustness'))
+    texts, labels, split, path, _ = labelled_texts(p, data, text_col, label_col, None, split)
+    known = [i for i, l in enumerate(labels) if str(l) in map(str, p.classes)]
+    if not known: raise FastxferError(f'{path}: none of its labels is a class of the model ({", ".join(map(str, p.classes[:5]))})')
+    texts, labels = [texts[i] for i in known], [str(labels[i]) for i in known]
+    skipped = [o for o in ops if o in ('sr', 'ri') and find_wordnet() is None]   # synonyms need WordNet
+    answer = lambda ts: [q['label'] for q in p.predict(ts)]
+    clean = answer(texts)
+    acc = lambda a: float(np.mean([x == y for x, y in zip(a, labels)]))
+    rows = []
+    for op in [o for o in ops if o not in skipped]:
+        a = answer([eda(t, 1, alpha, seed + i, (op,))[0] for i, t in enumerate(texts)])
+        rows.append(dict(op=op, what=PERTURBATIONS[op], accuracy=acc(a), flipped=float(np.mean([x != y for x, y in zip(a, clean)]))))
+    r = dict(model_dir=str(model_dir), data=str(path), split=split, n=len(texts), alpha=alpha, seed=seed, clean_accuracy=acc(clean),
+             perturbations=rows, skipped={o: 'WordNet is not installed (apt-get install wordnet-base)' for o in skipped}, black_box=True,
+             adversarial_training=p.card.get('adversarial'))
+    out = Path(out); atomic_write(out/'robustness.png', _perturbation_plot(r)); atomic_write(out/'robustness.json', json.dumps(to_jsonable(r), indent=1))
+    return dict(r, files=[str(out/'robustness.png'), str(out/'robustness.json')])
+
 # %% ../../nbs/10c_text.ipynb #d70e6668
 def _human_train(r):
     if 'scores' in r: return f"{r['model']}: {len(r['classes'])} labels, {r['n_train']} train / {r['n_valid']} valid texts, trained in {r['train_seconds']:.1f}s\n" + multilabel_text(r['scores'], r['multilabel'], r['thresholds_from'], r.get('conformal')) + f"\nmodel folder: {r['model_dir']}"
@@ -107,6 +151,15 @@ def _human_train(r):
         acc += f" (minilm alone {b['minilm_valid_accuracy']:.4f}, bag of words alone {b['valid_accuracy']:.4f}; blended {1 - b['weight']:.0%} / {b['weight']:.0%})"
     sure = ''.join(f"\n{line} ({r['n_calib']} calibration texts)" for line in coverage_lines(r.get('conformal')))
     return f"{r['model']}: {acc}, trained in {r['train_seconds']:.1f}s{sure}\nmodel folder: {r['model_dir']}"
+
+def _human_robustness(r) -> str:
+    adv = r.get('adversarial_training')
+    lines = [f"{r['n']} texts ({r['split']}), black-box (only the answers are read); {r['alpha']:.0%} of the words changed"
+             + (f"; trained with FGM at eps {adv['eps']:g}" if adv else ''),
+             f"  {'clean':<18} accuracy {r['clean_accuracy']:.3f}"]
+    lines += [f"  {p['what']:<18} accuracy {p['accuracy']:.3f}  ({p['flipped']:.0%} of the answers changed)" for p in r['perturbations']]
+    lines += [f"  {op}: skipped, {why}" for op, why in r['skipped'].items()]
+    return '\n'.join(lines + [f'wrote {f}' for f in r['files']])
 
 def _phrase(p:dict) -> str:
     return (', '.join(p['labels']) or 'no label') if 'labels' in p and 'coverage' not in p else set_phrase(p)   # a multi-label answer: its labels
@@ -129,7 +182,7 @@ MULTI_TEXT_OPTIONS = ('out', 'text_col', 'label_col', 'valid_col', 'valid_pct', 
 
 def train_multilabel_report(data, label_delim, label_cols, threshold, threshold_for, kwargs:dict) -> dict:
     "`text train` with several labels per text: `train_multilabel_text` with the options it takes (others given: an error), reported with its baseline."
-    odd = {'exclude': None, 'aug': None, 'ensemble': 1, 'bow': True}
+    odd = {'exclude': None, 'aug': None, 'ensemble': 1, 'bow': True, 'adversarial': 'none'}
     bad = [k for k, v in kwargs.items() if k in odd and v not in (odd[k], None, 'none')]
     if bad: raise FastxferError(f"{', '.join('--' + k.replace('_', '-') for k in bad)}: not available for multi-label text models (--label-delim, --label-cols)")
     kw = {k: v for k, v in kwargs.items() if k in MULTI_TEXT_OPTIONS and v is not None}
@@ -161,7 +214,7 @@ class TextFamily(Family):
         r = train_text(data, **kwargs)
         return report_from_folder(r['model_dir'], r)
 
-    extra_verbs = ('label_issues', 'apply_review')
+    extra_verbs = ('label_issues', 'apply_review', 'robustness')
     def label_issues(self, data:str, # a CSV/TSV file of labelled texts
                      text_col:str='text', # the text column
                      label_col:str='label', # the label column
@@ -181,6 +234,19 @@ class TextFamily(Family):
                      ) -> dict:
         "Apply a review's decisions to a CSV/TSV of texts, all or nothing: rows deleted, labels changed, the old file kept beside it."
         return apply_table_review(decisions, data, label_col, yes, undo, 'fastxfer text apply-review')
+
+    def robustness(self, model_dir:str, # a text model folder
+                   data:str, # labelled texts: a CSV/TSV file or an IMDB-style folder, ideally ones the model did not train on
+                   ops:str='ty,sr,ri,rs,rd', # perturbations, comma-separated: ty typos, sr synonyms replaced, ri synonyms inserted, rs words swapped, rd words deleted
+                   alpha:float=0.1, # the share of words each perturbation changes
+                   text_col:str|None=None, # the text column (if not given: the model's)
+                   label_col:str|None=None, # the label column (if not given: the model's)
+                   split:Literal['auto', 'valid', 'all']='auto', # which rows: the validation rows when there are any (auto), or all
+                   seed:int=0, # random seed of the perturbations
+                   out:str='robustness', # folder for robustness.png and robustness.json
+                   ) -> dict:
+        "Accuracy when the texts carry typos or reworded sentences, beside the clean accuracy (black-box: only the answers are read)."
+        return text_robustness(model_dir, data, ops, alpha, text_col, label_col, split, seed, out)
 
     def predict(self, model_dir:str, # a text model folder
                 texts:Annotated[list[str]|None, POSITIONAL]=None, # texts, or - to read them from stdin (one per line)
@@ -220,6 +286,7 @@ class TextFamily(Family):
     def human(self, verb:str, r:dict) -> str|None:
         if verb in ('explain', 'apply-review'): return super().human(verb, r)
         if verb == 'label-issues': return issues_text(r)
+        if verb == 'robustness': return _human_robustness(r)
         text = {'train': _human_train, 'predict': _human_predict, 'evaluate': _human_eval}.get(verb, lambda r: None)(r)
         return with_baseline(text, r) if verb == 'train' else text
 

@@ -33,7 +33,7 @@ __all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_A
            'mean_by_owner', 'transformer_splitter', 'text_dls', 'EpochHistory', 'minilm_learner', 'save_head',
            'probe_head', 'minilm_rates', 'lr_source', 'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head',
            'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm', 'awd_spec', 'save_awd',
-           'AWDClassifier', 'augment_texts', 'train_text', 'parse_lr', 'hold_out_texts', 'TextPredictor',
+           'AWDClassifier', 'check_fgm', 'augment_texts', 'train_text', 'parse_lr', 'hold_out_texts', 'TextPredictor',
            'calibrate_trained_text', 'bow_words', 'upgrade_text_files', 'text_label_issues']
 
 # %% ../../nbs/10b_text_models.ipynb #effb31c7
@@ -269,14 +269,17 @@ def fit_bow(folder:Path, data:TextData) -> tuple[dict, np.ndarray]:
     return card, probs.astype(np.float32)
 
 # %% ../../nbs/10b_text_models.ipynb #8100f443
-def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, window, bs, seed, device, precision):
-    "One LP-FT run from the pretrained `(tokenizer, encoder, source)`: (learner, precision, probe C, lr, how lr was chosen, plots)."
+def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, window, bs, seed, device, precision, fgm:float|None=None):
+    "One LP-FT run from the pretrained `(tokenizer, encoder, source)`, with FGM of L2 size `fgm` on the token embeddings when given: (learner, precision, probe C, lr, how lr was chosen, plots)."
     d = DEFAULTS['minilm']; lr_mult = d['lr_mult']
     seed_everything(seed)
     tok, enc, src = loaded
     dls, n_truncated = text_dls(tok, data, max_len=max_len, window=window, bs=bs, device=device, seed=seed)
     learn = minilm_learner(dls, enc, len(data.classes), pad_id=tok.pad_token_id)
     prec = set_precision(learn, precision, device)
+    if fgm:
+        from fastxfer.augment.adversarial import FGMTraining
+        learn.add_cb(FGMTraining(fgm))
     plots = {}
     lr_how = lr_source(lr)
     if lr == 'auto':  # fastai's way: sweep the head's rate on the frozen encoder, before the head is fitted
@@ -289,12 +292,12 @@ def _fit_minilm(data:TextData, loaded, epochs, lr, max_len, window, bs, seed, de
     rates = minilm_rates(lr, lr_mult)
     log(f'minilm (seed {seed}): {data.n_train} train / {data.n_valid} valid texts, max_len {max_len} ({n_truncated} truncated), '
         f'windows of {window}, bs {bs}, {prec}, {device}; linear probe (C={C:g}) in {t_probe:.0f}s, then {epochs} epoch(s) with '
-        f'slice({rates.start:.2g}, {rates.stop:.2g}) ({lr_how})')
+        f'slice({rates.start:.2g}, {rates.stop:.2g}) ({lr_how})' + (f', FGM on the token embeddings (eps {fgm:g})' if fgm else ''))
     with distributed(learn): learn.fit_one_cycle(epochs, rates, pct_start=d['pct_start'])   # data-parallel when one of several processes
     return learn, prec, C, lr, lr_how, plots
 
 def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len=256, bs=None, seed=42, device=None,
-                 precision=None, ensemble:int=1, window=None, bow:bool=True):
+                 precision=None, ensemble:int=1, window=None, bow:bool=True, fgm:float|None=None):
     "LP-FT: a linear probe sets the head, then the whole network trains with discriminative rates; `ensemble` runs with seeds seed, seed+1, ... are averaged; `bow`: blended with the bag-of-words model."
     d = DEFAULTS['minilm']
     epochs, bs = epochs or d['epochs'], bs or d['bs']
@@ -307,7 +310,7 @@ def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len
     with model_writer(out, kind='text', predictor='fastxfer.text.TextPredictor') as w:
         for k in range(ensemble):
             if k: loaded = get_encoder(encoder)   # every member starts from the pretrained weights
-            learn, prec, C, lr_k, lr_how, plots = _fit_minilm(data, loaded, epochs, lr, max_len, window, bs, seed + k, device, precision)
+            learn, prec, C, lr_k, lr_how, plots = _fit_minilm(data, loaded, epochs, lr, max_len, window, bs, seed + k, device, precision, fgm)
             if data.n_valid: probs.append(_predict_learner_probs(learn, learn.dls.valid))
             sub = w.dir/f'member{k}' if ensemble > 1 else w.dir
             save_head(sub, tok, learn.model.encoder, learn.model.head)
@@ -330,6 +333,7 @@ def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len
                                    probe_C=members[0]['probe_C'], bs=bs, seed=seed))
         if ensemble > 1: w.card['members'] = [{k: v for k, v in m.items() if k != 'history'} for m in members]
         if bow: w.card['bow'] = bow_card
+        if fgm: w.card['adversarial'] = dict(attack='fgm', eps=fgm, on='token embeddings', ratio=1.0)
         _card_common(w, data, ev, secs, learn)
         if ensemble > 1: w.card['history'] = [m['history'] for m in members]
     return dict(ev, train_seconds=secs, model_dir=str(Path(out)), precision=prec, lr=members[0]['lr'], epochs=epochs, ensemble=ensemble,
@@ -593,6 +597,17 @@ class AWDClassifier:
                 out[idx] = torch.softmax(self.model(xb.to(self.device))[0].float(), -1).cpu().numpy()
         return out
 
+# %% ../../nbs/10b_text_models.ipynb #38c76876
+def check_fgm(adversarial:str, eps:float, model:str) -> float|None:
+    "FGM's `eps` when `--adversarial fgm` can train `model`, None for none; a `FastxferError` otherwise."
+    if adversarial in (None, 'none'): return None
+    if adversarial != 'fgm': raise FastxferError(f'--adversarial {adversarial!r}: use none or fgm (text models move token embeddings, not pixels)')
+    if model != 'minilm':
+        why = 'trains no encoder: its embeddings are frozen features' if model == 'embed-logreg' else 'is not a transformer with token embeddings to move'
+        raise FastxferError(f'--adversarial fgm needs --model minilm ({model} {why})')
+    if not 0 < eps <= 20: raise FastxferError(f'--eps {eps}: give the L2 length of the move, above 0 and at most 20 (1 is typical)')
+    return float(eps)
+
 # %% ../../nbs/10b_text_models.ipynb #b38b2b0e
 def augment_texts(data:TextData, aug:str|None, n_aug:int=1, alpha:float=0.1, seed:int=42) -> TextData:
     "Return `data` with `n_aug` augmented copies of each training text (`aug='eda'`)."
@@ -632,6 +647,8 @@ def train_text(data, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMD
                aug:Literal['none', 'eda']|None=None, # augment the training texts (EDA)
                n_aug:int=1, # augmented copies per training text with --aug eda
                alpha:float=0.1, # EDA: the share of words each operation changes
+               adversarial:Literal['none', 'fgm']='none', # minilm: adversarial training on the token embeddings (FGM, Miyato et al. 2017)
+               eps:float=1.0, # FGM: the L2 length each training window's token embeddings move (all-MiniLM-L6-v2's are about 1.3 long each)
                device:str|None=None, # cpu, cuda or auto
                ) -> dict:
     "Load `data`, train `model` and write the model folder `out`; returns the metrics."
@@ -644,8 +661,9 @@ def train_text(data, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMD
     data = augment_texts(data, aug, n_aug, alpha, seed)
     t0 = time.time()
     if ensemble != 1 and model != 'minilm': raise FastxferError(f'--ensemble is for --model minilm, not {model}')
+    fgm = check_fgm(adversarial, eps, model)
     if window is not None and model == 'awd_lstm': raise FastxferError('--window is for minilm and embed-logreg, not awd_lstm')
-    if model == 'minilm': res = train_minilm(data, out, encoder, epochs, lr, max_len, bs, seed, device, precision, ensemble, window, bow)
+    if model == 'minilm': res = train_minilm(data, out, encoder, epochs, lr, max_len, bs, seed, device, precision, ensemble, window, bow, fgm)
     elif model == 'embed-logreg':
         if lr is not None: log('--lr is not used by embed-logreg (C is chosen by cross-validation)')
         res = train_embed_logreg(data, out, encoder, max_len, bs, seed, device, window)
