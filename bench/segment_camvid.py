@@ -4,7 +4,8 @@ the images' own 96x128 size for all, in one run side by side:
 - the fastai book's recipe as a user types it: `SegmentationDataLoaders.from_label_func(...)`,
   `unet_learner(dls, <the same offline EfficientNet-Lite0 encoder>)`, `fine_tune(8)`;
 - fastxfer's default (`fastxfer segment train`);
-- the scratch U-Net baseline (`--mode scratch`: the same U-Net from random weights).
+- the scratch U-Net baseline (`--mode scratch`: the same U-Net from random weights);
+- on request (`--only ours,cutmix,mixup`), the default with `--aug-mix cutmix` or `mixup` (`SegmentMix`).
 
 Foreground accuracy (Void excluded) and mean IoU on the validation split, train seconds, and predict ms for one
 full 720x960 image (fastxfer's ONNX path against `learn.predict` of the book's learner). JSON out.
@@ -21,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from fastxfer.core import shared_data, set_quiet
+from machine import cpu_model   # bench/machine.py, beside this script
 
 
 def offline_encoder(pretrained=True):
@@ -61,12 +63,12 @@ def book(path, seed, big, epochs=8):
                 valid=sorted(str(p.name) for p in dls.valid_ds.items))
 
 
-def ours(path, seed, big, mode, out, epochs=None):
-    "fastxfer's default (or `--mode scratch`) through the family, then its ONNX predictor on the full-size image."
+def ours(path, seed, big, mode, out, epochs=None, aug_mix='none'):
+    "fastxfer's default (or `--mode scratch`, or `aug_mix`) through the family, then its ONNX predictor on the full-size image."
     from fastxfer.segment import SegmentFamily, SegmentPredictor
     from fastxfer.model_folder import ModelFolder
     t = time.time()
-    r = SegmentFamily().train(str(path), codes=str(path/'codes.txt'), out=str(out), mode=mode, seed=seed, epochs=epochs)
+    r = SegmentFamily().train(str(path), codes=str(path/'codes.txt'), out=str(out), mode=mode, seed=seed, epochs=epochs, aug_mix=aug_mix)
     secs = time.time() - t
     p = SegmentPredictor(ModelFolder(out))
     p.mask(big)
@@ -96,11 +98,12 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix='fastxfer-bench-seg-'))
     big = tmp/'full_720x960.png'
     Image.open(sorted((path/'images').iterdir())[0]).resize((960, 720), Image.BICUBIC).save(big)   # CamVid's full size
-    res = dict(bench='segment_camvid', data=str(path), seed=a.seed, size=[96, 128], load_before=os.getloadavg(), cpus=os.cpu_count(), runs={})
+    res = dict(bench='segment_camvid', data=str(path), seed=a.seed, size=[96, 128], load_before=os.getloadavg(), cpus=os.cpu_count(), cpu=cpu_model(), runs={})
     for what in a.only.split(','):
         t = time.time()
         if what == 'book': res['runs'][what] = book(path, a.seed, big, 1 if a.smoke else 8)
-        else: res['runs'][what] = ours(path, a.seed, big, 'scratch' if what == 'scratch' else 'fine_tune', tmp/what, 1 if a.smoke else None)
+        else: res['runs'][what] = ours(path, a.seed, big, 'scratch' if what == 'scratch' else 'fine_tune', tmp/what, 1 if a.smoke else None,
+                                       aug_mix=what if what in ('cutmix', 'mixup') else 'none')
         print(json.dumps({what: {k: v for k, v in res['runs'][what].items() if k not in ('valid', 'baseline')}}), file=sys.stderr)
     R = res['runs']
     if 'book' in R and 'ours' in R: res['same_split'] = R['book']['valid'] == R['ours']['valid']
