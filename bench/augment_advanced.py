@@ -33,8 +33,8 @@ def train(pets, task, technique, seed, a) -> tuple:
     extra = made_images(pets, task, seed, out.parent/'gan', a) if technique == 'gan' else None
     with contextlib.redirect_stdout(sys.stderr):
         r = get_family('vision').train(str(pets), out=str(out), labels=LABELS[task], mode='fine_tune', arch='efficientnet_lite0', extra=extra,
-                                       size=str(a.size), epochs=a.epochs, freeze_epochs=1, seed=seed, calib_pct=0.0, **TECHNIQUES[technique],
-                                       **({'adv_ratio': a.adv_ratio} if 'adversarial' in TECHNIQUES[technique] else {}))
+                                       size=str(a.size), epochs=a.epochs, freeze_epochs=1, seed=seed, calib_pct=0.0, lr=a.lr,
+                                       **{**TECHNIQUES[technique], **({'adv_ratio': a.adv_ratio, 'eps': a.adv_eps} if 'adversarial' in TECHNIQUES[technique] else {})})
     return out, r
 
 
@@ -47,14 +47,15 @@ def made_images(pets, task, seed, out, a) -> str:
     return r['images']
 
 
-def attacked_errors(model_dir, pets, task, seed, a) -> dict:
-    "Validation error clean and under each attack of `ATTACKS` (the training split's validation images)."
+def attacked_errors(model_dir, pets, task, seed, a, on='valid') -> dict:
+    "Error clean and under each attack of `ATTACKS` on the split's validation images (`on='train'`: its first `--train-check` training images)."
     from fastxfer.model_folder import load_model
     from fastxfer.vision.data import collect_data
     from fastxfer.vision.predict import _attacked_correct
     p = load_model(model_dir)
     vd = collect_data(pets, LABELS[task], seed=seed)
-    items, y = vd.valid_items(), [p.vocab.index(vd.labels[i]) for i in vd.valid_idx]
+    idx = vd.valid_idx if on == 'valid' else vd.train_idx[:a.train_check]
+    items, y = [vd.items[i] for i in idx], [p.vocab.index(vd.labels[i]) for i in idx]
     norm = p.card['normalization']; stats = (norm['mean'], norm['std'])
     out, clean = {}, None
     for attack, eps in ATTACKS:
@@ -74,9 +75,11 @@ def main(a):
                 secs = time.time() - t0
                 err = attacked_errors(folder, pets, task, seed, a)
                 runs.append(dict(task=task, seed=seed, technique=technique, train_seconds=round(secs, 1), error=err))
+                if a.train_check: runs[-1]['error_on_training_images'] = attacked_errors(folder, pets, task, seed, a, on='train')
                 print(f"{task} seed {seed} {technique}: " + ', '.join(f'{k} {v:.3f}' for k, v in err.items() if k != 'n_valid')
-                      + f'; trained in {secs:.0f} s', file=sys.stderr, flush=True)
-    print(json.dumps(dict(bench='augment_advanced', size=a.size, epochs=a.epochs, adv_ratio=a.adv_ratio, runs=runs, load_average_before=[round(v, 2) for v in load],
+                      + f'; trained in {secs:.0f} s' + (f"; on training images: " + ', '.join(f'{k} {v:.3f}' for k, v in runs[-1]['error_on_training_images'].items()
+                      if k != 'n_valid') if a.train_check else ''), file=sys.stderr, flush=True)
+    print(json.dumps(dict(bench='augment_advanced', size=a.size, epochs=a.epochs, adv_ratio=a.adv_ratio, adv_eps=a.adv_eps, lr=a.lr, runs=runs, load_average_before=[round(v, 2) for v in load],
                           cpu=cpu_model(), torch_threads=__import__('torch').get_num_threads())))
 
 
@@ -87,4 +90,7 @@ if __name__ == '__main__':
     ap.add_argument('--epochs', type=int, default=1, help='unfrozen epochs after one frozen epoch')
     ap.add_argument('--gan-minutes', type=float, default=5.0); ap.add_argument('--gan-per-class', type=int, default=100)
     ap.add_argument('--adv-ratio', type=float, default=0.5, help='the share of each batch made adversarial (fgsm, pgd)')
+    ap.add_argument('--adv-eps', type=float, default=2.0, help='the training budget of fgsm and pgd (the attacks after training stay as listed)')
+    ap.add_argument('--lr', default='default', help="vision train's --lr")
+    ap.add_argument('--train-check', type=int, default=0, help='also attack this many training images (the gap between training and validation robustness)')
     main(ap.parse_args())

@@ -40,6 +40,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--seeds', default='42,1', help='comma-separated seeds; every variant once per seed')
     ap.add_argument('--eps', default='1', help='FGM budgets to compare with the default, comma-separated')
+    ap.add_argument('--no-default', action='store_true', help='only the FGM variants (the default measured before)')
     ap.add_argument('--epochs', type=int, default=None, help='fine-tuning epochs (default: the tested 2)')
     ap.add_argument('--ops', default='ty,sr,ri,rs,rd', help='perturbations, as text robustness takes them')
     ap.add_argument('--alpha', type=float, default=0.1, help='the share of words each perturbation changes')
@@ -51,7 +52,7 @@ def main():
     set_quiet(True)
     tmp = Path(tempfile.mkdtemp(prefix='fastxfer-bench-textrob-'))
     rows = [run(csv, tmp/f'{eps or "default"}-{seed}', int(seed), eps, a)
-            for seed in a.seeds.split(',') for eps in [None] + [float(e) for e in a.eps.split(',')]]
+            for seed in a.seeds.split(',') for eps in [None] * (not a.no_default) + [float(e) for e in a.eps.split(',')]]
     res = dict(bench='text_robustness', data=str(csv), ops=a.ops, alpha=a.alpha, rows=rows, cpu=cpu_model(), cpu_count=os.cpu_count(),
                time=datetime.now(timezone.utc).isoformat(timespec='seconds'), versions=versions())
     if a.json_out: Path(a.json_out).parent.mkdir(parents=True, exist_ok=True); Path(a.json_out).write_text(json.dumps(res, indent=1))

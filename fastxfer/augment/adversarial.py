@@ -13,8 +13,8 @@ from ..core import FastxferError
 from ..backbones import IMAGENET_STATS
 
 # %% auto #0
-__all__ = ['ATTACKS', 'bounds', 'fgsm', 'pgd', 'eval_mode', 'AdversarialTraining', 'mixstyle', 'early_stages', 'MixStyleTraining',
-           'check_training_extras', 'training_callbacks', 'SegmentMix', 'l2_step', 'FGMTraining']
+__all__ = ['ATTACKS', 'bounds', 'fgsm', 'pgd', 'eval_mode', 'bn_eval', 'AdversarialTraining', 'mixstyle', 'early_stages',
+           'MixStyleTraining', 'check_training_extras', 'training_callbacks', 'SegmentMix', 'l2_step', 'FGMTraining']
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #c37ec72e
 def bounds(stats=IMAGENET_STATS, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -64,12 +64,20 @@ def eval_mode(model):
     try: yield model
     finally: model.train(was)
 
+def bn_eval(model):
+    "The batch-norm layers of `model` in eval mode: they normalise with their running statistics and stop updating them."
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm): m.eval()
+
 class AdversarialTraining(Callback):
     """Replace the first `ratio` share of each training batch by its adversarial version (`attack`: fgsm from a random
-    start, or pgd with `steps`; `eps` pixel steps; made against the model as it is at that batch, in eval mode), the labels kept."""
+    start, or pgd with `steps`; `eps` pixel steps; made against the model as it is at that batch, in eval mode), the labels kept.
+    `freeze_bn`: batch norm keeps its (pretrained) running statistics while training (an experiment, off by default: see the notes below)."""
     order = MixUp.order + 1
-    def __init__(self, attack:str='fgsm', eps:float=2., ratio:float=0.5, steps:int=3, stats=IMAGENET_STATS):
-        self.attack, self.eps, self.ratio, self.steps, self.stats = attack, eps, ratio, steps, stats
+    def __init__(self, attack:str='fgsm', eps:float=2., ratio:float=0.5, steps:int=3, stats=IMAGENET_STATS, freeze_bn:bool=False):
+        self.attack, self.eps, self.ratio, self.steps, self.stats, self.freeze_bn = attack, eps, ratio, steps, stats, freeze_bn
+    def before_train(self):
+        if self.freeze_bn: bn_eval(self.model)
     def before_batch(self):
         if not self.training or self.ratio <= 0: return
         x, y = self.xb[0], self.yb[0]
@@ -78,6 +86,7 @@ class AdversarialTraining(Callback):
         xs, ys = x[:n].as_subclass(torch.Tensor), y[:n].as_subclass(torch.Tensor)
         with eval_mode(self.model):
             xa = fgsm(self.model, xs, ys, self.eps, self.stats, random_start=True) if self.attack == 'fgsm' else pgd(self.model, xs, ys, self.eps, self.stats, self.steps)
+        if self.freeze_bn: bn_eval(self.model)   # eval_mode gave the whole model its training mode back
         self.learn.xb = (torch.cat([xa, x[n:].as_subclass(torch.Tensor)]).as_subclass(type(x)),)
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #dac75c87
@@ -121,11 +130,11 @@ def check_training_extras(mode:str, aug_mix:str='none', adversarial:str='none', 
     if aug_mix != 'none' and adversarial != 'none': raise FastxferError('--aug-mix and --adversarial: use one (mixed labels have no single class to attack)')
 
 def training_callbacks(aug_mix:str='none', adversarial:str='none', eps:float=2., adv_ratio:float=0.5, adv_steps:int=3, aug_style:str='none',
-                       stats=IMAGENET_STATS) -> list:
+                       stats=IMAGENET_STATS, freeze_bn:bool=False) -> list:
     "The fastai callbacks of the flags: MixUp (alpha 0.4) or CutMix (alpha 1), fastai's own; `AdversarialTraining`; `MixStyleTraining`."
     cbs = [MixUp(0.4)] if aug_mix == 'mixup' else [CutMix(1.)] if aug_mix == 'cutmix' else []
     cbs += [MixStyleTraining()] if aug_style == 'mixstyle' else []
-    return cbs + ([AdversarialTraining(adversarial, eps, adv_ratio, adv_steps, stats)] if adversarial != 'none' else [])
+    return cbs + ([AdversarialTraining(adversarial, eps, adv_ratio, adv_steps, stats, freeze_bn)] if adversarial != 'none' else [])
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #ca957485
 import math, random
