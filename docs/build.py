@@ -106,10 +106,15 @@ def execute(src:str, dest:str) -> str|None:
     write_nb(nb, dest)
 
 
-def execute_in_process(src:Path, dest:Path) -> tuple[str, float, str|None]:
-    "`execute` in a fresh interpreter (IPython takes over `__main__`; one notebook's state never leaks into the next)."
+THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
+
+def execute_in_process(src:Path, dest:Path, threads:int|None=None) -> tuple[str, float, str|None]:
+    """`execute` in a fresh interpreter (IPython takes over `__main__`; one notebook's state never leaks into the next),
+    with at most `threads` math threads: notebooks run side by side that each take every core wait on each other's
+    spinning threads (a 2-core build took 587 s for one notebook that needs 39 s)."""
     t0 = time.time()
-    r = subprocess.run([sys.executable, __file__, 'execute', str(src), str(dest)], capture_output=True, text=True)
+    env = {**os.environ, **({v: str(threads) for v in THREAD_VARS} if threads else {})}
+    r = subprocess.run([sys.executable, __file__, 'execute', str(src), str(dest)], capture_output=True, text=True, env=env)
     err = None if r.returncode == 0 and dest.exists() else (r.stdout + r.stderr).strip()[-2000:] or f'exit {r.returncode}'
     return src.name, time.time() - t0, err
 
@@ -125,7 +130,8 @@ def executed(notebooks:list[Path], workers:int=2) -> dict[str, Path]:
     print(f'executing {len(todo)} of {len(notebooks)} notebooks ({len(notebooks) - len(todo)} unchanged, cached)',
           flush=True)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for name, secs, err in pool.map(lambda t: execute_in_process(*t), todo):
+        threads = max(1, (os.cpu_count() or 1) // workers)   # the cores shared out among the notebooks run at once
+        for name, secs, err in pool.map(lambda t: execute_in_process(*t, threads), todo):
             print(f'  {name:32} {secs:6.1f} s{"  FAILED: " + err if err else ""}', flush=True)
             if err: raise SystemExit(f'error: {name} failed to execute: {err}')
     for nb in notebooks:   # drop the stale versions
