@@ -162,6 +162,8 @@ class SegmentMix(Callback):
         self.learn.loss = self.loss_grad.clone()
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #95d85c7c
+from ..train_utils import Autocast
+
 def l2_step(g:torch.Tensor, eps:float) -> torch.Tensor:
     "`g` scaled to L2 norm `eps` per row (the first dimension)."
     return eps * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
@@ -182,7 +184,7 @@ class FGMTraining(Callback):
         g, self.out = (self.out.grad if self.out is not None else None), None
         if g is None: return
         self.delta = l2_step(g.float(), self.eps).detach()
-        ac = next((cb for cb in self.learn.cbs if type(cb).__name__ == 'Autocast'), None)   # the clean pass's precision
+        ac = next((cb for cb in self.learn.cbs if isinstance(cb, Autocast)), None)   # the clean pass's precision
         try:
             with torch.autocast(self.delta.device.type, dtype=getattr(ac, 'dtype', torch.bfloat16), enabled=ac is not None):
                 loss = self.learn.loss_func(self.model(*self.xb).float(), *self.yb)

@@ -656,13 +656,13 @@ def train_text(data, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMD
     out = out or str(Path(setting('models_dir'))/f'text-{model}')
     lr = parse_lr(lr)
     if epochs is not None and epochs < 1 and model != 'embed-logreg': raise FastxferError('--epochs must be at least 1')
+    if ensemble != 1 and model != 'minilm': raise FastxferError(f'--ensemble is for --model minilm, not {model}')
+    fgm = check_fgm(adversarial, eps, model)   # option errors before the data is read
+    if window is not None and model == 'awd_lstm': raise FastxferError('--window is for minilm and embed-logreg, not awd_lstm')
     if not isinstance(data, TextData): data = load_text_data(data, text_col, label_col, valid_col, valid_pct, seed, exclude)
     data, calib = hold_out_texts(data, calib_pct, seed)
     data = augment_texts(data, aug, n_aug, alpha, seed)
     t0 = time.time()
-    if ensemble != 1 and model != 'minilm': raise FastxferError(f'--ensemble is for --model minilm, not {model}')
-    fgm = check_fgm(adversarial, eps, model)
-    if window is not None and model == 'awd_lstm': raise FastxferError('--window is for minilm and embed-logreg, not awd_lstm')
     if model == 'minilm': res = train_minilm(data, out, encoder, epochs, lr, max_len, bs, seed, device, precision, ensemble, window, bow, fgm)
     elif model == 'embed-logreg':
         if lr is not None: log('--lr is not used by embed-logreg (C is chosen by cross-validation)')
