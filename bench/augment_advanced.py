@@ -1,6 +1,6 @@
 """What the advanced augmentations do to accuracy and robustness: on the shared pets (cat/dog and the 37 breeds),
 `vision train --mode fine_tune` (EfficientNet-Lite0) with the default augmentation, + MixUp, + CutMix, + MixStyle, + adversarial
-training (FGSM, and PGD-3, at eps 2 on half of each batch), the same split and seeds; each model's validation error
+training (FGSM, and PGD-3, at eps 2: `vision train`'s recipe, the adversarial versions of each batch added beside it), the same split and seeds; each model's validation error
 clean, under FGSM at eps 1, 2, 4 and under PGD-10 at eps 2 (white-box, `fastxfer.augment.adversarial`; eps in pixel
 steps of 1/255), and its training seconds. JSON out (one object, the last line); a line a run on stderr.
 
@@ -89,7 +89,7 @@ if __name__ == '__main__':
     ap.add_argument('--techniques', default=','.join(TECHNIQUES)); ap.add_argument('--size', type=int, default=160)
     ap.add_argument('--epochs', type=int, default=1, help='unfrozen epochs after one frozen epoch')
     ap.add_argument('--gan-minutes', type=float, default=5.0); ap.add_argument('--gan-per-class', type=int, default=100)
-    ap.add_argument('--adv-ratio', type=float, default=0.5, help='the share of each batch made adversarial (fgsm, pgd)')
+    ap.add_argument('--adv-ratio', type=float, default=1.0, help='the share of each batch whose adversarial versions are added to it (fgsm, pgd)')
     ap.add_argument('--adv-eps', type=float, default=2.0, help='the training budget of fgsm and pgd (the attacks after training stay as listed)')
     ap.add_argument('--lr', default='default', help="vision train's --lr")
     ap.add_argument('--train-check', type=int, default=0, help='also attack this many training images (the gap between training and validation robustness)')

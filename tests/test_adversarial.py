@@ -107,6 +107,19 @@ def test_adversarial_training_attacks_only_its_share_of_a_training_batch():
     assert torch.equal(learn.xb[0], x)   # validation batches stay as they are
 
 
+def test_adversarial_training_can_keep_the_clean_images_beside_their_adversarial_versions():
+    learn = _learner()
+    cb = AdversarialTraining('pgd', eps=2, ratio=0.5, steps=2, keep_clean=True); learn.add_cb(cb)
+    x, y = learn.dls.one_batch()
+    lo, hi, unit = bounds()
+    learn.training, learn.xb, learn.yb = True, (x,), (y,)
+    cb.before_batch()
+    xb, yb = learn.xb[0], learn.yb[0]
+    assert len(xb) == len(yb) == len(x) + 4 and torch.equal(xb[4:], x) and torch.equal(yb[:4], y[:4]) and torch.equal(yb[4:], y)
+    moved = ((xb[:4] - x[:4]).abs() / unit).flatten(1).max(1).values
+    assert (moved > 0.5).all() and (moved <= 2 + 1e-4).all()
+
+
 @pytest.fixture(scope='module')
 def squares(tmp_path_factory):
     d = tmp_path_factory.mktemp('adv')
@@ -118,7 +131,8 @@ def test_train_with_adversarial_examples_then_predict_and_measure_robustness(squ
     r = run_cli('vision', 'train', squares/'sq', '--mode', 'fine_tune', '--adversarial', 'pgd', '--eps', 2, '--adv-steps', 2,
                 '--size', 64, '--epochs', 1, '--freeze-epochs', 0, '--out', tmp_path/'m', '--json', check=0)
     res = json.loads(r.stdout)
-    assert res['adversarial'] == {'attack': 'pgd', 'eps': 2.0, 'ratio': 0.5, 'steps': 2}
+    assert res['adversarial'] == {'attack': 'pgd', 'eps': 2.0, 'ratio': 1.0, 'steps': 2}
+    assert res['lr'] == 1.2e-3 and res['lr_mult'] == 1   # adversarial fine-tuning: every layer at the same rate
     assert json.loads((tmp_path/'m'/'card.json').read_text())['adversarial']['attack'] == 'pgd'
     p = json.loads(run_cli('vision', 'predict', tmp_path/'m', squares/'sq'/'red'/'red0.png', '--json', check=0).stdout)
     assert p['predictions'][0]['label'] in COLOURS

@@ -72,10 +72,11 @@ def bn_eval(model):
 class AdversarialTraining(Callback):
     """Replace the first `ratio` share of each training batch by its adversarial version (`attack`: fgsm from a random
     start, or pgd with `steps`; `eps` pixel steps; made against the model as it is at that batch, in eval mode), the labels kept.
-    `freeze_bn`: batch norm keeps its (pretrained) running statistics while training (an experiment, off by default: see the notes below)."""
+    `keep_clean`: the adversarial versions are added to the batch beside their clean originals instead of replacing them.
+    `freeze_bn`: batch norm keeps its (pretrained) running statistics while training (`vision train` sets both when fine-tuning: see the notes below)."""
     order = MixUp.order + 1
-    def __init__(self, attack:str='fgsm', eps:float=2., ratio:float=0.5, steps:int=3, stats=IMAGENET_STATS, freeze_bn:bool=False):
-        self.attack, self.eps, self.ratio, self.steps, self.stats, self.freeze_bn = attack, eps, ratio, steps, stats, freeze_bn
+    def __init__(self, attack:str='fgsm', eps:float=2., ratio:float=0.5, steps:int=3, stats=IMAGENET_STATS, freeze_bn:bool=False, keep_clean:bool=False):
+        self.attack, self.eps, self.ratio, self.steps, self.stats, self.freeze_bn, self.keep_clean = attack, eps, ratio, steps, stats, freeze_bn, keep_clean
     def before_train(self):
         if self.freeze_bn: bn_eval(self.model)
     def before_batch(self):
@@ -87,7 +88,9 @@ class AdversarialTraining(Callback):
         with eval_mode(self.model):
             xa = fgsm(self.model, xs, ys, self.eps, self.stats, random_start=True) if self.attack == 'fgsm' else pgd(self.model, xs, ys, self.eps, self.stats, self.steps)
         if self.freeze_bn: bn_eval(self.model)   # eval_mode gave the whole model its training mode back
-        self.learn.xb = (torch.cat([xa, x[n:].as_subclass(torch.Tensor)]).as_subclass(type(x)),)
+        rest, yrest = (x, y) if self.keep_clean else (x[n:], y[n:])
+        self.learn.xb = (torch.cat([xa, rest.as_subclass(torch.Tensor)]).as_subclass(type(x)),)
+        if self.keep_clean: self.learn.yb = (torch.cat([ys, yrest.as_subclass(torch.Tensor)]).as_subclass(type(y)),)
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #dac75c87
 def mixstyle(x:torch.Tensor, p:float=0.5, alpha:float=0.1, eps:float=1e-6) -> torch.Tensor:
@@ -130,11 +133,11 @@ def check_training_extras(mode:str, aug_mix:str='none', adversarial:str='none', 
     if aug_mix != 'none' and adversarial != 'none': raise FastxferError('--aug-mix and --adversarial: use one (mixed labels have no single class to attack)')
 
 def training_callbacks(aug_mix:str='none', adversarial:str='none', eps:float=2., adv_ratio:float=0.5, adv_steps:int=3, aug_style:str='none',
-                       stats=IMAGENET_STATS, freeze_bn:bool=False) -> list:
+                       stats=IMAGENET_STATS, freeze_bn:bool=False, keep_clean:bool=False) -> list:
     "The fastai callbacks of the flags: MixUp (alpha 0.4) or CutMix (alpha 1), fastai's own; `AdversarialTraining`; `MixStyleTraining`."
     cbs = [MixUp(0.4)] if aug_mix == 'mixup' else [CutMix(1.)] if aug_mix == 'cutmix' else []
     cbs += [MixStyleTraining()] if aug_style == 'mixstyle' else []
-    return cbs + ([AdversarialTraining(adversarial, eps, adv_ratio, adv_steps, stats, freeze_bn)] if adversarial != 'none' else [])
+    return cbs + ([AdversarialTraining(adversarial, eps, adv_ratio, adv_steps, stats, freeze_bn, keep_clean)] if adversarial != 'none' else [])
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #ca957485
 import math, random

@@ -13,7 +13,7 @@ from ..core import FastxferError, atomic_write, get_device, log, setting, cached
 from ..family import from_settings, resolves_settings
 from typing import Literal
 from ..train_utils import configure_progress, seed_everything, find_lr
-from ..augment.adversarial import check_training_extras, training_callbacks
+from ..augment.adversarial import AdversarialTraining, check_training_extras, training_callbacks
 import torch, torch.nn as nn
 from PIL import Image
 from fastai.vision.all import (Learner, CrossEntropyLossFlat, error_rate, accuracy, create_head, apply_init, EarlyStoppingCallback, SaveModelCallback, Flatten)
@@ -29,11 +29,11 @@ warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
 
 # %% auto #0
-__all__ = ['AUTO_ENOUGH', 'AUTO_GOOD', 'AUTO_VALID', 'AUTO_TIE', 'AUTO_FT_MIN', 'MODES', 'vision_learner_for', 'param_summary',
-           'format_summary', 'ConcatBody', 'many_body_features', 'body_features', 'split_features', 'fit_probe_head',
-           'fit_features_head', 'vision_network', 'auto_candidates', 'choice_score', 'choose_backbone', 'valid_error',
-           'train_vision', 'training_extras', 'calibrate_learner', 'confusion', 'plot_confusion', 'plot_top_losses',
-           'diagnostic_plots', 'export_vision']
+__all__ = ['AUTO_ENOUGH', 'AUTO_GOOD', 'AUTO_VALID', 'AUTO_TIE', 'AUTO_FT_MIN', 'MODES', 'ADV_LR', 'ADV_EPOCHS',
+           'vision_learner_for', 'param_summary', 'format_summary', 'ConcatBody', 'many_body_features', 'body_features',
+           'split_features', 'fit_probe_head', 'fit_features_head', 'vision_network', 'auto_candidates', 'choice_score',
+           'choose_backbone', 'valid_error', 'train_vision', 'training_extras', 'calibrate_learner', 'confusion',
+           'plot_confusion', 'plot_top_losses', 'diagnostic_plots', 'export_vision']
 
 # %% ../../nbs/07b_vision_train.ipynb #a89e0a74
 def vision_learner_for(dls, arch:str='efficientnet_lite0', mode:str='fine_tune', pretrained:bool=True, quiet=None, body:tuple|None=None):
@@ -267,6 +267,8 @@ def _parse_schedule(s):
     return res
 
 # %% ../../nbs/07b_vision_train.ipynb #8b284d64
+ADV_LR, ADV_EPOCHS = 1.2e-3, 10   # adversarial fine-tuning: every layer at ADV_LR / 2 once unfrozen, this many epochs (see bench/README.md)
+
 def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop, keep_best, plots, quiet, summary, rank0_head=False, extra=()):
     "Build and train one learner for a concrete mode; returns `(learn, info)`."
     learn, source = vision_learner_for(dls, arch, mode, quiet=quiet)
@@ -280,8 +282,9 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
     if early_stop: cbs.append(EarlyStoppingCallback(monitor='valid_loss', patience=early_stop))
     if keep_best: cbs.append(SaveModelCallback(monitor='error_rate', comp=np.less, fname='best'))
     if lr == 'auto': lr = find_lr(learn, plots)
-    lr = float(lr) if lr is not None else (3e-3 if mode == 'scratch' else 2e-3)
-    info['lr'] = lr
+    adv = mode == 'fine_tune' and any(isinstance(c, AdversarialTraining) for c in cbs)
+    lr = float(lr) if lr is not None else (3e-3 if mode == 'scratch' else ADV_LR if adv else 2e-3)
+    info.update(lr=lr, **({'lr_mult': 1} if adv else {}))
     with distributed(learn): epochs = _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info)
     if summary: info['summary']['end'] = param_summary(learn)
     info['epochs'] = epochs
@@ -306,8 +309,8 @@ def _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info):
         epochs = sum(schedule)
         info['unfreeze_schedule'] = schedule
     else:
-        epochs = 1 if epochs is None else epochs
-        learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, cbs=cbs)
+        epochs = (ADV_EPOCHS if 'lr_mult' in info else 1) if epochs is None else epochs
+        learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, cbs=cbs, lr_mult=info.get('lr_mult', 100))
     return epochs
 
 def _quiet_lines(learn):
@@ -387,7 +390,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                  arch:str|None=None, # backbone; see 'fastxfer vision archs'. Not given: auto compares the candidates, other modes use the arch setting
                  mode:Literal[MODES]='auto', # auto | fine_tune | features | scratch
                  candidates:str|None=None, # backbones auto compares, comma-separated. Not given: the candidates setting (every one with weights here)
-                 epochs:int|None=None, # unfrozen epochs (fine_tune: 1, scratch: 5)
+                 epochs:int|None=None, # unfrozen epochs (fine_tune: 1, or 10 with --adversarial; scratch: 5)
                  freeze_epochs:int=1, # frozen epochs before unfreezing (fine_tune)
                  unfreeze_schedule:str|None=None, # gradual unfreezing: epochs per stage, e.g. 1,1,1
                  size:str=from_settings('size'), # image size in pixels, or auto: the backbone's own (see vision archs)
@@ -396,9 +399,9 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                  lr:str='default', # learning rate: default (2e-3, scratch 3e-3), auto (the LR finder) or a number
                  aug:str='default', # augmentation preset: none | light | default | heavy | keras
                  aug_mix:Literal['none', 'mixup', 'cutmix']='none', # mix pairs of training images and their labels: mixup blends them, cutmix pastes a patch (fine_tune, scratch)
-                 adversarial:Literal['none', 'fgsm', 'pgd']='none', # adversarial training: part of each batch replaced by its FGSM or PGD version against the model (fine_tune, scratch)
+                 adversarial:Literal['none', 'fgsm', 'pgd']='none', # adversarial training: FGSM or PGD versions of the training images against the model, added to each batch (fine_tune, scratch)
                  eps:float=2.0, # the adversarial budget in pixel steps of 1/255
-                 adv_ratio:float=0.5, # the share of each training batch made adversarial
+                 adv_ratio:float=1.0, # the share of each training batch whose adversarial versions are added to it
                  adv_steps:int=3, # PGD steps per adversarial example
                  aug_style:Literal['none', 'mixstyle']='none', # mix the feature statistics (style) of image pairs after the body's first stages: MixStyle (fine_tune, scratch)
                  valid_pct:float=0.2, # random validation share when there is no valid/ folder
@@ -427,7 +430,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     dls = make_dls(vd, size, presize, bs, aug, stats, device := get_device(device), seed=seed)
     plots, t0 = {}, time.time()
     common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop, keep_best=keep_best,
-                  plots=plots, quiet=quiet, summary=summary, extra=training_callbacks(**extras, stats=stats))
+                  plots=plots, quiet=quiet, summary=summary, extra=training_callbacks(**extras, stats=stats, freeze_bn=mode == 'fine_tune', keep_clean=True))
     fit, reason, tried, took = _fit_route(dls, mode, schedule, vd, names, size, choose, common, t0)
     learn, info, err, probs, targs = fit
     result = dict(mode=info['mode'], requested_mode=mode, arch=info.get('arch', arch) if info['mode'] != 'scratch' else 'scratch_cnn',
