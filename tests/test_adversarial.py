@@ -111,7 +111,7 @@ def test_adversarial_training_can_keep_the_clean_images_beside_their_adversarial
     learn = _learner()
     cb = AdversarialTraining('pgd', eps=2, ratio=0.5, steps=2, keep_clean=True); learn.add_cb(cb)
     x, y = learn.dls.one_batch()
-    lo, hi, unit = bounds()
+    unit = bounds()[2]
     learn.training, learn.xb, learn.yb = True, (x,), (y,)
     cb.before_batch()
     xb, yb = learn.xb[0], learn.yb[0]

@@ -285,7 +285,7 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
     adv = mode == 'fine_tune' and any(isinstance(c, AdversarialTraining) for c in cbs)
     lr = float(lr) if lr is not None else (3e-3 if mode == 'scratch' else ADV_LR if adv else 2e-3)
     info.update(lr=lr, **({'lr_mult': 1} if adv else {}))
-    with distributed(learn): epochs = _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info)
+    with distributed(learn): epochs = _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info, adv)
     if summary: info['summary']['end'] = param_summary(learn)
     info['epochs'] = epochs
     rec = learn.recorder  # prediction passes reset the recorder: keep the curves of the last fit for the plot
@@ -293,8 +293,8 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
     learn.remove_cbs([c for c in learn.cbs if isinstance(c, (EarlyStoppingCallback, SaveModelCallback))])
     return learn, info
 
-def _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info):
-    "The fit itself (data-parallel inside `distributed` when this is one of several processes); returns the epochs trained."
+def _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info, adv=False):
+    "The fit itself (data-parallel inside `distributed` when this is one of several processes); returns the epochs trained. `adv`: adversarial fine-tuning (every layer at one rate, `ADV_EPOCHS`)."
     if mode == 'scratch':
         epochs = 5 if epochs is None else epochs
         learn.fit_one_cycle(epochs, lr, cbs=cbs)
@@ -309,8 +309,8 @@ def _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info):
         epochs = sum(schedule)
         info['unfreeze_schedule'] = schedule
     else:
-        epochs = (ADV_EPOCHS if 'lr_mult' in info else 1) if epochs is None else epochs
-        learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, cbs=cbs, lr_mult=info.get('lr_mult', 100))
+        epochs = (ADV_EPOCHS if adv else 1) if epochs is None else epochs
+        learn.fine_tune(epochs, base_lr=lr, freeze_epochs=freeze_epochs, cbs=cbs, lr_mult=1 if adv else 100)
     return epochs
 
 def _quiet_lines(learn):
