@@ -3,7 +3,8 @@
 label) into a training part (80%) and a validation part (20%) whose labels stay clean. In the training part 10% of the
 labels are changed (uniformly to another class, and for the breeds also to a look-alike: the breed of the same species
 the clean out-of-fold model confuses it with most), then the out-of-fold probabilities of each family's fast path
-(frozen EfficientNet-Lite0 features or MiniLM embeddings with a logistic regression, gradient boosting for the table)
+(a logistic regression on frozen EfficientNet-Lite0 features; for the texts one on MiniLM embeddings blended with the
+bag-of-words model, as `text label-issues` does; gradient boosting for the table)
 on the noisy training part go to confident learning, ours and cleanlab's `find_label_issues`. Detection, per set:
 precision and recall of the flagged items and at k = the number of flips, F1, seconds. Retraining (the issue's (a), (b),
 (c)): the same fast-path model fitted on the whole training part with (a) the clean labels, (b) the noisy labels,
@@ -13,7 +14,8 @@ clean score on the validation part, sqrt(a (1 - a) / n), or under one item.
 JSON out (one object, the last line); a summary line a set on stderr.
 
     .venv/bin/python bench/label_noise.py                         # every set, 3 repeats: about 5 minutes on 2 cores (features cached)
-    .venv/bin/python bench/label_noise.py --repeats 5             # the figures in bench/README.md (9 minutes)
+    .venv/bin/python bench/label_noise.py --sets pets-catdog,imdb,adult --repeats 20 --seed 20   # the figures in bench/README.md
+    .venv/bin/python bench/label_noise.py --sets pets-breeds,pets-lookalike --repeats 10 --seed 20
     .venv/bin/python bench/label_noise.py --sets pets-catdog,adult
 
 Run it alone on the machine; the load average and CPU model are written with the figures.
@@ -47,6 +49,11 @@ def imdb_embeddings():
     df = pd.read_csv(shared_data('fastai_samples/imdb_sample/texts.csv'))
     tok, enc, _ = get_encoder()
     return embed_texts(tok, enc, df.text.astype(str).tolist()), df.label.astype(str).to_numpy()
+
+
+def imdb_texts() -> np.ndarray:
+    "The IMDB sample's reviews, in the order of `imdb_embeddings`."
+    return pd.read_csv(shared_data('fastai_samples/imdb_sample/texts.csv')).text.astype(str).to_numpy()
 
 
 def adult_table():
@@ -155,6 +162,18 @@ def breed_lookalikes(X, y, K, species) -> dict:
     return {k: int(conf[k].argmax()) for k in range(K)}
 
 
+def recovered_interval(runs, score, n_boot=2000, seed=0):
+    """A 90% bootstrap interval of `recovered` over the runs (resampled with replacement, the ratio of their means);
+    None with fewer than 5 runs. It shows how far the ratio can move with other splits and flips."""
+    if len(runs) < 5: return None
+    abc = np.array([[r[v][score] for v in ('clean', 'noisy', 'cleaned')] for r in runs])
+    idx = np.random.default_rng(seed).integers(0, len(runs), (n_boot, len(runs)))
+    a, b, c = abc[idx].mean(1).T
+    ratio = (c - b) / np.where(a - b > 0, a - b, np.nan)
+    lo, hi = np.nanpercentile(ratio, [5, 95])
+    return [round(float(lo), 2), round(float(hi), 2)]
+
+
 def repeated(name, X, y_text, a, **kw) -> dict:
     """`run_set` on `a.repeats` splits and flips (seeds a.seed, a.seed + 1, ...): each run, and their means, `recovered`
     computed on the means (the standard error then over every run's validation items)."""
@@ -168,6 +187,7 @@ def repeated(name, X, y_text, a, **kw) -> dict:
                seconds=mean(lambda r: r['seconds']), retrain_seconds=mean(lambda r: r['retrain_seconds']), repeats=len(runs), runs=runs)
     for s, key in (('accuracy', 'recovered_accuracy'), ('macro_f1', 'recovered_f1')):
         out[key] = recovered(m['clean'][s], m['noisy'][s], m['cleaned'][s], n_val)
+        out[key + '_90'] = recovered_interval(runs, s)
         out[key.replace('recovered', 'recovered_by_relabelling')] = recovered(m['clean'][s], m['noisy'][s], m['relabelled'][s], n_val)
     return out
 
@@ -176,7 +196,7 @@ def summary_line(r) -> str:
     "One set's figures for people: detection F1, then validation accuracy and macro F1 for clean / noisy / cleaned labels."
     c, n, d = r['clean'], r['noisy'], r['cleaned']
     return (f"{r['set']}: F1 ours {r['ours']['f1']}, cleanlab {r['cleanlab']['f1']}; precision at k {r['ours']['precision_at_k']}; "
-            f"validation accuracy clean {c['accuracy']} / noisy {n['accuracy']} / cleaned {d['accuracy']} (recovered {r['recovered_accuracy']}), "
+            f"validation accuracy clean {c['accuracy']} / noisy {n['accuracy']} / cleaned {d['accuracy']} (recovered {r['recovered_accuracy']}, 90% {r.get('recovered_accuracy_90')}), "
             f"macro F1 {c['macro_f1']} / {n['macro_f1']} / {d['macro_f1']} (recovered {r['recovered_f1']}); removed {r['removed']}; "
             f"suspects relabelled instead: accuracy {r['relabelled']['accuracy']} (recovered {r.get('recovered_by_relabelling_accuracy')})")
 
@@ -193,7 +213,8 @@ def main(a):
             out.append(repeated('pets 37 breeds, look-alike flips', X, m.breed.to_numpy(), a,
                                lookalike_of=lambda X, y, K: breed_lookalikes(X, y, K, species)))
     if 'imdb' in sets and shared_data('fastai_samples/imdb_sample'):
-        E, y = imdb_embeddings(); out.append(repeated('imdb_sample', E, y, a))
+        from fastxfer.text.models import text_fast_fit   # what `text label-issues` fits: the embeddings' probe blended with the bag of words
+        E, y = imdb_embeddings(); out.append(repeated('imdb_sample', np.arange(len(y)), y, a, fit=text_fast_fit(E, imdb_texts(), 2)))
     if 'adult' in sets and shared_data('fastai_samples/adult_sample'):
         X, y, fit = adult_table(); out.append(repeated('adult_sample', X, y, a, fit=fit))
     for r in out: print(summary_line(r), file=sys.stderr)

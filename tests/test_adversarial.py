@@ -131,7 +131,7 @@ def test_train_with_adversarial_examples_then_predict_and_measure_robustness(squ
     r = run_cli('vision', 'train', squares/'sq', '--mode', 'fine_tune', '--adversarial', 'pgd', '--eps', 2, '--adv-steps', 2,
                 '--size', 64, '--epochs', 1, '--freeze-epochs', 0, '--out', tmp_path/'m', '--json', check=0)
     res = json.loads(r.stdout)
-    assert res['adversarial'] == {'attack': 'pgd', 'eps': 2.0, 'ratio': 1.0, 'steps': 2}
+    assert res['adversarial'] == {'attack': 'pgd', 'eps': 2.0, 'ratio': 1.0, 'steps': 2, 'clean_kept': True, 'batch_norm': 'frozen'}   # fine-tuning keeps batch norm's statistics
     assert res['lr'] == 1.2e-3 and res['lr_mult'] == 1   # adversarial fine-tuning: every layer at the same rate
     assert json.loads((tmp_path/'m'/'card.json').read_text())['adversarial']['attack'] == 'pgd'
     p = json.loads(run_cli('vision', 'predict', tmp_path/'m', squares/'sq'/'red'/'red0.png', '--json', check=0).stdout)

@@ -34,7 +34,7 @@ __all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_A
            'probe_head', 'minilm_rates', 'lr_source', 'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head',
            'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm', 'awd_spec', 'save_awd',
            'AWDClassifier', 'check_fgm', 'augment_texts', 'train_text', 'parse_lr', 'hold_out_texts', 'TextPredictor',
-           'calibrate_trained_text', 'bow_words', 'upgrade_text_files', 'text_label_issues']
+           'calibrate_trained_text', 'bow_words', 'upgrade_text_files', 'text_fast_fit', 'text_label_issues']
 
 # %% ../../nbs/10b_text_models.ipynb #effb31c7
 MINILM_NAMES = ('minilm', 'all-MiniLM-L6-v2', 'sentence-transformers/all-MiniLM-L6-v2')
@@ -860,10 +860,22 @@ def upgrade_text_files(folder:ModelFolder) -> list[str]:
     atomic_write(p/CARD_NAME, json.dumps(card, indent=2))
     return wrote
 
+# %% ../../nbs/10b_text_models.ipynb #e79e1580
+def text_fast_fit(X, texts, n_classes:int, weight:float=BOW_WEIGHT):
+    """`out_of_fold`'s `fit` for texts, on row positions: a logistic regression on the embeddings `X` (C chosen by
+    cross-validation) blended with the bag-of-words model on `texts`, `weight` of it, as `text train` blends its encoder."""
+    from fastxfer.label_issues import _probe
+    X, texts = np.asarray(X), np.asarray(texts, dtype=object)
+    def fit(rows, y):
+        probe, bow = _probe(X[rows], y, n_classes), NBLogReg().fit(texts[rows], y, n_classes)
+        return lambda other: blend_probs(probe(X[other]), bow.predict_proba(texts[other]), weight)
+    return fit
+
+
 # %% ../../nbs/10b_text_models.ipynb #9d8995d7
 def text_label_issues(data, text_col:str='text', label_col:str='label', folds:int=5, out='label_issues', encoder:str|None=None,
                       dup_threshold:float=0.97) -> dict:
-    "Probably mislabelled rows of the CSV/TSV `data` (confident learning on out-of-fold probabilities of the encoder's embeddings), near-duplicates; files written to `out`."
+    "Probably mislabelled rows of the CSV/TSV `data` (confident learning on out-of-fold probabilities of `text_fast_fit`), near-duplicates; files written to `out`."
     from ..label_issues import find_label_issues, issue_rows, near_duplicates, out_of_fold, write_issues
     from .data import read_table, _check_col
     t0, df = time.time(), read_table(data)
@@ -874,7 +886,7 @@ def text_label_issues(data, text_col:str='text', label_col:str='label', folds:in
     if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} label(s) in {label_col!r}; label issues need at least 2')
     tok, enc, _ = get_encoder(encoder)
     X, y = embed_texts(tok, enc, texts), np.array([classes.index(l) for l in labels])
-    probs = out_of_fold(X, y, len(classes), folds)
+    probs = out_of_fold(np.arange(len(y)), y, len(classes), folds, fit=text_fast_fit(X, texts, len(classes)))
     rows = issue_rows([f'row {i}' for i in df.index], y, probs, classes, find_label_issues(probs, y))
     start = {f'row {i}': t[:1000] for i, t in zip(df.index, texts)}   # enough to judge in the review
     for r in rows: r['text'] = start[r['item']]
@@ -882,6 +894,6 @@ def text_label_issues(data, text_col:str='text', label_col:str='label', folds:in
             for i, j, s in near_duplicates(X, X, dup_threshold, same=True)]
     summary = dict(kind='text', data=str(data), label_col=label_col, n=len(y), classes=classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
                    duplicates=dups, unreadable=[], seconds=round(time.time() - t0, 1),
-                   method=f'confident learning on {folds}-fold out-of-fold probabilities (logistic regression on the embeddings)')
+                   method=f'confident learning on {folds}-fold out-of-fold probabilities (logistic regression on the embeddings, {BOW_WEIGHT:.0%} bag of words)')
     files = write_issues(out, rows, summary, columns=('item', 'given', 'suggested', 'score', 'suggested_probability', 'text'))
     return dict(summary, issues=rows, files=files)
