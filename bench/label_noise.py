@@ -45,15 +45,11 @@ def pets_features():
 
 
 def imdb_embeddings():
+    "The IMDB sample's MiniLM embeddings (cached), labels and reviews."
     from fastxfer.text.models import embed_texts, get_encoder
     df = pd.read_csv(shared_data('fastai_samples/imdb_sample/texts.csv'))
-    tok, enc, _ = get_encoder()
-    return embed_texts(tok, enc, df.text.astype(str).tolist()), df.label.astype(str).to_numpy()
-
-
-def imdb_texts() -> np.ndarray:
-    "The IMDB sample's reviews, in the order of `imdb_embeddings`."
-    return pd.read_csv(shared_data('fastai_samples/imdb_sample/texts.csv')).text.astype(str).to_numpy()
+    tok, enc, _ = get_encoder(); texts = df.text.astype(str).to_numpy()
+    return embed_texts(tok, enc, texts.tolist()), df.label.astype(str).to_numpy(), texts
 
 
 def adult_table():
@@ -214,7 +210,7 @@ def main(a):
                                lookalike_of=lambda X, y, K: breed_lookalikes(X, y, K, species)))
     if 'imdb' in sets and shared_data('fastai_samples/imdb_sample'):
         from fastxfer.text.models import text_fast_fit   # what `text label-issues` fits: the embeddings' probe blended with the bag of words
-        E, y = imdb_embeddings(); out.append(repeated('imdb_sample', np.arange(len(y)), y, a, fit=text_fast_fit(E, imdb_texts(), 2)))
+        E, y, texts = imdb_embeddings(); out.append(repeated('imdb_sample', np.arange(len(y)), y, a, fit=text_fast_fit(E, texts, 2)))
     if 'adult' in sets and shared_data('fastai_samples/adult_sample'):
         X, y, fit = adult_table(); out.append(repeated('adult_sample', X, y, a, fit=fit))
     for r in out: print(summary_line(r), file=sys.stderr)

@@ -428,9 +428,10 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     choose = choose and vd.n_train < AUTO_ENOUGH
     names, stats, size = _input_plan(mode, arch, size, candidates, choose)
     dls = make_dls(vd, size, presize, bs, aug, stats, device := get_device(device), seed=seed)
-    plots, t0, freeze_bn = {}, time.time(), mode == 'fine_tune'   # adversarial fine-tuning keeps batch norm's statistics
+    plots, t0 = {}, time.time()
+    adv_opts = dict(freeze_bn=mode == 'fine_tune', keep_clean=True)   # adversarial fine-tuning keeps batch norm's statistics; the clean images stay
     common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop, keep_best=keep_best,
-                  plots=plots, quiet=quiet, summary=summary, extra=training_callbacks(**extras, stats=stats, freeze_bn=freeze_bn, keep_clean=True))
+                  plots=plots, quiet=quiet, summary=summary, extra=training_callbacks(**extras, stats=stats, **adv_opts))
     fit, reason, tried, took = _fit_route(dls, mode, schedule, vd, names, size, choose, common, t0)
     learn, info, err, probs, targs = fit
     result = dict(mode=info['mode'], requested_mode=mode, arch=info.get('arch', arch) if info['mode'] != 'scratch' else 'scratch_cnn',
@@ -438,7 +439,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                   n_train=vd.n_train, n_valid=vd.n_valid, **calibrate_learner(learn, vd, probs, targs, plots), train_seconds=round(time.time() - t0, 1),
                   size=size, presize=presize or size, bs=bs, aug=aug, labels=labels, seed=seed, device=device, stats=[list(stats[0]), list(stats[1])],
                   extra=getattr(vd, 'extra', None), tried=tried, tried_seconds=took, skipped=len(vd.skipped), confusion_matrix=_add_final_plots(plots, learn, info, probs, targs).tolist(),
-                  **({'auto_reason': reason} if reason else {}), **training_extras(**extras, freeze_bn=freeze_bn), **training_processes(),   # what the card records too
+                  **({'auto_reason': reason} if reason else {}), **training_extras(**extras, **adv_opts), **training_processes(),   # what the card records too
                   **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch', 'best_single')})
     return learn, result, plots, vd
 
@@ -460,10 +461,10 @@ def _fit_route(dls, mode:str, schedule, vd, names, size, choose:bool, common:dic
 def _valid_loss(probs, targs) -> float|None:
     return float(nn.functional.cross_entropy(probs.clamp_min(1e-12).log(), targs)) if len(targs) else None
 
-def training_extras(aug_mix:str, adversarial:str, eps:float, adv_ratio:float, adv_steps:int, aug_style:str, freeze_bn:bool=False) -> dict:
-    "What the card records of `--aug-mix`, `--aug-style` and `--adversarial` (the latter None when off; `freeze_bn`: batch norm kept as it was)."
+def training_extras(aug_mix:str, adversarial:str, eps:float, adv_ratio:float, adv_steps:int, aug_style:str, freeze_bn:bool=False, keep_clean:bool=False) -> dict:
+    "What the card records of `--aug-mix`, `--aug-style` and `--adversarial` (the latter None when off; `freeze_bn`, `keep_clean`: as `AdversarialTraining` was given them)."
     adv = dict(attack=adversarial, eps=eps, ratio=adv_ratio, **({'steps': adv_steps} if adversarial == 'pgd' else {}),
-               clean_kept=True, batch_norm='frozen' if freeze_bn else 'updating')
+               clean_kept=keep_clean, batch_norm='frozen' if freeze_bn else 'updating')
     return dict(aug_mix=aug_mix, aug_style=aug_style, adversarial=adv if adversarial != 'none' else None)
 
 def _training_data(data, labels, valid_pct, seed, exclude, calib_pct, extra=None) -> VisionData:
