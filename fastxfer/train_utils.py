@@ -6,16 +6,16 @@ Docs: https://fastxfer.github.io/fastxfer/train_utils.html.md"""
 
 # %% ../nbs/01_train_utils.ipynb #eb71ecb3
 from __future__ import annotations
-import tempfile
+import contextlib, tempfile
 from pathlib import Path
 from fastai.callback.core import Callback
 from fastai.callback.progress import ProgressCallback
 from fastai.torch_core import set_seed
-from .core import FastxferError, epoch_line, is_interactive, is_quiet, log, setting
+from .core import FastxferError, epoch_line, is_interactive, is_quiet, log, setting, world_size
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'LineProgress', 'configure_progress', 'bf16_fast', 'resolve_precision', 'Autocast', 'set_precision',
-           'lr_suggestion', 'find_lr', 'seed_everything']
+           'channels_last', 'lr_suggestion', 'find_lr', 'seed_everything']
 
 # %% ../nbs/01_train_utils.ipynb #f197e902
 class LineProgress(Callback):
@@ -85,6 +85,17 @@ def set_precision(learn, precision:str|None, device:str) -> str:
     learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, Autocast)])
     if p == 'bf16': learn.add_cb(Autocast(torch.bfloat16))
     return p
+
+# %% ../nbs/01_train_utils.ipynb #47d1ce26
+@contextlib.contextmanager
+def channels_last(learn, on:bool|None=None):
+    "`learn.model` in channels-last memory format inside the block (`on`: by default when training on a CPU in one process), contiguous again after."
+    import torch
+    if on is None: on = torch.device(getattr(learn.dls, 'device', None) or 'cpu').type == 'cpu' and world_size() <= 1
+    if on: learn.model.to(memory_format=torch.channels_last)
+    try: yield learn
+    finally:
+        if on: learn.model.to(memory_format=torch.contiguous_format)
 
 # %% ../nbs/01_train_utils.ipynb #d9112efc
 def lr_suggestion(lrs:list, losses:list, num_it:int) -> tuple|None:

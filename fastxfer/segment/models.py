@@ -107,7 +107,7 @@ def train_segment(sd, size=(96, 128), arch:str='efficientnet_lite0', mode:str='f
                   seed:int=42, quiet=None, plots:dict|None=None, aug_mix:str='none') -> tuple:
     "Train a U-Net on `sd` (`aug_mix`: none, cutmix or mixup, `SegmentMix`); returns `(learn, result)`: scores, baseline, timings, curves."
     from fastxfer.core import get_device
-    from fastxfer.train_utils import seed_everything, set_precision, find_lr
+    from fastxfer.train_utils import channels_last, seed_everything, set_precision, find_lr
     from fastxfer.segment.data import make_seg_dls
     if mode not in MODES: raise FastxferError(f'--mode {mode!r}: choose one of {", ".join(MODES)}')
     if aug_mix not in ('none', 'cutmix', 'mixup'): raise FastxferError(f'--aug-mix {aug_mix!r}: use none, cutmix or mixup')
@@ -122,7 +122,7 @@ def train_segment(sd, size=(96, 128), arch:str='efficientnet_lite0', mode:str='f
     if lr == 'auto': lr = find_lr(learn, plots)
     lr = float(lr) if lr not in (None, 'default') else 3e-3
     t0 = time.time()
-    with distributed(learn):   # data-parallel when one of several training processes
+    with channels_last(learn), distributed(learn):   # data-parallel when one of several training processes
         if mode == 'scratch':
             epochs = 14 if epochs is None else epochs   # the default fine_tune's 1 + 13 epochs: the same budget, only the weights differ
             learn.fit_one_cycle(epochs, lr)

@@ -12,7 +12,7 @@ import numpy as np
 from ..core import FastxferError, atomic_write, get_device, log, setting, cached_array, cache_dir
 from ..family import from_settings, resolves_settings
 from typing import Literal
-from ..train_utils import configure_progress, seed_everything, find_lr
+from ..train_utils import channels_last, configure_progress, seed_everything, find_lr
 from ..augment.adversarial import AdversarialTraining, check_training_extras, training_callbacks
 import torch, torch.nn as nn
 from PIL import Image
@@ -267,7 +267,7 @@ def _parse_schedule(s):
     return res
 
 # %% ../../nbs/07b_vision_train.ipynb #8b284d64
-ADV_LR, ADV_EPOCHS = 1.2e-3, 10   # adversarial fine-tuning: every layer at ADV_LR / 2 once unfrozen, this many epochs (see bench/README.md)
+ADV_LR, ADV_EPOCHS = 1.2e-3, 16   # adversarial fine-tuning: every layer at ADV_LR / 2 once unfrozen, this many epochs (see bench/README.md)
 
 def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop, keep_best, plots, quiet, summary, rank0_head=False, extra=()):
     "Build and train one learner for a concrete mode; returns `(learn, info)`."
@@ -285,7 +285,7 @@ def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop,
     adv = mode == 'fine_tune' and any(isinstance(c, AdversarialTraining) for c in cbs)
     lr = float(lr) if lr is not None else (3e-3 if mode == 'scratch' else ADV_LR if adv else 2e-3)
     info.update(lr=lr, **({'lr_mult': 1} if adv else {}))
-    with distributed(learn): epochs = _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info, adv)
+    with channels_last(learn), distributed(learn): epochs = _fit(learn, mode, epochs, freeze_epochs, lr, schedule, cbs, info, adv)
     if summary: info['summary']['end'] = param_summary(learn)
     info['epochs'] = epochs
     rec = learn.recorder  # prediction passes reset the recorder: keep the curves of the last fit for the plot
@@ -390,7 +390,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                  arch:str|None=None, # backbone; see 'fastxfer vision archs'. Not given: auto compares the candidates, other modes use the arch setting
                  mode:Literal[MODES]='auto', # auto | fine_tune | features | scratch
                  candidates:str|None=None, # backbones auto compares, comma-separated. Not given: the candidates setting (every one with weights here)
-                 epochs:int|None=None, # unfrozen epochs (fine_tune: 1, or 10 with --adversarial; scratch: 5)
+                 epochs:int|None=None, # unfrozen epochs (fine_tune: 1, or 16 with --adversarial; scratch: 5)
                  freeze_epochs:int=1, # frozen epochs before unfreezing (fine_tune)
                  unfreeze_schedule:str|None=None, # gradual unfreezing: epochs per stage, e.g. 1,1,1
                  size:str=from_settings('size'), # image size in pixels, or auto: the backbone's own (see vision archs)
