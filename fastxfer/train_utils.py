@@ -89,7 +89,7 @@ def set_precision(learn, precision:str|None, device:str) -> str:
 # %% ../nbs/01_train_utils.ipynb #47d1ce26
 @contextlib.contextmanager
 def channels_last(learn, on:bool|None=None):
-    "`learn.model` in channels-last memory format inside the block (`on`: by default when training on a CPU in one process), contiguous again after."
+    "`learn.model` in channels-last memory format inside the block (`on`: by default when training on a CPU in one process), contiguous again after (for what follows the fit)."
     import torch
     if on is None: on = torch.device(getattr(learn.dls, 'device', None) or 'cpu').type == 'cpu' and world_size() <= 1
     if on: learn.model.to(memory_format=torch.channels_last)
