@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 # %% auto #0
-__all__ = ['out_of_fold', 'confident_joint', 'find_label_issues', 'label_quality', 'issue_rows', 'near_duplicates',
+__all__ = ['out_of_fold', 'fast_probe', 'confident_joint', 'find_label_issues', 'label_quality', 'issue_rows', 'near_duplicates',
            'write_issues', 'issues_text']
 
 # %% ../nbs/04h_label_issues.ipynb #97eb829d
@@ -20,14 +20,15 @@ def out_of_fold(X, y, n_classes:int, folds:int=5, seed:int=0, fit=None) -> np.nd
     from sklearn.model_selection import StratifiedKFold
     y = np.asarray(y, dtype=int)
     rows = (lambda ix: X.iloc[ix]) if hasattr(X, 'iloc') else (lambda ix: np.asarray(X)[ix])   # a table keeps its column types
-    fit = fit or (lambda a, b: _probe(a, b, n_classes))
+    fit = fit or (lambda a, b: fast_probe(a, b, n_classes))
     k = max(2, min(folds, int(np.bincount(y, minlength=n_classes)[np.bincount(y, minlength=n_classes) > 0].min())))
     out = np.zeros((len(y), n_classes))
     for tr, te in StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
         out[te] = fit(rows(tr), y[tr])(rows(te))
     return out
 
-def _probe(X, y, n_classes):
+def fast_probe(X, y, n_classes:int):
+    "`out_of_fold`'s default fit (and the texts' probe in `text_fast_fit`): a logistic regression, its C chosen by 3-fold cross-validation; returns its `predict_proba`."
     from fastxfer.probe import linear_probe
     return linear_probe(X, y, n_classes, folds=3, tol=1e-3).proba
 

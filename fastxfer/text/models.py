@@ -864,10 +864,10 @@ def upgrade_text_files(folder:ModelFolder) -> list[str]:
 def text_fast_fit(X, texts, n_classes:int, weight:float=BOW_WEIGHT):
     """`out_of_fold`'s `fit` for texts, on row positions: a logistic regression on the embeddings `X` (C chosen by
     cross-validation) blended with the bag-of-words model on `texts`, `weight` of it, as `text train` blends its encoder."""
-    from fastxfer.label_issues import _probe
+    from fastxfer.label_issues import fast_probe
     X, texts = np.asarray(X), np.asarray(texts, dtype=object)
     def fit(rows, y):
-        probe, bow = _probe(X[rows], y, n_classes), NBLogReg().fit(texts[rows], y, n_classes)
+        probe, bow = fast_probe(X[rows], y, n_classes), NBLogReg().fit(texts[rows], y, n_classes)
         return lambda other: blend_probs(probe(X[other]), bow.predict_proba(texts[other]), weight)
     return fit
 
