@@ -11,6 +11,9 @@ precision and recall of the flagged items and at k = the number of flips, F1, se
 (c) the noisy labels minus the items ours flagged, scored on the clean validation part (accuracy and macro F1), and
 `recovered` = (c - b) / (a - b), null (the ratio means nothing) where a - b is under one standard error of the
 clean score on the validation part, sqrt(a (1 - a) / n), or under one item.
+Beside (c), experiments: the suspects relabelled to the out-of-fold answer instead of dropped (`relabelled`), and (c)'s
+probabilities moved back to the class prior of the noisy labels (`given_prior`) or to confident learning's estimate of
+the true one (`latent_prior`).
 JSON out (one object, the last line); a summary line a set on stderr.
 
     .venv/bin/python bench/label_noise.py                         # every set, 3 repeats: about 5 minutes on 2 cores (features cached)
@@ -118,14 +121,28 @@ def recovered(a, b, c, n_val):
     return round((c - b) / (a - b), 3) if a - b >= max(1 / n_val, np.sqrt(a * (1 - a) / n_val)) else None
 
 
+def prior_moved(fit, prior):
+    """`fit` whose model's probabilities are moved from the class prior of the labels it was fitted on to `prior` (each
+    class's probability times the ratio of the two priors, Saerens et al. 2002): what dropping suspects took from a class's share put back."""
+    def refit(X, y):
+        proba, own = fit(X, y), np.bincount(y, minlength=len(prior)) / len(y)
+        return lambda Z: proba(Z) * (prior / np.maximum(own, 1e-12))
+    return refit
+
+
 def retrain(X_tr, y_tr, z_tr, suspects, probs, X_va, y_va, fit) -> dict:
     """The issue's (a) clean, (b) noisy, (c) noisy minus `suspects` labels: the model refitted on the training part, scored
-    on validation; and, an experiment beside (c), the suspects relabelled to the out-of-fold suggestion instead of dropped."""
-    keep = np.flatnonzero(~suspects)
+    on validation; and, experiments beside (c): the suspects relabelled to the out-of-fold suggestion instead of dropped,
+    and (c) with its prior moved back to the noisy labels' (`given_prior`) or to confident learning's estimate of the true one (`latent_prior`)."""
+    from fastxfer.label_issues import confident_joint
+    keep, K = np.flatnonzero(~suspects), probs.shape[1]
     clean, noisy = validation_score(fit, X_tr, y_tr, X_va, y_va), validation_score(fit, X_tr, z_tr, X_va, y_va)
     cleaned = validation_score(fit, take(X_tr, keep), z_tr[keep], X_va, y_va)
     relabelled = validation_score(fit, X_tr, np.where(suspects, probs.argmax(1), z_tr), X_va, y_va)
-    out = dict(clean=clean, noisy=noisy, cleaned=cleaned, relabelled=relabelled, removed=int(suspects.sum()),
+    C = confident_joint(probs, z_tr, K)
+    given_prior = validation_score(prior_moved(fit, np.bincount(z_tr, minlength=K) / len(z_tr)), take(X_tr, keep), z_tr[keep], X_va, y_va)
+    latent_prior = validation_score(prior_moved(fit, C.sum(0) / C.sum()), take(X_tr, keep), z_tr[keep], X_va, y_va)
+    out = dict(clean=clean, noisy=noisy, cleaned=cleaned, relabelled=relabelled, given_prior=given_prior, latent_prior=latent_prior, removed=int(suspects.sum()),
                recovered_accuracy=recovered(clean['accuracy'], noisy['accuracy'], cleaned['accuracy'], len(y_va)),
                recovered_f1=recovered(clean['macro_f1'], noisy['macro_f1'], cleaned['macro_f1'], len(y_va)))
     if out['recovered_accuracy'] is None or out['recovered_f1'] is None:
@@ -175,7 +192,7 @@ def repeated(name, X, y_text, a, **kw) -> dict:
     computed on the means (the standard error then over every run's validation items)."""
     runs = [run_set(name, X, y_text, a.rate, a.seed + k, **kw) for k in range(a.repeats)]
     mean = lambda f: round(float(np.mean([f(r) for r in runs])), 4)
-    m = {v: {s: mean(lambda r: r[v][s]) for s in ('accuracy', 'macro_f1')} for v in ('clean', 'noisy', 'cleaned', 'relabelled')}
+    m = {v: {s: mean(lambda r: r[v][s]) for s in ('accuracy', 'macro_f1')} for v in ('clean', 'noisy', 'cleaned', 'relabelled', 'given_prior', 'latent_prior')}
     n_val = sum(r['n_validation'] for r in runs)
     out = dict(runs[0], **m, removed=mean(lambda r: r['removed']), flips=mean(lambda r: r['flips']),
                ours={k: mean(lambda r: r['ours'][k]) for k in runs[0]['ours']}, cleanlab={k: mean(lambda r: r['cleanlab'][k]) for k in runs[0]['cleanlab']},
@@ -185,6 +202,7 @@ def repeated(name, X, y_text, a, **kw) -> dict:
         out[key] = recovered(m['clean'][s], m['noisy'][s], m['cleaned'][s], n_val)
         out[key + '_90'] = recovered_interval(runs, s)
         out[key.replace('recovered', 'recovered_by_relabelling')] = recovered(m['clean'][s], m['noisy'][s], m['relabelled'][s], n_val)
+        for v in ('given_prior', 'latent_prior'): out[f'{key}_{v}'] = recovered(m['clean'][s], m['noisy'][s], m[v][s], n_val)
     return out
 
 
@@ -194,7 +212,9 @@ def summary_line(r) -> str:
     return (f"{r['set']}: F1 ours {r['ours']['f1']}, cleanlab {r['cleanlab']['f1']}; precision at k {r['ours']['precision_at_k']}; "
             f"validation accuracy clean {c['accuracy']} / noisy {n['accuracy']} / cleaned {d['accuracy']} (recovered {r['recovered_accuracy']}, 90% {r.get('recovered_accuracy_90')}), "
             f"macro F1 {c['macro_f1']} / {n['macro_f1']} / {d['macro_f1']} (recovered {r['recovered_f1']}); removed {r['removed']}; "
-            f"suspects relabelled instead: accuracy {r['relabelled']['accuracy']} (recovered {r.get('recovered_by_relabelling_accuracy')})")
+            f"suspects relabelled instead: accuracy {r['relabelled']['accuracy']} (recovered {r.get('recovered_by_relabelling_accuracy')}); "
+            f"cleaned, prior moved to the given labels': {r['given_prior']['accuracy']} / {r['given_prior']['macro_f1']} (recovered {r.get('recovered_accuracy_given_prior')} / {r.get('recovered_f1_given_prior')}), "
+            f"to the latent: {r['latent_prior']['accuracy']} / {r['latent_prior']['macro_f1']} (recovered {r.get('recovered_accuracy_latent_prior')} / {r.get('recovered_f1_latent_prior')})")
 
 
 def main(a):
