@@ -30,9 +30,10 @@ from .data import *
 
 # %% auto #0
 __all__ = ['AUTO_ENOUGH', 'AUTO_GOOD', 'AUTO_VALID', 'AUTO_TIE', 'AUTO_FT_MIN', 'MODES', 'ADV_LR', 'ADV_EPOCHS',
-           'vision_learner_for', 'param_summary', 'format_summary', 'ConcatBody', 'many_body_features', 'body_features',
-           'split_features', 'fit_probe_head', 'fit_features_head', 'vision_network', 'auto_candidates', 'choice_score',
-           'choose_backbone', 'valid_error', 'train_vision', 'training_extras', 'calibrate_learner', 'confusion',
+           'ADV_MINUTES_128', 'vision_learner_for', 'param_summary', 'format_summary', 'ConcatBody',
+           'many_body_features', 'body_features', 'split_features', 'fit_probe_head', 'fit_features_head',
+           'vision_network', 'auto_candidates', 'choice_score', 'choose_backbone', 'valid_error',
+           'adversarial_time_note', 'train_vision', 'training_extras', 'calibrate_learner', 'confusion',
            'plot_confusion', 'plot_top_losses', 'diagnostic_plots', 'export_vision']
 
 # %% ../../nbs/07b_vision_train.ipynb #a89e0a74
@@ -325,6 +326,17 @@ def valid_error(learn, preds:tuple|None=None) -> tuple:
     err = float((probs.argmax(1) != targs).float().mean()) if len(targs) else float('nan')
     return err, probs, targs
 
+# %% ../../nbs/07b_vision_train.ipynb #c74d0dfe
+ADV_MINUTES_128 = 10   # 16 epochs of adversarial fine-tuning, 480 photos at 128 px, 2 CPU cores (bench/README.md, "Channels last")
+
+def adversarial_time_note(adversarial:str, device:str, size:int, n_train:int, epochs:int|None=None, mode:str='fine_tune') -> str|None:
+    "A line for the log before adversarial fine-tuning on a CPU at more than 128 px: the time it may take, and the shorter way."
+    if adversarial == 'none' or mode != 'fine_tune' or not str(device).startswith('cpu') or size <= 128: return None
+    scale = (size / 128) ** 2
+    minutes = ADV_MINUTES_128 * scale * n_train / 480 * (epochs or ADV_EPOCHS) / 16
+    return (f'note: adversarial fine-tuning at {size} px on a CPU: {scale:.1f}x the pixels of 128 px, roughly {minutes:.0f} minutes '
+            f'on 2 cores (16 epochs of 480 photos at 128 px took about {ADV_MINUTES_128}); add --size 128 for a shorter run')
+
 # %% ../../nbs/07b_vision_train.ipynb #577c8b0b
 def _fine_tune_too(err, n_train, n_classes):
     "Whether `auto` tries fine-tuning after features, and the measured facts that decided it."
@@ -428,6 +440,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     choose = choose and vd.n_train < AUTO_ENOUGH
     names, stats, size = _input_plan(mode, arch, size, candidates, choose)
     dls = make_dls(vd, size, presize, bs, aug, stats, device := get_device(device), seed=seed)
+    if note := adversarial_time_note(adversarial, device, size, vd.n_train, epochs, mode): log(note)
     plots, t0 = {}, time.time()
     adv_opts = dict(freeze_bn=mode == 'fine_tune', keep_clean=True)   # adversarial fine-tuning keeps batch norm's statistics; the clean images stay
     common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop, keep_best=keep_best,
