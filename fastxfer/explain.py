@@ -11,8 +11,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['grad_cam', 'integrated_gradients', 'attribution_map', 'smoothgrad', 'heatmap_overlay', 'heatmap_grid',
-           'word_occlusion', 'top_tokens', 'tokens_html', 'tokens_text', 'shapley_values', 'contributions_chart',
-           'entropy_map', 'maps_picture', 'explain_lines']
+           'word_occlusion', 'top_tokens', 'tokens_html', 'tokens_text', 'shapley_values', 'titled', 'side_by_side',
+           'contributions_chart', 'entropy_map', 'maps_picture', 'explain_lines']
 
 # %% ../nbs/04g_explain.ipynb #868aed62
 def grad_cam(net, x, target:int):
@@ -160,20 +160,59 @@ def shapley_values(f, row:dict, baseline:dict, columns:list, n_perm:int=64, seed
     if len(columns) <= exact_up_to: return _exact_shapley(f, row, baseline, columns)
     return _sampled_shapley(f, row, baseline, columns, max(2, n_perm), seed)
 
-# %% ../nbs/04g_explain.ipynb #c5605956
-def contributions_chart(rows:list[dict], title:str='', k:int=12):
-    "A horizontal bar chart of `rows` (`{'feature', 'value', 'contribution'}`), the largest `k` by size: a PIL image."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+# %% ../nbs/04g_explain.ipynb #219ca4d6
+def _font(size:int=13):
+    "PIL's own font at `size` points (its small bitmap font where Pillow has no FreeType)."
+    from PIL import ImageFont
+    try: return ImageFont.load_default(size=size)
+    except (TypeError, OSError): return ImageFont.load_default()
+
+def _text_width(font, s:str) -> int: return math.ceil(font.getlength(s))
+
+def titled(image, title:str, size:int=12):
+    "`image` under its `title` (centred, dark grey on white): a PIL image as wide as the wider of the two."
+    from PIL import Image, ImageDraw
+    f = _font(size); tw, th = _text_width(f, title), size + 8
+    w = max(image.width, tw + 8)
+    out = Image.new('RGB', (w, image.height + th), 'white')
+    ImageDraw.Draw(out).text((w // 2, th // 2), title, fill='#333333', font=f, anchor='mm')
+    out.paste(image.convert('RGB'), ((w - image.width) // 2, th))
+    return out
+
+# %% ../nbs/04g_explain.ipynb #433b7f6c
+def side_by_side(images:list, gap:int=8):
+    "PIL `images` in a row on white, `gap` pixels apart and around, tops aligned: a PIL image."
     from PIL import Image
-    top = sorted(rows, key=lambda r: -abs(r['contribution']))[:k][::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.35 * len(top) + 1.2))
-    ax.barh([f"{r['feature']} = {r['value']}" if r.get('value') is not None else str(r['feature']) for r in top],
-            [r['contribution'] for r in top], color=['#2a9d4a' if r['contribution'] >= 0 else '#d43a3a' for r in top])
-    ax.axvline(0, color='#444', lw=0.8); ax.set_xlabel('contribution to the answer'); ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    b = io.BytesIO(); fig.savefig(b, format='png', dpi=100); plt.close(fig)
-    return Image.open(b).convert('RGB')
+    w, h = sum(i.width for i in images) + gap * (len(images) + 1), max(i.height for i in images) + 2 * gap
+    out, x = Image.new('RGB', (w, h), 'white'), gap
+    for i in images: out.paste(i, (x, gap)); x += i.width + gap
+    return out
+
+# %% ../nbs/04g_explain.ipynb #c5605956
+def _label(r:dict, most:int=40) -> str:
+    s = f"{r['feature']} = {r['value']}" if r.get('value') is not None else str(r['feature'])
+    return s if len(s) <= most else s[:most - 1] + '…'
+
+def contributions_chart(rows:list[dict], title:str='', k:int=12, width:int=300):
+    "A horizontal bar chart of `rows` (`{'feature', 'value', 'contribution'}`), the largest `k` by size (green adds, red takes away): a PIL image."
+    from PIL import Image, ImageDraw
+    top, f, rh = sorted(rows, key=lambda r: -abs(r['contribution']))[:k], _font(12), 22
+    labels, vals = [_label(r) for r in top], [float(r['contribution']) for r in top]
+    texts = [f'{v:+.3g}' for v in vals]
+    lw, vw = max([_text_width(f, s) for s in labels] + [20]) + 12, max([_text_width(f, s) for s in texts] + [20]) + 10
+    lo, hi = min(vals + [0.0]), max(vals + [0.0]); scale = width / ((hi - lo) or 1.0)
+    x0, y0 = lw + 8 - lo * scale, 30 if title else 10                     # the zero line, the first bar's top
+    im = Image.new('RGB', (lw + width + vw + 16, y0 + rh * len(top) + 30), 'white'); d = ImageDraw.Draw(im)
+    if title: d.text((im.width // 2, 15), title, fill='#222222', font=f, anchor='mm')
+    for i, (s, v, t) in enumerate(zip(labels, vals, texts)):
+        y = y0 + i * rh + rh // 2
+        d.text((lw, y), s, fill='#222222', font=f, anchor='rm')
+        d.rectangle([min(x0, x0 + v * scale), y - 7, max(x0, x0 + v * scale), y + 7], fill='#2a9d4a' if v >= 0 else '#d43a3a')
+        d.text((lw + 16 + width, y), t, fill='#444444', font=f, anchor='lm')
+    yb = y0 + rh * len(top)
+    d.line([(x0, y0 - 4), (x0, yb + 2)], fill='#444444', width=1)
+    d.text((lw + 8 + width // 2, yb + 15), 'contribution to the answer', fill='#444444', font=f, anchor='mm')
+    return im
 
 # %% ../nbs/04g_explain.ipynb #6aface79
 def entropy_map(probs:np.ndarray) -> np.ndarray:
@@ -181,20 +220,12 @@ def entropy_map(probs:np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1)
     return (-(p * np.log(p)).sum(0) / math.log(max(2, p.shape[0]))).astype(np.float32)
 
+# %% ../nbs/04g_explain.ipynb #beea2b8c
 def maps_picture(image, maps:list, size:int=256):
     "`image` and each `(title, map in [0, 1], colormap)` of `maps` blended over it, side by side, with titles: a PIL image."
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    from PIL import Image
-    r = size / max(image.size); shown = image.convert('RGB').resize((max(1, round(image.width * r)), max(1, round(image.height * r))))
-    fig, axs = plt.subplots(1, len(maps) + 1, figsize=(3 * (len(maps) + 1), 3 * shown.height / shown.width + 0.5))
-    axs[0].imshow(shown); axs[0].set_title('image', fontsize=9)
-    for ax, (title, m, cmap) in zip(axs[1:], maps):
-        ax.imshow(heatmap_overlay(shown, m, 0.6, cmap)); ax.set_title(title, fontsize=9)
-    for ax in axs: ax.axis('off')
-    fig.tight_layout()
-    b = io.BytesIO(); fig.savefig(b, format='png', dpi=100); plt.close(fig)
-    return Image.open(b).convert('RGB')
+    r = size / max(image.size)
+    shown = image.convert('RGB').resize((max(1, round(image.width * r)), max(1, round(image.height * r))))
+    return side_by_side([titled(shown, 'image')] + [titled(heatmap_overlay(shown, m, 0.6, cmap), t) for t, m, cmap in maps])
 
 # %% ../nbs/04g_explain.ipynb #9a75865d
 def explain_lines(e:dict, k:int=5) -> str:

@@ -19,14 +19,14 @@ def pets24(tmp_path_factory):
 
 
 def _check_folder(out: Path, data: Path):
-    "One model folder, trained by 2 processes, that loads in a fresh process and whose stored error is a fresh evaluation's."
+    "One model folder, trained by 2 processes, that loads in another process and whose stored error is a fresh evaluation's."
     from fastxfer.model_folder import ModelFolder, load_model
     from fastxfer.vision import collect_data
     assert sorted(p.name for p in out.parent.iterdir()) == [out.name], 'one folder, no leftovers'
     card = ModelFolder(out).card
     assert card['processes'] == 2 and card['distributed_backend'] == 'gloo'
     img = sorted(data.glob('*.jpg'))[0]
-    r = run_json('vision', 'predict', out, img, fresh=True)
+    r = run_json('vision', 'predict', out, img)             # in this process: the training ran in others
     assert r['predictions'][0]['label'] in ('cat', 'dog')
     vd = collect_data(data, 'cat-dog', 0.2, card['seed'])
     p = load_model(out)
