@@ -60,7 +60,7 @@ def st_run(server, tmp_path, *args) -> dict:
 
 def test_schemathesis_finds_no_server_error_and_no_rejected_valid_request(fuzz_server, tmp_path):
     rep = st_run(fuzz_server, tmp_path, '--checks', POSITIVE_CHECKS, '--mode', 'positive', '--phases', 'examples,coverage,fuzzing',
-                 '--max-examples', '10')
+                 '--max-examples', '6')
     rates = rep['valid_rates']
     for model in ('pets', 'reviews', 'nfl', 'toy', 'adult', 'camvid'):   # every model's typed operations got valid requests, none rejected
         for op in (f'POST /api/v1/models/{model}/predict', f'POST /api/v1/models/{model}/predict/batch'):
@@ -79,7 +79,7 @@ def test_schemathesis_negative_mode_finds_no_server_error(fuzz_server, tmp_path)
     "Invalid requests of every kind the document allows to be built, with every check that applies to them: 4xx, never 5xx."
     before = scrape(fuzz_server.url, headers={'Authorization': f'Bearer {KEY}'})
     rep = st_run(fuzz_server, tmp_path, '--checks', 'all', '--exclude-checks', 'positive_data_acceptance', '--mode', 'negative',
-                 '--phases', 'examples,coverage,fuzzing', '--max-examples', '8')
+                 '--phases', 'examples,coverage,fuzzing', '--max-examples', '6')
     assert rep['test_cases']['generated'] >= 300, rep['test_cases']
     after = scrape(fuzz_server.url, headers={'Authorization': f'Bearer {KEY}'})
     delta = lambda name, **kw: metric(after, name, **kw) - metric(before, name, **kw)

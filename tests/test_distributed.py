@@ -151,6 +151,7 @@ def test_processes_2_from_python(tmp_path):
     assert sorted(q.name for q in tmp_path.iterdir()) == ['toy', 'toy.csv']
 
 
+@pytest.mark.slow   # 10-12 s of the default suite's budget; the command line's and train(processes=2)'s launches stay in it
 def test_notebook_train_runs_2_processes(ratings2000, tmp_path):
     "Accelerate's notebook_launcher (forked processes) from a Python session: one folder, rank 0's report."
     out = tmp_path/'ml'
