@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/explain.html.md"""
 
 # %% ../nbs/04g_explain.ipynb #e33c1f44
 from __future__ import annotations
-import io, math, re
+import math, re
 import numpy as np
 
 # %% auto #0
