@@ -59,7 +59,7 @@ def attacked_errors(model_dir, pets, task, seed, a, on='valid') -> dict:
     norm = p.card['normalization']; stats = (norm['mean'], norm['std'])
     out, clean = {}, None
     for attack, eps in ATTACKS:
-        c, hit = _attacked_correct(p, items, y, attack, [eps], 10, stats, 32)
+        c, hit, _ = _attacked_correct(p, items, y, attack, [eps], 10, stats, 32)
         clean = c; out[f'{attack}{"-10" if attack == "pgd" else ""} eps {eps}'] = round(1 - hit[0] / len(items), 4)
     return dict(clean=round(1 - clean / len(items), 4), **out, n_valid=len(items))
 

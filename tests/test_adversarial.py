@@ -9,6 +9,8 @@ from PIL import Image
 
 from conftest import coloured_squares, run_cli
 from fastxfer.augment.adversarial import IMAGENET_STATS, AdversarialTraining, bounds, fgsm, pgd, training_callbacks
+from fastxfer.vision import _human_robustness
+from fastxfer.vision.predict import flat_gradient, vision_robustness
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 COLOURS = {'red': (220, 40, 40), 'blue': (40, 40, 220)}
@@ -127,6 +129,18 @@ def squares(tmp_path_factory):
     return d
 
 
+def test_flat_gradient_finds_the_images_no_attack_can_move():
+    net, t = tiny_net(), torch.tensor([0, 1, 2, 0])
+    x = norm(torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    assert not flat_gradient(net, x, t).any()
+    with torch.no_grad(): net[0].bias.fill_(-1e3)   # every ReLU dead: the answer is the last layer's bias whatever the image
+    assert flat_gradient(net, x, t).all()
+    with torch.no_grad(): assert torch.equal(net(pgd(net, x, t, 16)), net(x))   # so PGD moves nothing: robustness hidden, not measured
+    r = dict(attack='pgd', steps=10, restarts=1, n=4, eps=[2.], accuracy=[.5], clean_accuracy=.5, adversarial_training=None, files=[], flat_gradient=4)
+    assert 'warning: 4 of 4 images have an input gradient of zero' in _human_robustness(r)
+    assert 'warning' not in _human_robustness(dict(r, flat_gradient=0))
+
+
 def test_train_with_adversarial_examples_then_predict_and_measure_robustness(squares, tmp_path):
     r = run_cli('vision', 'train', squares/'sq', '--mode', 'fine_tune', '--adversarial', 'pgd', '--eps', 2, '--adv-steps', 2,
                 '--size', 64, '--epochs', 1, '--freeze-epochs', 0, '--out', tmp_path/'m', '--json', check=0)
@@ -140,6 +154,9 @@ def test_train_with_adversarial_examples_then_predict_and_measure_robustness(squ
                             '--out', tmp_path/'rob', '--json', check=0).stdout)
     assert rb['n'] == 32 and len(rb['accuracy']) == 2 and rb['white_box'] and rb['adversarial_training']['attack'] == 'pgd'
     assert rb['accuracy'][1] <= rb['clean_accuracy'] and Image.open(tmp_path/'rob'/'robustness.png').size[0] > 300
+    one, three = (vision_robustness(tmp_path/'m', squares/'sq', eps=[4], steps=2, restarts=k, out=tmp_path/f'rob{k}') for k in (1, 3))
+    assert three['restarts'] == 3 and three['flat_gradient'] == 0 and 'PGD-2 x3' in _human_robustness(three)
+    assert three['accuracy'][0] <= one['accuracy'][0]   # an image counts only if it survives every start, the first start included
 
 
 def test_train_with_cutmix_records_it(squares, tmp_path):
@@ -170,7 +187,8 @@ def test_bad_training_flags_are_exit_2_and_write_nothing(args, says, squares, tm
     assert not (tmp_path/'m').exists()
 
 
-@pytest.mark.parametrize('args,says', [(['--eps', '0'], 'above 0'), (['--eps', 'x'], 'give numbers'), (['--steps', '0'], '--steps 0')])
+@pytest.mark.parametrize('args,says', [(['--eps', '0'], 'above 0'), (['--eps', 'x'], 'give numbers'), (['--steps', '0'], '--steps 0'),
+                                       (['--restarts', '0'], '--restarts 0')])
 def test_bad_robustness_flags_are_exit_2(args, says, squares, tmp_path):
     r = run_cli('vision', 'robustness', tmp_path/'nothing', squares/'sq', *args, '--out', tmp_path/'rob')
     assert r.returncode == 2 and says in r.stderr, r.stderr[-400:]

@@ -32,12 +32,15 @@ __all__ = ['train_multilabel_report', 'export_report', 'predict_images', 'Vision
 
 # %% ../../nbs/07d_vision.ipynb #36656f91
 def _human_robustness(r) -> str:
-    name = r['attack'].upper() + (f"-{r['steps']}" if r['steps'] else '')
     adv = r['adversarial_training']
     trained = f"{adv['attack']} at eps {adv['eps']:g} on {adv['ratio']:.0%} of each batch" if adv else 'none'
-    lines = [f"{r['n']} images, white-box {name} (the attack reads the model's gradients); adversarial training: {trained}",
+    lines = [f"{r['n']} images, white-box {attack_name(r)} (the attack reads the model's gradients); adversarial training: {trained}",
              f"  clean      accuracy {r['clean_accuracy']:.3f}"]
     lines += [f"  eps {e:<6g} accuracy {a:.3f}" for e, a in zip(r['eps'], r['accuracy'])]
+    if r.get('flat_gradient'):
+        n = r['flat_gradient']
+        lines.append(f"warning: {n} of {r['n']} images {'has' if n == 1 else 'have'} an input gradient of zero everywhere: no gradient attack can move {'it' if n == 1 else 'them'}, "
+                     "so the accuracy under attack may be hidden rather than measured (gradient masking)")
     return '\n'.join(lines + [f'wrote {f}' for f in r['files']])
 
 def _human_train(r):
@@ -216,13 +219,14 @@ class VisionFamily(Family):
                    attack:Literal['fgsm', 'pgd']='pgd', # fgsm (one step) or pgd (--steps steps from a random start)
                    eps:str='1,2,4', # the budgets, in pixel steps of 1/255, comma-separated
                    steps:int=10, # PGD steps
+                   restarts:int=1, # PGD random starts; an image counts as robust only if it survives every one (a stronger attack, that many times slower)
                    out:str='robustness', # folder for robustness.png and robustness.json
                    ) -> dict:
         "Accuracy under adversarial attack at each budget, beside the clean accuracy (white-box: the attack reads the model's gradients)."
         if not data: raise FastxferError('give the data: a folder of labelled images')
         try: budgets = [float(e) for e in str(eps).split(',') if e.strip()]
         except ValueError: raise FastxferError(f'--eps {eps}: give numbers, comma-separated (e.g. 1,2,4)') from None
-        with contextlib.redirect_stdout(sys.stderr): return vision_robustness(model_dir, data, labels, attack, budgets, steps, out)
+        with contextlib.redirect_stdout(sys.stderr): return vision_robustness(model_dir, data, labels, attack, budgets, steps, out, restarts=restarts)
 
     def explain(self, model_dir:str, # a vision model folder
                 images:list[str], # image files

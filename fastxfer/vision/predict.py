@@ -24,7 +24,8 @@ from .data import *
 
 # %% auto #0
 __all__ = ['TTA_METHODS', 'CROP_ZOOM', 'EXPLAIN_METHODS', 'open_image', 'tta_method', 'VisionPredictor', 'evaluate_vision',
-           'contact_sheet', 'vision_label_issues', 'robustness_plot', 'vision_robustness']
+           'contact_sheet', 'vision_label_issues', 'flat_gradient', 'attack_name', 'robustness_plot',
+           'vision_robustness']
 
 # %% ../../nbs/07c_vision_predict.ipynb #74f2e8a1
 def open_image(item, draft_to:int|None=None) -> PILImage:
@@ -263,17 +264,30 @@ def vision_label_issues(data, labels:str='folder', arch:str='efficientnet_lite0'
     return dict(summary, issues=rows, files=files)
 
 # %% ../../nbs/07c_vision_predict.ipynb #ff115336
-def _attacked_correct(p, items, y, attack:str, eps:list, steps:int, stats, bs:int) -> tuple[int, list]:
-    "How many of `items` the network answers right, clean and under `attack` at each of `eps`."
+def flat_gradient(net, x, t) -> torch.Tensor:
+    "Which images of `x` give the loss an input gradient of zero everywhere: a gradient attack cannot move them (gradient masking)."
+    from ..augment.adversarial import _input_grad
+    return _input_grad(net, x, t).flatten(1).abs().amax(1) == 0
+
+def _attacked_correct(p, items, y, attack:str, eps:list, steps:int, stats, bs:int, restarts:int=1) -> tuple[int, list, int]:
+    "How many of `items` the network answers right, clean and under `attack` at each of `eps` (PGD: right after every one of `restarts` random starts); how many have a flat gradient."
     from ..augment.adversarial import fgsm, pgd
-    net, clean, hit = p.model, 0, [0] * len(eps)
+    net, clean, hit, flat = p.model, 0, [0] * len(eps), 0
     for s in range(0, len(items), bs):
         x, t = p.preprocess(items[s:s + bs]), torch.as_tensor(y[s:s + bs])
         with torch.inference_mode(): clean += int((net(x).argmax(1) == t).sum())
+        flat += int(flat_gradient(net, x, t).sum())
         for k, e in enumerate(eps):
-            xa = fgsm(net, x, t, e, stats) if attack == 'fgsm' else pgd(net, x, t, e, stats, steps, seed=s)
-            with torch.inference_mode(): hit[k] += int((net(xa).argmax(1) == t).sum())
-    return clean, hit
+            ok = torch.ones(len(t), dtype=torch.bool)
+            for r in range(restarts if attack == 'pgd' else 1):
+                xa = fgsm(net, x, t, e, stats) if attack == 'fgsm' else pgd(net, x, t, e, stats, steps, seed=s + 100_003 * r)
+                with torch.inference_mode(): ok &= net(xa).argmax(1) == t
+            hit[k] += int(ok.sum())
+    return clean, hit, flat
+
+def attack_name(r:dict) -> str:
+    "The attack of a robustness report in a few characters: FGSM, PGD-10, PGD-10 x3 (three random starts)."
+    return r['attack'].upper() + (f"-{r['steps']}" if r.get('steps') else '') + (f" x{r['restarts']}" if (r.get('restarts') or 1) > 1 else '')
 
 def robustness_plot(r:dict):
     "Accuracy against the attack's budget, the clean accuracy at 0: a PNG."
@@ -282,13 +296,13 @@ def robustness_plot(r:dict):
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ax.plot([0] + r['eps'], [r['clean_accuracy']] + r['accuracy'], 'o-')
     ax.set(xlabel='budget eps (pixel steps of 1/255)', ylabel='accuracy', ylim=(0, 1.02),
-           title=f"{r['attack'].upper()}{'-' + str(r['steps']) if r['attack'] == 'pgd' else ''} against {Path(r['model']).name} ({r['n']} images)")
+           title=f"{attack_name(r)} against {Path(r['model']).name} ({r['n']} images)")
     ax.grid(alpha=.3); fig.tight_layout()
     b = io.BytesIO(); fig.savefig(b, format='png', dpi=100); plt.close(fig)
     return b.getvalue()
 
 # %% ../../nbs/07c_vision_predict.ipynb #1b9e36da
-def vision_robustness(model_dir, data, labels:str|None=None, attack:str='pgd', eps=(1, 2, 4), steps:int=10, out='robustness', bs:int=32) -> dict:
+def vision_robustness(model_dir, data, labels:str|None=None, attack:str='pgd', eps=(1, 2, 4), steps:int=10, out='robustness', bs:int=32, restarts:int=1) -> dict:
     "Accuracy of the model in `model_dir` on the labelled images under `data`, clean and under `attack` at each `eps`; `robustness.png` and `.json` in `out`."
     from ..augment.adversarial import ATTACKS
     from ..core import to_jsonable
@@ -296,6 +310,7 @@ def vision_robustness(model_dir, data, labels:str|None=None, attack:str='pgd', e
     eps = sorted(float(e) for e in eps)
     if not eps or eps[0] <= 0 or eps[-1] > 64: raise FastxferError(f'--eps {",".join(map(str, eps))}: give budgets in pixel steps of 1/255, above 0 and at most 64')
     if steps < 1: raise FastxferError(f'--steps {steps}: give at least 1')
+    if restarts < 1: raise FastxferError(f'--restarts {restarts}: give at least 1')
     p = load_model(model_dir)
     if not isinstance(p, VisionPredictor): raise FastxferError(f'{model_dir} is a {p.kind} model, not a vision model')
     vd = collect_data(data, labels or p.card.get('labels') or 'folder', all_valid=True)
@@ -304,9 +319,9 @@ def vision_robustness(model_dir, data, labels:str|None=None, attack:str='pgd', e
     items, y = [vd.items[i] for i in known], [p.vocab.index(vd.labels[i]) for i in known]
     norm = p.card.get('normalization') or {}
     stats = (norm['mean'], norm['std']) if norm else IMAGENET_STATS
-    t0 = time.time(); clean, hit = _attacked_correct(p, items, y, attack, eps, steps, stats, bs)
-    r = dict(model=str(model_dir), attack=attack, steps=steps if attack == 'pgd' else None, eps=eps, n=len(items), skipped=len(vd.items) - len(items),
-             clean_accuracy=clean / len(items), accuracy=[h / len(items) for h in hit], seconds=round(time.time() - t0, 1),
+    t0 = time.time(); clean, hit, flat = _attacked_correct(p, items, y, attack, eps, steps, stats, bs, restarts)
+    r = dict(model=str(model_dir), attack=attack, steps=steps if attack == 'pgd' else None, restarts=restarts if attack == 'pgd' else None, eps=eps, n=len(items), skipped=len(vd.items) - len(items),
+             clean_accuracy=clean / len(items), accuracy=[h / len(items) for h in hit], flat_gradient=flat, seconds=round(time.time() - t0, 1),
              white_box=True, adversarial_training=p.card.get('adversarial'))
     out = Path(out); atomic_write(out/'robustness.png', robustness_plot(r)); atomic_write(out/'robustness.json', json.dumps(to_jsonable(r), indent=1))
     return dict(r, files=[str(out/'robustness.png'), str(out/'robustness.json')])
