@@ -1,7 +1,7 @@
 """What the advanced augmentations do to accuracy and robustness: on the shared pets (cat/dog and the 37 breeds),
 `vision train --mode fine_tune` (EfficientNet-Lite0) with the default augmentation, + MixUp, + CutMix, + MixStyle, + adversarial
 training (FGSM, and PGD-3, at eps 2: `vision train`'s recipe, the adversarial versions of each batch added beside it), the same split and seeds; each model's validation error
-clean, under FGSM at eps 1, 2, 4 and under PGD-10 at eps 2 (white-box, `fastxfer.augment.adversarial`; eps in pixel
+clean, under FGSM at eps 1, 2, 4 and under PGD-10 at eps 2, from one random start and the worst of three (white-box, `fastxfer.augment.adversarial`; eps in pixel
 steps of 1/255), and its training seconds. JSON out (one object, the last line); a line a run on stderr.
 
     .venv/bin/python bench/augment_advanced.py                                      # cat/dog, seeds 0 and 1, every technique
@@ -23,7 +23,7 @@ from fastxfer.core import set_quiet, shared_data
 TECHNIQUES = {'default': {}, 'mixup': dict(aug_mix='mixup'), 'cutmix': dict(aug_mix='cutmix'), 'mixstyle': dict(aug_style='mixstyle'),
               'fgsm': dict(adversarial='fgsm', eps=2.0), 'pgd': dict(adversarial='pgd', eps=2.0, adv_steps=3), 'gan': {}}
 LABELS = {'catdog': 'cat-dog', 'breeds': 'breed'}
-ATTACKS = [('fgsm', 1), ('fgsm', 2), ('fgsm', 4), ('pgd', 2)]
+ATTACKS = [('fgsm', 1, 1), ('fgsm', 2, 1), ('fgsm', 4, 1), ('pgd', 2, 1), ('pgd', 2, 3)]   # (attack, eps, random starts)
 
 
 def train(pets, task, technique, seed, a) -> tuple:
@@ -58,10 +58,10 @@ def attacked_errors(model_dir, pets, task, seed, a, on='valid') -> dict:
     items, y = [vd.items[i] for i in idx], [p.vocab.index(vd.labels[i]) for i in idx]
     norm = p.card['normalization']; stats = (norm['mean'], norm['std'])
     out, clean = {}, None
-    for attack, eps in ATTACKS:
-        c, hit, _ = _attacked_correct(p, items, y, attack, [eps], 10, stats, 32)
-        clean = c; out[f'{attack}{"-10" if attack == "pgd" else ""} eps {eps}'] = round(1 - hit[0] / len(items), 4)
-    return dict(clean=round(1 - clean / len(items), 4), **out, n_valid=len(items))
+    for attack, eps, starts in ATTACKS:
+        c, hit, flat = _attacked_correct(p, items, y, attack, [eps], 10, stats, 32, restarts=starts)
+        clean = c; out[f'{attack}{"-10" if attack == "pgd" else ""}{f" x{starts}" if starts > 1 else ""} eps {eps}'] = round(1 - hit[0] / len(items), 4)
+    return dict(clean=round(1 - clean / len(items), 4), **out, n_valid=len(items), flat_gradient=flat)   # flat: images no gradient attack can move
 
 
 def main(a):
@@ -76,9 +76,9 @@ def main(a):
                 err = attacked_errors(folder, pets, task, seed, a)
                 runs.append(dict(task=task, seed=seed, technique=technique, train_seconds=round(secs, 1), error=err))
                 if a.train_check: runs[-1]['error_on_training_images'] = attacked_errors(folder, pets, task, seed, a, on='train')
-                print(f"{task} seed {seed} {technique}: " + ', '.join(f'{k} {v:.3f}' for k, v in err.items() if k != 'n_valid')
-                      + f'; trained in {secs:.0f} s' + (f"; on training images: " + ', '.join(f'{k} {v:.3f}' for k, v in runs[-1]['error_on_training_images'].items()
-                      if k != 'n_valid') if a.train_check else ''), file=sys.stderr, flush=True)
+                print(f"{task} seed {seed} {technique}: " + ', '.join(f'{k} {v:.3f}' for k, v in err.items() if k not in ('n_valid', 'flat_gradient'))
+                      + f"; flat gradient {err['flat_gradient']}; trained in {secs:.0f} s" + (f"; on training images: " + ', '.join(f'{k} {v:.3f}' for k, v in runs[-1]['error_on_training_images'].items()
+                      if k not in ('n_valid', 'flat_gradient')) if a.train_check else ''), file=sys.stderr, flush=True)
     print(json.dumps(dict(bench='augment_advanced', size=a.size, epochs=a.epochs, adv_ratio=a.adv_ratio, adv_eps=a.adv_eps, lr=a.lr, runs=runs, load_average_before=[round(v, 2) for v in load],
                           cpu=cpu_model(), torch_threads=__import__('torch').get_num_threads())))
 
