@@ -10,7 +10,8 @@ from PIL import Image
 from conftest import coloured_squares, run_cli
 from fastxfer.augment.adversarial import IMAGENET_STATS, AdversarialTraining, bounds, fgsm, pgd, training_callbacks
 from fastxfer.vision import _human_robustness
-from fastxfer.vision.predict import flat_gradient, vision_robustness
+from fastxfer.model_folder import load_model
+from fastxfer.vision.predict import _attacked_correct, flat_gradient, vision_robustness
 
 pytestmark = pytest.mark.usefixtures('one_torch_thread')
 COLOURS = {'red': (220, 40, 40), 'blue': (40, 40, 220)}
@@ -157,6 +158,10 @@ def test_train_with_adversarial_examples_then_predict_and_measure_robustness(squ
     one, three = (vision_robustness(tmp_path/'m', squares/'sq', eps=[4], steps=2, restarts=k, out=tmp_path/f'rob{k}') for k in (1, 3))
     assert three['restarts'] == 3 and three['flat_gradient'] == 0 and 'PGD-2 x3' in _human_robustness(three)
     assert three['accuracy'][0] <= one['accuracy'][0]   # an image counts only if it survives every start, the first start included
+    p = load_model(tmp_path/'m'); net, items = p.model, sorted((squares/'sq').rglob('*.png'))
+    x, t = p.preprocess(items), torch.tensor([p.vocab.index(i.parent.name) for i in items])
+    survived = [net(pgd(net, x, t, 4, IMAGENET_STATS, 2, seed=100_003 * r)).argmax(1) == t for r in range(3)]   # the three starts, one by one
+    assert _attacked_correct(p, items, t.tolist(), 'pgd', [4], 2, IMAGENET_STATS, len(items), restarts=3)[1] == [int((survived[0] & survived[1] & survived[2]).sum())]
 
 
 def test_train_with_cutmix_records_it(squares, tmp_path):
@@ -188,7 +193,7 @@ def test_bad_training_flags_are_exit_2_and_write_nothing(args, says, squares, tm
 
 
 @pytest.mark.parametrize('args,says', [(['--eps', '0'], 'above 0'), (['--eps', 'x'], 'give numbers'), (['--steps', '0'], '--steps 0'),
-                                       (['--restarts', '0'], '--restarts 0')])
+                                       (['--restarts', '0'], '--restarts 0'), (['--attack', 'fgsm', '--restarts', '3'], 'is for --attack pgd')])
 def test_bad_robustness_flags_are_exit_2(args, says, squares, tmp_path):
     r = run_cli('vision', 'robustness', tmp_path/'nothing', squares/'sq', *args, '--out', tmp_path/'rob')
     assert r.returncode == 2 and says in r.stderr, r.stderr[-400:]

@@ -311,6 +311,7 @@ def vision_robustness(model_dir, data, labels:str|None=None, attack:str='pgd', e
     if not eps or eps[0] <= 0 or eps[-1] > 64: raise FastxferError(f'--eps {",".join(map(str, eps))}: give budgets in pixel steps of 1/255, above 0 and at most 64')
     if steps < 1: raise FastxferError(f'--steps {steps}: give at least 1')
     if restarts < 1: raise FastxferError(f'--restarts {restarts}: give at least 1')
+    if restarts > 1 and attack != 'pgd': raise FastxferError(f'--restarts {restarts} is for --attack pgd: {attack} starts from the image itself, so every start would be the same')
     p = load_model(model_dir)
     if not isinstance(p, VisionPredictor): raise FastxferError(f'{model_dir} is a {p.kind} model, not a vision model')
     vd = collect_data(data, labels or p.card.get('labels') or 'folder', all_valid=True)
