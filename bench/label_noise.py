@@ -11,9 +11,10 @@ precision and recall of the flagged items and at k = the number of flips, F1, se
 (c) the noisy labels minus the items ours flagged, scored on the clean validation part (accuracy and macro F1), and
 `recovered` = (c - b) / (a - b), null (the ratio means nothing) where a - b is under one standard error of the
 clean score on the validation part, sqrt(a (1 - a) / n), or under one item.
-Beside (c), experiments: the suspects relabelled to the out-of-fold answer instead of dropped (`relabelled`), and (c)'s
-probabilities moved back to the class prior of the noisy labels (`given_prior`) or to confident learning's estimate of
-the true one (`latent_prior`).
+Beside (c), `cleaned_surest`: only the surest suspects dropped (scored `SUREST`, 0.75, or more: what `fastxfer review
+--delete-over 0.75` and the review page's button delete), with its own `recovered_*_surest`. Experiments: the suspects
+relabelled to the out-of-fold answer instead of dropped (`relabelled`), and (c)'s probabilities moved back to the
+class prior of the noisy labels (`given_prior`) or to confident learning's estimate of the true one (`latent_prior`).
 JSON out (one object, the last line); a summary line a set on stderr.
 
     .venv/bin/python bench/label_noise.py                         # every set, 3 repeats: about 5 minutes on 2 cores (features cached)
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from machine import cpu_model   # bench/machine.py, beside this script
 from fastxfer.core import shared_data
-from fastxfer.label_issues import find_label_issues, label_quality, out_of_fold
+from fastxfer.label_issues import SUREST, find_label_issues, label_quality, out_of_fold
 
 
 def pets_features():
@@ -138,13 +139,17 @@ def retrain(X_tr, y_tr, z_tr, suspects, probs, X_va, y_va, fit) -> dict:
     keep, K = np.flatnonzero(~suspects), probs.shape[1]
     clean, noisy = validation_score(fit, X_tr, y_tr, X_va, y_va), validation_score(fit, X_tr, z_tr, X_va, y_va)
     cleaned = validation_score(fit, take(X_tr, keep), z_tr[keep], X_va, y_va)
+    sure = suspects & (1 - label_quality(probs, z_tr) >= SUREST)   # what `review --delete-over 0.75` deletes
+    cleaned_surest = validation_score(fit, take(X_tr, np.flatnonzero(~sure)), z_tr[~sure], X_va, y_va)
     relabelled = validation_score(fit, X_tr, np.where(suspects, probs.argmax(1), z_tr), X_va, y_va)
     C = confident_joint(probs, z_tr, K)
     given_prior = validation_score(prior_moved(fit, np.bincount(z_tr, minlength=K) / len(z_tr)), take(X_tr, keep), z_tr[keep], X_va, y_va)
     latent_prior = validation_score(prior_moved(fit, C.sum(0) / C.sum()), take(X_tr, keep), z_tr[keep], X_va, y_va)
-    out = dict(clean=clean, noisy=noisy, cleaned=cleaned, relabelled=relabelled, given_prior=given_prior, latent_prior=latent_prior, removed=int(suspects.sum()),
+    out = dict(clean=clean, noisy=noisy, cleaned=cleaned, cleaned_surest=cleaned_surest, relabelled=relabelled, given_prior=given_prior, latent_prior=latent_prior,
+               removed=int(suspects.sum()), removed_surest=int(sure.sum()),
                recovered_accuracy=recovered(clean['accuracy'], noisy['accuracy'], cleaned['accuracy'], len(y_va)),
-               recovered_f1=recovered(clean['macro_f1'], noisy['macro_f1'], cleaned['macro_f1'], len(y_va)))
+               recovered_f1=recovered(clean['macro_f1'], noisy['macro_f1'], cleaned['macro_f1'], len(y_va)),
+               recovered_accuracy_surest=recovered(clean['accuracy'], noisy['accuracy'], cleaned_surest['accuracy'], len(y_va)))
     if out['recovered_accuracy'] is None or out['recovered_f1'] is None:
         out['recovered_note'] = 'null: clean minus noisy is within one standard error of the validation score, the ratio means nothing'
     return out
@@ -175,11 +180,11 @@ def breed_lookalikes(X, y, K, species) -> dict:
     return {k: int(conf[k].argmax()) for k in range(K)}
 
 
-def recovered_interval(runs, score, n_boot=2000, seed=0):
+def recovered_interval(runs, score, n_boot=2000, seed=0, cleaned='cleaned'):
     """A 90% bootstrap interval of `recovered` over the runs (resampled with replacement, the ratio of their means);
     None with fewer than 5 runs. It shows how far the ratio can move with other splits and flips."""
     if len(runs) < 5: return None
-    abc = np.array([[r[v][score] for v in ('clean', 'noisy', 'cleaned')] for r in runs])
+    abc = np.array([[r[v][score] for v in ('clean', 'noisy', cleaned)] for r in runs])
     idx = np.random.default_rng(seed).integers(0, len(runs), (n_boot, len(runs)))
     a, b, c = abc[idx].mean(1).T
     ratio = (c - b) / np.where(a - b > 0, a - b, np.nan)
@@ -192,15 +197,17 @@ def repeated(name, X, y_text, a, **kw) -> dict:
     computed on the means (the standard error then over every run's validation items)."""
     runs = [run_set(name, X, y_text, a.rate, a.seed + k, **kw) for k in range(a.repeats)]
     mean = lambda f: round(float(np.mean([f(r) for r in runs])), 4)
-    m = {v: {s: mean(lambda r: r[v][s]) for s in ('accuracy', 'macro_f1')} for v in ('clean', 'noisy', 'cleaned', 'relabelled', 'given_prior', 'latent_prior')}
+    m = {v: {s: mean(lambda r: r[v][s]) for s in ('accuracy', 'macro_f1')} for v in ('clean', 'noisy', 'cleaned', 'cleaned_surest', 'relabelled', 'given_prior', 'latent_prior')}
     n_val = sum(r['n_validation'] for r in runs)
-    out = dict(runs[0], **m, removed=mean(lambda r: r['removed']), flips=mean(lambda r: r['flips']),
+    out = dict(runs[0], **m, removed=mean(lambda r: r['removed']), removed_surest=mean(lambda r: r['removed_surest']), flips=mean(lambda r: r['flips']),
                ours={k: mean(lambda r: r['ours'][k]) for k in runs[0]['ours']}, cleanlab={k: mean(lambda r: r['cleanlab'][k]) for k in runs[0]['cleanlab']},
                oof_accuracy_noisy=mean(lambda r: r['oof_accuracy_noisy']), agreement=mean(lambda r: r['agreement']),
                seconds=mean(lambda r: r['seconds']), retrain_seconds=mean(lambda r: r['retrain_seconds']), repeats=len(runs), runs=runs)
     for s, key in (('accuracy', 'recovered_accuracy'), ('macro_f1', 'recovered_f1')):
         out[key] = recovered(m['clean'][s], m['noisy'][s], m['cleaned'][s], n_val)
         out[key + '_90'] = recovered_interval(runs, s)
+        out[key + '_surest'] = recovered(m['clean'][s], m['noisy'][s], m['cleaned_surest'][s], n_val)
+        out[key + '_surest_90'] = recovered_interval(runs, s, cleaned='cleaned_surest')
         out[key.replace('recovered', 'recovered_by_relabelling')] = recovered(m['clean'][s], m['noisy'][s], m['relabelled'][s], n_val)
         for v in ('given_prior', 'latent_prior'): out[f'{key}_{v}'] = recovered(m['clean'][s], m['noisy'][s], m[v][s], n_val)
     return out
@@ -212,6 +219,8 @@ def summary_line(r) -> str:
     return (f"{r['set']}: F1 ours {r['ours']['f1']}, cleanlab {r['cleanlab']['f1']}; precision at k {r['ours']['precision_at_k']}; "
             f"validation accuracy clean {c['accuracy']} / noisy {n['accuracy']} / cleaned {d['accuracy']} (recovered {r['recovered_accuracy']}, 90% {r.get('recovered_accuracy_90')}), "
             f"macro F1 {c['macro_f1']} / {n['macro_f1']} / {d['macro_f1']} (recovered {r['recovered_f1']}); removed {r['removed']}; "
+            f"the surest only ({r['removed_surest']} removed): accuracy {r['cleaned_surest']['accuracy']} (recovered {r['recovered_accuracy_surest']}, "
+            f"90% {r.get('recovered_accuracy_surest_90')}), macro F1 {r['cleaned_surest']['macro_f1']} (recovered {r.get('recovered_f1_surest')}); "
             f"suspects relabelled instead: accuracy {r['relabelled']['accuracy']} (recovered {r.get('recovered_by_relabelling_accuracy')}); "
             f"cleaned, prior moved to the given labels': {r['given_prior']['accuracy']} / {r['given_prior']['macro_f1']} (recovered {r.get('recovered_accuracy_given_prior')} / {r.get('recovered_f1_given_prior')}), "
             f"to the latent: {r['latent_prior']['accuracy']} / {r['latent_prior']['macro_f1']} (recovered {r.get('recovered_accuracy_latent_prior')} / {r.get('recovered_f1_latent_prior')})")

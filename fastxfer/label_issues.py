@@ -7,10 +7,11 @@ Docs: https://fastxfer.github.io/fastxfer/label_issues.html.md"""
 # %% ../nbs/04h_label_issues.ipynb #0de86e5c
 from __future__ import annotations
 import numpy as np
+from pathlib import Path
 
 # %% auto #0
-__all__ = ['out_of_fold', 'fast_probe', 'confident_joint', 'find_label_issues', 'label_quality', 'issue_rows', 'near_duplicates',
-           'write_issues', 'issues_text']
+__all__ = ['SUREST', 'out_of_fold', 'fast_probe', 'confident_joint', 'find_label_issues', 'label_quality', 'issue_rows', 'surest',
+           'near_duplicates', 'write_issues', 'issues_text']
 
 # %% ../nbs/04h_label_issues.ipynb #97eb829d
 def out_of_fold(X, y, n_classes:int, folds:int=5, seed:int=0, fit=None) -> np.ndarray:
@@ -85,6 +86,13 @@ def issue_rows(items, labels, probs, classes, mask) -> list[dict]:
     return [dict(item=str(items[i]), given=str(classes[labels[i]]), suggested=str(classes[int(probs[i].argmax())]),
                  score=round(float(1 - q[i]), 4), suggested_probability=round(float(probs[i].max()), 4)) for i in order]
 
+# %% ../nbs/04h_label_issues.ipynb #4672df61
+SUREST = 0.75   # the score (1 - the given label's out-of-fold probability) from which a suspect is one of the surest: see bench/README.md, "Label issues"
+
+def surest(rows:list[dict], over:float=SUREST) -> list[dict]:
+    "The suspects of `rows` (`issue_rows`) scored at least `over`."
+    return [r for r in rows if r['score'] >= over]
+
 # %% ../nbs/04h_label_issues.ipynb #24814a41
 def near_duplicates(A, B, threshold:float=0.97, same:bool=False) -> list[tuple[int, int, float]]:
     """Pairs `(i, j, similarity)` of rows of `A` and `B` (features, embeddings) whose cosine similarity is at least
@@ -104,7 +112,6 @@ def near_duplicates(A, B, threshold:float=0.97, same:bool=False) -> list[tuple[i
 def write_issues(out, rows:list[dict], summary:dict, fig=None, columns=('item', 'given', 'suggested', 'score', 'suggested_probability')) -> list[str]:
     "Write `label_issues.csv` (`columns` of `rows`), `suspects.png` (the matplotlib figure `fig`, when given) and `label_issues.json` (`summary` and the rows) into `out`, each atomically; their paths."
     import csv, io, json
-    from pathlib import Path
     from fastxfer.core import atomic_write, to_jsonable
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     s = io.StringIO(); w = csv.DictWriter(s, list(columns), extrasaction='ignore'); w.writeheader(); w.writerows(rows)
@@ -121,6 +128,9 @@ def issues_text(r:dict, k:int=10) -> str:
     lines = [f"{r['n_issues']} of {r['n']} items are probably mislabelled ({r['method']}; out-of-fold accuracy {r['oof_accuracy']:.3f})"]
     lines += [f"  {x['item']}: given {x['given']}, suggested {x['suggested']} (score {x['score']:.2f})" for x in r['issues'][:k]]
     if len(r['issues']) > k: lines.append(f"  ... {len(r['issues']) - k} more in the CSV")
+    if 0 < (m := len(surest(r['issues']))) < len(r['issues']):
+        lines.append(f"{m} of them are the surest (score {SUREST} or more); to delete only those and review the rest: fastxfer review "
+                     f"{r['data']} --issues {Path(r['files'][0]).parent} --delete-over {SUREST}")
     if r.get('duplicates'): lines.append(f"{len(r['duplicates'])} near-duplicate pair(s), e.g. {r['duplicates'][0]['a']} and {r['duplicates'][0]['b']}")
     if r.get('unreadable'): lines.append(f"{len(r['unreadable'])} unreadable item(s), e.g. {r['unreadable'][0]}")
     return '\n'.join(lines + [f'wrote {f}' for f in r['files']])

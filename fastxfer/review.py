@@ -11,9 +11,10 @@ from pathlib import Path
 from .core import FastxferError, atomic_write
 
 # %% auto #0
-__all__ = ['DECISIONS', 'COLUMNS', 'SUFFIX', 'decision_counts', 'decisions_file', 'read_decisions', 'record_decision',
-           'check_decisions', 'decide', 'journal_file', 'apply_changes', 'undo_changes', 'review_table', 'exclude_rows',
-           'data_of', 'carry_out', 'undo_review', 'review_text', 'review_csv', 'apply_table_review']
+__all__ = ['DECISIONS', 'COLUMNS', 'SUFFIX', 'decision_counts', 'decisions_file', 'read_decisions', 'record_decisions',
+           'record_decision', 'check_decisions', 'decide', 'journal_file', 'apply_changes', 'undo_changes',
+           'review_table', 'exclude_rows', 'data_of', 'carry_out', 'undo_review', 'review_text', 'review_csv',
+           'apply_table_review']
 
 # %% ../nbs/04i_review.ipynb #18471cc8
 DECISIONS = ('keep', 'relabel', 'delete')
@@ -56,16 +57,24 @@ def read_decisions(path) -> list[dict]:
     return list(out.values())
 
 # %% ../nbs/04i_review.ipynb #83d779a4
-def record_decision(path, item:str, given:str, decision:str, label:str|None=None) -> dict:
-    "Add or replace the decision on `item` in the CSV `path` (rewritten atomically); the counts of each decision."
-    if decision not in DECISIONS: raise FastxferError(f'decision {decision!r}: use one of {", ".join(DECISIONS)}')
-    if decision == 'relabel' and not label: raise FastxferError(f'relabel {item}: give the new label')
+def record_decisions(path, decisions:list[dict]) -> dict:
+    "Add or replace `decisions` (dicts of item, given, decision and, for a relabel, label) in the CSV `path`, rewritten atomically once; the counts of each decision."
+    new = {}
+    for d in decisions:
+        item, decision, label = str(d['item']), d['decision'], d.get('label')
+        if decision not in DECISIONS: raise FastxferError(f'decision {decision!r}: use one of {", ".join(DECISIONS)}')
+        if decision == 'relabel' and not label: raise FastxferError(f'relabel {item}: give the new label')
+        new[item] = dict(item=item, given=str(d.get('given', '')), decision=decision, label=str(label) if decision == 'relabel' else '')
     path = Path(path)
     rows = {r['item']: r for r in read_decisions(path)} if path.exists() else {}
-    rows[str(item)] = dict(item=str(item), given=str(given), decision=decision, label=str(label) if decision == 'relabel' else '')
+    rows.update(new)
     s = io.StringIO(); w = csv.DictWriter(s, COLUMNS, lineterminator='\n'); w.writeheader(); w.writerows(rows.values())
     atomic_write(path, s.getvalue())
     return decision_counts(rows.values())
+
+def record_decision(path, item:str, given:str, decision:str, label:str|None=None) -> dict:
+    "Add or replace the decision on `item` in the CSV `path` (rewritten atomically); the counts of each decision."
+    return record_decisions(path, [dict(item=item, given=given, decision=decision, label=label)])
 
 # %% ../nbs/04i_review.ipynb #693967ba
 def _listed(what:str, xs:list, n:int=8) -> str:

@@ -12,7 +12,8 @@ from typing import Annotated
 from fastcore.basics import patch
 from .core import FastxferError, log
 from .family import POSITIONAL
-from .review import decision_counts, decisions_file, read_decisions, record_decision
+from .label_issues import SUREST
+from .review import decision_counts, decisions_file, read_decisions, record_decision, record_decisions
 
 # %% auto #0
 __all__ = ['load_issues', 'writable_decisions', 'ReviewSession', 'suspect_shower', 'open_session', 'review_blocks', 'review_app',
@@ -87,9 +88,10 @@ def commands(self:ReviewSession) -> dict:
 @patch
 def status(self:ReviewSession) -> str:
     "How many suspects are decided, each decision's count, where they are saved, and the commands that use them."
-    n, c = decision_counts(self.taken.values()), self.commands()
+    n, c, k = decision_counts(self.taken.values()), self.commands(), len(self.surest())
     return (f"{len(self.taken)} of {len(self)} decided ({n['keep']} keep, {n['relabel']} relabel, {n['delete']} delete), saved to "
-            f"`{self.decisions}`.\n\n- train on them: `{c['train']}`\n- change the data: `{c['apply']}` (says what it will do; `--yes` does it)")
+            f"`{self.decisions}`.\n\n- train on them: `{c['train']}`\n- change the data: `{c['apply']}` (says what it will do; `--yes` does it)"
+            + (f"\n- {k} undecided suspect(s) scored {SUREST} or more: *Delete the surest* deletes them in one go" if k else ''))
 
 @patch
 def label_choice(self:ReviewSession, i:int) -> str:
@@ -114,6 +116,20 @@ def open_session(data=None, issues='label_issues', decisions=None) -> ReviewSess
     r = load_issues(data, issues)
     if not r['issues']: raise FastxferError(f"{issues}: label-issues found no suspect in {r['data']}; nothing to review")
     return ReviewSession(r, writable_decisions(r['data'], decisions))
+
+# %% ../nbs/13a_review_page.ipynb #34438deb
+@patch
+def surest(self:ReviewSession, over:float=SUREST) -> list[int]:
+    "The positions of the suspects scored at least `over` that have no decision yet."
+    return [i for i, s in enumerate(self.issues) if s['score'] >= over and s['item'] not in self.taken]
+
+@patch
+def delete_surest(self:ReviewSession, over:float=SUREST) -> dict:
+    "Record `delete` on every undecided suspect scored at least `over`, in one write: how many, and the counts of each decision."
+    ds = [dict(item=self.issues[i]['item'], given=self.issues[i]['given'], decision='delete', label='') for i in self.surest(over)]
+    counts = record_decisions(self.decisions, ds) if ds else decision_counts(self.taken.values())
+    self.taken.update((d['item'], d) for d in ds)
+    return dict(deleted=len(ds), over=over, counts=counts)
 
 # %% ../nbs/13a_review_page.ipynb #d79de348
 def _show(rs:ReviewSession, i:int) -> tuple:
@@ -150,6 +166,7 @@ def review_blocks(rs:ReviewSession):
                     keep, relabel, delete = (gr.Button(t, elem_id=f'review-{t.lower()}', variant=v) for t, v in
                                              (('Keep', 'secondary'), ('Relabel', 'primary'), ('Delete', 'stop')))
                 with gr.Row(): prev, nxt = gr.Button('Previous', elem_id='review-prev'), gr.Button('Next', elem_id='review-next')
+                surest = gr.Button(f'Delete the surest (score {SUREST} or more)', elem_id='review-surest', variant='stop', size='sm')
                 stat = gr.Markdown(elem_id='review-status')
         outs = [at, pic, shown, cap, new, stat]
         pics, where = _grid(rs)
@@ -160,6 +177,7 @@ def review_blocks(rs:ReviewSession):
             g.select(pick, None, outs)
         def take(d): return lambda i, lab: (rs.decide(i, d, lab if d == 'relabel' else None), _show(rs, rs.next_open(i)))[1]
         for b, d in ((keep, 'keep'), (relabel, 'relabel'), (delete, 'delete')): b.click(take(d), [at, new], outs)
+        surest.click(lambda i: (rs.delete_surest(), _show(rs, rs.next_open(i)))[1], at, outs)
         prev.click(lambda i: _show(rs, max(i - 1, 0)), at, outs); nxt.click(lambda i: _show(rs, min(i + 1, len(rs) - 1)), at, outs)
         demo.load(lambda: _show(rs, rs.next_open(-1) if len(rs.taken) < len(rs) else 0), None, outs)
     return demo
@@ -181,13 +199,30 @@ def review(data:Annotated[str|None, POSITIONAL]=None, # the labelled data the su
            issues:str='label_issues', # the folder label-issues wrote (its label_issues.json)
            decisions:str|None=None, # the CSV the decisions go to (if not given: DATA.decisions.csv beside the data, or here when that folder is read-only)
            port:int=7861, # port on 127.0.0.1 (the page writes files: it listens on loopback only)
+           delete_over:float|None=None, # instead of the page: record delete for every undecided suspect scored at least this (0.75: the surest), then print the counts
            ):
     """Review suspected label issues in the browser: keep, relabel or delete each.
 
     Shows the suspects of a label-issues report one at a time (and image suspects as a grid). Each decision is saved at once
     to a CSV beside the data; the data itself is never changed here (fastxfer <family> apply-review does that, saying what
-    it will do first, and train --exclude trains on the decisions)."""
-    import uvicorn
+    it will do first, and train --exclude trains on the decisions). With --delete-over, no page: the suspects scored at
+    least that are recorded as deleted (the surest first; the rest stay for the page)."""
+    if delete_over is not None and not 0 < delete_over <= 1:
+        raise FastxferError(f'--delete-over {delete_over}: give a score above 0 and at most 1 ({SUREST} picks the surest suspects)')
     rs = open_session(data, issues, decisions)
+    if delete_over is not None:
+        again = (f"fastxfer review {rs.report['data']}" + (f' --issues {issues}' if issues != 'label_issues' else '')
+                 + (f' --decisions {decisions}' if decisions else ''))
+        return dict(rs.delete_surest(delete_over), suspects=len(rs), decisions=str(rs.decisions), commands=dict(rs.commands(), review=again))
+    import uvicorn
     log(f"reviewing {len(rs)} suspect(s) of {rs.report['data']} on http://127.0.0.1:{port}/ ; decisions go to {rs.decisions}")
     uvicorn.run(review_app(rs), host='127.0.0.1', port=port, log_level='warning')
+
+# %% ../nbs/13a_review_page.ipynb #26be2439
+def _deleted_text(r:dict) -> str:
+    c = r['counts']
+    return (f"recorded delete for {r['deleted']} suspect(s) scored {r['over']} or more, of {r['suspects']}; the file now holds "
+            f"{c['keep']} keep, {c['relabel']} relabel, {c['delete']} delete: {r['decisions']}\n"
+            f"train on them: {r['commands']['train']}\nreview the rest: {r['commands']['review']}")
+
+review.human = _deleted_text   # what the command line prints for --delete-over without --json

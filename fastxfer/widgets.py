@@ -8,6 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/widgets.html.md"""
 from __future__ import annotations
 import html, io
 import ipywidgets as W
+from .label_issues import SUREST
 from fastcore.basics import patch
 from .core import FastxferError
 from .inputs import Limits
@@ -163,7 +164,7 @@ def _markdown_html(s:str) -> str:
     return re.sub(r'`([^`]*)`', r'<code>\1</code>', re.sub(r'\*\*([^*]*)\*\*', r'<b>\1</b>', s))
 
 class ReviewWidget(W.VBox):
-    "One suspect at a time (as its family's Predictor shows it), Keep / Relabel / Delete and Previous / Next; `session` saves each decision."
+    "One suspect at a time (as its family's Predictor shows it), Keep / Relabel / Delete, Previous / Next and Delete the surest; `session` saves each decision."
     def __init__(self, session):
         self.session, self.at = session, 0
         self.image = W.Image(format='png', layout=W.Layout(max_width='448px'))
@@ -172,10 +173,13 @@ class ReviewWidget(W.VBox):
         self.buttons = {d: W.Button(description=d.capitalize(), button_style=s) for d, s in
                         (('keep', ''), ('relabel', 'primary'), ('delete', 'danger'), ('previous', ''), ('next', ''))}
         for d in ('keep', 'relabel', 'delete'): self.buttons[d].on_click(lambda _, d=d: self.decide(d))
+        self.buttons['surest'] = W.Button(description=f'Delete the surest ({SUREST}+)', button_style='warning',
+                                          tooltip=f'delete every undecided suspect scored {SUREST} or more')
+        self.buttons['surest'].on_click(lambda _: (session.delete_surest(), self.go(session.next_open(self.at))))
         self.buttons['previous'].on_click(lambda _: self.go(self.at - 1)); self.buttons['next'].on_click(lambda _: self.go(self.at + 1))
         b = self.buttons
         super().__init__([self.caption, self.image, self.shown, W.HBox([self.label, b['keep'], b['relabel'], b['delete']]),
-                          W.HBox([b['previous'], b['next']]), self.status])
+                          W.HBox([b['previous'], b['next'], b['surest']]), self.status])
         self.go(session.next_open(-1) if len(session.taken) < len(session) else 0)
 
 # %% ../nbs/14_widgets.ipynb #d061ddb1

@@ -91,6 +91,45 @@ def test_review_page_in_a_browser_then_train_and_apply(squares, tmp_path):
     assert files(d/'squares') == before
 
 
+def test_review_delete_over_records_only_the_surest_and_bad_scores_exit_2(squares, tmp_path):
+    d, r = squares
+    dec = tmp_path/'surest.csv'
+    for bad in ('1.5', '0', '-0.2'):
+        said = run_cli('review', 'squares', '--delete-over', bad, '--decisions', dec, cwd=d)
+        assert said.returncode == 2 and said.stderr.strip().splitlines()[-1].startswith(f'error: --delete-over {float(bad)}'), said.stderr
+    assert not dec.exists()   # nothing written
+    scores = sorted({x['score'] for x in r['issues']})
+    assert len(scores) >= 2, r['issues']
+    over = round((scores[0] + scores[1]) / 2, 6)   # between the two lowest scores: every suspect but the least sure
+    out = run_json('review', 'squares', '--delete-over', over, '--decisions', dec, cwd=d)
+    want = [x['item'] for x in r['issues'] if x['score'] >= over]
+    assert 0 < len(want) < len(r['issues']) and out['deleted'] == len(want) and out['counts']['delete'] == len(want), (out, r['issues'])
+    rows = list(csv.DictReader(open(dec)))
+    assert [x['item'] for x in rows] == want and {x['decision'] for x in rows} == {'delete'}
+    assert run_json('review', 'squares', '--delete-over', over, '--decisions', dec, cwd=d)['deleted'] == 0   # again: nothing more
+    said = run_cli('review', 'squares', '--delete-over', 0.01, '--decisions', dec, cwd=d, check=0)   # for people: what it did, what next
+    assert f'recorded delete for {len(r["issues"]) - len(want)} suspect(s)' in said.stdout and '--exclude' in said.stdout, said.stdout
+
+
+def test_the_pages_delete_the_surest_button(squares, tmp_path):
+    _chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+    d, r = squares
+    n, k = len(r['issues']), sum(x['score'] >= 0.75 for x in r['issues'])
+    s = ReviewServer('squares', '--decisions', tmp_path/'page.csv', cwd=d)
+    try:
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            page = b.new_page(viewport={'width': 1300, 'height': 1000})
+            page.goto(s.url + '/', wait_until='load')
+            page.wait_for_selector(f'#review-status :text("undecided suspect(s) scored 0.75")', timeout=60_000)
+            page.locator('#review-surest').click()
+            page.wait_for_selector(f'#review-status :text("{k} of {n} decided (0 keep, 0 relabel, {k} delete)")', timeout=30_000)
+            b.close()
+    finally: s.stop()
+    assert [x['item'] for x in csv.DictReader(open(tmp_path/'page.csv'))] == [x['item'] for x in r['issues'] if x['score'] >= 0.75]
+
+
 def test_a_bad_decisions_file_lists_what_is_wrong_and_changes_nothing(squares, tmp_path):
     d, r = squares
     bad = tmp_path/'bad.csv'
