@@ -197,19 +197,21 @@ def repeated(name, X, y_text, a, **kw) -> dict:
     computed on the means (the standard error then over every run's validation items)."""
     runs = [run_set(name, X, y_text, a.rate, a.seed + k, **kw) for k in range(a.repeats)]
     mean = lambda f: round(float(np.mean([f(r) for r in runs])), 4)
-    m = {v: {s: mean(lambda r: r[v][s]) for s in ('accuracy', 'macro_f1')} for v in ('clean', 'noisy', 'cleaned', 'cleaned_surest', 'relabelled', 'given_prior', 'latent_prior')}
+    variants = ('clean', 'noisy', 'cleaned', 'cleaned_surest', 'relabelled', 'given_prior', 'latent_prior')
+    raw = {v: {s: float(np.mean([r[v][s] for r in runs])) for s in ('accuracy', 'macro_f1')} for v in variants}   # the ratios: from unrounded means
+    m = {v: {s: round(raw[v][s], 4) for s in raw[v]} for v in variants}
     n_val = sum(r['n_validation'] for r in runs)
     out = dict(runs[0], **m, removed=mean(lambda r: r['removed']), removed_surest=mean(lambda r: r['removed_surest']), flips=mean(lambda r: r['flips']),
                ours={k: mean(lambda r: r['ours'][k]) for k in runs[0]['ours']}, cleanlab={k: mean(lambda r: r['cleanlab'][k]) for k in runs[0]['cleanlab']},
                oof_accuracy_noisy=mean(lambda r: r['oof_accuracy_noisy']), agreement=mean(lambda r: r['agreement']),
                seconds=mean(lambda r: r['seconds']), retrain_seconds=mean(lambda r: r['retrain_seconds']), repeats=len(runs), runs=runs)
     for s, key in (('accuracy', 'recovered_accuracy'), ('macro_f1', 'recovered_f1')):
-        out[key] = recovered(m['clean'][s], m['noisy'][s], m['cleaned'][s], n_val)
+        out[key] = recovered(raw['clean'][s], raw['noisy'][s], raw['cleaned'][s], n_val)
         out[key + '_90'] = recovered_interval(runs, s)
-        out[key + '_surest'] = recovered(m['clean'][s], m['noisy'][s], m['cleaned_surest'][s], n_val)
+        out[key + '_surest'] = recovered(raw['clean'][s], raw['noisy'][s], raw['cleaned_surest'][s], n_val)
         out[key + '_surest_90'] = recovered_interval(runs, s, cleaned='cleaned_surest')
-        out[key.replace('recovered', 'recovered_by_relabelling')] = recovered(m['clean'][s], m['noisy'][s], m['relabelled'][s], n_val)
-        for v in ('given_prior', 'latent_prior'): out[f'{key}_{v}'] = recovered(m['clean'][s], m['noisy'][s], m[v][s], n_val)
+        out[key.replace('recovered', 'recovered_by_relabelling')] = recovered(raw['clean'][s], raw['noisy'][s], raw['relabelled'][s], n_val)
+        for v in ('given_prior', 'latent_prior'): out[f'{key}_{v}'] = recovered(raw['clean'][s], raw['noisy'][s], raw[v][s], n_val)
     return out
 
 
