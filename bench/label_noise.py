@@ -139,7 +139,7 @@ def retrain(X_tr, y_tr, z_tr, suspects, probs, X_va, y_va, fit) -> dict:
     keep, K = np.flatnonzero(~suspects), probs.shape[1]
     clean, noisy = validation_score(fit, X_tr, y_tr, X_va, y_va), validation_score(fit, X_tr, z_tr, X_va, y_va)
     cleaned = validation_score(fit, take(X_tr, keep), z_tr[keep], X_va, y_va)
-    sure = suspects & (1 - label_quality(probs, z_tr) >= SUREST)   # what `review --delete-over 0.75` deletes
+    sure = suspects & (np.round(1 - label_quality(probs, z_tr), 4) >= SUREST)   # what `review --delete-over 0.75` deletes (its scores: 4 decimals)
     cleaned_surest = validation_score(fit, take(X_tr, np.flatnonzero(~sure)), z_tr[~sure], X_va, y_va)
     relabelled = validation_score(fit, X_tr, np.where(suspects, probs.argmax(1), z_tr), X_va, y_va)
     C = confident_joint(probs, z_tr, K)
@@ -149,7 +149,8 @@ def retrain(X_tr, y_tr, z_tr, suspects, probs, X_va, y_va, fit) -> dict:
                removed=int(suspects.sum()), removed_surest=int(sure.sum()),
                recovered_accuracy=recovered(clean['accuracy'], noisy['accuracy'], cleaned['accuracy'], len(y_va)),
                recovered_f1=recovered(clean['macro_f1'], noisy['macro_f1'], cleaned['macro_f1'], len(y_va)),
-               recovered_accuracy_surest=recovered(clean['accuracy'], noisy['accuracy'], cleaned_surest['accuracy'], len(y_va)))
+               recovered_accuracy_surest=recovered(clean['accuracy'], noisy['accuracy'], cleaned_surest['accuracy'], len(y_va)),
+               recovered_f1_surest=recovered(clean['macro_f1'], noisy['macro_f1'], cleaned_surest['macro_f1'], len(y_va)))
     if out['recovered_accuracy'] is None or out['recovered_f1'] is None:
         out['recovered_note'] = 'null: clean minus noisy is within one standard error of the validation score, the ratio means nothing'
     return out
@@ -180,11 +181,11 @@ def breed_lookalikes(X, y, K, species) -> dict:
     return {k: int(conf[k].argmax()) for k in range(K)}
 
 
-def recovered_interval(runs, score, n_boot=2000, seed=0, cleaned='cleaned'):
+def recovered_interval(runs, score, n_boot=2000, seed=0, variant='cleaned'):
     """A 90% bootstrap interval of `recovered` over the runs (resampled with replacement, the ratio of their means);
     None with fewer than 5 runs. It shows how far the ratio can move with other splits and flips."""
     if len(runs) < 5: return None
-    abc = np.array([[r[v][score] for v in ('clean', 'noisy', cleaned)] for r in runs])
+    abc = np.array([[r[v][score] for v in ('clean', 'noisy', variant)] for r in runs])
     idx = np.random.default_rng(seed).integers(0, len(runs), (n_boot, len(runs)))
     a, b, c = abc[idx].mean(1).T
     ratio = (c - b) / np.where(a - b > 0, a - b, np.nan)
@@ -209,7 +210,7 @@ def repeated(name, X, y_text, a, **kw) -> dict:
         out[key] = recovered(raw['clean'][s], raw['noisy'][s], raw['cleaned'][s], n_val)
         out[key + '_90'] = recovered_interval(runs, s)
         out[key + '_surest'] = recovered(raw['clean'][s], raw['noisy'][s], raw['cleaned_surest'][s], n_val)
-        out[key + '_surest_90'] = recovered_interval(runs, s, cleaned='cleaned_surest')
+        out[key + '_surest_90'] = recovered_interval(runs, s, variant='cleaned_surest')
         out[key.replace('recovered', 'recovered_by_relabelling')] = recovered(raw['clean'][s], raw['noisy'][s], raw['relabelled'][s], n_val)
         for v in ('given_prior', 'latent_prior'): out[f'{key}_{v}'] = recovered(raw['clean'][s], raw['noisy'][s], raw[v][s], n_val)
     return out

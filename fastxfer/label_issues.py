@@ -6,6 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/label_issues.html.md"""
 
 # %% ../nbs/04h_label_issues.ipynb #0de86e5c
 from __future__ import annotations
+import shlex
 import numpy as np
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def issues_text(r:dict, k:int=10) -> str:
     if len(r['issues']) > k: lines.append(f"  ... {len(r['issues']) - k} more in the CSV")
     if 0 < (m := len(surest(r['issues']))) < len(r['issues']):
         lines.append(f"{m} of them are the surest (score {SUREST} or more); to delete only those and review the rest: fastxfer review "
-                     f"{r['data']} --issues {Path(r['files'][0]).parent} --delete-over {SUREST}")
+                     f"{shlex.quote(str(r['data']))} --issues {shlex.quote(str(Path(r['files'][0]).parent))} --delete-over {SUREST}")
     if r.get('duplicates'): lines.append(f"{len(r['duplicates'])} near-duplicate pair(s), e.g. {r['duplicates'][0]['a']} and {r['duplicates'][0]['b']}")
     if r.get('unreadable'): lines.append(f"{len(r['unreadable'])} unreadable item(s), e.g. {r['unreadable'][0]}")
     return '\n'.join(lines + [f'wrote {f}' for f in r['files']])

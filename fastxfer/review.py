@@ -69,7 +69,8 @@ def record_decisions(path, decisions:list[dict]) -> dict:
     rows = {r['item']: r for r in read_decisions(path)} if path.exists() else {}
     rows.update(new)
     s = io.StringIO(); w = csv.DictWriter(s, COLUMNS, lineterminator='\n'); w.writeheader(); w.writerows(rows.values())
-    atomic_write(path, s.getvalue())
+    try: atomic_write(path, s.getvalue())
+    except OSError as e: raise FastxferError(f'{path}: cannot write the decisions there ({e.strerror or e}); give a writable --decisions path') from e
     return decision_counts(rows.values())
 
 def record_decision(path, item:str, given:str, decision:str, label:str|None=None) -> dict:

@@ -12,12 +12,12 @@ from typing import Annotated
 from fastcore.basics import patch
 from .core import FastxferError, log
 from .family import POSITIONAL
-from .label_issues import SUREST
+from .label_issues import SUREST, surest
 from .review import decision_counts, decisions_file, read_decisions, record_decision, record_decisions
 
 # %% auto #0
 __all__ = ['load_issues', 'writable_decisions', 'ReviewSession', 'suspect_shower', 'open_session', 'review_blocks', 'review_app',
-           'review']
+           'review', 'delete_surest_now']
 
 # %% ../nbs/13a_review_page.ipynb #741699cf
 def load_issues(data=None, issues='label_issues') -> dict:
@@ -29,6 +29,9 @@ def load_issues(data=None, issues='label_issues') -> dict:
     except (ValueError, UnicodeDecodeError) as e: raise FastxferError(f'{f}: not a label-issues report ({e})') from e
     if not isinstance(r, dict) or not {'issues', 'classes', 'data'} <= set(r):
         raise FastxferError(f'{f}: not a label-issues report (no issues, classes or data)')
+    bad = next((k for k, s in enumerate(r['issues']) if not isinstance(s, dict) or not {'item', 'given', 'score'} <= set(s)
+                or not isinstance(s['score'], (int, float))), None) if isinstance(r['issues'], list) else 0
+    if bad is not None: raise FastxferError(f'{f}: not a label-issues report (suspect {bad + 1} has no item, given label or numeric score)')
     if data is not None and Path(r['data']).resolve() != Path(data).resolve():
         raise FastxferError(f"{f} lists the suspects of {r['data']}, not {data}; run label-issues on {data}, or give --issues")
     return r
@@ -88,7 +91,7 @@ def commands(self:ReviewSession) -> dict:
 @patch
 def status(self:ReviewSession) -> str:
     "How many suspects are decided, each decision's count, where they are saved, and the commands that use them."
-    n, c, k = decision_counts(self.taken.values()), self.commands(), len(self.surest())
+    n, c, k = decision_counts(self.taken.values()), self.commands(), len(self.undecided_surest())
     return (f"{len(self.taken)} of {len(self)} decided ({n['keep']} keep, {n['relabel']} relabel, {n['delete']} delete), saved to "
             f"`{self.decisions}`.\n\n- train on them: `{c['train']}`\n- change the data: `{c['apply']}` (says what it will do; `--yes` does it)"
             + (f"\n- {k} undecided suspect(s) scored {SUREST} or more: *Delete the surest* deletes them in one go" if k else ''))
@@ -119,14 +122,15 @@ def open_session(data=None, issues='label_issues', decisions=None) -> ReviewSess
 
 # %% ../nbs/13a_review_page.ipynb #34438deb
 @patch
-def surest(self:ReviewSession, over:float=SUREST) -> list[int]:
-    "The positions of the suspects scored at least `over` that have no decision yet."
-    return [i for i, s in enumerate(self.issues) if s['score'] >= over and s['item'] not in self.taken]
+def undecided_surest(self:ReviewSession, over:float=SUREST) -> list[int]:
+    "The positions of the surest suspects (`fastxfer.label_issues.surest`: scored at least `over`) that have no decision yet."
+    sure = {s['item'] for s in surest(self.issues, over)}
+    return [i for i, s in enumerate(self.issues) if s['item'] in sure and s['item'] not in self.taken]
 
 @patch
 def delete_surest(self:ReviewSession, over:float=SUREST) -> dict:
     "Record `delete` on every undecided suspect scored at least `over`, in one write: how many, and the counts of each decision."
-    ds = [dict(item=self.issues[i]['item'], given=self.issues[i]['given'], decision='delete', label='') for i in self.surest(over)]
+    ds = [dict(item=self.issues[i]['item'], given=self.issues[i]['given'], decision='delete', label='') for i in self.undecided_surest(over)]
     counts = record_decisions(self.decisions, ds) if ds else decision_counts(self.taken.values())
     self.taken.update((d['item'], d) for d in ds)
     return dict(deleted=len(ds), over=over, counts=counts)
@@ -177,7 +181,7 @@ def review_blocks(rs:ReviewSession):
             g.select(pick, None, outs)
         def take(d): return lambda i, lab: (rs.decide(i, d, lab if d == 'relabel' else None), _show(rs, rs.next_open(i)))[1]
         for b, d in ((keep, 'keep'), (relabel, 'relabel'), (delete, 'delete')): b.click(take(d), [at, new], outs)
-        surest.click(lambda i: (rs.delete_surest(), _show(rs, rs.next_open(i)))[1], at, outs)
+        surest.click(lambda i: (rs.delete_surest(), _show(rs, rs.next_open(i - 1)))[1], at, outs)   # from i itself: it may still be open
         prev.click(lambda i: _show(rs, max(i - 1, 0)), at, outs); nxt.click(lambda i: _show(rs, min(i + 1, len(rs) - 1)), at, outs)
         demo.load(lambda: _show(rs, rs.next_open(-1) if len(rs.taken) < len(rs) else 0), None, outs)
     return demo
@@ -210,15 +214,18 @@ def review(data:Annotated[str|None, POSITIONAL]=None, # the labelled data the su
     if delete_over is not None and not 0 < delete_over <= 1:
         raise FastxferError(f'--delete-over {delete_over}: give a score above 0 and at most 1 ({SUREST} picks the surest suspects)')
     rs = open_session(data, issues, decisions)
-    if delete_over is not None:
-        again = (f"fastxfer review {rs.report['data']}" + (f' --issues {issues}' if issues != 'label_issues' else '')
-                 + (f' --decisions {decisions}' if decisions else ''))
-        return dict(rs.delete_surest(delete_over), suspects=len(rs), decisions=str(rs.decisions), commands=dict(rs.commands(), review=again))
+    if delete_over is not None: return delete_surest_now(rs, delete_over, issues, decisions)
     import uvicorn
     log(f"reviewing {len(rs)} suspect(s) of {rs.report['data']} on http://127.0.0.1:{port}/ ; decisions go to {rs.decisions}")
     uvicorn.run(review_app(rs), host='127.0.0.1', port=port, log_level='warning')
 
 # %% ../nbs/13a_review_page.ipynb #26be2439
+def delete_surest_now(rs:ReviewSession, over:float, issues='label_issues', decisions=None) -> dict:
+    "`review --delete-over`: the surest suspects of `rs` deleted; the counts, where they are, and the commands that follow."
+    again = (f"fastxfer review {rs.report['data']}" + (f' --issues {issues}' if str(issues) != 'label_issues' else '')
+             + (f' --decisions {decisions}' if decisions else ''))
+    return dict(rs.delete_surest(over), suspects=len(rs), decisions=str(rs.decisions), commands=dict(rs.commands(), review=again))
+
 def _deleted_text(r:dict) -> str:
     c = r['counts']
     return (f"recorded delete for {r['deleted']} suspect(s) scored {r['over']} or more, of {r['suspects']}; the file now holds "

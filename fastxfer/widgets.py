@@ -8,9 +8,9 @@ Docs: https://fastxfer.github.io/fastxfer/widgets.html.md"""
 from __future__ import annotations
 import html, io
 import ipywidgets as W
-from .label_issues import SUREST
 from fastcore.basics import patch
 from .core import FastxferError
+from .label_issues import SUREST
 from .inputs import Limits
 from .model_folder import Predictor, load_model, answer_rows, legend_html
 
@@ -175,7 +175,7 @@ class ReviewWidget(W.VBox):
         for d in ('keep', 'relabel', 'delete'): self.buttons[d].on_click(lambda _, d=d: self.decide(d))
         self.buttons['surest'] = W.Button(description=f'Delete the surest ({SUREST}+)', button_style='warning',
                                           tooltip=f'delete every undecided suspect scored {SUREST} or more')
-        self.buttons['surest'].on_click(lambda _: (session.delete_surest(), self.go(session.next_open(self.at))))
+        self.buttons['surest'].on_click(lambda _: (session.delete_surest(), self.go(session.next_open(self.at - 1))))   # the one shown may stay open
         self.buttons['previous'].on_click(lambda _: self.go(self.at - 1)); self.buttons['next'].on_click(lambda _: self.go(self.at + 1))
         b = self.buttons
         super().__init__([self.caption, self.image, self.shown, W.HBox([self.label, b['keep'], b['relabel'], b['delete']]),

@@ -98,6 +98,9 @@ def test_review_delete_over_records_only_the_surest_and_bad_scores_exit_2(square
         said = run_cli('review', 'squares', '--delete-over', bad, '--decisions', dec, cwd=d)
         assert said.returncode == 2 and said.stderr.strip().splitlines()[-1].startswith(f'error: --delete-over {float(bad)}'), said.stderr
     assert not dec.exists()   # nothing written
+    (tmp_path/'a-file').write_text('not a folder')
+    said = run_cli('review', 'squares', '--delete-over', 0.75, '--decisions', tmp_path/'a-file'/'d.csv', cwd=d)
+    assert said.returncode == 2 and said.stderr.strip().splitlines()[-1].startswith('error: ') and 'cannot write the decisions' in said.stderr, said.stderr
     scores = sorted({x['score'] for x in r['issues']})
     assert len(scores) >= 2, r['issues']
     over = round((scores[0] + scores[1]) / 2, 6)   # between the two lowest scores: every suspect but the least sure
@@ -115,19 +118,24 @@ def test_the_pages_delete_the_surest_button(squares, tmp_path):
     _chromium_or_skip()
     from playwright.sync_api import sync_playwright
     d, r = squares
-    n, k = len(r['issues']), sum(x['score'] >= 0.75 for x in r['issues'])
-    s = ReviewServer('squares', '--decisions', tmp_path/'page.csv', cwd=d)
+    n, sure = len(r['issues']), [x for x in r['issues'] if x['score'] >= 0.75]
+    assert len(sure) >= 2, r['issues']
+    page_csv = tmp_path/'page.csv'   # one of the surest kept before: the button must leave that decision as it is
+    page_csv.write_text(f"item,given,decision,label\n{sure[0]['item']},{sure[0]['given']},keep,\n")
+    s = ReviewServer('squares', '--decisions', page_csv, cwd=d)
     try:
         with sync_playwright() as pw:
             b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
             page = b.new_page(viewport={'width': 1300, 'height': 1000})
             page.goto(s.url + '/', wait_until='load')
-            page.wait_for_selector(f'#review-status :text("undecided suspect(s) scored 0.75")', timeout=60_000)
+            page.wait_for_selector('#review-status :text("undecided suspect(s) scored 0.75")', timeout=60_000)
             page.locator('#review-surest').click()
-            page.wait_for_selector(f'#review-status :text("{k} of {n} decided (0 keep, 0 relabel, {k} delete)")', timeout=30_000)
+            k = len(sure)
+            page.wait_for_selector(f'#review-status :text("{k} of {n} decided (1 keep, 0 relabel, {k - 1} delete)")', timeout=30_000)
             b.close()
     finally: s.stop()
-    assert [x['item'] for x in csv.DictReader(open(tmp_path/'page.csv'))] == [x['item'] for x in r['issues'] if x['score'] >= 0.75]
+    rows = [(x['item'], x['decision']) for x in csv.DictReader(open(page_csv))]
+    assert rows == [(sure[0]['item'], 'keep')] + [(x['item'], 'delete') for x in sure[1:]], rows
 
 
 def test_a_bad_decisions_file_lists_what_is_wrong_and_changes_nothing(squares, tmp_path):
