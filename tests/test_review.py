@@ -1,7 +1,7 @@
 """The label cleaner's loop, as a user runs it: `label-issues`, the review page (Chromium against `fastxfer review` on
 loopback) or the notebook widget, then `train --exclude` and `apply-review` (say, --yes, --undo), for images, texts
 and tables; and what a bad decisions file gets (exit 2, every bad item and label listed, nothing changed)."""
-import csv, json, os, subprocess
+import contextlib, csv, json, os, subprocess
 from pathlib import Path
 
 import httpx, numpy as np, pytest
@@ -45,18 +45,24 @@ class ReviewServer:
         wait_up(self.url, self.proc, log=self.log)
     def stop(self):
         self.proc.terminate(); self.proc.wait(20)
+    @contextlib.contextmanager
+    def page(self):
+        "A Chromium page (Playwright) opened on the review page."
+        from playwright.sync_api import sync_playwright
+        with sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            try:
+                page = b.new_page(viewport={'width': 1300, 'height': 1000})
+                page.goto(self.url + '/', wait_until='load'); yield page
+            finally: b.close()
 
 
 def test_review_page_in_a_browser_then_train_and_apply(squares, tmp_path):
     _chromium_or_skip()
-    from playwright.sync_api import sync_playwright
     d, r = squares
     s = ReviewServer('squares', cwd=d)
     try:
-        with sync_playwright() as pw:
-            b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            page = b.new_page(viewport={'width': 1300, 'height': 1000})
-            page.goto(s.url + '/', wait_until='load')
+        with s.page() as page:
             page.wait_for_selector('#review-image img', timeout=60_000)
             n = len(r['issues'])
             for k in range(n):   # each suspect: relabel it to the suggestion the page prefills, except the last, deleted
@@ -66,7 +72,6 @@ def test_review_page_in_a_browser_then_train_and_apply(squares, tmp_path):
             page.screenshot(path=str(tmp_path/'review_page.png'), full_page=True)
             page.locator('#review-grid button.thumbnail-item').nth(1).click()   # the grid jumps to a suspect
             page.wait_for_selector(f'#review-caption :text("2 of {n}")', timeout=30_000)
-            b.close()
         assert httpx.get(s.url + '/api/v1/health').json()['decided'] == n
     finally: s.stop()
     rows = list(csv.DictReader(open(d/'squares.decisions.csv')))   # beside the data
@@ -116,7 +121,6 @@ def test_review_delete_over_records_only_the_surest_and_bad_scores_exit_2(square
 
 def test_the_pages_delete_the_surest_button(squares, tmp_path):
     _chromium_or_skip()
-    from playwright.sync_api import sync_playwright
     d, r = squares
     n, sure = len(r['issues']), [x for x in r['issues'] if x['score'] >= 0.75]
     assert len(sure) >= 2, r['issues']
@@ -124,15 +128,11 @@ def test_the_pages_delete_the_surest_button(squares, tmp_path):
     page_csv.write_text(f"item,given,decision,label\n{sure[0]['item']},{sure[0]['given']},keep,\n")
     s = ReviewServer('squares', '--decisions', page_csv, cwd=d)
     try:
-        with sync_playwright() as pw:
-            b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            page = b.new_page(viewport={'width': 1300, 'height': 1000})
-            page.goto(s.url + '/', wait_until='load')
+        with s.page() as page:
             page.wait_for_selector('#review-status :text("undecided suspect(s) scored 0.75")', timeout=60_000)
             page.locator('#review-surest').click()
             k = len(sure)
             page.wait_for_selector(f'#review-status :text("{k} of {n} decided (1 keep, 0 relabel, {k - 1} delete)")', timeout=30_000)
-            b.close()
     finally: s.stop()
     rows = [(x['item'], x['decision']) for x in csv.DictReader(open(page_csv))]
     assert rows == [(sure[0]['item'], 'keep')] + [(x['item'], 'delete') for x in sure[1:]], rows
