@@ -34,7 +34,8 @@ def train(pets, task, technique, seed, a) -> tuple:
     with contextlib.redirect_stdout(sys.stderr):
         r = get_family('vision').train(str(pets), out=str(out), labels=LABELS[task], mode='fine_tune', arch=a.arch, extra=extra,
                                        size=str(a.size), epochs=a.epochs, freeze_epochs=1, seed=seed, calib_pct=0.0, lr=a.lr,
-                                       **{**TECHNIQUES[technique], **({'adv_ratio': a.adv_ratio, 'eps': a.adv_eps} if 'adversarial' in TECHNIQUES[technique] else {})})
+                                       **{**TECHNIQUES[technique], **({'adv_ratio': a.adv_ratio, 'eps': a.adv_eps} if 'adversarial' in TECHNIQUES[technique] else {}),
+                                          **({'adv_steps': a.adv_steps} if technique == 'pgd' else {})})
     return out, r
 
 
@@ -79,7 +80,7 @@ def main(a):
                 print(f"{task} seed {seed} {technique}: " + ', '.join(f'{k} {v:.3f}' for k, v in err.items() if k not in ('n_valid', 'flat_gradient'))
                       + f"; flat gradient {err['flat_gradient']}; trained in {secs:.0f} s" + (f"; on training images: " + ', '.join(f'{k} {v:.3f}' for k, v in runs[-1]['error_on_training_images'].items()
                       if k not in ('n_valid', 'flat_gradient')) if a.train_check else ''), file=sys.stderr, flush=True)
-    print(json.dumps(dict(bench='augment_advanced', size=a.size, epochs=a.epochs, adv_ratio=a.adv_ratio, adv_eps=a.adv_eps, lr=a.lr, arch=a.arch, runs=runs, load_average_before=[round(v, 2) for v in load],
+    print(json.dumps(dict(bench='augment_advanced', size=a.size, epochs=a.epochs, adv_ratio=a.adv_ratio, adv_eps=a.adv_eps, adv_steps=a.adv_steps, lr=a.lr, arch=a.arch, runs=runs, load_average_before=[round(v, 2) for v in load],
                           cpu=cpu_model(), torch_threads=__import__('torch').get_num_threads())))
 
 
@@ -93,5 +94,6 @@ if __name__ == '__main__':
     ap.add_argument('--adv-eps', type=float, default=2.0, help='the training budget of fgsm and pgd (the attacks after training stay as listed)')
     ap.add_argument('--lr', default='default', help="vision train's --lr")
     ap.add_argument('--arch', default='efficientnet_lite0', help="vision train's --arch")
+    ap.add_argument('--adv-steps', type=int, default=3, help='the PGD steps of pgd training (the attacks after training stay as listed)')
     ap.add_argument('--train-check', type=int, default=0, help='also attack this many training images (the gap between training and validation robustness)')
     main(ap.parse_args())
