@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from machine import cpu_model   # bench/machine.py, beside this script
 from fastxfer.core import shared_data
-from fastxfer.label_issues import SUREST, find_label_issues, label_quality, out_of_fold
+from fastxfer.label_issues import find_label_issues, issue_rows, label_quality, out_of_fold, surest
 
 
 def pets_features():
@@ -139,7 +139,8 @@ def retrain(X_tr, y_tr, z_tr, suspects, probs, X_va, y_va, fit) -> dict:
     keep, K = np.flatnonzero(~suspects), probs.shape[1]
     clean, noisy = validation_score(fit, X_tr, y_tr, X_va, y_va), validation_score(fit, X_tr, z_tr, X_va, y_va)
     cleaned = validation_score(fit, take(X_tr, keep), z_tr[keep], X_va, y_va)
-    sure = suspects & (np.round(1 - label_quality(probs, z_tr), 4) >= SUREST)   # what `review --delete-over 0.75` deletes (its scores: 4 decimals)
+    sure = np.zeros(len(z_tr), bool)   # what `review --delete-over 0.75` deletes: the package's own rule on the report's rows
+    sure[[int(r['item']) for r in surest(issue_rows(np.arange(len(z_tr)), z_tr, probs, list(range(K)), suspects))]] = True
     cleaned_surest = validation_score(fit, take(X_tr, np.flatnonzero(~sure)), z_tr[~sure], X_va, y_va)
     relabelled = validation_score(fit, X_tr, np.where(suspects, probs.argmax(1), z_tr), X_va, y_va)
     C = confident_joint(probs, z_tr, K)

@@ -170,7 +170,7 @@ def review_blocks(rs:ReviewSession):
                     keep, relabel, delete = (gr.Button(t, elem_id=f'review-{t.lower()}', variant=v) for t, v in
                                              (('Keep', 'secondary'), ('Relabel', 'primary'), ('Delete', 'stop')))
                 with gr.Row(): prev, nxt = gr.Button('Previous', elem_id='review-prev'), gr.Button('Next', elem_id='review-next')
-                surest = gr.Button(f'Delete the surest (score {SUREST} or more)', elem_id='review-surest', variant='stop', size='sm')
+                surest_btn = gr.Button(f'Delete the surest (score {SUREST} or more)', elem_id='review-surest', variant='stop', size='sm')
                 stat = gr.Markdown(elem_id='review-status')
         outs = [at, pic, shown, cap, new, stat]
         pics, where = _grid(rs)
@@ -181,7 +181,7 @@ def review_blocks(rs:ReviewSession):
             g.select(pick, None, outs)
         def take(d): return lambda i, lab: (rs.decide(i, d, lab if d == 'relabel' else None), _show(rs, rs.next_open(i)))[1]
         for b, d in ((keep, 'keep'), (relabel, 'relabel'), (delete, 'delete')): b.click(take(d), [at, new], outs)
-        surest.click(lambda i: (rs.delete_surest(), _show(rs, rs.next_open(i - 1)))[1], at, outs)   # from i itself: it may still be open
+        surest_btn.click(lambda i: (rs.delete_surest(), _show(rs, rs.next_open(i - 1)))[1], at, outs)   # from i itself: it may still be open
         prev.click(lambda i: _show(rs, max(i - 1, 0)), at, outs); nxt.click(lambda i: _show(rs, min(i + 1, len(rs) - 1)), at, outs)
         demo.load(lambda: _show(rs, rs.next_open(-1) if len(rs.taken) < len(rs) else 0), None, outs)
     return demo
