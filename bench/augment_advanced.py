@@ -1,6 +1,7 @@
 """What the advanced augmentations do to accuracy and robustness: on the shared pets (cat/dog and the 37 breeds),
 `vision train --mode fine_tune` (EfficientNet-Lite0) with the default augmentation, + MixUp, + CutMix, + MixStyle, + adversarial
-training (FGSM, and PGD-3, at eps 2: `vision train`'s recipe, the adversarial versions of each batch added beside it), the same split and seeds; each model's validation error
+training (FGSM, and PGD-3, at eps 2: `vision train`'s recipe, the adversarial versions of each batch added beside it, with PGD
+a small adversarial weight perturbation), the same split and seeds; each model's validation error
 clean, under FGSM at eps 1, 2, 4 and under PGD-10 at eps 2, from one random start and the worst of three (white-box, `fastxfer.augment.adversarial`; eps in pixel
 steps of 1/255), and its training seconds. JSON out (one object, the last line); a line a run on stderr.
 
@@ -35,7 +36,8 @@ def train(pets, task, technique, seed, a) -> tuple:
         r = get_family('vision').train(str(pets), out=str(out), labels=LABELS[task], mode='fine_tune', arch=a.arch, extra=extra,
                                        size=str(a.size), epochs=a.epochs, freeze_epochs=1, seed=seed, calib_pct=0.0, lr=a.lr,
                                        **{**TECHNIQUES[technique], **({'adv_ratio': a.adv_ratio, 'eps': a.adv_eps} if 'adversarial' in TECHNIQUES[technique] else {}),
-                                          **({'adv_steps': a.adv_steps} if technique == 'pgd' else {})})
+                                          **({'adv_steps': a.adv_steps} if technique == 'pgd' else {}),
+                                          **({'adv_awp': a.adv_awp} if technique == 'pgd' and a.adv_awp is not None else {})})
     return out, r
 
 
@@ -80,7 +82,7 @@ def main(a):
                 print(f"{task} seed {seed} {technique}: " + ', '.join(f'{k} {v:.3f}' for k, v in err.items() if k not in ('n_valid', 'flat_gradient'))
                       + f"; flat gradient {err['flat_gradient']}; trained in {secs:.0f} s" + (f"; on training images: " + ', '.join(f'{k} {v:.3f}' for k, v in runs[-1]['error_on_training_images'].items()
                       if k not in ('n_valid', 'flat_gradient')) if a.train_check else ''), file=sys.stderr, flush=True)
-    print(json.dumps(dict(bench='augment_advanced', size=a.size, epochs=a.epochs, adv_ratio=a.adv_ratio, adv_eps=a.adv_eps, adv_steps=a.adv_steps, lr=a.lr, arch=a.arch, runs=runs, load_average_before=[round(v, 2) for v in load],
+    print(json.dumps(dict(bench='augment_advanced', size=a.size, epochs=a.epochs, adv_ratio=a.adv_ratio, adv_eps=a.adv_eps, adv_steps=a.adv_steps, adv_awp=a.adv_awp, lr=a.lr, arch=a.arch, runs=runs, load_average_before=[round(v, 2) for v in load],
                           cpu=cpu_model(), torch_threads=__import__('torch').get_num_threads())))
 
 
@@ -95,5 +97,6 @@ if __name__ == '__main__':
     ap.add_argument('--lr', default='default', help="vision train's --lr")
     ap.add_argument('--arch', default='efficientnet_lite0', help="vision train's --arch")
     ap.add_argument('--adv-steps', type=int, default=3, help='the PGD steps of pgd training (the attacks after training stay as listed)')
+    ap.add_argument('--adv-awp', type=float, default=None, help="vision train's --adv-awp for pgd (not given: its default; 0: off)")
     ap.add_argument('--train-check', type=int, default=0, help='also attack this many training images (the gap between training and validation robustness)')
     main(ap.parse_args())

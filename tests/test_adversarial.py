@@ -146,7 +146,8 @@ def test_train_with_adversarial_examples_then_predict_and_measure_robustness(squ
     r = run_cli('vision', 'train', squares/'sq', '--mode', 'fine_tune', '--adversarial', 'pgd', '--eps', 2, '--adv-steps', 2,
                 '--size', 64, '--epochs', 1, '--freeze-epochs', 0, '--out', tmp_path/'m', '--json', check=0)
     res = json.loads(r.stdout)
-    assert res['adversarial'] == {'attack': 'pgd', 'eps': 2.0, 'ratio': 1.0, 'steps': 2, 'clean_kept': True, 'batch_norm': 'frozen'}   # fine-tuning keeps batch norm's statistics
+    assert res['adversarial'] == {'attack': 'pgd', 'eps': 2.0, 'ratio': 1.0, 'steps': 2, 'clean_kept': True, 'batch_norm': 'frozen',
+                               'weight_perturbation': 1e-3}   # fine-tuning keeps batch norm's statistics; PGD adds the weight perturbation
     assert res['lr'] == 1.2e-3 and res['lr_mult'] == 1   # adversarial fine-tuning: every layer at the same rate
     assert json.loads((tmp_path/'m'/'card.json').read_text())['adversarial']['attack'] == 'pgd'
     p = json.loads(run_cli('vision', 'predict', tmp_path/'m', squares/'sq'/'red'/'red0.png', '--json', check=0).stdout)
@@ -184,6 +185,7 @@ def test_train_with_mixstyle_records_it_and_predicts(squares, tmp_path):
     (['--mode', 'fine_tune', '--adversarial', 'fgsm', '--eps', '-1'], '--eps -1'),
     (['--mode', 'fine_tune', '--adversarial', 'pgd', '--eps', '65'], 'at most 64'),
     (['--mode', 'fine_tune', '--adversarial', 'fgsm', '--adv-ratio', '1.5'], '--adv-ratio 1.5'),
+    (['--mode', 'fine_tune', '--adversarial', 'pgd', '--adv-awp', '0.05'], '--adv-awp 0.05'),
     (['--aug-mix', 'mixup'], 'needs --mode fine_tune or scratch'),
     (['--mode', 'fine_tune', '--aug-mix', 'mixup', '--adversarial', 'fgsm'], 'use one')])
 def test_bad_training_flags_are_exit_2_and_write_nothing(args, says, squares, tmp_path):

@@ -73,10 +73,14 @@ class AdversarialTraining(Callback):
     """Replace the first `ratio` share of each training batch by its adversarial version (`attack`: fgsm from a random
     start, or pgd with `steps`; `eps` pixel steps; made against the model as it is at that batch, in eval mode), the labels kept.
     `keep_clean`: the adversarial versions are added to the batch beside their clean originals instead of replacing them.
-    `freeze_bn`: batch norm keeps its (pretrained) running statistics while training (`vision train` sets both when fine-tuning: see the notes below)."""
+    `freeze_bn`: batch norm keeps its (pretrained) running statistics while training (`vision train` sets both when fine-tuning: see the notes below).
+    `awp`: adversarial weight perturbation (Wu et al. 2020): for each step the conv and linear weights move `awp` times their
+    norm along the gradient of the adversarial images' loss, the step's gradient is taken there, and they move back before the update."""
     order = MixUp.order + 1
-    def __init__(self, attack:str='fgsm', eps:float=2., ratio:float=0.5, steps:int=3, stats=IMAGENET_STATS, freeze_bn:bool=False, keep_clean:bool=False):
+    def __init__(self, attack:str='fgsm', eps:float=2., ratio:float=0.5, steps:int=3, stats=IMAGENET_STATS, freeze_bn:bool=False, keep_clean:bool=False,
+                 awp:float=0.):
         self.attack, self.eps, self.ratio, self.steps, self.stats, self.freeze_bn, self.keep_clean = attack, eps, ratio, steps, stats, freeze_bn, keep_clean
+        self.awp, self.saved = awp, []
     def before_train(self):
         if self.freeze_bn: bn_eval(self.model)
     def before_batch(self):
@@ -91,6 +95,21 @@ class AdversarialTraining(Callback):
         rest, yrest = (x, y) if self.keep_clean else (x[n:], y[n:])
         self.learn.xb = (torch.cat([xa, rest.as_subclass(torch.Tensor)]).as_subclass(type(x)),)
         if self.keep_clean: self.learn.yb = (torch.cat([ys, yrest.as_subclass(torch.Tensor)]).as_subclass(type(y)),)
+        if self.awp > 0: self.perturb_weights(xa, ys)
+    def perturb_weights(self, xa, ya):
+        "Move each trainable conv/linear weight `awp` times its norm up the adversarial loss `(xa, ya)`; `restore_weights` undoes it."
+        ps = [p for p in self.model.parameters() if p.requires_grad and p.dim() > 1]
+        net = getattr(self.model, 'module', self.model)   # past a data-parallel wrapper: this pass is not the step's
+        with torch.enable_grad(): gs = torch.autograd.grad(F.cross_entropy(net(xa), ya), ps)
+        with torch.no_grad():
+            self.saved = [(p, p.detach().clone()) for p in ps]
+            for p, g in zip(ps, gs): p.add_(g, alpha=float(self.awp * p.norm() / (g.norm() + 1e-12)))
+    def restore_weights(self):
+        with torch.no_grad():
+            for p, w in self.saved: p.copy_(w)
+        self.saved = []
+    def before_step(self): self.restore_weights()   # the gradient was taken at the moved weights; the update starts from the saved ones
+    def after_batch(self): self.restore_weights()   # in case the step was skipped
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #dac75c87
 def mixstyle(x:torch.Tensor, p:float=0.5, alpha:float=0.1, eps:float=1e-6) -> torch.Tensor:
@@ -117,7 +136,8 @@ class MixStyleTraining(Callback):
         self.hooks = []
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #96abd046
-def check_training_extras(mode:str, aug_mix:str='none', adversarial:str='none', eps:float=2., adv_ratio:float=0.5, adv_steps:int=3, aug_style:str='none') -> None:
+def check_training_extras(mode:str, aug_mix:str='none', adversarial:str='none', eps:float=2., adv_ratio:float=0.5, adv_steps:int=3, aug_style:str='none',
+                          adv_awp:float=0.) -> None:
     "A `FastxferError` for flags that cannot work together: a budget out of range, a ratio outside [0, 1], gradient training asked of a frozen feature cache."
     if aug_mix not in ('none', 'mixup', 'cutmix'): raise FastxferError(f'--aug-mix {aug_mix!r}: use none, mixup or cutmix')
     if aug_style not in ('none', 'mixstyle'): raise FastxferError(f'--aug-style {aug_style!r}: use none or mixstyle')
@@ -126,6 +146,7 @@ def check_training_extras(mode:str, aug_mix:str='none', adversarial:str='none', 
         if not 0 < eps <= 64: raise FastxferError(f'--eps {eps}: give the budget in pixel steps of 1/255, above 0 and at most 64 (2 is typical)')
         if not 0 <= adv_ratio <= 1: raise FastxferError(f'--adv-ratio {adv_ratio}: give the share of each batch made adversarial, between 0 and 1')
         if adv_steps < 1: raise FastxferError(f'--adv-steps {adv_steps}: give at least 1')
+        if not 0 <= adv_awp <= 0.01: raise FastxferError(f"--adv-awp {adv_awp}: give a share of each weight's norm between 0 (off) and 0.01 (1e-3 is typical)")
     used = [f for f, v in (('--aug-mix', aug_mix), ('--adversarial', adversarial), ('--aug-style', aug_style)) if v != 'none']
     if used and mode not in ('fine_tune', 'scratch'):
         why = 'a frozen feature cache has no gradient to train through' if mode == 'features' else 'auto may train only a head on frozen features'
@@ -133,11 +154,11 @@ def check_training_extras(mode:str, aug_mix:str='none', adversarial:str='none', 
     if aug_mix != 'none' and adversarial != 'none': raise FastxferError('--aug-mix and --adversarial: use one (mixed labels have no single class to attack)')
 
 def training_callbacks(aug_mix:str='none', adversarial:str='none', eps:float=2., adv_ratio:float=0.5, adv_steps:int=3, aug_style:str='none',
-                       stats=IMAGENET_STATS, freeze_bn:bool=False, keep_clean:bool=False) -> list:
+                       stats=IMAGENET_STATS, freeze_bn:bool=False, keep_clean:bool=False, awp:float=0.) -> list:
     "The fastai callbacks of the flags: MixUp (alpha 0.4) or CutMix (alpha 1), fastai's own; `AdversarialTraining`; `MixStyleTraining`."
     cbs = [MixUp(0.4)] if aug_mix == 'mixup' else [CutMix(1.)] if aug_mix == 'cutmix' else []
     cbs += [MixStyleTraining()] if aug_style == 'mixstyle' else []
-    return cbs + ([AdversarialTraining(adversarial, eps, adv_ratio, adv_steps, stats, freeze_bn, keep_clean)] if adversarial != 'none' else [])
+    return cbs + ([AdversarialTraining(adversarial, eps, adv_ratio, adv_steps, stats, freeze_bn, keep_clean, awp)] if adversarial != 'none' else [])
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #ca957485
 import math, random

@@ -29,7 +29,7 @@ warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 from .data import *
 
 # %% auto #0
-__all__ = ['AUTO_ENOUGH', 'AUTO_GOOD', 'AUTO_VALID', 'AUTO_TIE', 'AUTO_FT_MIN', 'MODES', 'ADV_LR', 'ADV_EPOCHS',
+__all__ = ['AUTO_ENOUGH', 'AUTO_GOOD', 'AUTO_VALID', 'AUTO_TIE', 'AUTO_FT_MIN', 'MODES', 'ADV_LR', 'ADV_EPOCHS', 'ADV_AWP',
            'ADV_MINUTES_128', 'vision_learner_for', 'param_summary', 'format_summary', 'ConcatBody',
            'many_body_features', 'body_features', 'split_features', 'fit_probe_head', 'fit_features_head',
            'vision_network', 'auto_candidates', 'choice_score', 'choose_backbone', 'valid_error',
@@ -269,6 +269,7 @@ def _parse_schedule(s):
 
 # %% ../../nbs/07b_vision_train.ipynb #8b284d64
 ADV_LR, ADV_EPOCHS = 1.2e-3, 16   # adversarial fine-tuning: every layer at ADV_LR / 2 once unfrozen, this many epochs (see bench/README.md)
+ADV_AWP = 1e-3   # PGD fine-tuning: adversarial weight perturbation of this share of each weight's norm (--adv-awp; bench/README.md)
 
 def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop, keep_best, plots, quiet, summary, rank0_head=False, extra=()):
     "Build and train one learner for a concrete mode; returns `(learn, info)`."
@@ -415,6 +416,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                  eps:float=2.0, # the adversarial budget in pixel steps of 1/255
                  adv_ratio:float=1.0, # the share of each training batch whose adversarial versions are added to it
                  adv_steps:int=3, # PGD steps per adversarial example
+                 adv_awp:float=ADV_AWP, # PGD fine-tuning: adversarial weight perturbation, a share of each weight's norm moved up the adversarial loss for each step's gradient (0: off)
                  aug_style:Literal['none', 'mixstyle']='none', # mix the feature statistics (style) of image pairs after the body's first stages: MixStyle (fine_tune, scratch)
                  valid_pct:float=0.2, # random validation share when there is no valid/ folder
                  exclude:str|None=None, # a review's decisions CSV (keep / relabel / delete per image): deleted images left out, relabels applied; the files stay as they are
@@ -435,14 +437,15 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     arch = setting('arch', arch)   # not given: auto compares the candidates (`choose`), other modes take the arch setting
     if mode != 'scratch': get_arch(arch)   # an unknown backbone fails before the data is read
     extras = dict(aug_mix=aug_mix, adversarial=adversarial, eps=eps, adv_ratio=adv_ratio, adv_steps=adv_steps, aug_style=aug_style)
-    check_training_extras(mode, **extras)
+    check_training_extras(mode, **extras, adv_awp=adv_awp)
     vd = _training_data(data, labels, valid_pct, seed, exclude, calib_pct, extra)
     choose = choose and vd.n_train < AUTO_ENOUGH
     names, stats, size = _input_plan(mode, arch, size, candidates, choose)
     dls = make_dls(vd, size, presize, bs, aug, stats, device := get_device(device), seed=seed)
     if note := adversarial_time_note(adversarial, device, size, vd.n_train, epochs, mode): log(note)
     plots, t0 = {}, time.time()
-    adv_opts = dict(freeze_bn=mode == 'fine_tune', keep_clean=True)   # adversarial fine-tuning keeps batch norm's statistics; the clean images stay
+    adv_opts = dict(freeze_bn=mode == 'fine_tune', keep_clean=True,   # adversarial fine-tuning keeps batch norm's statistics; the clean images stay
+                    awp=adv_awp if mode == 'fine_tune' and adversarial == 'pgd' else 0.)
     common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop, keep_best=keep_best,
                   plots=plots, quiet=quiet, summary=summary, extra=training_callbacks(**extras, stats=stats, **adv_opts))
     fit, reason, tried, took = _fit_route(dls, mode, schedule, vd, names, size, choose, common, t0)
@@ -474,10 +477,11 @@ def _fit_route(dls, mode:str, schedule, vd, names, size, choose:bool, common:dic
 def _valid_loss(probs, targs) -> float|None:
     return float(nn.functional.cross_entropy(probs.clamp_min(1e-12).log(), targs)) if len(targs) else None
 
-def training_extras(aug_mix:str, adversarial:str, eps:float, adv_ratio:float, adv_steps:int, aug_style:str, freeze_bn:bool=False, keep_clean:bool=False) -> dict:
+def training_extras(aug_mix:str, adversarial:str, eps:float, adv_ratio:float, adv_steps:int, aug_style:str, freeze_bn:bool=False, keep_clean:bool=False,
+                    awp:float=0.) -> dict:
     "What the card records of `--aug-mix`, `--aug-style` and `--adversarial` (the latter None when off; `freeze_bn`, `keep_clean`: as `AdversarialTraining` was given them)."
     adv = dict(attack=adversarial, eps=eps, ratio=adv_ratio, **({'steps': adv_steps} if adversarial == 'pgd' else {}),
-               clean_kept=keep_clean, batch_norm='frozen' if freeze_bn else 'updating')
+               clean_kept=keep_clean, batch_norm='frozen' if freeze_bn else 'updating', weight_perturbation=awp)
     return dict(aug_mix=aug_mix, aug_style=aug_style, adversarial=adv if adversarial != 'none' else None)
 
 def _training_data(data, labels, valid_pct, seed, exclude, calib_pct, extra=None) -> VisionData:
