@@ -15,12 +15,15 @@ Beside (c), `cleaned_surest`: only the surest suspects dropped (scored `SUREST`,
 --delete-over 0.75` and the review page's button delete), with its own `recovered_*_surest`. Experiments: the suspects
 relabelled to the out-of-fold answer instead of dropped (`relabelled`), and (c)'s probabilities moved back to the
 class prior of the noisy labels (`given_prior`) or to confident learning's estimate of the true one (`latent_prior`).
+With `--decompose`, (c) taken apart (`taken_apart`): refitted with only the flips among the suspects dropped, only the
+correctly labelled ones, every flip, and as many flips as were found picked at random.
 JSON out (one object, the last line); a summary line a set on stderr.
 
     .venv/bin/python bench/label_noise.py                         # every set, 3 repeats: about 5 minutes on 2 cores (features cached)
     .venv/bin/python bench/label_noise.py --sets pets-catdog,imdb,adult --repeats 20 --seed 20   # the figures in bench/README.md
     .venv/bin/python bench/label_noise.py --sets pets-breeds,pets-lookalike --repeats 10 --seed 20
     .venv/bin/python bench/label_noise.py --sets pets-catdog,adult
+    .venv/bin/python bench/label_noise.py --sets pets-catdog,imdb,adult --repeats 20 --seed 20 --decompose   # (c) taken apart: see taken_apart
 
 Run it alone on the machine; the load average and CPU model are written with the figures.
 """
@@ -157,7 +160,19 @@ def retrain(X_tr, y_tr, z_tr, suspects, probs, X_va, y_va, fit) -> dict:
     return out
 
 
-def run_set(name, X, y_text, rate, seed, fit=None, lookalike_of=None) -> dict:
+def taken_apart(fit, X_tr, z_tr, suspects, flipped, X_va, y_va, seed) -> dict:
+    """(c) taken apart (`--decompose`): the model refitted with only the flips among the suspects dropped (`found_flips`),
+    only the correctly labelled items among them (`flagged_clean`), every flip (what a perfect finder would drop) and
+    as many flips as it found picked at random (`random_flips`: are the flips it finds worth more or less than others?)."""
+    isflip = np.zeros(len(z_tr), bool); isflip[flipped] = True
+    found = suspects & isflip
+    rnd = np.zeros(len(z_tr), bool); rnd[np.random.default_rng(seed + 999).choice(flipped, int(found.sum()), replace=False)] = True
+    drop = dict(found_flips=found, flagged_clean=suspects & ~isflip, every_flip=isflip, random_flips=rnd)
+    out = {k: validation_score(fit, take(X_tr, np.flatnonzero(~d)), z_tr[~d], X_va, y_va) for k, d in drop.items()}
+    return dict(out, n_found_flips=int(found.sum()), n_flagged_clean=int((suspects & ~isflip).sum()))
+
+
+def run_set(name, X, y_text, rate, seed, fit=None, lookalike_of=None, decompose=False) -> dict:
     "Split, flip the training part, detect the flips, then retrain on clean, noisy and cleaned labels."
     classes = sorted(set(y_text)); y = np.array([classes.index(v) for v in y_text]); K = len(classes)
     fit = fit or probe_fit(K)
@@ -169,6 +184,7 @@ def run_set(name, X, y_text, rate, seed, fit=None, lookalike_of=None) -> dict:
     found, ours, probs = detect(X_tr, z_tr, K, flipped, fit)
     secs, t1 = time.time() - t0, time.time()
     again = retrain(X_tr, y_tr, z_tr, ours, probs, X_va, y_va, fit)
+    if decompose: again['taken_apart'] = taken_apart(fit, X_tr, z_tr, ours, flipped, X_va, y_va, seed)
     return dict(set=name, n=len(y), n_train=len(tr), n_validation=len(va), classes=K, flips=len(flipped), **found,
                 seconds=round(secs, 1), **again, retrain_seconds=round(time.time() - t1, 1))
 
@@ -197,7 +213,7 @@ def recovered_interval(runs, score, n_boot=2000, seed=0, variant='cleaned'):
 def repeated(name, X, y_text, a, **kw) -> dict:
     """`run_set` on `a.repeats` splits and flips (seeds a.seed, a.seed + 1, ...): each run, and their means, `recovered`
     computed on the means (the standard error then over every run's validation items)."""
-    runs = [run_set(name, X, y_text, a.rate, a.seed + k, **kw) for k in range(a.repeats)]
+    runs = [run_set(name, X, y_text, a.rate, a.seed + k, decompose=a.decompose, **kw) for k in range(a.repeats)]
     mean = lambda f: round(float(np.mean([f(r) for r in runs])), 4)
     variants = ('clean', 'noisy', 'cleaned', 'cleaned_surest', 'relabelled', 'given_prior', 'latent_prior')
     raw = {v: {s: float(np.mean([r[v][s] for r in runs])) for s in ('accuracy', 'macro_f1')} for v in variants}   # the ratios: from unrounded means
@@ -214,6 +230,17 @@ def repeated(name, X, y_text, a, **kw) -> dict:
         out[key + '_surest_90'] = recovered_interval(runs, s, variant='cleaned_surest')
         out[key.replace('recovered', 'recovered_by_relabelling')] = recovered(raw['clean'][s], raw['noisy'][s], raw['relabelled'][s], n_val)
         for v in ('given_prior', 'latent_prior'): out[f'{key}_{v}'] = recovered(raw['clean'][s], raw['noisy'][s], raw[v][s], n_val)
+    if a.decompose: out['taken_apart'] = taken_apart_means(runs, raw, n_val)
+    return out
+
+
+def taken_apart_means(runs, raw, n_val) -> dict:
+    "`--decompose`: each part's mean accuracy over the runs, its `recovered` (by accuracy), and how many items it dropped a run."
+    out = {}
+    for k in ('found_flips', 'flagged_clean', 'every_flip', 'random_flips'):
+        acc = float(np.mean([r['taken_apart'][k]['accuracy'] for r in runs]))
+        out[k] = dict(accuracy=round(acc, 4), recovered_accuracy=recovered(raw['clean']['accuracy'], raw['noisy']['accuracy'], acc, n_val))
+    for k in ('n_found_flips', 'n_flagged_clean'): out[k] = round(float(np.mean([r['taken_apart'][k] for r in runs])), 2)
     return out
 
 
@@ -227,7 +254,8 @@ def summary_line(r) -> str:
             f"90% {r.get('recovered_accuracy_surest_90')}), macro F1 {r['cleaned_surest']['macro_f1']} (recovered {r.get('recovered_f1_surest')}); "
             f"suspects relabelled instead: accuracy {r['relabelled']['accuracy']} (recovered {r.get('recovered_by_relabelling_accuracy')}); "
             f"cleaned, prior moved to the given labels': {r['given_prior']['accuracy']} / {r['given_prior']['macro_f1']} (recovered {r.get('recovered_accuracy_given_prior')} / {r.get('recovered_f1_given_prior')}), "
-            f"to the latent: {r['latent_prior']['accuracy']} / {r['latent_prior']['macro_f1']} (recovered {r.get('recovered_accuracy_latent_prior')} / {r.get('recovered_f1_latent_prior')})")
+            f"to the latent: {r['latent_prior']['accuracy']} / {r['latent_prior']['macro_f1']} (recovered {r.get('recovered_accuracy_latent_prior')} / {r.get('recovered_f1_latent_prior')})"
+            + (f"; taken apart (accuracy, recovered): {t}" if (t := r.get('taken_apart')) else ''))
 
 
 def main(a):
@@ -255,4 +283,5 @@ if __name__ == '__main__':
     ap.add_argument('--sets', default='pets-catdog,pets-breeds,pets-lookalike,imdb,adult')
     ap.add_argument('--rate', type=float, default=0.1); ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--repeats', type=int, default=3, help='splits and flips per set (seeds seed, seed+1, ...); the figures are their means')
+    ap.add_argument('--decompose', action='store_true', help='also refit with only the flips among the suspects dropped, only the correctly labelled ones, every flip, and as many flips at random')
     main(ap.parse_args())
