@@ -169,7 +169,7 @@ def taken_apart(fit, X_tr, z_tr, suspects, flipped, X_va, y_va, seed) -> dict:
     rnd = np.zeros(len(z_tr), bool); rnd[np.random.default_rng(seed + 999).choice(flipped, int(found.sum()), replace=False)] = True
     drop = dict(found_flips=found, flagged_clean=suspects & ~isflip, every_flip=isflip, random_flips=rnd)
     out = {k: validation_score(fit, take(X_tr, np.flatnonzero(~d)), z_tr[~d], X_va, y_va) for k, d in drop.items()}
-    return dict(out, n_found_flips=int(found.sum()), n_flagged_clean=int((suspects & ~isflip).sum()))
+    return dict(out, n_found_flips=int(found.sum()), n_flagged_clean=int(drop['flagged_clean'].sum()))
 
 
 def run_set(name, X, y_text, rate, seed, fit=None, lookalike_of=None, decompose=False) -> dict:
