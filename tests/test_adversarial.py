@@ -186,6 +186,8 @@ def test_train_with_mixstyle_records_it_and_predicts(squares, tmp_path):
     (['--mode', 'fine_tune', '--adversarial', 'pgd', '--eps', '65'], 'at most 64'),
     (['--mode', 'fine_tune', '--adversarial', 'fgsm', '--adv-ratio', '1.5'], '--adv-ratio 1.5'),
     (['--mode', 'fine_tune', '--adversarial', 'pgd', '--adv-awp', '0.05'], '--adv-awp 0.05'),
+    (['--mode', 'fine_tune', '--adversarial', 'fgsm', '--adv-awp', '1e-3'], 'PGD fine-tuning only'),
+    (['--mode', 'scratch', '--adversarial', 'pgd', '--adv-awp', '0'], 'PGD fine-tuning only'),
     (['--aug-mix', 'mixup'], 'needs --mode fine_tune or scratch'),
     (['--mode', 'fine_tune', '--aug-mix', 'mixup', '--adversarial', 'fgsm'], 'use one')])
 def test_bad_training_flags_are_exit_2_and_write_nothing(args, says, squares, tmp_path):

@@ -157,3 +157,33 @@ def test_notebook_train_runs_2_processes(ratings2000, tmp_path):
     out = tmp_path/'ml'
     r, card, err = _train_in_python(f"notebook_train('collab', 2, data={str(ratings2000)!r}, out={str(out)!r}, epochs=2, members=1)", out)
     assert r['metrics'] == card['metrics'] and err.count('validation MSE') == 1, 'rank 0 alone logs'
+
+
+
+AWP_RANK = """
+import os, torch
+from fastai.data.core import DataLoaders
+from fastai.data.load import DataLoader
+from fastai.learner import Learner
+from fastxfer.augment.adversarial import AdversarialTraining
+from fastxfer.distributed import distributed
+torch.manual_seed(0)   # the same data and start on both ranks; each trains on its own share of every batch
+data = list(zip(torch.rand(64, 3, 16, 16), torch.randint(0, 2, (64,))))
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+start = {k: v.clone() for k, v in net.state_dict().items()}
+learn = Learner(DataLoaders(DataLoader(data, bs=8, shuffle=True), DataLoader(data, bs=8)), net, loss_func=torch.nn.CrossEntropyLoss(),
+                cbs=AdversarialTraining('pgd', 8, 1., 1, awp=RATE))
+with distributed(learn): learn.fit(1, 1e-2)
+torch.save(dict(start=start, end=net.state_dict()), os.path.join(OUT, f"rank{os.environ['RANK']}.pt"))
+"""
+
+
+def test_weight_perturbation_keeps_the_processes_in_step(tmp_path):
+    """PGD fine-tuning's weight perturbation (AWP) on 2 data-parallel processes: each moves its own weights for a step's
+    gradient and puts them back, so both end with the same weights (a rank left perturbed would drift apart)."""
+    import torch
+    from fastxfer.distributed import launch
+    assert launch(AWP_RANK.replace('RATE', '1e-2').replace('OUT', repr(str(tmp_path))), 2) == 0
+    r0, r1 = (torch.load(tmp_path/f'rank{r}.pt') for r in (0, 1))
+    assert all(torch.equal(r0['end'][k], r1['end'][k]) for k in r0['end']), 'the two processes drifted apart'
+    assert not torch.equal(r0['end']['0.weight'], r0['start']['0.weight']), 'trained'

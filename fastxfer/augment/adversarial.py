@@ -137,8 +137,8 @@ class MixStyleTraining(Callback):
 
 # %% ../../nbs/03e_augment_adversarial.ipynb #96abd046
 def check_training_extras(mode:str, aug_mix:str='none', adversarial:str='none', eps:float=2., adv_ratio:float=0.5, adv_steps:int=3, aug_style:str='none',
-                          adv_awp:float=0.) -> None:
-    "A `FastxferError` for flags that cannot work together: a budget out of range, a ratio outside [0, 1], gradient training asked of a frozen feature cache."
+                          adv_awp:float|None=None) -> None:
+    "A `FastxferError` for flags that cannot work together: a budget out of range, a ratio outside [0, 1], gradient training asked of a frozen feature cache, a flag that would go unused."
     if aug_mix not in ('none', 'mixup', 'cutmix'): raise FastxferError(f'--aug-mix {aug_mix!r}: use none, mixup or cutmix')
     if aug_style not in ('none', 'mixstyle'): raise FastxferError(f'--aug-style {aug_style!r}: use none or mixstyle')
     if adversarial not in ('none', *ATTACKS): raise FastxferError(f'--adversarial {adversarial!r}: use none, fgsm or pgd')
@@ -146,12 +146,14 @@ def check_training_extras(mode:str, aug_mix:str='none', adversarial:str='none', 
         if not 0 < eps <= 64: raise FastxferError(f'--eps {eps}: give the budget in pixel steps of 1/255, above 0 and at most 64 (2 is typical)')
         if not 0 <= adv_ratio <= 1: raise FastxferError(f'--adv-ratio {adv_ratio}: give the share of each batch made adversarial, between 0 and 1')
         if adv_steps < 1: raise FastxferError(f'--adv-steps {adv_steps}: give at least 1')
-        if not 0 <= adv_awp <= 0.01: raise FastxferError(f"--adv-awp {adv_awp}: give a share of each weight's norm between 0 (off) and 0.01 (1e-3 is typical)")
+        if adv_awp is not None and not 0 <= adv_awp <= 0.01: raise FastxferError(f"--adv-awp {adv_awp}: give a share of each weight's norm between 0 (off) and 0.01 (1e-3 is typical)")
     used = [f for f, v in (('--aug-mix', aug_mix), ('--adversarial', adversarial), ('--aug-style', aug_style)) if v != 'none']
     if used and mode not in ('fine_tune', 'scratch'):
         why = 'a frozen feature cache has no gradient to train through' if mode == 'features' else 'auto may train only a head on frozen features'
         raise FastxferError(f"{' and '.join(used)} {'need' if len(used) > 1 else 'needs'} --mode fine_tune or scratch ({why})")
     if aug_mix != 'none' and adversarial != 'none': raise FastxferError('--aug-mix and --adversarial: use one (mixed labels have no single class to attack)')
+    if adv_awp is not None and (adversarial != 'pgd' or mode != 'fine_tune'):
+        raise FastxferError(f'--adv-awp {adv_awp}: weight perturbation is for PGD fine-tuning only (--adversarial pgd --mode fine_tune); here it would go unused')
 
 def training_callbacks(aug_mix:str='none', adversarial:str='none', eps:float=2., adv_ratio:float=0.5, adv_steps:int=3, aug_style:str='none',
                        stats=IMAGENET_STATS, freeze_bn:bool=False, keep_clean:bool=False, awp:float=0.) -> list:

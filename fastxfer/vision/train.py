@@ -416,7 +416,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                  eps:float=2.0, # the adversarial budget in pixel steps of 1/255
                  adv_ratio:float=1.0, # the share of each training batch whose adversarial versions are added to it
                  adv_steps:int=3, # PGD steps per adversarial example
-                 adv_awp:float=ADV_AWP, # PGD fine-tuning: adversarial weight perturbation, a share of each weight's norm moved up the adversarial loss for each step's gradient (0: off)
+                 adv_awp:float|None=None, # PGD fine-tuning only: adversarial weight perturbation, a share of each weight's norm moved up the adversarial loss for each step's gradient (not given: 1e-3; 0: off)
                  aug_style:Literal['none', 'mixstyle']='none', # mix the feature statistics (style) of image pairs after the body's first stages: MixStyle (fine_tune, scratch)
                  valid_pct:float=0.2, # random validation share when there is no valid/ folder
                  exclude:str|None=None, # a review's decisions CSV (keep / relabel / delete per image): deleted images left out, relabels applied; the files stay as they are
@@ -445,7 +445,7 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
     if note := adversarial_time_note(adversarial, device, size, vd.n_train, epochs, mode): log(note)
     plots, t0 = {}, time.time()
     adv_opts = dict(freeze_bn=mode == 'fine_tune', keep_clean=True,   # adversarial fine-tuning keeps batch norm's statistics; the clean images stay
-                    awp=adv_awp if mode == 'fine_tune' and adversarial == 'pgd' else 0.)
+                    awp=(ADV_AWP if adv_awp is None else adv_awp) if mode == 'fine_tune' and adversarial == 'pgd' else 0.)
     common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop, keep_best=keep_best,
                   plots=plots, quiet=quiet, summary=summary, extra=training_callbacks(**extras, stats=stats, **adv_opts))
     fit, reason, tried, took = _fit_route(dls, mode, schedule, vd, names, size, choose, common, t0)
