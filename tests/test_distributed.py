@@ -159,7 +159,6 @@ def test_notebook_train_runs_2_processes(ratings2000, tmp_path):
     assert r['metrics'] == card['metrics'] and err.count('validation MSE') == 1, 'rank 0 alone logs'
 
 
-
 AWP_RANK = """
 import os, torch
 from fastai.data.core import DataLoaders
