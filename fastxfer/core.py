@@ -14,9 +14,9 @@ warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*', category=Fu
 # %% auto #0
 __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError',
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
-           'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'in_notebook', 'is_interactive',
-           'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'cache_dir', 'cached_array',
-           'package_version', 'versions', 'info']
+           'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
+           'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'cache_dir',
+           'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -140,6 +140,17 @@ def atomic_dir(path):
 
 # %% ../nbs/00_core.ipynb #7decab4f
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'}   # the files read as images (vision, segment, augment)
+
+# %% ../nbs/00_core.ipynb #c1a74caa
+def csv_separator(path) -> str:
+    "The field separator of the delimited text file `path`: a tab for .tsv/.tab, else the one of `,` `;` `|` or a tab its header line holds most outside quotes (a comma on a tie)."
+    p = Path(path)
+    if p.suffix.lower() in ('.tsv', '.tab'): return '\t'
+    try:
+        with open(p, encoding='utf-8', errors='replace', newline='') as f: head = ''.join(f.readline(1 << 16).split('"')[::2])
+    except OSError: return ','
+    counts = {s: head.count(s) for s in (',', ';', '|', '\t')}
+    return max(counts, key=counts.get)   # the first of the most: a comma on a tie
 
 # %% ../nbs/00_core.ipynb #717bcdac
 def in_notebook() -> bool:

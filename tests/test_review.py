@@ -184,10 +184,12 @@ def test_review_a_table_in_the_widget_then_train_and_apply(tmp_path):
     assert (tmp_path/'t.csv').read_text() == original and not (tmp_path/'t.csv.before-review').exists()
 
 
-def test_text_train_exclude_and_apply_review(tmp_path):
+@pytest.mark.parametrize('sep', [',', ';'])
+def test_text_train_exclude_and_apply_review(tmp_path, sep):
+    "Also a CSV that separates its fields with `;` (a spreadsheet in a European locale): read as one, written back as one."
     from fastxfer.review import record_decision
-    rows = [('a wonderful film', 'pos'), ('I hated every minute', 'pos'), ('a dull movie', 'neg'), ('great fun', 'pos')] * 6
-    with open(tmp_path/'texts.csv', 'w', newline='') as f: csv.writer(f).writerows([('text', 'label'), *rows])
+    rows = [('a wonderful film, truly', 'pos'), ('I hated every minute', 'pos'), ('a dull movie', 'neg'), ('great fun', 'pos')] * 6
+    with open(tmp_path/'texts.csv', 'w', newline='') as f: csv.writer(f, delimiter=sep).writerows([('text', 'label'), *rows])
     dec = tmp_path/'texts.csv.decisions.csv'
     for i in range(1, len(rows), 4): record_decision(dec, f'row {i}', 'pos', 'relabel', 'neg')
     record_decision(dec, 'row 0', 'pos', 'delete')
@@ -196,7 +198,8 @@ def test_text_train_exclude_and_apply_review(tmp_path):
     said = run_cli('text', 'apply-review', dec.name, cwd=tmp_path, check=0)
     assert '1 delete(s), 6 relabel(s)' in said.stdout and 'texts.csv' in said.stdout
     run_cli('text', 'apply-review', dec.name, '--yes', cwd=tmp_path, check=0)
-    got = list(csv.DictReader(open(tmp_path/'texts.csv')))
+    assert (tmp_path/'texts.csv').read_text().splitlines()[0] == f'text{sep}label'
+    got = list(csv.DictReader(open(tmp_path/'texts.csv'), delimiter=sep))
     assert len(got) == len(rows) - 1 and all(x['label'] == 'neg' for x in got if x['text'] == 'I hated every minute')
 
 

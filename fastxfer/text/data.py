@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
-from ..core import FastxferError, log
+from ..core import FastxferError, csv_separator, log
 from ..review import exclude_rows
 
 # %% auto #0
@@ -48,7 +48,7 @@ def read_table(path) -> pd.DataFrame:
     "Read a CSV/TSV into a DataFrame, or raise a `FastxferError` saying why it cannot be read."
     path = Path(path)
     if not path.exists(): raise FastxferError(f'{path}: no such file or folder')
-    sep = '\t' if path.suffix.lower() in ('.tsv', '.tab') else ','
+    sep = csv_separator(path)
     try: df = pd.read_csv(path, sep=sep)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as e:
         raise FastxferError(f'cannot read {path} as a {"TSV" if sep == chr(9) else "CSV"} file: {str(e).splitlines()[0]}') from e
