@@ -95,6 +95,10 @@ class Column:
     nullable: bool = False              # a required field that may be null (the model handles a missing value)
     closed: bool = True                 # a category must be one of `choices` (False: other values are accepted too)
     default: Any = None                 # an optional field's value when it is not given (forms show it filled in)
+    @property
+    def shown(self):
+        "What a form shows in the field at first: the default, else a required field's example (a typical value), else nothing."
+        return self.default if self.default is not None else self.example if self.required else None
 
 def _number(v):
     if isinstance(v, bool): raise ValueError
@@ -291,10 +295,12 @@ class RowInput(InputSpec):
         out = []
         for c in self.columns:
             label = c.name + ('' if c.required else ' (optional)')
-            if c.kind == 'number': out.append(gr.Number(c.default, label=label, elem_id=f'in-{name}-{c.name}'))
+            v = c.shown   # a typical value, not an empty field or a zero
+            if c.kind == 'number': out.append(gr.Number(v, label=label, elem_id=f'in-{name}-{c.name}'))
             elif c.kind == 'category' and c.choices:
-                out.append(gr.Dropdown([str(x) for x in c.choices], label=label, elem_id=f'in-{name}-{c.name}', allow_custom_value=not c.closed))
-            else: out.append(gr.Textbox(label=label, elem_id=f'in-{name}-{c.name}'))
+                out.append(gr.Dropdown([str(x) for x in c.choices], value=None if v is None else str(v), label=label, elem_id=f'in-{name}-{c.name}',
+                                       allow_custom_value=not c.closed))
+            else: out.append(gr.Textbox(None if v is None else str(v), label=label, elem_id=f'in-{name}-{c.name}'))
         return out
     def gradio_example(self, example) -> list|None:
         return [example.get(c.name) for c in self.columns] if isinstance(example, dict) else None
@@ -305,10 +311,14 @@ class RowInput(InputSpec):
         import ipywidgets as W
         self_fields = {}
         for c in self.columns:
-            if c.kind == 'number': self_fields[c.name] = W.FloatText(description=c.name, value=c.default) if not c.required else W.FloatText(description=c.name)
-            elif c.kind == 'category' and c.choices and c.closed: self_fields[c.name] = W.Dropdown(options=[str(x) for x in c.choices], description=c.name)
-            elif c.kind == 'category' and c.choices: self_fields[c.name] = W.Combobox(options=[str(x) for x in c.choices], description=c.name, ensure_option=False)
-            else: self_fields[c.name] = W.Text(description=c.name)
+            v = c.shown; s = '' if v is None else str(v)   # a typical value, as in the UI's form
+            if c.kind == 'number' and v is None and not c.required:   # a FloatText cannot be empty: it would send 0 for "not given"
+                self_fields[c.name] = W.Text(description=c.name, placeholder='optional')
+            elif c.kind == 'number': self_fields[c.name] = W.FloatText(description=c.name, value=v) if v is not None else W.FloatText(description=c.name)
+            elif c.kind == 'category' and c.choices and c.closed:
+                opts = [str(x) for x in c.choices]; self_fields[c.name] = W.Dropdown(options=opts, value=s if s in opts else opts[0], description=c.name)
+            elif c.kind == 'category' and c.choices: self_fields[c.name] = W.Combobox(options=[str(x) for x in c.choices], value=s, description=c.name, ensure_option=False)
+            else: self_fields[c.name] = W.Text(value=s, description=c.name)
         button = W.Button(description='Predict', button_style='primary')
         box = W.VBox([*self_fields.values(), button])
         box.fields, box.button = self_fields, button

@@ -133,9 +133,14 @@ def test_a_plugin_family_gets_its_own_tab(page, server, tmp_path):
     page.screenshot(path=str(shots(tmp_path)/'ui_toy.png'), full_page=True)
 
 
-def test_fill_a_census_row_in_the_tables_tab(page, server, tmp_path):
-    "The tabular model's form comes from its columns: a dropdown per category (its training vocabulary), a number per number; the answer shows its 90% set."
+def test_fill_a_census_row_in_the_tables_tab(page, server, models, tmp_path):
+    """The tabular model's form comes from its columns: a dropdown per category (its training vocabulary), a number per
+    number, each filled in with a typical value (the most common, the median; not a zero); the answer shows its 90% set."""
+    from fastxfer.model_folder import load_model
+    typical = load_model(models/'models'/'adult').input.example()
     page.get_by_role('tab', name='Tables').click()
+    shown = {c: page.locator(f'#in-adult-{c} input').first.input_value() for c in typical}
+    assert {c: float(v) if isinstance(typical[c], (int, float)) else v for c, v in shown.items()} == typical, shown
     row = {'age': 52, 'workclass': 'Private', 'education': 'Masters', 'sex': 'Male', 'hours-per-week': 60}
     for c in ('age', 'hours-per-week'): page.locator(f'#in-adult-{c} input').first.fill(str(row[c]))
     for c in ('workclass', 'education', 'sex'):

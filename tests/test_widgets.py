@@ -56,11 +56,15 @@ def nfl_model(tmp_path_factory):
 def test_nfl_widget_fields_from_the_model(nfl_model):
     w = predict_widget(nfl_model)
     assert set(w.fields) == {'team', 'pf', 'pa', 'pd', 'sos'}
+    assert {f: w.fields[f].value for f in ('pf', 'pa', 'sos')} == dict(pf=465, pa=380, sos=1.5)   # typical values, not zeros
+    w.button.click()
+    assert w.result is not None, w.error   # the form answers as it stands
     w.fields['team'].value = 'Atlanta Vipers'
-    for f, v in dict(pf=465, pa=380, pd=85, sos=1.5).items(): w.fields[f].value = v
+    for f, v in dict(pf=465, pa=380, sos=1.5).items(): w.fields[f].value = v
+    w.fields['pd'].value = '85'   # optional: a text box, empty for "work it out" (a number box would send 0)
     w.button.click()
     assert w.result['label'] == 'winning' and 'Probability of a winning season' in w.output.value
-    w.fields['pd'].value = 3   # inconsistent with pf - pa: the model's own check, shown as an error
+    w.fields['pd'].value = '3'   # inconsistent with pf - pa: the model's own check, shown as an error
     w.button.click()
     assert w.result is None and 'PF - PA' in w.error
 
