@@ -296,7 +296,9 @@ class RowInput(InputSpec):
         for c in self.columns:
             label = c.name + ('' if c.required else ' (optional)')
             v = c.shown   # a typical value, not an empty field or a zero
-            if c.kind == 'number': out.append(gr.Number(v, label=label, elem_id=f'in-{name}-{c.name}'))
+            if c.kind == 'number' and v is None and not c.required:   # a Number field shows and sends 0 for "not given"
+                out.append(gr.Textbox(label=label, placeholder='a number, or empty', elem_id=f'in-{name}-{c.name}'))
+            elif c.kind == 'number': out.append(gr.Number(v, label=label, elem_id=f'in-{name}-{c.name}'))
             elif c.kind == 'category' and c.choices:
                 out.append(gr.Dropdown([str(x) for x in c.choices], value=None if v is None else str(v), label=label, elem_id=f'in-{name}-{c.name}',
                                        allow_custom_value=not c.closed))
