@@ -15,8 +15,8 @@ warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*', category=Fu
 __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError',
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
            'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
-           'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'cache_dir',
-           'cached_array', 'package_version', 'versions', 'info']
+           'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_delimited',
+           'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -204,6 +204,18 @@ def emit(result:dict, as_json:bool=False, human=None):
     if human is not None: print(human(result), flush=True); return
     for k,v in to_jsonable(result).items():
         print(f'{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}')
+
+# %% ../nbs/00_core.ipynb #eb8552b7
+def read_delimited(path, **kw):
+    "pandas' `read_csv` of `path` (`sep`: `csv_separator`'s unless given) in UTF-8, else in Windows-1252 (Excel's CSV on Windows), said in the log."
+    import pandas as pd
+    kw.setdefault('sep', csv_separator(path))
+    try: return pd.read_csv(path, encoding='utf-8', **kw)
+    except UnicodeDecodeError as e:
+        try: df = pd.read_csv(path, encoding='cp1252', **kw)
+        except UnicodeDecodeError: raise e from None
+    log(f"{path}: not UTF-8; read as Windows-1252 (Excel's CSV on Windows)")
+    return df
 
 # %% ../nbs/00_core.ipynb #b83d53eb
 def cache_dir(kind:str) -> Path:

@@ -61,12 +61,14 @@ def test_each_source_trains_and_predicts_the_same_rows(tables, adult_model):
 
 
 def test_a_semicolon_csv_with_decimal_commas_reads_as_the_comma_one(tables, adult_model):
-    "A spreadsheet in a European locale writes `;` between fields and 40,25 for forty and a quarter."
+    "A spreadsheet in a European locale writes `;` between fields and 40,25 for forty and a quarter; Excel on Windows, in Windows-1252."
     from fastxfer.tabular.data import read_table
     d, _ = adult_model
     df = pd.read_csv(tables/'adult.csv', skipinitialspace=True); df['hours-per-week'] = df['hours-per-week'] + 0.25
-    df.to_csv(tables/'us.csv', index=False); df.to_csv(tables/'eu.csv', index=False, sep=';', decimal=',')
-    assert ';hours-per-week;' in (tables/'eu.csv').read_text().splitlines()[0] and ';40,25;' in (tables/'eu.csv').read_text()
+    df.loc[0, 'workclass'] = 'Privé'
+    df.to_csv(tables/'us.csv', index=False); df.to_csv(tables/'eu.csv', index=False, sep=';', decimal=',', encoding='cp1252')
+    text = (tables/'eu.csv').read_bytes().decode('cp1252')
+    assert ';hours-per-week;' in text.splitlines()[0] and ';40,25;' in text and 'Privé' in text
     pd.testing.assert_frame_equal(read_table(str(tables/'eu.csv')), read_table(str(tables/'us.csv')))
     assert predict_table(d, tables/'eu.csv')['predictions'] == predict_table(d, tables/'us.csv')['predictions']
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse, parse_qs, unquote
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, csv_separator
+from ..core import FastxferError, csv_separator, read_delimited
 
 # %% auto #0
 __all__ = ['SUFFIXES', 'MAX_CARD', 'NEAR_UNIQUE', 'MIN_SHARE_NUMERIC', 'TableSource', 'sqlite_url', 'parse_source',
@@ -114,7 +114,7 @@ def read_table(src:TableSource|str) -> pd.DataFrame:
             elif src.kind in ('json', 'jsonl'): df = _json_rows(p.read_text(encoding='utf-8'), str(p))
             else:
                 sep = '\t' if src.kind == 'tsv' else csv_separator(p)   # a `;` file writes three and a half as 3,5
-                df = pd.read_csv(p, sep=sep, decimal=',' if sep == ';' else '.', skipinitialspace=True, low_memory=False)
+                df = read_delimited(p, sep=sep, decimal=',' if sep == ';' else '.', skipinitialspace=True, low_memory=False)
         except FastxferError: raise
         except ImportError as e: raise FastxferError(f'{p}: reading Parquet needs pyarrow ({e})') from None
         except pd.errors.EmptyDataError: raise FastxferError(f'{p} has no columns (is it empty?)') from None

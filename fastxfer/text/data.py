@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
-from ..core import FastxferError, csv_separator, log
+from ..core import FastxferError, csv_separator, log, read_delimited
 from ..review import exclude_rows
 
 # %% auto #0
@@ -49,7 +49,7 @@ def read_table(path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists(): raise FastxferError(f'{path}: no such file or folder')
     sep = csv_separator(path)
-    try: df = pd.read_csv(path, sep=sep)
+    try: df = read_delimited(path, sep=sep)
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as e:
         raise FastxferError(f'cannot read {path} as a {"TSV" if sep == chr(9) else "CSV"} file: {str(e).splitlines()[0]}') from e
     if len(df.columns) == 0 or len(df) == 0: raise FastxferError(f'{path} has no rows')
