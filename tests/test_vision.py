@@ -366,3 +366,11 @@ def test_pets_cat_dog_default_mode(tmp_path):
     assert r['error_rate'] <= 0.01, r
     e = run_json('vision', 'evaluate', tmp_path/'pets', pets, '--labels', 'cat-dog')
     assert e['n'] == 600 and e['error_rate'] <= 0.02
+
+
+def test_a_labels_csv_separated_by_semicolons_in_windows_1252(tmp_path):
+    "`--labels csv:FILE` as Excel on Windows in a European locale saves it: `;` between fields, Windows-1252."
+    from fastxfer.vision.data import CsvLabel
+    (tmp_path/'labels.csv').write_bytes('file;label\nimgs/a.jpg;chat siamois\nb.jpg;café, crème\n'.encode('cp1252'))
+    lab = CsvLabel.from_csv(tmp_path/'labels.csv')
+    assert (lab(tmp_path/'imgs'/'a.jpg'), lab(tmp_path/'b.jpg')) == ('chat siamois', 'café, crème')

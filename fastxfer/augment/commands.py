@@ -8,7 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/augment_commands.html.md"""
 from __future__ import annotations
 import io, json, time
 from pathlib import Path
-from ..core import FastxferError, IMAGE_EXTS, atomic_write, csv_separator
+from ..core import FastxferError, IMAGE_EXTS, atomic_write, read_delimited
 
 # %% auto #0
 __all__ = ['image', 'text', 'audio', 'table', 'gan', 'style', 'preview']
@@ -55,7 +55,7 @@ def _read_texts(path, text_col:str):
     p = Path(path)
     if not p.is_file(): raise FastxferError(f'{p}: no such file')
     if p.suffix.lower() not in ('.csv', '.tsv'): return [l for l in p.read_text(encoding='utf-8', errors='replace').splitlines() if l.strip()], None
-    df = pd.read_csv(p, sep=csv_separator(p))
+    df = read_delimited(p)
     if text_col not in df.columns: raise FastxferError(f'--text-col {text_col!r} is not a column of {p}; columns: {", ".join(map(str, df.columns))}')
     return df[text_col].astype(str).tolist(), df
 
@@ -132,7 +132,7 @@ def table(input:str, # a CSV or TSV file
     from fastxfer.augment.tabular import feature_procs, tabular_split
     p = Path(input)
     if not p.is_file(): raise FastxferError(f'{p}: no such file')
-    df = pd.read_csv(p, sep=csv_separator(p))
+    df = read_delimited(p)
     cont = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
     try: res, _, _ = tabular_split(df, feature_procs(ops), cont, [c for c in df.columns if c not in cont])
     except (KeyError, ValueError) as e: raise FastxferError(f'--ops {ops!r} on {p}: {e}') from e

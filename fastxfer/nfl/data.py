@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, atomic_write, setting
+from ..core import FastxferError, atomic_write, read_delimited, setting
 
 # %% auto #0
 __all__ = ['PFR_COLUMNS', 'RAW_COLUMNS', 'INT_COLUMNS', 'FLOAT_COLUMNS', 'CONFERENCES', 'EMBEDDED_SEASON', 'EMBEDDED_CSV',
@@ -308,7 +308,7 @@ def read_standings_csv(path) -> pd.DataFrame:
     "A CSV of team-seasons in PFR's columns (at least `CSV_REQUIRED`) -> the cleaned, labelled table."
     path = Path(path)
     if not path.is_file(): raise FastxferError(f'no such standings file: {path}')
-    try: df = pd.read_csv(path)
+    try: df = read_delimited(path)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e: raise FastxferError(f'{path}: not a readable CSV ({e})') from None
     missing = [c for c in CSV_REQUIRED if c not in df.columns]
     if missing: raise FastxferError(f'{path}: missing column(s) {", ".join(missing)} (found: {", ".join(map(str, df.columns))})')

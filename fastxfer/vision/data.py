@@ -8,7 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/vision_data.html.md"""
 from __future__ import annotations
 import enum, inspect, json, random, re, warnings
 from pathlib import Path
-from ..core import FastxferError, IMAGE_EXTS, csv_separator, get_device, log, shared_data
+from ..core import FastxferError, IMAGE_EXTS, csv_separator, get_device, log, read_delimited, shared_data
 import torch
 from PIL import Image
 from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, L, Resize, Normalize, parent_label
@@ -75,10 +75,9 @@ class CsvLabel:
     def __init__(self, mapping:dict): self.mapping = dict(mapping)
     @classmethod
     def from_csv(cls, fname):
-        import pandas as pd
         fname = Path(fname)
         if not fname.is_file(): raise FastxferError(f'--labels csv:{fname}: no such file')
-        df = pd.read_csv(fname, sep=csv_separator(fname))
+        df = read_delimited(fname)
         cols = {c.lower(): c for c in df.columns}
         fc = next((cols[c] for c in ('file', 'filename', 'fname', 'path', 'image', 'name') if c in cols), df.columns[0])
         lc = next((cols[c] for c in ('label', 'labels', 'class', 'category', 'y', 'target') if c in cols), None)
@@ -258,7 +257,8 @@ def relabelled_path(p:Path, new:str, labels:str) -> Path:
 def _relabel_csv(spec:str, keys:dict) -> tuple[str, str]:
     "The labels CSV of `--labels csv:FILE` with the new labels of `keys` (image path under the data -> label): `(file, new text)`."
     import pandas as pd
-    f = Path(spec[4:]); df = pd.read_csv(f, sep=csv_separator(f), dtype=str, keep_default_na=False)
+    f = Path(spec[4:]); sep = csv_separator(f)   # written back with the separator it had
+    df = pd.read_csv(f, sep=sep, dtype=str, keep_default_na=False)
     cols = {c.lower(): c for c in df.columns}
     fc = next((cols[c] for c in ('file', 'filename', 'fname', 'path', 'image', 'name') if c in cols), df.columns[0])
     lc = next((cols[c] for c in ('label', 'labels', 'class', 'category', 'y', 'target') if c in cols), [c for c in df.columns if c != fc][0])
@@ -266,7 +266,7 @@ def _relabel_csv(spec:str, keys:dict) -> tuple[str, str]:
         parts = Path(k).parts
         hit = df[fc].str.replace('\\', '/').isin({'/'.join(parts[-n:]) for n in (1, 2, 3)})
         df.loc[hit, lc] = new
-    return str(f), df.to_csv(index=False, sep=csv_separator(f), lineterminator='\n')
+    return str(f), df.to_csv(index=False, sep=sep, lineterminator='\n')
 
 def review_changes(data, labels:str, decisions:list[dict]) -> tuple[list, list, dict]:
     """What applying review `decisions` to the images under `data` changes, checked first: `(moves, rewrites, counts)`.

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastai.vision.all import DataBlock, ImageBlock, MultiCategoryBlock, Resize, Normalize, BCEWithLogitsLossFlat, accuracy_multi
-from ..core import FastxferError, atomic_write, csv_separator, get_device, log, setting, shared_data
+from ..core import FastxferError, atomic_write, get_device, log, read_delimited, setting, shared_data
 from ..train_utils import seed_everything
 from ..backbones import get_arch, image_size, IMAGENET_STATS
 from ..model_folder import load_model, model_writer, data_fingerprint, export_onnx, save_tensors
@@ -40,7 +40,7 @@ def _csv_labels(spec:str) -> dict:
     fname, col = rest, None
     if ':' in rest and not Path(rest).is_file(): fname, col = rest.rsplit(':', 1)
     if not Path(fname).is_file(): raise FastxferError(f'--labels {spec}: no such file {fname}')
-    df = pd.read_csv(fname, sep=csv_separator(fname), dtype=str, keep_default_na=False)
+    df = read_delimited(fname, dtype=str, keep_default_na=False)
     cols = {c.lower(): c for c in df.columns}
     fc = next((cols[c] for c in ('file', 'fname', 'filename', 'path', 'image', 'name') if c in cols), df.columns[0])
     lc = col or next((cols[c] for c in ('labels', 'tags', 'label', 'classes') if c in cols), None)
