@@ -16,6 +16,7 @@ __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OF
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
            'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
            'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_delimited',
+           'read_text', 'read_cells', 'cells_bytes', 'check_image', 'path_kind', 'visible_files', 'image_paths',
            'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
@@ -216,6 +217,66 @@ def read_delimited(path, **kw):
         except UnicodeDecodeError: raise e from None
     log(f"{path}: not UTF-8; read as Windows-1252 (Excel's CSV on Windows)")
     return df
+
+# %% ../nbs/00_core.ipynb #ab963913
+def read_text(path) -> tuple[str, str]:
+    "The text of `path` and its encoding: 'utf-8', 'utf-8-sig' (Excel's byte-order mark) or else 'cp1252'; a `FastxferError` when neither decodes."
+    import codecs
+    raw = Path(path).read_bytes()
+    for enc in ('utf-8-sig' if raw.startswith(codecs.BOM_UTF8) else 'utf-8', 'cp1252'):
+        try: return raw.decode(enc), enc
+        except UnicodeDecodeError as e: err = e
+    raise FastxferError(f'cannot read {path}: neither UTF-8 nor Windows-1252 ({err})')
+
+def read_cells(path):
+    "`(cells, how)`: the delimited file `path` as strings as written (an empty cell is ''), and `how` it is written (`sep`, `encoding`, `newline`)."
+    import io, pandas as pd
+    text, enc = read_text(path)
+    how = dict(sep=csv_separator(path), encoding=enc, newline='\r\n' if '\r\n' in text[:1 << 16] else '\n')
+    try: return pd.read_csv(io.StringIO(text), sep=how['sep'], dtype=str, keep_default_na=False), how
+    except (ValueError, pd.errors.ParserError) as e: raise FastxferError(f'cannot read {path}: {str(e).splitlines()[0]}') from e
+
+def cells_bytes(cells, how:dict, path='the file') -> bytes:
+    "The table `cells` written as `read_cells` found its file: the same separator, encoding and line ends."
+    text = cells.to_csv(index=False, sep=how['sep'], lineterminator=how['newline'])
+    try: return text.encode(how['encoding'])
+    except UnicodeEncodeError as e:
+        raise FastxferError(f'{path} is in Windows-1252, which has no {e.object[e.start:e.end]!r}; save it as UTF-8 and run this again') from None
+
+# %% ../nbs/00_core.ipynb #a089ba50
+def check_image(path) -> bool:
+    "True when `path` decodes as an image (JPEGs are decoded at reduced size, which is fast)."
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            im.draft('RGB', (64, 64)); im.load()
+            return im.size[0] > 0 and im.size[1] > 0
+    except Exception: return False
+
+def path_kind(path) -> str|None:
+    "'file', 'folder' or None: nothing there, or a name the system cannot look up (too long, a NUL byte), such as a row of JSON."
+    try: p = Path(path); return 'file' if p.is_file() else 'folder' if p.is_dir() else None
+    except (OSError, ValueError): return None
+
+def visible_files(root) -> list[Path]:
+    "The files under folder `root` and its subfolders, sorted, those inside a hidden folder or hidden themselves left out."
+    root = Path(root)
+    return sorted(p for p in root.rglob('*') if p.is_file() and not any(s.startswith('.') for s in p.relative_to(root).parts))
+
+def image_paths(values:list) -> list[str]:
+    "The image files that command-line `values` name: a file as given, a folder as its readable images (`visible_files`)."
+    missing = [str(v) for v in values if path_kind(v) is None]
+    if missing: raise FastxferError(f'no such image or folder: {", ".join(missing)}')
+    out = []
+    for v in map(str, values):
+        if path_kind(v) == 'file': out.append(v); continue
+        files = [p for p in visible_files(v) if p.suffix.lower() in IMAGE_EXTS]
+        good = [p for p in files if check_image(p)]
+        if not good: raise FastxferError(f'{v}: no readable images in this folder or its subfolders ({", ".join(sorted(IMAGE_EXTS))})')
+        bad = [p.name for p in files if p not in good]
+        if bad: log(f"{v}: skipped {len(bad)} file(s) that do not decode as images: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+        out += map(str, good)
+    return out
 
 # %% ../nbs/00_core.ipynb #b83d53eb
 def cache_dir(kind:str) -> Path:

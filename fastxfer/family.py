@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from . import distributed
 from . import __version__
-from .core import FastxferError, atomic_dir, atomic_write, is_quiet, is_rank0, set_quiet, setting, to_jsonable
+from .core import FastxferError, atomic_dir, atomic_write, path_kind, is_quiet, is_rank0, set_quiet, setting, to_jsonable
 from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, Predictor, allow_predictor, is_safe, load_model, load_plugins,
                                    pickle_files, predictor_name)
 
@@ -156,7 +156,7 @@ def explain_inputs(kind:str, model_dir, inputs:list, target:str|None=None, out='
     p = load_model(model_dir)
     if p.kind != kind: raise FastxferError(f'{model_dir} is a {p.kind} model, not a {kind} model')
     if not p.can_explain: raise FastxferError(f'{model_dir}: {p.kind} models do not explain their answers')
-    t, res = time.perf_counter(), []
+    t, res, inputs = time.perf_counter(), [], p.input.cli_values(inputs)
     for i, (given, item) in enumerate(zip(inputs, p.input.from_cli(inputs))):
         e = p.explain(item, target, **options)
         pic = p.explain_picture(item, e)
@@ -167,7 +167,7 @@ def explain_inputs(kind:str, model_dir, inputs:list, target:str|None=None, out='
 def _save_picture(pic, out:Path, i:int, given) -> Path:
     "Write the PIL image `pic` as `out/<n>-<name>.png` (atomically), named after the input `given` when it is a file."
     import io, re
-    stem = re.sub(r'[^0-9A-Za-z_-]+', '-', Path(str(given)).stem if Path(str(given)).is_file() else '')[:40].strip('-')
+    stem = re.sub(r'[^0-9A-Za-z_-]+', '-', Path(str(given)).stem if path_kind(given) == 'file' else '')[:40].strip('-')
     path = out/(f'{i+1}-{stem}.png' if stem else f'{i+1}.png')
     b = io.BytesIO(); pic.save(b, format='PNG'); atomic_write(path, b.getvalue())
     return path
@@ -190,21 +190,21 @@ class Family:
         "Score the model in `model_dir` on labelled `data`; returns the report (`EvalReport.to_dict()` and the family's fields)."
         raise NotImplementedError(f'{self.name}: no evaluate')
     def predict(self, model_dir:str, # a model folder of this family
-                inputs:list[str], # what to predict: image files, texts, or col=value pairs
+                inputs:list[str], # what to predict: image files or folders, texts, or col=value pairs
                 coverage:float|None=None, # prediction sets (intervals) that hold the truth this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
                 abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
                 ) -> dict:
         "Predict the inputs with a saved model."
         p = load_model(model_dir)
         if p.kind != self.name: raise FastxferError(f'{model_dir} is a {p.kind} model, not a {self.name} model')
-        t = time.perf_counter()
+        t, inputs = time.perf_counter(), p.input.cli_values(inputs)
         items = p.input.from_cli(inputs)
         preds = p.conformalize(p.predict(items), coverage, abstain_above)
         return dict(model=str(model_dir), kind=p.kind, ms=round((time.perf_counter()-t)*1000, 1),
                     predictions=[dict(input=str(i), **r) for i,r in zip(inputs, preds)])
 
     def explain(self, model_dir:str, # a model folder of this family
-                inputs:list[str], # what to explain: image files, texts, or col=value pairs
+                inputs:list[str], # what to explain: image files or folders, texts, or col=value pairs
                 target:str|None=None, # the class to explain; unset: the predicted one
                 out:str='explanations', # folder the pictures are written to, one PNG per input
                 ) -> dict:

@@ -10,7 +10,7 @@ import io, math, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
-from .core import FastxferError
+from .core import FastxferError, image_paths, path_kind
 
 # %% auto #0
 __all__ = ['WHITE_SPACE', 'NON_BLANK', 'IMAGE_TYPES', 'Limits', 'InputError', 'read_image', 'check_texts', 'Column', 'check_row',
@@ -166,6 +166,9 @@ class InputSpec:
     def gradio_example(self, example) -> list|None: return None
     def widget(self): raise NotImplementedError
     def from_widget(self, w, limits:Limits): raise NotImplementedError
+    def cli_values(self, values:list[str]) -> list[str]:
+        "The inputs that command-line `values` stand for: each as it is, or for images a folder's images."
+        return list(values)
     def from_cli(self, values:list[str], limits:Limits=Limits()) -> list: raise NotImplementedError
 
 # %% ../nbs/04a_inputs.ipynb #49edfbd4
@@ -203,9 +206,10 @@ class ImageInput(InputSpec):
     def thumbnail(self, im, size:int=256) -> bytes:
         "A PNG preview of an uploaded image (the widget shows it under the upload)."
         t = im.copy(); t.thumbnail((size, size)); b = io.BytesIO(); t.save(b, format='PNG'); return b.getvalue()
+    def cli_values(self, values:list[str]) -> list[str]: return image_paths(values)
     def from_cli(self, values:list[str], limits:Limits=Limits()) -> list:
-        "Image files named on the command line."
-        missing = [v for v in values if not Path(v).is_file()]
+        "Image files named on the command line (`cli_values` turns folders into files first)."
+        missing = [v for v in values if path_kind(v) != 'file']
         if missing: raise InputError(f'no such image: {", ".join(map(str, missing))}')
         return [read_image(Path(v).read_bytes(), limits, str(v)) for v in values]
 

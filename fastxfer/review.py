@@ -8,7 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/review.html.md"""
 from __future__ import annotations
 import csv, io, json, os, shutil, time
 from pathlib import Path
-from .core import FastxferError, atomic_write, csv_separator
+from .core import FastxferError, atomic_write, cells_bytes, read_cells
 
 # %% auto #0
 __all__ = ['DECISIONS', 'COLUMNS', 'SUFFIX', 'decision_counts', 'decisions_file', 'read_decisions', 'record_decisions',
@@ -223,18 +223,16 @@ def review_text(r:dict) -> str:
                      [f"recorded in {r['journal']}; undo it: {r['command']} {r['decisions']} --undo"])
 
 # %% ../nbs/04i_review.ipynb #844e053b
-def review_csv(path, decisions:list[dict], label_col:str) -> tuple[str, dict]:
-    "The new text of the CSV/TSV file `path` after the decisions (its cells kept as written), and how many rows each touched."
-    import pandas as pd
+def review_csv(path, decisions:list[dict], label_col:str) -> tuple[bytes, dict]:
+    "The new content of the CSV/TSV file `path` after the decisions (its cells, separator, encoding and line ends kept), and how many rows each touched."
     path = Path(path)
     if path.suffix.lower() not in ('.csv', '.tsv', '.tab', '.txt'):
         raise FastxferError(f'{path}: apply-review rewrites CSV/TSV files; train --exclude DECISIONS.csv applies the decisions to other tables')
-    sep = csv_separator(path)   # written back with the separator it had
-    try: df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as e: raise FastxferError(f'cannot read {path}: {str(e).splitlines()[0]}') from e
+    try: df, how = read_cells(path)
+    except OSError as e: raise FastxferError(f'cannot read {path}: {e.strerror}') from e
     if label_col not in df.columns: raise FastxferError(f'{label_col!r} is not a column of {path}; available columns: {", ".join(df.columns)}')
     df, counts = review_table(df, decisions, label_col, where=str(path))
-    return df.to_csv(index=False, sep=sep, lineterminator='\n'), counts
+    return cells_bytes(df, how, path), counts
 
 # %% ../nbs/04i_review.ipynb #0964fd5c
 def apply_table_review(decisions, data=None, label_col:str='label', yes:bool=False, undo:bool=False, command:str='apply-review',

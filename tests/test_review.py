@@ -184,12 +184,13 @@ def test_review_a_table_in_the_widget_then_train_and_apply(tmp_path):
     assert (tmp_path/'t.csv').read_text() == original and not (tmp_path/'t.csv.before-review').exists()
 
 
-@pytest.mark.parametrize('sep', [',', ';'])
-def test_text_train_exclude_and_apply_review(tmp_path, sep):
-    "Also a CSV that separates its fields with `;` (a spreadsheet in a European locale): read as one, written back as one."
+@pytest.mark.parametrize('sep,encoding', [(',', 'utf-8'), (';', 'utf-8'), (';', 'cp1252')])
+def test_text_train_exclude_and_apply_review(tmp_path, sep, encoding):
+    """Also a CSV that separates its fields with `;` (a spreadsheet in a European locale), and one Excel on Windows
+    saved (Windows-1252, CRLF line ends): read as it is, written back as it was."""
     from fastxfer.review import record_decision
-    rows = [('a wonderful film, truly', 'pos'), ('I hated every minute', 'pos'), ('a dull movie', 'neg'), ('great fun', 'pos')] * 6
-    with open(tmp_path/'texts.csv', 'w', newline='') as f: csv.writer(f, delimiter=sep).writerows([('text', 'label'), *rows])
+    rows = [('a wonderful film, truly', 'pos'), ('I hated every minute', 'pos'), ('a dull movie', 'neg'), ('great fun, crème de la crème', 'pos')] * 6
+    with open(tmp_path/'texts.csv', 'w', newline='', encoding=encoding) as f: csv.writer(f, delimiter=sep).writerows([('text', 'label'), *rows])
     dec = tmp_path/'texts.csv.decisions.csv'
     for i in range(1, len(rows), 4): record_decision(dec, f'row {i}', 'pos', 'relabel', 'neg')
     record_decision(dec, 'row 0', 'pos', 'delete')
@@ -198,9 +199,11 @@ def test_text_train_exclude_and_apply_review(tmp_path, sep):
     said = run_cli('text', 'apply-review', dec.name, cwd=tmp_path, check=0)
     assert '1 delete(s), 6 relabel(s)' in said.stdout and 'texts.csv' in said.stdout
     run_cli('text', 'apply-review', dec.name, '--yes', cwd=tmp_path, check=0)
-    assert (tmp_path/'texts.csv').read_text().splitlines()[0] == f'text{sep}label'
-    got = list(csv.DictReader(open(tmp_path/'texts.csv'), delimiter=sep))
+    raw = (tmp_path/'texts.csv').read_bytes()
+    assert raw.startswith(f'text{sep}label\r\n'.encode()) and raw.count(b'\r\n') == len(rows)    # the header and the rows kept
+    got = list(csv.DictReader(raw.decode(encoding).splitlines(), delimiter=sep))
     assert len(got) == len(rows) - 1 and all(x['label'] == 'neg' for x in got if x['text'] == 'I hated every minute')
+    assert sum(x['text'] == 'great fun, crème de la crème' for x in got) == 6
 
 
 def test_a_relabel_given_with_exclude_reaches_the_fine_tuning_batches(tmp_path):

@@ -182,6 +182,23 @@ def test_predict_in_a_fresh_process(trained, flat):
     with pytest.raises(FastxferError, match='not a readable image'): load_model(out).predict([flat/'notes.txt'])
 
 
+
+def test_predict_and_explain_a_folder(trained, flat, tmp_path):
+    "A folder stands for its images: the broken JPEG and the text file are skipped and said; a missing name exits 2."
+    out, _ = trained
+    r = run_cli('vision', 'predict', out, flat, '--json', check=0)
+    names = [Path(p['image']).name for p in json.loads(r.stdout)['predictions']]
+    assert len(names) == 24 and 'Broken_1.jpg' not in names and names == sorted(names)
+    assert 'skipped 1 file(s) that do not decode as images: Broken_1.jpg' in r.stderr, r.stderr
+    sub = tmp_path/'some'/'deeper'; sub.mkdir(parents=True); shutil.copy(flat/'Abyssinian_1.jpg', sub)
+    e = run_json('vision', 'explain', out, tmp_path/'some', '--out', tmp_path/'ex')
+    assert [x['input'] for x in e['explanations']] == [str(sub/'Abyssinian_1.jpg')] and Path(e['explanations'][0]['picture']).is_file()
+    r = run_cli('vision', 'predict', out, flat/'Abyssinian_1.jpg', tmp_path/'nope')
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == f'error: no such image or folder: {tmp_path/"nope"}'
+    (tmp_path/'empty').mkdir()
+    r = run_cli('vision', 'predict', out, tmp_path/'empty')
+    assert r.returncode == 2 and 'no readable images in this folder' in r.stderr
+
 def _learner_like_training(out, flat):
     "A fastai learner as training built it (the same dataloaders and network), holding the folder's weights."
     from fastxfer.model_folder import load_tensors

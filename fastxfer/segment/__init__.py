@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 import numpy as np
 from PIL import Image
-from ..core import FastxferError, atomic_write, log
+from ..core import FastxferError, atomic_write, image_paths, log
 from ..core import is_rank0
 from ..distributed import RankDone
 from ..family import Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder
@@ -287,12 +287,11 @@ class SegmentFamily(Family):
         return ['model.safetensors']
 
     def predict(self, model_dir:str, # a segmentation model folder
-                images:list[str], # image files
+                images:list[str], # image files or folders (their images and their subfolders')
                 out:str='segments', # folder for <stem>_mask.png and <stem>_overlay.png
                 ) -> dict:
         "Predict masks: write each image's mask and overlay, report each class's share."
-        missing = [i for i in images if not Path(i).is_file()]
-        if missing: raise FastxferError(f'no such image: {", ".join(missing)}')
+        images = image_paths(images)
         p = load_model(model_dir)
         if p.kind != 'segment': raise FastxferError(f'{model_dir} is a {p.kind} model, not a segmentation model')
         t = time.perf_counter()

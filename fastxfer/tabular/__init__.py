@@ -83,17 +83,25 @@ def _columns(proc:Processor, df:pd.DataFrame) -> list[dict]:
         top = df[c].value_counts().index[:1]
         out.append(dict(name=c, kind='category', choices=[str(v) for v in vocab[:1000]], n_choices=len(vocab),
                         example=str(top[0]) if len(top) else None))
-    for c in proc.roles.cont:
+    for c in proc.roles.inputs:
+        if c in proc.roles.dates: out.append(_date_column(c, proc.roles.dates[c], df[c])); continue
+        if c not in proc.roles.cont: continue
         s = pd.to_numeric(df[c], errors='coerce')
         out.append(dict(name=c, kind='number', example=_round(proc.medians[c]), min=_round(s.min()), max=_round(s.max())))
     return out
+
+def _date_column(name:str, fmt:dict, s:pd.Series) -> dict:
+    "A date input as the card stores it: its format, the median training date as the example, the first and the last."
+    t = parse_dates(s, fmt['dayfirst']).dropna().sort_values()
+    show = (lambda v: v.isoformat(sep=' ')) if fmt['time'] else (lambda v: v.date().isoformat())
+    return dict(name=name, kind='date', **fmt, example=show(t.iloc[len(t)//2]), min=show(t.iloc[0]), max=show(t.iloc[-1]))
 
 def _round(v):
     v = float(v)
     return None if not math.isfinite(v) else int(v) if v.is_integer() else round(v, 4)
 
 def _examples(df:pd.DataFrame, roles:Roles, n:int=3) -> list[dict]:
-    rows = df[roles.features].head(n)
+    rows = df[roles.inputs].head(n)
     return [{k: (None if pd.isna(v) else _round(v) if isinstance(v, (int, float, np.integer, np.floating)) else str(v))
              for k, v in r.items()} for r in rows.to_dict(orient='records')]
 
@@ -163,10 +171,10 @@ def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?tabl
         fitted.proc.save(w.dir/'processor.json')
         files = {m: fitted.models[m].save(w.dir) for m in fitted.models}
         _plots(w, fitted, importance, y_valid, extra_plots, conf)
-        w.save_reference('tabular', df.iloc[tr][list(roles.cat) + list(roles.cont)].to_dict('records'))   # what drift is measured against
+        w.save_reference('tabular', df.iloc[tr][[c for c in roles.inputs if c not in roles.dates]].to_dict('records'))   # what drift is measured against (dates always move on)
         if conf is not None: conf.save(w.dir); w.card['conformal'] = conformal_card(conf)
         w.card.update(task=roles.task, target=target, classes=[str(c) for c in roles.classes], columns=_columns(fitted.proc, df.iloc[tr]),
-                      excluded=roles.excluded, notes=roles.notes, split=dict(how=how, n_train=len(tr), n_valid=len(va), n_calib=len(ca), seed=seed,
+                      excluded=roles.excluded, dates=roles.dates, notes=roles.notes, split=dict(how=how, n_train=len(tr), n_valid=len(va), n_calib=len(ca), seed=seed,
                       valid_col=valid_col, valid_pct=None if valid_col else valid_pct), source=str(src), procs=procs,
                       model=model, chosen=fitted.chosen, members=chosen['members'], temperature=chosen['temperature'],
                       reason=fitted.reason, model_files=files, model_id=model_id, seed=seed, candidates=fitted.candidates,
@@ -175,7 +183,7 @@ def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?tabl
                       net=_net_facts(fitted.models.get('tabular')), data_fingerprint=fp, train_seconds=train_seconds,
                       examples=_examples(valid_df, roles), prior=_train_prior(df.iloc[tr], roles))
     result = dict(model_dir=str(out), model_id=model_id, task=roles.task, target=target, chosen=fitted.chosen, reason=fitted.reason,
-                  roles=dict(cat=roles.cat, cont=roles.cont, excluded=roles.excluded), notes=roles.notes, split=how,
+                  roles=dict(cat=roles.cat, cont=[c for c in roles.inputs if c in roles.cont], dates=list(roles.dates), excluded=roles.excluded), notes=roles.notes, split=how,
                   n_train=len(tr), n_valid=len(va), n_calib=len(ca), candidates=fitted.candidates, importance=dict(list(importance.items())[:10]),
                   confusion_matrix=cm, conformal=conf and coverage_report(conf, fitted.valid_pred, y_valid, classes=roles.classes))
     return report_from_folder(out, result, baseline=fitted.baseline)
@@ -201,14 +209,23 @@ def _net_facts(net) -> dict|None:
                 bs=getattr(net, 'bs_used', None), wd=net.wd, numeric=getattr(net, 'numeric', 'linear'), members=getattr(net, 'members_used', 1))
 
 # %% ../../nbs/08c_tabular.ipynb #b4a05a53
+def _check_dates(s:pd.Series, col:dict, where):
+    "An `InputError` naming the first cell of the date column `s` that is given but is not a date."
+    given = s.map(lambda v: not (v is None or v is pd.NaT or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())))
+    bad = given & parse_dates(s.where(given, None), col['dayfirst']).isna()
+    if bad.any():
+        i = int(np.where(bad.to_numpy())[0][0])
+        raise InputError(f"{where}: row {i+1}, column {col['name']!r}: {s.iloc[i]!r} is not a date (like {col['example']})", 422)
+
 def check_frame(df:pd.DataFrame, columns:list[dict], where='the rows') -> tuple[pd.DataFrame, list[str]]:
-    "The model's columns of `df` (numbers checked), and the extra columns it ignores. A missing column or a non-number is an error."
+    "The model's columns of `df` (numbers and dates checked), and the extra columns it ignores. A missing column, a non-number or a non-date is an error."
     names = [c['name'] for c in columns]
     missing = [n for n in names if n not in df.columns]
     if missing: raise InputError(f'{where}: missing column(s) {", ".join(missing)}; the model needs {", ".join(names)}', 422)
     extra = [c for c in df.columns if c not in names]
     out = df[names].copy()
     for c in columns:
+        if c['kind'] == 'date': _check_dates(out[c['name']], c, where)
         if c['kind'] != 'number': continue
         s = out[c['name']]
         num = pd.to_numeric(s.map(lambda v: np.nan if v is None or (isinstance(v, str) and not v.strip()) else v), errors='coerce')
@@ -291,6 +308,9 @@ class TabularPredictor(Predictor):
                 more = f' ({c.get("n_choices", len(ch))} known values; others count as unseen)'
                 cols.append(Column(c['name'], 'category', nullable=True, closed=False, choices=ch, example=c.get('example'),
                                    description=f'category, e.g. {", ".join(ch[:5])}' + more))
+            elif c['kind'] == 'date':
+                cols.append(Column(c['name'], 'string', nullable=True, example=c.get('example'),
+                                   description=f"date, e.g. {c.get('example')} (training range {c.get('min')} to {c.get('max')})"))
             else:
                 rng = f' (training range {c["min"]:g} to {c["max"]:g})' if c.get('min') is not None and c.get('max') is not None else ''
                 cols.append(Column(c['name'], 'number', nullable=True, example=c.get('example'), description='number' + rng,
@@ -564,7 +584,7 @@ def train_multitarget_table(data, targets:list, out, cat=None, cont=None, drop=N
         conf.save(w.dir); w.card['conformal'] = conformal_card(conf)
         files = [save_sklearn(w.dir/f'label-{j}.skops', e) if e is not None else None for j, (e, _) in enumerate(fits)]
         for n, f in multilabel_plots(scores, P, Y[va], targets, plan['thresholds']).items(): w.save_plot(n, f)
-        w.save_reference('tabular', df.iloc[tr][list(roles.cat) + list(roles.cont)].to_dict('records'))
+        w.save_reference('tabular', df.iloc[tr][[c for c in roles.inputs if c not in roles.dates]].to_dict('records'))
         w.card.update(task='classification', target=','.join(targets), targets=targets, classes=targets, columns=_columns(proc, df.iloc[tr]),
                       multilabel=multilabel_card(targets, plan, platt), label_files=files, constant={t: float(oof[0]) for t, (e, oof) in zip(targets, fits) if e is None},
                       model='gbm per label', chosen='gbm per label', members=[], excluded=roles.excluded, notes=roles.notes, source=str(src), seed=seed,
@@ -621,15 +641,15 @@ def table_label_issues(data, target:str, folds:int=5, out='label_issues', db=Non
     df = df[df[target].notna()]
     classes = sorted(df[target].astype(str).unique())
     if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} class(es) in {target!r}; label issues need at least 2')
-    X = df[roles.features].copy()
+    X = with_date_parts(df, roles.dates)[roles.features].copy()
     for c in roles.cat: X[c] = X[c].astype(str).astype('category')
     y = np.array([classes.index(v) for v in df[target].astype(str)])
     probs = out_of_fold(X, y, len(classes), folds, fit=lambda a, b: _gbm_proba(a, np.asarray(b)))
     rows = issue_rows([f'row {i}' for i in df.index], y, probs, classes, find_label_issues(probs, y))
-    for r in rows: r['row'] = to_jsonable(df.loc[int(r['item'][4:]), roles.features].to_dict())   # what the review page shows
+    for r in rows: r['row'] = to_jsonable(df.loc[int(r['item'][4:]), roles.inputs].to_dict())   # what the review page shows
     summary = dict(kind='tabular', data=str(data), target=target, n=len(y), classes=classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
                    duplicates=[], unreadable=[], seconds=round(time.time() - t0, 1),
-                   method=f'confident learning on {folds}-fold out-of-fold probabilities (gradient boosting on {len(roles.features)} columns)')
+                   method=f'confident learning on {folds}-fold out-of-fold probabilities (gradient boosting on {len(roles.inputs)} columns)')
     return dict(summary, issues=rows, files=write_issues(out, rows, summary))
 
 # %% ../../nbs/08c_tabular.ipynb #e3915a03

@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/tabular_data.html.md"""
 
 # %% ../../nbs/08a_tabular_data.ipynb #3ebd8bec
 from __future__ import annotations
-import json, re, sqlite3, sys
+import json, re, sqlite3, sys, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse, parse_qs, unquote
@@ -15,8 +15,9 @@ import pandas as pd
 from ..core import FastxferError, csv_separator, read_delimited
 
 # %% auto #0
-__all__ = ['SUFFIXES', 'MAX_CARD', 'NEAR_UNIQUE', 'MIN_SHARE_NUMERIC', 'TableSource', 'sqlite_url', 'parse_source',
-           'sqlite_tables', 'read_table', 'check_column', 'coerce_numbers', 'Roles', 'infer_task', 'label_strings',
+__all__ = ['SUFFIXES', 'MAX_CARD', 'NEAR_UNIQUE', 'MIN_SHARE_NUMERIC', 'DATE_SHARE', 'DATE_RE', 'TableSource', 'sqlite_url',
+           'parse_source', 'sqlite_tables', 'read_table', 'check_column', 'parse_dates', 'date_format',
+           'date_part_names', 'date_parts', 'with_date_parts', 'coerce_numbers', 'Roles', 'infer_task', 'label_strings',
            'canonical', 'infer_roles', 'as_flags', 'split_rows']
 
 # %% ../../nbs/08a_tabular_data.ipynb #3530a633
@@ -139,6 +140,58 @@ def check_column(df:pd.DataFrame, col:str, flag:str, where) -> str:
     if col not in df.columns: raise FastxferError(f'{where} has no column {col!r} ({flag}); its columns: {", ".join(map(str, df.columns))}')
     return col
 
+# %% ../../nbs/08a_tabular_data.ipynb #6bb87c6b
+DATE_SHARE = 0.95      # a text column whose cells are dates this often is a date column
+_DATE = r'(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})'
+_TIME = r'(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})?)?'
+DATE_RE = re.compile(rf'\s*{_DATE}{_TIME}\s*')
+
+def parse_dates(s:pd.Series, dayfirst:bool=False) -> pd.Series:
+    "Dates (text, or a datetime column) as naive `datetime64[ns]` (in UTC when they carry an offset), `NaT` where a cell is missing or not a date."
+    if isinstance(s.dtype, pd.DatetimeTZDtype): return s.dt.tz_convert(None).astype('datetime64[ns]')
+    if pd.api.types.is_datetime64_dtype(s.dtype): return s.astype('datetime64[ns]')
+    txt = s.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    t = pd.to_datetime(txt, errors='coerce', dayfirst=dayfirst, format='mixed', utc=True)
+    return t.dt.tz_convert(None).astype('datetime64[ns]')
+
+def date_format(s:pd.Series, n:int=2000) -> dict|None:
+    "`{'dayfirst', 'time'}` when `s` holds dates (a datetime column, or text matching `DATE_RE` in `DATE_SHARE` of up to `n` cells), else None."
+    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype): return None
+    v = s.dropna()
+    v = v.sample(n, random_state=0) if len(v) > n else v
+    if pd.api.types.is_datetime64_any_dtype(s.dtype): dayfirst = False
+    elif not len(v) or v.map(lambda x: isinstance(x, str) and DATE_RE.fullmatch(x) is not None).mean() < DATE_SHARE: return None
+    else:
+        days = v.str.extract(r'^\s*(\d{1,2})([-/.])\d{1,2}[-/.]\d{4}').dropna()
+        dayfirst = bool(len(days) and ((days[0].astype(int) > 12).any() or (days[1] == '.').any()))
+    t = parse_dates(v, dayfirst).dropna()
+    if len(t) < DATE_SHARE*len(v) or t.nunique() < 2: return None
+    return dict(dayfirst=dayfirst, time=bool((t != t.dt.normalize()).any()))
+
+def date_part_names(col:str, fmt:dict) -> list[str]:
+    "The columns fastai's `add_datepart` makes of the date column `col` (prefixed `col_`)."
+    parts = ['Year', 'Month', 'Week', 'Day', 'Dayofweek', 'Dayofyear', 'Is_month_end', 'Is_month_start', 'Is_quarter_end',
+             'Is_quarter_start', 'Is_year_end', 'Is_year_start'] + (['Hour', 'Minute', 'Second'] if fmt['time'] else []) + ['Elapsed']
+    return [f'{col}_{p}' for p in parts]
+
+def date_parts(df:pd.DataFrame, dates:dict) -> pd.DataFrame:
+    "fastai's `add_datepart` numbers of the date columns `dates` (`{column: date_format}`) of `df`; missing where a date is."
+    from fastai.tabular.core import add_datepart
+    out = pd.DataFrame(index=df.index)
+    for c, fmt in dates.items():
+        t = parse_dates(df[c], fmt['dayfirst'])
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')   # pandas' deprecations of what fastai calls
+            d = add_datepart(pd.DataFrame({c: t}, index=df.index), c, prefix=f'{c}_', time=fmt['time']).astype('float64')
+        d.loc[t.isna()] = np.nan
+        out = out.join(d[date_part_names(c, fmt)])
+    return out
+
+def with_date_parts(df:pd.DataFrame, dates:dict) -> pd.DataFrame:
+    "`df` with the parts (`date_parts`) of those of its date columns `dates` whose parts it does not have yet."
+    todo = {c: f for c, f in dates.items() if c in df and not set(date_part_names(c, f)) <= set(df.columns)}
+    return df.join(date_parts(df, todo)) if todo else df
+
 # %% ../../nbs/08a_tabular_data.ipynb #cf3deb27
 def _names(spec) -> list[str]:
     "'a,b' or ['a', 'b'] -> ['a', 'b']."
@@ -166,13 +219,22 @@ class Roles:
     excluded: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     classes: list = field(default_factory=list)
+    dates: dict = field(default_factory=dict)   # {date column: date_format}; its parts are in `cont`
+    def __setstate__(self, d): self.__dict__.update({'dates': {}, **d})   # an earlier release's pickle has no dates
     @property
     def features(self) -> list[str]: return self.cat + self.cont
+    @property
+    def inputs(self) -> list[str]:
+        "The columns a row is given: the features, a date column in place of its parts."
+        parts = {n for c, f in self.dates.items() for n in date_part_names(c, f)}
+        return self.cat + [c for c in self.cont if c not in parts] + list(self.dates)
     def describe(self) -> str:
+        plain = [c for c in self.inputs if c in self.cont]
         lines = [f'target {self.target!r}: {self.task}' + (f' ({len(self.classes)} classes: {", ".join(map(str, self.classes[:10]))}'
                  f'{" ..." if len(self.classes) > 10 else ""})' if self.classes else ''),
                  f'categorical ({len(self.cat)}): {", ".join(self.cat) or "none"}',
-                 f'continuous ({len(self.cont)}): {", ".join(self.cont) or "none"}']
+                 f'continuous ({len(plain)}): {", ".join(plain) or "none"}']
+        lines += [f'date: {c} (as {len(date_part_names(c, f))} numbers: year, month, ..., seconds since 1970)' for c, f in self.dates.items()]
         lines += [f'left out: {c} ({why})' for c, why in self.excluded.items()]
         return '\n'.join(lines)
 
@@ -200,6 +262,32 @@ def canonical(v):
     if isinstance(v, (int, np.integer)): return str(int(v))
     if isinstance(v, (float, np.floating)): return str(int(v)) if float(v).is_integer() else repr(float(v))
     return str(v)
+
+def _column_role(df:pd.DataFrame, c:str, roles:Roles, cat:list, cont:list, drop:list):
+    "Decide what column `c` of `df` is for (`infer_roles`' rules), into `roles`; a mostly-numeric text column is coerced in `df`."
+    s = df[c]
+    if c in drop: roles.excluded[c] = 'dropped (--drop)'; return
+    if s.isna().all(): roles.excluded[c] = 'empty in every row'; return
+    if c not in cat and c not in cont and (fmt := date_format(s)) is not None:
+        roles.dates[c] = fmt; roles.cont += date_part_names(c, fmt); return
+    if c not in cat:
+        num, n_bad, first = coerce_numbers(s, force=c in cont)
+        if n_bad:
+            shown = ', '.join(f'row {i+2}: {v!r}' for i, v in first)
+            roles.notes.append(f'column {c!r}: {n_bad} cell(s) that are not numbers set to missing ({shown})')
+        if num is not s: df[c] = s = num
+    if c in cat: roles.cat.append(c); return
+    if c in cont: roles.cont.append(c); return
+    n, k = int(s.notna().sum()), int(s.nunique())
+    if k <= 1: roles.excluded[c] = f'one value only ({s.dropna().iloc[0]!r})'; return
+    if pd.api.types.is_bool_dtype(s.dtype): roles.cat.append(c)
+    elif pd.api.types.is_float_dtype(s.dtype): roles.cont.append(c)
+    elif pd.api.types.is_integer_dtype(s.dtype):
+        if k == n > MAX_CARD and (s.is_monotonic_increasing or _id_like(c)):
+            roles.excluded[c] = f'all {n} values distinct integers{" in order" if s.is_monotonic_increasing else ""}: a row id? (--cont {c} keeps it)'
+        else: (roles.cat if k <= MAX_CARD else roles.cont).append(c)
+    elif k > NEAR_UNIQUE*n and k > MAX_CARD: roles.excluded[c] = f'near-unique text ({k} distinct values in {n} rows): an id or a name? (--cat {c} keeps it)'
+    else: roles.cat.append(c)
 
 def infer_roles(df:pd.DataFrame, target:str, cat=None, cont=None, drop=None, task:str='auto', valid_col:str|None=None,
                 where='the table') -> tuple[pd.DataFrame, Roles]:
@@ -236,28 +324,7 @@ def infer_roles(df:pd.DataFrame, target:str, cat=None, cont=None, drop=None, tas
         classes = sorted(counts.index, key=_class_key)
     roles = Roles(target, task, notes=notes, classes=classes)
     for c in df.columns:
-        if c == target or c == valid_col: continue
-        s = df[c]
-        if c in drop: roles.excluded[c] = 'dropped (--drop)'; continue
-        if s.isna().all(): roles.excluded[c] = 'empty in every row'; notes.append(f'column {c!r} is empty in every row: dropped'); continue
-        if c not in cat:
-            num, n_bad, first = coerce_numbers(s, force=c in cont)
-            if n_bad:
-                shown = ', '.join(f'row {i+2}: {v!r}' for i, v in first)
-                notes.append(f'column {c!r}: {n_bad} cell(s) that are not numbers set to missing ({shown})')
-            if num is not s: df[c] = s = num
-        if c in cat: roles.cat.append(c); continue
-        if c in cont: roles.cont.append(c); continue
-        n, k = int(s.notna().sum()), int(s.nunique())
-        if k <= 1: roles.excluded[c] = f'one value only ({s.dropna().iloc[0]!r})'; continue
-        if pd.api.types.is_bool_dtype(s.dtype): roles.cat.append(c)
-        elif pd.api.types.is_float_dtype(s.dtype): roles.cont.append(c)
-        elif pd.api.types.is_integer_dtype(s.dtype):
-            if k == n > MAX_CARD and (s.is_monotonic_increasing or _id_like(c)):
-                roles.excluded[c] = f'all {n} values distinct integers{" in order" if s.is_monotonic_increasing else ""}: a row id? (--cont {c} keeps it)'
-            else: (roles.cat if k <= MAX_CARD else roles.cont).append(c)
-        elif k > NEAR_UNIQUE*n and k > MAX_CARD: roles.excluded[c] = f'near-unique text ({k} distinct values in {n} rows): an id or a name? (--cat {c} keeps it)'
-        else: roles.cat.append(c)
+        if c != target and c != valid_col: _column_role(df, c, roles, cat, cont, drop)
     if not roles.features: raise FastxferError(f'{where}: no input columns left besides the target {target!r} ({"; ".join(f"{c}: {w}" for c, w in roles.excluded.items()) or "no other columns"})')
     for c in roles.cat: df[c] = df[c].map(canonical).astype('object')
     return df, roles

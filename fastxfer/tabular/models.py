@@ -16,7 +16,7 @@ from ..core import FastxferError, atomic_write, log
 from ..train_utils import configure_progress, seed_everything
 from ..distributed import distributed
 from .. import metrics
-from .data import Roles, canonical
+from .data import Roles, canonical, with_date_parts
 
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')   # fastai sets a pandas option that pandas 3 deprecates
@@ -46,6 +46,7 @@ class Processor:
     def _frame(self, df:pd.DataFrame) -> pd.DataFrame:
         "The feature columns cast as the procs expect: categories as strings, numbers as float32."
         out = pd.DataFrame(index=range(len(df)))
+        df = with_date_parts(df, self.roles.dates)
         for c in self.roles.cat: out[c] = df[c].map(canonical).astype('object').to_numpy() if c in df else None
         for c in self.roles.cont: out[c] = pd.to_numeric(df[c], errors='coerce').astype('float32').to_numpy() if c in df else np.nan
         return out
@@ -477,7 +478,7 @@ def predict_rows(proc:Processor, models:dict, members, temperature, df:pd.DataFr
     return proc.y_values(out), unseen
 
 def permutation_importance(proc, models, members, temperature, df:pd.DataFrame, y, n:int=2000, repeats:int=3, seed:int=42) -> dict:
-    "How much the validation loss grows when one input column is shuffled (log loss, or RMSE), on up to `n` rows."
+    "How much the validation loss grows when one input column (a date: all its parts) is shuffled (log loss, or RMSE), on up to `n` rows."
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(df))[:n]
     d, y = df.iloc[idx].reset_index(drop=True), np.asarray(y)[idx]
@@ -485,7 +486,7 @@ def permutation_importance(proc, models, members, temperature, df:pd.DataFrame, 
     loss = (lambda o: metrics.log_loss(y, o)) if task == 'classification' else (lambda o: regression_scores(y, o)['rmse'])
     base = loss(predict_rows(proc, models, members, temperature, d)[0])
     out = {}
-    for c in proc.roles.features:
+    for c in proc.roles.inputs:   # a date column with its parts
         drops = []
         for _ in range(repeats):
             e = d.copy(); e[c] = e[c].to_numpy()[rng.permutation(len(e))]

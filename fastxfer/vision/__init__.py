@@ -8,7 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/vision.html.md"""
 from __future__ import annotations
 import contextlib, json, sys, time, warnings
 from pathlib import Path
-from ..core import FastxferError, atomic_write, log
+from ..core import FastxferError, atomic_write, image_paths, log
 from ..model_folder import ModelFolder, load_model, save_tensors
 from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model, explain_inputs, not_for_multilabel
 from ..conformal import coverage_lines, set_phrase
@@ -73,9 +73,8 @@ def export_report(learn, res:dict, out, vd, plots, summary:bool=False) -> dict:
     return dict(res, model_dir=str(out), onnx=card['onnx'].get('exported'), files=card['files'])
 
 def predict_images(model_dir, images:list, tta:bool=False, coverage=None, abstain_above=None) -> dict:
-    "Predict image files with the vision model in `model_dir` (see `VisionFamily.predict`)."
-    missing = [i for i in images if not Path(i).is_file()]
-    if missing: raise FastxferError(f'no such image: {", ".join(missing)}')
+    "Predict image files (a folder: its images) with the vision model in `model_dir` (see `VisionFamily.predict`)."
+    images = image_paths(images)
     p = load_model(model_dir)
     if not isinstance(p, VisionPredictor): raise FastxferError(f'{model_dir} is a {p.kind} model, not a vision model')
     t = time.perf_counter()
@@ -147,7 +146,7 @@ class VisionFamily(Family):
         return ['model.safetensors', 'preprocess.json']
 
     def predict(self, model_dir:str, # a vision model folder
-                images:list[str], # image files
+                images:list[str], # image files or folders (their images and their subfolders')
                 tta:bool=False, # test-time augmentation: the tta setting's views (flip: the image and its mirror; crops: 12 views)
                 coverage:float|None=None, # prediction sets that hold the true class this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
                 abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this

@@ -8,7 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/vision_data.html.md"""
 from __future__ import annotations
 import enum, inspect, json, random, re, warnings
 from pathlib import Path
-from ..core import FastxferError, IMAGE_EXTS, csv_separator, get_device, log, read_delimited, shared_data
+from ..core import FastxferError, IMAGE_EXTS, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
 import torch
 from PIL import Image
 from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, L, Resize, Normalize, parent_label
@@ -16,25 +16,17 @@ from ..backbones import is_online, IMAGENET_STATS
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 
 # %% auto #0
-__all__ = ['LABEL_SOURCES', 'check_image', 'scan_images', 'report_skipped', 'CatDogLabel', 'BreedLabel', 'RegexLabel', 'CsvLabel',
+__all__ = ['LABEL_SOURCES', 'scan_images', 'report_skipped', 'CatDogLabel', 'BreedLabel', 'RegexLabel', 'CsvLabel',
            'label_function', 'VisionData', 'resolve_data', 'collect_data', 'hold_out_calibration', 'add_extra',
            'image_key', 'exclude_images', 'relabelled_path', 'review_changes', 'ItemLabels', 'batch_augment',
            'make_dls', 'preprocess_classes', 'preprocess_spec', 'preprocess_pipelines', 'check_preprocess']
 
 # %% ../../nbs/07a_vision_data.ipynb #a6951ddd
-def check_image(path) -> bool:
-    "True when `path` decodes as an image (JPEGs are decoded at reduced size, which is fast)."
-    try:
-        with Image.open(path) as im:
-            im.draft('RGB', (64, 64)); im.load()
-            return im.size[0] > 0 and im.size[1] > 0
-    except Exception: return False
-
 def scan_images(root, folders=None):
     "`(good, skipped)`: image files under `root` (or its `folders`) that decode, and the other files, sorted."
     root = Path(root)
     tops = [root/f for f in folders] if folders else [root]
-    files = sorted(p for t in tops for p in t.rglob('*') if p.is_file() and not any(s.startswith('.') for s in p.relative_to(root).parts))
+    files = sorted(p for t in tops for p in visible_files(t))
     good, bad = [], []
     for p in files: (good if p.suffix.lower() in IMAGE_EXTS and check_image(p) else bad).append(p)
     return good, bad
@@ -254,11 +246,9 @@ def relabelled_path(p:Path, new:str, labels:str) -> Path:
                         '(in memory), or keep the labels in a CSV (--labels csv:FILE) or class folders')
 
 # %% ../../nbs/07a_vision_data.ipynb #ac944cf9
-def _relabel_csv(spec:str, keys:dict) -> tuple[str, str]:
-    "The labels CSV of `--labels csv:FILE` with the new labels of `keys` (image path under the data -> label): `(file, new text)`."
-    import pandas as pd
-    f = Path(spec[4:]); sep = csv_separator(f)   # written back with the separator it had
-    df = pd.read_csv(f, sep=sep, dtype=str, keep_default_na=False)
+def _relabel_csv(spec:str, keys:dict) -> tuple[str, bytes]:
+    "The labels CSV of `--labels csv:FILE` with the new labels of `keys` (image path under the data -> label): `(file, new content)`, written as it was (`read_cells`)."
+    f = Path(spec[4:]); df, how = read_cells(f)
     cols = {c.lower(): c for c in df.columns}
     fc = next((cols[c] for c in ('file', 'filename', 'fname', 'path', 'image', 'name') if c in cols), df.columns[0])
     lc = next((cols[c] for c in ('label', 'labels', 'class', 'category', 'y', 'target') if c in cols), [c for c in df.columns if c != fc][0])
@@ -266,7 +256,7 @@ def _relabel_csv(spec:str, keys:dict) -> tuple[str, str]:
         parts = Path(k).parts
         hit = df[fc].str.replace('\\', '/').isin({'/'.join(parts[-n:]) for n in (1, 2, 3)})
         df.loc[hit, lc] = new
-    return str(f), df.to_csv(index=False, sep=sep, lineterminator='\n')
+    return str(f), cells_bytes(df, how, f)
 
 def review_changes(data, labels:str, decisions:list[dict]) -> tuple[list, list, dict]:
     """What applying review `decisions` to the images under `data` changes, checked first: `(moves, rewrites, counts)`.
