@@ -199,6 +199,19 @@ def test_predict_and_explain_a_folder(trained, flat, tmp_path):
     r = run_cli('vision', 'predict', out, tmp_path/'empty')
     assert r.returncode == 2 and 'no readable images in this folder' in r.stderr
 
+
+def test_a_long_predict_says_how_far_it_is(trained, flat, capsys):
+    from fastxfer.core import is_quiet, set_quiet
+    from fastxfer.model_folder import load_model
+    from fastxfer.vision import _predict_in_blocks
+    out, _ = trained
+    p, imgs = load_model(out), [str(f) for f in sorted(flat.glob('*_*.jpg')) if f.name != 'Broken_1.jpg']
+    was = is_quiet(); set_quiet(False)
+    try: assert _predict_in_blocks(p, imgs, False, block=10) == p.predict(imgs)
+    finally: set_quiet(was)
+    said = [l.split(' (')[0] for l in capsys.readouterr().err.splitlines()]
+    assert said == ['predicted 10 of 24 images', 'predicted 20 of 24 images', 'predicted 24 of 24 images'], said
+
 def _learner_like_training(out, flat):
     "A fastai learner as training built it (the same dataloaders and network), holding the folder's weights."
     from fastxfer.model_folder import load_tensors

@@ -295,7 +295,10 @@ class SegmentFamily(Family):
         p = load_model(model_dir)
         if p.kind != 'segment': raise FastxferError(f'{model_dir} is a {p.kind} model, not a segmentation model')
         t = time.perf_counter()
-        preds = [write_outputs(p, i, out) for i in images]
+        preds = []
+        for k, image in enumerate(images, 1):
+            preds.append(write_outputs(p, image, out))
+            if len(images) > 50 and (k % 50 == 0 or k == len(images)): log(f'segmented {k} of {len(images)} images ({time.perf_counter() - t:.0f} s)')
         return dict(model=str(model_dir), backend=p.backend, ms=round((time.perf_counter()-t)*1000, 1), out=str(out), predictions=preds)
 
     def evaluate(self, model_dir:str, # a segmentation model folder

@@ -72,6 +72,14 @@ def export_report(learn, res:dict, out, vd, plots, summary:bool=False) -> dict:
     card = ModelFolder(export_vision(learn, res, out, vd, plots)).card
     return dict(res, model_dir=str(out), onnx=card['onnx'].get('exported'), files=card['files'])
 
+def _predict_in_blocks(p, images:list, tta, block:int=512) -> list[dict]:
+    "`p.predict` of `images`, a progress line after each `block` of them when there are more."
+    out, t0 = [], time.perf_counter()
+    for i in range(0, len(images), block):
+        out += p.predict(images[i:i+block], tta=tta)
+        if len(images) > block: log(f'predicted {len(out)} of {len(images)} images ({time.perf_counter() - t0:.0f} s)')
+    return out
+
 def predict_images(model_dir, images:list, tta:bool=False, coverage=None, abstain_above=None) -> dict:
     "Predict image files (a folder: its images) with the vision model in `model_dir` (see `VisionFamily.predict`)."
     images = image_paths(images)
@@ -81,7 +89,7 @@ def predict_images(model_dir, images:list, tta:bool=False, coverage=None, abstai
     if p.conformal is not None and bool(tta) != bool(p.conformal.info.get('tta')):
         log(f"note: the prediction sets were calibrated {'with' if p.conformal.info.get('tta') else 'without'} test-time augmentation; "
             f"`fastxfer vision calibrate {model_dir} DATA{' --tta' if tta else ''}` calibrates them for these predictions")
-    preds = p.conformalize(p.predict(list(images), tta=tta), coverage, abstain_above)
+    preds = p.conformalize(_predict_in_blocks(p, list(images), tta), coverage, abstain_above)
     return dict(model=str(model_dir), backend=p.backend, tta=tta_method(tta), ms=round((time.perf_counter()-t)*1000, 1),
                 predictions=[dict(image=str(i), **r) for i,r in zip(images, preds)])
 
