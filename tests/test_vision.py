@@ -404,3 +404,24 @@ def test_a_labels_csv_separated_by_semicolons_in_windows_1252(tmp_path):
     (tmp_path/'labels.csv').write_bytes('file;label\nimgs/a.jpg;chat siamois\nb.jpg;café, crème\n'.encode('cp1252'))
     lab = CsvLabel.from_csv(tmp_path/'labels.csv')
     assert (lab(tmp_path/'imgs'/'a.jpg'), lab(tmp_path/'b.jpg')) == ('chat siamois', 'café, crème')
+
+
+def test_a_labels_csv_as_people_write_them(flat, tmp_path, capsys):
+    """An empty label leaves its image unlabelled (not a class 'nan'), spaces around a label are not part of it, a row
+    that names no image is said, labels that differ only in case are said, and one image given two labels is an error."""
+    from fastxfer.core import FastxferError, is_quiet, set_quiet
+    from fastxfer.vision import collect_data
+    names = sorted(p.name for p in flat.glob('*.jpg') if p.name != 'Broken_1.jpg')
+    rows = [f'{n},{" cat " if n[0].isupper() else "dog"}' for n in names]
+    rows[0] = f'{names[0]},'; rows[-1] = f'{names[-1]},Dog'
+    (tmp_path/'labels.csv').write_text('file,label\n' + '\n'.join(rows + ['Missing_9.jpg,cat']) + '\n')
+    was = is_quiet(); set_quiet(False)
+    try: d = collect_data(flat, f'csv:{tmp_path/"labels.csv"}')
+    finally: set_quiet(was)
+    err = capsys.readouterr().err
+    assert d.classes == ['Dog', 'cat', 'dog'] and len(d.items) == len(names) - 1, d.classes
+    assert f'skipped 1 images without a label from --labels csv:{tmp_path/"labels.csv"}: {names[0]}' in err, err
+    assert 'skipped 1 row(s) of' in err and 'that name no image here: Missing_9.jpg' in err
+    assert "labels that differ only in case are different classes: 'Dog' and 'dog'" in err
+    (tmp_path/'two.csv').write_text(f'file,label\n{names[1]},cat\n{names[1]},dog\n{names[2]},cat\n{names[2]},cat\n')
+    with pytest.raises(FastxferError, match=f'one label per image, but {names[1]} has cat, dog$'): collect_data(flat, f'csv:{tmp_path/"two.csv"}')

@@ -62,29 +62,42 @@ class RegexLabel:
     def __getstate__(self): return {'pattern': self.pattern}
     def __setstate__(self, d): self.__init__(d['pattern'])
 
+def _path_keys(p:Path) -> tuple:
+    "How a labels CSV may name image `p`: its last three, two or one path parts."
+    return ('/'.join(p.parts[-3:]), '/'.join(p.parts[-2:]), p.name)
+
 class CsvLabel:
     "Labels read from a CSV with a file column (`file`, `filename`, `path`, `image` or the first) and a label column."
-    def __init__(self, mapping:dict): self.mapping = dict(mapping)
+    def __init__(self, mapping:dict, files=()): self.mapping, self.files = dict(mapping), list(files)
     @classmethod
     def from_csv(cls, fname):
+        "Read `fname`: cells stripped; a row with an empty label leaves its image unlabelled; one file given two labels is an error."
         fname = Path(fname)
         if not fname.is_file(): raise FastxferError(f'--labels csv:{fname}: no such file')
-        df = read_delimited(fname)
+        df = read_delimited(fname, dtype=str, keep_default_na=False)
         cols = {c.lower(): c for c in df.columns}
         fc = next((cols[c] for c in ('file', 'filename', 'fname', 'path', 'image', 'name') if c in cols), df.columns[0])
         lc = next((cols[c] for c in ('label', 'labels', 'class', 'category', 'y', 'target') if c in cols), None)
         if lc is None:
             if len(df.columns) < 2: raise FastxferError(f'{fname}: needs a file column and a label column, found {list(df.columns)}')
             lc = [c for c in df.columns if c != fc][0]
-        m = {}
-        for f,l in zip(df[fc].astype(str), df[lc].astype(str)):
-            m[f.replace('\\', '/')] = l; m[Path(f).name] = l
-        return cls(m)
+        files, labels = df[fc].str.strip().str.replace('\\', '/'), df[lc].str.strip()
+        keep = (files != '') & (labels != '')
+        m, given = {}, {}
+        for f, l in zip(files[keep], labels[keep]):
+            given.setdefault(f, []).append(l); m[f] = l; m[Path(f).name] = l
+        clash = {f: ls for f, ls in given.items() if len(set(ls)) > 1}
+        if clash: raise FastxferError(f'{fname}: one label per image, but ' + '; '.join(f'{f} has {", ".join(dict.fromkeys(ls))}' for f, ls in list(clash.items())[:5])
+                                      + (f'; and {len(clash) - 5} more' if len(clash) > 5 else ''))
+        return cls(m, given)
     def __call__(self, p):
-        p = Path(p)
-        for k in ('/'.join(p.parts[-3:]), '/'.join(p.parts[-2:]), p.name):
+        for k in _path_keys(Path(p)):
             if k in self.mapping: return self.mapping[k]
-        raise KeyError(f'{p.name} is not in the CSV')
+        raise KeyError(f'{Path(p).name} is not in the CSV')
+    def unmatched(self, images) -> list[str]:
+        "The files the CSV names that are none of `images` (a typo, another case, an image not there)."
+        keys = {k for p in images for k in _path_keys(Path(p))}
+        return [f for f in self.files if f not in keys and Path(f).name not in keys]
 
 LABEL_SOURCES = ('folder', 'cat-dog', 'breed', 'regex:PATTERN', 'csv:FILE')
 
@@ -143,6 +156,13 @@ def _split_layout(root:Path):
     v = next((n for n in ('valid', 'val', 'validation') if (root/n).is_dir()), None)
     return ('train', v) if v else None
 
+def _note_lookalikes(classes:list):
+    "Log the classes whose names differ only in case (`Dog` and `dog`): two classes, probably meant as one."
+    by = {}
+    for c in classes: by.setdefault(c.casefold(), []).append(c)
+    same = [' and '.join(map(repr, v)) for v in by.values() if len(v) > 1]
+    if same: log(f"note: labels that differ only in case are different classes: {'; '.join(same)}")
+
 def collect_data(data, labels:str='folder', valid_pct:float=0.2, seed:int=42, all_valid:bool=False, exclude=None) -> VisionData:
     "Find, check, label and split the images under `data` (after the review decisions in the CSV `exclude`, when given)."
     root = resolve_data(data)
@@ -157,10 +177,11 @@ def collect_data(data, labels:str='folder', valid_pct:float=0.2, seed:int=42, al
         except (ValueError, KeyError, IndexError): nolab.append(p); continue
         items.append(p); labs.append(str(l))
     report_skipped(nolab, root, f'images without a label from --labels {labels}')
+    if isinstance(label_fn, CsvLabel): report_skipped(label_fn.unmatched(good), root, f'row(s) of {labels[4:]} that name no image here')
     if exclude: items, labs = exclude_images(root, items, labs, exclude)
     if labels == 'folder' and layout and any(p.parent.name in layout for p in items):
         raise FastxferError(f'{root}: with folder labels, images must be in class folders (train/CLASS/x.jpg), not directly in train/ or valid/')
-    classes = sorted(set(labs))
+    classes = sorted(set(labs)); _note_lookalikes(classes)
     hint = '' if labels != 'folder' else ' (labels come from folder names; use --labels cat-dog, breed, regex:PAT or csv:FILE for labels in file names)'
     if len(classes) < 2: raise FastxferError(f'{root}: found {len(classes)} class{"" if len(classes)==1 else "es"} {classes}; need at least 2{hint}')
     if labels == 'folder':  # a class folder that holds no usable image is an empty class
