@@ -234,15 +234,17 @@ class ModelFolder:
         except (ImportError, AttributeError) as e:
             raise FastxferError(f'{self.path}: this fastxfer cannot load predictor {self.card["predictor"]!r} ({e})') from e
 
-def find_model_folders(root) -> list[ModelFolder]:
-    "Every model folder directly under `root` (or `root` itself), skipping temporary and broken ones."
+def find_model_folders(root, broken:dict|None=None) -> list[ModelFolder]:
+    "Every model folder directly under `root` (or `root` itself), skipping temporary ones and the broken ones (recorded in `broken`: name -> why)."
     root = Path(root)
     if (root/CARD_NAME).is_file(): return [ModelFolder(root)]
     res = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith('.')) if root.is_dir() else []:
         if (d/CARD_NAME).is_file():
             try: res.append(ModelFolder(d))
-            except FastxferError: pass
+            except FastxferError as e:
+                if broken is not None: broken[d.name] = f'{type(e).__name__}: {e}'
+
     return res
 
 # %% ../nbs/05_model_folder.ipynb #26f4a097

@@ -374,7 +374,9 @@ def load_models(models_dir) -> tuple[dict, dict]:
     models, failed = {}, {}
     root = Path(models_dir) if models_dir is not None else None
     if root is None or not root.exists(): return models, failed
-    for folder in find_model_folders(root):
+    found = find_model_folders(root, failed)
+    for name, why in failed.items(): logger.warning('could not load %s: %s', root/name, why)
+    for folder in found:
         name = folder.path.name if folder.path != root else folder.name
         t = time.time()
         try:

@@ -472,9 +472,11 @@ def test_a_broken_model_folder_is_reported_not_fatal(tmp_path):
     (tmp_path/'broken'/'card.json').write_text(json.dumps({'kind': 'vision', 'predictor': 'fastxfer.nowhere.Nothing'}))
     (tmp_path/'evil').mkdir()
     (tmp_path/'evil'/'card.json').write_text(json.dumps({'kind': 'x', 'predictor': 'os.system'}))
+    (tmp_path/'cut'/'card.json').parent.mkdir(); (tmp_path/'cut'/'card.json').write_text('{"kind": "vision", "pred')   # a copy cut short
     with TestClient(create_app(tmp_path, ui=False)) as c:
         h = c.get('/api/v1/health').json()
-        assert h['models'] == 1 and set(h['failed']) == {'broken', 'evil'} and 'not part of fastxfer' in h['failed']['evil']
+        assert h['models'] == 1 and set(h['failed']) == {'broken', 'evil', 'cut'} and 'not part of fastxfer' in h['failed']['evil']
+        assert 'card.json is not valid JSON' in h['failed']['cut']
         r = c.post('/api/v1/predict/ok', json={'pf': 1, 'pa': 2, 'pd': -1, 'sos': 0})   # ConstantPredictor: tabular
         assert r.status_code == 200 and r.json()['label'] in ('no', 'yes')
 
