@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .core import FastxferError, setting, to_jsonable
-from .family import find_family, family_names, get_family
+from .family import find_family, family_names, get_family, majority_baseline
 from .inputs import IMAGE_TYPES, Limits, InputError
 from .drift import DriftWindow
 from .conformal import check_coverage, sure_headline
@@ -943,12 +943,15 @@ def tab_title(p:Predictor) -> str:
     return fam.title if fam is not None else p.input.title
 
 def card_markdown(name:str, p:Predictor) -> str:
-    "The model card as a few lines of markdown: what the predictor says it is, metrics, date, classes."
+    "The model card as a few lines of markdown: what the predictor says it is, metrics beside the baseline's, date, classes."
     c = p.card
     fmt = lambda v: f'{v:.4g}' if isinstance(v, float) else str(v)
     about = ' &nbsp; '.join(f'**{k}** {fmt(v)}' for k,v in p.describe().items() if v is not None)
     lines = [f'### {name}', f'**kind** {p.kind} &nbsp; {about + " &nbsp; " if about else ""}**created** {c.get("created", "-")}']
     if c.get('metrics'): lines.append('**metrics** ' + ', '.join(f'{k} {fmt(v)}' for k,v in c['metrics'].items() if not isinstance(v, (dict, list))))
+    b = c.get('baseline') or majority_baseline(c) or {}
+    same = {k: v for k, v in b.items() if k in (c.get('metrics') or {}) and isinstance(v, (int, float))}   # the model's own measures
+    if same: lines.append('**baseline** ' + ', '.join(f'{k} {fmt(v)}' for k,v in same.items()) + (f" ({b['what']})" if b.get('what') else ''))
     if c.get('train_seconds') is not None: lines.append(f'**trained in** {fmt(c["train_seconds"])} s')
     cls = [str(x) for x in p.classes]
     if cls: lines.append(f'**classes** ({len(cls)}) ' + ', '.join(cls[:12]) + (' ...' if len(cls) > 12 else ''))

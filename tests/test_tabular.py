@@ -276,3 +276,12 @@ def test_the_model_folder_holds_no_pickle(adult_model):
     c = check_model(d)
     assert c['safe'] and c['pickles'] == [] and c['format'] == 2, c
     assert {'processor.json', 'tabular.pt', 'gbm.skops', 'linear.skops'} <= {f['file'] for f in c['files']}
+
+
+def test_the_ui_card_shows_the_baseline_beside_the_metrics(adult_model):
+    from fastxfer.serve import card_markdown
+    d, r = adult_model
+    md = card_markdown('adult', load_model(d)).split('\n\n')
+    line = next(l for l in md if l.startswith('**baseline**'))
+    assert md.index(line) == next(i for i, l in enumerate(md) if l.startswith('**metrics**')) + 1
+    assert f"accuracy {r['baseline']['accuracy']:.4g}" in line and 'log_loss' in line and '(the majority class' in line, line
