@@ -16,8 +16,8 @@ __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OF
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
            'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
            'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_delimited',
-           'read_text', 'read_cells', 'cells_bytes', 'check_image', 'path_kind', 'visible_files', 'image_paths',
-           'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
+           'read_text', 'read_any_text', 'read_cells', 'cells_bytes', 'check_image', 'path_kind', 'visible_files',
+           'image_paths', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -227,6 +227,14 @@ def read_text(path) -> tuple[str, str]:
         try: return raw.decode(enc), enc
         except UnicodeDecodeError as e: err = e
     raise FastxferError(f'cannot read {path}: neither UTF-8 nor Windows-1252 ({err})')
+
+def read_any_text(path, say:bool=True) -> tuple[str, str]:
+    "`read_text`, but never refused: bytes neither UTF-8 nor Windows-1252 decodes are replaced (encoding 'replaced'); `say`: log when not UTF-8."
+    try: text, enc = read_text(path)
+    except FastxferError: text, enc = Path(path).read_bytes().decode('utf-8', errors='replace'), 'replaced'
+    if say and enc in ('cp1252', 'replaced'):
+        log(f"{path}: not UTF-8; " + ("read as Windows-1252" if enc == 'cp1252' else "what does not decode is replaced by \ufffd"))
+    return text, enc
 
 def read_cells(path):
     "`(cells, how)`: the delimited file `path` as strings as written (an empty cell is ''), and `how` it is written (`sep`, `encoding`, `newline`)."

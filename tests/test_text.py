@@ -79,6 +79,25 @@ def test_imdb_folder_layout(work):
     assert (d2.n_train, d2.n_valid) == (8, 2)
 
 
+
+def test_texts_saved_on_windows_read_as_written(work, capsys):
+    "A review saved in Windows-1252 (its 'é' one byte) and one with Excel's UTF-8 byte-order mark: read as written, the first said."
+    from fastxfer.core import is_quiet, set_quiet
+    from fastxfer.text import load_text_data
+    root = work/'imdb_windows'
+    for lbl in ('pos', 'neg'):
+        (root/'train'/lbl).mkdir(parents=True)
+        for i in range(5): (root/'train'/lbl/f'{i}.txt').write_text(f'{lbl} review {i}')
+    (root/'train'/'pos'/'0.txt').write_bytes('un café crème, parfait'.encode('cp1252'))
+    (root/'train'/'neg'/'0.txt').write_bytes('\ufeffa dull café'.encode('utf-8'))
+    was = is_quiet(); set_quiet(False)
+    try: d = load_text_data(root, valid_pct=0.2, seed=1)
+    finally: set_quiet(was)
+    texts = d.train_texts + d.valid_texts
+    assert 'un café crème, parfait' in texts and 'a dull café' in texts, texts
+    assert f"{root/'train'/'pos'}: 1 file(s) not in UTF-8" in capsys.readouterr().err
+
+
 # ---- bad input: clear errors, exit status 2 ---------------------------------------------------------------------
 
 def _fails(*args, env=None):

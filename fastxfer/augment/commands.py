@@ -8,7 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/augment_commands.html.md"""
 from __future__ import annotations
 import io, json, time
 from pathlib import Path
-from ..core import FastxferError, IMAGE_EXTS, atomic_write, read_delimited
+from ..core import FastxferError, IMAGE_EXTS, atomic_write, read_any_text, read_delimited
 
 # %% auto #0
 __all__ = ['image', 'text', 'audio', 'table', 'gan', 'style', 'preview']
@@ -54,7 +54,7 @@ def _read_texts(path, text_col:str):
     import pandas as pd
     p = Path(path)
     if not p.is_file(): raise FastxferError(f'{p}: no such file')
-    if p.suffix.lower() not in ('.csv', '.tsv'): return [l for l in p.read_text(encoding='utf-8', errors='replace').splitlines() if l.strip()], None
+    if p.suffix.lower() not in ('.csv', '.tsv'): return [l for l in read_any_text(p)[0].splitlines() if l.strip()], None
     df = read_delimited(p)
     if text_col not in df.columns: raise FastxferError(f'--text-col {text_col!r} is not a column of {p}; columns: {", ".join(map(str, df.columns))}')
     return df[text_col].astype(str).tolist(), df

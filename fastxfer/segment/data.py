@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from ..core import FastxferError, log
+from ..core import FastxferError, log, read_any_text
 from ..core import IMAGE_EXTS
 
 # %% auto #0
@@ -23,7 +23,7 @@ def read_codes(codes) -> list[str]:
     if codes is None: raise FastxferError('give the codes: --codes codes.txt (one class per line) or --codes a,b,c')
     if isinstance(codes, (list, tuple)): names = [str(c) for c in codes]
     elif Path(str(codes)).is_file():
-        names = [l.strip() for l in Path(codes).read_text(errors='replace').splitlines() if l.strip()]
+        names = [l.strip() for l in read_any_text(codes)[0].splitlines() if l.strip()]
         if not names: raise FastxferError(f'{codes}: no codes in the file (give one class name per line)')
     elif ',' in str(codes) or not str(codes).endswith('.txt'): names = [c.strip() for c in str(codes).split(',') if c.strip()]
     else: raise FastxferError(f'{codes}: no such codes file')

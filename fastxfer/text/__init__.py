@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, setting
+from ..core import FastxferError, read_any_text, setting
 from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model, not_for_multilabel
 from ..conformal import coverage_lines, set_phrase
 from ..label_issues import issues_text
@@ -36,7 +36,7 @@ def read_texts(texts:list|None, file:str|None) -> list[str]:
         texts = [l.rstrip('\n') for l in sys.stdin if l.strip()]
     elif file:
         f = Path(file)
-        try: texts += [l.rstrip('\n') for l in f.read_text(encoding='utf-8', errors='replace').splitlines() if l.strip()]
+        try: texts += [l for l in read_any_text(f)[0].splitlines() if l.strip()]
         except OSError as e: raise FastxferError(f'cannot read --file {f}: {e}') from e
     if not texts: raise FastxferError('no texts to predict: give them as arguments, with --file F (one per line), or - for stdin')
     return texts

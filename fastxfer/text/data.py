@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
-from ..core import FastxferError, csv_separator, log, read_delimited
+from ..core import FastxferError, csv_separator, log, read_any_text, read_delimited
 from ..review import exclude_rows
 
 # %% auto #0
@@ -119,15 +119,21 @@ def load_csv(path, text_col='text', label_col='label', valid_col=None, valid_pct
     return _finish(tr_t, tr_l, va_t, va_l, [], drop, src)
 
 # %% ../../nbs/10a_text_data.ipynb #9496a02a
-def _read_txt(p:Path) -> str:
-    try: return p.read_text(encoding='utf-8', errors='replace')
-    except OSError as e: raise FastxferError(f'cannot read {p}: {e}') from e
+def _read_txts(files, where) -> list[str]:
+    "The texts of `files` (`read_any_text`: UTF-8, else Windows-1252), how many were not UTF-8 said once."
+    out, odd = [], 0
+    for f in files:
+        try: text, enc = read_any_text(f, say=False)
+        except OSError as e: raise FastxferError(f'cannot read {f}: {e}') from e
+        out.append(text); odd += enc != 'utf-8' and enc != 'utf-8-sig'
+    if odd: log(f'{where}: {odd} file(s) not in UTF-8, read as Windows-1252 (bytes neither decodes replaced)')
+    return out
 
 def _folder_items(d:Path, skip=('unsup',)):
     "(text, label) for every `d/<label>/*.txt`."
     items = []
     for c in sorted(x for x in d.iterdir() if x.is_dir() and x.name not in skip and not x.name.startswith('.')):
-        items += [(_read_txt(f), c.name) for f in sorted(c.glob('*.txt'))]
+        items += [(t, c.name) for t in _read_txts(sorted(c.glob('*.txt')), c)]
     return items
 
 def load_folder(path, valid_pct=0.2, seed=42, need_valid=True, **kw) -> TextData:
@@ -146,7 +152,7 @@ def load_folder(path, valid_pct=0.2, seed=42, need_valid=True, **kw) -> TextData
         va = [x for x, f in zip(tr, flags) if f]; tr = [x for x, f in zip(tr, flags) if not f]
     unl = []
     for u in (path/'unsup', train/'unsup'):
-        if u.is_dir(): unl += [_read_txt(f) for f in sorted(u.glob('*.txt'))]
+        if u.is_dir(): unl += _read_txts(sorted(u.glob('*.txt')), u)
     tr_t, tr_l, d1 = _clean([t for t, _ in tr], [l for _, l in tr])
     va_t, va_l, d2 = _clean([t for t, _ in va], [l for _, l in va])
     unl, _, d3 = _clean(unl)
