@@ -77,6 +77,12 @@ def test_unknown_ids_get_cold_start_answers(model):
     assert run_json('collab', 'similar', path, '--item', 'nothing')['cold_start'] is True
     one = run_json('collab', 'predict', path, '--user', 'stranger', '--item', 'unknown')['predictions'][0]
     assert one['cold_start'] is True and one['fallback'] == 'the global mean'
+    r = run_cli('collab', 'predict', path, 'user=u3,item=i1', '{"user": "stranger", "item": "unknown"}', check=0)   # as explain takes them
+    assert [l.split(':')[0] for l in r.stdout.splitlines()] == ['user u3, item i1', 'user stranger, item unknown'], r.stdout
+    assert 'cold start: the global mean' in r.stdout.splitlines()[1]
+    for args, says in ((['user=u3,item=i1', '--user', 'u3'], 'not both'), ([], 'give --user ID --item ID'), (['--user', 'u3'], 'give --user ID --item ID')):
+        r = run_cli('collab', 'predict', path, *args)
+        assert r.returncode == 2 and says in r.stderr.strip().splitlines()[-1], r.stderr
 
 
 @pytest.mark.parametrize('split', ['time', 'user'])

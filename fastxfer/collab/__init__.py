@@ -470,10 +470,12 @@ def _human_items(r) -> str:
     return '\n'.join([head] + rows)
 
 def _human_predict(r) -> str:
-    p = r['predictions'][0]
-    sure = f" ({p['lower']:.2f} to {p['upper']:.2f} at {p['coverage']:.0%})" if 'lower' in p else ''
-    return (f"user {p['user']}, item {p['item']}" + (f" ({p['title']})" if p.get('title') else '') + f": {p['rating']:.2f}{sure}" +
-            (f"  [cold start: {p['fallback']}]" if p['cold_start'] else ''))
+    "A line a prediction: the pair, the rating and its interval, and the cold-start fallback when there was one."
+    def line(p):
+        sure = f" ({p['lower']:.2f} to {p['upper']:.2f} at {p['coverage']:.0%})" if 'lower' in p else ''
+        return (f"user {p['user']}, item {p['item']}" + (f" ({p['title']})" if p.get('title') else '') + f": {p['rating']:.2f}{sure}" +
+                (f"  [cold start: {p['fallback']}]" if p['cold_start'] else ''))
+    return '\n'.join(map(line, r['predictions']))
 
 def _human_evaluate(r) -> str:
     head = with_baseline(f"{r['n']} ratings of {r['data']}: " + format_metrics(r['metrics']) + (f"; {r['cold_start']} cold start" if r['cold_start'] else ''), r)
@@ -502,14 +504,18 @@ class CollabFamily(Family):
         return evaluate_collab(model_dir, data, db, table)
 
     def predict(self, model_dir:str, # a collab model folder
-                *, user:str, # the user id
-                item:str, # the item id
+                pairs:Annotated[list[str]|None, POSITIONAL]=None, # instead of --user/--item: pairs as `explain` takes them, user=ID,item=ID[,timestamp=T] or a JSON object
+                user:str|None=None, # the user id
+                item:str|None=None, # the item id
                 timestamp:float|None=None, # when the rating is given (seconds since 1970): adds the session bias of the user's ratings near it
                 coverage:float|None=None, # a rating interval that holds the true rating this often, e.g. 0.9; if not given: the coverage setting, for a folder with conformity scores
                 ) -> dict:
         "The rating a user would give an item (an unknown id gets the cold-start answer), with its interval."
         p = _collab(model_dir)
-        return dict(model=str(model_dir), kind='collab', predictions=p.conformalize(p.predict([dict(user=user, item=item, timestamp=timestamp)]), coverage))
+        if pairs and (user, item, timestamp) != (None, None, None): raise FastxferError('give pairs as arguments or --user/--item, not both')
+        if not pairs and (user is None or item is None): raise FastxferError('give --user ID --item ID, or pairs as arguments: user=ID,item=ID')
+        items = p.input.from_cli(pairs) if pairs else [dict(user=user, item=item, timestamp=timestamp)]
+        return dict(model=str(model_dir), kind='collab', predictions=p.conformalize(p.predict(items), coverage))
 
     def calibrate(self, model_dir:str, # a collab model folder
                   data:Annotated[str|None, POSITIONAL]=None, # ratings the model did not train on, with the training table's columns
