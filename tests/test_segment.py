@@ -191,3 +191,12 @@ def test_cutmix_and_mixup_train_record_and_predict(tmp_path, mix):
     assert len(p['predictions']) == 1 and Path(p['predictions'][0]['mask']).exists(), p
     bad = run_cli('segment', 'train', d, '--codes', 'grey,red,blue', '--out', tmp_path/'b', '--aug-mix', 'blend')
     assert bad.returncode == 2 and "error: argument --aug-mix: invalid choice: 'blend'" in bad.stderr.strip().splitlines()[-1] and not (tmp_path/'b').exists()
+
+
+def test_a_folder_with_two_images_of_one_name_keeps_both_masks(model, camvid, tmp_path):
+    path, _ = model
+    first, second = sorted((camvid/'images').iterdir())[:2]
+    for sub, img in (('a', first), ('b', second)): (tmp_path/'in'/sub).mkdir(parents=True); shutil.copy(img, tmp_path/'in'/sub/'x.png')
+    r = run_json('segment', 'predict', path, tmp_path/'in', '--out', tmp_path/'out')
+    assert [Path(p['mask']).name for p in r['predictions']] == ['a_x_mask.png', 'b_x_mask.png']
+    assert sorted(f.name for f in (tmp_path/'out').iterdir()) == ['a_x_mask.png', 'a_x_overlay.png', 'b_x_mask.png', 'b_x_overlay.png']

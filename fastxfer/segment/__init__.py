@@ -7,6 +7,7 @@ Docs: https://fastxfer.github.io/fastxfer/segment.html.md"""
 # %% ../../nbs/12c_segment.ipynb #4ec26eb2
 from __future__ import annotations
 import base64, contextlib, io, shutil, sys, time, warnings
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Literal
 from fastcore.basics import patch
@@ -26,7 +27,7 @@ from .models import *
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 
 # %% auto #0
-__all__ = ['export_segment', 'mask_png', 'png_bytes', 'SegmentPredictor', 'write_outputs', 'evaluate_segment',
+__all__ = ['export_segment', 'mask_png', 'png_bytes', 'SegmentPredictor', 'output_stems', 'write_outputs', 'evaluate_segment',
            'train_segmentation', 'SegmentFamily']
 
 # %% ../../nbs/12c_segment.ipynb #64c49de3
@@ -190,11 +191,22 @@ def explain_picture(self:SegmentPredictor, item, expl:dict):
                                           ('how unsure (entropy)', np.asarray(expl['entropy']), 'magma')])
 
 # %% ../../nbs/12c_segment.ipynb #c22bb8cd
-def write_outputs(p:SegmentPredictor, image, out) -> dict:
+def output_stems(images) -> list[str]:
+    "A distinct name for each image's outputs: its stem, or where stems repeat its folders' names before it (`a_x`, `b_x`), else its file name."
+    paths = [Path(str(i)) for i in images]
+    stems = [p.stem for p in paths]
+    for k in range(2, max((len(p.parts) for p in paths), default=1) + 1):
+        seen = Counter(stems)
+        if all(n == 1 for n in seen.values()): return stems
+        stems = ['_'.join(p.with_suffix('').parts[-k:]) if seen[s] > 1 else s for p, s in zip(paths, stems)]
+    seen = Counter(stems)
+    return [p.name.replace('.', '_') if seen[s] > 1 else s for p, s in zip(paths, stems)]
+
+def write_outputs(p:SegmentPredictor, image, out, stem:str|None=None) -> dict:
     "Predict `image` and write `<stem>_mask.png` (indexed, the palette's colours) and `<stem>_overlay.png` into `out` (atomic writes)."
     m, im = p.mask(image)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    stem = Path(str(image)).stem
+    stem = stem or Path(str(image)).stem
     mp, op = out/f'{stem}_mask.png', out/f'{stem}_overlay.png'
     atomic_write(mp, mask_png(m, p.pal))
     atomic_write(op, png_bytes(overlay(np.asarray(im), m, p.pal)))
@@ -296,8 +308,8 @@ class SegmentFamily(Family):
         if p.kind != 'segment': raise FastxferError(f'{model_dir} is a {p.kind} model, not a segmentation model')
         t = time.perf_counter()
         preds = []
-        for k, image in enumerate(images, 1):
-            preds.append(write_outputs(p, image, out))
+        for k, (image, stem) in enumerate(zip(images, output_stems(images)), 1):   # images of the same name in two folders: both kept
+            preds.append(write_outputs(p, image, out, stem))
             if len(images) > 50 and (k % 50 == 0 or k == len(images)): log(f'segmented {k} of {len(images)} images ({time.perf_counter() - t:.0f} s)')
         return dict(model=str(model_dir), backend=p.backend, ms=round((time.perf_counter()-t)*1000, 1), out=str(out), predictions=preds)
 
