@@ -189,10 +189,12 @@ def epoch_line(epoch:int, n_epoch:int, names, values) -> str:
 
 # %% ../nbs/00_core.ipynb #47880aeb
 def to_jsonable(o):
-    "Convert numpy/torch scalars, arrays, paths and sets into plain JSON types."
+    "Convert numpy/torch scalars, arrays, paths, sets and dates (ISO text; pandas' `NaT`: None) into plain JSON types."
+    import datetime
     if isinstance(o, dict): return {str(k): to_jsonable(v) for k,v in o.items()}
     if isinstance(o, (list, tuple, set)): return [to_jsonable(v) for v in o]
     if isinstance(o, Path): return str(o)
+    if isinstance(o, (datetime.date, datetime.time)): return None if str(o) == 'NaT' else o.isoformat()
     if hasattr(o, 'tolist'): return to_jsonable(o.tolist())
     if hasattr(o, 'item') and callable(o.item): return o.item()
     if isinstance(o, float) and (o != o or o in (float('inf'), float('-inf'))): return None

@@ -95,6 +95,10 @@ def test_a_date_column_becomes_its_parts_and_stays_one_input(tmp_path):
     assert e['rows'][0]['feature'] == 'bought' and Path(e['picture']).is_file()
     r = run_cli('tabular', 'predict', tmp_path/'m', '--row', 'amount=5,bought=next week')
     assert r.returncode == 2 and "column 'bought': 'next week' is not a date (like " in r.stderr.strip().splitlines()[-1], r.stderr
+    df.assign(bought=days).to_parquet(tmp_path/'sales.parquet')   # a real datetime column, as Parquet and pandas keep it
+    li = run_json('tabular', 'label-issues', tmp_path/'sales.parquet', '--target', 'returned', '--out', tmp_path/'li')
+    row = json.loads((tmp_path/'li'/'label_issues.json').read_text())['issues'][0]['row']
+    assert li['n_issues'] > 0 and set(row) == {'amount', 'bought'} and pd.Timestamp(row['bought']) in set(days), row
 
 @pytest.mark.parametrize('model', ['tabular', 'gbm', 'linear'])
 def test_each_model_alone(tables, model):
