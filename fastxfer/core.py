@@ -15,8 +15,8 @@ warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*', category=Fu
 __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError',
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
            'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
-           'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_delimited',
-           'read_text', 'read_any_text', 'read_cells', 'cells_bytes', 'check_image', 'path_kind', 'visible_files',
+           'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_text',
+           'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'check_image', 'path_kind', 'visible_files',
            'image_paths', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
@@ -209,18 +209,6 @@ def emit(result:dict, as_json:bool=False, human=None):
         print(f'{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}')
 
 # %% ../nbs/00_core.ipynb #eb8552b7
-def read_delimited(path, **kw):
-    "pandas' `read_csv` of `path` (`sep`: `csv_separator`'s unless given) in UTF-8, else in Windows-1252 (Excel's CSV on Windows), said in the log."
-    import pandas as pd
-    kw.setdefault('sep', csv_separator(path))
-    try: return pd.read_csv(path, encoding='utf-8', **kw)
-    except UnicodeDecodeError as e:
-        try: df = pd.read_csv(path, encoding='cp1252', **kw)
-        except UnicodeDecodeError: raise e from None
-    log(f"{path}: not UTF-8; read as Windows-1252 (Excel's CSV on Windows)")
-    return df
-
-# %% ../nbs/00_core.ipynb #ab963913
 def read_text(path) -> tuple[str, str]:
     "The text of `path` and its encoding: 'utf-8', 'utf-8-sig' (Excel's byte-order mark) or else 'cp1252'; a `FastxferError` when neither decodes."
     import codecs
@@ -230,6 +218,15 @@ def read_text(path) -> tuple[str, str]:
         except UnicodeDecodeError as e: err = e
     raise FastxferError(f'cannot read {path}: neither UTF-8 nor Windows-1252 ({err})')
 
+def read_delimited(path, **kw):
+    "pandas' `read_csv` of `path` (`sep`: `csv_separator`'s unless given), decoded by `read_text`: UTF-8, else Windows-1252 (said in the log)."
+    import io, pandas as pd
+    kw.setdefault('sep', csv_separator(path))
+    text, enc = read_text(path)
+    if enc == 'cp1252': log(f"{path}: not UTF-8; read as Windows-1252 (Excel's CSV on Windows)")
+    return pd.read_csv(io.StringIO(text), **kw)
+
+# %% ../nbs/00_core.ipynb #ab963913
 def read_any_text(path, say:bool=True) -> tuple[str, str]:
     "`read_text`, but never refused: bytes neither UTF-8 nor Windows-1252 decodes are replaced (encoding 'replaced'); `say`: log when not UTF-8."
     try: text, enc = read_text(path)

@@ -244,7 +244,6 @@ def find_model_folders(root, broken:dict|None=None) -> list[ModelFolder]:
             try: res.append(ModelFolder(d))
             except FastxferError as e:
                 if broken is not None: broken[d.name] = f'{type(e).__name__}: {e}'
-
     return res
 
 # %% ../nbs/05_model_folder.ipynb #26f4a097
