@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fastxfer-installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 
-.PHONY: install demo test test-slow system-deps gpu-bundle readme docs
+.PHONY: install demo test test-slow system-deps gpu-bundle readme docs cli-spec
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: install system-deps
 # README.md is generated from nbs/index.ipynb: edit the notebook, then run this (tests/test_docs.py checks they agree)
 readme: install
 	$(BIN)/python docs/build.py readme
+
+# fastxfer/_cli_spec.py, what `fastxfer COMMAND --help` reads instead of importing torch: run after changing a verb
+# (tests/test_cli.py says when it is out of date; an out-of-date entry is not used, the command is built by importing)
+cli-spec: install
+	$(BIN)/python -c "from fastxfer.cli import write_cli_spec; print(write_cli_spec())"
 
 # the documentation site, offline: the notebooks executed (cached by content: a second run re-executes only those
 # that changed), staged with docs/*.md and bench/README.md, built by mkdocs-material into _docs/site/, then checked

@@ -6,11 +6,14 @@ Docs: https://fastxfer.github.io/fastxfer/cli.html.md"""
 
 # %% ../nbs/15_cli.ipynb #52b17794
 from __future__ import annotations
-import argparse, importlib, inspect, sys, typing
+import argparse, hashlib, importlib, inspect, sys, typing
+from pathlib import Path
+PKG_DIR = Path(importlib.import_module('fastxfer').__file__).parent   # where the package's files are
 from . import __version__
 
 # %% auto #0
-__all__ = ['TOOLS', 'COMMON_FLAGS', 'common_parser', 'effective_default', 'add_signature_verb', 'add_family_cli', 'add_tool_cli',
+__all__ = ['PKG_DIR', 'TOOLS', 'COMMON_FLAGS', 'SPEC_FILE', 'common_parser', 'effective_default', 'verb_spec', 'add_verb',
+           'add_signature_verb', 'command_spec', 'cli_spec', 'write_cli_spec', 'fresh_spec', 'add_command',
            'build_parser', 'main', 'run_main']
 
 # %% ../nbs/15_cli.ipynb #bd9549c8
@@ -65,70 +68,161 @@ def effective_default(default):
     from fastxfer.family import SettingDefault
     return default.value() if isinstance(default, SettingDefault) else default
 
-def add_signature_verb(verbs, name:str, fn, parents, human=None):
-    "Add verb `name` to the `verbs` subparsers, its arguments and help built from `fn`'s signature and docments."
+
+# %% ../nbs/15_cli.ipynb #b26bab7d
+def _spec_default(default):
+    "A parameter's default as data: a settings default as `{'setting': key, 'cast': name}`, a tuple as a list."
+    from fastxfer.family import SettingDefault
+    if isinstance(default, SettingDefault): return {'setting': default.key, 'cast': default.cast.__name__}
+    return list(default) if isinstance(default, tuple) else default
+
+def verb_spec(fn) -> dict:
+    "What the command line needs of verb `fn`, as data: its docstring and, per parameter, type, choices, default and help."
     from fastcore.docments import docments
-    from fastxfer.family import SettingDefault, POSITIONAL
-    doc = inspect.getdoc(fn) or ''
-    q = verbs.add_parser(name, parents=parents, help=doc.split('\n')[0], description=doc)
-    params = docments(fn, full=True, returns=False, eval_str=True)
-    names = []
-    for pname, d in params.items():
+    from fastxfer.family import POSITIONAL
+    params = []
+    for pname, d in docments(fn, full=True, returns=False, eval_str=True).items():
         if d.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL): continue
-        names.append(pname)
-        if pname in COMMON_FLAGS: continue
         typ, is_list, choices = _anno_parts(d.anno)
-        default, help = d.default, (d.docment or '').strip()
-        if POSITIONAL in getattr(d.anno, '__metadata__', ()):   # an optional argument without a flag
-            eff = effective_default(default)
-            q.add_argument(pname, type=typ, nargs='*' if is_list else '?', default=eff, choices=choices, metavar=pname.upper(),
-                           help=help + (f' (default: {eff})' if eff is not None else ''))
-            continue
-        if default is inspect.Parameter.empty:
-            if d.kind is inspect.Parameter.KEYWORD_ONLY:
-                q.add_argument('--' + pname.replace('_', '-'), dest=pname, required=True, type=typ, nargs='+' if is_list else None,
-                               choices=choices, metavar=pname.upper(), help=help + ' (required)')
-            else: q.add_argument(pname, type=typ, nargs='+' if is_list else None, choices=choices, metavar=pname.upper(), help=help)
-            continue
-        eff = effective_default(default)
-        src = f' from settings {default.key}' if isinstance(default, SettingDefault) else ''
-        flag = '--' + pname.replace('_', '-')
-        if typ is bool:
-            if eff: q.add_argument(flag, dest=pname, action=argparse.BooleanOptionalAction, default=True, help=f'{help} (default: on)')
-            else: q.add_argument(flag, dest=pname, action='store_true', help=f'{help} (default: off)')
-            continue
-        shown = ','.join(map(str, eff)) if isinstance(eff, (list, tuple)) else eff
-        q.add_argument(flag, dest=pname, type=typ, nargs='*' if is_list else None, default=eff, choices=choices,
-                       metavar=None if choices else pname.upper(), help=f'{help} (default: {shown}{src})' if eff is not None else help)
-    def run(args, _fn=fn, _names=tuple(names)):
+        p = dict(name=pname, type=typ.__name__, list=is_list, choices=choices, help=(d.docment or '').strip(),
+                 keyword_only=d.kind is inspect.Parameter.KEYWORD_ONLY, positional=POSITIONAL in getattr(d.anno, '__metadata__', ()))
+        if d.default is not inspect.Parameter.empty: p['default'] = _spec_default(d.default)
+        params.append(p)
+    return {'doc': inspect.getdoc(fn) or '', 'params': params}
+
+# %% ../nbs/15_cli.ipynb #25afaa9d
+_TYPES = {'int': int, 'float': float, 'str': str, 'bool': bool}
+
+def _default_value(default):
+    "The value a spec's default stands for now: a settings default resolved."
+    from fastxfer.family import SettingDefault
+    return SettingDefault(default['setting'], _TYPES[default['cast']]).value() if isinstance(default, dict) else default
+
+def _add_param(q, p:dict):
+    "Add parameter `p` of a verb spec to parser `q`."
+    name, typ, is_list, choices, help = p['name'], _TYPES[p['type']], p['list'], p['choices'], p['help']
+    flag, eff = '--' + name.replace('_', '-'), _default_value(p.get('default'))
+    if p['positional']:   # an optional argument without a flag
+        return q.add_argument(name, type=typ, nargs='*' if is_list else '?', default=eff, choices=choices, metavar=name.upper(),
+                              help=help + (f' (default: {eff})' if eff is not None else ''))
+    if 'default' not in p:
+        if p['keyword_only']: return q.add_argument(flag, dest=name, required=True, type=typ, nargs='+' if is_list else None,
+                                                    choices=choices, metavar=name.upper(), help=help + ' (required)')
+        return q.add_argument(name, type=typ, nargs='+' if is_list else None, choices=choices, metavar=name.upper(), help=help)
+    if typ is bool:
+        if eff: return q.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=True, help=f'{help} (default: on)')
+        return q.add_argument(flag, dest=name, action='store_true', help=f'{help} (default: off)')
+    src = f" from settings {p['default']['setting']}" if isinstance(p['default'], dict) else ''
+    shown = ','.join(map(str, eff)) if isinstance(eff, (list, tuple)) else eff
+    q.add_argument(flag, dest=name, type=typ, nargs='*' if is_list else None, default=eff, choices=choices,
+                   metavar=None if choices else name.upper(), help=f'{help} (default: {shown}{src})' if eff is not None else help)
+
+def add_verb(verbs, name:str, spec:dict, parents, load, human=None):
+    "Add verb `name` to the `verbs` subparsers from its `verb_spec`; `load()` gives the function when the verb runs."
+    q = verbs.add_parser(name, parents=parents, help=spec['doc'].split('\n')[0], description=spec['doc'])
+    for p in spec['params']:
+        if p['name'] not in COMMON_FLAGS: _add_param(q, p)
+    names = tuple(p['name'] for p in spec['params'])
+    def run(args):
         import contextlib
+        fn = load()
+        if args.human is None: args.human = getattr(fn, 'human', None)   # a tool's function may say how to show its result
         with contextlib.redirect_stdout(sys.stderr):   # stdout is for the result only
-            return _fn(**{n: getattr(args, n) for n in _names if hasattr(args, n)})
-    q.set_defaults(func=run, human=human, verb_fn=fn)
+            return fn(**{n: getattr(args, n) for n in names if hasattr(args, n)})
+    q.set_defaults(func=run, human=human, load_verb=load)
     return q
 
-def add_family_cli(sub, parents, fam):
-    "The command of family `fam`: one verb per method, from signatures."
-    p = sub.add_parser(fam.name, help=fam.help, description=fam.description or fam.help)
+def add_signature_verb(verbs, name:str, fn, parents, human=None):
+    "Add verb `name` to the `verbs` subparsers, its arguments and help built from `fn`'s signature and docments."
+    return add_verb(verbs, name, verb_spec(fn), parents, lambda: fn, human)
+
+# %% ../nbs/15_cli.ipynb #08f2338a
+def _command_verbs(name:str) -> tuple[str, str, dict]:
+    "`(help, description, {verb: function})` of command `name`, a family or a tool, its module imported; verb '' is a command without verbs."
+    if name in TOOLS:
+        mod, help, verbs = TOOLS[name]
+        m = importlib.import_module(mod)
+        return help, help, {'': getattr(m, verbs)} if isinstance(verbs, str) else {v: getattr(m, f) for v, f in verbs.items()}
+    from fastxfer.family import get_family
+    fam = get_family(name)
+    return fam.help, fam.description or fam.help, fam.verbs()
+
+def _spec_sources(name:str, fns) -> dict:
+    "`{file: hash}` of the package files command `name`'s verbs `fns` come from (through wrappers and `delegates`), and its family's class."
+    from fastxfer.family import FAMILIES
+    pkg, todo, files = PKG_DIR, list(fns), set()
+    if name in FAMILIES: todo.append(type(FAMILIES[name]))
+    while todo:
+        f = todo.pop(); f = getattr(f, '__func__', f)
+        try: files.add(Path(inspect.getsourcefile(f)).resolve())
+        except TypeError: pass
+        todo += [g for g in (getattr(f, '__wrapped__', None), getattr(f, '__delwrap__', None)) if g is not None]
+    return {p.relative_to(pkg).as_posix(): _file_hash(p) for p in sorted(files) if p.is_relative_to(pkg)}
+
+def _file_hash(path) -> str: return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+def command_spec(name:str) -> dict:
+    "Command `name` (a family or a tool) as data: its help, each verb's `verb_spec`, the hashes of the files they come from."
+    help, description, verbs = _command_verbs(name)
+    return {'help': help, 'description': description, 'sources': _spec_sources(name, verbs.values()),
+            'verbs': {v: verb_spec(fn) for v, fn in verbs.items()}}
+
+# %% ../nbs/15_cli.ipynb #78f734f3
+SPEC_FILE = PKG_DIR/'_cli_spec.py'
+
+def cli_spec() -> dict:
+    "Every built-in family's and tool's `command_spec`."
+    from fastxfer.family import BUILTIN_FAMILIES
+    return {name: command_spec(name) for name in [*BUILTIN_FAMILIES, *TOOLS]}
+
+def _spec_text(spec:dict) -> str:
+    "`spec` as Python source, a line per parameter (a change to one shows as one line in a diff)."
+    out = ['SPEC = {']
+    for name, c in spec.items():
+        out += [f'  {name!r}: {{'] + [f'    {k!r}: {c[k]!r},' for k in ('help', 'description', 'sources')] + ["    'verbs': {"]
+        for verb, v in c['verbs'].items():
+            out += [f"      {verb!r}: {{'doc': {v['doc']!r}, 'params': ["] + [f'        {p!r},' for p in v['params']] + ['      ]},']
+        out += ['    },', '  },']
+    return '\n'.join(out + ['}']) + '\n'
+
+def write_cli_spec(path=SPEC_FILE) -> Path:
+    "Write `cli_spec()` to `path` as a Python module (`make cli-spec`); atomic, and checked to read back the same."
+    import ast
+    from fastxfer.core import atomic_write
+    spec = cli_spec()
+    text = _spec_text(spec)
+    if ast.literal_eval(text.removeprefix('SPEC = ')) != spec: raise ValueError('a verb has a default the spec cannot hold as a plain value')
+    atomic_write(path, '# Generated by `make cli-spec` (fastxfer.cli.write_cli_spec) from the verbs\' signatures: do not edit.\n'
+                      '# `fastxfer COMMAND --help` reads an entry here while the files it comes from are unchanged (see `sources`).\n'
+                      + text)
+    return Path(path)
+
+def fresh_spec(name:str) -> dict|None:
+    "Command `name`'s written spec, or None when there is none or a file it comes from has changed since it was written."
+    try: entry = importlib.import_module('fastxfer._cli_spec').SPEC.get(name)
+    except ImportError: return None
+    pkg = PKG_DIR
+    fresh = entry and all((pkg/f).is_file() and _file_hash(pkg/f) == h for f, h in entry['sources'].items())
+    return entry if fresh else None
+
+# %% ../nbs/15_cli.ipynb #0d335832
+def add_command(sub, parents, name:str):
+    "The command `name` (a family or a tool): its verbs from the written spec while it is fresh (no import), else from the signatures."
+    spec = fresh_spec(name) or command_spec(name)
+    load = lambda verb: _command_verbs(name)[2][verb]   # the module is imported when a verb runs
+    if name in TOOLS: human = lambda verb: None         # the function's own `human`, if any (see `add_verb`)
+    else: human = lambda verb: (lambda r: importlib.import_module('fastxfer.family').get_family(name).human(verb, r))
+    if '' in spec['verbs']: return add_verb(sub, name, spec['verbs'][''], parents, lambda: load(''))
+    p = sub.add_parser(name, help=spec['help'], description=spec['description'])
     vs = p.add_subparsers(dest='verb', metavar='VERB')
-    for verb, fn in fam.verbs().items():
-        add_signature_verb(vs, verb, fn, parents, human=lambda r, _v=verb: fam.human(_v, r))
+    for verb, vspec in spec['verbs'].items(): add_verb(vs, verb, vspec, parents, lambda v=verb: load(v), human(verb))
     return p
 
-def add_tool_cli(sub, parents, name:str):
-    "The command of tool `name` (see `TOOLS`): one verb per function, or the command itself, from signatures."
-    mod, help, verbs = TOOLS[name]
-    m = importlib.import_module(mod)
-    if isinstance(verbs, str): return add_signature_verb(sub, name, getattr(m, verbs), parents, human=getattr(getattr(m, verbs), 'human', None))
-    p = sub.add_parser(name, help=help)
-    vs = p.add_subparsers(dest='verb', metavar='VERB')
-    for verb, fn in verbs.items(): add_signature_verb(vs, verb, getattr(m, fn), parents, human=getattr(getattr(m, fn), 'human', None))
-    return p
-
+# %% ../nbs/15_cli.ipynb #6e606824
 def build_parser(argv=None) -> argparse.ArgumentParser:
-    "The top-level parser; only the family (or tool) named in `argv` is imported to build its verbs."
+    "The top-level parser; only the command named in `argv` gets its verbs (from the written spec, or its module imported)."
     from fastxfer.core import info
-    from fastxfer.family import family_names, family_help, get_family
+    from fastxfer.family import family_names, family_help
     argv = list(sys.argv[1:] if argv is None else argv)
     common = common_parser()
     parser = argparse.ArgumentParser(prog='fastxfer',
@@ -138,10 +232,10 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     add_signature_verb(sub, 'info', info, [common], human=_human_info)
     wanted = next((a for a in argv if not a.startswith('-')), None)
     for name in family_names():
-        if name == wanted: add_family_cli(sub, [common], get_family(name))
+        if name == wanted: add_command(sub, [common], name)
         else: sub.add_parser(name, help=family_help(name), add_help=False)
     for name,(mod,help,_) in TOOLS.items():
-        if name == wanted: add_tool_cli(sub, [common], name)
+        if name == wanted: add_command(sub, [common], name)
         else: sub.add_parser(name, help=help, add_help=False)
     return parser
 

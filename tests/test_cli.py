@@ -10,6 +10,19 @@ def test_help_lists_commands_and_is_fast():
     assert time.time() - t < 5, 'fastxfer --help must not import torch/fastai'
 
 
+def test_a_family_help_is_fast_and_the_written_spec_is_current():
+    "`fastxfer tabular train --help` reads fastxfer/_cli_spec.py instead of importing fastai; the file must say what the signatures say."
+    from fastxfer.cli import cli_spec
+    from fastxfer._cli_spec import SPEC
+    now = cli_spec()
+    stale = sorted(n for n in now.keys() | SPEC.keys() if now.get(n) != SPEC.get(n))
+    assert not stale, f'fastxfer/_cli_spec.py is out of date for {", ".join(stale)}: run `make cli-spec`'
+    t = time.time()
+    r = run_cli('tabular', 'train', '--help', check=0)
+    assert '--target TARGET' in r.stdout and '(default: auto)' in r.stdout
+    assert time.time() - t < 5, 'fastxfer tabular train --help must not import torch/fastai'
+
+
 def test_version_matches_package():
     from fastxfer import __version__
     r = run_cli('--version', check=0)

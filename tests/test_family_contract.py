@@ -64,7 +64,7 @@ def test_help_shows_the_defaults_the_code_uses(toy_model):
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[fam.name]
         verbs = next(a for a in sub._actions if isinstance(a, argparse._SubParsersAction)).choices
         for verb, vp in verbs.items():
-            fn = vp.get_default('verb_fn')
+            fn = vp.get_default('load_verb')()
             sig = inspect.signature(fn)
             for act in vp._actions:
                 if act.dest not in sig.parameters or act.required or not act.option_strings: continue
