@@ -16,8 +16,8 @@ __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OF
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
            'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
            'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_text',
-           'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'check_image', 'path_kind', 'visible_files',
-           'image_paths', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
+           'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'case_twins', 'check_image', 'path_kind',
+           'visible_files', 'image_paths', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -249,6 +249,13 @@ def cells_bytes(cells, how:dict, path='the file') -> bytes:
     try: return text.encode(how['encoding'])
     except UnicodeEncodeError as e:
         raise FastxferError(f'{path} is in Windows-1252, which has no {e.object[e.start:e.end]!r}; save it as UTF-8 and run this again') from None
+
+# %% ../nbs/00_core.ipynb #4e5ee30f
+def case_twins(labels) -> list[str]:
+    "The groups of `labels` that differ only in case, as \"'Dog' and 'dog'\"."
+    by = {}
+    for l in dict.fromkeys(map(str, labels)): by.setdefault(l.casefold(), []).append(l)
+    return [' and '.join(map(repr, v)) for v in by.values() if len(v) > 1]
 
 # %% ../nbs/00_core.ipynb #a089ba50
 def check_image(path) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse, parse_qs, unquote
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, csv_separator, read_delimited
+from ..core import FastxferError, case_twins, csv_separator, read_delimited
 
 # %% auto #0
 __all__ = ['SUFFIXES', 'MAX_CARD', 'NEAR_UNIQUE', 'MIN_SHARE_NUMERIC', 'DATE_SHARE', 'DATE_RE', 'TableSource', 'sqlite_url',
@@ -322,6 +322,7 @@ def infer_roles(df:pd.DataFrame, target:str, cat=None, cont=None, drop=None, tas
         if len(counts) > 1000: raise FastxferError(f'the target {target!r} has {len(counts)} classes; is it a number? try --task regression')
         df[target] = labels
         classes = sorted(counts.index, key=_class_key)
+        if same := case_twins(classes): notes.append(f"target values that differ only in case are different classes: {'; '.join(same)}")
     roles = Roles(target, task, notes=notes, classes=classes)
     for c in df.columns:
         if c != target and c != valid_col: _column_role(df, c, roles, cat, cont, drop)

@@ -8,7 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/vision_data.html.md"""
 from __future__ import annotations
 import enum, inspect, json, random, re, warnings
 from pathlib import Path
-from ..core import FastxferError, IMAGE_EXTS, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
+from ..core import FastxferError, IMAGE_EXTS, case_twins, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
 import torch
 from PIL import Image
 from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, L, Resize, Normalize, parent_label
@@ -158,10 +158,7 @@ def _split_layout(root:Path):
 
 def _note_lookalikes(classes:list):
     "Log the classes whose names differ only in case (`Dog` and `dog`): two classes, probably meant as one."
-    by = {}
-    for c in classes: by.setdefault(c.casefold(), []).append(c)
-    same = [' and '.join(map(repr, v)) for v in by.values() if len(v) > 1]
-    if same: log(f"note: labels that differ only in case are different classes: {'; '.join(same)}")
+    if same := case_twins(classes): log(f"note: labels that differ only in case are different classes: {'; '.join(same)}")
 
 def collect_data(data, labels:str='folder', valid_pct:float=0.2, seed:int=42, all_valid:bool=False, exclude=None) -> VisionData:
     "Find, check, label and split the images under `data` (after the review decisions in the CSV `exclude`, when given)."
