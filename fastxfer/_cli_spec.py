@@ -254,7 +254,7 @@ SPEC = {
   'tabular': {
     'help': 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite',
     'description': 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite',
-    'sources': {'family.py': 'a8cfc324ad8f722b', 'tabular/__init__.py': 'bada71fbbfc1a0d2'},
+    'sources': {'family.py': 'a8cfc324ad8f722b', 'tabular/__init__.py': '9d9a91febedfac6c'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -286,7 +286,7 @@ SPEC = {
       ]},
       'predict': {'doc': 'Predict rows with a saved model; optionally write them back to SQLite.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a tabular model folder', 'keyword_only': False, 'positional': False},
-        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'rows: a CSV, Parquet or JSON file, - (JSON on stdin), or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
+        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'rows: a CSV, Parquet or JSON file, - (JSON on stdin), a JSON row or list of rows, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
         {'name': 'row', 'type': 'str', 'list': True, 'choices': None, 'help': 'one row as col=value pairs (instead of DATA)', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'an SQLite file to read the rows from (with --table)', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table', 'keyword_only': False, 'positional': False, 'default': None},

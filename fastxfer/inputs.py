@@ -13,8 +13,8 @@ from typing import Any, Optional, Union
 from .core import FastxferError, image_paths, path_kind
 
 # %% auto #0
-__all__ = ['WHITE_SPACE', 'NON_BLANK', 'IMAGE_TYPES', 'Limits', 'InputError', 'read_image', 'check_texts', 'Column', 'check_row',
-           'InputSpec', 'ImageInput', 'TextInput', 'RowInput']
+__all__ = ['WHITE_SPACE', 'NON_BLANK', 'IMAGE_TYPES', 'Limits', 'InputError', 'read_image', 'check_texts', 'Column',
+           'decimal_comma_hint', 'split_pairs', 'check_row', 'InputSpec', 'ImageInput', 'TextInput', 'RowInput']
 
 # %% ../nbs/04a_inputs.ipynb #de961efd
 @dataclass
@@ -106,6 +106,14 @@ def _number(v):
     if not math.isfinite(f): raise ValueError
     return f
 
+def decimal_comma_hint(v) -> str:
+    "A hint for a number written with a decimal comma (`12,5`), else ''."
+    return ' (write the decimals after a point)' if re.fullmatch(r'\s*[-+]?\d+,\d+\s*', str(v)) else ''
+
+def split_pairs(text:str) -> list[str]:
+    "`a=1,b=x` as `['a=1', 'b=x']`: a comma starts a new pair only before `name=`, so `size=12,5` keeps its comma."
+    return [p.strip() for p in re.split(r',(?=[^,=]*=)', text) if p.strip()]
+
 def check_row(row, columns:list[Column], where:str='body', strict:bool=False) -> dict:
     "Validate one row against `columns`: required fields present, numbers finite and in bounds, strings strings."
     cols = columns if strict is False else [c for c in columns if c.api]
@@ -122,7 +130,7 @@ def check_row(row, columns:list[Column], where:str='body', strict:bool=False) ->
         if v is None: out.pop(c.name, None); continue
         if c.kind == 'number':
             try: out[c.name] = _number(v)
-            except (TypeError, ValueError): raise InputError(f'{where}: field {c.name!r} must be a finite number, got {v!r}', 422)
+            except (TypeError, ValueError): raise InputError(f'{where}: field {c.name!r} must be a finite number, got {v!r}{decimal_comma_hint(v)}', 422)
             if c.minimum is not None and out[c.name] < c.minimum: raise InputError(f'{where}: {c.name} = {v!r} is below {c.minimum:g}', 422)
             if c.maximum is not None and out[c.name] > c.maximum: raise InputError(f'{where}: {c.name} = {v!r} is above {c.maximum:g}', 422)
         elif c.kind == 'category' and not c.closed and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v): continue   # 3 for the category '3'
@@ -345,7 +353,7 @@ class RowInput(InputSpec):
                 except json.JSONDecodeError as e: raise InputError(f'input {i+1}: not valid JSON ({e})') from None
             else:
                 row = {}
-                for part in filter(None, (x.strip() for x in v.split(','))):
+                for part in split_pairs(v):
                     k, eq, val = part.partition('=')
                     if not eq: raise InputError(f'input {i+1}: {part!r} is not col=value (the model takes {", ".join(c.name for c in self.columns)})')
                     row[k.strip()] = val.strip()

@@ -173,6 +173,17 @@ def test_predict_input_errors_name_the_problem(tables, adult_model):
     assert r.returncode == 2 and 'missing column(s) education, sex, hours-per-week' in r.stderr and 'the model needs' in r.stderr
     r = run_cli('tabular', 'predict', d, '--row', 'age=forty,workclass=Private,education=HS-grad,sex=Male,hours-per-week=40')
     assert r.returncode == 2 and "row 1, column 'age': 'forty' is not a number" in r.stderr
+    # a decimal comma (as a ;-separated CSV from Excel writes it) stays one value, and the error says how to write it
+    r = run_cli('tabular', 'predict', d, '--row', 'age=40,workclass=Private,education=HS-grad,sex=Male,hours-per-week=37,5')
+    assert r.returncode == 2 and "column 'hours-per-week': '37,5' is not a number (write the decimals after a point)" in r.stderr
+    r = run_cli('tabular', 'explain', d, 'age=40,workclass=Private,education=HS-grad,sex=Male,hours-per-week=37,5')
+    assert r.returncode == 2 and "'hours-per-week' must be a finite number, got '37,5' (write the decimals after a point)" in r.stderr
+    # rows as JSON in DATA, as explain takes them
+    row = {'age': 40, 'workclass': 'Private', 'education': 'HS-grad', 'sex': 'Male', 'hours-per-week': 37.5}
+    one, two = run_json('tabular', 'predict', d, json.dumps(row)), run_json('tabular', 'predict', d, json.dumps([row, {**row, 'age': 60}]))
+    assert one['n'] == 1 and two['n'] == 2 and two['predictions'][0] == one['predictions'][0]
+    r = run_cli('tabular', 'predict', d, '{"age": 40')
+    assert r.returncode == 2 and 'the JSON given as DATA: not JSON' in r.stderr
 
 
 def test_served_model_takes_a_typed_row(tables, adult_model):

@@ -14,12 +14,12 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, atomic_write, log, setting, to_jsonable
+from ..core import FastxferError, atomic_write, log, path_kind, setting, to_jsonable
 from ..family import (Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
                              format_metrics, calibrate_model, not_for_multilabel)
 from ..conformal import (Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration, plot_selective,
                                 readable, set_phrase, sets_report)
-from ..inputs import Column, InputError, RowInput
+from ..inputs import Column, InputError, RowInput, decimal_comma_hint, split_pairs
 from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model_writer, data_fingerprint,
                                    save_sklearn, load_sklearn, top_label)
 from .. import metrics
@@ -29,6 +29,7 @@ from ..review import apply_table_review, exclude_rows
 from ..multilabel import (MultiLabelOutput, check_threshold, parse_threshold_for, binary_columns, fit_platt, threshold_plan, multilabel_scores, multilabel_plots,
                                  multilabel_card, scores_line, multilabel_text, label_conformal, label_sets_report)
 from .data import *
+from .data import _json_rows
 from .models import *
 
 # %% auto #0
@@ -234,7 +235,7 @@ def check_frame(df:pd.DataFrame, columns:list[dict], where='the rows') -> tuple[
         bad |= bool_cells
         if bad.any():
             i = int(np.where(bad.to_numpy())[0][0])
-            raise InputError(f'{where}: row {i+1}, column {c["name"]!r}: {s.iloc[i]!r} is not a number', 422)
+            raise InputError(f'{where}: row {i+1}, column {c["name"]!r}: {s.iloc[i]!r} is not a number{decimal_comma_hint(s.iloc[i])}', 422)
         if not np.isfinite(num.dropna().to_numpy(dtype='float64')).all():
             i = int(np.where(~np.isfinite(num.fillna(0).to_numpy(dtype='float64')))[0][0])
             raise InputError(f'{where}: row {i+1}, column {c["name"]!r}: {s.iloc[i]!r} is not a finite number', 422)
@@ -384,8 +385,17 @@ def explain_picture(self:TabularPredictor, item, expl:dict):
     return contributions_chart(expl['rows'], expl['summary'].split(';')[0])
 
 # %% ../../nbs/08c_tabular.ipynb #da5ef0bf
+def _row_pairs(item:str) -> dict:
+    "`--row` text `a=1,b=x` as `{'a': '1', 'b': 'x'}` (`split_pairs`: `size=12,5` keeps its comma)."
+    out = {}
+    for part in split_pairs(item):
+        k, eq, v = part.partition('=')
+        if not eq or not k.strip(): raise FastxferError(f'--row {part!r}: write col=value')
+        out[k.strip()] = v.strip() or None
+    return out
+
 def rows_from_args(data=None, row=None, db=None, table=None) -> tuple[pd.DataFrame, str]:
-    "The rows to predict: a table (CSV, Parquet, JSON, `-` for stdin, SQLite) or `--row col=value ...` (one row; JSON objects are rows of their own)."
+    "The rows to predict: a table (CSV, Parquet, JSON, `-` for stdin, SQLite), JSON rows given as DATA, or `--row col=value ...` (one row; JSON objects are rows of their own)."
     if row:
         rows, cur = [], {}
         for item in row:
@@ -394,13 +404,12 @@ def rows_from_args(data=None, row=None, db=None, table=None) -> tuple[pd.DataFra
                 try: rows.append(json.loads(item))
                 except json.JSONDecodeError as e: raise FastxferError(f'--row {item[:40]!r}: not valid JSON ({e})') from None
                 continue
-            for part in filter(None, (p.strip() for p in item.split(','))):
-                k, eq, v = part.partition('=')
-                if not eq: raise FastxferError(f'--row {part!r}: write col=value')
-                cur[k.strip()] = v.strip() if v.strip() else None
+            cur.update(_row_pairs(item))
         if cur: rows.append(cur)
         if data is not None: raise FastxferError('give rows as DATA or as --row, not both')
         return pd.DataFrame(rows), '--row'
+    if db is None and str(data or '').lstrip()[:1] in ('{', '[') and path_kind(data) is None:   # as `explain` takes a row
+        return _json_rows(str(data), 'the JSON given as DATA'), 'the JSON given as DATA'
     src = parse_source(data, db, table)
     return read_table(src), str(src)
 
@@ -722,7 +731,7 @@ class TabularFamily(Family):
         return evaluate_table(model_dir, data, db, table)
 
     def predict(self, model_dir:str, # a tabular model folder
-                data:Annotated[str|None, POSITIONAL]=None, # rows: a CSV, Parquet or JSON file, - (JSON on stdin), or sqlite:///FILE?table=NAME
+                data:Annotated[str|None, POSITIONAL]=None, # rows: a CSV, Parquet or JSON file, - (JSON on stdin), a JSON row or list of rows, or sqlite:///FILE?table=NAME
                 row:list[str]|None=None, # one row as col=value pairs (instead of DATA)
                 db:str|None=None, # an SQLite file to read the rows from (with --table)
                 table:str|None=None, # the SQLite table
