@@ -218,12 +218,24 @@ def read_text(path) -> tuple[str, str]:
         except UnicodeDecodeError as e: err = e
     raise FastxferError(f'cannot read {path}: neither UTF-8 nor Windows-1252 ({err})')
 
+def _note_repeated_names(path, text:str, sep:str):
+    "Log the column names the header of `text` repeats (pandas reads the second `x` as `x.1`)."
+    import csv, io
+    if len(sep) != 1: return
+    header = next(csv.reader(io.StringIO(text), delimiter=sep), [])
+    counts = {}
+    for h in (h.strip() for h in header):
+        if h: counts[h] = counts.get(h, 0) + 1
+    if rep := {h: n for h, n in counts.items() if n > 1}:
+        log(f'note: {path}: the header repeats ' + '; '.join(f'{h!r} ({n} times: read as {", ".join([h] + [f"{h}.{k}" for k in range(1, n)])})' for h, n in rep.items()))
+
 def read_delimited(path, **kw):
     "pandas' `read_csv` of `path` (`sep`: `csv_separator`'s unless given), decoded by `read_text`: UTF-8, else Windows-1252 (said in the log)."
     import io, pandas as pd
     kw.setdefault('sep', csv_separator(path))
     text, enc = read_text(path)
     if enc == 'cp1252': log(f"{path}: not UTF-8; read as Windows-1252 (Excel's CSV on Windows)")
+    if kw.get('header', 'infer') == 'infer': _note_repeated_names(path, text, kw['sep'])
     return pd.read_csv(io.StringIO(text), **kw)
 
 # %% ../nbs/00_core.ipynb #ab963913
