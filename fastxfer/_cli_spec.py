@@ -254,7 +254,7 @@ SPEC = {
   'tabular': {
     'help': 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite',
     'description': 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite',
-    'sources': {'family.py': 'a8cfc324ad8f722b', 'tabular/__init__.py': '9d9a91febedfac6c'},
+    'sources': {'family.py': 'a8cfc324ad8f722b', 'tabular/__init__.py': '02dc8645ff84af13'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},

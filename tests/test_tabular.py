@@ -93,12 +93,27 @@ def test_a_date_column_becomes_its_parts_and_stays_one_input(tmp_path):
     long_json = json.dumps({'amount': 5, 'bought': '13/01/2024'}, indent=200)   # longer than a file name may be: once an OSError
     e = run_json('tabular', 'explain', tmp_path/'m', long_json, '--out', tmp_path/'why')['explanations'][0]
     assert e['rows'][0]['feature'] == 'bought' and Path(e['picture']).is_file()
-    r = run_cli('tabular', 'predict', tmp_path/'m', '--row', 'amount=5,bought=next week')
-    assert r.returncode == 2 and "column 'bought': 'next week' is not a date (like " in r.stderr.strip().splitlines()[-1], r.stderr
+    for bad in ('next week', 'July', '3000-01-01'):   # 'July' read as year 1, 3000 beyond what pandas holds: once a traceback
+        r = run_cli('tabular', 'predict', tmp_path/'m', '--row', f'amount=5,bought={bad}')
+        assert r.returncode == 2 and f"column 'bought': '{bad}' is not a date (like " in r.stderr.strip().splitlines()[-1], r.stderr
     df.assign(bought=days).to_parquet(tmp_path/'sales.parquet')   # a real datetime column, as Parquet and pandas keep it
     li = run_json('tabular', 'label-issues', tmp_path/'sales.parquet', '--target', 'returned', '--out', tmp_path/'li')
     row = json.loads((tmp_path/'li'/'label_issues.json').read_text())['issues'][0]['row']
     assert li['n_issues'] > 0 and set(row) == {'amount', 'bought'} and pd.Timestamp(row['bought']) in set(days), row
+
+def test_months_alone_are_dates_that_carry_to_months_not_seen(tmp_path):
+    "A column of months (2021-07) is a date of three parts (year, month, time), not 72 categories: a later month is predicted by its month."
+    rng = np.random.default_rng(1)
+    y, m = rng.integers(2018, 2024, 400), rng.integers(1, 13, 400)
+    df = pd.DataFrame({'month': [f'{a}-{b:02d}' for a, b in zip(y, m)], 'x': rng.normal(size=400), 'busy': np.where(np.isin(m, [6, 7, 8]), 'yes', 'no')})
+    df.to_csv(tmp_path/'months.csv', index=False)
+    r = run_json('tabular', 'train', tmp_path/'months.csv', '--target', 'busy', '--model', 'gbm', '--out', tmp_path/'m')
+    assert r['roles']['dates'] == ['month'] and r['metrics']['accuracy'] > 0.95, r['metrics']
+    [col] = [c for c in json.loads((tmp_path/'m'/'card.json').read_text())['columns'] if c['name'] == 'month']
+    assert col['month'] is True and len(col['example']) == 7 and col['min'] == '2018-01', col
+    preds = predict_table(tmp_path/'m', row=['{"month": "2026-07", "x": 0}', '{"month": "2026-12", "x": 0}'])['predictions']
+    assert [p['label'] for p in preds] == ['yes', 'no']
+
 
 @pytest.mark.parametrize('model', ['tabular', 'gbm', 'linear'])
 def test_each_model_alone(tables, model):

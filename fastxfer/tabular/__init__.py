@@ -94,7 +94,7 @@ def _columns(proc:Processor, df:pd.DataFrame) -> list[dict]:
 def _date_column(name:str, fmt:dict, s:pd.Series) -> dict:
     "A date input as the card stores it: its format, the median training date as the example, the first and the last."
     t = parse_dates(s, fmt['dayfirst']).dropna().sort_values()
-    show = (lambda v: v.isoformat(sep=' ')) if fmt['time'] else (lambda v: v.date().isoformat())
+    show = (lambda v: v.strftime('%Y-%m')) if fmt.get('month') else (lambda v: v.isoformat(sep=' ')) if fmt['time'] else (lambda v: v.date().isoformat())
     return dict(name=name, kind='date', **fmt, example=show(t.iloc[len(t)//2]), min=show(t.iloc[0]), max=show(t.iloc[-1]))
 
 def _round(v):

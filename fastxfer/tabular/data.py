@@ -15,8 +15,8 @@ import pandas as pd
 from ..core import FastxferError, case_twins, csv_separator, read_delimited
 
 # %% auto #0
-__all__ = ['SUFFIXES', 'MAX_CARD', 'NEAR_UNIQUE', 'MIN_SHARE_NUMERIC', 'DATE_SHARE', 'DATE_RE', 'TableSource', 'sqlite_url',
-           'parse_source', 'sqlite_tables', 'read_table', 'check_column', 'parse_dates', 'date_format',
+__all__ = ['SUFFIXES', 'MAX_CARD', 'NEAR_UNIQUE', 'MIN_SHARE_NUMERIC', 'DATE_SHARE', 'DATE_RE', 'MONTH_RE', 'TableSource',
+           'sqlite_url', 'parse_source', 'sqlite_tables', 'read_table', 'check_column', 'parse_dates', 'date_format',
            'date_part_names', 'date_parts', 'with_date_parts', 'coerce_numbers', 'Roles', 'infer_task', 'label_strings',
            'canonical', 'infer_roles', 'as_flags', 'split_rows']
 
@@ -144,18 +144,21 @@ def check_column(df:pd.DataFrame, col:str, flag:str, where) -> str:
 DATE_SHARE = 0.95      # a text column whose cells are dates this often is a date column
 _DATE = r'(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})'
 _TIME = r'(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})?)?'
-DATE_RE = re.compile(rf'\s*{_DATE}{_TIME}\s*')
+_MONTH = r'(?:\d{4}[-/]\d{1,2}|\d{1,2}[-/]\d{4})'   # a month alone: 2024-03, 03/2024
+DATE_RE, MONTH_RE = re.compile(rf'\s*(?:{_DATE}{_TIME}|{_MONTH})\s*'), re.compile(rf'\s*{_MONTH}\s*')
 
 def parse_dates(s:pd.Series, dayfirst:bool=False) -> pd.Series:
     "Dates (text, or a datetime column) as naive `datetime64[ns]` (in UTC when they carry an offset), `NaT` where a cell is missing or not a date."
-    if isinstance(s.dtype, pd.DatetimeTZDtype): return s.dt.tz_convert(None).astype('datetime64[ns]')
-    if pd.api.types.is_datetime64_dtype(s.dtype): return s.astype('datetime64[ns]')
-    txt = s.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-    t = pd.to_datetime(txt, errors='coerce', dayfirst=dayfirst, format='mixed', utc=True)
-    return t.dt.tz_convert(None).astype('datetime64[ns]')
+    if isinstance(s.dtype, pd.DatetimeTZDtype): t = s.dt.tz_convert(None)
+    elif pd.api.types.is_datetime64_dtype(s.dtype): t = s
+    else:
+        txt = s.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+        t = pd.to_datetime(txt, errors='coerce', dayfirst=dayfirst, format='mixed', utc=True).dt.tz_convert(None)
+    t = t.where((t >= pd.Timestamp.min) & (t <= pd.Timestamp.max))   # what nanoseconds cannot hold (before 1677, after 2262; 'July' reads as year 1) is not a date
+    return t.astype('datetime64[ns]')
 
 def date_format(s:pd.Series, n:int=2000) -> dict|None:
-    "`{'dayfirst', 'time'}` when `s` holds dates (a datetime column, or text matching `DATE_RE` in `DATE_SHARE` of up to `n` cells), else None."
+    "`{'dayfirst', 'time'}` (and `'month'`: months alone) when `s` holds dates (a datetime column, or text matching `DATE_RE` in `DATE_SHARE` of up to `n` cells), else None."
     if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype): return None
     v = s.dropna()
     v = v.sample(n, random_state=0) if len(v) > n else v
@@ -166,10 +169,12 @@ def date_format(s:pd.Series, n:int=2000) -> dict|None:
         dayfirst = bool(len(days) and ((days[0].astype(int) > 12).any() or (days[1] == '.').any()))
     t = parse_dates(v, dayfirst).dropna()
     if len(t) < DATE_SHARE*len(v) or t.nunique() < 2: return None
-    return dict(dayfirst=dayfirst, time=bool((t != t.dt.normalize()).any()))
+    months = not pd.api.types.is_datetime64_any_dtype(s.dtype) and v.map(lambda x: isinstance(x, str) and MONTH_RE.fullmatch(x) is not None).all()
+    return dict(dayfirst=dayfirst, time=bool((t != t.dt.normalize()).any())) | ({'month': True} if months else {})
 
 def date_part_names(col:str, fmt:dict) -> list[str]:
-    "The columns fastai's `add_datepart` makes of the date column `col` (prefixed `col_`)."
+    "The columns fastai's `add_datepart` makes of the date column `col` (prefixed `col_`); of months alone, the year, month and time since 1970."
+    if fmt.get('month'): return [f'{col}_{p}' for p in ('Year', 'Month', 'Elapsed')]
     parts = ['Year', 'Month', 'Week', 'Day', 'Dayofweek', 'Dayofyear', 'Is_month_end', 'Is_month_start', 'Is_quarter_end',
              'Is_quarter_start', 'Is_year_end', 'Is_year_start'] + (['Hour', 'Minute', 'Second'] if fmt['time'] else []) + ['Elapsed']
     return [f'{col}_{p}' for p in parts]
@@ -234,7 +239,7 @@ class Roles:
                  f'{" ..." if len(self.classes) > 10 else ""})' if self.classes else ''),
                  f'categorical ({len(self.cat)}): {", ".join(self.cat) or "none"}',
                  f'continuous ({len(plain)}): {", ".join(plain) or "none"}']
-        lines += [f'date: {c} (as {len(date_part_names(c, f))} numbers: year, month, ..., seconds since 1970)' for c, f in self.dates.items()]
+        lines += [f'date: {c} (as {len(date_part_names(c, f))} numbers: year, month, {"" if f.get("month") else "..., "}seconds since 1970)' for c, f in self.dates.items()]
         lines += [f'left out: {c} ({why})' for c, why in self.excluded.items()]
         return '\n'.join(lines)
 
