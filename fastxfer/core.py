@@ -229,14 +229,26 @@ def _note_repeated_names(path, text:str, sep:str):
     if rep := {h: n for h, n in counts.items() if n > 1}:
         log(f'note: {path}: the header repeats ' + '; '.join(f'{h!r} ({n} times: read as {", ".join([h] + [f"{h}.{k}" for k in range(1, n)])})' for h, n in rep.items()))
 
+def _decimal_commas(df):
+    "`df` with its text columns of numbers written with a decimal comma (`2,5`, as a `;` CSV from Excel has them) as numbers."
+    import pandas as pd
+    for c in df.columns:
+        s = df[c]
+        if pd.api.types.is_numeric_dtype(s.dtype) or not s.notna().any(): continue
+        v = s.dropna().astype(str)
+        if v.str.fullmatch(r'\s*[-+]?\d+(?:,\d+)?\s*').all() and v.str.contains(',').any():
+            df[c] = pd.to_numeric(s.astype(str).str.replace(',', '.').where(s.notna()), errors='coerce')
+    return df
+
 def read_delimited(path, **kw):
-    "pandas' `read_csv` of `path` (`sep`: `csv_separator`'s unless given), decoded by `read_text`: UTF-8, else Windows-1252 (said in the log)."
+    "pandas' `read_csv` of `path` (`sep`: `csv_separator`'s unless given), decoded by `read_text`: UTF-8, else Windows-1252 (said in the log); in a `;` file, columns of decimal commas are numbers unless `decimal` is given."
     import io, pandas as pd
     kw.setdefault('sep', csv_separator(path))
     text, enc = read_text(path)
     if enc == 'cp1252': log(f"{path}: not UTF-8; read as Windows-1252 (Excel's CSV on Windows)")
     if kw.get('header', 'infer') == 'infer': _note_repeated_names(path, text, kw['sep'])
-    return pd.read_csv(io.StringIO(text), **kw)
+    df = pd.read_csv(io.StringIO(text), **kw)
+    return _decimal_commas(df) if kw['sep'] == ';' and 'decimal' not in kw else df
 
 # %% ../nbs/00_core.ipynb #ab963913
 def read_any_text(path, say:bool=True) -> tuple[str, str]:

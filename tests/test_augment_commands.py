@@ -51,6 +51,11 @@ def test_augment_a_table_with_a_feature_spec(tmp_path):
     r = run_json('table', tmp_path/'g.csv', '--out', tmp_path/'g2.csv', '--ops', 'PF-PA,log1p:PF')
     rows = list(csv.DictReader(open(tmp_path/'g2.csv')))
     assert r['rows'] == 3 and r['new_columns'] and len(rows[0]) > 3
+    # Excel on Windows: ';' between cells, decimal commas, Windows-1252 (once "could not convert string to float: '3,5'")
+    (tmp_path/'eu.csv').write_bytes('équipe;PF;PA\r\na;300,5;310\r\nb;410;290,25\r\n'.encode('cp1252'))
+    r = run_json('table', tmp_path/'eu.csv', '--out', tmp_path/'eu2.csv', '--ops', 'PF-PA')
+    rows = list(csv.DictReader(open(tmp_path/'eu2.csv', encoding='utf-8')))
+    assert r['new_columns'] == ['PF-PA'] and [float(x['PF-PA']) for x in rows] == [-9.5, 119.75] and rows[0]['équipe'] == 'a'
 
 
 @pytest.mark.parametrize('args,says', [
