@@ -141,6 +141,7 @@ def test_bad_input_on_the_command_line(toy, work, env):
 def test_predict_errors(logreg_model, work):
     out, _ = logreg_model
     assert 'no texts to predict' in _fails('predict', out)
+    assert 'text 2 of those given is empty' in _fails('predict', out, 'a film', '  ')   # once predicted, as if it said something
     assert 'not a model folder' in _fails('predict', work, 'hello')
 
 

@@ -32,6 +32,8 @@ __all__ = ['PERTURBATIONS', 'MULTI_TEXT_OPTIONS', 'read_texts', 'labelled_texts'
 def read_texts(texts:list|None, file:str|None) -> list[str]:
     "The texts to predict: those given, `-` (or `file='-'`) for standard input, or a file's lines."
     texts = list(texts or [])
+    if blank := [i + 1 for i, t in enumerate(texts) if not str(t).strip()]:
+        raise FastxferError(f'text {blank[0]} of those given is empty (or only spaces): there is nothing to predict from')
     if texts == ['-'] or file == '-':
         texts = [l.rstrip('\n') for l in sys.stdin if l.strip()]
     elif file:
