@@ -17,7 +17,7 @@ __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OF
            'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
            'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_text',
            'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'case_twins', 'check_image', 'path_kind',
-           'visible_files', 'image_paths', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
+           'visible_files', 'image_paths', 'as_rgb', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -315,6 +315,24 @@ def image_paths(values:list) -> list[str]:
         if bad: log(f"{v}: skipped {len(bad)} file(s) that do not decode as images: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
         out += map(str, good)
     return out
+
+# %% ../nbs/00_core.ipynb #f7df4ff0
+def _value_range(a, mode:str) -> tuple[float, float]:
+    "The `(low, high)` that pixel values `a` are read between: 0 to 1 for floats within it; 0 to 2**b - 1 for the fewest bits b (8, 10, 12, 14, 16) that hold the brightest value; else their own lowest and highest."
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo >= 0 and mode == 'F' and hi <= 1: return 0.0, 1.0
+    if lo >= 0 and hi <= 65535: return 0.0, float(next(2**b - 1 for b in (8, 10, 12, 14, 16) if hi <= 2**b - 1))
+    return min(lo, 0.0), hi
+
+def as_rgb(im):
+    "`im` (a PIL image) as 8-bit RGB; a 16-bit, 32-bit or float image scaled from its range (`_value_range`) where Pillow would clip it to white."
+    if im.mode in ('I', 'F') or im.mode.startswith('I;'):
+        import numpy as np
+        from PIL import Image
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        lo, hi = _value_range(a, im.mode)
+        im = Image.fromarray(np.clip(np.round((a - lo) * 255 / max(hi - lo, 1e-12)), 0, 255).astype(np.uint8))
+    return im.convert('RGB')
 
 # %% ../nbs/00_core.ipynb #b83d53eb
 def cache_dir(kind:str) -> Path:

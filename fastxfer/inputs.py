@@ -10,7 +10,7 @@ import io, math, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
-from .core import FastxferError, image_paths, path_kind
+from .core import FastxferError, as_rgb, image_paths, path_kind
 
 # %% auto #0
 __all__ = ['WHITE_SPACE', 'NON_BLANK', 'IMAGE_TYPES', 'Limits', 'InputError', 'read_image', 'check_texts', 'Column',
@@ -52,7 +52,7 @@ def read_image(data:bytes, limits:Limits=Limits(), name:str='file'):
     try:
         im.load()
         if getattr(im, 'n_frames', 1) > 1: im.seek(0)
-        return im.convert('RGB')
+        return as_rgb(im)
     except Image.DecompressionBombError as e: raise InputError(f'{name}: refused as a decompression bomb ({e})', 413)
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f'{name}: the image is truncated or corrupt ({e})', 400)

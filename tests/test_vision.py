@@ -183,6 +183,21 @@ def test_predict_in_a_fresh_process(trained, flat):
 
 
 
+def test_sixteen_bit_images_are_read_by_their_range(trained, flat, tmp_path):
+    "A 16-bit grey PNG (microscopes, scanners) is the same picture as its 8-bit copy: once it was read as white, by file and by upload."
+    from PIL import Image
+    from fastxfer.inputs import read_image
+    from fastxfer.model_folder import load_model
+    grey = np.asarray(Image.open(flat/'Abyssinian_1.jpg').convert('L'))
+    Image.fromarray(grey).save(tmp_path/'grey8.png')
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path/'grey16.png')
+    assert Image.open(tmp_path/'grey16.png').mode.startswith('I')
+    p = load_model(trained[0])
+    p8, p16 = p.predict_proba([tmp_path/'grey8.png', tmp_path/'grey16.png'])
+    assert np.abs(p8 - p16).max() < 0.01, (p8, p16)
+    assert np.abs(np.asarray(read_image((tmp_path/'grey16.png').read_bytes()), float) - grey[..., None]).max() <= 1
+
+
 def test_predict_and_explain_a_folder(trained, flat, tmp_path):
     "A folder stands for its images: the broken JPEG and the text file are skipped and said; a missing name exits 2."
     out, _ = trained

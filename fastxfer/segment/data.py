@@ -169,10 +169,11 @@ def make_seg_dls(sd:SegData, size=(96, 128), bs:int=8, aug:str='default', stats=
     from fastxfer.augment.image import aug_preset
     from fastxfer.backbones import IMAGENET_STATS
     from fastxfer.core import get_device
+    from fastxfer.vision.data import RGBImage
     size = tuple(size)
     same = len(set(sd.sizes)) == 1 and tuple(sd.sizes[0][::-1]) == size   # every image already at the model's size: no item resize
     item_tfms = [] if same else [Resize(size, method=ResizeMethod.Squish)]
-    dblock = DataBlock(blocks=(ImageBlock, MaskBlock(sd.codes)), get_y=sd.mask_fn(), splitter=IndexSplitter(sd.valid_idx),
+    dblock = DataBlock(blocks=(ImageBlock(RGBImage), MaskBlock(sd.codes)), get_y=sd.mask_fn(), splitter=IndexSplitter(sd.valid_idx),
                        item_tfms=item_tfms, batch_tfms=[*aug_preset(aug, None), Normalize.from_stats(*(stats or IMAGENET_STATS))])
     return dblock.dataloaders(sd.items, bs=min(bs, max(1, sd.n_train)), num_workers=num_workers,
                               device=torch.device(device or get_device()), seed=seed)

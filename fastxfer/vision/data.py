@@ -8,18 +8,19 @@ Docs: https://fastxfer.github.io/fastxfer/vision_data.html.md"""
 from __future__ import annotations
 import enum, inspect, json, random, re, warnings
 from pathlib import Path
-from ..core import FastxferError, IMAGE_EXTS, case_twins, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
+from ..core import FastxferError, IMAGE_EXTS, as_rgb, case_twins, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
 import torch
 from PIL import Image
-from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, L, Resize, Normalize, parent_label
+from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, L, PILImage, Resize, Normalize, parent_label
 from ..backbones import is_online, IMAGENET_STATS
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 
 # %% auto #0
 __all__ = ['LABEL_SOURCES', 'scan_images', 'report_skipped', 'CatDogLabel', 'BreedLabel', 'RegexLabel', 'CsvLabel',
            'label_function', 'VisionData', 'resolve_data', 'collect_data', 'hold_out_calibration', 'add_extra',
-           'image_key', 'exclude_images', 'relabelled_path', 'review_changes', 'ItemLabels', 'batch_augment',
-           'make_dls', 'preprocess_classes', 'preprocess_spec', 'preprocess_pipelines', 'check_preprocess']
+           'image_key', 'exclude_images', 'relabelled_path', 'review_changes', 'RGBImage', 'ItemLabels',
+           'batch_augment', 'make_dls', 'preprocess_classes', 'preprocess_spec', 'preprocess_pipelines',
+           'check_preprocess']
 
 # %% ../../nbs/07a_vision_data.ipynb #a6951ddd
 def scan_images(root, folders=None):
@@ -290,6 +291,16 @@ def review_changes(data, labels:str, decisions:list[dict]) -> tuple[list, list, 
     else: rewrites, moves = [], moves + [(root/k, relabelled_path(root/k, new, labels)) for k, new in relabel.items()]
     return moves, rewrites, decision_counts(ds)
 
+# %% ../../nbs/07a_vision_data.ipynb #1187de9e
+class RGBImage(PILImage):
+    "fastai's `PILImage`, but a 16-bit or float image file is scaled by its range (`as_rgb`) where fastai's would clip it to white."
+    @classmethod
+    def create(cls, fn, **kwargs):
+        if isinstance(fn, (str, Path)):
+            with Image.open(fn) as im:
+                if im.mode in ('I', 'F') or im.mode.startswith('I;'): im.load(); return cls(as_rgb(im))
+        return super().create(fn, **kwargs)
+
 # %% ../../nbs/07a_vision_data.ipynb #b8964020
 class ItemLabels:
     "The label of each of `items`, looked up by path: what the DataLoaders read, so relabelled and added images keep the labels given to them."
@@ -305,7 +316,7 @@ def make_dls(vd:VisionData, size:int=224, presize:int|None=None, bs:int=32, aug:
              device=None, num_workers:int=0, seed:int=42):
     "fastai `DataLoaders` for `vd`: item resize to `presize` (default `size`), batch augmentation to `size`, normalization."
     presize = presize or size
-    dblock = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=vd.classes)), get_y=ItemLabels(vd.items, vd.labels),
+    dblock = DataBlock(blocks=(ImageBlock(RGBImage), CategoryBlock(vocab=vd.classes)), get_y=ItemLabels(vd.items, vd.labels),
                        splitter=lambda _: (vd.train_idx, vd.valid_idx), item_tfms=Resize(presize),
                        batch_tfms=[*batch_augment(aug, size if presize != size else None), Normalize.from_stats(*stats)])
     return dblock.dataloaders(vd.items, bs=min(bs, max(1, vd.n_train)), num_workers=num_workers,

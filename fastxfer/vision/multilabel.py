@@ -18,7 +18,7 @@ from ..model_folder import load_model, model_writer, data_fingerprint, export_on
 from ..multilabel import (check_threshold, parse_threshold_for, split_labels, label_matrix, check_label_lists, fit_heads, fit_platt, threshold_plan, multilabel_scores,
                                  multilabel_plots, multilabel_card, MultiLabelOutput, scores_line, label_conformal, label_sets_report)
 from ..conformal import conformal_card
-from .data import VisionData, resolve_data, scan_images, report_skipped, batch_augment, preprocess_spec, check_preprocess
+from .data import RGBImage, VisionData, resolve_data, scan_images, report_skipped, batch_augment, preprocess_spec, check_preprocess
 from .train import vision_learner_for, many_body_features, _quiet_lines, _plot_losses, _parse_lr, AUTO_ENOUGH
 
 # %% auto #0
@@ -94,7 +94,7 @@ class LabelLookup:
 def multilabel_dls(vd:VisionData, size:int=224, presize:int|None=None, bs:int=32, aug:str='default', stats=IMAGENET_STATS, device=None, seed:int=42):
     "fastai `DataLoaders` of images and their label vectors (`MultiCategoryBlock`), with `make_dls`' resizing and augmentation."
     presize = presize or size
-    dblock = DataBlock(blocks=(ImageBlock, MultiCategoryBlock(vocab=vd.classes)), get_y=LabelLookup(vd),
+    dblock = DataBlock(blocks=(ImageBlock(RGBImage), MultiCategoryBlock(vocab=vd.classes)), get_y=LabelLookup(vd),
                        splitter=lambda _: (vd.train_idx, vd.valid_idx), item_tfms=Resize(presize),
                        batch_tfms=[*batch_augment(aug, size if presize != size else None), Normalize.from_stats(*stats)])
     return dblock.dataloaders(vd.items, bs=min(bs, max(1, vd.n_train)), num_workers=0, device=torch.device(device or get_device()), seed=seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io, json, time, warnings
 from pathlib import Path
 import numpy as np
-from ..core import FastxferError, atomic_write, log, setting
+from ..core import FastxferError, as_rgb, atomic_write, log, setting
 import torch
 from PIL import Image
 from fastai.vision.all import Normalize, PILImage, TensorImage
@@ -36,7 +36,7 @@ def open_image(item, draft_to:int|None=None) -> PILImage:
         elif isinstance(item, np.ndarray): im = Image.fromarray(item)
         else: im = Image.open(item)
         if draft_to and getattr(im, 'format', None) == 'JPEG': im.draft('RGB', (draft_to, draft_to))
-        return PILImage(im.convert('RGB'))
+        return PILImage(as_rgb(im))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         name = item if isinstance(item, (str, Path)) else type(item).__name__
         raise FastxferError(f'{name}: not a readable image ({e})') from e

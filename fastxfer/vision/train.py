@@ -96,7 +96,7 @@ def _feature_runner(body, shape):
     return lambda xb: m(xb.to(dev).contiguous(memory_format=torch.channels_last)).float().cpu()
 
 def _features_key(dls, items, flip, tag) -> str:
-    h = hashlib.sha256(f'{tag}|{flip}|{dls.after_batch}|{dls.valid.after_item}'.encode())
+    h = hashlib.sha256(f'{tag}|{flip}|16-bit by range|{dls.after_batch}|{dls.valid.after_item}'.encode())   # 16-bit: features before were of white
     for p in items:
         st = Path(p).stat(); h.update(f'{p}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
     return h.hexdigest()[:20]
