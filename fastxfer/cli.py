@@ -206,9 +206,14 @@ def fresh_spec(name:str) -> dict|None:
     return entry if fresh else None
 
 # %% ../nbs/15_cli.ipynb #0d335832
+def _loaded(name:str) -> bool:
+    "Whether command `name` is imported already (a plug-in family, one that replaces a built-in, a caller's import): its signatures are then at hand."
+    from fastxfer.family import FAMILIES
+    return name in FAMILIES or (name in TOOLS and TOOLS[name][0] in sys.modules)
+
 def add_command(sub, parents, name:str):
-    "The command `name` (a family or a tool): its verbs from the written spec while it is fresh (no import), else from the signatures."
-    spec = fresh_spec(name) or command_spec(name)
+    "The command `name` (a family or a tool): its verbs from the written spec while it is fresh and the command not imported yet, else from the signatures."
+    spec = (None if _loaded(name) else fresh_spec(name)) or command_spec(name)
     load = lambda verb: _command_verbs(name)[2][verb]   # the module is imported when a verb runs
     if name in TOOLS: human = lambda verb: None         # the function's own `human`, if any (see `add_verb`)
     else: human = lambda verb: (lambda r: importlib.import_module('fastxfer.family').get_family(name).human(verb, r))
