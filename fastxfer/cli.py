@@ -155,7 +155,7 @@ def _spec_sources(name:str, fns) -> dict:
     while todo:
         f = todo.pop(); f = getattr(f, '__func__', f)
         try: files.add(Path(inspect.getsourcefile(f)).resolve())
-        except TypeError: pass
+        except (TypeError, OSError): pass   # a built-in, or a class or function defined in a notebook
         todo += [g for g in (getattr(f, '__wrapped__', None), getattr(f, '__delwrap__', None)) if g is not None]
     return {p.relative_to(pkg).as_posix(): _file_hash(p) for p in sorted(files) if p.is_relative_to(pkg)}
 
