@@ -16,8 +16,9 @@ __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OF
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
            'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
            'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_text',
-           'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'case_twins', 'check_image', 'path_kind',
-           'visible_files', 'image_paths', 'as_rgb', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
+           'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'case_twins', 'note_case_twins',
+           'check_image', 'path_kind', 'visible_files', 'image_paths', 'deep_mode', 'as_rgb', 'cache_dir',
+           'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -281,6 +282,10 @@ def case_twins(labels) -> list[str]:
     for l in dict.fromkeys(map(str, labels)): by.setdefault(l.casefold(), []).append(l)
     return [' and '.join(map(repr, v)) for v in by.values() if len(v) > 1]
 
+def note_case_twins(labels):
+    "Log the `case_twins` of `labels`, if any: two classes, probably meant as one."
+    if same := case_twins(labels): log(f"note: labels that differ only in case are different classes: {'; '.join(same)}")
+
 # %% ../nbs/00_core.ipynb #a089ba50
 def check_image(path) -> bool:
     "True when `path` decodes as an image (JPEGs are decoded at reduced size, which is fast)."
@@ -324,9 +329,13 @@ def _value_range(a, mode:str) -> tuple[float, float]:
     if lo >= 0 and hi <= 65535: return 0.0, float(next(2**b - 1 for b in (8, 10, 12, 14, 16) if hi <= 2**b - 1))
     return min(lo, 0.0), hi
 
+def deep_mode(mode:str) -> bool:
+    "Whether a PIL image `mode` holds more than 8 bits a channel: 16- or 32-bit integers, or floats."
+    return mode in ('I', 'F') or mode.startswith('I;')
+
 def as_rgb(im):
     "`im` (a PIL image) as 8-bit RGB; a 16-bit, 32-bit or float image scaled from its range (`_value_range`) where Pillow would clip it to white."
-    if im.mode in ('I', 'F') or im.mode.startswith('I;'):
+    if deep_mode(im.mode):
         import numpy as np
         from PIL import Image
         a = np.nan_to_num(np.asarray(im, dtype=np.float64))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
-from ..core import FastxferError, case_twins, csv_separator, log, read_any_text, read_delimited
+from ..core import FastxferError, note_case_twins, csv_separator, log, read_any_text, read_delimited
 from ..review import exclude_rows
 
 # %% auto #0
@@ -96,7 +96,7 @@ def _finish(tr_t, tr_l, va_t, va_l, unl, dropped, source, min_classes=2, need_va
     if need_valid and not va_t: raise FastxferError('no validation rows: give --valid-col, or a --valid-pct above 0, or a test/ folder')
     d = {k: v for k, v in dropped.items() if v}
     if d: log(f'dropped {sum(d.values())} row(s): ' + ', '.join(f'{v} {k.replace("_", " ")}' for k, v in d.items()))
-    if same := case_twins(classes): log(f"note: labels that differ only in case are different classes: {'; '.join(same)}")
+    note_case_twins(classes)
     return TextData(list(tr_t), list(tr_l), list(va_t), list(va_l), classes, list(unl), dropped, source)
 
 def load_csv(path, text_col='text', label_col='label', valid_col=None, valid_pct=0.2, seed=42, exclude=None, **kw) -> TextData:

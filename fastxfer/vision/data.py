@@ -8,7 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/vision_data.html.md"""
 from __future__ import annotations
 import enum, inspect, json, random, re, warnings
 from pathlib import Path
-from ..core import FastxferError, IMAGE_EXTS, as_rgb, case_twins, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
+from ..core import FastxferError, IMAGE_EXTS, as_rgb, deep_mode, note_case_twins, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
 import torch
 from PIL import Image
 from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, L, PILImage, Resize, Normalize, parent_label
@@ -157,9 +157,6 @@ def _split_layout(root:Path):
     v = next((n for n in ('valid', 'val', 'validation') if (root/n).is_dir()), None)
     return ('train', v) if v else None
 
-def _note_lookalikes(classes:list):
-    "Log the classes whose names differ only in case (`Dog` and `dog`): two classes, probably meant as one."
-    if same := case_twins(classes): log(f"note: labels that differ only in case are different classes: {'; '.join(same)}")
 
 def collect_data(data, labels:str='folder', valid_pct:float=0.2, seed:int=42, all_valid:bool=False, exclude=None) -> VisionData:
     "Find, check, label and split the images under `data` (after the review decisions in the CSV `exclude`, when given)."
@@ -179,7 +176,7 @@ def collect_data(data, labels:str='folder', valid_pct:float=0.2, seed:int=42, al
     if exclude: items, labs = exclude_images(root, items, labs, exclude)
     if labels == 'folder' and layout and any(p.parent.name in layout for p in items):
         raise FastxferError(f'{root}: with folder labels, images must be in class folders (train/CLASS/x.jpg), not directly in train/ or valid/')
-    classes = sorted(set(labs)); _note_lookalikes(classes)
+    classes = sorted(set(labs)); note_case_twins(classes)
     hint = '' if labels != 'folder' else ' (labels come from folder names; use --labels cat-dog, breed, regex:PAT or csv:FILE for labels in file names)'
     if len(classes) < 2: raise FastxferError(f'{root}: found {len(classes)} class{"" if len(classes)==1 else "es"} {classes}; need at least 2{hint}')
     if labels == 'folder':  # a class folder that holds no usable image is an empty class
@@ -298,7 +295,7 @@ class RGBImage(PILImage):
     def create(cls, fn, **kwargs):
         if isinstance(fn, (str, Path)):
             with Image.open(fn) as im:
-                if im.mode in ('I', 'F') or im.mode.startswith('I;'): im.load(); return cls(as_rgb(im))
+                if deep_mode(im.mode): im.load(); return cls(as_rgb(im))
         return super().create(fn, **kwargs)
 
 # %% ../../nbs/07a_vision_data.ipynb #b8964020
