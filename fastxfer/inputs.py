@@ -255,8 +255,12 @@ class TextInput(InputSpec):
         if len(text) > limits.max_text_chars: raise InputError(f'the text has {len(text):,} characters; the limit is {limits.max_text_chars:,}', 413)
         return text
     def from_cli(self, values:list[str], limits:Limits=Limits()) -> list:
-        "Texts given as arguments."
-        return check_texts({'texts': list(values)}, Limits(max_items=max(len(values), 1), max_text_chars=limits.max_text_chars))
+        "Texts given as arguments; an error names a text by its place among them, from 1 (the REST errors' `texts[i]` count from 0)."
+        if not values: raise InputError('give at least one text')
+        for i, t in enumerate(map(str, values), 1):
+            if not re.search(NON_BLANK, t): raise InputError(f'text {i} of those given is empty (or only spaces): there is nothing to go on')
+            if len(t) > limits.max_text_chars: raise InputError(f'text {i} has {len(t):,} characters; the limit is {limits.max_text_chars:,}', 413)
+        return [str(t) for t in values]
 
 # %% ../nbs/04a_inputs.ipynb #7736add3
 class RowInput(InputSpec):

@@ -161,7 +161,8 @@ def test_collab_explain(real_models, tmp_path):
     ('text', 'reviews', ['a fine film', '--target', 'neutral'], "target 'neutral' is not one of the model's classes"),
     ('tabular', 'adult', ['age=52,workclass=Private,education=Masters,sex=Male,hours-per-week=50', '--target', 'rich'],
      "target 'rich' is not one of the model's classes"),
-    ('collab', 'ml', ['user=73,item=1097', '--target', '5'], 'this model predicts a number')])
+    ('collab', 'ml', ['user=73,item=1097', '--target', '5'], 'this model predicts a number'),
+    ('text', 'reviews', ['a fine film', '  '], 'text 2 of those given is empty')])
 def test_bad_explain_is_exit_2(family, model, given, says, real_models, tmp_path):
     r = run_cli(family, 'explain', real_models/model, *given, '--out', tmp_path)
     assert r.returncode == 2, r.stderr
