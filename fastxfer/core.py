@@ -145,13 +145,14 @@ IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'}
 
 # %% ../nbs/00_core.ipynb #c1a74caa
 def csv_separator(path) -> str:
-    "The field separator of the delimited text file `path`: a tab for .tsv/.tab, else the one of `,` `;` `|` or a tab its header line holds most outside quotes (a comma on a tie)."
+    "The field separator of the delimited text file `path`: a tab for .tsv/.tab, else the one of `,` `;` `|` or a tab its header line holds most outside quotes (a comma on a tie); `::` when it holds none of those but that (MovieLens 1M's `ratings.dat`)."
     p = Path(path)
     if p.suffix.lower() in ('.tsv', '.tab'): return '\t'
     try:
         with open(p, encoding='utf-8', errors='replace', newline='') as f: head = ''.join(f.readline(1 << 16).split('"')[::2])
     except OSError: return ','
     counts = {s: head.count(s) for s in (',', ';', '|', '\t')}
+    if not any(counts.values()) and '::' in head: return '::'
     return max(counts, key=counts.get)   # the first of the most: a comma on a tie
 
 # %% ../nbs/00_core.ipynb #717bcdac
@@ -245,6 +246,7 @@ def read_delimited(path, **kw):
     "pandas' `read_csv` of `path` (`sep`: `csv_separator`'s unless given), decoded by `read_text`: UTF-8, else Windows-1252 (said in the log); in a `;` file, columns of decimal commas are numbers unless `decimal` is given."
     import io, pandas as pd
     kw.setdefault('sep', csv_separator(path))
+    if len(kw['sep']) > 1: kw['engine'] = 'python'; kw.pop('low_memory', None)   # pandas reads a longer separator (`::`) in Python only
     text, enc = read_text(path)
     if enc == 'cp1252': log(f"{path}: not UTF-8; read as Windows-1252 (Excel's CSV on Windows)")
     if kw.get('header', 'infer') == 'infer': _note_repeated_names(path, text, kw['sep'])
@@ -265,7 +267,7 @@ def read_cells(path):
     import io, pandas as pd
     text, enc = read_text(path)
     how = dict(sep=csv_separator(path), encoding=enc, newline='\r\n' if '\r\n' in text[:1 << 16] else '\n')
-    try: return pd.read_csv(io.StringIO(text), sep=how['sep'], dtype=str, keep_default_na=False), how
+    try: return pd.read_csv(io.StringIO(text), sep=how['sep'], dtype=str, keep_default_na=False, engine='python' if len(how['sep']) > 1 else None), how
     except (ValueError, pd.errors.ParserError) as e: raise FastxferError(f'cannot read {path}: {str(e).splitlines()[0]}') from e
 
 def cells_bytes(cells, how:dict, path='the file') -> bytes:

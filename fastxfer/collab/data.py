@@ -6,14 +6,16 @@ Docs: https://fastxfer.github.io/fastxfer/collab_data.html.md"""
 
 # %% ../../nbs/11a_collab_data.ipynb #0d7f1df1
 from __future__ import annotations
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import FastxferError
+from ..core import FastxferError, csv_separator
 from ..tabular.data import canonical, check_column, parse_source, read_table
 
 # %% auto #0
-__all__ = ['SPLITS', 'Ratings', 'read_ratings', 'split_ratings']
+__all__ = ['MOVIELENS_ORDER', 'SPLITS', 'Ratings', 'read_ratings', 'split_ratings']
 
 # %% ../../nbs/11a_collab_data.ipynb #93293061
 @dataclass
@@ -43,15 +45,35 @@ def _seconds(s:pd.Series) -> pd.Series:
     dt = pd.to_datetime(s, errors='coerce', utc=True)
     return pd.Series(np.where(dt.notna(), dt.astype('int64')/1e9, np.nan), index=s.index)
 
+MOVIELENS_ORDER = ('user', 'item', 'rating', 'timestamp')   # the columns of a rating file without a header line
+
+def _headerless(src) -> bool:
+    "Whether `src` is a delimited file whose first line is 3 or 4 numbers: a rating file without a header line (MovieLens' `u.data`, `ratings.dat`)."
+    if src.kind not in ('csv', 'tsv') or src.path == '-' or not Path(src.path).is_file(): return False
+    sep = '\t' if src.kind == 'tsv' else csv_separator(src.path)
+    with open(src.path, encoding='utf-8', errors='replace') as f: cells = f.readline().strip().split(sep)
+    return len(cells) in (3, 4) and all(re.fullmatch(r'[-+]?\d+(?:\.\d+)?', c.strip()) for c in cells)
+
+def _read_raw(src, names:dict) -> tuple[pd.DataFrame, dict, list]:
+    "The table of `src`, the column of each of `names` (`{'user': ..., 'item': ..., 'rating': ..., 'timestamp': ...}`), and a note when the file has no header line (its columns then in `MOVIELENS_ORDER`)."
+    if not _headerless(src): return read_table(src).reset_index(drop=True), names, []
+    if names != dict(user='userId', item='movieId', rating='rating', timestamp=None):
+        raise FastxferError(f"{src} has no header line (its first line is numbers), so it has no column names: leave out --user, --item, --rating "
+                            f"and --timestamp to read its columns as {', '.join(MOVIELENS_ORDER)}, MovieLens' order")
+    raw = read_table(src, header=None).reset_index(drop=True)
+    raw.columns = list(MOVIELENS_ORDER[:len(raw.columns)])
+    note = f"{src} has no header line (its first line is numbers): its {len(raw.columns)} columns read as {', '.join(raw.columns)}, MovieLens' order"
+    return raw, {c: c if c in raw.columns else None for c in MOVIELENS_ORDER}, [note]
+
 def read_ratings(data, user:str='userId', item:str='movieId', rating:str='rating', timestamp:str|None=None,
                  db=None, table=None) -> Ratings:
-    "Read and clean a rating table (CSV, Parquet, JSON, SQLite); MovieLens' column names by default."
+    "Read and clean a rating table (CSV, Parquet, JSON, SQLite; a file without a header line in `MOVIELENS_ORDER`); MovieLens' column names by default."
     src = parse_source(data, db, table)
-    raw = read_table(src).reset_index(drop=True)
+    raw, names, notes = _read_raw(src, dict(user=user, item=item, rating=rating, timestamp=timestamp))
+    user, item, rating, timestamp = names['user'], names['item'], names['rating'], names['timestamp']
     for col, flag in ((user, '--user'), (item, '--item'), (rating, '--rating')): check_column(raw, col, flag, src)
     if timestamp is not None: check_column(raw, timestamp, '--timestamp', src)
     ts = timestamp or ('timestamp' if 'timestamp' in raw.columns else None)
-    notes = []
     df = pd.DataFrame({'user': raw[user].map(canonical), 'item': raw[item].map(canonical),
                        'rating': pd.to_numeric(raw[rating], errors='coerce')})
     bad = df.rating.isna() | ~np.isfinite(df.rating.fillna(0))

@@ -101,8 +101,8 @@ def _json_rows(text:str, where:str) -> pd.DataFrame:
         raise FastxferError(f'{where}: expected JSON objects (one per row), a list of them, or {{"rows": [...]}}')
     return pd.DataFrame(obj)
 
-def read_table(src:TableSource|str) -> pd.DataFrame:
-    "Read a table; strings are stripped, empty strings are missing values. Raises `FastxferError` with the reason."
+def read_table(src:TableSource|str, header='infer') -> pd.DataFrame:
+    "Read a table; strings are stripped, empty strings are missing values (`header=None`: a delimited file without a header line, its columns numbered). Raises `FastxferError` with the reason."
     src = src if isinstance(src, TableSource) else parse_source(src)
     if src.kind == 'sqlite': df = _read_sqlite(src)
     elif src.path == '-': df = _json_rows(sys.stdin.read(), 'stdin')
@@ -115,7 +115,7 @@ def read_table(src:TableSource|str) -> pd.DataFrame:
             elif src.kind in ('json', 'jsonl'): df = _json_rows(p.read_text(encoding='utf-8'), str(p))
             else:
                 sep = '\t' if src.kind == 'tsv' else csv_separator(p)   # a `;` file writes three and a half as 3,5
-                df = read_delimited(p, sep=sep, decimal=',' if sep == ';' else '.', skipinitialspace=True, low_memory=False)
+                df = read_delimited(p, sep=sep, decimal=',' if sep == ';' else '.', skipinitialspace=True, low_memory=False, header=header)
         except FastxferError: raise
         except ImportError as e: raise FastxferError(f'{p}: reading Parquet needs pyarrow ({e})') from None
         except pd.errors.EmptyDataError: raise FastxferError(f'{p} has no columns (is it empty?)') from None
