@@ -4,7 +4,7 @@ SPEC = {
   'vision': {
     'help': 'train, predict, evaluate image classifiers; list backbones',
     'description': 'train, predict, evaluate image classifiers; list backbones',
-    'sources': {'family.py': 'a8cfc324ad8f722b', 'vision/__init__.py': 'ea8172b08b49ada7', 'vision/train.py': '84c68524ab6130a1'},
+    'sources': {'family.py': 'a8cfc324ad8f722b', 'vision/__init__.py': 'ea8172b08b49ada7', 'vision/train.py': '1899b7c588c31dc8'},
     'verbs': {
       'train': {'doc': 'Train an image classifier and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': "folder of images (or 'pets' for fastai's URLs.PETS, online only)", 'keyword_only': False, 'positional': True, 'default': None},

@@ -17,8 +17,8 @@ __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OF
            'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
            'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_text',
            'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'case_twins', 'note_case_twins',
-           'check_image', 'path_kind', 'visible_files', 'image_paths', 'deep_mode', 'as_rgb', 'cache_dir',
-           'cached_array', 'package_version', 'versions', 'info']
+           'check_image', 'path_kind', 'visible_files', 'image_paths', 'deep_mode', 'exif_orientation', 'upright',
+           'as_rgb', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -335,15 +335,31 @@ def deep_mode(mode:str) -> bool:
     "Whether a PIL image `mode` holds more than 8 bits a channel: 16- or 32-bit integers, or floats."
     return mode in ('I', 'F') or mode.startswith('I;')
 
+# Pillow's `ImageOps.exif_transpose` table: how to turn an image of each EXIF orientation (2 to 8) upright
+_UPRIGHT = {2: 'FLIP_LEFT_RIGHT', 3: 'ROTATE_180', 4: 'FLIP_TOP_BOTTOM', 5: 'TRANSPOSE', 6: 'ROTATE_270', 7: 'TRANSVERSE', 8: 'ROTATE_90'}
+
+def exif_orientation(im) -> int:
+    "The EXIF orientation of the PIL image `im`: 1 as stored; 2 to 8 when a viewer turns or mirrors it to show it (phones store a portrait photo sideways and say so there)."
+    try: o = int(im.getexif().get(0x0112, 1))
+    except Exception: return 1
+    return o if o in _UPRIGHT else 1
+
+def upright(im, orientation:int|None=None):
+    "`im` turned as its EXIF `orientation` (read from `im` when not given) says a viewer shows it; `im` itself at orientation 1."
+    from PIL import Image
+    o = exif_orientation(im) if orientation is None else orientation
+    return im.transpose(getattr(Image.Transpose, _UPRIGHT[o])) if o in _UPRIGHT else im
+
 def as_rgb(im):
-    "`im` (a PIL image) as 8-bit RGB; a 16-bit, 32-bit or float image scaled from its range (`_value_range`) where Pillow would clip it to white."
+    "`im` (a PIL image) as 8-bit RGB, upright as a viewer shows it (`upright`); a 16-bit, 32-bit or float image scaled from its range (`_value_range`) where Pillow would clip it to white."
+    turn = exif_orientation(im)
     if deep_mode(im.mode):
         import numpy as np
         from PIL import Image
         a = np.nan_to_num(np.asarray(im, dtype=np.float64))
         lo, hi = _value_range(a, im.mode)
         im = Image.fromarray(np.clip(np.round((a - lo) * 255 / max(hi - lo, 1e-12)), 0, 255).astype(np.uint8))
-    return im.convert('RGB')
+    return upright(im.convert('RGB'), turn)
 
 # %% ../nbs/00_core.ipynb #b83d53eb
 def cache_dir(kind:str) -> Path:

@@ -198,6 +198,23 @@ def test_sixteen_bit_images_are_read_by_their_range(trained, flat, tmp_path):
     assert np.abs(np.asarray(read_image((tmp_path/'grey16.png').read_bytes()), float) - grey[..., None]).max() <= 1
 
 
+def test_a_phone_photo_is_read_upright(trained, flat, tmp_path):
+    "A photo stored sideways with an EXIF orientation (as phones store portraits) is the picture a viewer shows: in training, by file and by upload."
+    from PIL import Image
+    from fastxfer.inputs import read_image
+    from fastxfer.model_folder import load_model
+    from fastxfer.vision.data import RGBImage
+    photo = Image.open(flat/'Abyssinian_1.jpg').convert('RGB')
+    photo.save(tmp_path/'upright.png')
+    ex = Image.Exif(); ex[0x0112] = 6   # show it turned a quarter to the right
+    photo.transpose(Image.Transpose.ROTATE_90).save(tmp_path/'tagged.png', exif=ex)
+    want = np.asarray(photo)
+    assert (np.asarray(RGBImage.create(tmp_path/'tagged.png')) == want).all()
+    assert (np.asarray(read_image((tmp_path/'tagged.png').read_bytes())) == want).all()
+    p_up, p_tagged = load_model(trained[0]).predict_proba([tmp_path/'upright.png', tmp_path/'tagged.png'])
+    assert np.abs(p_up - p_tagged).max() < 1e-4, (p_up, p_tagged)
+
+
 def test_predict_and_explain_a_folder(trained, flat, tmp_path):
     "A folder stands for its images: the broken JPEG and the text file are skipped and said; a missing name exits 2."
     out, _ = trained

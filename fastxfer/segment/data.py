@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from ..core import FastxferError, log, read_any_text
+from ..core import FastxferError, exif_orientation, log, read_any_text
 from ..core import IMAGE_EXTS
 
 # %% auto #0
@@ -54,13 +54,18 @@ def _listing(paths, n:int=5) -> str:
     paths = list(paths)
     return ', '.join(str(p) for p in paths[:n]) + (f' and {len(paths)-n} more' if len(paths) > n else '')
 
+def _shown_size(im) -> tuple[tuple[int, int], bool]:
+    "The (W, H) of the PIL image `im` as a viewer shows it (and as training reads it: `as_rgb` turns it upright), and whether its EXIF orientation turns it."
+    o = exif_orientation(im)
+    return (im.size[::-1] if o in (5, 6, 7, 8) else im.size), o != 1
+
 def check_pairs(pairs:list, n_codes:int) -> tuple[list, list, list, list]:
     "`(good pairs, skipped images, their (W, H) sizes, their pixels per class)`: reads every image and mask once; raises on the first kind of problem."
     good, skipped, no_mask, bad_size, rgb, bad_vals, sizes, counts = [], [], [], [], [], [], [], []
     for img, msk in pairs:
         try:
             with Image.open(img) as im: im.verify()
-            with Image.open(img) as im: isize = im.size
+            with Image.open(img) as im: isize, turned = _shown_size(im)
         except Exception: skipped.append(img); continue
         if not Path(msk).is_file(): no_mask.append(img); continue
         try:
@@ -68,7 +73,8 @@ def check_pairs(pairs:list, n_codes:int) -> tuple[list, list, list, list]:
                 if m.mode in ('RGB', 'RGBA', 'CMYK', 'YCbCr', 'LA'): rgb.append(msk); continue
                 msize, a = m.size, np.asarray(m)
         except Exception: no_mask.append(f'{img} (its mask {msk} is unreadable)'); continue
-        if msize != isize: bad_size.append(f'{msk} ({msize[0]}x{msize[1]}, image {isize[0]}x{isize[1]})'); continue
+        if msize != isize:
+            bad_size.append(f'{msk} ({msize[0]}x{msize[1]}, image {isize[0]}x{isize[1]}' + (' as shown: its EXIF orientation turns it' if turned else '') + ')'); continue
         if a.size and int(a.max()) >= n_codes: bad_vals.append(f'{msk} (value {int(a.max())})'); continue
         counts.append(np.bincount(a.ravel().astype(np.int64), minlength=n_codes)[:n_codes].tolist())
         good.append((img, msk)); sizes.append(isize)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from ..core import FastxferError
+from ..core import FastxferError, as_rgb
 from ..train_utils import configure_progress
 from ..distributed import distributed
 from ..backbones import get_arch, create_imagenet_model, split_body
@@ -168,7 +168,7 @@ def plot_results(sd, pred:np.ndarray, size, pal:np.ndarray, k:int=4):
     k = min(k, len(sd.valid_idx))
     fig, axs = plt.subplots(k, 3, figsize=(9, 2.4*k), squeeze=False)
     for r, i in enumerate(sd.valid_idx[:k]):
-        img = np.asarray(Image.open(sd.items[i]).convert('RGB').resize(size[::-1], Image.BILINEAR))
+        img = np.asarray(as_rgb(Image.open(sd.items[i])).resize(size[::-1], Image.BILINEAR))
         true = np.asarray(Image.open(sd.masks[i]).resize(size[::-1], Image.NEAREST))
         for ax, im, t in zip(axs[r], (img, colorize(true, pal), colorize(pred[r], pal)), ('image', 'true mask', 'predicted mask')):
             ax.imshow(im); ax.set_axis_off()

@@ -8,7 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/vision_data.html.md"""
 from __future__ import annotations
 import enum, inspect, json, random, re, warnings
 from pathlib import Path
-from ..core import FastxferError, IMAGE_EXTS, as_rgb, deep_mode, note_case_twins, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
+from ..core import FastxferError, IMAGE_EXTS, as_rgb, deep_mode, exif_orientation, note_case_twins, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
 import torch
 from PIL import Image
 from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, L, PILImage, Resize, Normalize, parent_label
@@ -290,12 +290,12 @@ def review_changes(data, labels:str, decisions:list[dict]) -> tuple[list, list, 
 
 # %% ../../nbs/07a_vision_data.ipynb #1187de9e
 class RGBImage(PILImage):
-    "fastai's `PILImage`, but a 16-bit or float image file is scaled by its range (`as_rgb`) where fastai's would clip it to white."
+    "fastai's `PILImage`, but `as_rgb`'s: a photo turned upright by its EXIF orientation, a 16-bit or float image scaled by its range (fastai's is sideways, or white)."
     @classmethod
     def create(cls, fn, **kwargs):
         if isinstance(fn, (str, Path)):
             with Image.open(fn) as im:
-                if deep_mode(im.mode): im.load(); return cls(as_rgb(im))
+                if deep_mode(im.mode) or exif_orientation(im) != 1: im.load(); return cls(as_rgb(im))
         return super().create(fn, **kwargs)
 
 # %% ../../nbs/07a_vision_data.ipynb #b8964020

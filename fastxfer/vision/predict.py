@@ -178,7 +178,7 @@ VisionPredictor.explains = 'where in the image the class is seen (SmoothGrad)'
 def suspect_picture(cls:VisionPredictor, issue:dict, size:int=448):
     "A suspect photo (its `image` path), at most `size` pixels a side; None when it is no longer readable."
     try:
-        with Image.open(issue['image']) as im: pic = im.convert('RGB')
+        with Image.open(issue['image']) as im: pic = as_rgb(im)
     except OSError: return None
     pic.thumbnail((size, size)); return pic
 
@@ -236,7 +236,7 @@ def contact_sheet(rows:list[dict], k:int=12):
     fig, axs = plt.subplots(n, n, figsize=(2.6 * n, 2.9 * n), squeeze=False)
     for ax in axs.flat: ax.axis('off')
     for ax, r in zip(axs.flat, rows):
-        with Image.open(r['item']) as im: ax.imshow(im.convert('RGB').resize((160, 160)))
+        with Image.open(r['item']) as im: ax.imshow(as_rgb(im).resize((160, 160)))
         ax.set_title(f"given {r['given']}\nsuggested {r['suggested']} ({r['score']:.2f})", fontsize=8)
     fig.suptitle('label issues: given label, suggested label (score: 1 - probability of the given label)', fontsize=9)
     return fig

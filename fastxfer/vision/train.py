@@ -9,7 +9,7 @@ from __future__ import annotations
 import atexit, hashlib, json, shutil, tempfile, time, warnings
 from pathlib import Path
 import numpy as np
-from ..core import FastxferError, atomic_write, get_device, log, setting, cached_array, cache_dir
+from ..core import FastxferError, as_rgb, atomic_write, get_device, log, setting, cached_array, cache_dir
 from ..family import from_settings, resolves_settings
 from typing import Literal
 from ..train_utils import channels_last, configure_progress, seed_everything, find_lr
@@ -96,7 +96,7 @@ def _feature_runner(body, shape):
     return lambda xb: m(xb.to(dev).contiguous(memory_format=torch.channels_last)).float().cpu()
 
 def _features_key(dls, items, flip, tag) -> str:
-    h = hashlib.sha256(f'{tag}|{flip}|16-bit by range|{dls.after_batch}|{dls.valid.after_item}'.encode())   # 16-bit: features before were of white
+    h = hashlib.sha256(f'{tag}|{flip}|16-bit by range|upright|{dls.after_batch}|{dls.valid.after_item}'.encode())   # features before were of white 16-bit images, and of sideways photos
     for p in items:
         st = Path(p).stat(); h.update(f'{p}|{st.st_size}|{st.st_mtime_ns}\n'.encode())
     return h.hexdigest()[:20]
@@ -548,7 +548,7 @@ def plot_top_losses(items, probs, targs, classes, k:int=9):
     fig, axs = plt.subplots(n, n, figsize=(2.6*n, 2.8*n), squeeze=False)
     for ax in axs.flat: ax.axis('off')
     for ax,i in zip(axs.flat, idx):
-        with Image.open(items[i]) as im: ax.imshow(im.convert('RGB').resize((160, 160)))
+        with Image.open(items[i]) as im: ax.imshow(as_rgb(im).resize((160, 160)))
         ax.set_title(f'{classes[probs[i].argmax()]} / {classes[targs[i]]}\n{-np.log(max(p_true[i], 1e-12)):.2f} / {p_true[i]:.2f}', fontsize=8)
     fig.suptitle('top losses: predicted / actual, loss / probability of actual')
     return fig
