@@ -161,7 +161,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': 'a8cfc324ad8f722b', 'text/__init__.py': 'a1b5cce72c3108b9', 'text/models.py': '95d00dd36db207bb'},
+    'sources': {'family.py': 'a8cfc324ad8f722b', 'text/__init__.py': '9863401a1b9e503f', 'text/models.py': '0fbb1f228524884b'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},

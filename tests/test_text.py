@@ -62,6 +62,19 @@ def test_multiclass_csv_and_dropped_rows(work):
     assert d.dropped == {'empty_text': 2, 'missing_label': 1}
 
 
+def test_a_table_with_its_own_column_names(work, capsys):
+    "Kaggle's IMDB file (review, sentiment): the texts and labels found, said; a name given that is not there is an error."
+    from fastxfer.text import load_text_data
+    rows = [dict(review=f'a {w} film, {w} from the first scene to the last', sentiment=l, id=i)
+            for i, (w, l) in enumerate([('wonderful', 'positive'), ('dreadful', 'negative')] * 6)]
+    p = work/'IMDB Dataset.csv'; pd.DataFrame(rows).to_csv(p, index=False)
+    d = load_text_data(p, valid_pct=0.25, seed=0)
+    assert d.classes == ['negative', 'positive'] and d.n_train + d.n_valid == 12 and d.source['text_col'] == 'review'
+    err = capsys.readouterr().err
+    assert "no column 'text'; the texts are in 'review'" in err and "no column 'label'; the labels are in 'sentiment'" in err, err
+    with pytest.raises(Exception, match="--text-col 'body' is not a column"): load_text_data(p, text_col='body')
+
+
 def test_imdb_folder_layout(work):
     from fastxfer.text import load_text_data
     root = work/'imdb_folder'

@@ -64,7 +64,7 @@ def labelled_texts(p, data, text_col=None, label_col=None, valid_col=None, split
         if vc is not None and vc not in df.columns:
             if valid_col is not None: _check_col(df, vc, '--valid-col', path)
             vc = None
-        _check_col(df, tc, '--text-col', path); _check_col(df, lc, '--label-col', path)
+        tc, lc = text_columns(df, tc, lc, path, skip=(vc,))
         texts, labels, dropped = _clean(df[tc].tolist(), df[lc].tolist())
         flags = None
         if vc is not None:

@@ -13,7 +13,8 @@ from ..core import FastxferError, note_case_twins, csv_separator, log, read_any_
 from ..review import exclude_rows
 
 # %% auto #0
-__all__ = ['TextData', 'read_table', 'load_csv', 'load_folder', 'load_text_data', 'toy_texts_csv']
+__all__ = ['LABEL_NAMES', 'MIN_TEXT_CHARS', 'TextData', 'read_table', 'text_columns', 'load_csv', 'load_folder', 'load_text_data',
+           'toy_texts_csv']
 
 # %% ../../nbs/10a_text_data.ipynb #f2dfae15
 @dataclass
@@ -78,6 +79,30 @@ def _label_str(v) -> str:
     if isinstance(v, float) and v.is_integer(): return str(int(v))
     return str(v).strip()
 
+# %% ../../nbs/10a_text_data.ipynb #a12f61cf
+LABEL_NAMES = ('label', 'labels', 'sentiment', 'class', 'category', 'target', 'y')   # what a label column is often called
+MIN_TEXT_CHARS = 20   # the mean length of a column taken for the texts when none is named
+
+def text_columns(df:pd.DataFrame, text_col:str='text', label_col:str='label', path='the table', skip=()) -> tuple[str, str]:
+    "`(text column, label column)` of `df`: those named; for the default names (`text`, `label`) when absent, the column of the longest texts and the label column beside it (said in the log); `skip`: columns that are neither."
+    if text_col not in df.columns and text_col == 'text':
+        lengths = {c: df[c].dropna().astype(str).str.len().mean() for c in df.columns
+                   if c != label_col and c not in skip and not pd.api.types.is_numeric_dtype(df[c])}
+        best = max(lengths, key=lengths.get, default=None)
+        if best is None or not lengths[best] >= MIN_TEXT_CHARS: _check_col(df, text_col, '--text-col', path)
+        log(f'{path}: no column {text_col!r}; the texts are in {best!r} (the longest, {lengths[best]:.0f} characters on average; --text-col to choose)')
+        text_col = best
+    if label_col not in df.columns and label_col == 'label':
+        rest = [c for c in df.columns if c != text_col and c not in skip]
+        named = [c for c in rest if str(c).strip().lower() in LABEL_NAMES]
+        few = [c for c in rest if 2 <= df[c].nunique() <= max(2, min(100, len(df)//2))]
+        pick = named[0] if len(named) == 1 else few[0] if not named and len(few) == 1 else None
+        if pick is None: _check_col(df, label_col, '--label-col', path)
+        log(f'{path}: no column {label_col!r}; the labels are in {pick!r} ({df[pick].nunique()} values; --label-col to choose)')
+        label_col = pick
+    _check_col(df, text_col, '--text-col', path); _check_col(df, label_col, '--label-col', path)
+    return text_col, label_col
+
 # %% ../../nbs/10a_text_data.ipynb #fc7a529e
 def _split_valid(texts, labels, valid_pct, seed):
     rng = np.random.RandomState(seed)
@@ -102,7 +127,7 @@ def _finish(tr_t, tr_l, va_t, va_l, unl, dropped, source, min_classes=2, need_va
 def load_csv(path, text_col='text', label_col='label', valid_col=None, valid_pct=0.2, seed=42, exclude=None, **kw) -> TextData:
     "Texts and labels from a CSV/TSV (after the review decisions in the CSV `exclude`); validation rows from `valid_col` or a random `valid_pct`."
     df = read_table(path)
-    _check_col(df, text_col, '--text-col', path); _check_col(df, label_col, '--label-col', path)
+    text_col, label_col = text_columns(df, text_col, label_col, path, skip=(valid_col,))
     if exclude: df = exclude_rows(df, label_col, exclude, path)   # train --exclude: the review's decisions, in memory
     if valid_col is not None: _check_col(df, valid_col, '--valid-col', path)
     is_valid = _as_bool(df[valid_col], valid_col) if valid_col else None

@@ -877,9 +877,9 @@ def text_label_issues(data, text_col:str='text', label_col:str='label', folds:in
                       dup_threshold:float=0.97) -> dict:
     "Probably mislabelled rows of the CSV/TSV `data` (confident learning on out-of-fold probabilities of `text_fast_fit`), near-duplicates; files written to `out`."
     from ..label_issues import find_label_issues, issue_rows, near_duplicates, out_of_fold, write_issues
-    from .data import read_table, _check_col
+    from .data import read_table, text_columns
     t0, df = time.time(), read_table(data)
-    for c, flag in ((text_col, '--text-col'), (label_col, '--label-col')): _check_col(df, c, flag, data)
+    text_col, label_col = text_columns(df, text_col, label_col, data)
     df = df[df[text_col].notna() & df[label_col].notna()]
     texts, labels = df[text_col].astype(str).tolist(), df[label_col].astype(str).tolist()
     classes = sorted(set(labels))
