@@ -218,3 +218,21 @@ def test_a_relabel_given_with_exclude_reaches_the_fine_tuning_batches(tmp_path):
     i = [str(p) for p in vd.items].index(str(tmp_path/'d'/'a'/'a0.png'))
     ds, idx = (dls.train_ds, vd.train_idx) if i in vd.train_idx else (dls.valid_ds, vd.valid_idx)
     assert vd.labels[i] == 'b' and dls.vocab[int(ds[idx.index(i)][1])] == 'b'
+
+
+def test_apply_review_to_linked_images_named_by_id_in_a_csv(tmp_path):
+    "Images that are links (a subset made with `ln -s`) labelled by a Kaggle-style CSV of ids without the extension: deleted links moved, the relabelled row rewritten, undone."
+    src = coloured_squares(tmp_path/'src', COLOURS, n=3, size=32, side=8)
+    (tmp_path/'train').mkdir()
+    rows = ['id,colour']
+    for i, p in enumerate(sorted(src.rglob('*.png'))):
+        (tmp_path/'train'/f'{i:03x}a.png').symlink_to(p); rows.append(f'{i:03x}a,{p.parent.name}')
+    (tmp_path/'labels.csv').write_text('\n'.join(rows) + '\n'); before = (tmp_path/'labels.csv').read_text()
+    (tmp_path/'d.csv').write_text('item,given,decision,label\ntrain/000a.png,blue,delete,\ntrain/001a.png,blue,relabel,green\n')
+    r = run_cli('vision', 'apply-review', 'd.csv', '--data', 'train', '--labels', 'csv:labels.csv', '--yes', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path/'train'/'.fastxfer-removed'/'000a.png').is_symlink() and not (tmp_path/'train'/'000a.png').exists()
+    assert all(p.is_file() for p in src.rglob('*.png')), 'the files the links point to are untouched'
+    assert '001a,green' in (tmp_path/'labels.csv').read_text()
+    run_cli('vision', 'apply-review', 'd.csv', '--undo', cwd=tmp_path, check=0)
+    assert (tmp_path/'labels.csv').read_text() == before and (tmp_path/'train'/'000a.png').is_symlink()

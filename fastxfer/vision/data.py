@@ -64,8 +64,9 @@ class RegexLabel:
     def __setstate__(self, d): self.__init__(d['pattern'])
 
 def _path_keys(p:Path) -> tuple:
-    "How a labels CSV may name image `p`: its last three, two or one path parts."
-    return ('/'.join(p.parts[-3:]), '/'.join(p.parts[-2:]), p.name)
+    "How a labels CSV may name image `p`: its last three, two or one path parts, then the same without the extension (Kaggle's CSVs give an id: `0a0c223352985ec154fd604d7ddceabd`)."
+    named = ('/'.join(p.parts[-3:]), '/'.join(p.parts[-2:]), p.name)
+    return named + tuple(k[:len(k) - len(p.suffix)] for k in named if p.suffix)
 
 class CsvLabel:
     "Labels read from a CSV with a file column (`file`, `filename`, `path`, `image` or the first) and a label column."
@@ -233,10 +234,12 @@ def _label_or_none(label_fn, p):
 
 # %% ../../nbs/07a_vision_data.ipynb #a45f477b
 def image_key(root, item) -> str:
-    "The name a review decision gives an image: its path under the data folder `root` (`item` absolute, or relative to here or to `root`)."
+    "The name a review decision gives an image: its path under the data folder `root` (`item` absolute, or relative to here or to `root`); an image that is a link is named where the link is, not where it points."
     p, root = Path(item), Path(root).resolve()
     for c in ([p] if p.is_absolute() else [p, root/p]):
-        if c.exists() and c.resolve().is_relative_to(root): return c.resolve().relative_to(root).as_posix()
+        if not (c.exists() or c.is_symlink()): continue
+        c = c.parent.resolve()/c.name   # the folders resolved as `root` is, the file itself not followed
+        if c.is_relative_to(root): return c.relative_to(root).as_posix()
     return p.as_posix()
 
 def exclude_images(root, items:list, labels:list, decisions) -> tuple[list, list]:
@@ -268,9 +271,10 @@ def _relabel_csv(spec:str, keys:dict) -> tuple[str, bytes]:
     cols = {c.lower(): c for c in df.columns}
     fc = next((cols[c] for c in ('file', 'filename', 'fname', 'path', 'image', 'name') if c in cols), df.columns[0])
     lc = next((cols[c] for c in ('label', 'labels', 'class', 'category', 'y', 'target') if c in cols), [c for c in df.columns if c != fc][0])
+    names = df[fc].str.strip().str.replace('\\', '/')
     for k, new in keys.items():
-        parts = Path(k).parts
-        hit = df[fc].str.replace('\\', '/').isin({'/'.join(parts[-n:]) for n in (1, 2, 3)})
+        hit = names.isin(set(_path_keys(Path(k))))   # as `CsvLabel` matched it: the last parts, with or without the extension
+        if not hit.any(): raise FastxferError(f'{f}: no row names {k}, so it cannot be relabelled there; nothing was changed')
         df.loc[hit, lc] = new
     return str(f), cells_bytes(df, how, f)
 

@@ -18,7 +18,7 @@ from ..model_folder import load_model, model_writer, data_fingerprint, export_on
 from ..multilabel import (check_threshold, parse_threshold_for, split_labels, label_matrix, check_label_lists, fit_heads, fit_platt, threshold_plan, multilabel_scores,
                                  multilabel_plots, multilabel_card, MultiLabelOutput, scores_line, label_conformal, label_sets_report)
 from ..conformal import conformal_card
-from .data import RGBImage, VisionData, resolve_data, scan_images, report_skipped, batch_augment, preprocess_spec, check_preprocess
+from .data import RGBImage, VisionData, _path_keys, resolve_data, scan_images, report_skipped, batch_augment, preprocess_spec, check_preprocess
 from .train import vision_learner_for, many_body_features, _quiet_lines, _plot_losses, _parse_lr, AUTO_ENOUGH
 
 # %% auto #0
@@ -67,7 +67,7 @@ def labelled_images(data, labels:str) -> tuple:
         seen, good = set(), [p for p in good if not (p.name in seen or seen.add(p.name))]   # one item per file name
     elif str(labels).startswith('multi:csv:'): lists = _csv_labels(labels)
     else: raise FastxferError(f"--labels {labels!r}: for several labels per image use one of {', '.join(MULTI_SOURCES)}")
-    key = lambda p: next((k for k in ('/'.join(p.parts[-2:]), p.name) if k in lists), None)
+    key = lambda p: next((k for k in _path_keys(p) if k in lists), None)
     items = [p for p in good if key(p) is not None]
     report_skipped([p for p in good if key(p) is None], root, f'images not in --labels {labels}')
     return root, items, [lists[key(p)] for p in items], bad
