@@ -4,7 +4,7 @@ SPEC = {
   'vision': {
     'help': 'train, predict, evaluate image classifiers; list backbones',
     'description': 'train, predict, evaluate image classifiers; list backbones',
-    'sources': {'family.py': 'a8cfc324ad8f722b', 'vision/__init__.py': 'ea8172b08b49ada7', 'vision/train.py': '1899b7c588c31dc8'},
+    'sources': {'family.py': '0087b8f4695fbf55', 'vision/__init__.py': 'ea8172b08b49ada7', 'vision/train.py': '1899b7c588c31dc8'},
     'verbs': {
       'train': {'doc': 'Train an image classifier and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': "folder of images (or 'pets' for fastai's URLs.PETS, online only)", 'keyword_only': False, 'positional': True, 'default': None},
@@ -102,7 +102,7 @@ SPEC = {
   'nfl': {
     'help': 'the NFL winning-season exercise: scrape, train, evaluate, predict, demo',
     'description': 'Predict whether an NFL team has a winning season (W > L) from PF, PA, PD and SoS.',
-    'sources': {'family.py': 'a8cfc324ad8f722b', 'nfl/__init__.py': '6d7ff2b75f2e180a', 'nfl/model.py': '6bf6c3ade122aefa'},
+    'sources': {'family.py': '0087b8f4695fbf55', 'nfl/__init__.py': '6d7ff2b75f2e180a', 'nfl/model.py': '6bf6c3ade122aefa'},
     'verbs': {
       'train': {'doc': 'Train tabular_learner and logistic regression; write a model folder.', 'params': [
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'SQLite database (if not given: <data_dir>/NFL.db from the settings)', 'keyword_only': True, 'positional': False, 'default': None},
@@ -161,7 +161,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': 'a8cfc324ad8f722b', 'text/__init__.py': '9863401a1b9e503f', 'text/models.py': '0fbb1f228524884b'},
+    'sources': {'family.py': '0087b8f4695fbf55', 'text/__init__.py': '9863401a1b9e503f', 'text/models.py': '0fbb1f228524884b'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -252,9 +252,9 @@ SPEC = {
     },
   },
   'tabular': {
-    'help': 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite',
-    'description': 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite',
-    'sources': {'family.py': 'a8cfc324ad8f722b', 'tabular/__init__.py': '02dc8645ff84af13'},
+    'help': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
+    'description': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
+    'sources': {'family.py': '0087b8f4695fbf55', 'tabular/__init__.py': '580cfa008342e38c'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -272,7 +272,7 @@ SPEC = {
         {'name': 'model', 'type': 'str', 'list': False, 'choices': ['auto', 'tabular', 'gbm', 'linear'], 'help': 'auto (train all three, keep the best or their average) | tabular | gbm | linear', 'keyword_only': True, 'positional': False, 'default': 'auto'},
         {'name': 'procs', 'type': 'str', 'list': False, 'choices': None, 'help': "extra feature procs, e.g. 'PF-PA,winsor:0.01:0.99' (fastxfer.augment.tabular)", 'keyword_only': True, 'positional': False, 'default': None},
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'an SQLite file to read the table from (with --table)', 'keyword_only': True, 'positional': False, 'default': None},
-        {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table', 'keyword_only': True, 'positional': False, 'default': None},
+        {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table, or the Excel sheet (if not given: the first)', 'keyword_only': True, 'positional': False, 'default': None},
         {'name': 'calib_pct', 'type': 'float', 'list': False, 'choices': None, 'help': 'share of the training rows held out to calibrate prediction sets (raised to 100 rows where the data allows); 0: none', 'keyword_only': True, 'positional': False, 'default': {'setting': 'calib_pct', 'cast': 'float'}},
         {'name': 'calib_col', 'type': 'str', 'list': False, 'choices': None, 'help': 'a true/false column marking the calibration rows (instead of --calib-pct)', 'keyword_only': True, 'positional': False, 'default': None},
         {'name': 'exclude', 'type': 'str', 'list': False, 'choices': None, 'help': "a review's decisions CSV (keep / relabel / delete per row): deleted rows left out, relabels applied; the table stays as it is", 'keyword_only': True, 'positional': False, 'default': None},
@@ -280,16 +280,16 @@ SPEC = {
       ]},
       'evaluate': {'doc': 'Score a saved model on a labelled table, with the baseline beside it.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a tabular model folder', 'keyword_only': False, 'positional': False},
-        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a labelled table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
+        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a labelled table: CSV, Excel (.xlsx), Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'an SQLite file (with --table)', 'keyword_only': False, 'positional': False, 'default': None},
-        {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table', 'keyword_only': False, 'positional': False, 'default': None},
+        {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table, or the Excel sheet (if not given: the first)', 'keyword_only': False, 'positional': False, 'default': None},
       ]},
       'predict': {'doc': 'Predict rows with a saved model; optionally write them back to SQLite.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a tabular model folder', 'keyword_only': False, 'positional': False},
-        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'rows: a CSV, Parquet or JSON file, - (JSON on stdin), a JSON row or list of rows, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
+        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'rows: a CSV, Excel (.xlsx), Parquet or JSON file, - (JSON on stdin), a JSON row or list of rows, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
         {'name': 'row', 'type': 'str', 'list': True, 'choices': None, 'help': 'one row as col=value pairs (instead of DATA)', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'an SQLite file to read the rows from (with --table)', 'keyword_only': False, 'positional': False, 'default': None},
-        {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table', 'keyword_only': False, 'positional': False, 'default': None},
+        {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table, or the Excel sheet (if not given: the first)', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'write_to', 'type': 'str', 'list': False, 'choices': None, 'help': 'append the rows with their prediction to sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'key', 'type': 'str', 'list': False, 'choices': None, 'help': 'with --write-to: the column that identifies a row (re-running replaces, never duplicates)', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'coverage', 'type': 'float', 'list': False, 'choices': None, 'help': 'prediction sets (intervals) that hold the truth this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores', 'keyword_only': False, 'positional': False, 'default': None},
@@ -303,20 +303,20 @@ SPEC = {
       ]},
       'calibrate': {'doc': 'Add conformity scores (prediction sets, intervals) to a model folder, for example one trained before fastxfer kept them.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a tabular model folder', 'keyword_only': False, 'positional': False},
-        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a labelled table the model did not train on: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
+        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a labelled table the model did not train on: CSV, Excel (.xlsx), Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'an SQLite file (with --table)', 'keyword_only': False, 'positional': False, 'default': None},
-        {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table', 'keyword_only': False, 'positional': False, 'default': None},
+        {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table, or the Excel sheet (if not given: the first)', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'method', 'type': 'str', 'list': False, 'choices': ['raps', 'aps', 'lac'], 'help': 'the conformity score of a classifier (fastxfer.conformal)', 'keyword_only': False, 'positional': False, 'default': 'raps'},
         {'name': 'mondrian', 'type': 'bool', 'list': False, 'choices': None, 'help': 'a quantile per class: each class covered as often (needs enough rows of each)', 'keyword_only': False, 'positional': False, 'default': False},
       ]},
       'label-issues': {'doc': 'Rows whose label is probably wrong (confident learning on out-of-fold gradient-boosting predictions).', 'params': [
-        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a labelled table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
+        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a labelled table: CSV, Excel (.xlsx), Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
         {'name': 'target', 'type': 'str', 'list': False, 'choices': None, 'help': 'the label column', 'keyword_only': True, 'positional': False},
         {'name': 'folds', 'type': 'int', 'list': False, 'choices': None, 'help': 'out-of-fold: each row predicted by a model fitted on the other folds', 'keyword_only': True, 'positional': False, 'default': 5},
         {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder for label_issues.csv and label_issues.json', 'keyword_only': True, 'positional': False, 'default': 'label_issues'},
         {'name': 'drop', 'type': 'str', 'list': False, 'choices': None, 'help': 'columns to leave out, comma-separated', 'keyword_only': True, 'positional': False, 'default': None},
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'an SQLite file (with --table)', 'keyword_only': True, 'positional': False, 'default': None},
-        {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table', 'keyword_only': True, 'positional': False, 'default': None},
+        {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table, or the Excel sheet (if not given: the first)', 'keyword_only': True, 'positional': False, 'default': None},
       ]},
       'apply-review': {'doc': "Apply a review's decisions to a CSV/TSV table, all or nothing: rows deleted, labels changed, the old file kept beside it.", 'params': [
         {'name': 'decisions', 'type': 'str', 'list': False, 'choices': None, 'help': "the review's decisions CSV (fastxfer review writes DATA.decisions.csv beside the data)", 'keyword_only': False, 'positional': False},
@@ -330,7 +330,7 @@ SPEC = {
   'collab': {
     'help': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
     'description': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
-    'sources': {'collab/__init__.py': '6db8504afa86d012', 'family.py': 'a8cfc324ad8f722b'},
+    'sources': {'collab/__init__.py': '6db8504afa86d012', 'family.py': '0087b8f4695fbf55'},
     'verbs': {
       'train': {'doc': 'Train a recommender from ratings and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a rating table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -398,7 +398,7 @@ SPEC = {
   'segment': {
     'help': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
     'description': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
-    'sources': {'family.py': 'a8cfc324ad8f722b', 'segment/__init__.py': 'ec0101191aec92eb'},
+    'sources': {'family.py': '0087b8f4695fbf55', 'segment/__init__.py': 'ec0101191aec92eb'},
     'verbs': {
       'train': {'doc': 'Train a U-Net and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder with images/ and labels/ (or train/ and valid/ holding both)', 'keyword_only': False, 'positional': True, 'default': None},
@@ -569,7 +569,7 @@ SPEC = {
   'upgrade': {
     'help': 'convert a model folder of an earlier release (pickles) to safe files',
     'description': 'convert a model folder of an earlier release (pickles) to safe files',
-    'sources': {'family.py': 'a8cfc324ad8f722b'},
+    'sources': {'family.py': '0087b8f4695fbf55'},
     'verbs': {
       '': {'doc': 'Convert a model folder whose model is a pickle into safe files (JSON, safetensors, ONNX, skops).', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a model folder written by an earlier release', 'keyword_only': False, 'positional': False},

@@ -251,7 +251,7 @@ BUILTIN_FAMILIES = {  # name -> (module that registers it, one-line help shown b
     'vision': ('fastxfer.vision', 'train, predict, evaluate image classifiers; list backbones'),
     'nfl':    ('fastxfer.nfl', 'the NFL winning-season exercise: scrape, train, evaluate, predict, demo'),
     'text':   ('fastxfer.text', 'train, predict, evaluate text classifiers'),
-    'tabular': ('fastxfer.tabular', 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite'),
+    'tabular': ('fastxfer.tabular', 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite'),
     'collab': ('fastxfer.collab', 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items'),
     'segment': ('fastxfer.segment', 'train, predict, evaluate segmentation models (U-Net): masks and overlays')}
 

@@ -17,6 +17,9 @@ def tables(tmp_path_factory):
     csv = adult_csv(d/'adult.csv')
     df = pd.read_csv(csv)
     df.to_parquet(d/'adult.parquet')
+    with pd.ExcelWriter(d/'adult.xlsx') as w:   # the rows on a second sheet, as a workbook often has them
+        pd.DataFrame({'about': ['census rows on the next sheet']}).to_excel(w, sheet_name='README', index=False)
+        df.to_excel(w, sheet_name='people', index=False)
     with sqlite3.connect(d/'census.db') as con: df.to_sql('people', con, index=False)
     rng = np.random.default_rng(1)
     n = 300
@@ -54,7 +57,10 @@ def test_each_source_trains_and_predicts_the_same_rows(tables, adult_model):
     pq = predict_table(d, tables/'adult.parquet')['predictions']
     db = predict_table(d, f'sqlite:///{tables}/census.db?table=people')['predictions']
     db2 = predict_table(d, db=tables/'census.db', table='people')['predictions']
-    assert [p['label'] for p in csv] == [p['label'] for p in pq] == [p['label'] for p in db] == [p['label'] for p in db2]
+    xl = run_json('tabular', 'predict', d, tables/'adult.xlsx', '--table', 'people')['predictions']
+    assert [p['label'] for p in csv] == [p['label'] for p in pq] == [p['label'] for p in db] == [p['label'] for p in db2] == [p['label'] for p in xl]
+    e = run_cli('tabular', 'predict', d, tables/'adult.xlsx')   # the first sheet, README, has no census columns
+    assert e.returncode == 2 and '(sheet README)' in e.stderr and "first sheet, 'README', of 2" in e.stderr, e.stderr
     r = train_table(None, 'salary', tables/'m_sql', db=tables/'census.db', table='people', model='gbm', quiet=True)
     assert r['chosen'] == 'gbm' and r['n_train'] + r['n_calib'] + r['n_valid'] == 400 and r['n_calib'] == 80   # a quarter of the 320 training rows (under 100)
     assert json.loads((tables/'m_sql'/'card.json').read_text())['source'] == f'sqlite:///{tables/"census.db"}?table=people'

@@ -1,4 +1,4 @@
-"""Any table (CSV, Parquet, SQLite) to a calibrated classifier or regressor - train, evaluate, predict and write back - and the tabular family behind `fastxfer tabular`
+"""Any table (CSV, Excel, Parquet, SQLite) to a calibrated classifier or regressor - train, evaluate, predict and write back - and the tabular family behind `fastxfer tabular`
 
 Docs: https://fastxfer.github.io/fastxfer/tabular.html.md"""
 
@@ -141,7 +141,7 @@ def train_table(data, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?tabl
                 model:Literal[MODEL_CHOICES]='auto', # auto (train all three, keep the best or their average) | tabular | gbm | linear
                 procs:str|None=None, # extra feature procs, e.g. 'PF-PA,winsor:0.01:0.99' (fastxfer.augment.tabular)
                 db:str|None=None, # an SQLite file to read the table from (with --table)
-                table:str|None=None, # the SQLite table
+                table:str|None=None, # the SQLite table, or the Excel sheet (if not given: the first)
                 calib_pct:float=from_settings('calib_pct', float), # share of the training rows held out to calibrate prediction sets (raised to 100 rows where the data allows); 0: none
                 calib_col:str|None=None, # a true/false column marking the calibration rows (instead of --calib-pct)
                 exclude:str|None=None, # a review's decisions CSV (keep / relabel / delete per row): deleted rows left out, relabels applied; the table stays as it is
@@ -395,7 +395,7 @@ def _row_pairs(item:str) -> dict:
     return out
 
 def rows_from_args(data=None, row=None, db=None, table=None) -> tuple[pd.DataFrame, str]:
-    "The rows to predict: a table (CSV, Parquet, JSON, `-` for stdin, SQLite), JSON rows given as DATA, or `--row col=value ...` (one row; JSON objects are rows of their own)."
+    "The rows to predict: a table (CSV, Excel, Parquet, JSON, `-` for stdin, SQLite), JSON rows given as DATA, or `--row col=value ...` (one row; JSON objects are rows of their own)."
     if row:
         rows, cur = [], {}
         for item in row:
@@ -703,7 +703,7 @@ class TabularFamily(Family):
     "Any table to a classifier or regressor: a fastai tabular net beside gradient boosting and a linear model."
     name, title, predictor = 'tabular', 'Tables', TabularPredictor
     data_parallel = True   # train takes processes=N
-    help = 'train, evaluate, predict (and write back) models of any table: CSV, Parquet, SQLite'
+    help = 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite'
 
     @delegates(train_table, but=['quiet'])
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME
@@ -723,18 +723,18 @@ class TabularFamily(Family):
         return train_table(data, target, **kwargs)
 
     def evaluate(self, model_dir:str, # a tabular model folder
-                 data:Annotated[str|None, POSITIONAL]=None, # a labelled table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME
+                 data:Annotated[str|None, POSITIONAL]=None, # a labelled table: CSV, Excel (.xlsx), Parquet, JSON, or sqlite:///FILE?table=NAME
                  db:str|None=None, # an SQLite file (with --table)
-                 table:str|None=None, # the SQLite table
+                 table:str|None=None, # the SQLite table, or the Excel sheet (if not given: the first)
                  ) -> dict:
         "Score a saved model on a labelled table, with the baseline beside it."
         return evaluate_table(model_dir, data, db, table)
 
     def predict(self, model_dir:str, # a tabular model folder
-                data:Annotated[str|None, POSITIONAL]=None, # rows: a CSV, Parquet or JSON file, - (JSON on stdin), a JSON row or list of rows, or sqlite:///FILE?table=NAME
+                data:Annotated[str|None, POSITIONAL]=None, # rows: a CSV, Excel (.xlsx), Parquet or JSON file, - (JSON on stdin), a JSON row or list of rows, or sqlite:///FILE?table=NAME
                 row:list[str]|None=None, # one row as col=value pairs (instead of DATA)
                 db:str|None=None, # an SQLite file to read the rows from (with --table)
-                table:str|None=None, # the SQLite table
+                table:str|None=None, # the SQLite table, or the Excel sheet (if not given: the first)
                 write_to:str|None=None, # append the rows with their prediction to sqlite:///FILE?table=NAME
                 key:str|None=None, # with --write-to: the column that identifies a row (re-running replaces, never duplicates)
                 coverage:float|None=None, # prediction sets (intervals) that hold the truth this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
@@ -744,9 +744,9 @@ class TabularFamily(Family):
         return predict_table(model_dir, data, row=row, db=db, table=table, write_to=write_to, key=key, coverage=coverage, abstain_above=abstain_above)
 
     def calibrate(self, model_dir:str, # a tabular model folder
-                  data:Annotated[str|None, POSITIONAL]=None, # a labelled table the model did not train on: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME
+                  data:Annotated[str|None, POSITIONAL]=None, # a labelled table the model did not train on: CSV, Excel (.xlsx), Parquet, JSON, or sqlite:///FILE?table=NAME
                   db:str|None=None, # an SQLite file (with --table)
-                  table:str|None=None, # the SQLite table
+                  table:str|None=None, # the SQLite table, or the Excel sheet (if not given: the first)
                   method:Literal['raps', 'aps', 'lac']='raps', # the conformity score of a classifier (fastxfer.conformal)
                   mondrian:bool=False, # a quantile per class: each class covered as often (needs enough rows of each)
                   ) -> dict:
@@ -754,13 +754,13 @@ class TabularFamily(Family):
         return calibrate_table(model_dir, data, db, table, method, mondrian)
 
     extra_verbs = ('label_issues', 'apply_review')
-    def label_issues(self, data:Annotated[str|None, POSITIONAL]=None, # a labelled table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME
+    def label_issues(self, data:Annotated[str|None, POSITIONAL]=None, # a labelled table: CSV, Excel (.xlsx), Parquet, JSON, or sqlite:///FILE?table=NAME
                      *, target:str, # the label column
                      folds:int=5, # out-of-fold: each row predicted by a model fitted on the other folds
                      out:str='label_issues', # folder for label_issues.csv and label_issues.json
                      drop:str|None=None, # columns to leave out, comma-separated
                      db:str|None=None, # an SQLite file (with --table)
-                     table:str|None=None, # the SQLite table
+                     table:str|None=None, # the SQLite table, or the Excel sheet (if not given: the first)
                      ) -> dict:
         "Rows whose label is probably wrong (confident learning on out-of-fold gradient-boosting predictions)."
         if folds < 2: raise FastxferError(f'--folds {folds}: give at least 2')

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse, parse_qs, unquote
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, case_twins, csv_separator, read_delimited
+from ..core import FastxferError, case_twins, csv_separator, log, read_delimited
 
 # %% auto #0
 __all__ = ['SUFFIXES', 'MAX_CARD', 'NEAR_UNIQUE', 'MIN_SHARE_NUMERIC', 'DATE_SHARE', 'DATE_RE', 'MONTH_RE', 'TableSource',
@@ -22,18 +22,21 @@ __all__ = ['SUFFIXES', 'MAX_CARD', 'NEAR_UNIQUE', 'MIN_SHARE_NUMERIC', 'DATE_SHA
 
 # %% ../../nbs/08a_tabular_data.ipynb #3530a633
 SUFFIXES = {'.csv': 'csv', '.txt': 'csv', '.tsv': 'tsv', '.parquet': 'parquet', '.pq': 'parquet',
-            '.json': 'json', '.jsonl': 'jsonl', '.ndjson': 'jsonl', '.db': 'sqlite', '.sqlite': 'sqlite', '.sqlite3': 'sqlite'}
+            '.json': 'json', '.jsonl': 'jsonl', '.ndjson': 'jsonl', '.db': 'sqlite', '.sqlite': 'sqlite', '.sqlite3': 'sqlite',
+            '.xlsx': 'excel', '.xlsm': 'excel', '.xls': 'excel'}
 MAX_CARD = 20          # integers with at most this many values are categories
 NEAR_UNIQUE = 0.9      # strings with more distinct values than this share of the rows look like ids or names
 MIN_SHARE_NUMERIC = 0.9  # a text column whose cells are mostly numbers is a number column with a few bad cells
 
 @dataclass
 class TableSource:
-    "Where a table lives: a file (`kind` csv, tsv, parquet, json, jsonl) or table `table` of the SQLite file `path`."
+    "Where a table lives: a file (`kind` csv, tsv, parquet, json, jsonl), sheet `table` of an Excel workbook (`kind` excel), or table `table` of the SQLite file `path`."
     kind: str
     path: str
     table: str|None = None
-    def __str__(self): return f'sqlite:///{self.path}?table={self.table}' if self.kind == 'sqlite' else str(self.path)
+    def __str__(self):
+        if self.kind == 'sqlite': return f'sqlite:///{self.path}?table={self.table}'
+        return f'{self.path} (sheet {self.table})' if self.kind == 'excel' and self.table else str(self.path)
 
 def sqlite_url(url:str) -> tuple[str, str|None]:
     "`sqlite:///FILE?table=NAME` -> (FILE, NAME); three slashes start a relative path, four an absolute one (as in SQLAlchemy)."
@@ -48,9 +51,10 @@ def parse_source(data, db=None, table=None) -> TableSource:
     if db is not None: return TableSource('sqlite', str(db), table)
     if table is not None and not str(data or '').startswith('sqlite:'):
         p = Path(str(data)) if data else None
-        if p is None or SUFFIXES.get(p.suffix.lower()) != 'sqlite': raise FastxferError('--table needs --db FILE (or DATA as sqlite:///FILE?table=NAME)')
-        return TableSource('sqlite', str(p), table)
-    if data is None: raise FastxferError('no table given: DATA is a CSV, Parquet or JSON file, or sqlite:///FILE?table=NAME')
+        kind = SUFFIXES.get(p.suffix.lower()) if p else None
+        if kind not in ('sqlite', 'excel'): raise FastxferError('--table needs --db FILE (or DATA as sqlite:///FILE?table=NAME), or an Excel workbook (the sheet)')
+        return TableSource(kind, str(p), table)
+    if data is None: raise FastxferError('no table given: DATA is a CSV, Excel (.xlsx), Parquet or JSON file, or sqlite:///FILE?table=NAME')
     s = str(data)
     if s == '-': return TableSource('json', '-')
     if s.startswith('sqlite:'):
@@ -88,6 +92,23 @@ def _read_sqlite(src:TableSource) -> pd.DataFrame:
     with _connect_ro(src.path) as con:
         return pd.read_sql_query(f'SELECT * FROM "{src.table.replace(chr(34), chr(34)*2)}"', con)
 
+def _read_excel(src:TableSource) -> pd.DataFrame:
+    "Sheet `src.table` of an Excel workbook, else its first sheet (said in the log when there are more; `src.table` then names it, so errors say which sheet)."
+    p = Path(src.path)
+    if not p.is_file(): raise FastxferError(f'{p}: no such file')
+    if p.suffix.lower() == '.xls': raise FastxferError(f'{p}: the Excel 97-2003 format (.xls) is not read here; save it as .xlsx or CSV')
+    try: book = pd.ExcelFile(p, engine='openpyxl')
+    except ImportError: raise FastxferError(f'{p}: reading Excel needs openpyxl (pip install openpyxl)') from None
+    except Exception as e: raise FastxferError(f'{p}: not a readable Excel workbook ({type(e).__name__}: {e})') from None
+    with book:
+        sheets = book.sheet_names
+        if src.table is not None and src.table not in sheets:
+            raise FastxferError(f'{p} has no sheet {src.table!r}; its sheets: {", ".join(sheets)}')
+        if src.table is None and len(sheets) > 1:
+            log(f'{p}: read its first sheet, {sheets[0]!r}, of {len(sheets)} ({", ".join(map(repr, sheets))}); --table NAME for another')
+        src.table = src.table or sheets[0]
+        return book.parse(src.table)
+
 def _json_rows(text:str, where:str) -> pd.DataFrame:
     "A JSON array of objects, `{\"rows\": [...]}`, one object, or JSON lines."
     text = text.strip()
@@ -105,6 +126,7 @@ def read_table(src:TableSource|str, header='infer') -> pd.DataFrame:
     "Read a table; strings are stripped, empty strings are missing values (`header=None`: a delimited file without a header line, its columns numbered). Raises `FastxferError` with the reason."
     src = src if isinstance(src, TableSource) else parse_source(src)
     if src.kind == 'sqlite': df = _read_sqlite(src)
+    elif src.kind == 'excel': df = _read_excel(src)
     elif src.path == '-': df = _json_rows(sys.stdin.read(), 'stdin')
     else:
         p = Path(src.path)
