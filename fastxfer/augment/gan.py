@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
-from ..core import FastxferError, atomic_write, get_device, log, to_jsonable
+from ..core import FastxferError, as_rgb, atomic_write, get_device, log, to_jsonable
 
 # %% auto #0
 __all__ = ['GAN_SIZES', 'Z_DIM', 'MAX_REAL', 'check_gan', 'check_classes', 'load_images', 'to_unit', 'to_uint8', 'CondBN',
@@ -46,7 +46,7 @@ def load_images(items:list, size:int) -> torch.Tensor:
     out = torch.empty(len(items), 3, size, size, dtype=torch.uint8)
     for i, p in enumerate(items):
         with Image.open(p) as im:
-            im.draft('RGB', (2 * size, 2 * size)); im = im.convert('RGB')   # a JPEG decoded at a reduced size: fast
+            im.draft('RGB', (2 * size, 2 * size)); im = as_rgb(im)   # a JPEG decoded at a reduced size (fast), upright
             w, h = im.size; s = min(w, h)
             im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)).resize((size, size), Image.Resampling.LANCZOS)
             out[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)

@@ -18,7 +18,7 @@ from fastai.torch_core import TensorImage, TensorMask
 from fastai.data.transforms import IntToFloatTensor
 from fastai.vision.augment import (AffineCoordTfm, RandTransform, Saturation, Hue, RandomResizedCropGPU, aug_transforms,
     affine_mat, _draw_mask, PadMode)
-from ..core import FastxferError, atomic_write, in_notebook as _in_nb
+from ..core import FastxferError, as_rgb, atomic_write, in_notebook as _in_nb
 from ..backbones import image_size
 
 # %% auto #0
@@ -290,7 +290,7 @@ def to_batch(imgs, size:int|None=None) -> TensorImage:
     for im in imgs:
         if isinstance(im, (str, Path)): im = Image.open(im)
         if isinstance(im, Image.Image):
-            im = im.convert('RGB')
+            im = as_rgb(im)   # upright, as the photo is shown
             if size: im = im.resize((size, size), Image.BILINEAR)
             im = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
         elif isinstance(im, np.ndarray): im = torch.from_numpy(im).permute(2, 0, 1)
@@ -310,7 +310,7 @@ def preview_images(image, aug:str='default', n:int=8, seed:int|None=0, size:int|
     size = image_size(size)
     presize = presize or size
     if n < 1: raise FastxferError('--n must be at least 1')
-    try: img = Image.open(image).convert('RGB')
+    try: img = as_rgb(Image.open(image))
     except FileNotFoundError: raise FastxferError(f'image not found: {image}') from None
     except (UnidentifiedImageError, OSError) as e: raise FastxferError(f'cannot read {image} as an image: {e}') from None
     tfms = aug_preset(aug, size=size if presize != size else None)     # as `fastxfer vision train` does

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import FastxferError, IMAGE_EXTS, atomic_write, embedded_data, log
+from ..core import FastxferError, IMAGE_EXTS, as_rgb, atomic_write, embedded_data, log
 from ..backbones import IMAGENET_STATS, create_imagenet_model
 
 # %% auto #0
@@ -91,7 +91,7 @@ def read_image(path, size:int) -> torch.Tensor:
     "An image file as a (3, H, W) float tensor in [0, 1], resized so its shorter side is about `size`, both sides multiples of 8."
     import numpy as np
     from PIL import Image
-    try: im = Image.open(path).convert('RGB')
+    try: im = as_rgb(Image.open(path))
     except OSError as e: raise FastxferError(f'{path}: not an image ({e})') from e
     w, h = im.size; s = size / min(w, h)
     im = im.resize((max(8, round(w * s / 8) * 8), max(8, round(h * s / 8) * 8)), Image.BICUBIC)
