@@ -17,8 +17,8 @@ __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OF
            'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
            'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_text',
            'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'case_twins', 'note_case_twins',
-           'check_image', 'path_kind', 'visible_files', 'image_paths', 'deep_mode', 'exif_orientation', 'upright',
-           'as_rgb', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
+           'image_formats', 'check_image', 'path_kind', 'visible_files', 'image_paths', 'deep_mode', 'exif_orientation',
+           'upright', 'as_rgb', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -141,7 +141,7 @@ def atomic_dir(path):
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/00_core.ipynb #7decab4f
-IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff'}   # the files read as images (vision, segment, augment)
+IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.heic', '.heif'}   # the files read as images (vision, segment, augment); HEIC: `image_formats`
 
 # %% ../nbs/00_core.ipynb #c1a74caa
 def csv_separator(path) -> str:
@@ -289,9 +289,20 @@ def note_case_twins(labels):
     if same := case_twins(labels): log(f"note: labels that differ only in case are different classes: {'; '.join(same)}")
 
 # %% ../nbs/00_core.ipynb #a089ba50
+def image_formats():
+    "Teach Pillow the formats it lacks (once): HEIC/HEIF, the iPhone's photos, through pillow-heif when it is installed."
+    global _FORMATS_READY
+    if _FORMATS_READY: return
+    _FORMATS_READY = True
+    try: from pillow_heif import register_heif_opener
+    except ImportError: return
+    register_heif_opener()
+_FORMATS_READY = False
+
 def check_image(path) -> bool:
     "True when `path` decodes as an image (JPEGs are decoded at reduced size, which is fast)."
     from PIL import Image
+    image_formats()
     try:
         with Image.open(path) as im:
             im.draft('RGB', (64, 64)); im.load()

@@ -10,7 +10,7 @@ import io, math, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
-from .core import FastxferError, as_rgb, image_paths, path_kind
+from .core import FastxferError, as_rgb, image_formats, image_paths, path_kind
 
 # %% auto #0
 __all__ = ['WHITE_SPACE', 'NON_BLANK', 'IMAGE_TYPES', 'Limits', 'InputError', 'read_image', 'check_texts', 'Column',
@@ -37,6 +37,7 @@ class InputError(FastxferError):
 def read_image(data:bytes, limits:Limits=Limits(), name:str='file'):
     "Decode and check one uploaded image; returns an RGB PIL image or raises `InputError`."
     from PIL import Image, UnidentifiedImageError
+    image_formats()
     if not data: raise InputError(f'{name}: the upload is empty', 400)
     if len(data) > limits.max_image_bytes:
         raise InputError(f'{name}: the image is {len(data):,} bytes; the limit is {limits.max_image_bytes:,}', 413)

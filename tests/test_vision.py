@@ -215,6 +215,21 @@ def test_a_phone_photo_is_read_upright(trained, flat, tmp_path):
     assert np.abs(p_up - p_tagged).max() < 1e-4, (p_up, p_tagged)
 
 
+def test_an_iphone_heic_photo_is_an_image(trained, flat, tmp_path):
+    "HEIC (an iPhone's photos) is read through pillow-heif: found in a folder, predicted by file and by upload as its PNG copy is."
+    heif = pytest.importorskip('pillow_heif')
+    from PIL import Image
+    from fastxfer.core import image_paths
+    from fastxfer.inputs import read_image
+    from fastxfer.model_folder import load_model
+    photo = Image.open(flat/'Abyssinian_1.jpg').convert('RGB')
+    photo.save(tmp_path/'cat.png'); heif.from_pillow(photo).save(tmp_path/'cat.heic', quality=95)   # written without teaching Pillow HEIC
+    assert sorted(Path(p).name for p in image_paths([tmp_path])) == ['cat.heic', 'cat.png']
+    p_png, p_heic = load_model(trained[0]).predict_proba([tmp_path/'cat.png', tmp_path/'cat.heic'])
+    assert np.abs(p_png - p_heic).max() < 0.05, (p_png, p_heic)
+    assert np.abs(np.asarray(read_image((tmp_path/'cat.heic').read_bytes()), float) - np.asarray(photo, float)).mean() < 3
+
+
 def test_predict_and_explain_a_folder(trained, flat, tmp_path):
     "A folder stands for its images: the broken JPEG and the text file are skipped and said; a missing name exits 2."
     out, _ = trained

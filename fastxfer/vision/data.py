@@ -8,7 +8,7 @@ Docs: https://fastxfer.github.io/fastxfer/vision_data.html.md"""
 from __future__ import annotations
 import enum, inspect, json, random, re, warnings
 from pathlib import Path
-from ..core import FastxferError, IMAGE_EXTS, as_rgb, deep_mode, exif_orientation, note_case_twins, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
+from ..core import FastxferError, IMAGE_EXTS, as_rgb, deep_mode, exif_orientation, image_formats, note_case_twins, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
 import torch
 from PIL import Image
 from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, L, PILImage, Resize, Normalize, parent_label
@@ -298,6 +298,7 @@ class RGBImage(PILImage):
     @classmethod
     def create(cls, fn, **kwargs):
         if isinstance(fn, (str, Path)):
+            image_formats()
             with Image.open(fn) as im:
                 if deep_mode(im.mode) or exif_orientation(im) != 1: im.load(); return cls(as_rgb(im))
         return super().create(fn, **kwargs)

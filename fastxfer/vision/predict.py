@@ -9,7 +9,7 @@ from __future__ import annotations
 import io, json, time, warnings
 from pathlib import Path
 import numpy as np
-from ..core import FastxferError, as_rgb, atomic_write, log, setting
+from ..core import FastxferError, as_rgb, image_formats, atomic_write, log, setting
 import torch
 from PIL import Image
 from fastai.vision.all import Normalize, PILImage, TensorImage
@@ -30,6 +30,7 @@ __all__ = ['TTA_METHODS', 'CROP_ZOOM', 'EXPLAIN_METHODS', 'open_image', 'tta_met
 # %% ../../nbs/07c_vision_predict.ipynb #74f2e8a1
 def open_image(item, draft_to:int|None=None) -> PILImage:
     "A `PILImage` from a path, bytes, a PIL image or an HxWx3 array; JPEGs decoded at reduced scale when big."
+    image_formats()
     try:
         if isinstance(item, Image.Image): im = item
         elif isinstance(item, (bytes, bytearray)): im = Image.open(io.BytesIO(item))
