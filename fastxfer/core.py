@@ -346,31 +346,27 @@ def deep_mode(mode:str) -> bool:
     "Whether a PIL image `mode` holds more than 8 bits a channel: 16- or 32-bit integers, or floats."
     return mode in ('I', 'F') or mode.startswith('I;')
 
-# Pillow's `ImageOps.exif_transpose` table: how to turn an image of each EXIF orientation (2 to 8) upright
-_UPRIGHT = {2: 'FLIP_LEFT_RIGHT', 3: 'ROTATE_180', 4: 'FLIP_TOP_BOTTOM', 5: 'TRANSPOSE', 6: 'ROTATE_270', 7: 'TRANSVERSE', 8: 'ROTATE_90'}
-
 def exif_orientation(im) -> int:
     "The EXIF orientation of the PIL image `im`: 1 as stored; 2 to 8 when a viewer turns or mirrors it to show it (phones store a portrait photo sideways and say so there)."
     try: o = int(im.getexif().get(0x0112, 1))
     except Exception: return 1
-    return o if o in _UPRIGHT else 1
+    return o if 2 <= o <= 8 else 1
 
-def upright(im, orientation:int|None=None):
-    "`im` turned as its EXIF `orientation` (read from `im` when not given) says a viewer shows it; `im` itself at orientation 1."
-    from PIL import Image
-    o = exif_orientation(im) if orientation is None else orientation
-    return im.transpose(getattr(Image.Transpose, _UPRIGHT[o])) if o in _UPRIGHT else im
+def upright(im):
+    "`im` turned as its EXIF orientation says a viewer shows it (Pillow's `exif_transpose`, which also clears the orientation: turning twice is turning once); `im` itself at orientation 1."
+    from PIL import ImageOps
+    return ImageOps.exif_transpose(im) if exif_orientation(im) != 1 else im
 
 def as_rgb(im):
     "`im` (a PIL image) as 8-bit RGB, upright as a viewer shows it (`upright`); a 16-bit, 32-bit or float image scaled from its range (`_value_range`) where Pillow would clip it to white."
-    turn = exif_orientation(im)
+    im = upright(im)
     if deep_mode(im.mode):
         import numpy as np
         from PIL import Image
         a = np.nan_to_num(np.asarray(im, dtype=np.float64))
         lo, hi = _value_range(a, im.mode)
         im = Image.fromarray(np.clip(np.round((a - lo) * 255 / max(hi - lo, 1e-12)), 0, 255).astype(np.uint8))
-    return upright(im.convert('RGB'), turn)
+    return im.convert('RGB')
 
 # %% ../nbs/00_core.ipynb #b83d53eb
 def cache_dir(kind:str) -> Path:

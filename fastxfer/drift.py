@@ -10,6 +10,7 @@ import io, math, threading
 from collections import deque
 from pathlib import Path
 import numpy as np
+from .core import exif_orientation
 
 # %% auto #0
 __all__ = ['MISSING', 'OTHER', 'DRIFT_THRESHOLD', 'DRIFT_ALPHA', 'image_stats', 'text_stats', 'input_columns', 'reference_stats',
@@ -17,13 +18,13 @@ __all__ = ['MISSING', 'OTHER', 'DRIFT_THRESHOLD', 'DRIFT_ALPHA', 'image_stats', 
 
 # %% ../nbs/04e_drift.ipynb #7a4294cd
 def image_stats(item) -> dict:
-    "Cheap numbers any image has: `brightness`, `contrast` (of the luminance, 0-1), `colourfulness`, `width`, `height`."
+    "Cheap numbers any image has: `brightness`, `contrast` (of the luminance, 0-1), `colourfulness`, `width`, `height` (as shown: a phone's photo turned by its EXIF orientation, as the models read it)."
     from PIL import Image
     if isinstance(item, (bytes, bytearray)): im = Image.open(io.BytesIO(item))
     elif isinstance(item, np.ndarray): im = Image.fromarray(item)
     elif isinstance(item, Image.Image): im = item
     else: im = Image.open(item)
-    w, h = im.size
+    w, h = im.size[::-1] if exif_orientation(im) in (5, 6, 7, 8) else im.size   # a quarter turn swaps the sides
     if getattr(im, 'format', None) == 'JPEG': im.draft('RGB', (128, 128))
     im = im.convert('RGB'); im.thumbnail((64, 64))
     a = np.asarray(im, dtype=np.float32) / 255.

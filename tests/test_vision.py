@@ -211,8 +211,12 @@ def test_a_phone_photo_is_read_upright(trained, flat, tmp_path):
     want = np.asarray(photo)
     assert (np.asarray(RGBImage.create(tmp_path/'tagged.png')) == want).all()
     assert (np.asarray(read_image((tmp_path/'tagged.png').read_bytes())) == want).all()
-    p_up, p_tagged = load_model(trained[0]).predict_proba([tmp_path/'upright.png', tmp_path/'tagged.png'])
-    assert np.abs(p_up - p_tagged).max() < 1e-4, (p_up, p_tagged)
+    p_up, p_tagged, p_upload = load_model(trained[0]).predict_proba([tmp_path/'upright.png', tmp_path/'tagged.png',
+                                                                    read_image((tmp_path/'tagged.png').read_bytes())])
+    assert np.abs(p_up - p_tagged).max() < 1e-4 and np.abs(p_up - p_upload).max() < 1e-4, (p_up, p_tagged, p_upload)   # an upload turned once, not again
+    from fastxfer.drift import image_stats
+    sides = lambda st: (st['width'], st['height'])
+    assert sides(image_stats(tmp_path/'tagged.png')) == sides(image_stats(read_image((tmp_path/'tagged.png').read_bytes()))) == photo.size
 
 
 def test_an_iphone_heic_photo_is_an_image(trained, flat, tmp_path):
