@@ -18,7 +18,7 @@ __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OF
            'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_text',
            'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'case_twins', 'note_case_twins',
            'image_formats', 'check_image', 'path_kind', 'visible_files', 'image_paths', 'deep_mode', 'exif_orientation',
-           'upright', 'as_rgb', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
+           'shown_size', 'upright', 'as_rgb', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -351,6 +351,10 @@ def exif_orientation(im) -> int:
     try: o = int(im.getexif().get(0x0112, 1))
     except Exception: return 1
     return o if 2 <= o <= 8 else 1
+
+def shown_size(im) -> tuple[int, int]:
+    "The (W, H) of the PIL image `im` as a viewer shows it: a quarter turn of its EXIF orientation swaps the sides."
+    return im.size[::-1] if exif_orientation(im) in (5, 6, 7, 8) else im.size
 
 def upright(im):
     "`im` turned as its EXIF orientation says a viewer shows it (Pillow's `exif_transpose`, which also clears the orientation: turning twice is turning once); `im` itself at orientation 1."

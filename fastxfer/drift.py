@@ -10,7 +10,7 @@ import io, math, threading
 from collections import deque
 from pathlib import Path
 import numpy as np
-from .core import exif_orientation
+from .core import shown_size
 
 # %% auto #0
 __all__ = ['MISSING', 'OTHER', 'DRIFT_THRESHOLD', 'DRIFT_ALPHA', 'image_stats', 'text_stats', 'input_columns', 'reference_stats',
@@ -24,7 +24,7 @@ def image_stats(item) -> dict:
     elif isinstance(item, np.ndarray): im = Image.fromarray(item)
     elif isinstance(item, Image.Image): im = item
     else: im = Image.open(item)
-    w, h = im.size[::-1] if exif_orientation(im) in (5, 6, 7, 8) else im.size   # a quarter turn swaps the sides
+    w, h = shown_size(im)
     if getattr(im, 'format', None) == 'JPEG': im.draft('RGB', (128, 128))
     im = im.convert('RGB'); im.thumbnail((64, 64))
     a = np.asarray(im, dtype=np.float32) / 255.

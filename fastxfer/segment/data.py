@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from ..core import FastxferError, exif_orientation, log, read_any_text
+from ..core import FastxferError, exif_orientation, log, read_any_text, shown_size
 from ..core import IMAGE_EXTS
 
 # %% auto #0
@@ -56,8 +56,7 @@ def _listing(paths, n:int=5) -> str:
 
 def _shown_size(im) -> tuple[tuple[int, int], bool]:
     "The (W, H) of the PIL image `im` as a viewer shows it (and as training reads it: `as_rgb` turns it upright), and whether its EXIF orientation turns it."
-    o = exif_orientation(im)
-    return (im.size[::-1] if o in (5, 6, 7, 8) else im.size), o != 1
+    return shown_size(im), exif_orientation(im) != 1
 
 def check_pairs(pairs:list, n_codes:int) -> tuple[list, list, list, list]:
     "`(good pairs, skipped images, their (W, H) sizes, their pixels per class)`: reads every image and mask once; raises on the first kind of problem."
