@@ -14,7 +14,7 @@ from . import __version__
 # %% auto #0
 __all__ = ['PKG_DIR', 'TOOLS', 'COMMON_FLAGS', 'SPEC_FILE', 'common_parser', 'effective_default', 'verb_spec', 'add_verb',
            'add_signature_verb', 'command_spec', 'cli_spec', 'write_cli_spec', 'fresh_spec', 'add_command',
-           'build_parser', 'main', 'run_main']
+           'build_parser', 'parse_command_line', 'main', 'run_main']
 
 # %% ../nbs/15_cli.ipynb #bd9549c8
 # commands that are tools, not model families: name -> (module, one-line help, {verb: function} or the function of a verb-less command)
@@ -129,7 +129,7 @@ def add_verb(verbs, name:str, spec:dict, parents, load, human=None):
         if args.human is None: args.human = getattr(fn, 'human', None)   # a tool's function may say how to show its result
         with contextlib.redirect_stdout(sys.stderr):   # stdout is for the result only
             return fn(**{n: getattr(args, n) for n in names if hasattr(args, n)})
-    q.set_defaults(func=run, human=human, load_verb=load)
+    q.set_defaults(func=run, human=human, load_verb=load, verb_parser=q)
     return q
 
 def add_signature_verb(verbs, name:str, fn, parents, human=None):
@@ -244,12 +244,24 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
         else: sub.add_parser(name, help=help, add_help=False)
     return parser
 
+# %% ../nbs/15_cli.ipynb #6d35a7dc
+def parse_command_line(parser, argv):
+    "`argv` parsed by `parser`; an argument nothing takes is an error of the verb's own parser (its usage shown), naming its nearest flag."
+    import difflib
+    args, extra = parser.parse_known_args(argv)
+    if not extra: return args
+    q = getattr(args, 'verb_parser', None) or parser
+    flags = [s for a in q._actions for s in a.option_strings if s.startswith('--')]
+    near = next((m for e in extra if e.startswith('--') for m in difflib.get_close_matches(e.split('=')[0], flags, n=1, cutoff=0.75)), None)
+    q.error(f"unrecognized arguments: {' '.join(extra)}" + (f' (did you mean {near}?)' if near else ''))
+
+
 # %% ../nbs/15_cli.ipynb #17abd4d6
 def main(argv=None):
     "Entry point of the `fastxfer` console script."
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     if not getattr(args, 'func', None):
         # `fastxfer` alone, or `fastxfer vision` without a verb: show the relevant help
         sp = next((a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)), None)

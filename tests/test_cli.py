@@ -71,3 +71,14 @@ def test_unknown_command_is_a_usage_error():
 def _has_cuda():
     import torch
     return torch.cuda.is_available()
+
+
+def test_an_unknown_flag_is_the_verbs_usage_error_with_the_nearest_flag():
+    "A typo in a verb's flag shows the verb's usage (not the top-level one) and the flag meant; nothing runs (no model folder is written)."
+    r = run_cli('tabular', 'predict', 'no-such-model', '--write-too', 'x.db')
+    assert r.returncode == 2, r.stderr
+    assert 'usage: fastxfer tabular predict' in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == ('fastxfer tabular predict: error: unrecognized arguments: --write-too x.db '
+                                                 '(did you mean --write-to?)')
+    r = run_cli('tabular', 'predict', 'no-such-model', '--out', 'p.csv')
+    assert r.returncode == 2 and r.stderr.strip().endswith('unrecognized arguments: --out p.csv'), r.stderr
