@@ -200,3 +200,37 @@ def test_a_folder_with_two_images_of_one_name_keeps_both_masks(model, camvid, tm
     r = run_json('segment', 'predict', path, tmp_path/'in', '--out', tmp_path/'out')
     assert [Path(p['mask']).name for p in r['predictions']] == ['a_x_mask.png', 'b_x_mask.png']
     assert sorted(f.name for f in (tmp_path/'out').iterdir()) == ['a_x_mask.png', 'a_x_overlay.png', 'b_x_mask.png', 'b_x_overlay.png']
+
+
+def _as_other_tools_write_them(src:Path, d:Path) -> Path:
+    "The synthetic set laid out as Carvana's: photos/<stem>.jpg and masks/<stem>_mask.<ext>, one class 255 and the rest 0: BMPs, one a grey TIFF saved as RGB."
+    (d/'photos').mkdir(parents=True); (d/'masks').mkdir()
+    for i, p in enumerate(sorted((src/'images').iterdir())):
+        Image.open(p).save(d/'photos'/f'{p.stem}.jpg', quality=95)
+        m = Image.fromarray(((np.asarray(Image.open(src/'labels'/f'{p.stem}_P.png')) == 1) * 255).astype(np.uint8))
+        (m.convert('RGB').save(d/'masks'/f'{p.stem}_mask.tif') if i == 0 else m.save(d/'masks'/f'{p.stem}_mask.bmp'))
+    return d
+
+
+def test_masks_as_other_tools_write_them(tmp_path):
+    "Black-and-white (0/255) BMP and TIFF masks in other folders train and evaluate; palette masks reach the batches as their indices; JPEG masks and VOC's 255 get their own errors."
+    d = _as_other_tools_write_them(synthetic_segments(tmp_path/'s', n=8), tmp_path/'carvana')
+    flags = ('--images', 'photos', '--masks', 'masks', '--mask-suffix', '_mask')
+    sd = collect_segments(d, 'background,red', masks='masks', mask_suffix='_mask', images='photos')
+    assert sd.values == [0, 255] and {m.suffix for m in sd.masks} == {'.tif', '.bmp'} and set(np.unique(sd.mask(0))) == {0, 1}
+    r = run_json('segment', 'train', d, '--codes', 'background,red', '--out', tmp_path/'m', '--size', '32,48', '--epochs', 1, '--bs', 4, *flags)
+    assert json.loads((tmp_path/'m'/'card.json').read_text())['mask_values'] == [0, 255] and r['scores']['iou']['red'] > 0
+    e = run_json('segment', 'evaluate', tmp_path/'m', d, *flags)
+    assert e['n'] == 8 and np.asarray(e['confusion_matrix']).sum() == 8 * 32 * 48 and e['metrics']['mean_iou'] > 0
+    # an indexed PNG whose palette is not grey: fastai's PILMask would read its colours' brightness (index 1 under dark red: 38)
+    p = synthetic_segments(tmp_path/'p', n=4)
+    for f in (p/'labels').iterdir():
+        m = Image.fromarray(np.asarray(Image.open(f)), mode='P'); m.putpalette([0, 0, 0, 128, 0, 0, 0, 0, 128] + [0] * 759); m.save(f)
+    sd = collect_segments(p, 'grey,red,blue', valid_pct=0.25)
+    _, y = make_seg_dls(sd, size=(32, 48), bs=4, aug='none', device='cpu').train.one_batch()
+    assert set(np.unique(y.numpy())) == {0, 1, 2}
+    for f in (d/'masks').iterdir(): Image.open(f).convert('L').save(f.with_suffix('.jpg')); f.unlink()
+    e = _bad(tmp_path, d, *flags, codes='background,red'); assert 'JPEG' in e and 'save the masks as PNG' in e
+    v = synthetic_segments(tmp_path/'v', n=5); m = np.asarray(Image.open(v/'labels'/'im0_P.png')).copy(); m[0] = 255
+    Image.fromarray(m).save(v/'labels'/'im0_P.png')
+    e = _bad(tmp_path, v, codes='grey,red,blue'); assert 'value 255 (in' in e and 'add a last code void' in e

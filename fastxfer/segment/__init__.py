@@ -52,7 +52,7 @@ def export_segment(learn, res:dict, sd, out, plots:dict|None=None, n_examples:in
         for n, f in figs.items(): w.save_plot(n, f)
         w.save_reference('image', [sd.items[i] for i in sd.train_idx])   # what drift is measured against
         s = res['scores']
-        w.card.update(classes=list(sd.codes), codes=list(sd.codes), void=res['void'], size=res['size'], input_shape=list(xb.shape[1:]),
+        w.card.update(classes=list(sd.codes), codes=list(sd.codes), void=res['void'], mask_values=sd.values, size=res['size'], input_shape=list(xb.shape[1:]),
                       normalization=dict(mean=list(IMAGENET_STATS[0]), std=list(IMAGENET_STATS[1])), arch=res['arch'], mode=res['mode'],
                       weights=res['weights'], metrics=dict(pixel_acc=s['pixel_acc'], foreground_acc=s['foreground_acc'], mean_iou=s['mean_iou'],
                       n_train=res['n_train'], n_valid=res['n_valid']), iou=s['iou'], baseline=res['baseline'],
@@ -214,15 +214,16 @@ def write_outputs(p:SegmentPredictor, image, out, stem:str|None=None) -> dict:
     top = {c: round(v, 4) for c, v in sorted(pred['probs'].items(), key=lambda kv: -kv[1]) if v >= 0.001}
     return dict(image=str(image), label=pred['label'], shares=top, size=[pred['height'], pred['width']], mask=str(mp), overlay=str(op))
 
-def evaluate_segment(model_dir, data, masks:str='labels', mask_suffix:str='_P') -> dict:
+def evaluate_segment(model_dir, data, masks:str='labels', mask_suffix:str='_P', images:str='images') -> dict:
     "Scores of a saved model on every image under `data` (its masks at full size), with the baseline beside them."
     p = load_model(model_dir)
     if p.kind != 'segment': raise FastxferError(f'{model_dir} is a {p.kind} model, not a segmentation model')
-    sd = collect_segments(data, p.codes, masks=masks, mask_suffix=mask_suffix, void=p.card.get('void') or 'none', all_valid=True)
+    sd = collect_segments(data, p.codes, masks=masks, mask_suffix=mask_suffix, void=p.card.get('void') or 'none', images=images,
+                          all_valid=True, values=p.card.get('mask_values'))   # the mask values the model was trained on
     n = len(p.codes); cm = np.zeros((n, n), np.int64); t0 = time.time()
-    for img, msk in zip(sd.items, sd.masks):
+    for i, img in enumerate(sd.items):
         pred, _ = p.mask(img)
-        cm += confusion_matrix(np.asarray(Image.open(msk)), pred, n)
+        cm += confusion_matrix(sd.mask(i), pred, n)
     counts = np.zeros(n); counts[p.codes.index(p.card['baseline']['class'])] = 1   # the training set's majority class
     return dict(model=str(model_dir), data=str(data), n=len(sd.items), backend=p.backend, metrics=seg_scores(cm, p.codes, p.void),
                 baseline=majority_scores(counts, cm, p.codes, p.void), confusion_matrix=cm.tolist(), seconds=round(time.time()-t0, 2),
@@ -234,7 +235,8 @@ def train_segmentation(data, # folder with images/ and labels/ (or train/ and va
                        codes:str, # class names: a file with one per line, or a,b,c
                        out:str, # model folder to write
                        masks:str='labels', # the masks' folder beside images/
-                       mask_suffix:str='_P', # a mask is <stem><suffix>.png
+                       mask_suffix:str='_P', # a mask is <stem><suffix>.png (or .gif, .bmp, .tif)
+                       images:str='images', # the images' folder (JPEGImages for Pascal VOC, train for Carvana)
                        size:str='auto', # H,W the model sees (auto: the images' own, long side at most 256, multiples of 32)
                        void:str='auto', # the class the loss and the metrics ignore (auto: a code called void; none: no class)
                        arch:str=from_settings('arch'), # encoder backbone; see 'fastxfer vision archs'
@@ -252,7 +254,7 @@ def train_segmentation(data, # folder with images/ and labels/ (or train/ and va
                        ) -> dict:
     "Train a U-Net on the images and masks under `data` and export the model folder `out`; returns the report."
     if not data: raise FastxferError('give the data: a folder with images/ and labels/ (CamVid: ../shared/data/fastai_samples/camvid_tiny)')
-    sd = collect_segments(data, codes, masks, mask_suffix, valid_pct, seed, void)
+    sd = collect_segments(data, codes, masks, mask_suffix, valid_pct, seed, void, images)
     hw = seg_size(size, sd)
     log(f'{len(sd.items)} images ({sd.n_train} train, {sd.n_valid} valid, split {sd.split}), {len(sd.codes)} codes'
         f"{'' if sd.void is None else ', ignoring ' + sd.codes[sd.void]}; size {hw[0]}x{hw[1]}")
@@ -316,10 +318,11 @@ class SegmentFamily(Family):
     def evaluate(self, model_dir:str, # a segmentation model folder
                  data:str, # folder with images/ and labels/ to score on (every image)
                  masks:str='labels', # the masks' folder beside images/
-                 mask_suffix:str='_P', # a mask is <stem><suffix>.png
+                 mask_suffix:str='_P', # a mask is <stem><suffix>.png (or .gif, .bmp, .tif)
+                 images:str='images', # the images' folder (JPEGImages for Pascal VOC, train for Carvana)
                  ) -> dict:
         "Score a saved model on a labelled folder (full-size masks), the baseline beside it."
-        return evaluate_segment(model_dir, data, masks, mask_suffix)
+        return evaluate_segment(model_dir, data, masks, mask_suffix, images)
 
     def human(self, verb:str, r:dict) -> str|None:
         if verb == 'train':

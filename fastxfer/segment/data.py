@@ -14,8 +14,8 @@ from ..core import FastxferError, exif_orientation, log, read_any_text, shown_si
 from ..core import IMAGE_EXTS
 
 # %% auto #0
-__all__ = ['read_codes', 'void_index', 'MaskPath', 'MaskByImage', 'check_pairs', 'SegData', 'collect_segments',
-           'synthetic_segments', 'seg_size', 'make_seg_dls']
+__all__ = ['MASK_EXTS', 'read_codes', 'void_index', 'MaskPath', 'mask_array', 'read_mask', 'MaskByImage', 'mask_values',
+           'check_pairs', 'SegData', 'collect_segments', 'synthetic_segments', 'seg_size', 'make_seg_dls']
 
 # %% ../../nbs/12a_segment_data.ipynb #bd9f1709
 def read_codes(codes) -> list[str]:
@@ -40,15 +40,38 @@ def void_index(codes:list[str], void:str|None='auto') -> int|None:
     return codes.index(void)
 
 # %% ../../nbs/12a_segment_data.ipynb #da1b48c2
-class MaskPath:
-    "The mask of an image: `masks_dir/<stem><suffix>.png` (picklable)."
-    def __init__(self, masks_dir, suffix:str='_P'): self.masks_dir, self.suffix = Path(masks_dir), suffix
-    def __call__(self, img) -> Path: return self.masks_dir/f'{Path(img).stem}{self.suffix}.png'
+MASK_EXTS = ('.png', '.gif', '.bmp', '.tif', '.tiff')   # lossless: a pixel is exactly its class value
 
+class MaskPath:
+    "The mask of an image: `masks_dir/<stem><suffix>` with the first of `MASK_EXTS` that is there (`.png` when none is; picklable)."
+    def __init__(self, masks_dir, suffix:str='_P'): self.masks_dir, self.suffix = Path(masks_dir), suffix
+    def __call__(self, img) -> Path:
+        base = f'{Path(img).stem}{self.suffix}'
+        return next((p for p in (self.masks_dir/f'{base}{e}' for e in MASK_EXTS) if p.is_file()), self.masks_dir/f'{base}.png')
+
+
+# %% ../../nbs/12a_segment_data.ipynb #431607ad
+def mask_array(m) -> np.ndarray|None:
+    "The values of the opened mask `m`: an indexed image's indices (not its colours), a grey or bilevel image's values, a colour image's when its channels are equal (grey saved as RGB); None for a colour mask."
+    a = np.asarray(m)
+    if a.ndim == 3:
+        c = a[..., :1] if m.mode == 'LA' else a[..., :3]   # alpha ignored
+        if m.mode not in ('RGB', 'RGBA', 'LA') or not (c == c[..., :1]).all(): return None
+        a = c[..., 0]
+    return a.astype(np.uint8) if a.dtype == bool else a
+
+def read_mask(path, values=None) -> np.ndarray:
+    "The mask at `path` as (h, w) uint8 class indices: its values, or their positions in `values` (each code's value, ascending)."
+    with Image.open(path) as m: a = mask_array(m)
+    if a is None: raise FastxferError(f'{path}: a colour mask; a mask holds one class value per pixel (an indexed or greyscale PNG)')
+    return (a if values is None else np.searchsorted(np.asarray(values), a)).astype(np.uint8)
+
+
+# %% ../../nbs/12a_segment_data.ipynb #aa206910
 class MaskByImage:
-    "The mask of an image from a `{image path: mask path}` table (picklable; several folders)."
-    def __init__(self, table:dict): self.table = {str(k): str(v) for k,v in table.items()}
-    def __call__(self, img) -> Path: return Path(self.table[str(img)])
+    "The mask of an image as class indices (`read_mask`), from a `{image path: mask path}` table (picklable; several folders)."
+    def __init__(self, table:dict, values=None): self.table, self.values = {str(k): str(v) for k,v in table.items()}, values
+    def __call__(self, img) -> np.ndarray: return read_mask(self.table[str(img)], self.values)
 
 def _listing(paths, n:int=5) -> str:
     paths = list(paths)
@@ -58,31 +81,64 @@ def _shown_size(im) -> tuple[tuple[int, int], bool]:
     "The (W, H) of the PIL image `im` as a viewer shows it (and as training reads it: `as_rgb` turns it upright), and whether its EXIF orientation turns it."
     return shown_size(im), exif_orientation(im) != 1
 
-def check_pairs(pairs:list, n_codes:int) -> tuple[list, list, list, list]:
-    "`(good pairs, skipped images, their (W, H) sizes, their pixels per class)`: reads every image and mask once; raises on the first kind of problem."
-    good, skipped, no_mask, bad_size, rgb, bad_vals, sizes, counts = [], [], [], [], [], [], [], []
+
+# %% ../../nbs/12a_segment_data.ipynb #82c15b64
+def mask_values(found:dict, n_codes:int, values=None) -> list|None:
+    "Each code's mask value: None where the values are the codes' indices, else the `n_codes` values `found` (`{value: a mask holding it}`) in ascending order (0/255 masks, 1-2-3 trimaps); `values` when given (a trained model's)."
+    vals = sorted(found)
+    if values is None:
+        if not vals or vals[-1] < n_codes: return None
+        if len(vals) == n_codes: return [int(v) for v in vals]
+        bad, known = [v for v in vals if v >= n_codes], f'{len(vals)} distinct values in the masks ({_listing(vals, 8)}) for {n_codes} codes'
+    else:
+        bad, known = [v for v in vals if v not in values], f'the model reads the values {", ".join(map(str, values))}'
+        if not bad: return [int(v) for v in values]
+    hint = '; if 255 marks pixels to ignore (Pascal VOC), add a last code void' if 255 in bad and values is None else ''
+    listed = _listing(f'value {v} (in {found[v]})' for v in bad)
+    raise FastxferError(f'masks hold values outside the {n_codes} codes (0..{n_codes-1}): {listed}; {known}{hint}')
+
+
+# %% ../../nbs/12a_segment_data.ipynb #0f85e230
+def _read_pair(img, msk) -> tuple:
+    "`(problem kind or None, detail, (W, H) of the image, the mask's values and their pixel counts)` for one pair."
+    try:
+        with Image.open(img) as im: im.verify()
+        with Image.open(img) as im: isize, turned = _shown_size(im)
+    except Exception: return 'skipped', img, None, None
+    if not Path(msk).is_file():
+        lossy = [p for p in (Path(msk).with_name(Path(msk).stem + e) for e in ('.jpg', '.jpeg')) if p.is_file()]
+        return ('jpeg', lossy[0], None, None) if lossy else ('no_mask', img, None, None)
+    try:
+        with Image.open(msk) as m: msize, a = m.size, mask_array(m)
+    except Exception: return 'no_mask', f'{img} (its mask {msk} is unreadable)', None, None
+    if a is None: return 'rgb', msk, None, None
+    if msize != isize:
+        return 'bad_size', f'{msk} ({msize[0]}x{msize[1]}, image {isize[0]}x{isize[1]}' + (' as shown: its EXIF orientation turns it' if turned else '') + ')', None, None
+    return None, None, isize, np.unique(a, return_counts=True)
+
+_PAIR_PROBLEMS = {'no_mask': '{n} image(s) without a mask: {files} (check --masks and --mask-suffix)',
+                  'jpeg': '{n} mask(s) are JPEG files: {files}; JPEG changes pixel values (a class boundary gets values of neither class): '
+                          'save the masks as PNG',
+                  'rgb': '{n} mask(s) are colour (RGB) images: {files}; a mask must be an indexed or greyscale PNG holding one class index per pixel',
+                  'bad_size': '{n} mask(s) differ in size from their image: {files}'}
+
+def check_pairs(pairs:list, n_codes:int, values=None) -> tuple[list, list, list, list, list|None]:
+    "`(good pairs, skipped images, their (W, H) sizes, their pixels per class, each code's mask value or None)`: reads every image and mask once; raises on the first kind of problem."
+    good, skipped, sizes, uniq, found, problems = [], [], [], [], {}, {k: [] for k in _PAIR_PROBLEMS}
     for img, msk in pairs:
-        try:
-            with Image.open(img) as im: im.verify()
-            with Image.open(img) as im: isize, turned = _shown_size(im)
-        except Exception: skipped.append(img); continue
-        if not Path(msk).is_file(): no_mask.append(img); continue
-        try:
-            with Image.open(msk) as m:
-                if m.mode in ('RGB', 'RGBA', 'CMYK', 'YCbCr', 'LA'): rgb.append(msk); continue
-                msize, a = m.size, np.asarray(m)
-        except Exception: no_mask.append(f'{img} (its mask {msk} is unreadable)'); continue
-        if msize != isize:
-            bad_size.append(f'{msk} ({msize[0]}x{msize[1]}, image {isize[0]}x{isize[1]}' + (' as shown: its EXIF orientation turns it' if turned else '') + ')'); continue
-        if a.size and int(a.max()) >= n_codes: bad_vals.append(f'{msk} (value {int(a.max())})'); continue
-        counts.append(np.bincount(a.ravel().astype(np.int64), minlength=n_codes)[:n_codes].tolist())
-        good.append((img, msk)); sizes.append(isize)
-    if no_mask: raise FastxferError(f'{len(no_mask)} image(s) without a mask: {_listing(no_mask)} (check --masks and --mask-suffix)')
-    if rgb: raise FastxferError(f'{len(rgb)} mask(s) are colour (RGB) images: {_listing(rgb)}; a mask must be an indexed or greyscale PNG '
-                                'holding one class index per pixel')
-    if bad_size: raise FastxferError(f'{len(bad_size)} mask(s) differ in size from their image: {_listing(bad_size)}')
-    if bad_vals: raise FastxferError(f'{len(bad_vals)} mask(s) hold values outside the {n_codes} codes (0..{n_codes-1}): {_listing(bad_vals)}')
-    return good, skipped, sizes, counts
+        kind, what, isize, vc = _read_pair(img, msk)
+        if kind == 'skipped': skipped.append(img)
+        elif kind: problems[kind].append(what)
+        else:
+            good.append((img, msk)); sizes.append(isize); uniq.append(vc)
+            for v in vc[0]: found.setdefault(int(v), msk)
+    for kind, msg in _PAIR_PROBLEMS.items():
+        if problems[kind]: raise FastxferError(msg.format(n=len(problems[kind]), files=_listing(problems[kind])))
+    values = mask_values(found, n_codes, values)
+    idx = (lambda v: v) if values is None else (lambda v: np.searchsorted(values, v))
+    counts = [np.bincount(idx(v), weights=c, minlength=n_codes)[:n_codes].astype(np.int64).tolist() for v, c in uniq]
+    return good, skipped, sizes, counts, values
+
 
 # %% ../../nbs/12a_segment_data.ipynb #4cf83e04
 @dataclass
@@ -98,6 +154,7 @@ class SegData:
     sizes: list = field(default_factory=list)    # each image's (W, H)
     pixels: list = field(default_factory=list)   # each mask's pixels per class
     split: str = 'random'
+    values: list|None = None   # each code's mask value, where it is not the code's index (`mask_values`)
     @property
     def n_valid(self) -> int: return len(self.valid_idx)
     @property
@@ -107,14 +164,15 @@ class SegData:
         return np.asarray(self.pixels, dtype=np.int64).reshape(-1, len(self.codes))[list(range(len(self.items))) if idx is None else list(idx)].sum(0)
     @property
     def train_idx(self) -> list: return sorted(set(range(len(self.items))) - set(self.valid_idx))
-    def mask_fn(self): return MaskByImage(dict(zip(map(str, self.items), map(str, self.masks))))
+    def mask_fn(self): return MaskByImage(dict(zip(map(str, self.items), map(str, self.masks))), self.values)
+    def mask(self, i:int) -> np.ndarray: return read_mask(self.masks[i], self.values)
     def __repr__(self): return f'SegData({len(self.items)} images, {len(self.codes)} codes, {self.n_valid} valid, void={self.void})'
 
 def _images(d:Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith('.'))
 
 def collect_segments(data, codes, masks:str='labels', mask_suffix:str='_P', valid_pct:float=0.2, seed:int=42,
-                     void:str|None='auto', images:str='images', all_valid:bool=False) -> SegData:
+                     void:str|None='auto', images:str='images', all_valid:bool=False, values=None) -> SegData:
     "Find and check the pairs under `data` (`images/` + `masks/`, or `train/` and `valid/` holding both), then split them."
     root = Path(data)
     if not root.is_dir(): raise FastxferError(f'{data}: no such folder (give a folder with {images}/ and {masks}/)')
@@ -127,7 +185,8 @@ def collect_segments(data, codes, masks:str='labels', mask_suffix:str='_P', vali
         fn = MaskPath(d/masks, mask_suffix)
         for p in _images(d/images): pairs.append((p, fn(p))); where.append(part)
     if not pairs: raise FastxferError(f'{root}: no images under {images}/')
-    good, skipped, sizes, counts = check_pairs(pairs, len(codes))
+    good, skipped, sizes, counts, values = check_pairs(pairs, len(codes), values)
+    if values is not None: log(f"the masks' values {', '.join(f'{v} ({c})' for v, c in zip(values, codes))} read as the codes in that order")
     if skipped: log(f'skipped {len(skipped)} unreadable image(s): {_listing(skipped)}')
     if len(good) < 2: raise FastxferError(f'{root}: {len(good)} usable image(s); at least 2 are needed (one to train, one to validate)')
     part_of = dict(zip([p[0] for p in pairs], where))
@@ -141,7 +200,7 @@ def collect_segments(data, codes, masks:str='labels', mask_suffix:str='_P', vali
         from fastai.data.transforms import RandomSplitter   # fastai's seeded split: the book's recipe on the same files gets the same one
         valid, split = sorted(int(i) for i in RandomSplitter(valid_pct, seed)(items)[1]), 'random'
         if not valid: valid = [len(items)-1]
-    return SegData(root, items, msks, codes, valid, void_index(codes, void), skipped, sizes, counts, split)
+    return SegData(root, items, msks, codes, valid, void_index(codes, void), skipped, sizes, counts, split, values)
 
 # %% ../../nbs/12a_segment_data.ipynb #08a89b8c
 def synthetic_segments(d, n:int=6, size=(48, 32), seed:int=0) -> Path:

@@ -169,7 +169,7 @@ def plot_results(sd, pred:np.ndarray, size, pal:np.ndarray, k:int=4):
     fig, axs = plt.subplots(k, 3, figsize=(9, 2.4*k), squeeze=False)
     for r, i in enumerate(sd.valid_idx[:k]):
         img = np.asarray(as_rgb(Image.open(sd.items[i])).resize(size[::-1], Image.BILINEAR))
-        true = np.asarray(Image.open(sd.masks[i]).resize(size[::-1], Image.NEAREST))
+        true = np.asarray(Image.fromarray(sd.mask(i)).resize(size[::-1], Image.NEAREST))
         for ax, im, t in zip(axs[r], (img, colorize(true, pal), colorize(pred[r], pal)), ('image', 'true mask', 'predicted mask')):
             ax.imshow(im); ax.set_axis_off()
             if r == 0: ax.set_title(t)
