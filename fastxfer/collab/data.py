@@ -87,7 +87,7 @@ def read_ratings(data, user:str='userId', item:str='movieId', rating:str='rating
         if miss.all(): notes.append(f'column {ts!r} holds no readable timestamp: not used'); df = df.drop(columns='timestamp'); ts = None
         elif miss.any(): notes.append(f'{int(miss.sum())} unreadable timestamp(s) in {ts!r}: those ratings count as the oldest')
     df = df[~bad & ~no_id]
-    if not len(df): raise FastxferError(f'{src}: no usable rating left in column {rating!r} ({len(raw)} rows read)')
+    if not len(df): raise FastxferError(f'{src}: no usable rating left in column {rating!r} ({len(raw)} rows read: {"; ".join(notes)})')
     if 'timestamp' in df: df['timestamp'] = df.timestamp.fillna(df.timestamp.min())
     dup = df.duplicated(['user', 'item'], keep=False)
     if dup.any():
