@@ -161,7 +161,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '0087b8f4695fbf55', 'text/__init__.py': '9863401a1b9e503f', 'text/models.py': '0fbb1f228524884b'},
+    'sources': {'family.py': '0087b8f4695fbf55', 'text/__init__.py': 'f9b6136bf84096ec', 'text/models.py': '0fbb1f228524884b'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -204,7 +204,7 @@ SPEC = {
       ]},
       'predict': {'doc': 'Predict texts with a model folder.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a text model folder', 'keyword_only': False, 'positional': False},
-        {'name': 'texts', 'type': 'str', 'list': True, 'choices': None, 'help': 'texts, or - to read them from stdin (one per line)', 'keyword_only': False, 'positional': True, 'default': None},
+        {'name': 'texts', 'type': 'str', 'list': True, 'choices': None, 'help': "texts; files (a CSV/TSV's text column, else one text a line) and folders (each .txt one text) among them are read; - for stdin (one per line)", 'keyword_only': False, 'positional': True, 'default': None},
         {'name': 'file', 'type': 'str', 'list': False, 'choices': None, 'help': 'a file with one text per line (- for stdin)', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'device', 'type': 'str', 'list': False, 'choices': None, 'help': 'cpu, cuda or auto', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'coverage', 'type': 'float', 'list': False, 'choices': None, 'help': 'prediction sets that hold the true label this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores', 'keyword_only': False, 'positional': False, 'default': None},

@@ -181,6 +181,17 @@ def test_embed_logreg_train_predict_evaluate(logreg_model, toy, work):
                         capture_output=True, text=True, timeout=300)
     assert r2.returncode == 0, r2.stderr
     assert [x['label'] for x in json.loads(r2.stdout)['predictions']] == ['positive', 'negative']
+    # files and folders among the arguments are read, not predicted as their names: a table's text column (a Kaggle
+    # 'review' column), a file's lines, a folder's .txt files; a word and a long text stay texts
+    pd.DataFrame({'id': [7, 8], 'review': ['I loved every minute of this film', 'a terrible, stupid, boring script']}).to_csv(work/'kag.csv', index=False)
+    (work/'docs'/'sub').mkdir(parents=True); (work/'docs'/'a.txt').write_text('a joy to watch'); (work/'docs'/'sub'/'b.txt').write_text('terrible acting')
+    long = 'a wonderful and moving film ' * 20
+    p = run_json('text', 'predict', out, work/'kag.csv', work/'docs', f, 'great', long)['predictions']
+    assert [x.get('source') for x in p] == [f'{work}/kag.csv row 2', f'{work}/kag.csv row 3', f'{work}/docs/a.txt', f'{work}/docs/sub/b.txt',
+                                            f'{f} line 1', f'{f} line 3', None, None]
+    assert [x['label'] for x in p] == ['positive', 'negative', 'positive', 'negative', 'positive', 'negative', 'positive', 'positive']
+    assert p[0]['text'] == 'I loved every minute of this film' and p[6]['text'] == 'great'
+    (work/'empty').mkdir(); assert 'no texts in it (a text is a .txt file)' in _fails('predict', out, work/'empty')
     # evaluate: the validation rows (the card remembers --valid-col)
     e = run_json('text', 'evaluate', out, toy)
     assert e['split'] == 'valid' and e['n'] == 6 and e['accuracy'] == r['accuracy']

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, read_any_text, setting
+from ..core import FastxferError, log, read_any_text, setting
 from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model, not_for_multilabel
 from ..conformal import coverage_lines, set_phrase
 from ..label_issues import issues_text
@@ -20,28 +20,55 @@ from fastcore.meta import delegates
 from ..model_folder import load_model
 from .data import *
 from .models import *
-from .data import _clean, _check_col, _as_bool
+from .data import _clean, _check_col, _as_bool, _read_txts
 from .multilabel import train_multilabel_text, evaluate_multilabel_text
 from ..multilabel import multilabel_text, scores_line
 
 # %% auto #0
-__all__ = ['PERTURBATIONS', 'MULTI_TEXT_OPTIONS', 'read_texts', 'labelled_texts', 'evaluate_text', 'calibrate_text',
-           'text_robustness', 'train_multilabel_report', 'TextFamily']
+__all__ = ['TABLE_SUFFIXES', 'PERTURBATIONS', 'MULTI_TEXT_OPTIONS', 'texts_in', 'read_texts', 'labelled_texts', 'evaluate_text',
+           'calibrate_text', 'text_robustness', 'train_multilabel_report', 'TextFamily']
 
 # %% ../../nbs/10c_text.ipynb #bdce0595
-def read_texts(texts:list|None, file:str|None) -> list[str]:
-    "The texts to predict: those given, `-` (or `file='-'`) for standard input, or a file's lines."
+TABLE_SUFFIXES = ('.csv', '.tsv', '.tab')
+
+def _names_a_path(t:str) -> bool:
+    "Whether the argument `t` names a file (with an extension) or a folder that is there, rather than being a text to predict."
+    if '\n' in t or len(t) > 1000: return False
+    try: p = Path(t); return p.is_dir() or (bool(p.suffix) and p.is_file())
+    except (OSError, ValueError): return False   # too long a name, a NUL: a text
+
+def texts_in(path, text_col:str='text') -> tuple[list[str], list[str]]:
+    "The texts in `path` and where each is: a folder's `.txt` files (one text each, subfolders too), a CSV/TSV's text column (a text a row), else a file's lines; empty ones skipped."
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.rglob('*.txt'))
+        texts, where = _read_txts(files, path), [str(f) for f in files]
+    elif path.suffix.lower() in TABLE_SUFFIXES:
+        df = read_table(path); col = text_column(df, text_col, path)
+        texts, where = df[col].fillna('').astype(str).tolist(), [f'{path} row {i}' for i in range(2, len(df) + 2)]   # row 1: the header
+    else:
+        try: texts = read_any_text(path)[0].splitlines()
+        except OSError as e: raise FastxferError(f'cannot read {path}: {e}') from e
+        where = [f'{path} line {i}' for i in range(1, len(texts) + 1)]
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    if not keep: raise FastxferError(f'{path}: no texts in it' + (' (a text is a .txt file)' if path.is_dir() else ''))
+    if len(keep) < len(texts): log(f'{path}: {len(texts) - len(keep)} empty text(s) skipped')
+    return [texts[i] for i in keep], [where[i] for i in keep]
+
+def read_texts(texts:list|None, file:str|None=None, text_col:str='text') -> tuple[list[str], list[str|None]]:
+    "The texts to predict and where each is (None: given as such): those given, with the files and folders among them read (`texts_in`), `-` (or `file='-'`) for standard input, and `file`'s."
     texts = list(texts or [])
     if blank := [i + 1 for i, t in enumerate(texts) if not str(t).strip()]:
         raise FastxferError(f'text {blank[0]} of those given is empty (or only spaces): there is nothing to predict from')
     if texts == ['-'] or file == '-':
-        texts = [l.rstrip('\n') for l in sys.stdin if l.strip()]
-    elif file:
-        f = Path(file)
-        try: texts += [l for l in read_any_text(f)[0].splitlines() if l.strip()]
-        except OSError as e: raise FastxferError(f'cannot read --file {f}: {e}') from e
-    if not texts: raise FastxferError('no texts to predict: give them as arguments, with --file F (one per line), or - for stdin')
-    return texts
+        lines = [l.rstrip('\n') for l in sys.stdin if l.strip()]
+        return lines, [None] * len(lines)
+    out, where = [], []
+    for t in texts + ([file] if file else []):
+        ts, ws = texts_in(t, text_col) if t is file or _names_a_path(t) else ([t], [None])
+        out += ts; where += ws
+    if not out: raise FastxferError('no texts to predict: give them as arguments, files or folders of them, with --file F (one per line), or - for stdin')
+    return out, where
 
 def _text_model(model_dir, **kwargs):
     "The text model in `model_dir` (a clear error for another kind)."
@@ -167,7 +194,7 @@ def _phrase(p:dict) -> str:
     return (', '.join(p['labels']) or 'no label') if 'labels' in p and 'coverage' not in p else set_phrase(p)   # a multi-label answer: its labels
 
 def _human_predict(r):
-    return '\n'.join(f"{_phrase(p)}\t{max(p['probs'].values()):.3f}{'  (truncated)' if p['truncated'] else ''}\t{p['text'][:70]}"
+    return '\n'.join(f"{p['source'] + chr(9) if 'source' in p else ''}{_phrase(p)}\t{max(p['probs'].values()):.3f}{'  (truncated)' if p['truncated'] else ''}\t{p['text'][:70]}"
                      for p in r['predictions'])
 
 def _human_eval(r):
@@ -251,18 +278,19 @@ class TextFamily(Family):
         return text_robustness(model_dir, data, ops, alpha, text_col, label_col, split, seed, out)
 
     def predict(self, model_dir:str, # a text model folder
-                texts:Annotated[list[str]|None, POSITIONAL]=None, # texts, or - to read them from stdin (one per line)
+                texts:Annotated[list[str]|None, POSITIONAL]=None, # texts; files (a CSV/TSV's text column, else one text a line) and folders (each .txt one text) among them are read; - for stdin (one per line)
                 file:str|None=None, # a file with one text per line (- for stdin)
                 device:str|None=None, # cpu, cuda or auto
                 coverage:float|None=None, # prediction sets that hold the true label this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
                 abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
                 ) -> dict:
         "Predict texts with a model folder."
-        texts = read_texts(texts, file)
         p = _text_model(model_dir, device=device) if device else _text_model(model_dir)
+        texts, where = read_texts(texts, file, (p.card.get('data') or {}).get('text_col') or 'text')
         preds = p.conformalize(p.predict(texts), coverage, abstain_above)
         return dict(model_dir=str(model_dir), model=p.card.get('model'), max_len=p.max_len, window=getattr(getattr(p, 'win', None), 'window', None),
-                    predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **r) for t, r in zip(texts, preds)])
+                    predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **({'source': w} if w else {}), **r)
+                                 for t, w, r in zip(texts, where, preds)])
 
     def evaluate(self, model_dir:str, # a text model folder
                  data:str, # labelled texts: a CSV/TSV file or an IMDB-style folder

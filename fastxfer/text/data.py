@@ -13,8 +13,8 @@ from ..core import FastxferError, note_case_twins, csv_separator, log, read_any_
 from ..review import exclude_rows
 
 # %% auto #0
-__all__ = ['LABEL_NAMES', 'MIN_TEXT_CHARS', 'TextData', 'read_table', 'text_columns', 'load_csv', 'load_folder', 'load_text_data',
-           'toy_texts_csv']
+__all__ = ['LABEL_NAMES', 'MIN_TEXT_CHARS', 'TextData', 'read_table', 'text_column', 'text_columns', 'load_csv', 'load_folder',
+           'load_text_data', 'toy_texts_csv']
 
 # %% ../../nbs/10a_text_data.ipynb #f2dfae15
 @dataclass
@@ -83,15 +83,19 @@ def _label_str(v) -> str:
 LABEL_NAMES = ('label', 'labels', 'sentiment', 'class', 'category', 'target', 'y')   # what a label column is often called
 MIN_TEXT_CHARS = 20   # the mean length of a column taken for the texts when none is named
 
+def text_column(df:pd.DataFrame, text_col:str='text', path='the table', skip=()) -> str:
+    "The column of `df` that holds the texts: `text_col`; for the default name `text` when absent, the column of the longest texts (said in the log); `skip`: columns that are not."
+    if text_col in df.columns or text_col != 'text': _check_col(df, text_col, '--text-col', path); return text_col
+    lengths = {c: df[c].dropna().astype(str).str.len().mean() for c in df.columns
+               if c not in skip and not pd.api.types.is_numeric_dtype(df[c])}
+    best = max(lengths, key=lengths.get, default=None)
+    if best is None or not lengths[best] >= MIN_TEXT_CHARS: _check_col(df, text_col, '--text-col', path)
+    log(f'{path}: no column {text_col!r}; the texts are in {best!r} (the longest, {lengths[best]:.0f} characters on average; --text-col to choose)')
+    return best
+
 def text_columns(df:pd.DataFrame, text_col:str='text', label_col:str='label', path='the table', skip=()) -> tuple[str, str]:
-    "`(text column, label column)` of `df`: those named; for the default names (`text`, `label`) when absent, the column of the longest texts and the label column beside it (said in the log); `skip`: columns that are neither."
-    if text_col not in df.columns and text_col == 'text':
-        lengths = {c: df[c].dropna().astype(str).str.len().mean() for c in df.columns
-                   if c != label_col and c not in skip and not pd.api.types.is_numeric_dtype(df[c])}
-        best = max(lengths, key=lengths.get, default=None)
-        if best is None or not lengths[best] >= MIN_TEXT_CHARS: _check_col(df, text_col, '--text-col', path)
-        log(f'{path}: no column {text_col!r}; the texts are in {best!r} (the longest, {lengths[best]:.0f} characters on average; --text-col to choose)')
-        text_col = best
+    "`(text column, label column)` of `df`: those named; for the default names (`text`, `label`) when absent, the column of the longest texts (`text_column`) and the label column beside it (said in the log); `skip`: columns that are neither."
+    text_col = text_column(df, text_col, path, skip=(label_col, *skip))
     if label_col not in df.columns and label_col == 'label':
         rest = [c for c in df.columns if c != text_col and c not in skip]
         named = [c for c in rest if str(c).strip().lower() in LABEL_NAMES]
