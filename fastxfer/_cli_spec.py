@@ -398,13 +398,13 @@ SPEC = {
   'segment': {
     'help': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
     'description': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
-    'sources': {'family.py': '0087b8f4695fbf55', 'segment/__init__.py': 'f1102adc45852a6d'},
+    'sources': {'family.py': '0087b8f4695fbf55', 'segment/__init__.py': 'aa2e4639770c455d'},
     'verbs': {
       'train': {'doc': 'Train a U-Net and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder with images/ and labels/ (or train/ and valid/ holding both)', 'keyword_only': False, 'positional': True, 'default': None},
         {'name': 'codes', 'type': 'str', 'list': False, 'choices': None, 'help': 'class names: a file with one per line, or a,b,c', 'keyword_only': True, 'positional': False},
         {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': 'model folder to write', 'keyword_only': True, 'positional': False},
-        {'name': 'masks', 'type': 'str', 'list': False, 'choices': None, 'help': "the masks' folder beside images/", 'keyword_only': True, 'positional': False, 'default': 'labels'},
+        {'name': 'masks', 'type': 'str', 'list': False, 'choices': None, 'help': "the masks' folder beside images/ (the images' folder itself: the masks beside the images, named by --mask-suffix)", 'keyword_only': True, 'positional': False, 'default': 'labels'},
         {'name': 'mask_suffix', 'type': 'str', 'list': False, 'choices': None, 'help': 'a mask is <stem><suffix>.png (or .gif, .bmp, .tif)', 'keyword_only': True, 'positional': False, 'default': '_P'},
         {'name': 'images', 'type': 'str', 'list': False, 'choices': None, 'help': "the images' folder (JPEGImages for Pascal VOC, train for Carvana)", 'keyword_only': True, 'positional': False, 'default': 'images'},
         {'name': 'size', 'type': 'str', 'list': False, 'choices': None, 'help': "H,W the model sees (auto: the images' own, long side at most 256, multiples of 32)", 'keyword_only': True, 'positional': False, 'default': 'auto'},
@@ -426,7 +426,7 @@ SPEC = {
       'evaluate': {'doc': 'Score a saved model on a labelled folder (full-size masks), the baseline beside it.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a segmentation model folder', 'keyword_only': False, 'positional': False},
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder with images/ and labels/ to score on (every image)', 'keyword_only': False, 'positional': False},
-        {'name': 'masks', 'type': 'str', 'list': False, 'choices': None, 'help': "the masks' folder beside images/", 'keyword_only': False, 'positional': False, 'default': 'labels'},
+        {'name': 'masks', 'type': 'str', 'list': False, 'choices': None, 'help': "the masks' folder beside images/ (the images' folder itself: the masks beside the images, named by --mask-suffix)", 'keyword_only': False, 'positional': False, 'default': 'labels'},
         {'name': 'mask_suffix', 'type': 'str', 'list': False, 'choices': None, 'help': 'a mask is <stem><suffix>.png (or .gif, .bmp, .tif)', 'keyword_only': False, 'positional': False, 'default': '_P'},
         {'name': 'images', 'type': 'str', 'list': False, 'choices': None, 'help': "the images' folder (JPEGImages for Pascal VOC, train for Carvana)", 'keyword_only': False, 'positional': False, 'default': 'images'},
       ]},

@@ -222,6 +222,14 @@ def test_masks_as_other_tools_write_them(tmp_path):
     assert json.loads((tmp_path/'m'/'card.json').read_text())['mask_values'] == [0, 255] and r['scores']['iou']['red'] > 0
     e = run_json('segment', 'evaluate', tmp_path/'m', d, *flags)
     assert e['n'] == 8 and np.asarray(e['confusion_matrix']).sum() == 8 * 32 * 48 and e['metrics']['mean_iou'] > 0
+    # the masks beside their images in a folder per patient (Kaggle's LGG MRI set: <case>/<case>_1.tif and <case>_1_mask.tif)
+    for i, (img, msk) in enumerate(zip(sorted((d/'photos').iterdir()), sorted((d/'masks').iterdir()))):
+        case = d/'lgg'/f'case{i % 2}'; case.mkdir(parents=True, exist_ok=True)
+        shutil.copy(img, case/f'{img.stem}.jpg'); shutil.copy(msk, case/msk.name)
+    (d/'lgg'/'data.csv').write_text('patient\n1\n')
+    sd = collect_segments(d, 'background,red', masks='lgg', mask_suffix='_mask', images='lgg')
+    assert len(sd.items) == 8 and sd.values == [0, 255] and all(m.parent == i.parent and m.stem == i.stem + '_mask' for i, m in zip(sd.items, sd.masks))
+    assert 'give --mask-suffix' in _bad(tmp_path, d, '--images', 'lgg', '--masks', 'lgg', '--mask-suffix', '', codes='background,red')
     # an indexed PNG whose palette is not grey: fastai's PILMask would read its colours' brightness (index 1 under dark red: 38)
     p = synthetic_segments(tmp_path/'p', n=4)
     for f in (p/'labels').iterdir():

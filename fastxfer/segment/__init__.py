@@ -234,7 +234,7 @@ def evaluate_segment(model_dir, data, masks:str='labels', mask_suffix:str='_P', 
 def train_segmentation(data, # folder with images/ and labels/ (or train/ and valid/ holding both)
                        codes:str, # class names: a file with one per line, or a,b,c
                        out:str, # model folder to write
-                       masks:str='labels', # the masks' folder beside images/
+                       masks:str='labels', # the masks' folder beside images/ (the images' folder itself: the masks beside the images, named by --mask-suffix)
                        mask_suffix:str='_P', # a mask is <stem><suffix>.png (or .gif, .bmp, .tif)
                        images:str='images', # the images' folder (JPEGImages for Pascal VOC, train for Carvana)
                        size:str='auto', # H,W the model sees (auto: the images' own, long side at most 256, multiples of 32)
@@ -317,7 +317,7 @@ class SegmentFamily(Family):
 
     def evaluate(self, model_dir:str, # a segmentation model folder
                  data:str, # folder with images/ and labels/ to score on (every image)
-                 masks:str='labels', # the masks' folder beside images/
+                 masks:str='labels', # the masks' folder beside images/ (the images' folder itself: the masks beside the images, named by --mask-suffix)
                  mask_suffix:str='_P', # a mask is <stem><suffix>.png (or .gif, .bmp, .tif)
                  images:str='images', # the images' folder (JPEGImages for Pascal VOC, train for Carvana)
                  ) -> dict:

@@ -43,11 +43,14 @@ def void_index(codes:list[str], void:str|None='auto') -> int|None:
 MASK_EXTS = ('.png', '.gif', '.bmp', '.tif', '.tiff')   # lossless: a pixel is exactly its class value
 
 class MaskPath:
-    "The mask of an image: `masks_dir/<stem><suffix>` with the first of `MASK_EXTS` that is there (`.png` when none is; picklable)."
-    def __init__(self, masks_dir, suffix:str='_P'): self.masks_dir, self.suffix = Path(masks_dir), suffix
+    "The mask of an image: `<stem><suffix>` with the first of `MASK_EXTS` that is there (`.png` when none is), in `masks_dir` at the image's place under `images_dir` (its subfolder; beside it when the two are one folder; picklable)."
+    def __init__(self, masks_dir, suffix:str='_P', images_dir=None):
+        self.masks_dir, self.suffix, self.images_dir = Path(masks_dir), suffix, images_dir and Path(images_dir)
     def __call__(self, img) -> Path:
-        base = f'{Path(img).stem}{self.suffix}'
-        return next((p for p in (self.masks_dir/f'{base}{e}' for e in MASK_EXTS) if p.is_file()), self.masks_dir/f'{base}.png')
+        img = Path(img)
+        d = self.masks_dir/img.parent.relative_to(self.images_dir) if self.images_dir and img.parent.is_relative_to(self.images_dir) else self.masks_dir
+        base = f'{img.stem}{self.suffix}'
+        return next((p for p in (d/f'{base}{e}' for e in MASK_EXTS) if p.is_file()), d/f'{base}.png')
 
 
 # %% ../../nbs/12a_segment_data.ipynb #431607ad
@@ -168,12 +171,16 @@ class SegData:
     def mask(self, i:int) -> np.ndarray: return read_mask(self.masks[i], self.values)
     def __repr__(self): return f'SegData({len(self.items)} images, {len(self.codes)} codes, {self.n_valid} valid, void={self.void})'
 
-def _images(d:Path) -> list[Path]:
-    return sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith('.'))
+def _images(d:Path, masks:Path, suffix:str) -> list[Path]:
+    "The images under `d`, subfolders too (not hidden ones); where the masks are among them (`masks` is `d`), not the masks (`<stem><suffix>`)."
+    same = masks.resolve() == d.resolve()
+    if same and not suffix: raise FastxferError(f'the masks are in the images\' folder {d}: give --mask-suffix (what their names end with, as _mask)')
+    return sorted(p for p in d.rglob('*') if p.suffix.lower() in IMAGE_EXTS and not any(s.startswith('.') for s in p.relative_to(d).parts)
+                  and not (same and p.stem.endswith(suffix)) and p.is_file())
 
 def collect_segments(data, codes, masks:str='labels', mask_suffix:str='_P', valid_pct:float=0.2, seed:int=42,
                      void:str|None='auto', images:str='images', all_valid:bool=False, values=None) -> SegData:
-    "Find and check the pairs under `data` (`images/` + `masks/`, or `train/` and `valid/` holding both), then split them."
+    "Find and check the pairs under `data` (`images/` + `masks/`, or `train/` and `valid/` holding both; `masks` may be `images`, the masks beside the images), then split them."
     root = Path(data)
     if not root.is_dir(): raise FastxferError(f'{data}: no such folder (give a folder with {images}/ and {masks}/)')
     codes = read_codes(codes)
@@ -182,8 +189,8 @@ def collect_segments(data, codes, masks:str='labels', mask_suffix:str='_P', vali
     pairs, where = [], []
     for part, d in parts:
         if not (d/images).is_dir(): raise FastxferError(f'{d}: no {images}/ folder (images in {d}/{images}, masks in {d}/{masks})')
-        fn = MaskPath(d/masks, mask_suffix)
-        for p in _images(d/images): pairs.append((p, fn(p))); where.append(part)
+        fn = MaskPath(d/masks, mask_suffix, d/images)
+        for p in _images(d/images, d/masks, mask_suffix): pairs.append((p, fn(p))); where.append(part)
     if not pairs: raise FastxferError(f'{root}: no images under {images}/')
     good, skipped, sizes, counts, values = check_pairs(pairs, len(codes), values)
     if values is not None: log(f"the masks' values {', '.join(f'{v} ({c})' for v, c in zip(values, codes))} read as the codes in that order")
