@@ -214,7 +214,9 @@ def pytest_configure(config):
     workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 0) or 0)
     if workers > 1:
         import torch
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ.setdefault('OMP_NUM_THREADS', str(threads))   # and the processes a test starts (servers, the CLI): no more threads than cores
 
 
 # ---- earlier releases, from this repository's own history (the upgrade tests)
