@@ -161,7 +161,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '0087b8f4695fbf55', 'text/__init__.py': 'f9b6136bf84096ec', 'text/models.py': '0fbb1f228524884b'},
+    'sources': {'family.py': '0087b8f4695fbf55', 'text/__init__.py': '9c3fbfda0c8ab961', 'text/models.py': '0fbb1f228524884b'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -210,9 +210,9 @@ SPEC = {
         {'name': 'coverage', 'type': 'float', 'list': False, 'choices': None, 'help': 'prediction sets that hold the true label this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'abstain_above', 'type': 'int', 'list': False, 'choices': None, 'help': 'answer no label (abstained) when the set has more labels than this', 'keyword_only': False, 'positional': False, 'default': None},
       ]},
-      'explain': {'doc': "Why the model answers what it does: a heatmap over an image, each word's or column's weight, a recommender's similar items.", 'params': [
-        {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a model folder of this family', 'keyword_only': False, 'positional': False},
-        {'name': 'inputs', 'type': 'str', 'list': True, 'choices': None, 'help': 'what to explain: image files or folders, texts, or col=value pairs', 'keyword_only': False, 'positional': False},
+      'explain': {'doc': "Why the model answers what it does: each word's weight, as highlighted text.", 'params': [
+        {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a text model folder', 'keyword_only': False, 'positional': False},
+        {'name': 'inputs', 'type': 'str', 'list': True, 'choices': None, 'help': "texts; files (a CSV/TSV's text column, else one text a line) and folders (each .txt one text) among them are read", 'keyword_only': False, 'positional': False},
         {'name': 'target', 'type': 'str', 'list': False, 'choices': None, 'help': 'the class to explain; unset: the predicted one', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder the pictures are written to, one PNG per input', 'keyword_only': False, 'positional': False, 'default': 'explanations'},
       ]},

@@ -114,6 +114,10 @@ def test_text_explain_from_the_command_line(real_models, tmp_path):
     assert run_json('text', 'explain', real_models/'reviews', text, '--target', 'negative')['explanations'][0]['target'] == 'negative'
     out = run_cli('text', 'explain', real_models/'reviews', text, check=0).stdout
     assert out.startswith(f'{text}: ') and 'words that add the most:' in out
+    # a file among the texts is read (as text predict reads it), not explained as its name
+    (tmp_path/'two.txt').write_text(f'{text}\nA dull film\n')
+    es = run_json('text', 'explain', real_models/'reviews', tmp_path/'two.txt', 'bad')['explanations']
+    assert [(e['input'], e.get('source')) for e in es] == [(text, f'{tmp_path}/two.txt line 1'), ('A dull film', f'{tmp_path}/two.txt line 2'), ('bad', None)]
 
 
 def test_tabular_explain_writes_the_chart(real_models, tmp_path):

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, log, read_any_text, setting
-from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model, not_for_multilabel
+from ..family import Family, register_family, explain_inputs, POSITIONAL, report_from_folder, with_baseline, calibrate_model, not_for_multilabel
 from ..conformal import coverage_lines, set_phrase
 from ..label_issues import issues_text
 from ..review import apply_table_review
 from typing import Annotated, Literal
 from fastcore.meta import delegates
-from ..model_folder import load_model
+from ..model_folder import ModelFolder, load_model
 from .data import *
 from .models import *
 from .data import _clean, _check_col, _as_bool, _read_txts
@@ -25,15 +25,15 @@ from .multilabel import train_multilabel_text, evaluate_multilabel_text
 from ..multilabel import multilabel_text, scores_line
 
 # %% auto #0
-__all__ = ['TABLE_SUFFIXES', 'PERTURBATIONS', 'MULTI_TEXT_OPTIONS', 'texts_in', 'read_texts', 'labelled_texts', 'evaluate_text',
-           'calibrate_text', 'text_robustness', 'train_multilabel_report', 'TextFamily']
+__all__ = ['TABLE_SUFFIXES', 'PERTURBATIONS', 'MULTI_TEXT_OPTIONS', 'texts_in', 'expand_texts', 'read_texts', 'labelled_texts',
+           'evaluate_text', 'calibrate_text', 'text_robustness', 'train_multilabel_report', 'TextFamily']
 
 # %% ../../nbs/10c_text.ipynb #bdce0595
 TABLE_SUFFIXES = ('.csv', '.tsv', '.tab')
 
 def _names_a_path(t:str) -> bool:
     "Whether the argument `t` names a file (with an extension) or a folder that is there, rather than being a text to predict."
-    if '\n' in t or len(t) > 1000: return False
+    if not t.strip() or '\n' in t or len(t) > 1000: return False   # '' would be the working folder
     try: p = Path(t); return p.is_dir() or (bool(p.suffix) and p.is_file())
     except (OSError, ValueError): return False   # too long a name, a NUL: a text
 
@@ -55,6 +55,14 @@ def texts_in(path, text_col:str='text') -> tuple[list[str], list[str]]:
     if len(keep) < len(texts): log(f'{path}: {len(texts) - len(keep)} empty text(s) skipped')
     return [texts[i] for i in keep], [where[i] for i in keep]
 
+def expand_texts(texts:list, text_col:str='text') -> tuple[list, list[str|None]]:
+    "The texts that the arguments `texts` stand for and where each is (None: given as such): the files and folders among them read (`texts_in`)."
+    out, where = [], []
+    for t in texts:
+        ts, ws = texts_in(t, text_col) if _names_a_path(str(t)) else ([t], [None])
+        out += ts; where += ws
+    return out, where
+
 def read_texts(texts:list|None, file:str|None=None, text_col:str='text') -> tuple[list[str], list[str|None]]:
     "The texts to predict and where each is (None: given as such): those given, with the files and folders among them read (`texts_in`), `-` (or `file='-'`) for standard input, and `file`'s."
     texts = list(texts or [])
@@ -63,10 +71,8 @@ def read_texts(texts:list|None, file:str|None=None, text_col:str='text') -> tupl
     if texts == ['-'] or file == '-':
         lines = [l.rstrip('\n') for l in sys.stdin if l.strip()]
         return lines, [None] * len(lines)
-    out, where = [], []
-    for t in texts + ([file] if file else []):
-        ts, ws = texts_in(t, text_col) if t is file or _names_a_path(t) else ([t], [None])
-        out += ts; where += ws
+    out, where = expand_texts(texts, text_col)
+    if file: out, where = [*out, *(r := texts_in(file, text_col))[0]], [*where, *r[1]]
     if not out: raise FastxferError('no texts to predict: give them as arguments, files or folders of them, with --file F (one per line), or - for stdin')
     return out, where
 
@@ -291,6 +297,18 @@ class TextFamily(Family):
         return dict(model_dir=str(model_dir), model=p.card.get('model'), max_len=p.max_len, window=getattr(getattr(p, 'win', None), 'window', None),
                     predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **({'source': w} if w else {}), **r)
                                  for t, w, r in zip(texts, where, preds)])
+
+    def explain(self, model_dir:str, # a text model folder
+                inputs:list[str], # texts; files (a CSV/TSV's text column, else one text a line) and folders (each .txt one text) among them are read
+                target:str|None=None, # the class to explain; unset: the predicted one
+                out:str='explanations', # folder the pictures are written to, one PNG per input
+                ) -> dict:
+        "Why the model answers what it does: each word's weight, as highlighted text."
+        texts, where = expand_texts(inputs, (ModelFolder(model_dir).card.get('data') or {}).get('text_col') or 'text')
+        r = explain_inputs(self.name, model_dir, texts, target, out)
+        for e, w in zip(r['explanations'], where):
+            if w: e['source'] = w
+        return r
 
     def evaluate(self, model_dir:str, # a text model folder
                  data:str, # labelled texts: a CSV/TSV file or an IMDB-style folder
