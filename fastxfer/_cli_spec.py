@@ -254,7 +254,7 @@ SPEC = {
   'tabular': {
     'help': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
     'description': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
-    'sources': {'family.py': '0087b8f4695fbf55', 'tabular/__init__.py': '580cfa008342e38c'},
+    'sources': {'family.py': '0087b8f4695fbf55', 'tabular/__init__.py': 'e7d0bfa82b86c9a7'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -284,7 +284,7 @@ SPEC = {
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'an SQLite file (with --table)', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table, or the Excel sheet (if not given: the first)', 'keyword_only': False, 'positional': False, 'default': None},
       ]},
-      'predict': {'doc': 'Predict rows with a saved model; optionally write them back to SQLite.', 'params': [
+      'predict': {'doc': 'Predict rows with a saved model; optionally write them back to SQLite or to a file.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a tabular model folder', 'keyword_only': False, 'positional': False},
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'rows: a CSV, Excel (.xlsx), Parquet or JSON file, - (JSON on stdin), a JSON row or list of rows, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
         {'name': 'row', 'type': 'str', 'list': True, 'choices': None, 'help': 'one row as col=value pairs (instead of DATA)', 'keyword_only': False, 'positional': False, 'default': None},
@@ -292,6 +292,7 @@ SPEC = {
         {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table, or the Excel sheet (if not given: the first)', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'write_to', 'type': 'str', 'list': False, 'choices': None, 'help': 'append the rows with their prediction to sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'key', 'type': 'str', 'list': False, 'choices': None, 'help': 'with --write-to: the column that identifies a row (re-running replaces, never duplicates)', 'keyword_only': False, 'positional': False, 'default': None},
+        {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': 'write the rows with their prediction to this .csv, .tsv, .xlsx, .parquet or .jsonl file (replaced whole)', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'coverage', 'type': 'float', 'list': False, 'choices': None, 'help': 'prediction sets (intervals) that hold the truth this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'abstain_above', 'type': 'int', 'list': False, 'choices': None, 'help': 'answer no label (abstained) when the set has more labels than this', 'keyword_only': False, 'positional': False, 'default': None},
       ]},

@@ -205,6 +205,23 @@ def test_predict_input_errors_name_the_problem(tables, adult_model):
     assert one['n'] == 1 and two['n'] == 2 and two['predictions'][0] == one['predictions'][0]
     r = run_cli('tabular', 'predict', d, '{"age": 40')
     assert r.returncode == 2 and 'the JSON given as DATA: not JSON' in r.stderr
+    # a table file is read as training reads one: a cell that is not a number (UCI's '?') is missing, and said
+    rows = pd.DataFrame([row, {**row, 'age': '?'}, {**row, 'age': None}])
+    rows.to_csv(tables/'qmark.csv', index=False)
+    r = run_cli('tabular', 'predict', d, tables/'qmark.csv', '--json')
+    assert r.returncode == 0 and "column 'age': 1 cell(s) that are not numbers taken as missing (row 2: '?')" in r.stderr, r.stderr
+    assert json.loads(r.stdout)['predictions'][1] == json.loads(r.stdout)['predictions'][2]   # '?' is predicted as an empty cell
+    # --out writes the rows with their prediction (the format by the extension), never over the rows' own file
+    for ext in ('csv', 'xlsx', 'parquet', 'jsonl'):
+        o = run_json('tabular', 'predict', d, tables/'qmark.csv', '--out', tables/f'preds.{ext}')
+        back = {'csv': pd.read_csv, 'xlsx': pd.read_excel, 'parquet': pd.read_parquet, 'jsonl': lambda f: pd.read_json(f, lines=True)}[ext](tables/f'preds.{ext}')
+        assert o['out']['written'] == 3 and list(back.columns[-4:]) == ['prediction', 'probability', 'model_id', 'predicted_at']
+        assert back.prediction.tolist() == [p['label'] for p in o['predictions']] and back.education.tolist() == ['HS-grad'] * 3
+    before = (tables/'qmark.csv').read_bytes()
+    for out, msg in ((tables/'qmark.csv', 'is the file the rows come from'), (tables/'p.txt', 'give a file ending in .csv')):
+        r = run_cli('tabular', 'predict', d, tables/'qmark.csv', '--out', out)
+        assert r.returncode == 2 and msg in r.stderr.strip().splitlines()[-1] and not (tables/'p.txt').exists(), r.stderr
+    assert (tables/'qmark.csv').read_bytes() == before
 
 
 def test_served_model_takes_a_typed_row(tables, adult_model):

@@ -33,8 +33,9 @@ from .data import _json_rows
 from .models import *
 
 # %% auto #0
-__all__ = ['MODEL_CHOICES', 'LARGEST', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor', 'shapley_summary',
-           'rows_from_args', 'write_predictions', 'predict_table', 'evaluate_table', 'calibrate_table', 'multi_targets',
+__all__ = ['MODEL_CHOICES', 'LARGEST', 'PREDICTION_FILES', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor',
+           'shapley_summary', 'rows_from_args', 'prediction_frame', 'prediction_file_kind', 'write_prediction_file',
+           'write_predictions', 'predict_table', 'evaluate_table', 'calibrate_table', 'multi_targets',
            'train_multitarget_table', 'upgrade_tabular_files', 'table_label_issues', 'TabularFamily']
 
 # %% ../../nbs/08c_tabular.ipynb #0d6bbd3c
@@ -218,8 +219,8 @@ def _check_dates(s:pd.Series, col:dict, where):
         i = int(np.where(bad.to_numpy())[0][0])
         raise InputError(f"{where}: row {i+1}, column {col['name']!r}: {s.iloc[i]!r} is not a date (like {col['example']})", 422)
 
-def check_frame(df:pd.DataFrame, columns:list[dict], where='the rows') -> tuple[pd.DataFrame, list[str]]:
-    "The model's columns of `df` (numbers and dates checked), and the extra columns it ignores. A missing column, a non-number or a non-date is an error."
+def check_frame(df:pd.DataFrame, columns:list[dict], where='the rows', lenient:bool=False) -> tuple[pd.DataFrame, list[str]]:
+    "The model's columns of `df` (numbers and dates checked), and the extra columns it ignores. A missing column, a non-number or a non-date is an error; `lenient` (a table file, read as training reads one): a cell that is not a number is missing, and said."
     names = [c['name'] for c in columns]
     missing = [n for n in names if n not in df.columns]
     if missing: raise InputError(f'{where}: missing column(s) {", ".join(missing)}; the model needs {", ".join(names)}', 422)
@@ -233,6 +234,9 @@ def check_frame(df:pd.DataFrame, columns:list[dict], where='the rows') -> tuple[
         bad = s.notna() & num.isna() & s.map(lambda v: not (isinstance(v, str) and not v.strip()))
         bool_cells = s.map(lambda v: isinstance(v, (bool, np.bool_)))
         bad |= bool_cells
+        if bad.any() and lenient:
+            shown = ', '.join(f'row {i+1}: {s.iloc[i]!r}' for i in np.where(bad.to_numpy())[0][:3])
+            log(f'{where}: column {c["name"]!r}: {int(bad.sum())} cell(s) that are not numbers taken as missing ({shown})'); bad[:] = False
         if bad.any():
             i = int(np.where(bad.to_numpy())[0][0])
             raise InputError(f'{where}: row {i+1}, column {c["name"]!r}: {s.iloc[i]!r} is not a number{decimal_comma_hint(s.iloc[i])}', 422)
@@ -261,9 +265,9 @@ class TabularPredictor(Predictor):
         self.columns = list(self.card['columns'])
         self.task = self.card['task']
 
-    def predict_frame(self, df:pd.DataFrame, where='the rows') -> tuple[list[dict], dict, list]:
-        "Predictions for a table of rows, the unseen-category counts, and the columns ignored."
-        x, extra = check_frame(df, self.columns, where)
+    def predict_frame(self, df:pd.DataFrame, where='the rows', lenient:bool=False) -> tuple[list[dict], dict, list]:
+        "Predictions for a table of rows, the unseen-category counts, and the columns ignored (`lenient`: see `check_frame`)."
+        x, extra = check_frame(df, self.columns, where, lenient)
         out = self._multi_probs(x) if self.multi is not None else predict_rows(self.proc, self.models, self.members, self.temperature, x)[0]
         per_row = []
         vocab = {c['name']: set(self.proc.vocab[c['name']]) for c in self.columns if c['kind'] == 'category'}
@@ -413,20 +417,47 @@ def rows_from_args(data=None, row=None, db=None, table=None) -> tuple[pd.DataFra
     src = parse_source(data, db, table)
     return read_table(src), str(src)
 
+def prediction_frame(rows:pd.DataFrame, preds:list[dict], model_id:str|None=None) -> pd.DataFrame:
+    "`rows` with the columns a prediction adds: the prediction, its probability, the model's id and the time."
+    df = rows.reset_index(drop=True).copy()
+    df['prediction'] = [p.get('value', p['label']) for p in preds]
+    df['probability'] = [p.get('probability') for p in preds]
+    df['model_id'] = model_id
+    df['predicted_at'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
+    return df
+
+PREDICTION_FILES = {'.csv': 'CSV', '.tsv': 'TSV', '.xlsx': 'Excel', '.parquet': 'Parquet', '.jsonl': 'JSON lines'}
+
+def prediction_file_kind(path, source:str|None=None) -> str:
+    "The format of the predictions file `path` by its extension (`PREDICTION_FILES`); an error for another, or for the file `source` the rows come from."
+    kind = PREDICTION_FILES.get(Path(path).suffix.lower())
+    if kind is None: raise FastxferError(f'--out {path}: give a file ending in {", ".join(PREDICTION_FILES)} (or --write-to sqlite:///FILE?table=NAME)')
+    if source and path_kind(source) == 'file' and Path(source).resolve() == Path(path).resolve():
+        raise FastxferError(f'--out {path} is the file the rows come from; give another name')
+    return kind
+
+def write_prediction_file(path, df:pd.DataFrame, source:str|None=None) -> dict:
+    "Write the table `df` to `path` (atomically, replacing it) in the format its extension names; never over the file `source` the rows came from."
+    import io
+    path, kind = Path(path), prediction_file_kind(path, source)
+    b = io.BytesIO()
+    if kind in ('CSV', 'TSV'): df.to_csv(b, index=False, sep=',' if kind == 'CSV' else '\t')
+    elif kind == 'Excel': df.to_excel(b, index=False)
+    elif kind == 'Parquet': df.to_parquet(b, index=False)
+    else: df.to_json(b, orient='records', lines=True, force_ascii=False)
+    path.parent.mkdir(parents=True, exist_ok=True); atomic_write(path, b.getvalue())
+    return dict(file=str(path), format=kind, written=len(df))
+
 def write_predictions(url:str, rows:pd.DataFrame, preds:list[dict], key:str|None=None, model_id:str|None=None) -> dict:
     "Append `rows` with their prediction and probability to the SQLite table of `url`, in one transaction; with `key`, rows already there with the same key are replaced (re-running adds nothing)."
     path, table = sqlite_url(url) if str(url).startswith('sqlite:') else (str(url), None)
     if not table: raise FastxferError(f'--write-to {url}: name the table, as sqlite:///FILE?table=NAME')
-    df = rows.reset_index(drop=True).copy()
+    df = prediction_frame(rows, preds, model_id)
     if key is not None:
         if key not in df.columns: raise FastxferError(f'--key {key!r} is not a column of the rows ({", ".join(map(str, df.columns))})')
         if df[key].isna().any(): raise FastxferError(f'--key {key!r} is empty in row {int(np.where(df[key].isna())[0][0]) + 1}')
         dup = df[key][df[key].duplicated()]
         if len(dup): raise FastxferError(f'--key {key!r} is not unique in the rows: {dup.iloc[0]!r} appears more than once')
-    df['prediction'] = [p.get('value', p['label']) for p in preds]
-    df['probability'] = [p.get('probability') for p in preds]
-    df['model_id'] = model_id
-    df['predicted_at'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(path, timeout=30, isolation_level=None)
     try:
@@ -462,13 +493,14 @@ def _sql_value(v):
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)): return None
     return v if isinstance(v, (str, int, float, bytes)) else str(v)
 
-def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=None, key=None, coverage=None, abstain_above=None) -> dict:
-    "Predict rows with a tabular model folder (with sets or intervals at `coverage`); optionally write them back to SQLite."
+def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=None, key=None, coverage=None, abstain_above=None, out=None) -> dict:
+    "Predict rows with a tabular model folder (with sets or intervals at `coverage`); optionally write them back to SQLite (`write_to`) or to a file (`out`)."
     p = _tabular(model_dir)
+    if out: prediction_file_kind(out, data if db is None else None)   # before the work
     rows, where = rows_from_args(data, row, db, table)
     if not len(rows): raise FastxferError(f'{where}: no rows to predict')
     t = time.perf_counter()
-    try: preds, unseen, extra = p.predict_frame(rows, where)
+    try: preds, unseen, extra = p.predict_frame(rows, where, lenient=row is None and not where.startswith('the JSON'))   # a table file, as training reads it
     except InputError as e: raise FastxferError(e.message) from None
     preds = p.conformalize(preds, coverage, abstain_above)
     res = dict(model_dir=str(model_dir), model=p.card.get('chosen'), task=p.task, target=p.card.get('target'), n=len(preds),
@@ -476,6 +508,7 @@ def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=
     if extra: log(f'ignored column(s) the model does not use: {", ".join(extra)}')
     if unseen: log('categories not seen in training (predicted as missing, #na#): ' + ', '.join(f'{c}: {n}' for c, n in unseen.items()))
     if write_to: res['written'] = write_predictions(write_to, rows, preds, key, p.card.get('model_id'))
+    if out: res['out'] = write_prediction_file(out, prediction_frame(rows, preds, p.card.get('model_id')), data if db is None else None)
     return res
 
 # %% ../../nbs/08c_tabular.ipynb #ed50d2c3
@@ -487,7 +520,7 @@ def _labelled(p, data, db=None, table=None):
         check_column(df, target, 'the target', src)
         df = df[df[target].notna()].reset_index(drop=True)
     if not len(df): raise FastxferError(f'{src}: no row has a {target!r} value')
-    try: preds, unseen, extra = p.predict_frame(df, str(src))
+    try: preds, unseen, extra = p.predict_frame(df, str(src), lenient=True)
     except InputError as e: raise FastxferError(e.message) from None
     return src, df, preds, unseen, extra
 
@@ -690,7 +723,8 @@ def _human_predict(r) -> str:
         s = (f"{p['value']:.6g}" if r['task'] == 'regression' else f"{p['label']}  ({p['probability']:.3f})") if 'coverage' not in p else set_phrase(p)
         if 'labels' in p: s = ', '.join(f"{l} ({p['probs'][l]:.2f})" for l in p['labels']) or 'no label over its threshold'   # several targets
         lines.append(f"row {i+1}: {s}" + (f"  unseen: {', '.join(p['unseen'])}" if p['unseen'] else ''))
-    if len(r['predictions']) > 50: lines.append(f"... {len(r['predictions']) - 50} more (use --json)")
+    if len(r['predictions']) > 50: lines.append(f"... {len(r['predictions']) - 50} more (use --json or --out FILE)")
+    if r.get('out'): lines.append(f"wrote {r['out']['written']} row(s) with their prediction to {r['out']['file']} ({r['out']['format']})")
     if r.get('written'): lines.append(f"wrote {r['written']['written']} row(s) to {r['written']['db']} table {r['written']['table']}"
                                       f" ({r['written']['replaced']} replaced)")
     return '\n'.join(lines)
@@ -737,11 +771,12 @@ class TabularFamily(Family):
                 table:str|None=None, # the SQLite table, or the Excel sheet (if not given: the first)
                 write_to:str|None=None, # append the rows with their prediction to sqlite:///FILE?table=NAME
                 key:str|None=None, # with --write-to: the column that identifies a row (re-running replaces, never duplicates)
+                out:str|None=None, # write the rows with their prediction to this .csv, .tsv, .xlsx, .parquet or .jsonl file (replaced whole)
                 coverage:float|None=None, # prediction sets (intervals) that hold the truth this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
                 abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
                 ) -> dict:
-        "Predict rows with a saved model; optionally write them back to SQLite."
-        return predict_table(model_dir, data, row=row, db=db, table=table, write_to=write_to, key=key, coverage=coverage, abstain_above=abstain_above)
+        "Predict rows with a saved model; optionally write them back to SQLite or to a file."
+        return predict_table(model_dir, data, row=row, db=db, table=table, write_to=write_to, key=key, coverage=coverage, abstain_above=abstain_above, out=out)
 
     def calibrate(self, model_dir:str, # a tabular model folder
                   data:Annotated[str|None, POSITIONAL]=None, # a labelled table the model did not train on: CSV, Excel (.xlsx), Parquet, JSON, or sqlite:///FILE?table=NAME
