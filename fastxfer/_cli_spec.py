@@ -4,7 +4,7 @@ SPEC = {
   'vision': {
     'help': 'train, predict, evaluate image classifiers; list backbones',
     'description': 'train, predict, evaluate image classifiers; list backbones',
-    'sources': {'family.py': '0087b8f4695fbf55', 'vision/__init__.py': 'ea8172b08b49ada7', 'vision/train.py': '1899b7c588c31dc8'},
+    'sources': {'family.py': '66055d18516ab8bf', 'vision/__init__.py': '92a03e83ecfb6f93', 'vision/train.py': '1899b7c588c31dc8'},
     'verbs': {
       'train': {'doc': 'Train an image classifier and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': "folder of images (or 'pets' for fastai's URLs.PETS, online only)", 'keyword_only': False, 'positional': True, 'default': None},
@@ -53,6 +53,7 @@ SPEC = {
         {'name': 'tta', 'type': 'bool', 'list': False, 'choices': None, 'help': "test-time augmentation: the tta setting's views (flip: the image and its mirror; crops: 12 views)", 'keyword_only': False, 'positional': False, 'default': False},
         {'name': 'coverage', 'type': 'float', 'list': False, 'choices': None, 'help': 'prediction sets that hold the true class this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'abstain_above', 'type': 'int', 'list': False, 'choices': None, 'help': 'answer no label (abstained) when the set has more labels than this', 'keyword_only': False, 'positional': False, 'default': None},
+        {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': 'also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file', 'keyword_only': False, 'positional': False, 'default': None},
       ]},
       'explain': {'doc': 'Where in each image the model sees the class: a heatmap over the image.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a vision model folder', 'keyword_only': False, 'positional': False},
@@ -102,7 +103,7 @@ SPEC = {
   'nfl': {
     'help': 'the NFL winning-season exercise: scrape, train, evaluate, predict, demo',
     'description': 'Predict whether an NFL team has a winning season (W > L) from PF, PA, PD and SoS.',
-    'sources': {'family.py': '0087b8f4695fbf55', 'nfl/__init__.py': '6d7ff2b75f2e180a', 'nfl/model.py': '6bf6c3ade122aefa'},
+    'sources': {'family.py': '66055d18516ab8bf', 'nfl/__init__.py': '6d7ff2b75f2e180a', 'nfl/model.py': '6bf6c3ade122aefa'},
     'verbs': {
       'train': {'doc': 'Train tabular_learner and logistic regression; write a model folder.', 'params': [
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'SQLite database (if not given: <data_dir>/NFL.db from the settings)', 'keyword_only': True, 'positional': False, 'default': None},
@@ -161,7 +162,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '0087b8f4695fbf55', 'text/__init__.py': '9c3fbfda0c8ab961', 'text/models.py': '0fbb1f228524884b'},
+    'sources': {'family.py': '66055d18516ab8bf', 'text/__init__.py': '5a1481efb98b484b', 'text/models.py': '0fbb1f228524884b'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -209,6 +210,7 @@ SPEC = {
         {'name': 'device', 'type': 'str', 'list': False, 'choices': None, 'help': 'cpu, cuda or auto', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'coverage', 'type': 'float', 'list': False, 'choices': None, 'help': 'prediction sets that hold the true label this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'abstain_above', 'type': 'int', 'list': False, 'choices': None, 'help': 'answer no label (abstained) when the set has more labels than this', 'keyword_only': False, 'positional': False, 'default': None},
+        {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': 'also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file', 'keyword_only': False, 'positional': False, 'default': None},
       ]},
       'explain': {'doc': "Why the model answers what it does: each word's weight, as highlighted text.", 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a text model folder', 'keyword_only': False, 'positional': False},
@@ -254,7 +256,7 @@ SPEC = {
   'tabular': {
     'help': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
     'description': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
-    'sources': {'family.py': '0087b8f4695fbf55', 'tabular/__init__.py': 'e7d0bfa82b86c9a7'},
+    'sources': {'family.py': '66055d18516ab8bf', 'tabular/__init__.py': '6f3fe020af9759da'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -331,7 +333,7 @@ SPEC = {
   'collab': {
     'help': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
     'description': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
-    'sources': {'collab/__init__.py': '6db8504afa86d012', 'family.py': '0087b8f4695fbf55'},
+    'sources': {'collab/__init__.py': '6db8504afa86d012', 'family.py': '66055d18516ab8bf'},
     'verbs': {
       'train': {'doc': 'Train a recommender from ratings and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a rating table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -399,7 +401,7 @@ SPEC = {
   'segment': {
     'help': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
     'description': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
-    'sources': {'family.py': '0087b8f4695fbf55', 'segment/__init__.py': 'aa2e4639770c455d'},
+    'sources': {'family.py': '66055d18516ab8bf', 'segment/__init__.py': 'aa2e4639770c455d'},
     'verbs': {
       'train': {'doc': 'Train a U-Net and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder with images/ and labels/ (or train/ and valid/ holding both)', 'keyword_only': False, 'positional': True, 'default': None},
@@ -572,7 +574,7 @@ SPEC = {
   'upgrade': {
     'help': 'convert a model folder of an earlier release (pickles) to safe files',
     'description': 'convert a model folder of an earlier release (pickles) to safe files',
-    'sources': {'family.py': '0087b8f4695fbf55'},
+    'sources': {'family.py': '66055d18516ab8bf'},
     'verbs': {
       '': {'doc': 'Convert a model folder whose model is a pickle into safe files (JSON, safetensors, ONNX, skops).', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a model folder written by an earlier release', 'keyword_only': False, 'positional': False},

@@ -18,9 +18,10 @@ from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, Predictor, allow
                                    pickle_files, predictor_name)
 
 # %% auto #0
-__all__ = ['POSITIONAL', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESSES_HELP', 'SettingDefault', 'from_settings', 'call_verb',
-           'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics', 'with_baseline',
-           'human_report', 'save_conformal', 'not_for_multilabel', 'calibrate_model', 'explain_inputs', 'Family',
+__all__ = ['POSITIONAL', 'TABLE_FILES', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESSES_HELP', 'SettingDefault', 'from_settings',
+           'call_verb', 'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics',
+           'with_baseline', 'human_report', 'save_conformal', 'not_for_multilabel', 'calibrate_model',
+           'table_file_kind', 'write_table_file', 'predictions_frame', 'written_line', 'explain_inputs', 'Family',
            'resolves_settings', 'verb_signature', 'run_launched', 'register_family', 'family_names', 'get_family',
            'family_help', 'find_family', 'upgrade_model', 'notebook_train']
 
@@ -150,6 +151,49 @@ def calibrate_model(model_dir, out, y, method:str='raps', mondrian:bool=False, s
             Conformal.for_regressor(out, y, info={'key': 'value', **info}))   # `info` may name the number's field
     return save_conformal(model_dir, conf)
 
+# %% ../nbs/06_family.ipynb #b677d0b8
+TABLE_FILES = {'.csv': 'CSV', '.tsv': 'TSV', '.xlsx': 'Excel', '.parquet': 'Parquet', '.jsonl': 'JSON lines'}
+
+def table_file_kind(path, source:str|None=None) -> str:
+    "The format of the table file `path` by its extension (`TABLE_FILES`); an error for another, or for the file `source` the rows come from."
+    kind = TABLE_FILES.get(Path(path).suffix.lower())
+    if kind is None: raise FastxferError(f'--out {path}: give a file ending in {", ".join(TABLE_FILES)}')
+    if source and path_kind(source) == 'file' and Path(source).resolve() == Path(path).resolve():
+        raise FastxferError(f'--out {path} is the file the rows come from; give another name')
+    return kind
+
+def write_table_file(path, df, source:str|None=None) -> dict:
+    "Write the DataFrame `df` to `path` (atomically, replacing it) in the format its extension names; never over the file `source`."
+    import io
+    path, kind = Path(path), table_file_kind(path, source)
+    b = io.BytesIO()
+    if kind in ('CSV', 'TSV'): df.to_csv(b, index=False, sep=',' if kind == 'CSV' else '\t')
+    elif kind == 'Excel': df.to_excel(b, index=False)
+    elif kind == 'Parquet': df.to_parquet(b, index=False)
+    else: df.to_json(b, orient='records', lines=True, force_ascii=False)
+    path.parent.mkdir(parents=True, exist_ok=True); atomic_write(path, b.getvalue())
+    return dict(file=str(path), format=kind, written=len(df))
+
+
+# %% ../nbs/06_family.ipynb #7ab40d75
+def predictions_frame(predictions:list[dict]):
+    "The answers of a predict verb as a DataFrame, a row each (see above)."
+    import pandas as pd
+    rows = []
+    for p in predictions:
+        r = {k: p[k] for k in ('image', 'input', 'source', 'text') if k in p}
+        probs = p.get('probs') or {}
+        if 'labels' in p: r['labels'] = ' '.join(map(str, p['labels']))
+        else: r.update(label=p.get('label'), probability=probs.get(str(p.get('label'))))
+        if 'set' in p: r['set'] = ' '.join(map(str, p['set']))
+        rows.append({**r, **{f'prob_{c}': v for c, v in probs.items()}})
+    return pd.DataFrame(rows)
+
+def written_line(r:dict) -> list[str]:
+    "The line saying where `predict --out` wrote the answers (none without it)."
+    return [f"wrote {r['out']['written']} prediction(s) to {r['out']['file']} ({r['out']['format']})"] if r.get('out') else []
+
+
 # %% ../nbs/06_family.ipynb #f26d4588
 def explain_inputs(kind:str, model_dir, inputs:list, target:str|None=None, out='explanations', **options) -> dict:
     "The `explain` verb of family `kind`: each input's explanation (`Predictor.explain(item, target, **options)`), its picture written into `out`."
@@ -193,15 +237,19 @@ class Family:
                 inputs:list[str], # what to predict: image files or folders, texts, or col=value pairs
                 coverage:float|None=None, # prediction sets (intervals) that hold the truth this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
                 abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
+                out:str|None=None, # also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file
                 ) -> dict:
         "Predict the inputs with a saved model."
+        if out: table_file_kind(out)   # before the work
         p = load_model(model_dir)
         if p.kind != self.name: raise FastxferError(f'{model_dir} is a {p.kind} model, not a {self.name} model')
         t, inputs = time.perf_counter(), p.input.cli_values(inputs)
         items = p.input.from_cli(inputs)
         preds = p.conformalize(p.predict(items), coverage, abstain_above)
-        return dict(model=str(model_dir), kind=p.kind, ms=round((time.perf_counter()-t)*1000, 1),
-                    predictions=[dict(input=str(i), **r) for i,r in zip(inputs, preds)])
+        r = dict(model=str(model_dir), kind=p.kind, ms=round((time.perf_counter()-t)*1000, 1),
+                 predictions=[dict(input=str(i), **r) for i,r in zip(inputs, preds)])
+        if out: r['out'] = write_table_file(out, predictions_frame(r['predictions']))
+        return r
 
     def explain(self, model_dir:str, # a model folder of this family
                 inputs:list[str], # what to explain: image files or folders, texts, or col=value pairs
@@ -240,8 +288,8 @@ class Family:
             return '\n'.join(explain_lines(e) for e in result['explanations'])
         if verb == 'predict' and 'predictions' in result:
             from fastxfer.conformal import set_phrase
-            return '\n'.join(f"{p.get('input')}: {set_phrase(p)}  (" + ', '.join(f'{k} {v:.3f}' for k,v in
-                             sorted(p['probs'].items(), key=lambda kv: -kv[1])[:3]) + ')' for p in result['predictions'])
+            return '\n'.join([f"{p.get('input')}: {set_phrase(p)}  (" + ', '.join(f'{k} {v:.3f}' for k,v in
+                              sorted(p['probs'].items(), key=lambda kv: -kv[1])[:3]) + ')' for p in result['predictions']] + written_line(result))
         return None
     def __repr__(self): return f'<family {self.name}: {self.help}>'
 

@@ -38,6 +38,8 @@ def test_train_evaluate_predict_from_the_command_line(toy_model):
     assert [p['label'] for p in pr['predictions']] == ['high', 'low']
     human = run_cli('toy', 'predict', model, 'x=4', env=PLUGIN_ENV, check=0).stdout
     assert human.startswith('x=4: high')
+    pr = run_json('toy', 'predict', model, 'x=4', '{"x": -3}', '--out', model.parent/'toy.jsonl', env=PLUGIN_ENV)   # any family's answers as a table
+    assert [json.loads(l)['label'] for l in (model.parent/'toy.jsonl').read_text().splitlines()] == ['high', 'low'] and pr['out']['written'] == 2
     assert run_json('toy', 'rule', model, env=PLUGIN_ENV)['rule'].startswith('x > ')
 
 

@@ -191,6 +191,9 @@ def test_embed_logreg_train_predict_evaluate(logreg_model, toy, work):
                                             f'{f} line 1', f'{f} line 3', None, None]
     assert [x['label'] for x in p] == ['positive', 'negative', 'positive', 'negative', 'positive', 'negative', 'positive', 'positive']
     assert p[0]['text'] == 'I loved every minute of this film' and p[6]['text'] == 'great'
+    o = run_json('text', 'predict', out, work/'kag.csv', '--out', work/'kag_preds.tsv')['out']
+    t = pd.read_csv(work/'kag_preds.tsv', sep='\t')
+    assert o['written'] == 2 and list(t.columns[:4]) == ['source', 'text', 'label', 'probability'] and t.label.tolist() == ['positive', 'negative']
     (work/'empty').mkdir(); assert 'no texts in it (a text is a .txt file)' in _fails('predict', out, work/'empty')
     # evaluate: the validation rows (the card remembers --valid-col)
     e = run_json('text', 'evaluate', out, toy)

@@ -2,7 +2,7 @@
 fresh process, ONNX parity, evaluate. Tiny subsets of the shared pets photos, small sizes, 1 epoch."""
 import json, shutil
 from pathlib import Path
-import numpy as np
+import numpy as np, pandas as pd
 import pytest
 from conftest import run_cli, run_json, shared_or_skip
 
@@ -241,6 +241,13 @@ def test_predict_and_explain_a_folder(trained, flat, tmp_path):
     names = [Path(p['image']).name for p in json.loads(r.stdout)['predictions']]
     assert len(names) == 24 and 'Broken_1.jpg' not in names and names == sorted(names)
     assert 'skipped 1 file(s) that do not decode as images: Broken_1.jpg' in r.stderr, r.stderr
+    # --out: the answers as a table too, a row each (a Kaggle submission's shape); a format it cannot write exits 2 before the work
+    r = run_cli('vision', 'predict', out, flat, '--out', tmp_path/'sub.csv', check=0)
+    sub = pd.read_csv(tmp_path/'sub.csv')
+    assert r.stdout.strip().endswith(f'wrote 24 prediction(s) to {tmp_path/"sub.csv"} (CSV)') and [Path(i).name for i in sub.image] == names
+    assert list(sub.columns[:2]) == ['image', 'label'] and np.allclose(sub.filter(like='prob_').sum(1), 1) and (sub.probability <= 1).all()
+    r = run_cli('vision', 'predict', out, flat, '--out', tmp_path/'sub.pdf')
+    assert r.returncode == 2 and 'give a file ending in .csv' in r.stderr and not (tmp_path/'sub.pdf').exists()
     sub = tmp_path/'some'/'deeper'; sub.mkdir(parents=True); shutil.copy(flat/'Abyssinian_1.jpg', sub)
     e = run_json('vision', 'explain', out, tmp_path/'some', '--out', tmp_path/'ex')
     assert [x['input'] for x in e['explanations']] == [str(sub/'Abyssinian_1.jpg')] and Path(e['explanations'][0]['picture']).is_file()

@@ -15,7 +15,7 @@ from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log, path_kind, setting, to_jsonable
-from ..family import (Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
+from ..family import (Family, register_family, table_file_kind, write_table_file, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
                              format_metrics, calibrate_model, not_for_multilabel)
 from ..conformal import (Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration, plot_selective,
                                 readable, set_phrase, sets_report)
@@ -33,10 +33,10 @@ from .data import _json_rows
 from .models import *
 
 # %% auto #0
-__all__ = ['MODEL_CHOICES', 'LARGEST', 'PREDICTION_FILES', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor',
-           'shapley_summary', 'rows_from_args', 'prediction_frame', 'prediction_file_kind', 'write_prediction_file',
-           'write_predictions', 'predict_table', 'evaluate_table', 'calibrate_table', 'multi_targets',
-           'train_multitarget_table', 'upgrade_tabular_files', 'table_label_issues', 'TabularFamily']
+__all__ = ['MODEL_CHOICES', 'LARGEST', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor', 'shapley_summary',
+           'rows_from_args', 'prediction_frame', 'write_predictions', 'predict_table', 'evaluate_table',
+           'calibrate_table', 'multi_targets', 'train_multitarget_table', 'upgrade_tabular_files', 'table_label_issues',
+           'TabularFamily']
 
 # %% ../../nbs/08c_tabular.ipynb #0d6bbd3c
 MODEL_CHOICES = ('auto', 'tabular', 'gbm', 'linear')
@@ -426,28 +426,6 @@ def prediction_frame(rows:pd.DataFrame, preds:list[dict], model_id:str|None=None
     df['predicted_at'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
     return df
 
-PREDICTION_FILES = {'.csv': 'CSV', '.tsv': 'TSV', '.xlsx': 'Excel', '.parquet': 'Parquet', '.jsonl': 'JSON lines'}
-
-def prediction_file_kind(path, source:str|None=None) -> str:
-    "The format of the predictions file `path` by its extension (`PREDICTION_FILES`); an error for another, or for the file `source` the rows come from."
-    kind = PREDICTION_FILES.get(Path(path).suffix.lower())
-    if kind is None: raise FastxferError(f'--out {path}: give a file ending in {", ".join(PREDICTION_FILES)} (or --write-to sqlite:///FILE?table=NAME)')
-    if source and path_kind(source) == 'file' and Path(source).resolve() == Path(path).resolve():
-        raise FastxferError(f'--out {path} is the file the rows come from; give another name')
-    return kind
-
-def write_prediction_file(path, df:pd.DataFrame, source:str|None=None) -> dict:
-    "Write the table `df` to `path` (atomically, replacing it) in the format its extension names; never over the file `source` the rows came from."
-    import io
-    path, kind = Path(path), prediction_file_kind(path, source)
-    b = io.BytesIO()
-    if kind in ('CSV', 'TSV'): df.to_csv(b, index=False, sep=',' if kind == 'CSV' else '\t')
-    elif kind == 'Excel': df.to_excel(b, index=False)
-    elif kind == 'Parquet': df.to_parquet(b, index=False)
-    else: df.to_json(b, orient='records', lines=True, force_ascii=False)
-    path.parent.mkdir(parents=True, exist_ok=True); atomic_write(path, b.getvalue())
-    return dict(file=str(path), format=kind, written=len(df))
-
 def write_predictions(url:str, rows:pd.DataFrame, preds:list[dict], key:str|None=None, model_id:str|None=None) -> dict:
     "Append `rows` with their prediction and probability to the SQLite table of `url`, in one transaction; with `key`, rows already there with the same key are replaced (re-running adds nothing)."
     path, table = sqlite_url(url) if str(url).startswith('sqlite:') else (str(url), None)
@@ -496,7 +474,7 @@ def _sql_value(v):
 def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=None, key=None, coverage=None, abstain_above=None, out=None) -> dict:
     "Predict rows with a tabular model folder (with sets or intervals at `coverage`); optionally write them back to SQLite (`write_to`) or to a file (`out`)."
     p = _tabular(model_dir)
-    if out: prediction_file_kind(out, data if db is None else None)   # before the work
+    if out: table_file_kind(out, data if db is None else None)   # before the work
     rows, where = rows_from_args(data, row, db, table)
     if not len(rows): raise FastxferError(f'{where}: no rows to predict')
     t = time.perf_counter()
@@ -508,7 +486,7 @@ def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=
     if extra: log(f'ignored column(s) the model does not use: {", ".join(extra)}')
     if unseen: log('categories not seen in training (predicted as missing, #na#): ' + ', '.join(f'{c}: {n}' for c, n in unseen.items()))
     if write_to: res['written'] = write_predictions(write_to, rows, preds, key, p.card.get('model_id'))
-    if out: res['out'] = write_prediction_file(out, prediction_frame(rows, preds, p.card.get('model_id')), data if db is None else None)
+    if out: res['out'] = write_table_file(out, prediction_frame(rows, preds, p.card.get('model_id')), data if db is None else None)
     return res
 
 # %% ../../nbs/08c_tabular.ipynb #ed50d2c3

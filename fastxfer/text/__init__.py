@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, log, read_any_text, setting
-from ..family import Family, register_family, explain_inputs, POSITIONAL, report_from_folder, with_baseline, calibrate_model, not_for_multilabel
+from ..family import Family, register_family, explain_inputs, predictions_frame, table_file_kind, write_table_file, written_line, POSITIONAL, report_from_folder, with_baseline, calibrate_model, not_for_multilabel
 from ..conformal import coverage_lines, set_phrase
 from ..label_issues import issues_text
 from ..review import apply_table_review
@@ -201,7 +201,7 @@ def _phrase(p:dict) -> str:
 
 def _human_predict(r):
     return '\n'.join(f"{p['source'] + chr(9) if 'source' in p else ''}{_phrase(p)}\t{max(p['probs'].values()):.3f}{'  (truncated)' if p['truncated'] else ''}\t{p['text'][:70]}"
-                     for p in r['predictions'])
+                     for p in r['predictions']) + ''.join('\n' + l for l in written_line(r))
 
 def _human_eval(r):
     if 'micro_f1' in r: return '\n'.join([scores_line(r) + f" ({r['data']})"] + coverage_lines(r.get('conformal')))
@@ -289,14 +289,18 @@ class TextFamily(Family):
                 device:str|None=None, # cpu, cuda or auto
                 coverage:float|None=None, # prediction sets that hold the true label this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
                 abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
+                out:str|None=None, # also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file
                 ) -> dict:
         "Predict texts with a model folder."
+        if out: table_file_kind(out, file)   # before the work
         p = _text_model(model_dir, device=device) if device else _text_model(model_dir)
         texts, where = read_texts(texts, file, (p.card.get('data') or {}).get('text_col') or 'text')
         preds = p.conformalize(p.predict(texts), coverage, abstain_above)
-        return dict(model_dir=str(model_dir), model=p.card.get('model'), max_len=p.max_len, window=getattr(getattr(p, 'win', None), 'window', None),
-                    predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **({'source': w} if w else {}), **r)
-                                 for t, w, r in zip(texts, where, preds)])
+        r = dict(model_dir=str(model_dir), model=p.card.get('model'), max_len=p.max_len, window=getattr(getattr(p, 'win', None), 'window', None),
+                 predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **({'source': w} if w else {}), **r)
+                              for t, w, r in zip(texts, where, preds)])
+        if out: r['out'] = write_table_file(out, predictions_frame(r['predictions']))
+        return r
 
     def explain(self, model_dir:str, # a text model folder
                 inputs:list[str], # texts; files (a CSV/TSV's text column, else one text a line) and folders (each .txt one text) among them are read

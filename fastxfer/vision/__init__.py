@@ -10,7 +10,7 @@ import contextlib, json, sys, time, warnings
 from pathlib import Path
 from ..core import FastxferError, atomic_write, image_paths, log
 from ..model_folder import ModelFolder, load_model, save_tensors
-from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model, explain_inputs, not_for_multilabel
+from ..family import Family, register_family, POSITIONAL, report_from_folder, with_baseline, calibrate_model, explain_inputs, not_for_multilabel, predictions_frame, table_file_kind, write_table_file, written_line
 from ..conformal import coverage_lines, set_phrase
 from typing import Annotated, Literal
 import numpy as np
@@ -80,8 +80,9 @@ def _predict_in_blocks(p, images:list, tta, block:int=512) -> list[dict]:
         if len(images) > block: log(f'predicted {len(out)} of {len(images)} images ({time.perf_counter() - t0:.0f} s)')
     return out
 
-def predict_images(model_dir, images:list, tta:bool=False, coverage=None, abstain_above=None) -> dict:
-    "Predict image files (a folder: its images) with the vision model in `model_dir` (see `VisionFamily.predict`)."
+def predict_images(model_dir, images:list, tta:bool=False, coverage=None, abstain_above=None, out=None) -> dict:
+    "Predict image files (a folder: its images) with the vision model in `model_dir` (see `VisionFamily.predict`); `out`: a table file of the answers too."
+    if out: table_file_kind(out)   # before the work
     images = image_paths(images)
     p = load_model(model_dir)
     if not isinstance(p, VisionPredictor): raise FastxferError(f'{model_dir} is a {p.kind} model, not a vision model')
@@ -90,8 +91,10 @@ def predict_images(model_dir, images:list, tta:bool=False, coverage=None, abstai
         log(f"note: the prediction sets were calibrated {'with' if p.conformal.info.get('tta') else 'without'} test-time augmentation; "
             f"`fastxfer vision calibrate {model_dir} DATA{' --tta' if tta else ''}` calibrates them for these predictions")
     preds = p.conformalize(_predict_in_blocks(p, list(images), tta), coverage, abstain_above)
-    return dict(model=str(model_dir), backend=p.backend, tta=tta_method(tta), ms=round((time.perf_counter()-t)*1000, 1),
-                predictions=[dict(image=str(i), **r) for i,r in zip(images, preds)])
+    r = dict(model=str(model_dir), backend=p.backend, tta=tta_method(tta), ms=round((time.perf_counter()-t)*1000, 1),
+             predictions=[dict(image=str(i), **r) for i,r in zip(images, preds)])
+    if out: r['out'] = write_table_file(out, predictions_frame(r['predictions']))
+    return r
 
 def _human_predict(r):
     lines = []
@@ -99,7 +102,7 @@ def _human_predict(r):
         top = sorted(pr['probs'].items(), key=lambda kv: -kv[1])[:3]
         head = (', '.join(pr['labels']) or 'no label over its threshold') if 'labels' in pr and 'coverage' not in pr else set_phrase(pr)
         lines.append(f"{pr['image']}: {head}  (" + ', '.join(f'{k} {v:.3f}' for k,v in top) + ')')
-    return '\n'.join(lines)
+    return '\n'.join(lines + written_line(r))
 
 
 def _human_evaluate(r):
@@ -158,9 +161,10 @@ class VisionFamily(Family):
                 tta:bool=False, # test-time augmentation: the tta setting's views (flip: the image and its mirror; crops: 12 views)
                 coverage:float|None=None, # prediction sets that hold the true class this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
                 abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
+                out:str|None=None, # also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file
                 ) -> dict:
         "Predict the class of images."
-        return predict_images(model_dir, images, tta, coverage, abstain_above)
+        return predict_images(model_dir, images, tta, coverage, abstain_above, out)
 
     def calibrate(self, model_dir:str, # a vision model folder
                   data:Annotated[str|None, POSITIONAL]=None, # a folder of labelled images the model did not train on
