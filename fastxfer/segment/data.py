@@ -115,6 +115,9 @@ def _read_pair(img, msk) -> tuple:
         with Image.open(msk) as m: msize, a = m.size, mask_array(m)
     except Exception: return 'no_mask', f'{img} (its mask {msk} is unreadable)', None, None
     if a is None: return 'rgb', msk, None, None
+    if a.dtype.kind not in 'ui' or (a.size and a.min() < 0):   # a float or signed image: whole numbers of 0 or more only
+        if a.dtype.kind != 'f' or not a.size or a.min() < 0 or not np.array_equal(a, np.round(a)): return 'not_classes', msk, None, None
+        a = a.astype(np.int64)
     if msize != isize:
         return 'bad_size', f'{msk} ({msize[0]}x{msize[1]}, image {isize[0]}x{isize[1]}' + (' as shown: its EXIF orientation turns it' if turned else '') + ')', None, None
     return None, None, isize, np.unique(a, return_counts=True)
@@ -123,7 +126,8 @@ _PAIR_PROBLEMS = {'no_mask': '{n} image(s) without a mask: {files} (check --mask
                   'jpeg': '{n} mask(s) are JPEG files: {files}; JPEG changes pixel values (a class boundary gets values of neither class): '
                           'save the masks as PNG',
                   'rgb': '{n} mask(s) are colour (RGB) images: {files}; a mask must be an indexed or greyscale PNG holding one class index per pixel',
-                  'bad_size': '{n} mask(s) differ in size from their image: {files}'}
+                  'bad_size': '{n} mask(s) differ in size from their image: {files}',
+                  'not_classes': '{n} mask(s) hold values that are not class numbers (whole numbers of 0 or more): {files}'}
 
 def check_pairs(pairs:list, n_codes:int, values=None) -> tuple[list, list, list, list, list|None]:
     "`(good pairs, skipped images, their (W, H) sizes, their pixels per class, each code's mask value or None)`: reads every image and mask once; raises on the first kind of problem."
