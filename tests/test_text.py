@@ -194,6 +194,8 @@ def test_embed_logreg_train_predict_evaluate(logreg_model, toy, work):
     o = run_json('text', 'predict', out, work/'kag.csv', '--out', work/'kag_preds.tsv')['out']
     t = pd.read_csv(work/'kag_preds.tsv', sep='\t')
     assert o['written'] == 2 and list(t.columns[:4]) == ['source', 'text', 'label', 'probability'] and t.label.tolist() == ['positive', 'negative']
+    before = (work/'kag.csv').read_bytes()   # never over a file the texts come from
+    assert 'is the file the rows come from' in _fails('predict', out, work/'kag.csv', '--out', work/'kag.csv') and (work/'kag.csv').read_bytes() == before
     (work/'empty').mkdir(); assert 'no texts in it (a text is a .txt file)' in _fails('predict', out, work/'empty')
     # evaluate: the validation rows (the card remembers --valid-col)
     e = run_json('text', 'evaluate', out, toy)

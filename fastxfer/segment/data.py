@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from ..core import FastxferError, exif_orientation, log, read_any_text, shown_size
+from ..core import FastxferError, exif_orientation, log, read_any_text, shown_size, visible_files
 from ..core import IMAGE_EXTS
 
 # %% auto #0
@@ -179,8 +179,7 @@ def _images(d:Path, masks:Path, suffix:str) -> list[Path]:
     "The images under `d`, subfolders too (not hidden ones); where the masks are among them (`masks` is `d`), not the masks (`<stem><suffix>`)."
     same = masks.resolve() == d.resolve()
     if same and not suffix: raise FastxferError(f'the masks are in the images\' folder {d}: give --mask-suffix (what their names end with, as _mask)')
-    return sorted(p for p in d.rglob('*') if p.suffix.lower() in IMAGE_EXTS and not any(s.startswith('.') for s in p.relative_to(d).parts)
-                  and not (same and p.stem.endswith(suffix)) and p.is_file())
+    return [p for p in visible_files(d) if p.suffix.lower() in IMAGE_EXTS and not (same and p.stem.endswith(suffix))]
 
 def collect_segments(data, codes, masks:str='labels', mask_suffix:str='_P', valid_pct:float=0.2, seed:int=42,
                      void:str|None='auto', images:str='images', all_valid:bool=False, values=None) -> SegData:

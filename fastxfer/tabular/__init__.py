@@ -15,7 +15,7 @@ from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log, path_kind, setting, to_jsonable
-from ..family import (Family, register_family, table_file_kind, write_table_file, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
+from ..family import (Family, register_family, table_file_kind, write_table_file, written_line, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
                              format_metrics, calibrate_model, not_for_multilabel)
 from ..conformal import (Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration, plot_selective,
                                 readable, set_phrase, sets_report)
@@ -34,7 +34,7 @@ from .models import *
 
 # %% auto #0
 __all__ = ['MODEL_CHOICES', 'LARGEST', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor', 'shapley_summary',
-           'rows_from_args', 'prediction_frame', 'write_predictions', 'predict_table', 'evaluate_table',
+           'rows_from_args', 'rows_with_predictions', 'write_predictions', 'predict_table', 'evaluate_table',
            'calibrate_table', 'multi_targets', 'train_multitarget_table', 'upgrade_tabular_files', 'table_label_issues',
            'TabularFamily']
 
@@ -398,6 +398,10 @@ def _row_pairs(item:str) -> dict:
         out[k.strip()] = v.strip() or None
     return out
 
+def _json_rows_given(data, db) -> bool:
+    "Whether DATA is rows of JSON itself (as `explain` takes a row), not a file or a table."
+    return db is None and str(data or '').lstrip()[:1] in ('{', '[') and path_kind(data) is None
+
 def rows_from_args(data=None, row=None, db=None, table=None) -> tuple[pd.DataFrame, str]:
     "The rows to predict: a table (CSV, Excel, Parquet, JSON, `-` for stdin, SQLite), JSON rows given as DATA, or `--row col=value ...` (one row; JSON objects are rows of their own)."
     if row:
@@ -412,12 +416,12 @@ def rows_from_args(data=None, row=None, db=None, table=None) -> tuple[pd.DataFra
         if cur: rows.append(cur)
         if data is not None: raise FastxferError('give rows as DATA or as --row, not both')
         return pd.DataFrame(rows), '--row'
-    if db is None and str(data or '').lstrip()[:1] in ('{', '[') and path_kind(data) is None:   # as `explain` takes a row
+    if _json_rows_given(data, db):   # as `explain` takes a row
         return _json_rows(str(data), 'the JSON given as DATA'), 'the JSON given as DATA'
     src = parse_source(data, db, table)
     return read_table(src), str(src)
 
-def prediction_frame(rows:pd.DataFrame, preds:list[dict], model_id:str|None=None) -> pd.DataFrame:
+def rows_with_predictions(rows:pd.DataFrame, preds:list[dict], model_id:str|None=None) -> pd.DataFrame:
     "`rows` with the columns a prediction adds: the prediction, its probability, the model's id and the time."
     df = rows.reset_index(drop=True).copy()
     df['prediction'] = [p.get('value', p['label']) for p in preds]
@@ -430,7 +434,7 @@ def write_predictions(url:str, rows:pd.DataFrame, preds:list[dict], key:str|None
     "Append `rows` with their prediction and probability to the SQLite table of `url`, in one transaction; with `key`, rows already there with the same key are replaced (re-running adds nothing)."
     path, table = sqlite_url(url) if str(url).startswith('sqlite:') else (str(url), None)
     if not table: raise FastxferError(f'--write-to {url}: name the table, as sqlite:///FILE?table=NAME')
-    df = prediction_frame(rows, preds, model_id)
+    df = rows_with_predictions(rows, preds, model_id)
     if key is not None:
         if key not in df.columns: raise FastxferError(f'--key {key!r} is not a column of the rows ({", ".join(map(str, df.columns))})')
         if df[key].isna().any(): raise FastxferError(f'--key {key!r} is empty in row {int(np.where(df[key].isna())[0][0]) + 1}')
@@ -478,7 +482,7 @@ def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=
     rows, where = rows_from_args(data, row, db, table)
     if not len(rows): raise FastxferError(f'{where}: no rows to predict')
     t = time.perf_counter()
-    try: preds, unseen, extra = p.predict_frame(rows, where, lenient=row is None and not where.startswith('the JSON'))   # a table file, as training reads it
+    try: preds, unseen, extra = p.predict_frame(rows, where, lenient=not row and not _json_rows_given(data, db))   # a table, as training reads one
     except InputError as e: raise FastxferError(e.message) from None
     preds = p.conformalize(preds, coverage, abstain_above)
     res = dict(model_dir=str(model_dir), model=p.card.get('chosen'), task=p.task, target=p.card.get('target'), n=len(preds),
@@ -486,7 +490,7 @@ def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=
     if extra: log(f'ignored column(s) the model does not use: {", ".join(extra)}')
     if unseen: log('categories not seen in training (predicted as missing, #na#): ' + ', '.join(f'{c}: {n}' for c, n in unseen.items()))
     if write_to: res['written'] = write_predictions(write_to, rows, preds, key, p.card.get('model_id'))
-    if out: res['out'] = write_table_file(out, prediction_frame(rows, preds, p.card.get('model_id')), data if db is None else None)
+    if out: res['out'] = write_table_file(out, rows_with_predictions(rows, preds, p.card.get('model_id')), data if db is None else None)
     return res
 
 # %% ../../nbs/08c_tabular.ipynb #ed50d2c3
@@ -702,7 +706,7 @@ def _human_predict(r) -> str:
         if 'labels' in p: s = ', '.join(f"{l} ({p['probs'][l]:.2f})" for l in p['labels']) or 'no label over its threshold'   # several targets
         lines.append(f"row {i+1}: {s}" + (f"  unseen: {', '.join(p['unseen'])}" if p['unseen'] else ''))
     if len(r['predictions']) > 50: lines.append(f"... {len(r['predictions']) - 50} more (use --json or --out FILE)")
-    if r.get('out'): lines.append(f"wrote {r['out']['written']} row(s) with their prediction to {r['out']['file']} ({r['out']['format']})")
+    lines += written_line(r)
     if r.get('written'): lines.append(f"wrote {r['written']['written']} row(s) to {r['written']['db']} table {r['written']['table']}"
                                       f" ({r['written']['replaced']} replaced)")
     return '\n'.join(lines)

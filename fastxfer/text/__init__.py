@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, log, read_any_text, setting
+from ..core import FastxferError, log, path_kind, read_any_text, setting, visible_files
 from ..family import Family, register_family, explain_inputs, predictions_frame, table_file_kind, write_table_file, written_line, POSITIONAL, report_from_folder, with_baseline, calibrate_model, not_for_multilabel
 from ..conformal import coverage_lines, set_phrase
 from ..label_issues import issues_text
@@ -33,15 +33,15 @@ TABLE_SUFFIXES = ('.csv', '.tsv', '.tab')
 
 def _names_a_path(t:str) -> bool:
     "Whether the argument `t` names a file (with an extension) or a folder that is there, rather than being a text to predict."
-    if not t.strip() or '\n' in t or len(t) > 1000: return False   # '' would be the working folder
-    try: p = Path(t); return p.is_dir() or (bool(p.suffix) and p.is_file())
-    except (OSError, ValueError): return False   # too long a name, a NUL: a text
+    if not t.strip() or '\n' in t: return False   # '' would be the working folder
+    kind = path_kind(t)
+    return kind == 'folder' or (kind == 'file' and bool(Path(t).suffix))
 
 def texts_in(path, text_col:str='text') -> tuple[list[str], list[str]]:
     "The texts in `path` and where each is: a folder's `.txt` files (one text each, subfolders too), a CSV/TSV's text column (a text a row), else a file's lines; empty ones skipped."
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.rglob('*.txt'))
+        files = [f for f in visible_files(path) if f.suffix.lower() == '.txt']
         texts, where = _read_txts(files, path), [str(f) for f in files]
     elif path.suffix.lower() in TABLE_SUFFIXES:
         df = read_table(path); col = text_column(df, text_col, path)
@@ -62,6 +62,8 @@ def expand_texts(texts:list, text_col:str='text') -> tuple[list, list[str|None]]
         ts, ws = texts_in(t, text_col) if _names_a_path(str(t)) else ([t], [None])
         out += ts; where += ws
     return out, where
+
+def _model_text_col(card:dict) -> str: return (card.get('data') or {}).get('text_col') or 'text'
 
 def read_texts(texts:list|None, file:str|None=None, text_col:str='text') -> tuple[list[str], list[str|None]]:
     "The texts to predict and where each is (None: given as such): those given, with the files and folders among them read (`texts_in`), `-` (or `file='-'`) for standard input, and `file`'s."
@@ -292,9 +294,10 @@ class TextFamily(Family):
                 out:str|None=None, # also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file
                 ) -> dict:
         "Predict texts with a model folder."
-        if out: table_file_kind(out, file)   # before the work
+        if out:   # before the work; never over a file the texts come from
+            for src in [file, *(t for t in texts or [] if _names_a_path(str(t)))]: table_file_kind(out, src)
         p = _text_model(model_dir, device=device) if device else _text_model(model_dir)
-        texts, where = read_texts(texts, file, (p.card.get('data') or {}).get('text_col') or 'text')
+        texts, where = read_texts(texts, file, _model_text_col(p.card))
         preds = p.conformalize(p.predict(texts), coverage, abstain_above)
         r = dict(model_dir=str(model_dir), model=p.card.get('model'), max_len=p.max_len, window=getattr(getattr(p, 'win', None), 'window', None),
                  predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **({'source': w} if w else {}), **r)
@@ -308,7 +311,7 @@ class TextFamily(Family):
                 out:str='explanations', # folder the pictures are written to, one PNG per input
                 ) -> dict:
         "Why the model answers what it does: each word's weight, as highlighted text."
-        texts, where = expand_texts(inputs, (ModelFolder(model_dir).card.get('data') or {}).get('text_col') or 'text')
+        texts, where = expand_texts(inputs, _model_text_col(ModelFolder(model_dir).card))
         r = explain_inputs(self.name, model_dir, texts, target, out)
         for e, w in zip(r['explanations'], where):
             if w: e['source'] = w
