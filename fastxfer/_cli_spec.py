@@ -401,7 +401,7 @@ SPEC = {
   'segment': {
     'help': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
     'description': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
-    'sources': {'family.py': '66055d18516ab8bf', 'segment/__init__.py': 'aa2e4639770c455d'},
+    'sources': {'family.py': '66055d18516ab8bf', 'segment/__init__.py': '5b14844e49d95b4b'},
     'verbs': {
       'train': {'doc': 'Train a U-Net and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder with images/ and labels/ (or train/ and valid/ holding both)', 'keyword_only': False, 'positional': True, 'default': None},

@@ -222,6 +222,10 @@ def test_masks_as_other_tools_write_them(tmp_path):
     assert json.loads((tmp_path/'m'/'card.json').read_text())['mask_values'] == [0, 255] and r['scores']['iou']['red'] > 0
     e = run_json('segment', 'evaluate', tmp_path/'m', d, *flags)
     assert e['n'] == 8 and np.asarray(e['confusion_matrix']).sum() == 8 * 32 * 48 and e['metrics']['mean_iou'] > 0
+    # its predicted masks hold the values it was trained on (0/255), and read back as a mask of the set does
+    p = run_json('segment', 'predict', tmp_path/'m', sorted((d/'photos').iterdir())[0], '--out', tmp_path/'o')
+    w = Image.open(p['predictions'][0]['mask'])
+    assert w.mode == 'P' and set(np.unique(np.asarray(w))) <= {0, 255} and w.getpalette()[255 * 3:256 * 3] != [0, 0, 0]
     # the masks beside their images in a folder per patient (Kaggle's LGG MRI set: <case>/<case>_1.tif and <case>_1_mask.tif)
     for i, (img, msk) in enumerate(zip(sorted((d/'photos').iterdir()), sorted((d/'masks').iterdir()))):
         case = d/'lgg'/f'case{i % 2}'; case.mkdir(parents=True, exist_ok=True)

@@ -63,10 +63,15 @@ def export_segment(learn, res:dict, sd, out, plots:dict|None=None, n_examples:in
     return out
 
 # %% ../../nbs/12c_segment.ipynb #755604ce
-def mask_png(mask:np.ndarray, pal:np.ndarray) -> bytes:
-    "An (h, w) mask as an indexed PNG with the codes' palette (bytes)."
-    im = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode='P')
-    flat = np.zeros((256, 3), np.uint8); flat[:len(pal)] = pal
+def mask_png(mask:np.ndarray, pal:np.ndarray, values:list|None=None) -> bytes:
+    """An (h, w) mask of class indices as an indexed PNG with the codes' palette (bytes); with `values` (a model's
+    `mask_values`, as 0/255), each pixel holds its class's value instead, the palette's colour at that value."""
+    pix, at = np.asarray(mask), np.arange(len(pal))
+    if values is not None: pix, at = np.asarray(values)[pix], np.asarray(values)
+    if at.max(initial=0) > 255:   # 16-bit masks: grey values, no palette
+        b = io.BytesIO(); Image.fromarray(pix.astype(np.uint16)).save(b, format='PNG'); return b.getvalue()
+    im = Image.fromarray(pix.astype(np.uint8), mode='P')
+    flat = np.zeros((256, 3), np.uint8); flat[at] = pal[:len(at)]
     im.putpalette(flat.ravel().tolist())
     b = io.BytesIO(); im.save(b, format='PNG'); return b.getvalue()
 
@@ -203,12 +208,13 @@ def output_stems(images) -> list[str]:
     return [p.name.replace('.', '_') if seen[s] > 1 else s for p, s in zip(paths, stems)]
 
 def write_outputs(p:SegmentPredictor, image, out, stem:str|None=None) -> dict:
-    "Predict `image` and write `<stem>_mask.png` (indexed, the palette's colours) and `<stem>_overlay.png` into `out` (atomic writes)."
+    """Predict `image` and write `<stem>_mask.png` (indexed, the palette's colours; its pixels the values of the masks the
+    model was trained on, 0/255 for 0/255 masks) and `<stem>_overlay.png` into `out` (atomic writes)."""
     m, im = p.mask(image)
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     stem = stem or Path(str(image)).stem
     mp, op = out/f'{stem}_mask.png', out/f'{stem}_overlay.png'
-    atomic_write(mp, mask_png(m, p.pal))
+    atomic_write(mp, mask_png(m, p.pal, p.card.get('mask_values')))
     atomic_write(op, png_bytes(overlay(np.asarray(im), m, p.pal)))
     pred = p._pred(m, with_mask=False)
     top = {c: round(v, 4) for c, v in sorted(pred['probs'].items(), key=lambda kv: -kv[1]) if v >= 0.001}
