@@ -12,7 +12,7 @@ from .core import FastxferError, atomic_write, cells_bytes, read_cells
 
 # %% auto #0
 __all__ = ['DECISIONS', 'COLUMNS', 'SUFFIX', 'decision_counts', 'decisions_file', 'read_decisions', 'record_decisions',
-           'record_decision', 'check_decisions', 'decide', 'journal_file', 'apply_changes', 'undo_changes',
+           'record_decision', 'check_decisions', 'decide', 'journal_file', 'apply_changes', 'undo_changes', 'row_item',
            'review_table', 'exclude_rows', 'data_of', 'carry_out', 'undo_review', 'review_text', 'review_csv',
            'apply_table_review']
 
@@ -161,26 +161,32 @@ def undo_changes(journal) -> dict:
     return dict(rec, undone=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
 
 # %% ../nbs/04i_review.ipynb #a25c5f87
-def review_table(df, decisions:list[dict], label_col:str, where='the table'):
-    """The table `df` after the `decisions` (an item `row i` is the row with index i, as `label-issues` names them), checked
+def row_item(i:int, first:int=2) -> str:
+    """The name `label-issues` gives the table row at index `i` (its position in the file as read): `row N`, N the row's
+    number as a spreadsheet shows a CSV or Excel sheet (the header is row 1, so the first data row is row 2; `first`=1 for
+    tables without a header line: Parquet, JSON, SQLite)."""
+    return f'row {int(i) + first}'
+
+def review_table(df, decisions:list[dict], label_col:str, where='the table', first:int=2):
+    """The table `df` (indexed by its rows' positions in the file) after the `decisions` on its items (`row_item`), checked
     first; and how many rows each decision touched. A numeric label column keeps numbers."""
     import pandas as pd
-    labels = {f'row {i}': str(v) for i, v in df[label_col].items() if pd.notna(v)}
+    labels = {row_item(i, first): str(v) for i, v in df[label_col].items() if pd.notna(v)}
     check_decisions(decisions, labels, sorted(set(labels.values())), where)
+    index = lambda item: int(item[4:]) - first
     out = df.copy()
     for d in (d for d in decisions if d['decision'] == 'relabel'):
-        i = int(d['item'][4:])
-        out.loc[i, label_col] = pd.to_numeric(d['label']) if pd.api.types.is_numeric_dtype(df[label_col]) else d['label']
-    gone = [int(d['item'][4:]) for d in decisions if d['decision'] == 'delete']
-    return out.drop(index=gone), decision_counts(decisions)
+        out.loc[index(d['item']), label_col] = pd.to_numeric(d['label']) if pd.api.types.is_numeric_dtype(df[label_col]) else d['label']
+    return out.drop(index=[index(d['item']) for d in decisions if d['decision'] == 'delete']), decision_counts(decisions)
+
 
 # %% ../nbs/04i_review.ipynb #66687934
-def exclude_rows(df, label_col:str, decisions, where):
-    "The rows of `df` after the review decisions in the CSV `decisions` (`train --exclude`), renumbered: deleted rows left out, relabels applied."
+def exclude_rows(df, label_col:str, decisions, where, first:int=2):
+    "The rows of `df` after the review decisions in the CSV `decisions` (`train --exclude`): deleted rows left out, relabels applied, each row keeping its index."
     from fastxfer.core import log
-    df, n = review_table(df, read_decisions(decisions), label_col, where=str(where))
+    df, n = review_table(df, read_decisions(decisions), label_col, where=str(where), first=first)
     log(f"{decisions}: {n['delete']} row(s) left out, {n['relabel']} relabelled, {n['keep']} kept as they are")
-    return df.reset_index(drop=True)
+    return df
 
 # %% ../nbs/04i_review.ipynb #73ebd0a1
 SUFFIX = '.decisions.csv'

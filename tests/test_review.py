@@ -162,9 +162,12 @@ def test_review_a_table_in_the_widget_then_train_and_apply(tmp_path):
     x1, x2 = rng.normal(size=n), rng.normal(size=n)
     label = np.where(x1 + 0.5 * x2 > 0, 'yes', 'no'); flipped = rng.choice(n, 20, replace=False)
     label[flipped] = np.where(label[flipped] == 'yes', 'no', 'yes')
-    (tmp_path/'t.csv').write_text('x1,x2,label\n' + ''.join(f'{a:.4f},{b:.4f},{l}\n' for a, b, l in zip(x1, x2, label)))
+    # the first row has no label: left out, and the rows after it keep the numbers a spreadsheet shows (the header is row 1)
+    (tmp_path/'t.csv').write_text('x1,x2,label\n0.5000,0.5000,\n' + ''.join(f'{a:.4f},{b:.4f},{l}\n' for a, b, l in zip(x1, x2, label)))
     original = (tmp_path/'t.csv').read_text()
     r = run_json('tabular', 'label-issues', 't.csv', '--target', 'label', '--out', 'label_issues', cwd=tmp_path)
+    line = lambda text, item: text.splitlines()[int(item.split()[1]) - 1].split(',')   # row N is the file's line N
+    for x in r['issues']: assert line(original, x['item']) == [f"{x['row']['x1']:.4f}", f"{x['row']['x2']:.4f}", x['given']], x
     here = os.getcwd(); os.chdir(tmp_path)
     try:
         w = review_widget('t.csv')
@@ -172,13 +175,12 @@ def test_review_a_table_in_the_widget_then_train_and_apply(tmp_path):
         for _ in range(len(r['issues'])): w.buttons['relabel'].click()              # the suggestion, prefilled
     finally: os.chdir(here)
     assert f"{len(r['issues'])} of {len(r['issues'])} decided" in w.status.value
-    fixed = {int(x['item'].split()[1]) for x in r['issues']}
     t = run_json('tabular', 'train', 't.csv', '--target', 'label', '--model', 'gbm', '--exclude', 't.csv.decisions.csv',
                  '--out', 'm', cwd=tmp_path)
     assert t['n_train'] + t['n_valid'] + t['n_calib'] == n
     run_cli('tabular', 'apply-review', 't.csv.decisions.csv', '--target', 'label', '--yes', cwd=tmp_path, check=0)
-    now = (tmp_path/'t.csv').read_text().splitlines()[1:]
-    assert all(now[i].split(',')[2] == x['suggested'] for i, x in zip(sorted(fixed), sorted(r['issues'], key=lambda x: int(x['item'].split()[1]))))
+    now = (tmp_path/'t.csv').read_text()
+    assert all(line(now, x['item'])[2] == x['suggested'] for x in r['issues']) and now.splitlines()[1] == '0.5000,0.5000,'
     assert (tmp_path/'t.csv.before-review').read_text() == original
     run_cli('tabular', 'apply-review', 't.csv.decisions.csv', '--undo', cwd=tmp_path, check=0)
     assert (tmp_path/'t.csv').read_text() == original and not (tmp_path/'t.csv.before-review').exists()
@@ -192,8 +194,8 @@ def test_text_train_exclude_and_apply_review(tmp_path, sep, encoding):
     rows = [('a wonderful film, truly', 'pos'), ('I hated every minute', 'pos'), ('a dull movie', 'neg'), ('great fun, crème de la crème', 'pos')] * 6
     with open(tmp_path/'texts.csv', 'w', newline='', encoding=encoding) as f: csv.writer(f, delimiter=sep).writerows([('text', 'label'), *rows])
     dec = tmp_path/'texts.csv.decisions.csv'
-    for i in range(1, len(rows), 4): record_decision(dec, f'row {i}', 'pos', 'relabel', 'neg')
-    record_decision(dec, 'row 0', 'pos', 'delete')
+    for i in range(1, len(rows), 4): record_decision(dec, f'row {i + 2}', 'pos', 'relabel', 'neg')   # row 2: the first under the header
+    record_decision(dec, 'row 2', 'pos', 'delete')
     t = run_json('text', 'train', 'texts.csv', '--model', 'embed-logreg', '--exclude', dec.name, '--out', 'm', cwd=tmp_path)
     assert t['n_train'] + t['n_valid'] + t.get('n_calib', 0) == len(rows) - 1
     said = run_cli('text', 'apply-review', dec.name, cwd=tmp_path, check=0)

@@ -209,8 +209,11 @@ def test_predict_input_errors_name_the_problem(tables, adult_model):
     rows = pd.DataFrame([row, {**row, 'age': '?'}, {**row, 'age': None}])
     rows.to_csv(tables/'qmark.csv', index=False)
     r = run_cli('tabular', 'predict', d, tables/'qmark.csv', '--json')
-    assert r.returncode == 0 and "column 'age': 1 cell(s) that are not numbers taken as missing (row 2: '?')" in r.stderr, r.stderr
+    assert r.returncode == 0 and "column 'age': 1 cell(s) that are not numbers taken as missing (row 3: '?')" in r.stderr, r.stderr   # row 1: the header
     assert json.loads(r.stdout)['predictions'][1] == json.loads(r.stdout)['predictions'][2]   # '?' is predicted as an empty cell
+    said = run_cli('tabular', 'predict', d, tables/'qmark.csv').stdout.splitlines()   # a file's rows as a spreadsheet numbers them
+    assert [x.split(':')[0] for x in said[:3]] == ['row 2', 'row 3', 'row 4'], said
+    assert run_cli('tabular', 'predict', d, json.dumps([row, row])).stdout.startswith('row 1: ')   # JSON rows count from 1
     # --out writes the rows with their prediction (the format by the extension), never over the rows' own file
     for ext in ('csv', 'xlsx', 'parquet', 'jsonl'):
         o = run_json('tabular', 'predict', d, tables/'qmark.csv', '--out', tables/f'preds.{ext}')

@@ -25,7 +25,7 @@ from ..model_folder import (CARD_NAME, ModelFolder, Predictor, load_model, model
 from .. import metrics
 from ..explain import shapley_values, contributions_chart
 from ..label_issues import issues_text
-from ..review import apply_table_review, exclude_rows
+from ..review import apply_table_review, exclude_rows, row_item
 from ..multilabel import (MultiLabelOutput, check_threshold, parse_threshold_for, binary_columns, fit_platt, threshold_plan, multilabel_scores, multilabel_plots,
                                  multilabel_card, scores_line, multilabel_text, label_conformal, label_sets_report)
 from .data import *
@@ -108,15 +108,16 @@ def _examples(df:pd.DataFrame, roles:Roles, n:int=3) -> list[dict]:
              for k, v in r.items()} for r in rows.to_dict(orient='records')]
 
 # %% ../../nbs/08c_tabular.ipynb #2b8eceb5
-def _read_roles(src, target, cat, cont, drop, task, valid_col, calib_col, exclude=None) -> tuple:
-    "The table of `src` and its roles (logged); `calib_col` checked and left out of the inputs; a review's decisions (`exclude`) applied."
+def _read_roles(src, target, cat, cont, drop, task, valid_col, calib_col, exclude=None, file_index:bool=False) -> tuple:
+    """The table of `src` and its roles (logged); `calib_col` checked and left out of the inputs; a review's decisions
+    (`exclude`) applied. Rows are indexed from 0, or with `file_index` by their positions in the file (`label-issues` names them so)."""
     df = read_table(src)
     if calib_col is not None: check_column(df, calib_col, '--calib-col', src); drop = ','.join(filter(None, (drop, calib_col)))
     df, roles = infer_roles(df, target, cat, cont, drop, task, valid_col, where=src)
-    if exclude: df = exclude_rows(df, target, exclude, src)   # train --exclude: in memory, the file untouched
+    if exclude: df = exclude_rows(df, target, exclude, src, first_row(src))   # train --exclude: in memory, the file untouched
     if calib_col is not None: roles.excluded[calib_col] = 'marks the calibration rows (--calib-col)'
     for line in roles.describe().split('\n') + [f'note: {n}' for n in roles.notes]: log(line)
-    return df, roles
+    return (df if file_index else df.reset_index(drop=True)), roles
 
 def calib_rows(df:pd.DataFrame, tr, calib_col:str|None=None, calib_pct:float|None=None, seed:int=42) -> tuple:
     "`(train, calib)` of the training rows `tr`: those `calib_col` marks true, or a random `calib_pct` of them (`calibration_split`)."
@@ -211,23 +212,26 @@ def _net_facts(net) -> dict|None:
                 bs=getattr(net, 'bs_used', None), wd=net.wd, numeric=getattr(net, 'numeric', 'linear'), members=getattr(net, 'members_used', 1))
 
 # %% ../../nbs/08c_tabular.ipynb #b4a05a53
-def _check_dates(s:pd.Series, col:dict, where):
+def _check_dates(s:pd.Series, col:dict, where, first:int=1):
     "An `InputError` naming the first cell of the date column `s` that is given but is not a date."
     given = s.map(lambda v: not (v is None or v is pd.NaT or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())))
     bad = given & parse_dates(s.where(given, None), col['dayfirst']).isna()
     if bad.any():
         i = int(np.where(bad.to_numpy())[0][0])
-        raise InputError(f"{where}: row {i+1}, column {col['name']!r}: {s.iloc[i]!r} is not a date (like {col['example']})", 422)
+        raise InputError(f"{where}: row {s.index[i] + first}, column {col['name']!r}: {s.iloc[i]!r} is not a date (like {col['example']})", 422)
 
-def check_frame(df:pd.DataFrame, columns:list[dict], where='the rows', lenient:bool=False) -> tuple[pd.DataFrame, list[str]]:
-    "The model's columns of `df` (numbers and dates checked), and the extra columns it ignores. A missing column, a non-number or a non-date is an error; `lenient` (a table file, read as training reads one): a cell that is not a number is missing, and said."
+def check_frame(df:pd.DataFrame, columns:list[dict], where='the rows', lenient:bool=False, first:int=1) -> tuple[pd.DataFrame, list[str]]:
+    """The model's columns of `df` (numbers and dates checked; the index reset), and the extra columns it ignores. A missing
+    column, a non-number or a non-date is an error naming its row: the row's index plus `first` (1 for rows given as JSON,
+    `first_row` for a table file); `lenient` (a table file, read as training reads one): a cell that is not a number is
+    missing, and said."""
     names = [c['name'] for c in columns]
     missing = [n for n in names if n not in df.columns]
     if missing: raise InputError(f'{where}: missing column(s) {", ".join(missing)}; the model needs {", ".join(names)}', 422)
     extra = [c for c in df.columns if c not in names]
     out = df[names].copy()
     for c in columns:
-        if c['kind'] == 'date': _check_dates(out[c['name']], c, where)
+        if c['kind'] == 'date': _check_dates(out[c['name']], c, where, first)
         if c['kind'] != 'number': continue
         s = out[c['name']]
         num = pd.to_numeric(s.map(lambda v: np.nan if v is None or (isinstance(v, str) and not v.strip()) else v), errors='coerce')
@@ -235,20 +239,20 @@ def check_frame(df:pd.DataFrame, columns:list[dict], where='the rows', lenient:b
         bool_cells = s.map(lambda v: isinstance(v, (bool, np.bool_)))
         bad |= bool_cells
         if bad.any() and lenient:
-            shown = ', '.join(f'row {i+1}: {s.iloc[i]!r}' for i in np.where(bad.to_numpy())[0][:3])
+            shown = ', '.join(f'row {s.index[i] + first}: {s.iloc[i]!r}' for i in np.where(bad.to_numpy())[0][:3])
             log(f'{where}: column {c["name"]!r}: {int(bad.sum())} cell(s) that are not numbers taken as missing ({shown})'); bad[:] = False
         if bad.any():
             i = int(np.where(bad.to_numpy())[0][0])
-            raise InputError(f'{where}: row {i+1}, column {c["name"]!r}: {s.iloc[i]!r} is not a number{decimal_comma_hint(s.iloc[i])}', 422)
+            raise InputError(f'{where}: row {s.index[i] + first}, column {c["name"]!r}: {s.iloc[i]!r} is not a number{decimal_comma_hint(s.iloc[i])}', 422)
         if not np.isfinite(num.dropna().to_numpy(dtype='float64')).all():
             i = int(np.where(~np.isfinite(num.fillna(0).to_numpy(dtype='float64')))[0][0])
-            raise InputError(f'{where}: row {i+1}, column {c["name"]!r}: {s.iloc[i]!r} is not a finite number', 422)
+            raise InputError(f'{where}: row {s.index[i] + first}, column {c["name"]!r}: {s.iloc[i]!r} is not a finite number', 422)
         big = num.abs() > LARGEST
         if big.any():
             i = int(np.where(big.to_numpy())[0][0])
-            raise InputError(f'{where}: row {i+1}, column {c["name"]!r}: {s.iloc[i]!r} is beyond +-{LARGEST:g}', 422)
+            raise InputError(f'{where}: row {s.index[i] + first}, column {c["name"]!r}: {s.iloc[i]!r} is beyond +-{LARGEST:g}', 422)
         out[c['name']] = num.astype('float64')
-    return out, extra
+    return out.reset_index(drop=True), extra
 
 class TabularPredictor(Predictor):
     "Predictions of a tabular model folder: the card's chosen model (or average), calibrated, for rows of the model's columns."
@@ -265,9 +269,9 @@ class TabularPredictor(Predictor):
         self.columns = list(self.card['columns'])
         self.task = self.card['task']
 
-    def predict_frame(self, df:pd.DataFrame, where='the rows', lenient:bool=False) -> tuple[list[dict], dict, list]:
-        "Predictions for a table of rows, the unseen-category counts, and the columns ignored (`lenient`: see `check_frame`)."
-        x, extra = check_frame(df, self.columns, where, lenient)
+    def predict_frame(self, df:pd.DataFrame, where='the rows', lenient:bool=False, first:int=1) -> tuple[list[dict], dict, list]:
+        "Predictions for a table of rows, the unseen-category counts, and the columns ignored (`lenient`, `first`: see `check_frame`)."
+        x, extra = check_frame(df, self.columns, where, lenient, first)
         out = self._multi_probs(x) if self.multi is not None else predict_rows(self.proc, self.models, self.members, self.temperature, x)[0]
         per_row = []
         vocab = {c['name']: set(self.proc.vocab[c['name']]) for c in self.columns if c['kind'] == 'category'}
@@ -430,14 +434,14 @@ def rows_with_predictions(rows:pd.DataFrame, preds:list[dict], model_id:str|None
     df['predicted_at'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
     return df
 
-def write_predictions(url:str, rows:pd.DataFrame, preds:list[dict], key:str|None=None, model_id:str|None=None) -> dict:
+def write_predictions(url:str, rows:pd.DataFrame, preds:list[dict], key:str|None=None, model_id:str|None=None, first:int=1) -> dict:
     "Append `rows` with their prediction and probability to the SQLite table of `url`, in one transaction; with `key`, rows already there with the same key are replaced (re-running adds nothing)."
     path, table = sqlite_url(url) if str(url).startswith('sqlite:') else (str(url), None)
     if not table: raise FastxferError(f'--write-to {url}: name the table, as sqlite:///FILE?table=NAME')
     df = rows_with_predictions(rows, preds, model_id)
     if key is not None:
         if key not in df.columns: raise FastxferError(f'--key {key!r} is not a column of the rows ({", ".join(map(str, df.columns))})')
-        if df[key].isna().any(): raise FastxferError(f'--key {key!r} is empty in row {int(np.where(df[key].isna())[0][0]) + 1}')
+        if df[key].isna().any(): raise FastxferError(f'--key {key!r} is empty in row {int(np.where(df[key].isna())[0][0]) + first}')
         dup = df[key][df[key].duplicated()]
         if len(dup): raise FastxferError(f'--key {key!r} is not unique in the rows: {dup.iloc[0]!r} appears more than once')
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -482,14 +486,16 @@ def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=
     rows, where = rows_from_args(data, row, db, table)
     if not len(rows): raise FastxferError(f'{where}: no rows to predict')
     t = time.perf_counter()
-    try: preds, unseen, extra = p.predict_frame(rows, where, lenient=not row and not _json_rows_given(data, db))   # a table, as training reads one
+    table_given = not row and not _json_rows_given(data, db)   # a table: read as training reads one, its rows numbered as a spreadsheet shows them
+    first = first_row(parse_source(data, db, table)) if table_given else 1
+    try: preds, unseen, extra = p.predict_frame(rows, where, lenient=table_given, first=first)
     except InputError as e: raise FastxferError(e.message) from None
     preds = p.conformalize(preds, coverage, abstain_above)
     res = dict(model_dir=str(model_dir), model=p.card.get('chosen'), task=p.task, target=p.card.get('target'), n=len(preds),
-               ms=round((time.perf_counter() - t)*1000, 1), unseen=unseen, ignored_columns=extra, predictions=preds)
+               ms=round((time.perf_counter() - t)*1000, 1), first_row=first, unseen=unseen, ignored_columns=extra, predictions=preds)
     if extra: log(f'ignored column(s) the model does not use: {", ".join(extra)}')
     if unseen: log('categories not seen in training (predicted as missing, #na#): ' + ', '.join(f'{c}: {n}' for c, n in unseen.items()))
-    if write_to: res['written'] = write_predictions(write_to, rows, preds, key, p.card.get('model_id'))
+    if write_to: res['written'] = write_predictions(write_to, rows, preds, key, p.card.get('model_id'), first)
     if out: res['out'] = write_table_file(out, rows_with_predictions(rows, preds, p.card.get('model_id')), data if db is None else None)
     return res
 
@@ -500,11 +506,11 @@ def _labelled(p, data, db=None, table=None):
     df = read_table(src)
     for target in p.card.get('targets') or [p.card['target']]:
         check_column(df, target, 'the target', src)
-        df = df[df[target].notna()].reset_index(drop=True)
+        df = df[df[target].notna()]   # each row keeps its index: its place in the file
     if not len(df): raise FastxferError(f'{src}: no row has a {target!r} value')
-    try: preds, unseen, extra = p.predict_frame(df, str(src), lenient=True)
+    try: preds, unseen, extra = p.predict_frame(df, str(src), lenient=True, first=first_row(src))
     except InputError as e: raise FastxferError(e.message) from None
-    return src, df, preds, unseen, extra
+    return src, df.reset_index(drop=True), preds, unseen, extra
 
 def _class_targets(p, df, preds, src):
     "Classification: the label strings, the rows whose label is a class of the model, their class indices and probabilities."
@@ -589,6 +595,7 @@ def train_multitarget_table(data, targets:list, out, cat=None, cont=None, drop=N
     df = read_table(src)
     Y = binary_columns(df, targets, '--target')
     df, roles = infer_roles(df, targets[0], cat, cont, ','.join(filter(None, [drop, *targets[1:]])), 'classification', valid_col, where=src)
+    df = df.reset_index(drop=True)
     tr, va, how = split_rows(df, roles, valid_pct, valid_col, seed)
     for line in roles.describe().split('\n'): log(line)
     proc = Processor(roles); proc.fit(df, tr, va)
@@ -661,16 +668,17 @@ def table_label_issues(data, target:str, folds:int=5, out='label_issues', db=Non
     "Probably mislabelled rows of a table (confident learning on out-of-fold gradient-boosting probabilities); files written to `out`."
     from ..label_issues import find_label_issues, issue_rows, out_of_fold, write_issues
     t0, src = time.time(), parse_source(data, db, table)
-    df, roles = _read_roles(src, target, None, None, drop, 'classification', None, None)
-    df = df[df[target].notna()]
+    df, roles = _read_roles(src, target, None, None, drop, 'classification', None, None, file_index=True)
     classes = sorted(df[target].astype(str).unique())
     if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} class(es) in {target!r}; label issues need at least 2')
     X = with_date_parts(df, roles.dates)[roles.features].copy()
     for c in roles.cat: X[c] = X[c].astype(str).astype('category')
     y = np.array([classes.index(v) for v in df[target].astype(str)])
     probs = out_of_fold(X, y, len(classes), folds, fit=lambda a, b: _gbm_proba(a, np.asarray(b)))
-    rows = issue_rows([f'row {i}' for i in df.index], y, probs, classes, find_label_issues(probs, y))
-    for r in rows: r['row'] = to_jsonable(df.loc[int(r['item'][4:]), roles.inputs].to_dict())   # what the review page shows
+    items = [row_item(i, first_row(src)) for i in df.index]   # the rows as a spreadsheet numbers them
+    rows = issue_rows(items, y, probs, classes, find_label_issues(probs, y))
+    at = dict(zip(items, df.index))
+    for r in rows: r['row'] = to_jsonable(df.loc[at[r['item']], roles.inputs].to_dict())   # what the review page shows
     summary = dict(kind='tabular', data=str(data), target=target, n=len(y), classes=classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
                    duplicates=[], unreadable=[], seconds=round(time.time() - t0, 1),
                    method=f'confident learning on {folds}-fold out-of-fold probabilities (gradient boosting on {len(roles.inputs)} columns)')
@@ -704,7 +712,7 @@ def _human_predict(r) -> str:
     for i, p in enumerate(r['predictions'][:50]):
         s = (f"{p['value']:.6g}" if r['task'] == 'regression' else f"{p['label']}  ({p['probability']:.3f})") if 'coverage' not in p else set_phrase(p)
         if 'labels' in p: s = ', '.join(f"{l} ({p['probs'][l]:.2f})" for l in p['labels']) or 'no label over its threshold'   # several targets
-        lines.append(f"row {i+1}: {s}" + (f"  unseen: {', '.join(p['unseen'])}" if p['unseen'] else ''))
+        lines.append(f"row {i + r.get('first_row', 1)}: {s}" + (f"  unseen: {', '.join(p['unseen'])}" if p['unseen'] else ''))
     if len(r['predictions']) > 50: lines.append(f"... {len(r['predictions']) - 50} more (use --json or --out FILE)")
     lines += written_line(r)
     if r.get('written'): lines.append(f"wrote {r['written']['written']} row(s) to {r['written']['db']} table {r['written']['table']}"

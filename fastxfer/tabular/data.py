@@ -16,9 +16,9 @@ from ..core import FastxferError, case_twins, csv_separator, log, read_delimited
 
 # %% auto #0
 __all__ = ['SUFFIXES', 'MAX_CARD', 'NEAR_UNIQUE', 'MIN_SHARE_NUMERIC', 'DATE_SHARE', 'DATE_RE', 'MONTH_RE', 'TableSource',
-           'sqlite_url', 'parse_source', 'sqlite_tables', 'read_table', 'check_column', 'parse_dates', 'date_format',
-           'date_part_names', 'date_parts', 'with_date_parts', 'coerce_numbers', 'Roles', 'infer_task', 'label_strings',
-           'canonical', 'infer_roles', 'as_flags', 'split_rows']
+           'sqlite_url', 'parse_source', 'first_row', 'sqlite_tables', 'read_table', 'check_column', 'parse_dates',
+           'date_format', 'date_part_names', 'date_parts', 'with_date_parts', 'coerce_numbers', 'Roles', 'infer_task',
+           'label_strings', 'canonical', 'infer_roles', 'as_flags', 'split_rows']
 
 # %% ../../nbs/08a_tabular_data.ipynb #3530a633
 SUFFIXES = {'.csv': 'csv', '.txt': 'csv', '.tsv': 'tsv', '.parquet': 'parquet', '.pq': 'parquet',
@@ -62,6 +62,12 @@ def parse_source(data, db=None, table=None) -> TableSource:
         return TableSource('sqlite', path, table or t)
     kind = SUFFIXES.get(Path(s).suffix.lower(), 'csv')
     return TableSource(kind, s, table)
+
+def first_row(src) -> int:
+    """The number a table's first data row gets in messages (and `label-issues`' items): 2 in a CSV, TSV or Excel sheet, as
+    a spreadsheet shows it under its header row; 1 in Parquet, JSON and SQLite, which have no header line."""
+    kind = (src if isinstance(src, TableSource) else parse_source(str(src))).kind
+    return 1 if kind in ('parquet', 'json', 'jsonl', 'sqlite') else 2
 
 # %% ../../nbs/08a_tabular_data.ipynb #fd56ef43
 def sqlite_tables(path) -> list[str]:
@@ -290,7 +296,7 @@ def canonical(v):
     if isinstance(v, (float, np.floating)): return str(int(v)) if float(v).is_integer() else repr(float(v))
     return str(v)
 
-def _column_role(df:pd.DataFrame, c:str, roles:Roles, cat:list, cont:list, drop:list):
+def _column_role(df:pd.DataFrame, c:str, roles:Roles, cat:list, cont:list, drop:list, first:int=2):
     "Decide what column `c` of `df` is for (`infer_roles`' rules), into `roles`; a mostly-numeric text column is coerced in `df`."
     s = df[c]
     if c in drop: roles.excluded[c] = 'dropped (--drop)'; return
@@ -298,9 +304,9 @@ def _column_role(df:pd.DataFrame, c:str, roles:Roles, cat:list, cont:list, drop:
     if c not in cat and c not in cont and (fmt := date_format(s)) is not None:
         roles.dates[c] = fmt; roles.cont += date_part_names(c, fmt); return
     if c not in cat:
-        num, n_bad, first = coerce_numbers(s, force=c in cont)
+        num, n_bad, bad_cells = coerce_numbers(s, force=c in cont)
         if n_bad:
-            shown = ', '.join(f'row {i+2}: {v!r}' for i, v in first)
+            shown = ', '.join(f'row {i + first}: {v!r}' for i, v in bad_cells)
             roles.notes.append(f'column {c!r}: {n_bad} cell(s) that are not numbers set to missing ({shown})')
         if num is not s: df[c] = s = num
     if c in cat: roles.cat.append(c); return
@@ -318,7 +324,8 @@ def _column_role(df:pd.DataFrame, c:str, roles:Roles, cat:list, cont:list, drop:
 
 def infer_roles(df:pd.DataFrame, target:str, cat=None, cont=None, drop=None, task:str='auto', valid_col:str|None=None,
                 where='the table') -> tuple[pd.DataFrame, Roles]:
-    "The column roles (printed by `train`), and the table with number columns coerced; every inference can be overridden."
+    """The column roles (printed by `train`), and the table with number columns coerced (its rows keep their index: row
+    numbers in the notes count from `first_row(where)`); every inference can be overridden."""
     check_column(df, target, '--target', where)
     cat, cont, drop = _names(cat), _names(cont), _names(drop)
     for flag, names in (('--cat', cat), ('--cont', cont), ('--drop', drop)):
@@ -333,11 +340,12 @@ def infer_roles(df:pd.DataFrame, target:str, cat=None, cont=None, drop=None, tas
     if n_missing == len(df): raise FastxferError(f'the target {target!r} is empty in every row of {where}')
     if n_missing:
         notes.append(f'{n_missing} row(s) without a target value left out')
-        df = df[y.notna()].reset_index(drop=True)
+        df = df[y.notna()]
+    first = first_row(where)
     if task != 'classification':
-        num, n_bad, first = coerce_numbers(df[target], force=task == 'regression')
+        num, n_bad, bad_cells = coerce_numbers(df[target], force=task == 'regression')
         if n_bad:
-            shown = ', '.join(f'row {i+2}: {v!r}' for i, v in first)
+            shown = ', '.join(f'row {i + first}: {v!r}' for i, v in bad_cells)
             raise FastxferError(f'the target {target!r} is numeric but {n_bad} cell(s) are not numbers ({shown}); fix them or use --task classification')
         if num is not df[target]: df[target] = num
     task = infer_task(df[target], task)
@@ -352,7 +360,7 @@ def infer_roles(df:pd.DataFrame, target:str, cat=None, cont=None, drop=None, tas
         if same := case_twins(classes): notes.append(f"target values that differ only in case are different classes: {'; '.join(same)}")
     roles = Roles(target, task, notes=notes, classes=classes)
     for c in df.columns:
-        if c != target and c != valid_col: _column_role(df, c, roles, cat, cont, drop)
+        if c != target and c != valid_col: _column_role(df, c, roles, cat, cont, drop, first)
     if not roles.features: raise FastxferError(f'{where}: no input columns left besides the target {target!r} ({"; ".join(f"{c}: {w}" for c, w in roles.excluded.items()) or "no other columns"})')
     for c in roles.cat: df[c] = df[c].map(canonical).astype('object')
     return df, roles

@@ -877,6 +877,7 @@ def text_label_issues(data, text_col:str='text', label_col:str='label', folds:in
                       dup_threshold:float=0.97) -> dict:
     "Probably mislabelled rows of the CSV/TSV `data` (confident learning on out-of-fold probabilities of `text_fast_fit`), near-duplicates; files written to `out`."
     from ..label_issues import find_label_issues, issue_rows, near_duplicates, out_of_fold, write_issues
+    from ..review import row_item
     from .data import read_table, text_columns
     t0, df = time.time(), read_table(data)
     text_col, label_col = text_columns(df, text_col, label_col, data)
@@ -887,10 +888,11 @@ def text_label_issues(data, text_col:str='text', label_col:str='label', folds:in
     tok, enc, _ = get_encoder(encoder)
     X, y = embed_texts(tok, enc, texts), np.array([classes.index(l) for l in labels])
     probs = out_of_fold(np.arange(len(y)), y, len(classes), folds, fit=text_fast_fit(X, texts, len(classes)))
-    rows = issue_rows([f'row {i}' for i in df.index], y, probs, classes, find_label_issues(probs, y))
-    start = {f'row {i}': t[:1000] for i, t in zip(df.index, texts)}   # enough to judge in the review
+    items = [row_item(i) for i in df.index]   # the rows as a spreadsheet numbers them: the header is row 1
+    rows = issue_rows(items, y, probs, classes, find_label_issues(probs, y))
+    start = dict(zip(items, (t[:1000] for t in texts)))   # enough to judge in the review
     for r in rows: r['text'] = start[r['item']]
-    dups = [dict(a=f'row {df.index[i]}', b=f'row {df.index[j]}', similarity=s, labels=[labels[i], labels[j]])
+    dups = [dict(a=items[i], b=items[j], similarity=s, labels=[labels[i], labels[j]])
             for i, j, s in near_duplicates(X, X, dup_threshold, same=True)]
     summary = dict(kind='text', data=str(data), label_col=label_col, n=len(y), classes=classes, n_issues=len(rows), oof_accuracy=float((probs.argmax(1) == y).mean()),
                    duplicates=dups, unreadable=[], seconds=round(time.time() - t0, 1),
