@@ -218,8 +218,13 @@ def test_predict_input_errors_name_the_problem(tables, adult_model):
     for ext in ('csv', 'xlsx', 'parquet', 'jsonl'):
         o = run_json('tabular', 'predict', d, tables/'qmark.csv', '--out', tables/f'preds.{ext}')
         back = {'csv': pd.read_csv, 'xlsx': pd.read_excel, 'parquet': pd.read_parquet, 'jsonl': lambda f: pd.read_json(f, lines=True)}[ext](tables/f'preds.{ext}')
-        assert o['out']['written'] == 3 and list(back.columns[-4:]) == ['prediction', 'probability', 'model_id', 'predicted_at']
+        assert o['out']['written'] == 3 and list(back.columns[-6:]) == ['prediction', 'probability', 'set', 'coverage', 'model_id', 'predicted_at']
         assert back.prediction.tolist() == [p['label'] for p in o['predictions']] and back.education.tolist() == ['HS-grad'] * 3
+    assert (tables/'preds.csv').read_text().splitlines()[1].startswith('40,')   # whole numbers with an empty cell below stay whole (not 40.0)
+    o = run_json('tabular', 'predict', d, tables/'qmark.csv', '--out', tables/'sets.csv', '--coverage', '0.8')   # the set at the coverage asked for
+    back = pd.read_csv(tables/'sets.csv')
+    assert (back.coverage == 0.8).all() and list(back.columns) == list(pd.read_csv(tables/'preds.csv').columns)
+    assert back.set.fillna('').tolist() == [' '.join(p['set']) for p in o['predictions']]
     before = (tables/'qmark.csv').read_bytes()
     for out, msg in ((tables/'qmark.csv', 'is the file the rows come from'), (tables/'p.txt', 'give a file ending in .csv')):
         r = run_cli('tabular', 'predict', d, tables/'qmark.csv', '--out', out)

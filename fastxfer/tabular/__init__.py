@@ -34,9 +34,9 @@ from .models import *
 
 # %% auto #0
 __all__ = ['MODEL_CHOICES', 'LARGEST', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor', 'shapley_summary',
-           'rows_from_args', 'rows_with_predictions', 'write_predictions', 'predict_table', 'evaluate_table',
-           'calibrate_table', 'multi_targets', 'train_multitarget_table', 'upgrade_tabular_files', 'table_label_issues',
-           'TabularFamily']
+           'rows_from_args', 'rows_with_predictions', 'prediction_file_rows', 'write_predictions', 'predict_table',
+           'evaluate_table', 'calibrate_table', 'multi_targets', 'train_multitarget_table', 'upgrade_tabular_files',
+           'table_label_issues', 'TabularFamily']
 
 # %% ../../nbs/08c_tabular.ipynb #0d6bbd3c
 MODEL_CHOICES = ('auto', 'tabular', 'gbm', 'linear')
@@ -434,6 +434,19 @@ def rows_with_predictions(rows:pd.DataFrame, preds:list[dict], model_id:str|None
     df['predicted_at'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
     return df
 
+def prediction_file_rows(rows:pd.DataFrame, preds:list[dict], model_id:str|None=None) -> pd.DataFrame:
+    """What `predict --out` writes: `rows_with_predictions`, with each answer's interval (`lower`, `upper`) or set (`set`,
+    its labels joined by spaces) and `coverage` where the model gives them, beside the prediction; a regression has no
+    probability column. A column of whole numbers with empty cells (read as floats) is written as whole numbers, as given."""
+    whole = [c for c in rows.columns if pd.api.types.is_float_dtype(rows[c]) and rows[c].dropna().map(float.is_integer).all()]
+    df = rows_with_predictions(rows.astype({c: 'Int64' for c in whole}), preds, model_id)
+    if all('value' in p for p in preds): df = df.drop(columns='probability')
+    extra = {k: [p.get(k) for p in preds] for k in ('lower', 'upper', 'coverage') if any(k in p for p in preds)}
+    if any('set' in p for p in preds): extra = {'set': [' '.join(map(str, p.get('set', []))) for p in preds], **extra}
+    at = df.columns.get_loc('model_id')
+    for j, (k, v) in enumerate(extra.items()): df.insert(at + j, k, v)
+    return df
+
 def write_predictions(url:str, rows:pd.DataFrame, preds:list[dict], key:str|None=None, model_id:str|None=None, first:int=1) -> dict:
     "Append `rows` with their prediction and probability to the SQLite table of `url`, in one transaction; with `key`, rows already there with the same key are replaced (re-running adds nothing)."
     path, table = sqlite_url(url) if str(url).startswith('sqlite:') else (str(url), None)
@@ -496,7 +509,7 @@ def predict_table(model_dir, data=None, row=None, db=None, table=None, write_to=
     if extra: log(f'ignored column(s) the model does not use: {", ".join(extra)}')
     if unseen: log('categories not seen in training (predicted as missing, #na#): ' + ', '.join(f'{c}: {n}' for c, n in unseen.items()))
     if write_to: res['written'] = write_predictions(write_to, rows, preds, key, p.card.get('model_id'), first)
-    if out: res['out'] = write_table_file(out, rows_with_predictions(rows, preds, p.card.get('model_id')), data if db is None else None)
+    if out: res['out'] = write_table_file(out, prediction_file_rows(rows, preds, p.card.get('model_id')), data if db is None else None)
     return res
 
 # %% ../../nbs/08c_tabular.ipynb #ed50d2c3
