@@ -162,7 +162,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '66055d18516ab8bf', 'text/__init__.py': '72d271e6fa66d91a', 'text/models.py': '824a36d6cd07777a'},
+    'sources': {'family.py': '66055d18516ab8bf', 'text/__init__.py': '72d271e6fa66d91a', 'text/models.py': 'd3a65cebd3a9a2e7'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -256,7 +256,7 @@ SPEC = {
   'tabular': {
     'help': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
     'description': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
-    'sources': {'family.py': '66055d18516ab8bf', 'tabular/__init__.py': 'f699be3e5a953d3c'},
+    'sources': {'family.py': '66055d18516ab8bf', 'tabular/__init__.py': 'db87a4afe5f517c6'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},

@@ -15,12 +15,17 @@ __all__ = ['SUREST', 'out_of_fold', 'fast_probe', 'confident_joint', 'find_label
            'near_duplicates', 'write_issues', 'issues_text']
 
 # %% ../nbs/04h_label_issues.ipynb #97eb829d
-def out_of_fold(X, y, n_classes:int, folds:int=5, seed:int=0, fit=None) -> np.ndarray:
+def out_of_fold(X, y, n_classes:int, folds:int=5, seed:int=0, fit=None, classes:list|None=None) -> np.ndarray:
     """Each row's class probabilities (n x `n_classes`) from a model fitted on the other `folds` - 1 folds (stratified):
     `fit(X, y)` returns a `predict_proba`-like callable (default: `fastxfer.probe.linear_probe`, a logistic regression
-    with its C chosen by cross-validation)."""
+    with its C chosen by cross-validation). A class with a single item is an error naming it (from `classes`)."""
     from sklearn.model_selection import StratifiedKFold
     y = np.asarray(y, dtype=int)
+    lone = [str(classes[i]) if classes is not None else str(i) for i in np.flatnonzero(np.bincount(y, minlength=n_classes) == 1)]
+    if lone:
+        from fastxfer.core import FastxferError
+        raise FastxferError(f'{len(lone)} class(es) with a single item ({", ".join(lone[:5])}{", ..." if len(lone) > 5 else ""}): '
+                            'out-of-fold predictions need at least 2 of each; merge or drop them')
     rows = (lambda ix: X.iloc[ix]) if hasattr(X, 'iloc') else (lambda ix: np.asarray(X)[ix])   # a table keeps its column types
     fit = fit or (lambda a, b: fast_probe(a, b, n_classes))
     k = max(2, min(folds, int(np.bincount(y, minlength=n_classes)[np.bincount(y, minlength=n_classes) > 0].min())))

@@ -102,9 +102,14 @@ def test_text_label_issues_finds_the_flipped_texts(tmp_path):
     (['vision', 'label-issues', '{d}', '--folds', '1'], '--folds 1: give at least 2'),
     (['vision', 'label-issues', '{d}/red'], 'found 1 class'),
     (['tabular', 'label-issues', '{d}/nothing.csv', '--target', 'y'], 'nothing.csv'),
-    (['text', 'label-issues', '{d}'], 'give a CSV/TSV file')])
+    (['text', 'label-issues', '{d}'], 'give a CSV/TSV file'),
+    (['tabular', 'label-issues', '{t}', '--target', 'price'], "'price' holds numbers (30 distinct values)"),
+    (['tabular', 'label-issues', '{t}', '--target', 'kind'], '1 class(es) with a single item (rare)')])
 def test_bad_label_issues_input_is_exit_2(args, says, noisy_images, tmp_path):
     d, _ = noisy_images
+    t = tmp_path/'t.csv'   # a price to predict (not classes), and a class of one row
+    t.write_text('size,kind,price\n' + ''.join(f'{i},{"rare" if i == 0 else "ab"[i % 2]},{1000 + 37.5 * i}\n' for i in range(30)))
+    args = [a.replace('{t}', str(t)) for a in args]
     r = run_cli(*[a.format(d=d) for a in args], '--out', tmp_path/'out')
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith('error:') and says in r.stderr, r.stderr[-500:]

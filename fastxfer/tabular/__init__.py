@@ -684,10 +684,13 @@ def table_label_issues(data, target:str, folds:int=5, out='label_issues', db=Non
     df, roles = _read_roles(src, target, None, None, drop, 'classification', None, None, file_index=True)
     classes = sorted(df[target].astype(str).unique())
     if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} class(es) in {target!r}; label issues need at least 2')
+    number = pd.to_numeric(df[target], errors='coerce')
+    if number.notna().all() and infer_task(number) == 'regression':
+        raise FastxferError(f'{data}: {target!r} holds numbers ({len(classes)} distinct values): label-issues finds wrong labels of classes, not of a number to predict')
     X = with_date_parts(df, roles.dates)[roles.features].copy()
     for c in roles.cat: X[c] = X[c].astype(str).astype('category')
     y = np.array([classes.index(v) for v in df[target].astype(str)])
-    probs = out_of_fold(X, y, len(classes), folds, fit=lambda a, b: _gbm_proba(a, np.asarray(b)))
+    probs = out_of_fold(X, y, len(classes), folds, fit=lambda a, b: _gbm_proba(a, np.asarray(b)), classes=classes)
     items = [row_item(i, first_row(src)) for i in df.index]   # the rows as a spreadsheet numbers them
     rows = issue_rows(items, y, probs, classes, find_label_issues(probs, y))
     at = dict(zip(items, df.index))

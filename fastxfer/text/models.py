@@ -887,7 +887,7 @@ def text_label_issues(data, text_col:str='text', label_col:str='label', folds:in
     if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} label(s) in {label_col!r}; label issues need at least 2')
     tok, enc, _ = get_encoder(encoder)
     X, y = embed_texts(tok, enc, texts), np.array([classes.index(l) for l in labels])
-    probs = out_of_fold(np.arange(len(y)), y, len(classes), folds, fit=text_fast_fit(X, texts, len(classes)))
+    probs = out_of_fold(np.arange(len(y)), y, len(classes), folds, fit=text_fast_fit(X, texts, len(classes)), classes=classes)
     items = [row_item(i) for i in df.index]   # the rows as a spreadsheet numbers them: the header is row 1
     rows = issue_rows(items, y, probs, classes, find_label_issues(probs, y))
     start = dict(zip(items, (t[:1000] for t in texts)))   # enough to judge in the review

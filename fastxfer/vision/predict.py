@@ -253,7 +253,7 @@ def vision_label_issues(data, labels:str='folder', arch:str='efficientnet_lite0'
     if len(vd.classes) < 2: raise FastxferError(f'{data}: {len(vd.classes)} class(es) found; label issues need at least 2')
     y = np.array([vd.classes.index(l) for l in vd.labels])
     X = many_body_features(make_dls(vd, size=size), {arch: create_body(arch)[0].eval()}, vd.items)[arch]
-    probs = out_of_fold(X, y, len(vd.classes), folds)
+    probs = out_of_fold(X, y, len(vd.classes), folds, classes=vd.classes)
     rows = issue_rows(vd.items, y, probs, vd.classes, find_label_issues(probs, y))
     for r in rows: r['image'] = str(Path(r['item']).absolute())   # what the review page shows
     dups = [dict(a=str(vd.items[i]), b=str(vd.items[j]), similarity=s, labels=[vd.labels[i], vd.labels[j]])
