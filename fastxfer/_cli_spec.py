@@ -256,7 +256,7 @@ SPEC = {
   'tabular': {
     'help': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
     'description': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
-    'sources': {'family.py': '66055d18516ab8bf', 'tabular/__init__.py': 'db87a4afe5f517c6'},
+    'sources': {'family.py': '66055d18516ab8bf', 'tabular/__init__.py': '4706c4050a646d49'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -298,11 +298,12 @@ SPEC = {
         {'name': 'coverage', 'type': 'float', 'list': False, 'choices': None, 'help': 'prediction sets (intervals) that hold the truth this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'abstain_above', 'type': 'int', 'list': False, 'choices': None, 'help': 'answer no label (abstained) when the set has more labels than this', 'keyword_only': False, 'positional': False, 'default': None},
       ]},
-      'explain': {'doc': "Why the model answers what it does: a heatmap over an image, each word's or column's weight, a recommender's similar items.", 'params': [
-        {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a model folder of this family', 'keyword_only': False, 'positional': False},
-        {'name': 'inputs', 'type': 'str', 'list': True, 'choices': None, 'help': 'what to explain: image files or folders, texts, or col=value pairs', 'keyword_only': False, 'positional': False},
+      'explain': {'doc': "Why the model answers what it does: each column's share of a row's answer.", 'params': [
+        {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a tabular model folder', 'keyword_only': False, 'positional': False},
+        {'name': 'inputs', 'type': 'str', 'list': True, 'choices': None, 'help': 'rows: col=value pairs or JSON objects; a table file (CSV, TSV, Excel, Parquet, JSON) among them gives its rows', 'keyword_only': False, 'positional': False},
         {'name': 'target', 'type': 'str', 'list': False, 'choices': None, 'help': 'the class to explain; unset: the predicted one', 'keyword_only': False, 'positional': False, 'default': None},
-        {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder the pictures are written to, one PNG per input', 'keyword_only': False, 'positional': False, 'default': 'explanations'},
+        {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder the pictures are written to, one PNG per row', 'keyword_only': False, 'positional': False, 'default': 'explanations'},
+        {'name': 'max_rows', 'type': 'int', 'list': False, 'choices': None, 'help': "a table file's rows explained: the first this many", 'keyword_only': False, 'positional': False, 'default': 20},
       ]},
       'calibrate': {'doc': 'Add conformity scores (prediction sets, intervals) to a model folder, for example one trained before fastxfer kept them.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a tabular model folder', 'keyword_only': False, 'positional': False},

@@ -134,6 +134,13 @@ def test_tabular_explain_writes_the_chart(real_models, tmp_path):
     nulls = run_json('tabular', 'explain', real_models/'adult', json.dumps(dict(age=52, workclass=None, education='Masters', sex=None,
                                                                                 **{'hours-per-week': 50})), '--out', tmp_path)
     assert {x['feature']: x['value'] for x in nulls['explanations'][0]['rows']}['sex'] is None
+    # a table file among the inputs gives its rows, the first --max-rows, each named by its row as a spreadsheet shows it
+    pd.DataFrame([dict(age=52, workclass='Private', education='Masters', sex='Male', salary='>=50k', **{'hours-per-week': 50}),
+                  dict(age=23, workclass=None, education='HS-grad', sex='Female', salary='<50k', **{'hours-per-week': 20}),
+                  dict(age=40, workclass='Private', education='HS-grad', sex='Male', salary='<50k', **{'hours-per-week': 40})]).to_csv(tmp_path/'rows.csv', index=False)
+    f = run_json('tabular', 'explain', real_models/'adult', tmp_path/'rows.csv', row, '--max-rows', 2, '--target', '>=50k', '--out', tmp_path/'f')
+    assert [e['input'] for e in f['explanations']] == [f"{tmp_path/'rows.csv'} row 2", f"{tmp_path/'rows.csv'} row 3", row]
+    assert f['explanations'][0]['answer'] == e['answer'] and {x['feature']: x['value'] for x in f['explanations'][1]['rows']}['workclass'] is None
 
 
 def test_nfl_explain(real_models, tmp_path):
@@ -165,6 +172,7 @@ def test_collab_explain(real_models, tmp_path):
     ('text', 'reviews', ['a fine film', '--target', 'neutral'], "target 'neutral' is not one of the model's classes"),
     ('tabular', 'adult', ['age=52,workclass=Private,education=Masters,sex=Male,hours-per-week=50', '--target', 'rich'],
      "target 'rich' is not one of the model's classes"),
+    ('tabular', 'adult', ['age=52,workclass=Private,education=Masters,sex=Male,hours-per-week=50', '--max-rows', '0'], '--max-rows 0: give 1 or more'),
     ('collab', 'ml', ['user=73,item=1097', '--target', '5'], 'this model predicts a number'),
     ('text', 'reviews', ['a fine film', '  '], 'text 2 of those given is empty')])
 def test_bad_explain_is_exit_2(family, model, given, says, real_models, tmp_path):

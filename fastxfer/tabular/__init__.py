@@ -15,7 +15,7 @@ from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log, path_kind, setting, to_jsonable
-from ..family import (Family, register_family, table_file_kind, write_table_file, written_line, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
+from ..family import (Family, register_family, explain_inputs, table_file_kind, write_table_file, written_line, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
                              format_metrics, calibrate_model, not_for_multilabel)
 from ..conformal import (Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration, plot_selective,
                                 readable, set_phrase, sets_report)
@@ -34,9 +34,9 @@ from .models import *
 
 # %% auto #0
 __all__ = ['MODEL_CHOICES', 'LARGEST', 'calib_rows', 'train_table', 'check_frame', 'TabularPredictor', 'shapley_summary',
-           'rows_from_args', 'rows_with_predictions', 'prediction_file_rows', 'write_predictions', 'predict_table',
-           'evaluate_table', 'calibrate_table', 'multi_targets', 'train_multitarget_table', 'upgrade_tabular_files',
-           'table_label_issues', 'TabularFamily']
+           'rows_from_args', 'expand_rows', 'rows_with_predictions', 'prediction_file_rows', 'write_predictions',
+           'predict_table', 'evaluate_table', 'calibrate_table', 'multi_targets', 'train_multitarget_table',
+           'upgrade_tabular_files', 'table_label_issues', 'TabularFamily']
 
 # %% ../../nbs/08c_tabular.ipynb #0d6bbd3c
 MODEL_CHOICES = ('auto', 'tabular', 'gbm', 'linear')
@@ -82,9 +82,9 @@ def _columns(proc:Processor, df:pd.DataFrame) -> list[dict]:
     out = []
     for c in proc.roles.cat:
         vocab = proc.vocab[c]
-        top = df[c].value_counts().index[:1]
+        top = df[c].value_counts(dropna=False).index[:1]   # the most common value, or missing when most rows lack one
         out.append(dict(name=c, kind='category', choices=[str(v) for v in vocab[:1000]], n_choices=len(vocab),
-                        example=str(top[0]) if len(top) else None))
+                        example=str(top[0]) if len(top) and pd.notna(top[0]) else None))
     for c in proc.roles.inputs:
         if c in proc.roles.dates: out.append(_date_column(c, proc.roles.dates[c], df[c])); continue
         if c not in proc.roles.cont: continue
@@ -424,6 +424,20 @@ def rows_from_args(data=None, row=None, db=None, table=None) -> tuple[pd.DataFra
         return _json_rows(str(data), 'the JSON given as DATA'), 'the JSON given as DATA'
     src = parse_source(data, db, table)
     return read_table(src), str(src)
+
+def expand_rows(inputs:list[str], max_rows:int=20) -> tuple[list[str], list[str|None]]:
+    """`explain`'s inputs with each table file among them (CSV, TSV, Excel, Parquet, JSON) replaced by its rows, the first
+    `max_rows`, as JSON rows; and where each came from ('test.csv row 2', None for a row given as such)."""
+    rows, where = [], []
+    for s in inputs:
+        src = parse_source(s) if path_kind(s) == 'file' else None
+        if src is None or src.kind == 'sqlite': rows.append(s); where.append(None); continue
+        df = read_table(src)
+        if len(df) > max_rows: log(f'{s}: its first {max_rows} of {len(df)} rows explained (--max-rows)')
+        df = df.head(max_rows).astype(object)
+        rows += [json.dumps(to_jsonable(r)) for r in df.where(df.notna(), None).to_dict('records')]
+        where += [f'{s} row {i + first_row(src)}' for i in range(len(df))]
+    return rows, where
 
 def rows_with_predictions(rows:pd.DataFrame, preds:list[dict], model_id:str|None=None) -> pd.DataFrame:
     "`rows` with the columns a prediction adds: the prediction, its probability, the model's id and the time."
@@ -783,6 +797,20 @@ class TabularFamily(Family):
                 ) -> dict:
         "Predict rows with a saved model; optionally write them back to SQLite or to a file."
         return predict_table(model_dir, data, row=row, db=db, table=table, write_to=write_to, key=key, coverage=coverage, abstain_above=abstain_above, out=out)
+
+    def explain(self, model_dir:str, # a tabular model folder
+                inputs:list[str], # rows: col=value pairs or JSON objects; a table file (CSV, TSV, Excel, Parquet, JSON) among them gives its rows
+                target:str|None=None, # the class to explain; unset: the predicted one
+                out:str='explanations', # folder the pictures are written to, one PNG per row
+                max_rows:int=20, # a table file's rows explained: the first this many
+                ) -> dict:
+        "Why the model answers what it does: each column's share of a row's answer."
+        if max_rows < 1: raise FastxferError(f'--max-rows {max_rows}: give 1 or more')
+        rows, where = expand_rows(inputs, max_rows)
+        r = explain_inputs(self.name, model_dir, rows, target, out)
+        for e, w in zip(r['explanations'], where):
+            if w: e['input'] = e['source'] = w
+        return r
 
     def calibrate(self, model_dir:str, # a tabular model folder
                   data:Annotated[str|None, POSITIONAL]=None, # a labelled table the model did not train on: CSV, Excel (.xlsx), Parquet, JSON, or sqlite:///FILE?table=NAME
