@@ -4,7 +4,7 @@ SPEC = {
   'vision': {
     'help': 'train, predict, evaluate image classifiers; list backbones',
     'description': 'train, predict, evaluate image classifiers; list backbones',
-    'sources': {'family.py': '66055d18516ab8bf', 'vision/__init__.py': '92a03e83ecfb6f93', 'vision/train.py': '1899b7c588c31dc8'},
+    'sources': {'family.py': '177eba6d8e281e6f', 'vision/__init__.py': '92a03e83ecfb6f93', 'vision/train.py': '1899b7c588c31dc8'},
     'verbs': {
       'train': {'doc': 'Train an image classifier and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': "folder of images (or 'pets' for fastai's URLs.PETS, online only)", 'keyword_only': False, 'positional': True, 'default': None},
@@ -103,7 +103,7 @@ SPEC = {
   'nfl': {
     'help': 'the NFL winning-season exercise: scrape, train, evaluate, predict, demo',
     'description': 'Predict whether an NFL team has a winning season (W > L) from PF, PA, PD and SoS.',
-    'sources': {'family.py': '66055d18516ab8bf', 'nfl/__init__.py': '6d7ff2b75f2e180a', 'nfl/model.py': '6bf6c3ade122aefa'},
+    'sources': {'family.py': '177eba6d8e281e6f', 'nfl/__init__.py': '6d7ff2b75f2e180a', 'nfl/model.py': '6bf6c3ade122aefa'},
     'verbs': {
       'train': {'doc': 'Train tabular_learner and logistic regression; write a model folder.', 'params': [
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'SQLite database (if not given: <data_dir>/NFL.db from the settings)', 'keyword_only': True, 'positional': False, 'default': None},
@@ -162,7 +162,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '66055d18516ab8bf', 'text/__init__.py': '72d271e6fa66d91a', 'text/models.py': 'd3a65cebd3a9a2e7'},
+    'sources': {'family.py': '177eba6d8e281e6f', 'text/__init__.py': '72d271e6fa66d91a', 'text/models.py': 'd3a65cebd3a9a2e7'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -256,7 +256,7 @@ SPEC = {
   'tabular': {
     'help': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
     'description': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
-    'sources': {'family.py': '66055d18516ab8bf', 'tabular/__init__.py': '4706c4050a646d49'},
+    'sources': {'family.py': '177eba6d8e281e6f', 'tabular/__init__.py': '44ad8b2558844037'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -334,7 +334,7 @@ SPEC = {
   'collab': {
     'help': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
     'description': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
-    'sources': {'collab/__init__.py': '6db8504afa86d012', 'family.py': '66055d18516ab8bf'},
+    'sources': {'collab/__init__.py': '7a820bb77f139481', 'family.py': '177eba6d8e281e6f'},
     'verbs': {
       'train': {'doc': 'Train a recommender from ratings and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a rating table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -367,13 +367,14 @@ SPEC = {
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'an SQLite file (with --table)', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'table', 'type': 'str', 'list': False, 'choices': None, 'help': 'the SQLite table', 'keyword_only': False, 'positional': False, 'default': None},
       ]},
-      'predict': {'doc': 'The rating a user would give an item (an unknown id gets the cold-start answer), with its interval.', 'params': [
+      'predict': {'doc': 'The rating a user would give an item (an unknown id gets the cold-start answer), with its interval; a table file of pairs among PAIRS gives its rows.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a collab model folder', 'keyword_only': False, 'positional': False},
         {'name': 'pairs', 'type': 'str', 'list': True, 'choices': None, 'help': 'instead of --user/--item: pairs as `explain` takes them, user=ID,item=ID[,timestamp=T] or a JSON object', 'keyword_only': False, 'positional': True, 'default': None},
         {'name': 'user', 'type': 'str', 'list': False, 'choices': None, 'help': 'the user id', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'item', 'type': 'str', 'list': False, 'choices': None, 'help': 'the item id', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'timestamp', 'type': 'float', 'list': False, 'choices': None, 'help': "when the rating is given (seconds since 1970): adds the session bias of the user's ratings near it", 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'coverage', 'type': 'float', 'list': False, 'choices': None, 'help': 'a rating interval that holds the true rating this often, e.g. 0.9; if not given: the coverage setting, for a folder with conformity scores', 'keyword_only': False, 'positional': False, 'default': None},
+        {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': "also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file (a table's rows with their rating)", 'keyword_only': False, 'positional': False, 'default': None},
       ]},
       'explain': {'doc': "Why the model answers what it does: a heatmap over an image, each word's or column's weight, a recommender's similar items.", 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a model folder of this family', 'keyword_only': False, 'positional': False},
@@ -402,7 +403,7 @@ SPEC = {
   'segment': {
     'help': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
     'description': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
-    'sources': {'family.py': '66055d18516ab8bf', 'segment/__init__.py': '5b14844e49d95b4b'},
+    'sources': {'family.py': '177eba6d8e281e6f', 'segment/__init__.py': '5b14844e49d95b4b'},
     'verbs': {
       'train': {'doc': 'Train a U-Net and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder with images/ and labels/ (or train/ and valid/ holding both)', 'keyword_only': False, 'positional': True, 'default': None},
@@ -575,7 +576,7 @@ SPEC = {
   'upgrade': {
     'help': 'convert a model folder of an earlier release (pickles) to safe files',
     'description': 'convert a model folder of an earlier release (pickles) to safe files',
-    'sources': {'family.py': '66055d18516ab8bf'},
+    'sources': {'family.py': '177eba6d8e281e6f'},
     'verbs': {
       '': {'doc': 'Convert a model folder whose model is a pickle into safe files (JSON, safetensors, ONNX, skops).', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a model folder written by an earlier release', 'keyword_only': False, 'positional': False},

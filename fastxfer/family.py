@@ -163,9 +163,12 @@ def table_file_kind(path, source:str|None=None) -> str:
     return kind
 
 def write_table_file(path, df, source:str|None=None) -> dict:
-    "Write the DataFrame `df` to `path` (atomically, replacing it) in the format its extension names; never over the file `source`."
+    """Write the DataFrame `df` to `path` (atomically, replacing it) in the format its extension names; never over the file
+    `source`. A column of whole numbers with empty cells (which pandas reads as floats) is written as whole numbers, 1953 not 1953.0."""
     import io
     path, kind = Path(path), table_file_kind(path, source)
+    whole = lambda s: s.dtype.kind == 'f' and s.notna().any() and s.dropna().map(lambda v: float(v).is_integer() and abs(v) < 2**53).all()
+    df = df.astype({c: 'Int64' for c in df.columns if whole(df[c])})
     b = io.BytesIO()
     if kind in ('CSV', 'TSV'): df.to_csv(b, index=False, sep=',' if kind == 'CSV' else '\t')
     elif kind == 'Excel': df.to_excel(b, index=False)

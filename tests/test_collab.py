@@ -85,6 +85,23 @@ def test_unknown_ids_get_cold_start_answers(model):
         assert r.returncode == 2 and says in r.stderr.strip().splitlines()[-1], r.stderr
 
 
+def test_predict_a_test_set_file_to_a_submission(model, tmp_path):
+    "A table of pairs (a test set with its own id column) among PAIRS gives its rows; --out writes them with their rating."
+    path, _ = model
+    pd.DataFrame(dict(id=[7, 8, 9], userId=['u3', 'u30', 'stranger'], movieId=['i1', 'i1', 'i1'])).to_csv(tmp_path/'test.csv', index=False)
+    r = run_json('collab', 'predict', path, tmp_path/'test.csv', '--out', tmp_path/'sub.csv')
+    sub = pd.read_csv(tmp_path/'sub.csv')
+    assert r['out']['written'] == 3 and list(sub.columns[:4]) == ['id', 'userId', 'movieId', 'rating'] and sub.id.tolist() == [7, 8, 9]
+    assert sub.rating[0] > 4 > 2 > sub.rating[1] and sub.cold_start.tolist() == [False, False, True]   # u3 loves i1, u30 does not
+    before = (tmp_path/'test.csv').read_bytes()
+    for args, says in (([tmp_path/'test.csv', '--out', tmp_path/'test.csv'], 'is the file the rows come from'),
+                       ([tmp_path/'sub.csv', '--out', tmp_path/'x.txt'], 'give a file ending in .csv'),
+                       ([path/'card.json'], "has no column 'userId'")):
+        r = run_cli('collab', 'predict', path, *args)
+        assert r.returncode == 2 and says in r.stderr.strip().splitlines()[-1], r.stderr
+    assert (tmp_path/'test.csv').read_bytes() == before and not (tmp_path/'x.txt').exists()
+
+
 @pytest.mark.parametrize('split', ['time', 'user'])
 def test_each_split(ratings, split):
     from fastxfer.collab import train_collab

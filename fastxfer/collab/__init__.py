@@ -14,20 +14,20 @@ from fastcore.basics import patch
 from fastcore.meta import delegates
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, atomic_write, log, setting
+from ..core import FastxferError, atomic_write, log, path_kind, setting
 from ..family import (Family, register_family, from_settings, resolves_settings, POSITIONAL, report_from_folder, with_baseline,
-                             format_metrics, calibrate_model)
+                             format_metrics, calibrate_model, table_file_kind, write_table_file, written_line)
 from ..conformal import Conformal, calibration_split, conformal_card, coverage_lines, coverage_report, min_calibration
 from ..explain import contributions_chart
 from ..inputs import Column, InputError, RowInput
 from ..model_folder import Predictor, load_model, model_writer, data_fingerprint
-from ..tabular.data import canonical, read_table, parse_source
+from ..tabular.data import canonical, check_column, read_table, parse_source
 from .data import *
 from .models import *
 
 # %% auto #0
 __all__ = ['Recommender', 'read_titles', 'fit_recommender', 'rating_calibration_split', 'interval_report', 'train_collab',
-           'CollabPredictor', 'similar_rated', 'evaluate_collab', 'calibrate_collab', 'CollabFamily']
+           'CollabPredictor', 'similar_rated', 'evaluate_collab', 'calibrate_collab', 'expand_pairs', 'CollabFamily']
 
 # %% ../../nbs/11c_collab.ipynb #1548e16d
 class Recommender:
@@ -469,13 +469,29 @@ def _human_items(r) -> str:
             (f"  ({it['score']:.3f})" if 'score' in it else '') for k, it in enumerate(r['items'])]
     return '\n'.join([head] + rows)
 
+def expand_pairs(p, pairs:list[str]) -> tuple[list[dict], list[dict]]:
+    """The (user, item) pairs of `predict`'s arguments: each `user=ID,item=ID` or JSON object, and each table file among
+    them (CSV, TSV, Excel, Parquet, JSON with the model's user and item columns, as a test set) row by row; and beside
+    each, the row `--out` writes: the file's own columns, else the user and the item."""
+    c, items, rows = p.card['columns'], [], []
+    for s in pairs:
+        if path_kind(s) != 'file':
+            it = p.input.from_cli([s])[0]; items.append(it); rows.append(dict(user=it['user'], item=it['item'])); continue
+        src = parse_source(s); df = read_table(src)
+        for col, what in ((c['user'], 'the users'), (c['item'], 'the items')): check_column(df, col, f"{what}, as the model was trained", src)
+        ts = c.get('timestamp') if c.get('timestamp') in df.columns else None
+        recs = df.astype(object).where(df.notna(), None).to_dict('records')
+        items += [dict(user=r[c['user']], item=r[c['item']], timestamp=r[ts] if ts else None) for r in recs]; rows += recs
+    return items, rows
+
 def _human_predict(r) -> str:
     "A line a prediction: the pair, the rating and its interval, and the cold-start fallback when there was one."
     def line(p):
         sure = f" ({p['lower']:.2f} to {p['upper']:.2f} at {p['coverage']:.0%})" if 'lower' in p else ''
         return (f"user {p['user']}, item {p['item']}" + (f" ({p['title']})" if p.get('title') else '') + f": {p['rating']:.2f}{sure}" +
                 (f"  [cold start: {p['fallback']}]" if p['cold_start'] else ''))
-    return '\n'.join(map(line, r['predictions']))
+    return '\n'.join([*map(line, r['predictions'][:50])] + ([f"... {len(r['predictions']) - 50} more (use --json or --out FILE)"]
+                      if len(r['predictions']) > 50 else []) + written_line(r))
 
 def _human_evaluate(r) -> str:
     head = with_baseline(f"{r['n']} ratings of {r['data']}: " + format_metrics(r['metrics']) + (f"; {r['cold_start']} cold start" if r['cold_start'] else ''), r)
@@ -509,13 +525,18 @@ class CollabFamily(Family):
                 item:str|None=None, # the item id
                 timestamp:float|None=None, # when the rating is given (seconds since 1970): adds the session bias of the user's ratings near it
                 coverage:float|None=None, # a rating interval that holds the true rating this often, e.g. 0.9; if not given: the coverage setting, for a folder with conformity scores
+                out:str|None=None, # also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file (a table's rows with their rating)
                 ) -> dict:
-        "The rating a user would give an item (an unknown id gets the cold-start answer), with its interval."
+        "The rating a user would give an item (an unknown id gets the cold-start answer), with its interval; a table file of pairs among PAIRS gives its rows."
         p = _collab(model_dir)
         if pairs and (user, item, timestamp) != (None, None, None): raise FastxferError('give pairs as arguments or --user/--item, not both')
         if not pairs and (user is None or item is None): raise FastxferError('give --user ID --item ID, or pairs as arguments: user=ID,item=ID')
-        items = p.input.from_cli(pairs) if pairs else [dict(user=user, item=item, timestamp=timestamp)]
-        return dict(model=str(model_dir), kind='collab', predictions=p.conformalize(p.predict(items), coverage))
+        for s in (pairs or [None]) if out else []: table_file_kind(out, s)   # before the work, never over a file of pairs
+        items, rows = expand_pairs(p, pairs) if pairs else ([dict(user=user, item=item, timestamp=timestamp)], [dict(user=user, item=item)])
+        r = dict(model=str(model_dir), kind='collab', predictions=p.conformalize(p.predict(items), coverage))
+        answers = [{k: q[k] for k in ('rating', 'lower', 'upper', 'coverage', 'cold_start') if k in q} for q in r['predictions']]
+        if out: r['out'] = write_table_file(out, pd.DataFrame([{**row, **a} for row, a in zip(rows, answers)]))
+        return r
 
     def calibrate(self, model_dir:str, # a collab model folder
                   data:Annotated[str|None, POSITIONAL]=None, # ratings the model did not train on, with the training table's columns

@@ -451,9 +451,8 @@ def rows_with_predictions(rows:pd.DataFrame, preds:list[dict], model_id:str|None
 def prediction_file_rows(rows:pd.DataFrame, preds:list[dict], model_id:str|None=None) -> pd.DataFrame:
     """What `predict --out` writes: `rows_with_predictions`, with each answer's interval (`lower`, `upper`) or set (`set`,
     its labels joined by spaces) and `coverage` where the model gives them, beside the prediction; a regression has no
-    probability column. A column of whole numbers with empty cells (read as floats) is written as whole numbers, as given."""
-    whole = [c for c in rows.columns if pd.api.types.is_float_dtype(rows[c]) and rows[c].dropna().map(float.is_integer).all()]
-    df = rows_with_predictions(rows.astype({c: 'Int64' for c in whole}), preds, model_id)
+    probability column."""
+    df = rows_with_predictions(rows, preds, model_id)
     if all('value' in p for p in preds): df = df.drop(columns='probability')
     extra = {k: [p.get(k) for p in preds] for k in ('lower', 'upper', 'coverage') if any(k in p for p in preds)}
     if any('set' in p for p in preds): extra = {'set': [' '.join(map(str, p.get('set', []))) for p in preds], **extra}
