@@ -162,7 +162,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '177eba6d8e281e6f', 'text/__init__.py': '72d271e6fa66d91a', 'text/models.py': 'd3a65cebd3a9a2e7'},
+    'sources': {'family.py': '177eba6d8e281e6f', 'text/__init__.py': '7b9a6fb1aa52a520', 'text/models.py': 'd3a65cebd3a9a2e7'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -210,7 +210,7 @@ SPEC = {
         {'name': 'device', 'type': 'str', 'list': False, 'choices': None, 'help': 'cpu, cuda or auto', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'coverage', 'type': 'float', 'list': False, 'choices': None, 'help': 'prediction sets that hold the true label this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores', 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'abstain_above', 'type': 'int', 'list': False, 'choices': None, 'help': 'answer no label (abstained) when the set has more labels than this', 'keyword_only': False, 'positional': False, 'default': None},
-        {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': 'also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file', 'keyword_only': False, 'positional': False, 'default': None},
+        {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': "also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file (a CSV's other columns, an id, first)", 'keyword_only': False, 'positional': False, 'default': None},
       ]},
       'explain': {'doc': "Why the model answers what it does: each word's weight, as highlighted text.", 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a text model folder', 'keyword_only': False, 'positional': False},

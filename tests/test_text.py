@@ -193,7 +193,8 @@ def test_embed_logreg_train_predict_evaluate(logreg_model, toy, work):
     assert p[0]['text'] == 'I loved every minute of this film' and p[6]['text'] == 'great'
     o = run_json('text', 'predict', out, work/'kag.csv', '--out', work/'kag_preds.tsv')['out']
     t = pd.read_csv(work/'kag_preds.tsv', sep='\t')
-    assert o['written'] == 2 and list(t.columns[:4]) == ['source', 'text', 'label', 'probability'] and t.label.tolist() == ['positive', 'negative']
+    assert o['written'] == 2 and list(t.columns[:5]) == ['id', 'source', 'text', 'label', 'probability'] and t.label.tolist() == ['positive', 'negative']
+    assert t.id.tolist() == [7, 8] and 'review' not in t.columns   # the CSV's own columns first (a submission's id), its text once
     before = (work/'kag.csv').read_bytes()   # never over a file the texts come from
     assert 'is the file the rows come from' in _fails('predict', out, work/'kag.csv', '--out', work/'kag.csv') and (work/'kag.csv').read_bytes() == before
     (work/'empty').mkdir(); assert 'no texts in it (a text is a .txt file)' in _fails('predict', out, work/'empty')

@@ -25,8 +25,9 @@ from .multilabel import train_multilabel_text, evaluate_multilabel_text
 from ..multilabel import multilabel_text, scores_line
 
 # %% auto #0
-__all__ = ['TABLE_SUFFIXES', 'PERTURBATIONS', 'MULTI_TEXT_OPTIONS', 'texts_in', 'expand_texts', 'read_texts', 'labelled_texts',
-           'evaluate_text', 'calibrate_text', 'text_robustness', 'train_multilabel_report', 'TextFamily']
+__all__ = ['TABLE_SUFFIXES', 'PERTURBATIONS', 'MULTI_TEXT_OPTIONS', 'texts_in', 'expand_texts', 'table_columns', 'read_texts',
+           'labelled_texts', 'evaluate_text', 'calibrate_text', 'text_robustness', 'train_multilabel_report',
+           'TextFamily']
 
 # %% ../../nbs/10c_text.ipynb #bdce0595
 TABLE_SUFFIXES = ('.csv', '.tsv', '.tab')
@@ -62,6 +63,18 @@ def expand_texts(texts:list, text_col:str='text') -> tuple[list, list[str|None]]
         ts, ws = texts_in(t, text_col) if _names_a_path(str(t)) else ([t], [None])
         out += ts; where += ws
     return out, where
+
+def table_columns(where:list[str|None], text_col:str='text') -> list[dict]:
+    """For each text read from a CSV/TSV ('reviews.csv row 2'), the other cells of its row (an id column, to write beside
+    the answer); `{}` for the others."""
+    tables, out = {}, []
+    for w in where:
+        path, _, n = (w or '').rpartition(' row ')
+        if not path or not n.isdigit() or Path(path).suffix.lower() not in TABLE_SUFFIXES: out.append({}); continue
+        if path not in tables:
+            df = read_table(path); tables[path] = df.drop(columns=[text_column(df, text_col, path)])
+        out.append(tables[path].iloc[int(n) - 2].to_dict())   # row 2: the first under the header
+    return out
 
 def _model_text_col(card:dict) -> str: return (card.get('data') or {}).get('text_col') or 'text'
 
@@ -291,7 +304,7 @@ class TextFamily(Family):
                 device:str|None=None, # cpu, cuda or auto
                 coverage:float|None=None, # prediction sets that hold the true label this often, e.g. 0.9; unset: the coverage setting, for a folder with conformity scores
                 abstain_above:int|None=None, # answer no label (abstained) when the set has more labels than this
-                out:str|None=None, # also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file
+                out:str|None=None, # also write the answers, a row each, to this .csv, .tsv, .xlsx, .parquet or .jsonl file (a CSV's other columns, an id, first)
                 ) -> dict:
         "Predict texts with a model folder."
         if out:   # before the work; never over a file the texts come from
@@ -302,7 +315,9 @@ class TextFamily(Family):
         r = dict(model_dir=str(model_dir), model=p.card.get('model'), max_len=p.max_len, window=getattr(getattr(p, 'win', None), 'window', None),
                  predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **({'source': w} if w else {}), **r)
                               for t, w, r in zip(texts, where, preds)])
-        if out: r['out'] = write_table_file(out, predictions_frame(r['predictions']))
+        if out:   # a CSV's own columns (an id) first, as a submission has them
+            cells = pd.DataFrame(table_columns(where, _model_text_col(p.card)), index=range(len(texts)))
+            r['out'] = write_table_file(out, pd.concat([cells, predictions_frame(r['predictions'])], axis=1))
         return r
 
     def explain(self, model_dir:str, # a text model folder
