@@ -334,7 +334,7 @@ SPEC = {
   'collab': {
     'help': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
     'description': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
-    'sources': {'collab/__init__.py': '7a820bb77f139481', 'family.py': '177eba6d8e281e6f'},
+    'sources': {'collab/__init__.py': '279912b29f348a22', 'family.py': '177eba6d8e281e6f'},
     'verbs': {
       'train': {'doc': 'Train a recommender from ratings and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a rating table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},

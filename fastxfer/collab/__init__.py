@@ -474,9 +474,10 @@ def expand_pairs(p, pairs:list[str]) -> tuple[list[dict], list[dict]]:
     them (CSV, TSV, Excel, Parquet, JSON with the model's user and item columns, as a test set) row by row; and beside
     each, the row `--out` writes: the file's own columns, else the user and the item."""
     c, items, rows = p.card['columns'], [], []
-    for s in pairs:
+    given = iter(p.input.from_cli([s for s in pairs if path_kind(s) != 'file']) if any(path_kind(s) != 'file' for s in pairs) else [])
+    for s in pairs:   # the pairs given as such are parsed together: an error names the place among them
         if path_kind(s) != 'file':
-            it = p.input.from_cli([s])[0]; items.append(it); rows.append(dict(user=it['user'], item=it['item'])); continue
+            it = next(given); items.append(it); rows.append(dict(user=it['user'], item=it['item'])); continue
         src = parse_source(s); df = read_table(src)
         for col, what in ((c['user'], 'the users'), (c['item'], 'the items')): check_column(df, col, f"{what}, as the model was trained", src)
         ts = c.get('timestamp') if c.get('timestamp') in df.columns else None
