@@ -256,7 +256,7 @@ SPEC = {
   'tabular': {
     'help': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
     'description': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
-    'sources': {'family.py': '177eba6d8e281e6f', 'tabular/__init__.py': '44ad8b2558844037'},
+    'sources': {'family.py': '177eba6d8e281e6f', 'tabular/__init__.py': 'da61ebfa592942ff'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -334,7 +334,7 @@ SPEC = {
   'collab': {
     'help': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
     'description': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
-    'sources': {'collab/__init__.py': '279912b29f348a22', 'family.py': '177eba6d8e281e6f'},
+    'sources': {'collab/__init__.py': 'a58fb64b87c4b4a1', 'family.py': '177eba6d8e281e6f'},
     'verbs': {
       'train': {'doc': 'Train a recommender from ratings and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a rating table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},

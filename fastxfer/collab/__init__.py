@@ -21,7 +21,7 @@ from ..conformal import Conformal, calibration_split, conformal_card, coverage_l
 from ..explain import contributions_chart
 from ..inputs import Column, InputError, RowInput
 from ..model_folder import Predictor, load_model, model_writer, data_fingerprint
-from ..tabular.data import canonical, check_column, read_table, parse_source
+from ..tabular.data import canonical, check_column, read_table, parse_source, table_records
 from .data import *
 from .models import *
 
@@ -474,14 +474,15 @@ def expand_pairs(p, pairs:list[str]) -> tuple[list[dict], list[dict]]:
     them (CSV, TSV, Excel, Parquet, JSON with the model's user and item columns, as a test set) row by row; and beside
     each, the row `--out` writes: the file's own columns, else the user and the item."""
     c, items, rows = p.card['columns'], [], []
-    given = iter(p.input.from_cli([s for s in pairs if path_kind(s) != 'file']) if any(path_kind(s) != 'file' for s in pairs) else [])
-    for s in pairs:   # the pairs given as such are parsed together: an error names the place among them
+    typed = [s for s in pairs if path_kind(s) != 'file']   # parsed together: an error names the place among them
+    given = iter(p.input.from_cli(typed) if typed else [])
+    for s in pairs:
         if path_kind(s) != 'file':
             it = next(given); items.append(it); rows.append(dict(user=it['user'], item=it['item'])); continue
         src = parse_source(s); df = read_table(src)
         for col, what in ((c['user'], 'the users'), (c['item'], 'the items')): check_column(df, col, f"{what}, as the model was trained", src)
         ts = c.get('timestamp') if c.get('timestamp') in df.columns else None
-        recs = df.astype(object).where(df.notna(), None).to_dict('records')
+        recs = table_records(df)
         items += [dict(user=r[c['user']], item=r[c['item']], timestamp=r[ts] if ts else None) for r in recs]; rows += recs
     return items, rows
 

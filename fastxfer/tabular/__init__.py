@@ -434,9 +434,9 @@ def expand_rows(inputs:list[str], max_rows:int=20) -> tuple[list[str], list[str|
         if src is None or src.kind == 'sqlite': rows.append(s); where.append(None); continue
         df = read_table(src)
         if len(df) > max_rows: log(f'{s}: its first {max_rows} of {len(df)} rows explained (--max-rows)')
-        df = df.head(max_rows).astype(object)
-        rows += [json.dumps(to_jsonable(r)) for r in df.where(df.notna(), None).to_dict('records')]
-        where += [f'{s} row {i + first_row(src)}' for i in range(len(df))]
+        recs = table_records(df.head(max_rows))
+        rows += [json.dumps(to_jsonable(r)) for r in recs]
+        where += [f'{s} row {i + first_row(src)}' for i in range(len(recs))]
     return rows, where
 
 def rows_with_predictions(rows:pd.DataFrame, preds:list[dict], model_id:str|None=None) -> pd.DataFrame:

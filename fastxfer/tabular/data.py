@@ -16,9 +16,9 @@ from ..core import FastxferError, case_twins, csv_separator, log, read_delimited
 
 # %% auto #0
 __all__ = ['SUFFIXES', 'MAX_CARD', 'NEAR_UNIQUE', 'MIN_SHARE_NUMERIC', 'DATE_SHARE', 'DATE_RE', 'MONTH_RE', 'TableSource',
-           'sqlite_url', 'parse_source', 'first_row', 'sqlite_tables', 'read_table', 'check_column', 'parse_dates',
-           'date_format', 'date_part_names', 'date_parts', 'with_date_parts', 'coerce_numbers', 'Roles', 'infer_task',
-           'label_strings', 'canonical', 'infer_roles', 'as_flags', 'split_rows']
+           'sqlite_url', 'parse_source', 'first_row', 'sqlite_tables', 'read_table', 'table_records', 'check_column',
+           'parse_dates', 'date_format', 'date_part_names', 'date_parts', 'with_date_parts', 'coerce_numbers', 'Roles',
+           'infer_task', 'label_strings', 'canonical', 'infer_roles', 'as_flags', 'split_rows']
 
 # %% ../../nbs/08a_tabular_data.ipynb #3530a633
 SUFFIXES = {'.csv': 'csv', '.txt': 'csv', '.tsv': 'tsv', '.parquet': 'parquet', '.pq': 'parquet',
@@ -162,6 +162,10 @@ def read_table(src:TableSource|str, header='infer') -> pd.DataFrame:
             s = s.map(lambda v: v.strip() if isinstance(v, str) else v)
             df[c] = s.mask(s.map(lambda v: isinstance(v, str) and v == ''))
     return df
+
+def table_records(df:pd.DataFrame) -> list[dict]:
+    "The rows of `df` as dicts, a missing cell None (as JSON rows have it)."
+    return df.astype(object).where(df.notna(), None).to_dict('records')
 
 def check_column(df:pd.DataFrame, col:str, flag:str, where) -> str:
     "`col` when `df` has it, else an error that lists the columns there are."
