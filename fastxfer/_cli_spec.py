@@ -162,7 +162,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '177eba6d8e281e6f', 'text/__init__.py': '7b9a6fb1aa52a520', 'text/models.py': 'd3a65cebd3a9a2e7'},
+    'sources': {'family.py': '177eba6d8e281e6f', 'text/__init__.py': '982dc7580e8db2f1', 'text/models.py': '68cd6ec6f3040677'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -175,7 +175,7 @@ SPEC = {
         {'name': 'label_col', 'type': 'str', 'list': False, 'choices': None, 'help': 'the label column', 'keyword_only': True, 'positional': False, 'default': 'label'},
         {'name': 'valid_col', 'type': 'str', 'list': False, 'choices': None, 'help': 'boolean column marking the validation rows (else --valid-pct)', 'keyword_only': True, 'positional': False, 'default': None},
         {'name': 'valid_pct', 'type': 'float', 'list': False, 'choices': None, 'help': 'random validation share when there is no validation column or folder', 'keyword_only': True, 'positional': False, 'default': 0.2},
-        {'name': 'exclude', 'type': 'str', 'list': False, 'choices': None, 'help': "a review's decisions CSV (keep / relabel / delete per row): deleted rows left out, relabels applied; the file stays as it is", 'keyword_only': True, 'positional': False, 'default': None},
+        {'name': 'exclude', 'type': 'str', 'list': False, 'choices': None, 'help': "a review's decisions CSV (keep / relabel / delete per row or .txt file): deleted ones left out, relabels applied; the file stays as it is", 'keyword_only': True, 'positional': False, 'default': None},
         {'name': 'calib_pct', 'type': 'float', 'list': False, 'choices': None, 'help': 'share of the training texts held out to calibrate prediction sets (raised to 100 texts, at most a quarter); 0: none', 'keyword_only': True, 'positional': False, 'default': {'setting': 'calib_pct', 'cast': 'float'}},
         {'name': 'seed', 'type': 'int', 'list': False, 'choices': None, 'help': 'random seed', 'keyword_only': True, 'positional': False, 'default': {'setting': 'seed', 'cast': 'int'}},
         {'name': 'model', 'type': 'str', 'list': False, 'choices': ['minilm', 'embed-logreg', 'awd_lstm'], 'help': 'minilm | embed-logreg | awd_lstm', 'keyword_only': True, 'positional': False, 'default': {'setting': 'text_model', 'cast': 'str'}},
@@ -227,16 +227,16 @@ SPEC = {
         {'name': 'mondrian', 'type': 'bool', 'list': False, 'choices': None, 'help': 'a quantile per class: each class covered as often (needs enough texts of each)', 'keyword_only': False, 'positional': False, 'default': False},
       ]},
       'label-issues': {'doc': 'Probably mislabelled texts (confident learning on out-of-fold predictions) and near-duplicates.', 'params': [
-        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file of labelled texts', 'keyword_only': False, 'positional': False},
-        {'name': 'text_col', 'type': 'str', 'list': False, 'choices': None, 'help': 'the text column', 'keyword_only': False, 'positional': False, 'default': 'text'},
-        {'name': 'label_col', 'type': 'str', 'list': False, 'choices': None, 'help': 'the label column', 'keyword_only': False, 'positional': False, 'default': 'label'},
+        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file of labelled texts, or an IMDB-style folder (train/<class>/*.txt, and valid/ or test/)', 'keyword_only': False, 'positional': False},
+        {'name': 'text_col', 'type': 'str', 'list': False, 'choices': None, 'help': 'the text column (a CSV/TSV)', 'keyword_only': False, 'positional': False, 'default': 'text'},
+        {'name': 'label_col', 'type': 'str', 'list': False, 'choices': None, 'help': 'the label column (a CSV/TSV)', 'keyword_only': False, 'positional': False, 'default': 'label'},
         {'name': 'folds', 'type': 'int', 'list': False, 'choices': None, 'help': 'out-of-fold: each text predicted by a model fitted on the other folds', 'keyword_only': False, 'positional': False, 'default': 5},
         {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder for label_issues.csv and label_issues.json', 'keyword_only': False, 'positional': False, 'default': 'label_issues'},
       ]},
-      'apply-review': {'doc': "Apply a review's decisions to a CSV/TSV of texts, all or nothing: rows deleted, labels changed, the old file kept beside it.", 'params': [
+      'apply-review': {'doc': "Apply a review's decisions to a CSV/TSV of texts, all or nothing: rows deleted, labels changed, the old file kept beside it;\nor to an IMDB-style folder: relabelled .txt files moved to their new class's folder, deleted ones to .fastxfer-removed/.", 'params': [
         {'name': 'decisions', 'type': 'str', 'list': False, 'choices': None, 'help': "the review's decisions CSV (fastxfer review writes DATA.decisions.csv beside the data)", 'keyword_only': False, 'positional': False},
-        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'the CSV/TSV file it reviews (if not given: the file DECISIONS is named after)', 'keyword_only': False, 'positional': False, 'default': None},
-        {'name': 'label_col', 'type': 'str', 'list': False, 'choices': None, 'help': 'the label column', 'keyword_only': False, 'positional': False, 'default': 'label'},
+        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'the CSV/TSV file or IMDB-style folder it reviews (if not given: the one DECISIONS is named after)', 'keyword_only': False, 'positional': False, 'default': None},
+        {'name': 'label_col', 'type': 'str', 'list': False, 'choices': None, 'help': 'the label column (a CSV/TSV)', 'keyword_only': False, 'positional': False, 'default': 'label'},
         {'name': 'yes', 'type': 'bool', 'list': False, 'choices': None, 'help': 'change the files (without it: only say what would change)', 'keyword_only': False, 'positional': False, 'default': False},
         {'name': 'undo', 'type': 'bool', 'list': False, 'choices': None, 'help': 'put back what an earlier --yes changed', 'keyword_only': False, 'positional': False, 'default': False},
       ]},

@@ -102,7 +102,7 @@ def test_text_label_issues_finds_the_flipped_texts(tmp_path):
     (['vision', 'label-issues', '{d}', '--folds', '1'], '--folds 1: give at least 2'),
     (['vision', 'label-issues', '{d}/red'], 'found 1 class'),
     (['tabular', 'label-issues', '{d}/nothing.csv', '--target', 'y'], 'nothing.csv'),
-    (['text', 'label-issues', '{d}'], 'give a CSV/TSV file'),
+    (['text', 'label-issues', '{d}'], 'not the IMDB layout'),
     (['tabular', 'label-issues', '{t}', '--target', 'price'], "'price' holds numbers (30 distinct values)"),
     (['tabular', 'label-issues', '{t}', '--target', 'kind'], '1 class(es) with a single item (rare)')])
 def test_bad_label_issues_input_is_exit_2(args, says, noisy_images, tmp_path):

@@ -238,3 +238,36 @@ def test_apply_review_to_linked_images_named_by_id_in_a_csv(tmp_path):
     assert '001a,green' in (tmp_path/'labels.csv').read_text()
     run_cli('vision', 'apply-review', 'd.csv', '--undo', cwd=tmp_path, check=0)
     assert (tmp_path/'labels.csv').read_text() == before and (tmp_path/'train'/'000a.png').is_symlink()
+
+
+def test_an_imdb_style_folder_label_issues_exclude_and_apply(tmp_path):
+    "An IMDB-style folder's texts are named by their files: label-issues finds the ones filed under the wrong class, train --exclude and apply-review (moves, undone) use the names."
+    good = ['a wonderful film', 'great acting and a moving story', 'I loved every minute', 'a delightful and funny movie',
+            'brilliant, beautiful and touching', 'the best film of the year']
+    bad = ['a terrible film', 'boring and far too long', 'I hated every minute', 'a dull and stupid movie',
+           'awful acting, awful story', 'the worst film of the year']
+    d, wrong = tmp_path/'imdb', {'train/neg/pos_3.txt', 'train/pos/neg_60.txt', 'test/neg/pos_13.txt'}
+    for i, (t, label) in enumerate([(t + f' (take {k})', 'pos') for k in range(8) for t in good] + [(t + f' (take {k})', 'neg') for k in range(8) for t in bad]):
+        name = f'{label}_{i}.txt'
+        split = 'test' if i % 8 == 5 else 'train'
+        filed = {'pos': 'neg', 'neg': 'pos'}[label] if f'{split}/{"neg" if label == "pos" else "pos"}/{name}' in wrong else label
+        (d/split/filed).mkdir(parents=True, exist_ok=True); (d/split/filed/name).write_text(t)
+    before = files(d)
+    assert wrong <= before
+    r = run_json('text', 'label-issues', d, '--out', tmp_path/'li')
+    found = {x['item'] for x in r['issues']}
+    assert r['n'] == 96 and r['label_col'] is None and len(found & wrong) >= 2 and len(found) <= 8, (found, wrong)
+    assert found <= before and all(x['text'] for x in r['issues'])   # each suspect named by its file under the folder
+    dec = tmp_path/'imdb.decisions.csv'
+    dec.write_text('item,given,decision,label\ntrain/neg/pos_3.txt,neg,relabel,pos\ntrain/pos/neg_60.txt,pos,delete,\n')
+    t = run_json('text', 'train', d, '--model', 'embed-logreg', '--exclude', dec, '--calib-pct', 0, '--out', tmp_path/'m')
+    assert t['n_train'] + t['n_valid'] == 95 and (d/'train'/'pos'/'neg_60.txt').is_file()   # one left out, the files as they were
+    said = run_cli('text', 'apply-review', dec, check=0)
+    assert '1 delete(s), 1 relabel(s)' in said.stdout and files(d) == before
+    run_cli('text', 'apply-review', dec, '--yes', check=0)
+    assert files(d) == before - {'train/neg/pos_3.txt', 'train/pos/neg_60.txt'} | {'train/pos/pos_3.txt', '.fastxfer-removed/train/pos/neg_60.txt'}
+    run_cli('text', 'apply-review', dec, '--undo', check=0)
+    assert files(d) == before
+    dec.write_text('item,given,decision,label\ntrain/pos/nothing.txt,pos,delete,\ntrain/neg/pos_3.txt,neg,relabel,meh\n')
+    e = run_cli('text', 'apply-review', dec, '--yes', check=2)
+    assert 'train/pos/nothing.txt' in e.stderr and 'meh' in e.stderr and files(d) == before

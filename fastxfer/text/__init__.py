@@ -14,7 +14,7 @@ from ..core import FastxferError, log, path_kind, read_any_text, setting, visibl
 from ..family import Family, register_family, explain_inputs, predictions_frame, table_file_kind, write_table_file, written_line, POSITIONAL, report_from_folder, with_baseline, calibrate_model, not_for_multilabel
 from ..conformal import coverage_lines, set_phrase
 from ..label_issues import issues_text
-from ..review import apply_table_review
+from ..review import apply_table_review, carry_out, data_of, read_decisions
 from typing import Annotated, Literal
 from fastcore.meta import delegates
 from ..model_folder import ModelFolder, load_model
@@ -265,25 +265,29 @@ class TextFamily(Family):
         return report_from_folder(r['model_dir'], r)
 
     extra_verbs = ('label_issues', 'apply_review', 'robustness')
-    def label_issues(self, data:str, # a CSV/TSV file of labelled texts
-                     text_col:str='text', # the text column
-                     label_col:str='label', # the label column
+    def label_issues(self, data:str, # a CSV/TSV file of labelled texts, or an IMDB-style folder (train/<class>/*.txt, and valid/ or test/)
+                     text_col:str='text', # the text column (a CSV/TSV)
+                     label_col:str='label', # the label column (a CSV/TSV)
                      folds:int=5, # out-of-fold: each text predicted by a model fitted on the other folds
                      out:str='label_issues', # folder for label_issues.csv and label_issues.json
                      ) -> dict:
         "Probably mislabelled texts (confident learning on out-of-fold predictions) and near-duplicates."
         if folds < 2: raise FastxferError(f'--folds {folds}: give at least 2')
-        if Path(data).is_dir(): raise FastxferError(f'{data}: give a CSV/TSV file of labelled texts (a folder of .txt files is not read here)')
         return text_label_issues(data, text_col, label_col, folds, out)
 
     def apply_review(self, decisions:str, # the review's decisions CSV (fastxfer review writes DATA.decisions.csv beside the data)
-                     data:str|None=None, # the CSV/TSV file it reviews (if not given: the file DECISIONS is named after)
-                     label_col:str='label', # the label column
+                     data:str|None=None, # the CSV/TSV file or IMDB-style folder it reviews (if not given: the one DECISIONS is named after)
+                     label_col:str='label', # the label column (a CSV/TSV)
                      yes:bool=False, # change the files (without it: only say what would change)
                      undo:bool=False, # put back what an earlier --yes changed
                      ) -> dict:
-        "Apply a review's decisions to a CSV/TSV of texts, all or nothing: rows deleted, labels changed, the old file kept beside it."
-        return apply_table_review(decisions, data, label_col, yes, undo, 'fastxfer text apply-review')
+        """Apply a review's decisions to a CSV/TSV of texts, all or nothing: rows deleted, labels changed, the old file kept beside it;
+        or to an IMDB-style folder: relabelled .txt files moved to their new class's folder, deleted ones to .fastxfer-removed/."""
+        cmd = 'fastxfer text apply-review'
+        if not undo and data_of(decisions, data).is_dir():
+            moves, counts = folder_review_moves(data_of(decisions, data), read_decisions(decisions))
+            return carry_out(decisions, data_of(decisions, data), moves, (), counts, yes, cmd, flags=f' --data {data}' if data else '')
+        return apply_table_review(decisions, data, label_col, yes, undo, cmd)
 
     def robustness(self, model_dir:str, # a text model folder
                    data:str, # labelled texts: a CSV/TSV file or an IMDB-style folder, ideally ones the model did not train on

@@ -13,8 +13,8 @@ from ..core import FastxferError, note_case_twins, csv_separator, log, read_any_
 from ..review import exclude_rows
 
 # %% auto #0
-__all__ = ['LABEL_NAMES', 'MIN_TEXT_CHARS', 'TextData', 'read_table', 'text_column', 'text_columns', 'load_csv', 'load_folder',
-           'load_text_data', 'toy_texts_csv']
+__all__ = ['LABEL_NAMES', 'MIN_TEXT_CHARS', 'TextData', 'read_table', 'text_column', 'text_columns', 'load_csv', 'folder_texts',
+           'load_folder', 'load_text_data', 'folder_review_moves', 'toy_texts_csv']
 
 # %% ../../nbs/10a_text_data.ipynb #f2dfae15
 @dataclass
@@ -159,32 +159,48 @@ def _read_txts(files, where) -> list[str]:
     if odd: log(f'{where}: {odd} file(s) not in UTF-8, read as Windows-1252 (bytes neither decodes replaced)')
     return out
 
-def _folder_items(d:Path, skip=('unsup',)):
-    "(text, label) for every `d/<label>/*.txt`."
+def _folder_items(d:Path, root:Path, skip=('unsup',)) -> list[tuple]:
+    "(text, label, item) for every `d/<label>/*.txt`; the item is the file's path under `root` ('train/pos/0_pos.txt'), the name label-issues and a review give it."
     items = []
     for c in sorted(x for x in d.iterdir() if x.is_dir() and x.name not in skip and not x.name.startswith('.')):
-        items += [(t, c.name) for t in _read_txts(sorted(c.glob('*.txt')), c)]
+        files = sorted(c.glob('*.txt'))
+        items += [(t, c.name, f.relative_to(root).as_posix()) for t, f in zip(_read_txts(files, c), files)]
     return items
 
-def load_folder(path, valid_pct=0.2, seed=42, need_valid=True, **kw) -> TextData:
-    "The IMDB layout: `train/<class>/*.txt`, optional `test/` or `valid/` with the same classes, optional `unsup/`."
+def folder_texts(path) -> tuple[list, list, Path|None]:
+    "The labelled texts of the IMDB-layout folder `path`: `train/<class>/*.txt` and those of `valid/` or `test/` ((text, label, item) triples, `_folder_items`), and that folder."
     path = Path(path)
     train = path/'train'
     if not train.is_dir():
         raise FastxferError(f'{path} is a folder but not the IMDB layout: expected {path}/train/<class>/*.txt '
                             f'(found: {", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"}); or pass a CSV file')
-    tr = _folder_items(train)
+    tr = _folder_items(train, path)
     if not tr: raise FastxferError(f'no {train}/<class>/*.txt files found')
     vdir = next((path/n for n in ('valid', 'test') if (path/n).is_dir()), None)
-    va = _folder_items(vdir) if vdir is not None else []
+    return tr, _folder_items(vdir, path) if vdir is not None else [], vdir
+
+def _reviewed(tr:list, va:list, exclude, where) -> tuple[list, list]:
+    "The triples `tr` and `va` after the review decisions in the CSV `exclude` (`train --exclude`): deleted texts left out, relabels applied."
+    from fastxfer.review import decide, read_decisions
+    both = tr + va
+    items, labels, n = decide([i for *_, i in both], [l for _, l, _ in both], read_decisions(exclude), sorted({l for _, l, _ in both}), str(where))
+    log(f"{exclude}: {n['delete']} text(s) left out, {n['relabel']} relabelled, {n['keep']} kept as they are")
+    new = dict(zip(items, labels))
+    return [(t, new[i], i) for t, _, i in tr if i in new], [(t, new[i], i) for t, _, i in va if i in new]
+
+def load_folder(path, valid_pct=0.2, seed=42, need_valid=True, exclude=None, **kw) -> TextData:
+    "The IMDB layout: `train/<class>/*.txt`, optional `test/` or `valid/` with the same classes, optional `unsup/`; a review's decisions in the CSV `exclude` applied in memory."
+    path = Path(path)
+    tr, va, vdir = folder_texts(path)
+    if exclude: tr, va = _reviewed(tr, va, exclude, path)
     if vdir is None or not va:
-        flags = _split_valid([t for t, _ in tr], None, valid_pct, seed)
+        flags = _split_valid([t for t, *_ in tr], None, valid_pct, seed)
         va = [x for x, f in zip(tr, flags) if f]; tr = [x for x, f in zip(tr, flags) if not f]
-    unl = []
+    unl, train = [], path/'train'
     for u in (path/'unsup', train/'unsup'):
         if u.is_dir(): unl += _read_txts(sorted(u.glob('*.txt')), u)
-    tr_t, tr_l, d1 = _clean([t for t, _ in tr], [l for _, l in tr])
-    va_t, va_l, d2 = _clean([t for t, _ in va], [l for _, l in va])
+    tr_t, tr_l, d1 = _clean([t for t, *_ in tr], [l for _, l, _ in tr])
+    va_t, va_l, d2 = _clean([t for t, *_ in va], [l for _, l, _ in va])
     unl, _, d3 = _clean(unl)
     dropped = {'empty_text': d1['empty_text'] + d2['empty_text'] + d3['empty_text']}
     src = dict(type='folder', path=str(path.resolve()), valid=vdir.name if vdir is not None else None,
@@ -195,10 +211,23 @@ def load_text_data(data, text_col='text', label_col='label', valid_col=None, val
     "A CSV/TSV file or an IMDB-layout folder -> `TextData`."
     p = Path(data)
     if not p.exists(): raise FastxferError(f'{p}: no such file or folder')
-    if p.is_dir():
-        if exclude: raise FastxferError(f'{p}: --exclude takes the decisions on the rows of a CSV/TSV file, not on a folder of .txt files')
-        return load_folder(p, valid_pct=valid_pct, seed=seed)
+    if p.is_dir(): return load_folder(p, valid_pct=valid_pct, seed=seed, exclude=exclude)
     return load_csv(p, text_col=text_col, label_col=label_col, valid_col=valid_col, valid_pct=valid_pct, seed=seed, exclude=exclude)
+
+# %% ../../nbs/10a_text_data.ipynb #e2cb8ad9
+def folder_review_moves(path, decisions:list[dict]) -> tuple[list, dict]:
+    "The moves `(src, dst)` that apply review `decisions` to the IMDB-layout folder `path`, checked first (`check_decisions`), and how many of each decision."
+    from fastxfer.review import check_decisions, decision_counts
+    path = Path(path)
+    tr, va, _ = folder_texts(path)
+    check_decisions(decisions, {i: l for _, l, i in tr + va}, sorted({l for _, l, _ in tr + va}), str(path))
+    moves = []
+    for d in decisions:
+        f = path/d['item']
+        if d['decision'] == 'delete': moves.append((f, path/'.fastxfer-removed'/d['item']))
+        elif d['decision'] == 'relabel': moves.append((f, f.parent.parent/d['label']/f.name))
+    return moves, decision_counts(decisions)
+
 
 # %% ../../nbs/10a_text_data.ipynb #85bec807
 _TOY = {

@@ -34,7 +34,8 @@ __all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_A
            'probe_head', 'minilm_rates', 'lr_source', 'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head',
            'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm', 'awd_spec', 'save_awd',
            'AWDClassifier', 'check_fgm', 'augment_texts', 'train_text', 'parse_lr', 'hold_out_texts', 'TextPredictor',
-           'calibrate_trained_text', 'bow_words', 'upgrade_text_files', 'text_fast_fit', 'text_label_issues']
+           'calibrate_trained_text', 'bow_words', 'upgrade_text_files', 'text_fast_fit', 'labelled_for_review',
+           'text_label_issues']
 
 # %% ../../nbs/10b_text_models.ipynb #effb31c7
 MINILM_NAMES = ('minilm', 'all-MiniLM-L6-v2', 'sentence-transformers/all-MiniLM-L6-v2')
@@ -321,7 +322,7 @@ def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len
         if bow: bow_card, bow_probs = fit_bow(w.dir, data)
         secs = time.time() - t0
         ev = _valid_eval(probs, data.valid_labels, data.classes)
-        if ensemble > 1: log(f'ensemble of {ensemble}: valid accuracy {ev["accuracy"]}')
+        if ensemble > 1: log(f'ensemble of {ensemble}: valid accuracy {ev["accuracy"]:.4f}')
         if bow and data.n_valid:   # the report scores the blend; the card keeps each part's accuracy beside it
             bow_card.update(valid_accuracy=_valid_eval(bow_probs, data.valid_labels, data.classes)['accuracy'], minilm_valid_accuracy=ev['accuracy'])
             ev = _valid_eval(blend_probs(probs, bow_probs, BOW_WEIGHT), data.valid_labels, data.classes)
@@ -417,7 +418,7 @@ def train_embed_logreg(data:TextData, out, encoder=None, max_len=256, bs=None, s
     else: probs = np.zeros((0, len(data.classes)))
     secs = time.time() - t0
     ev = _valid_eval(probs, data.valid_labels, data.classes)
-    log(f'embed-logreg: C={C:g}, valid accuracy {ev["accuracy"]}')
+    log(f'embed-logreg: C={C:g}, valid accuracy {ev["accuracy"]:.4f}')
     with model_writer(out, kind='text', predictor='fastxfer.text.TextPredictor') as w:
         save_head(w.dir, tok, enc.cpu(), head)
         w.card.update(model='embed-logreg', encoder=encoder or 'minilm', encoder_source=str(src), max_len=max_len,
@@ -631,7 +632,7 @@ def train_text(data, # a CSV/TSV file, or a folder with train/<class>/*.txt (IMD
                label_col:str='label', # the label column
                valid_col:str|None=None, # boolean column marking the validation rows (else --valid-pct)
                valid_pct:float=0.2, # random validation share when there is no validation column or folder
-               exclude:str|None=None, # a review's decisions CSV (keep / relabel / delete per row): deleted rows left out, relabels applied; the file stays as it is
+               exclude:str|None=None, # a review's decisions CSV (keep / relabel / delete per row or .txt file): deleted ones left out, relabels applied; the file stays as it is
                calib_pct:float=from_settings('calib_pct', float), # share of the training texts held out to calibrate prediction sets (raised to 100 texts, at most a quarter); 0: none
                seed:int=from_settings('seed', int), # random seed
                model:Literal[MODELS]=from_settings('text_model'), # minilm | embed-logreg | awd_lstm
@@ -872,23 +873,35 @@ def text_fast_fit(X, texts, n_classes:int, weight:float=BOW_WEIGHT):
     return fit
 
 
+# %% ../../nbs/10b_text_models.ipynb #3caa0b5d
+def labelled_for_review(data, text_col:str='text', label_col:str='label') -> tuple[list, list, list, str|None]:
+    """The labelled texts of `data` as label-issues names them: (items, texts, labels, the label column). A CSV/TSV's rows are
+    named as a spreadsheet numbers them (`row 2`: the header is row 1); an IMDB-layout folder's texts by their files' paths under
+    it (`train/pos/0_pos.txt`, no label column), those of `train/` and of `valid/` or `test/`."""
+    from fastxfer.review import row_item
+    from fastxfer.text.data import folder_texts, read_table, text_columns
+    if Path(data).is_dir():
+        tr, va, _ = folder_texts(data)
+        both = [x for x in tr + va if x[0].strip()]
+        return [i for *_, i in both], [t for t, *_ in both], [l for _, l, _ in both], None
+    df = read_table(data)
+    text_col, label_col = text_columns(df, text_col, label_col, data)
+    df = df[df[text_col].notna() & df[label_col].notna()]
+    return [row_item(i) for i in df.index], df[text_col].astype(str).tolist(), df[label_col].astype(str).tolist(), label_col
+
+
 # %% ../../nbs/10b_text_models.ipynb #9d8995d7
 def text_label_issues(data, text_col:str='text', label_col:str='label', folds:int=5, out='label_issues', encoder:str|None=None,
                       dup_threshold:float=0.97) -> dict:
-    "Probably mislabelled rows of the CSV/TSV `data` (confident learning on out-of-fold probabilities of `text_fast_fit`), near-duplicates; files written to `out`."
-    from ..label_issues import find_label_issues, issue_rows, near_duplicates, out_of_fold, write_issues
-    from ..review import row_item
-    from .data import read_table, text_columns
-    t0, df = time.time(), read_table(data)
-    text_col, label_col = text_columns(df, text_col, label_col, data)
-    df = df[df[text_col].notna() & df[label_col].notna()]
-    texts, labels = df[text_col].astype(str).tolist(), df[label_col].astype(str).tolist()
+    "Probably mislabelled texts of `data`, a CSV/TSV or an IMDB-layout folder (confident learning on out-of-fold probabilities of `text_fast_fit`), near-duplicates; files written to `out`."
+    from fastxfer.label_issues import find_label_issues, issue_rows, near_duplicates, out_of_fold, write_issues
+    t0 = time.time()
+    items, texts, labels, label_col = labelled_for_review(data, text_col, label_col)
     classes = sorted(set(labels))
-    if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} label(s) in {label_col!r}; label issues need at least 2')
+    if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} label(s) in {label_col or "its class folders"!r}; label issues need at least 2')
     tok, enc, _ = get_encoder(encoder)
     X, y = embed_texts(tok, enc, texts), np.array([classes.index(l) for l in labels])
     probs = out_of_fold(np.arange(len(y)), y, len(classes), folds, fit=text_fast_fit(X, texts, len(classes)), classes=classes)
-    items = [row_item(i) for i in df.index]   # the rows as a spreadsheet numbers them: the header is row 1
     rows = issue_rows(items, y, probs, classes, find_label_issues(probs, y))
     start = dict(zip(items, (t[:1000] for t in texts)))   # enough to judge in the review
     for r in rows: r['text'] = start[r['item']]
@@ -899,3 +912,4 @@ def text_label_issues(data, text_col:str='text', label_col:str='label', folds:in
                    method=f'confident learning on {folds}-fold out-of-fold probabilities (logistic regression on the embeddings, {BOW_WEIGHT:.0%} bag of words)')
     files = write_issues(out, rows, summary, columns=('item', 'given', 'suggested', 'score', 'suggested_probability', 'text'))
     return dict(summary, issues=rows, files=files)
+
