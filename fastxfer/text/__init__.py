@@ -25,9 +25,8 @@ from .multilabel import train_multilabel_text, evaluate_multilabel_text
 from ..multilabel import multilabel_text, scores_line
 
 # %% auto #0
-__all__ = ['TABLE_SUFFIXES', 'PERTURBATIONS', 'MULTI_TEXT_OPTIONS', 'texts_in', 'expand_texts', 'table_columns', 'read_texts',
-           'labelled_texts', 'evaluate_text', 'calibrate_text', 'text_robustness', 'train_multilabel_report',
-           'TextFamily']
+__all__ = ['TABLE_SUFFIXES', 'PERTURBATIONS', 'MULTI_TEXT_OPTIONS', 'texts_in', 'expand_texts', 'read_texts', 'labelled_texts',
+           'evaluate_text', 'calibrate_text', 'text_robustness', 'train_multilabel_report', 'TextFamily']
 
 # %% ../../nbs/10c_text.ipynb #bdce0595
 TABLE_SUFFIXES = ('.csv', '.tsv', '.tab')
@@ -38,58 +37,49 @@ def _names_a_path(t:str) -> bool:
     kind = path_kind(t)
     return kind == 'folder' or (kind == 'file' and bool(Path(t).suffix))
 
-def texts_in(path, text_col:str='text') -> tuple[list[str], list[str]]:
-    "The texts in `path` and where each is: a folder's `.txt` files (one text each, subfolders too), a CSV/TSV's text column (a text a row), else a file's lines; empty ones skipped."
+def texts_in(path, text_col:str='text') -> tuple[list[str], list[str], list[dict]]:
+    """The texts in `path`, where each is, and the other cells of its row (`{}` but for a table: an id column, to write
+    beside the answer): a folder's `.txt` files (one text each, subfolders too), a CSV/TSV's text column (a text a row),
+    else a file's lines; empty ones skipped."""
     path = Path(path)
     if path.is_dir():
         files = [f for f in visible_files(path) if f.suffix.lower() == '.txt']
-        texts, where = _read_txts(files, path), [str(f) for f in files]
+        texts, where, cells = _read_txts(files, path), [str(f) for f in files], [{}] * len(files)
     elif path.suffix.lower() in TABLE_SUFFIXES:
         df = read_table(path); col = text_column(df, text_col, path)
         texts, where = df[col].fillna('').astype(str).tolist(), [f'{path} row {i}' for i in range(2, len(df) + 2)]   # row 1: the header
+        cells = df.drop(columns=[col]).to_dict('records')
     else:
         try: texts = read_any_text(path)[0].splitlines()
         except OSError as e: raise FastxferError(f'cannot read {path}: {e}') from e
-        where = [f'{path} line {i}' for i in range(1, len(texts) + 1)]
+        where, cells = [f'{path} line {i}' for i in range(1, len(texts) + 1)], [{}] * len(texts)
     keep = [i for i, t in enumerate(texts) if t.strip()]
     if not keep: raise FastxferError(f'{path}: no texts in it' + (' (a text is a .txt file)' if path.is_dir() else ''))
     if len(keep) < len(texts): log(f'{path}: {len(texts) - len(keep)} empty text(s) skipped')
-    return [texts[i] for i in keep], [where[i] for i in keep]
+    return [texts[i] for i in keep], [where[i] for i in keep], [cells[i] for i in keep]
 
-def expand_texts(texts:list, text_col:str='text') -> tuple[list, list[str|None]]:
-    "The texts that the arguments `texts` stand for and where each is (None: given as such): the files and folders among them read (`texts_in`)."
-    out, where = [], []
+def expand_texts(texts:list, text_col:str='text') -> tuple[list, list[str|None], list[dict]]:
+    "The texts that the arguments `texts` stand for, where each is (None: given as such) and its row's other cells: the files and folders among them read (`texts_in`)."
+    out, where, cells = [], [], []
     for t in texts:
-        ts, ws = texts_in(t, text_col) if _names_a_path(str(t)) else ([t], [None])
-        out += ts; where += ws
-    return out, where
-
-def table_columns(where:list[str|None], text_col:str='text') -> list[dict]:
-    """For each text read from a CSV/TSV ('reviews.csv row 2'), the other cells of its row (an id column, to write beside
-    the answer); `{}` for the others."""
-    tables, out = {}, []
-    for w in where:
-        path, _, n = (w or '').rpartition(' row ')
-        if not path or not n.isdigit() or Path(path).suffix.lower() not in TABLE_SUFFIXES: out.append({}); continue
-        if path not in tables:
-            df = read_table(path); tables[path] = df.drop(columns=[text_column(df, text_col, path)])
-        out.append(tables[path].iloc[int(n) - 2].to_dict())   # row 2: the first under the header
-    return out
+        ts, ws, cs = texts_in(t, text_col) if _names_a_path(str(t)) else ([t], [None], [{}])
+        out += ts; where += ws; cells += cs
+    return out, where, cells
 
 def _model_text_col(card:dict) -> str: return (card.get('data') or {}).get('text_col') or 'text'
 
-def read_texts(texts:list|None, file:str|None=None, text_col:str='text') -> tuple[list[str], list[str|None]]:
-    "The texts to predict and where each is (None: given as such): those given, with the files and folders among them read (`texts_in`), `-` (or `file='-'`) for standard input, and `file`'s."
+def read_texts(texts:list|None, file:str|None=None, text_col:str='text') -> tuple[list[str], list[str|None], list[dict]]:
+    "The texts to predict, where each is (None: given as such) and its row's other cells (`texts_in`): those given, with the files and folders among them read, `-` (or `file='-'`) for standard input, and `file`'s."
     texts = list(texts or [])
     if blank := [i + 1 for i, t in enumerate(texts) if not str(t).strip()]:
         raise FastxferError(f'text {blank[0]} of those given is empty (or only spaces): there is nothing to predict from')
     if texts == ['-'] or file == '-':
         lines = [l.rstrip('\n') for l in sys.stdin if l.strip()]
-        return lines, [None] * len(lines)
-    out, where = expand_texts(texts, text_col)
-    if file: out, where = [*out, *(r := texts_in(file, text_col))[0]], [*where, *r[1]]
+        return lines, [None] * len(lines), [{}] * len(lines)
+    out, where, cells = expand_texts(texts, text_col)
+    if file: out, where, cells = (a + b for a, b in zip((out, where, cells), texts_in(file, text_col)))
     if not out: raise FastxferError('no texts to predict: give them as arguments, files or folders of them, with --file F (one per line), or - for stdin')
-    return out, where
+    return out, where, cells
 
 def _text_model(model_dir, **kwargs):
     "The text model in `model_dir` (a clear error for another kind)."
@@ -314,14 +304,13 @@ class TextFamily(Family):
         if out:   # before the work; never over a file the texts come from
             for src in [file, *(t for t in texts or [] if _names_a_path(str(t)))]: table_file_kind(out, src)
         p = _text_model(model_dir, device=device) if device else _text_model(model_dir)
-        texts, where = read_texts(texts, file, _model_text_col(p.card))
+        texts, where, cells = read_texts(texts, file, _model_text_col(p.card))
         preds = p.conformalize(p.predict(texts), coverage, abstain_above)
         r = dict(model_dir=str(model_dir), model=p.card.get('model'), max_len=p.max_len, window=getattr(getattr(p, 'win', None), 'window', None),
                  predictions=[dict(text=t if len(t) <= 200 else t[:200] + '...', **({'source': w} if w else {}), **r)
                               for t, w, r in zip(texts, where, preds)])
         if out:   # a CSV's own columns (an id) first, as a submission has them
-            cells = pd.DataFrame(table_columns(where, _model_text_col(p.card)), index=range(len(texts)))
-            r['out'] = write_table_file(out, pd.concat([cells, predictions_frame(r['predictions'])], axis=1))
+            r['out'] = write_table_file(out, pd.concat([pd.DataFrame(cells, index=range(len(texts))), predictions_frame(r['predictions'])], axis=1))
         return r
 
     def explain(self, model_dir:str, # a text model folder
@@ -330,7 +319,7 @@ class TextFamily(Family):
                 out:str='explanations', # folder the pictures are written to, one PNG per input
                 ) -> dict:
         "Why the model answers what it does: each word's weight, as highlighted text."
-        texts, where = expand_texts(inputs, _model_text_col(ModelFolder(model_dir).card))
+        texts, where, _ = expand_texts(inputs, _model_text_col(ModelFolder(model_dir).card))
         r = explain_inputs(self.name, model_dir, texts, target, out)
         for e, w in zip(r['explanations'], where):
             if w: e['source'] = w
