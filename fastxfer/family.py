@@ -6,7 +6,7 @@ Docs: https://fastxfer.github.io/fastxfer/family.html.md"""
 
 # %% ../nbs/06_family.ipynb #394f9e59
 from __future__ import annotations
-import contextlib, functools, importlib, inspect, json, shutil, sys, tempfile, time
+import contextlib, functools, importlib, inspect, json, re, shutil, sys, tempfile, time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -198,26 +198,34 @@ def written_line(r:dict) -> list[str]:
 
 
 # %% ../nbs/06_family.ipynb #f26d4588
-def explain_inputs(kind:str, model_dir, inputs:list, target:str|None=None, out='explanations', **options) -> dict:
-    "The `explain` verb of family `kind`: each input's explanation (`Predictor.explain(item, target, **options)`), its picture written into `out`."
+def explain_inputs(kind:str, model_dir, inputs:list, target:str|None=None, out='explanations', sources:list|None=None, **options) -> dict:
+    """The `explain` verb of family `kind`: each input's explanation (`Predictor.explain(item, target, **options)`), its picture
+    written into `out`. `sources`: where each input was read ('test.csv row 2'; None: given as such), for its `source` and its picture's name."""
     p = load_model(model_dir)
     if p.kind != kind: raise FastxferError(f'{model_dir} is a {p.kind} model, not a {kind} model')
     if not p.can_explain: raise FastxferError(f'{model_dir}: {p.kind} models do not explain their answers')
     t, res, inputs = time.perf_counter(), [], p.input.cli_values(inputs)
-    for i, (given, item) in enumerate(zip(inputs, p.input.from_cli(inputs))):
+    for i, (given, item, source) in enumerate(zip(inputs, p.input.from_cli(inputs), sources or [None] * len(inputs))):
         e = p.explain(item, target, **options)
         pic = p.explain_picture(item, e)
-        if pic is not None: e['picture'] = str(_save_picture(pic, Path(out), i, given))
-        res.append(dict(input=str(given), **e))
+        if pic is not None: e['picture'] = str(_save_picture(pic, Path(out), i, source or given))
+        res.append(dict(input=str(given), **e, **({'source': source} if source else {})))
     return dict(model=str(model_dir), kind=p.kind, ms=round((time.perf_counter()-t)*1000, 1), explanations=res)
 
+def _picture_name(given) -> str:
+    "What a picture is named after: a file's stem ('cat'), a place in a file as it reads ('test.csv row 2'), '' for the rest."
+    name = Path(str(given)).name
+    if path_kind(given) == 'file': return Path(name).stem
+    return name if re.fullmatch(r'.+ (row|line) \d+', name) else ''
+
 def _save_picture(pic, out:Path, i:int, given) -> Path:
-    "Write the PIL image `pic` as `out/<n>-<name>.png` (atomically), named after the input `given` when it is a file."
-    import io, re
-    stem = re.sub(r'[^0-9A-Za-z_-]+', '-', Path(str(given)).stem if path_kind(given) == 'file' else '')[:40].strip('-')
+    "Write the PIL image `pic` as `out/<n>-<name>.png` (atomically), named after the input `given` (`_picture_name`)."
+    import io
+    stem = re.sub(r'[^0-9A-Za-z_-]+', '-', _picture_name(given))[:40].strip('-')
     path = out/(f'{i+1}-{stem}.png' if stem else f'{i+1}.png')
     b = io.BytesIO(); pic.save(b, format='PNG'); atomic_write(path, b.getvalue())
     return path
+
 
 # %% ../nbs/06_family.ipynb #00ce7b9d
 class Family:

@@ -2,6 +2,7 @@
 equal the reference libraries' (shap's exact Shapley values, captum's feature ablation), and the command line writes
 them, the picture included, and refuses bad targets and unknown ids with exit 2."""
 import json
+from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from conftest import run_cli, run_json
 
@@ -141,6 +142,7 @@ def test_tabular_explain_writes_the_chart(real_models, tmp_path):
     f = run_json('tabular', 'explain', real_models/'adult', tmp_path/'rows.csv', row, '--max-rows', 2, '--target', '>=50k', '--out', tmp_path/'f')
     assert [e['input'] for e in f['explanations']] == [f"{tmp_path/'rows.csv'} row 2", f"{tmp_path/'rows.csv'} row 3", row]
     assert f['explanations'][0]['answer'] == e['answer'] and {x['feature']: x['value'] for x in f['explanations'][1]['rows']}['workclass'] is None
+    assert [Path(e['picture']).name for e in f['explanations']] == ['1-rows-csv-row-2.png', '2-rows-csv-row-3.png', '3.png']   # named after the rows
 
 
 def test_nfl_explain(real_models, tmp_path):

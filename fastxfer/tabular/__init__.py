@@ -806,9 +806,9 @@ class TabularFamily(Family):
         "Why the model answers what it does: each column's share of a row's answer."
         if max_rows < 1: raise FastxferError(f'--max-rows {max_rows}: give 1 or more')
         rows, where = expand_rows(inputs, max_rows)
-        r = explain_inputs(self.name, model_dir, rows, target, out)
+        r = explain_inputs(self.name, model_dir, rows, target, out, sources=where)
         for e, w in zip(r['explanations'], where):
-            if w: e['input'] = e['source'] = w
+            if w: e['input'] = w
         return r
 
     def calibrate(self, model_dir:str, # a tabular model folder

@@ -320,10 +320,7 @@ class TextFamily(Family):
                 ) -> dict:
         "Why the model answers what it does: each word's weight, as highlighted text."
         texts, where, _ = expand_texts(inputs, _model_text_col(ModelFolder(model_dir).card))
-        r = explain_inputs(self.name, model_dir, texts, target, out)
-        for e, w in zip(r['explanations'], where):
-            if w: e['source'] = w
-        return r
+        return explain_inputs(self.name, model_dir, texts, target, out, sources=where)
 
     def evaluate(self, model_dir:str, # a text model folder
                  data:str, # labelled texts: a CSV/TSV file or an IMDB-style folder
