@@ -61,7 +61,8 @@ def page(browser, server):
     p = ctx.new_page()
     p.requested = []
     p.on('request', lambda r: p.requested.append(r.url))
-    p.goto(server.url + '/', wait_until='networkidle')
+    p.goto(server.url + '/', wait_until='load')
+    p.wait_for_selector('button[role=tab]', timeout=60_000)   # the UI drawn (quicker than waiting for the network to be idle)
     yield p
     ctx.close()
 
