@@ -114,3 +114,13 @@ def test_bad_label_issues_input_is_exit_2(args, says, noisy_images, tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith('error:') and says in r.stderr, r.stderr[-500:]
     assert not (tmp_path/'out').exists()   # nothing written
+
+
+def test_several_labels_per_item_are_refused_before_the_work(noisy_images, tmp_path):
+    "label-issues looks for one wrong label an item: a text column holding several labels, or images labelled multi:, get exit 2 saying so."
+    (tmp_path/'e.csv').write_text('text,labels\n' + ''.join(f'comment {i},{l}\n' for i, l in enumerate(['joy', 'anger', 'joy anger', 'joy', 'anger'] * 4)))
+    r = run_cli('text', 'label-issues', tmp_path/'e.csv', '--label-col', 'labels', '--out', tmp_path/'out')
+    assert r.returncode == 2 and "'joy anger' is several labels" in r.stderr and 'text_embeddings' not in r.stderr, r.stderr
+    (tmp_path/'l.csv').write_text('fname,labels\n')
+    r = run_cli('vision', 'label-issues', noisy_images[0], '--labels', f"multi:csv:{tmp_path/'l.csv'}", '--out', tmp_path/'out')
+    assert r.returncode == 2 and 'several labels per image are not supported' in r.stderr and not (tmp_path/'out').exists(), r.stderr

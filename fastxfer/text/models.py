@@ -889,6 +889,15 @@ def labelled_for_review(data, text_col:str='text', label_col:str='label') -> tup
     df = df[df[text_col].notna() & df[label_col].notna()]
     return [row_item(i) for i in df.index], df[text_col].astype(str).tolist(), df[label_col].astype(str).tolist(), label_col
 
+def _several_labels(labels:list) -> str|None:
+    "A label of `labels` made of others joined by a space, comma, semicolon or bar ('joy sadness': several labels per text), or None."
+    import re
+    have = set(labels)
+    for l in sorted(have):
+        parts = [p for p in re.split(r'[ ,;|]+', l) if p]
+        if len(parts) > 1 and all(p in have for p in parts): return l
+    return None
+
 
 # %% ../../nbs/10b_text_models.ipynb #9d8995d7
 def text_label_issues(data, text_col:str='text', label_col:str='label', folds:int=5, out='label_issues', encoder:str|None=None,
@@ -897,6 +906,8 @@ def text_label_issues(data, text_col:str='text', label_col:str='label', folds:in
     from fastxfer.label_issues import find_label_issues, issue_rows, near_duplicates, out_of_fold, write_issues
     t0 = time.time()
     items, texts, labels, label_col = labelled_for_review(data, text_col, label_col)
+    if several := _several_labels(labels):
+        raise FastxferError(f"{data}: the label {several!r} is several labels of the same column; label-issues looks for the one wrong label of a text, and several labels per text are not supported here (train and evaluate take them with --label-delim)")
     classes = sorted(set(labels))
     if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} label(s) in {label_col or "its class folders"!r}; label issues need at least 2')
     tok, enc, _ = get_encoder(encoder)
