@@ -256,7 +256,7 @@ SPEC = {
   'tabular': {
     'help': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
     'description': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
-    'sources': {'family.py': '59fc234949d3db9c', 'tabular/__init__.py': '5abf24fbd04f1808'},
+    'sources': {'family.py': '59fc234949d3db9c', 'tabular/__init__.py': 'd15eb174ced14622'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},

@@ -104,7 +104,8 @@ def test_text_label_issues_finds_the_flipped_texts(tmp_path):
     (['tabular', 'label-issues', '{d}/nothing.csv', '--target', 'y'], 'nothing.csv'),
     (['text', 'label-issues', '{d}'], 'not the IMDB layout'),
     (['tabular', 'label-issues', '{t}', '--target', 'price'], "'price' holds numbers (30 distinct values)"),
-    (['tabular', 'label-issues', '{t}', '--target', 'kind'], '1 class(es) with a single item (rare)')])
+    (['tabular', 'label-issues', '{t}', '--target', 'kind'], '1 class(es) with a single item (rare)'),
+    (['tabular', 'label-issues', '{t}', '--target', 'kind,price'], 'several targets are not supported here')])
 def test_bad_label_issues_input_is_exit_2(args, says, noisy_images, tmp_path):
     d, _ = noisy_images
     t = tmp_path/'t.csv'   # a price to predict (not classes), and a class of one row
