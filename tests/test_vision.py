@@ -321,6 +321,10 @@ def test_evaluate_and_ensembles(trained, flat):
     assert rv['n_models'] == 2 and rv['ensemble'] == 'vote' and rv['tta']
     rm = evaluate_vision([out, out], flat, 'cat-dog')  # one model twice (mean) equals the model alone
     assert rm['error_rate'] == r['error_rate']
+    cats = flat.parent/'only_cats'; cats.mkdir(exist_ok=True)   # images of one class: scored, not refused (training needs two)
+    for f in sorted(flat.glob('[A-Z]*.jpg'))[:3]: shutil.copy(f, cats/f.name)
+    one = run_json('vision', 'evaluate', out, cats, '--labels', 'cat-dog')
+    assert one['n'] == 3 and one['classes'] == ['cat', 'dog'] and sum(one['confusion_matrix'][0]) == 3
 
 
 def test_features_and_scratch_modes(flat, tmp_path):

@@ -179,7 +179,8 @@ def collect_data(data, labels:str='folder', valid_pct:float=0.2, seed:int=42, al
         raise FastxferError(f'{root}: with folder labels, images must be in class folders (train/CLASS/x.jpg), not directly in train/ or valid/')
     classes = sorted(set(labs)); note_case_twins(classes)
     hint = '' if labels != 'folder' else ' (labels come from folder names; use --labels cat-dog, breed, regex:PAT or csv:FILE for labels in file names)'
-    if len(classes) < 2: raise FastxferError(f'{root}: found {len(classes)} class{"" if len(classes)==1 else "es"} {classes}; need at least 2{hint}')
+    need = 1 if all_valid else 2   # training needs two classes; scoring a model on images of one class is fine
+    if len(classes) < need: raise FastxferError(f'{root}: found {len(classes)} class{"" if len(classes)==1 else "es"} {classes}; need at least {need}{hint}')
     if labels == 'folder':  # a class folder that holds no usable image is an empty class
         dirs = [root/f for f in layout] if layout else [root]
         empty = sorted({d.name for t in dirs for d in t.iterdir() if d.is_dir() and not d.name.startswith('.') and d.name not in (layout or ())
