@@ -4,7 +4,7 @@ SPEC = {
   'vision': {
     'help': 'train, predict, evaluate image classifiers; list backbones',
     'description': 'train, predict, evaluate image classifiers; list backbones',
-    'sources': {'family.py': '59fc234949d3db9c', 'vision/__init__.py': '51e8e758ece3a0f3', 'vision/train.py': '1899b7c588c31dc8'},
+    'sources': {'family.py': '59fc234949d3db9c', 'vision/__init__.py': '254acd96ffd5e566', 'vision/train.py': '1899b7c588c31dc8'},
     'verbs': {
       'train': {'doc': 'Train an image classifier and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': "folder of images (or 'pets' for fastai's URLs.PETS, online only)", 'keyword_only': False, 'positional': True, 'default': None},
@@ -162,7 +162,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '59fc234949d3db9c', 'text/__init__.py': '0e2680ed0a7d507c', 'text/models.py': '4c300be33e347c18'},
+    'sources': {'family.py': '59fc234949d3db9c', 'text/__init__.py': '50dd508f905a945f', 'text/models.py': '73223d415b27cde9'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -256,7 +256,7 @@ SPEC = {
   'tabular': {
     'help': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
     'description': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
-    'sources': {'family.py': '59fc234949d3db9c', 'tabular/__init__.py': 'd15eb174ced14622'},
+    'sources': {'family.py': '59fc234949d3db9c', 'tabular/__init__.py': '4feb666462fb55e5'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},

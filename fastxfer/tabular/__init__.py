@@ -832,7 +832,7 @@ class TabularFamily(Family):
                      ) -> dict:
         "Rows whose label is probably wrong (confident learning on out-of-fold gradient-boosting predictions)."
         if folds < 2: raise FastxferError(f'--folds {folds}: give at least 2')
-        if ',' in target: raise FastxferError(f'--target {target}: label-issues looks for the one wrong label of a row, in one column; several targets are not supported here (train and evaluate take them)')
+        if len(multi_targets(target)) > 1: raise FastxferError(f'--target {target}: label-issues looks for the one wrong label of a row, in one column; several targets are not supported here (train and evaluate take them)')
         return table_label_issues(data, target, folds, out, db, table, drop)
 
     def apply_review(self, decisions:str, # the review's decisions CSV (fastxfer review writes DATA.decisions.csv beside the data)

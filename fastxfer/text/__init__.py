@@ -274,9 +274,9 @@ class TextFamily(Family):
         """Apply a review's decisions to a CSV/TSV of texts, all or nothing: rows deleted, labels changed, the old file kept beside it;
         or to an IMDB-style folder: relabelled .txt files moved to their new class's folder, deleted ones to .fastxfer-removed/."""
         cmd = 'fastxfer text apply-review'
-        if not undo and data_of(decisions, data).is_dir():
-            moves, counts = folder_review_moves(data_of(decisions, data), read_decisions(decisions))
-            return carry_out(decisions, data_of(decisions, data), moves, (), counts, yes, cmd, flags=f' --data {data}' if data else '')
+        if not undo and (folder := data_of(decisions, data)).is_dir():
+            moves, counts = folder_review_moves(folder, read_decisions(decisions))
+            return carry_out(decisions, folder, moves, (), counts, yes, cmd, flags=f' --data {data}' if data else '')
         return apply_table_review(decisions, data, label_col, yes, undo, cmd)
 
     def robustness(self, model_dir:str, # a text model folder

@@ -159,25 +159,27 @@ def _read_txts(files, where) -> list[str]:
     if odd: log(f'{where}: {odd} file(s) not in UTF-8, read as Windows-1252 (bytes neither decodes replaced)')
     return out
 
-def _folder_items(d:Path, root:Path, skip=('unsup',)) -> list[tuple]:
-    "(text, label, item) for every `d/<label>/*.txt`; the item is the file's path under `root` ('train/pos/0_pos.txt'), the name label-issues and a review give it."
+def _folder_items(d:Path, root:Path, skip=('unsup',), read:bool=True) -> list[tuple]:
+    """(text, label, item) for every `d/<label>/*.txt`; the item is the file's path under `root` ('train/pos/0_pos.txt'), the
+    name label-issues and a review give it. `read=False`: the text is None (the files are not read)."""
     items = []
     for c in sorted(x for x in d.iterdir() if x.is_dir() and x.name not in skip and not x.name.startswith('.')):
         files = sorted(c.glob('*.txt'))
-        items += [(t, c.name, f.relative_to(root).as_posix()) for t, f in zip(_read_txts(files, c), files)]
+        texts = _read_txts(files, c) if read else [None] * len(files)
+        items += [(t, c.name, f.relative_to(root).as_posix()) for t, f in zip(texts, files)]
     return items
 
-def folder_texts(path) -> tuple[list, list, Path|None]:
-    "The labelled texts of the IMDB-layout folder `path`: `train/<class>/*.txt` and those of `valid/` or `test/` ((text, label, item) triples, `_folder_items`), and that folder."
+def folder_texts(path, read:bool=True) -> tuple[list, list, Path|None]:
+    "The labelled texts of the IMDB-layout folder `path`: `train/<class>/*.txt` and those of `valid/` or `test/` ((text, label, item) triples, `_folder_items`; `read=False`: names and labels only), and that folder."
     path = Path(path)
     train = path/'train'
     if not train.is_dir():
         raise FastxferError(f'{path} is a folder but not the IMDB layout: expected {path}/train/<class>/*.txt '
                             f'(found: {", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"}); or pass a CSV file')
-    tr = _folder_items(train, path)
+    tr = _folder_items(train, path, read=read)
     if not tr: raise FastxferError(f'no {train}/<class>/*.txt files found')
     vdir = next((path/n for n in ('valid', 'test') if (path/n).is_dir()), None)
-    return tr, _folder_items(vdir, path) if vdir is not None else [], vdir
+    return tr, _folder_items(vdir, path, read=read) if vdir is not None else [], vdir
 
 def _reviewed(tr:list, va:list, exclude, where) -> tuple[list, list]:
     "The triples `tr` and `va` after the review decisions in the CSV `exclude` (`train --exclude`): deleted texts left out, relabels applied."
@@ -219,7 +221,7 @@ def folder_review_moves(path, decisions:list[dict]) -> tuple[list, dict]:
     "The moves `(src, dst)` that apply review `decisions` to the IMDB-layout folder `path`, checked first (`check_decisions`), and how many of each decision."
     from fastxfer.review import check_decisions, decision_counts
     path = Path(path)
-    tr, va, _ = folder_texts(path)
+    tr, va, _ = folder_texts(path, read=False)   # the names and labels: no text needs reading
     check_decisions(decisions, {i: l for _, l, i in tr + va}, sorted({l for _, l, _ in tr + va}), str(path))
     moves = []
     for d in decisions:

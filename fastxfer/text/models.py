@@ -898,7 +898,6 @@ def _several_labels(labels:list) -> str|None:
         if len(parts) > 1 and all(p in have for p in parts): return l
     return None
 
-
 # %% ../../nbs/10b_text_models.ipynb #9d8995d7
 def text_label_issues(data, text_col:str='text', label_col:str='label', folds:int=5, out='label_issues', encoder:str|None=None,
                       dup_threshold:float=0.97) -> dict:
@@ -909,7 +908,7 @@ def text_label_issues(data, text_col:str='text', label_col:str='label', folds:in
     if several := _several_labels(labels):
         raise FastxferError(f"{data}: the label {several!r} is several labels of the same column; label-issues looks for the one wrong label of a text, and several labels per text are not supported here (train and evaluate take them with --label-delim)")
     classes = sorted(set(labels))
-    if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} label(s) in {label_col or "its class folders"!r}; label issues need at least 2')
+    if len(classes) < 2: raise FastxferError(f'{data}: {len(classes)} label(s) in {repr(label_col) if label_col else "its class folders"}; label issues need at least 2')
     tok, enc, _ = get_encoder(encoder)
     X, y = embed_texts(tok, enc, texts), np.array([classes.index(l) for l in labels])
     probs = out_of_fold(np.arange(len(y)), y, len(classes), folds, fit=text_fast_fit(X, texts, len(classes)), classes=classes)
@@ -923,4 +922,3 @@ def text_label_issues(data, text_col:str='text', label_col:str='label', folds:in
                    method=f'confident learning on {folds}-fold out-of-fold probabilities (logistic regression on the embeddings, {BOW_WEIGHT:.0%} bag of words)')
     files = write_issues(out, rows, summary, columns=('item', 'given', 'suggested', 'score', 'suggested_probability', 'text'))
     return dict(summary, issues=rows, files=files)
-

@@ -208,7 +208,7 @@ class VisionFamily(Family):
         "Probably mislabelled images (confident learning on out-of-fold predictions), near-duplicates and unreadable files."
         if not data: raise FastxferError('give the data: a folder of labelled images')
         if folds < 2: raise FastxferError(f'--folds {folds}: give at least 2')
-        if labels.startswith('multi:'): raise FastxferError(f'--labels {labels}: label-issues looks for the one wrong label of an image; several labels per image are not supported here (train and evaluate take them)')
+        if is_multilabel(labels): raise FastxferError(f'--labels {labels}: label-issues looks for the one wrong label of an image; several labels per image are not supported here (train and evaluate take them)')
         with contextlib.redirect_stdout(sys.stderr): return vision_label_issues(data, labels, arch, size, folds, out)
 
     def apply_review(self, decisions:str, # the review's decisions CSV (fastxfer review writes DATA.decisions.csv beside the data)
