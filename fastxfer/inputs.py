@@ -263,6 +263,17 @@ class TextInput(InputSpec):
             if len(t) > limits.max_text_chars: raise InputError(f'text {i} has {len(t):,} characters; the limit is {limits.max_text_chars:,}', 413)
         return [str(t) for t in values]
 
+# %% ../nbs/04a_inputs.ipynb #05f42657
+def _row_example(columns:list[Column]) -> str:
+    "A row as the command line takes it, from the required columns' names: `user=...,item=...`."
+    return ','.join(f'{c.name}=...' for c in columns if c.required) or f'{columns[0].name}=...'
+
+def _split_row_hint(values:list[str]) -> str:
+    "When each argument is one `col=value`, the user likely meant one row: say how to write it."
+    one_pair = lambda v: '=' in v and ',' not in v and not v.lstrip().startswith('{')
+    if len(values) < 2 or not all(one_pair(str(v)) for v in values): return ''
+    return f"; each argument is a row: to give one row, join its values with commas, as '{','.join(map(str, values))}'"
+
 # %% ../nbs/04a_inputs.ipynb #7736add3
 class RowInput(InputSpec):
     "One row of named columns per item."
@@ -360,7 +371,9 @@ class RowInput(InputSpec):
                 row = {}
                 for part in split_pairs(v):
                     k, eq, val = part.partition('=')
-                    if not eq: raise InputError(f'input {i+1}: {part!r} is not col=value (the model takes {", ".join(c.name for c in self.columns)})')
+                    if not eq: raise InputError(f'input {i+1}: {part!r} is not col=value (the model takes {", ".join(c.name for c in self.columns)}; '
+                                                f'a row is one argument, e.g. {_row_example(self.columns)})')
                     row[k.strip()] = val.strip()
-            rows.append(check_row(row, self.columns, f'input {i+1}'))
+            try: rows.append(check_row(row, self.columns, f'input {i+1}'))
+            except InputError as e: raise InputError(str(e) + _split_row_hint(values)) from None
         return rows
