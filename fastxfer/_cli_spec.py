@@ -403,11 +403,11 @@ SPEC = {
   'segment': {
     'help': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
     'description': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
-    'sources': {'family.py': '59fc234949d3db9c', 'segment/__init__.py': '5b14844e49d95b4b'},
+    'sources': {'family.py': '59fc234949d3db9c', 'segment/__init__.py': '6584244a80059457'},
     'verbs': {
       'train': {'doc': 'Train a U-Net and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder with images/ and labels/ (or train/ and valid/ holding both)', 'keyword_only': False, 'positional': True, 'default': None},
-        {'name': 'codes', 'type': 'str', 'list': False, 'choices': None, 'help': 'class names: a file with one per line, or a,b,c', 'keyword_only': True, 'positional': False},
+        {'name': 'codes', 'type': 'str', 'list': False, 'choices': None, 'help': "class names: a file with one per line, or a,b,c (default: the data folder's codes.txt)", 'keyword_only': True, 'positional': False, 'default': None},
         {'name': 'out', 'type': 'str', 'list': False, 'choices': None, 'help': 'model folder to write', 'keyword_only': True, 'positional': False},
         {'name': 'masks', 'type': 'str', 'list': False, 'choices': None, 'help': "the masks' folder beside images/ (the images' folder itself: the masks beside the images, named by --mask-suffix)", 'keyword_only': True, 'positional': False, 'default': 'labels'},
         {'name': 'mask_suffix', 'type': 'str', 'list': False, 'choices': None, 'help': 'a mask is <stem><suffix>.png (or .gif, .bmp, .tif)', 'keyword_only': True, 'positional': False, 'default': '_P'},

@@ -18,7 +18,8 @@ __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OF
            'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_text',
            'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'case_twins', 'note_case_twins',
            'image_formats', 'check_image', 'path_kind', 'visible_files', 'image_paths', 'deep_mode', 'exif_orientation',
-           'shown_size', 'upright', 'as_rgb', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
+           'shown_size', 'upright', 'as_rgb', 'open_rgb', 'cache_dir', 'cached_array', 'package_version', 'versions',
+           'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -371,6 +372,24 @@ def as_rgb(im):
         lo, hi = _value_range(a, im.mode)
         im = Image.fromarray(np.clip(np.round((a - lo) * 255 / max(hi - lo, 1e-12)), 0, 255).astype(np.uint8))
     return im.convert('RGB')
+
+# %% ../nbs/00_core.ipynb #542d3b9b
+def open_rgb(item, draft_to:int|None=None):
+    "A PIL image as `as_rgb` gives it, from a path, bytes, a PIL image or an HxWx3 array (a JPEG decoded at reduced scale when `draft_to` is given); a `FastxferError` naming the item when it is not an image."
+    import io
+    import numpy as np
+    from PIL import Image
+    image_formats()
+    try:
+        if isinstance(item, Image.Image): im = item
+        elif isinstance(item, (bytes, bytearray)): im = Image.open(io.BytesIO(item))
+        elif isinstance(item, np.ndarray): im = Image.fromarray(item)
+        else: im = Image.open(item)
+        if draft_to and getattr(im, 'format', None) == 'JPEG': im.draft('RGB', (draft_to, draft_to))
+        return as_rgb(im)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        name = item if isinstance(item, (str, Path)) else type(item).__name__
+        raise FastxferError(f'{name}: not a readable image ({e})') from e
 
 # %% ../nbs/00_core.ipynb #b83d53eb
 def cache_dir(kind:str) -> Path:

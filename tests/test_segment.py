@@ -2,7 +2,7 @@
 then predicted in a new process (mask and overlay files), scored, served over REST and checked against its ONNX
 export; the data checks and bad input (a clear message, exit 2, nothing written); and the mask-aware batch
 augmentation on a synthetic image whose mask is known (a warped image and its warped mask still line up)."""
-import base64, datetime, io, json, shutil
+import base64, datetime, io, json, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
@@ -26,8 +26,8 @@ def camvid(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def model(camvid):
-    "Trained once through the command line, at 64x96, one frozen epoch and three more, as a user would."
-    r = run_json('segment', 'train', camvid, '--codes', camvid/'codes.txt', '--out', camvid.parent/'models'/'camvid',
+    "Trained once through the command line, at 64x96, one frozen epoch and three more, as a user would (the codes: the folder's codes.txt)."
+    r = run_json('segment', 'train', camvid, '--out', camvid.parent/'models'/'camvid',
                  '--size', '64,96', '--epochs', 3, '--freeze-epochs', 1, '--lr', '1e-2', '--bs', 4)
     return camvid.parent/'models'/'camvid', r
 
@@ -57,6 +57,17 @@ def test_predict_in_a_new_process_writes_a_full_size_mask_and_overlay(model, cam
         assert m.mode == 'P' and m.size == size and o.size == size and o.mode == 'RGB'
         assert abs(sum(p['shares'].values()) - 1) < 0.01 and p['label'] in p['shares'] and p['label'] != 'Void'
         assert set(np.unique(np.asarray(m))) <= set(range(32))
+
+
+def test_predicting_imports_no_fastai(model, camvid):
+    "A segmentation folder predicts with ONNX Runtime and NumPy: fastai (seconds to import) is for training."
+    code = ('import sys\nfrom fastxfer.model_folder import load_model\n'
+            'p = load_model(sys.argv[1]); p.predict([sys.argv[2]]); p.explain(sys.argv[2])\n'
+            "print(p.backend, sorted(m for m in sys.modules if m.split('.')[0] == 'fastai')[:3])")
+    img = sorted((camvid/'images').iterdir())[0]
+    r = subprocess.run([sys.executable, '-c', code, str(model[0]), str(img)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ['onnx', '[]'], r.stdout
 
 
 def test_onnx_and_pytorch_give_the_same_masks(model, camvid):
@@ -137,7 +148,7 @@ def test_a_warped_image_and_its_warped_mask_still_line_up(tmp_path):
 
 def _bad(tmp, data, *args, codes='grey,red,blue'):
     out = tmp/'out'
-    r = run_cli_here('segment', 'train', data, '--codes', codes, '--out', out, *args)
+    r = run_cli_here('segment', 'train', data, *(['--codes', codes] if codes else []), '--out', out, *args)
     assert r.returncode == 2, r.stderr
     assert not out.exists() and not list(tmp.glob('.out*')), 'nothing is written'
     return r.stderr
@@ -159,6 +170,9 @@ def test_bad_data_is_a_clear_error_naming_the_files(tmp_path):
     e = _bad(tmp_path, synthetic_segments(tmp_path/'f', n=5), '--size', 'big'); assert '--size' in e
     e = _bad(tmp_path, tmp_path/'nowhere'); assert 'no such folder' in e
     e = _bad(tmp_path, synthetic_segments(tmp_path/'g', n=5), codes='only'); assert 'at least 2' in e
+    e = _bad(tmp_path, synthetic_segments(tmp_path/'h', n=5), codes=None); assert 'put a codes.txt in the data folder' in e
+    d = synthetic_segments(tmp_path/'i', n=5); (d/'codes.txt').write_text('grey\nred\n')   # no --codes: the folder's codes.txt is read
+    e = _bad(tmp_path, d, codes=None); assert 'outside the 2 codes' in e
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path):

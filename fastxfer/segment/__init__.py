@@ -113,8 +113,8 @@ class SegmentPredictor(Predictor):
     def mask(self, item) -> tuple[np.ndarray, Image.Image]:
         "`(mask, image)`: the (H, W) class indices at the image's own size, and the RGB image."
         import torch, torch.nn.functional as F
-        from fastxfer.vision.predict import open_image
-        im = open_image(item)
+        from fastxfer.core import open_rgb
+        im = open_rgb(item)
         W, H = im.size
         h, w = self.size
         x = np.asarray(im.resize((w, h), Image.BILINEAR), dtype=np.float32).transpose(2, 0, 1)[None]/255.
@@ -147,9 +147,9 @@ class SegmentPredictor(Predictor):
 
     def picture(self, item, pred:dict) -> Image.Image:
         "The overlay: the image with its predicted mask blended in (the UI and the widget show it)."
-        from fastxfer.vision.predict import open_image
+        from fastxfer.core import open_rgb
         m = np.asarray(Image.open(io.BytesIO(base64.b64decode(pred['mask_png']))))
-        return Image.fromarray(overlay(np.asarray(open_image(item)), m, self.pal))
+        return Image.fromarray(overlay(np.asarray(open_rgb(item)), m, self.pal))
     def legend(self, pred:dict) -> list:
         "The colours of the classes that cover at least 0.5% of the image, the largest first."
         order = sorted(range(len(self.codes)), key=lambda i: -pred['probs'][self.codes[i]])
@@ -162,10 +162,10 @@ class SegmentPredictor(Predictor):
 @patch
 def probabilities(self:SegmentPredictor, item) -> tuple[np.ndarray, Image.Image]:
     "`(probs, image)`: the class probabilities (classes, h, w) at the model's size, and the image resized to it."
-    from fastxfer.vision.predict import open_image
+    from fastxfer.core import open_rgb
     from fastxfer.metrics import softmax
     h, w = self.size
-    im = open_image(item).resize((w, h), Image.BILINEAR)
+    im = open_rgb(item).resize((w, h), Image.BILINEAR)
     x = np.asarray(im, dtype=np.float32).transpose(2, 0, 1)[None]/255.
     return softmax(self.logits(((x - self.mean)/self.std).astype(np.float32)), axis=1)[0], im
 
@@ -191,8 +191,8 @@ SegmentPredictor.explains = "a class's probability and the model's uncertainty, 
 def explain_picture(self:SegmentPredictor, item, expl:dict):
     "The image, the class's probability map and the entropy map over it, side by side (a PIL image)."
     from fastxfer.explain import maps_picture
-    from fastxfer.vision.predict import open_image
-    return maps_picture(open_image(item), [(f"{expl['target']}: probability", np.asarray(expl['heatmap']), 'viridis'),
+    from fastxfer.core import open_rgb
+    return maps_picture(open_rgb(item), [(f"{expl['target']}: probability", np.asarray(expl['heatmap']), 'viridis'),
                                           ('how unsure (entropy)', np.asarray(expl['entropy']), 'magma')])
 
 # %% ../../nbs/12c_segment.ipynb #c22bb8cd
@@ -238,7 +238,7 @@ def evaluate_segment(model_dir, data, masks:str='labels', mask_suffix:str='_P', 
 # %% ../../nbs/12c_segment.ipynb #bc8e8ad5
 @resolves_settings
 def train_segmentation(data, # folder with images/ and labels/ (or train/ and valid/ holding both)
-                       codes:str, # class names: a file with one per line, or a,b,c
+                       codes:str|None, # class names: a file with one per line, or a,b,c (None: the data folder's codes.txt)
                        out:str, # model folder to write
                        masks:str='labels', # the masks' folder beside images/ (the images' folder itself: the masks beside the images, named by --mask-suffix)
                        mask_suffix:str='_P', # a mask is <stem><suffix>.png (or .gif, .bmp, .tif)
@@ -289,7 +289,7 @@ class SegmentFamily(Family):
 
     @delegates(train_segmentation)
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # folder with images/ and labels/ (or train/ and valid/ holding both)
-              *, codes:str, # class names: a file with one per line, or a,b,c
+              *, codes:str|None=None, # class names: a file with one per line, or a,b,c (default: the data folder's codes.txt)
               out:str, # model folder to write
               **kwargs) -> dict:
         "Train a U-Net and export a model folder."

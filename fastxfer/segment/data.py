@@ -20,7 +20,7 @@ __all__ = ['MASK_EXTS', 'read_codes', 'void_index', 'MaskPath', 'mask_array', 'r
 # %% ../../nbs/12a_segment_data.ipynb #bd9f1709
 def read_codes(codes) -> list[str]:
     "Class names from a file (one per line) or a comma-separated string; a clear error when empty or repeated."
-    if codes is None: raise FastxferError('give the codes: --codes codes.txt (one class per line) or --codes a,b,c')
+    if codes is None: raise FastxferError('give the codes: --codes codes.txt (one class per line) or --codes a,b,c, or put a codes.txt in the data folder')
     if isinstance(codes, (list, tuple)): names = [str(c) for c in codes]
     elif Path(str(codes)).is_file():
         names = [l.strip() for l in read_any_text(codes)[0].splitlines() if l.strip()]
@@ -186,6 +186,7 @@ def collect_segments(data, codes, masks:str='labels', mask_suffix:str='_P', vali
     "Find and check the pairs under `data` (`images/` + `masks/`, or `train/` and `valid/` holding both; `masks` may be `images`, the masks beside the images), then split them."
     root = Path(data)
     if not root.is_dir(): raise FastxferError(f'{data}: no such folder (give a folder with {images}/ and {masks}/)')
+    if codes is None and (root/'codes.txt').is_file(): codes = root/'codes.txt'; log(f'codes from {codes}')   # fastai's CamVid layout
     codes = read_codes(codes)
     parts = [('train', root/'train'), ('valid', root/'valid')] if (root/'train'/images).is_dir() and (root/'valid'/images).is_dir() \
             else [('all', root)]

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import nn
 from ..core import FastxferError, as_rgb
-from ..train_utils import configure_progress
 from ..distributed import distributed
 from ..backbones import get_arch, create_imagenet_model, split_body
 from ..metrics import confusion_matrix
@@ -54,6 +53,7 @@ class ForegroundAcc:
 def unet_learner_for(dls, n_out:int, arch:str='efficientnet_lite0', mode:str='fine_tune', void:int|None=None, quiet=None):
     "A `Learner` with fastai's `DynamicUnet` (`n_out` classes) on `arch` (pretrained unless `mode` is 'scratch'); returns `(learn, weight source)`."
     from fastai.vision.all import Learner, DynamicUnet, CrossEntropyLossFlat
+    from fastxfer.train_utils import configure_progress   # fastai: imported to train, not to predict
     size = tuple(dls.one_batch()[0].shape[-2:])
     encoder, source = unet_encoder(arch, pretrained=mode != 'scratch')
     model = DynamicUnet(encoder, n_out, size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io, json, time, warnings
 from pathlib import Path
 import numpy as np
-from ..core import FastxferError, as_rgb, image_formats, atomic_write, log, setting
+from ..core import FastxferError, as_rgb, image_formats, open_rgb, atomic_write, log, setting
 import torch
 from PIL import Image
 from fastai.vision.all import Normalize, PILImage, TensorImage
@@ -29,18 +29,8 @@ __all__ = ['TTA_METHODS', 'CROP_ZOOM', 'EXPLAIN_METHODS', 'open_image', 'tta_met
 
 # %% ../../nbs/07c_vision_predict.ipynb #74f2e8a1
 def open_image(item, draft_to:int|None=None) -> PILImage:
-    "A `PILImage` from a path, bytes, a PIL image or an HxWx3 array; JPEGs decoded at reduced scale when big."
-    image_formats()
-    try:
-        if isinstance(item, Image.Image): im = item
-        elif isinstance(item, (bytes, bytearray)): im = Image.open(io.BytesIO(item))
-        elif isinstance(item, np.ndarray): im = Image.fromarray(item)
-        else: im = Image.open(item)
-        if draft_to and getattr(im, 'format', None) == 'JPEG': im.draft('RGB', (draft_to, draft_to))
-        return PILImage(as_rgb(im))
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        name = item if isinstance(item, (str, Path)) else type(item).__name__
-        raise FastxferError(f'{name}: not a readable image ({e})') from e
+    "fastai's `PILImage` of `open_rgb(item, draft_to)`: from a path, bytes, a PIL image or an HxWx3 array; JPEGs decoded at reduced scale when big."
+    return PILImage(open_rgb(item, draft_to))
 
 TTA_METHODS = ('flip', 'crops')
 CROP_ZOOM = 1.15   # `crops` TTA: the short side of the resize the five crops come from, relative to the model's input
