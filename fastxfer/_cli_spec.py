@@ -162,7 +162,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '59fc234949d3db9c', 'text/__init__.py': '50dd508f905a945f', 'text/models.py': '73223d415b27cde9'},
+    'sources': {'family.py': '59fc234949d3db9c', 'text/__init__.py': '8c318d5722a8e2e7', 'text/models.py': '73223d415b27cde9'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -197,7 +197,7 @@ SPEC = {
       ]},
       'evaluate': {'doc': 'Accuracy and confusion matrix on labelled data.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a text model folder', 'keyword_only': False, 'positional': False},
-        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'labelled texts: a CSV/TSV file or an IMDB-style folder', 'keyword_only': False, 'positional': False},
+        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'labelled texts: a CSV/TSV file, an IMDB-style folder, or a folder of <class>/*.txt (its test/)', 'keyword_only': False, 'positional': False},
         {'name': 'text_col', 'type': 'str', 'list': False, 'choices': None, 'help': "the text column (if not given: the model's)", 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'label_col', 'type': 'str', 'list': False, 'choices': None, 'help': "the label column (if not given: the model's)", 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'valid_col', 'type': 'str', 'list': False, 'choices': None, 'help': "boolean column marking the validation rows (if not given: the model's)", 'keyword_only': False, 'positional': False, 'default': None},
@@ -220,7 +220,7 @@ SPEC = {
       ]},
       'calibrate': {'doc': 'Add conformity scores (prediction sets) to a text model folder, from labelled texts it did not train on.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a text model folder', 'keyword_only': False, 'positional': False},
-        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'labelled texts the model did not train on: a CSV/TSV file or an IMDB-style folder', 'keyword_only': False, 'positional': False},
+        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'labelled texts the model did not train on: a CSV/TSV file, an IMDB-style folder, or a folder of <class>/*.txt', 'keyword_only': False, 'positional': False},
         {'name': 'text_col', 'type': 'str', 'list': False, 'choices': None, 'help': "the text column (if not given: the model's)", 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'label_col', 'type': 'str', 'list': False, 'choices': None, 'help': "the label column (if not given: the model's)", 'keyword_only': False, 'positional': False, 'default': None},
         {'name': 'method', 'type': 'str', 'list': False, 'choices': ['raps', 'aps', 'lac'], 'help': 'the conformity score (fastxfer.conformal)', 'keyword_only': False, 'positional': False, 'default': 'raps'},
@@ -242,7 +242,7 @@ SPEC = {
       ]},
       'robustness': {'doc': 'Accuracy when the texts carry typos or reworded sentences, beside the clean accuracy (black-box: only the answers are read).', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a text model folder', 'keyword_only': False, 'positional': False},
-        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'labelled texts: a CSV/TSV file or an IMDB-style folder, ideally ones the model did not train on', 'keyword_only': False, 'positional': False},
+        {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'labelled texts: a CSV/TSV file, an IMDB-style folder, or a folder of <class>/*.txt (its test/), ideally ones the model did not train on', 'keyword_only': False, 'positional': False},
         {'name': 'ops', 'type': 'str', 'list': False, 'choices': None, 'help': 'perturbations, comma-separated: ty typos, sr synonyms replaced, ri synonyms inserted, rs words swapped, rd words deleted', 'keyword_only': False, 'positional': False, 'default': 'ty,sr,ri,rs,rd'},
         {'name': 'alpha', 'type': 'float', 'list': False, 'choices': None, 'help': 'the share of words each perturbation changes', 'keyword_only': False, 'positional': False, 'default': 0.1},
         {'name': 'text_col', 'type': 'str', 'list': False, 'choices': None, 'help': "the text column (if not given: the model's)", 'keyword_only': False, 'positional': False, 'default': None},

@@ -1,5 +1,5 @@
 """`fastxfer text`: data sources, bad input, each model type on a tiny set, export and load in a fresh process."""
-import json, os, subprocess
+import json, os, shutil, subprocess
 from pathlib import Path
 import pandas as pd
 import pytest
@@ -202,6 +202,21 @@ def test_embed_logreg_train_predict_evaluate(logreg_model, toy, work):
     e = run_json('text', 'evaluate', out, toy)
     assert e['split'] == 'valid' and e['n'] == 6 and e['accuracy'] == r['accuracy']
     assert sum(map(sum, e['confusion_matrix'])) == 6 and e['classes'] == ['negative', 'positive']
+
+
+def test_evaluate_a_folder_of_class_folders_and_of_one_class(logreg_model, work):
+    "Scoring takes what a user holds out: an IMDB-style folder's test/ itself (<class>/*.txt), and texts of one class."
+    out, _ = logreg_model
+    texts = {'positive': ['a joy to watch, funny and warm', 'superb direction, great music', 'great fun from start to finish'],
+             'negative': ['a boring, pointless film', 'awful direction, annoying music']}
+    for lbl, ts in texts.items():
+        for i, t in enumerate(ts): (work/'held'/'test'/lbl).mkdir(parents=True, exist_ok=True); (work/'held'/'test'/lbl/f'{i}.txt').write_text(t)
+    e = run_json('text', 'evaluate', out, work/'held'/'test')
+    assert e['n'] == 5 and e['split'] == 'all' and sum(map(sum, e['confusion_matrix'])) == 5 and e['accuracy'] >= 0.8
+    shutil.copytree(work/'held'/'test'/'positive', work/'held1'/'positive')
+    e = run_json('text', 'evaluate', out, work/'held1')   # one class: scored, not refused
+    assert e['n'] == 3 and [sum(r) for r in e['confusion_matrix']] == [0, 3]
+    assert 'no <class>/*.txt files in it' in _fails('evaluate', out, work/'held1'/'positive')
 
 
 def test_minilm_tiny_fine_tune_and_fresh_process_predict(imdb_small, work, env):

@@ -95,7 +95,7 @@ def labelled_texts(p, data, text_col=None, label_col=None, valid_col=None, split
     vc = valid_col if valid_col is not None else src.get('valid_col')
     path = Path(data)
     if path.is_dir():
-        d = load_folder(path, valid_pct=0.0 if split == 'all' else (src.get('valid_pct') or 0.2), seed=src.get('seed') or 42, need_valid=False)
+        d = scored_folder(path, valid_pct=0.0 if split == 'all' else (src.get('valid_pct') or 0.2), seed=src.get('seed') or 42)
         has_valid = bool(d.n_valid)
     else:
         df = read_table(path)
@@ -280,7 +280,7 @@ class TextFamily(Family):
         return apply_table_review(decisions, data, label_col, yes, undo, cmd)
 
     def robustness(self, model_dir:str, # a text model folder
-                   data:str, # labelled texts: a CSV/TSV file or an IMDB-style folder, ideally ones the model did not train on
+                   data:str, # labelled texts: a CSV/TSV file, an IMDB-style folder, or a folder of <class>/*.txt (its test/), ideally ones the model did not train on
                    ops:str='ty,sr,ri,rs,rd', # perturbations, comma-separated: ty typos, sr synonyms replaced, ri synonyms inserted, rs words swapped, rd words deleted
                    alpha:float=0.1, # the share of words each perturbation changes
                    text_col:str|None=None, # the text column (if not given: the model's)
@@ -323,7 +323,7 @@ class TextFamily(Family):
         return explain_inputs(self.name, model_dir, texts, target, out, sources=where)
 
     def evaluate(self, model_dir:str, # a text model folder
-                 data:str, # labelled texts: a CSV/TSV file or an IMDB-style folder
+                 data:str, # labelled texts: a CSV/TSV file, an IMDB-style folder, or a folder of <class>/*.txt (its test/)
                  text_col:str|None=None, # the text column (if not given: the model's)
                  label_col:str|None=None, # the label column (if not given: the model's)
                  valid_col:str|None=None, # boolean column marking the validation rows (if not given: the model's)
@@ -334,7 +334,7 @@ class TextFamily(Family):
         return evaluate_text(model_dir, data, text_col, label_col, valid_col, split)
 
     def calibrate(self, model_dir:str, # a text model folder
-                  data:str, # labelled texts the model did not train on: a CSV/TSV file or an IMDB-style folder
+                  data:str, # labelled texts the model did not train on: a CSV/TSV file, an IMDB-style folder, or a folder of <class>/*.txt
                   text_col:str|None=None, # the text column (if not given: the model's)
                   label_col:str|None=None, # the label column (if not given: the model's)
                   method:Literal['raps', 'aps', 'lac']='raps', # the conformity score (fastxfer.conformal)

@@ -14,7 +14,7 @@ from ..review import exclude_rows
 
 # %% auto #0
 __all__ = ['LABEL_NAMES', 'MIN_TEXT_CHARS', 'TextData', 'read_table', 'text_column', 'text_columns', 'load_csv', 'folder_texts',
-           'load_folder', 'load_text_data', 'folder_review_moves', 'toy_texts_csv']
+           'load_folder', 'scored_folder', 'load_text_data', 'folder_review_moves', 'toy_texts_csv']
 
 # %% ../../nbs/10a_text_data.ipynb #f2dfae15
 @dataclass
@@ -190,7 +190,7 @@ def _reviewed(tr:list, va:list, exclude, where) -> tuple[list, list]:
     new = dict(zip(items, labels))
     return [(t, new[i], i) for t, _, i in tr if i in new], [(t, new[i], i) for t, _, i in va if i in new]
 
-def load_folder(path, valid_pct=0.2, seed=42, need_valid=True, exclude=None, **kw) -> TextData:
+def load_folder(path, valid_pct=0.2, seed=42, need_valid=True, exclude=None, min_classes=2, **kw) -> TextData:
     "The IMDB layout: `train/<class>/*.txt`, optional `test/` or `valid/` with the same classes, optional `unsup/`; a review's decisions in the CSV `exclude` applied in memory."
     path = Path(path)
     tr, va, vdir = folder_texts(path)
@@ -207,7 +207,17 @@ def load_folder(path, valid_pct=0.2, seed=42, need_valid=True, exclude=None, **k
     dropped = {'empty_text': d1['empty_text'] + d2['empty_text'] + d3['empty_text']}
     src = dict(type='folder', path=str(path.resolve()), valid=vdir.name if vdir is not None else None,
                valid_pct=None if vdir is not None else valid_pct, seed=seed)
-    return _finish(tr_t, tr_l, va_t, va_l, unl, dropped, src, need_valid=need_valid)
+    return _finish(tr_t, tr_l, va_t, va_l, unl, dropped, src, min_classes=min_classes, need_valid=need_valid)
+
+def scored_folder(path, valid_pct=0.2, seed=42) -> TextData:
+    """Labelled texts to score a model on, from a folder: the IMDB layout (`load_folder`), or a folder of class folders
+    (`<class>/*.txt`, as the IMDB layout's test/ itself), all of them as training rows. One class is enough to score."""
+    path = Path(path)
+    if (path/'train').is_dir(): return load_folder(path, valid_pct=valid_pct, seed=seed, need_valid=False, min_classes=1)
+    items = _folder_items(path, path)
+    if not items: raise FastxferError(f'{path}: no <class>/*.txt files in it, and no train/ folder (the IMDB layout: train/<class>/*.txt and test/<class>/*.txt); or pass a CSV file')
+    texts, labels, dropped = _clean([t for t, *_ in items], [l for _, l, _ in items])
+    return _finish(texts, labels, [], [], [], dropped, dict(type='folder', path=str(path.resolve())), min_classes=1, need_valid=False)
 
 def load_text_data(data, text_col='text', label_col='label', valid_col=None, valid_pct=0.2, seed=42, exclude=None) -> TextData:
     "A CSV/TSV file or an IMDB-layout folder -> `TextData`."
