@@ -289,7 +289,7 @@ class SegmentFamily(Family):
 
     @delegates(train_segmentation)
     def train(self, data:Annotated[str|None, POSITIONAL]=None, # folder with images/ and labels/ (or train/ and valid/ holding both)
-              *, codes:str|None=None, # class names: a file with one per line, or a,b,c (default: the data folder's codes.txt)
+              *, codes:str|None=None, # class names: a file with one per line, or a,b,c (if not given: the data folder's codes.txt)
               out:str, # model folder to write
               **kwargs) -> dict:
         "Train a U-Net and export a model folder."
