@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from . import distributed
 from . import __version__
-from .core import FastxferError, atomic_dir, atomic_write, path_kind, is_quiet, is_rank0, set_quiet, setting, to_jsonable
+from .core import FastxferError, atomic_dir, atomic_write, log, path_kind, is_quiet, is_rank0, set_quiet, setting, to_jsonable
 from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, Predictor, allow_predictor, is_safe, load_model, load_plugins,
                                    pickle_files, predictor_name)
 
@@ -22,8 +22,9 @@ __all__ = ['POSITIONAL', 'TABLE_FILES', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESS
            'call_verb', 'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics',
            'with_baseline', 'human_report', 'save_conformal', 'not_for_multilabel', 'calibrate_model',
            'table_file_kind', 'write_table_file', 'predictions_frame', 'written_line', 'explain_inputs', 'Family',
-           'resolves_settings', 'verb_signature', 'run_launched', 'register_family', 'family_names', 'get_family',
-           'family_help', 'find_family', 'upgrade_model', 'notebook_train']
+           'training_data', 'training_data_note', 'resolves_settings', 'verb_signature', 'run_launched',
+           'register_family', 'family_names', 'get_family', 'family_help', 'find_family', 'upgrade_model',
+           'notebook_train']
 
 # %% ../nbs/06_family.ipynb #deef4f61
 class SettingDefault:
@@ -304,6 +305,45 @@ class Family:
         return None
     def __repr__(self): return f'<family {self.name}: {self.help}>'
 
+# %% ../nbs/06_family.ipynb #d6a07ab6
+def training_data(card:dict) -> Path|None:
+    "The data a model folder was trained on, as its card says (`source`, or `data`: a path or a text family's `{'path': ...}`); None when it does not say."
+    d = card.get('source') or card.get('data')
+    if isinstance(d, dict): d = d.get('path')
+    return Path(d) if isinstance(d, str) and d else None
+
+def _same_path(a, b) -> bool:
+    try: return Path(a).resolve() == Path(b).resolve()
+    except (OSError, ValueError, TypeError): return False
+
+def training_data_note(model_dir, data, result) -> str|None:
+    "What to tell a user who scores a model on the data it was trained on; None for other data, or a report that kept to the validation split."
+    if data is None or not isinstance(result, dict) or result.get('split') == 'valid': return None
+    try: card = json.loads((Path(model_dir)/CARD_NAME).read_text())
+    except (OSError, ValueError, TypeError): return None
+    src = training_data(card)
+    if src is None or not _same_path(src, data): return None
+    kept = {k: v for k, v in (card.get('metrics') or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and not k.startswith('n_') and k != 'valid_loss'}
+    scores = format_metrics(dict(list(kept.items())[:2]))
+    return (f'{data} is the data this model was trained on: the items it learnt from are scored too, so these scores are '
+            f'optimistic{f" (its validation split scored {scores} at training)" if scores else ""}; score it on data it has not seen')
+
+def _notes_training_data(fn):
+    "`evaluate` verb `fn`, its report given `training_data_note` (and the note said on stderr) when its data are the model's training data."
+    sig = inspect.signature(fn)
+    @functools.wraps(fn)
+    def evaluate(*args, **kwargs):
+        r = fn(*args, **kwargs)
+        try: given = sig.bind_partial(*args, **kwargs).arguments
+        except TypeError: return r
+        paths = list(given.get('paths') or [])   # vision's MODEL_DIR... DATA: the first model's data
+        note = training_data_note(*((paths[0], paths[-1]) if len(paths) > 1 else (given.get('model_dir'), given.get('data'))), r)
+        if not note: return r
+        if is_rank0(): log(f'note: {note}')
+        return {**r, 'training_data_note': note}
+    return evaluate
+
 # %% ../nbs/06_family.ipynb #fc47c15c
 FAMILIES: dict[str, Family] = {}
 BUILTIN_FAMILIES = {  # name -> (module that registers it, one-line help shown before it is imported)
@@ -400,6 +440,7 @@ def register_family(cls=None, *, replace:bool=False):
         fn = cls.__dict__.get(n)
         if not callable(fn): continue
         fn.__signature__ = verb_signature(fn)
+        if n == 'evaluate': fn = _notes_training_data(fn)
         setattr(cls, n, resolves_settings(_data_parallel(fn) if n == 'train' and cls.data_parallel else fn))
     if cls.predictor is not None: allow_predictor(cls.predictor)
     FAMILIES[cls.name] = cls()

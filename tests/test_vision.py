@@ -316,6 +316,7 @@ def test_evaluate_and_ensembles(trained, flat):
     r = run_json('vision', 'evaluate', out, flat, '--labels', 'cat-dog')
     assert r['n'] == 24 and abs(r['error_rate'] + r['accuracy'] - 1) < 1e-9
     assert np.array(r['confusion_matrix']).sum() == 24 and r['classes'] == ['cat', 'dog']
+    assert r['training_data_note'].startswith(f'{flat} is the data this model was trained on') and 'validation split scored error_rate' in r['training_data_note']
     from fastxfer.vision import evaluate_vision
     rv = evaluate_vision([out, out], flat, 'cat-dog', tta=True, ensemble='vote')
     assert rv['n_models'] == 2 and rv['ensemble'] == 'vote' and rv['tta']
@@ -325,6 +326,7 @@ def test_evaluate_and_ensembles(trained, flat):
     for f in sorted(flat.glob('[A-Z]*.jpg'))[:3]: shutil.copy(f, cats/f.name)
     one = run_json('vision', 'evaluate', out, cats, '--labels', 'cat-dog')
     assert one['n'] == 3 and one['classes'] == ['cat', 'dog'] and sum(one['confusion_matrix'][0]) == 3
+    assert 'training_data_note' not in one   # other data: no note
 
 
 def test_features_and_scratch_modes(flat, tmp_path):

@@ -205,7 +205,7 @@ def export_multilabel_vision(learn, result:dict, out, vd:VisionData, plots:dict,
         w.save_reference('image', vd.train_items())
         w.card.update(classes=vd.classes, multilabel=result['multilabel'], evaluation=dict(scores=result['scores'], thresholds_from=result['thresholds_from']),
                       metrics=headline_metrics(result['scores'], result['n_train']), input_shape=list(xb.shape[1:]),
-                      normalization=dict(zip(('mean', 'std'), result['stats'])), onnx=onnx, examples=ex, data_fingerprint=data_fingerprint(vd.items), data=str(vd.root),
+                      normalization=dict(zip(('mean', 'std'), result['stats'])), onnx=onnx, examples=ex, data_fingerprint=data_fingerprint(vd.items), data=str(Path(vd.root).absolute()),
                       **{k: result.get(k) for k in ('arch', 'mode', 'size', 'presize', 'train_seconds', 'labels', 'weights', 'aug', 'epochs', 'lr', 'seed', 'auto_reason', 'C')})
     return out
 

@@ -606,5 +606,5 @@ def export_vision(learn, result:dict, out, vd:VisionData|None=None, plots:dict|N
             epochs=result.get('epochs'), lr=result.get('lr'), seed=result['seed'], auto_reason=result.get('auto_reason'),
             candidates=result.get('candidates'), backbone_reason=result.get('backbone_reason'),
             onnx=onnx, examples=ex, data_fingerprint=data_fingerprint(vd.items) if vd is not None else None,
-            data=str(vd.root) if vd is not None else None)
+            data=str(Path(vd.root).absolute()) if vd is not None else None)
     return out
