@@ -22,9 +22,9 @@ __all__ = ['POSITIONAL', 'TABLE_FILES', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESS
            'call_verb', 'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics',
            'with_baseline', 'human_report', 'save_conformal', 'not_for_multilabel', 'calibrate_model',
            'table_file_kind', 'write_table_file', 'predictions_frame', 'written_line', 'explain_inputs', 'Family',
-           'training_data', 'training_data_note', 'resolves_settings', 'verb_signature', 'run_launched',
-           'register_family', 'family_names', 'get_family', 'family_help', 'find_family', 'upgrade_model',
-           'notebook_train']
+           'training_data', 'training_data_note', 'majority_class', 'majority_eval_baseline', 'resolves_settings',
+           'verb_signature', 'run_launched', 'register_family', 'family_names', 'get_family', 'family_help',
+           'find_family', 'upgrade_model', 'notebook_train']
 
 # %% ../nbs/06_family.ipynb #deef4f61
 class SettingDefault:
@@ -316,11 +316,9 @@ def _same_path(a, b) -> bool:
     try: return Path(a).resolve() == Path(b).resolve()
     except (OSError, ValueError, TypeError): return False
 
-def training_data_note(model_dir, data, result) -> str|None:
-    "What to tell a user who scores a model on the data it was trained on; None for other data, or a report that kept to the validation split."
+def training_data_note(card:dict, data, result) -> str|None:
+    "What to tell a user who scores the model of `card` on the data it was trained on; None for other data, or a report that kept to the validation split."
     if data is None or not isinstance(result, dict) or result.get('split') == 'valid': return None
-    try: card = json.loads((Path(model_dir)/CARD_NAME).read_text())
-    except (OSError, ValueError, TypeError): return None
     src = training_data(card)
     if src is None or not _same_path(src, data): return None
     kept = {k: v for k, v in (card.get('metrics') or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -329,16 +327,36 @@ def training_data_note(model_dir, data, result) -> str|None:
     return (f'{data} is the data this model was trained on: the items it learnt from are scored too, so these scores are '
             f'optimistic{f" (its validation split scored {scores} at training)" if scores else ""}; score it on data it has not seen')
 
-def _notes_training_data(fn):
-    "`evaluate` verb `fn`, its report given `training_data_note` (and the note said on stderr) when its data are the model's training data."
+def majority_class(card:dict) -> str|None:
+    "The class a card's validation split holds most of (the largest row of its confusion matrix); None when it has none."
+    cm, classes = card.get('confusion_matrix'), card.get('classes')
+    if not cm or not classes or len(cm) != len(classes): return None
+    rows = [sum(r) for r in cm]
+    return str(classes[rows.index(max(rows))])
+
+def majority_eval_baseline(card:dict, result:dict) -> dict|None:
+    "A classifier's `evaluate` baseline: always answering `majority_class(card)`, scored on the report's own items (its confusion matrix)."
+    c, cm, classes = majority_class(card), result.get('confusion_matrix'), [str(x) for x in result.get('classes') or []]
+    if c is None or c not in classes or not cm or len(cm) != len(classes) or not sum(map(sum, cm)): return None
+    acc = sum(cm[classes.index(c)]) / sum(map(sum, cm))
+    scores = {'error_rate': 1 - acc, 'accuracy': acc} if 'error_rate' in result else {'accuracy': acc}
+    return {**scores, 'what': f'always the most frequent class at training, {c}, on these items'}
+
+def _evaluate_report(fn):
+    "`evaluate` verb `fn`, its report given a baseline where it has none (`majority_eval_baseline`) and `training_data_note` (said on stderr too) where it scored the model's training data."
     sig = inspect.signature(fn)
     @functools.wraps(fn)
     def evaluate(*args, **kwargs):
         r = fn(*args, **kwargs)
         try: given = sig.bind_partial(*args, **kwargs).arguments
         except TypeError: return r
-        paths = list(given.get('paths') or [])   # vision's MODEL_DIR... DATA: the first model's data
-        note = training_data_note(*((paths[0], paths[-1]) if len(paths) > 1 else (given.get('model_dir'), given.get('data'))), r)
+        paths = list(given.get('paths') or [])   # vision's MODEL_DIR... DATA: the first model's
+        model_dir, data = (paths[0], paths[-1]) if len(paths) > 1 else (given.get('model_dir'), given.get('data'))
+        if not isinstance(r, dict) or model_dir is None: return r
+        try: card = json.loads((Path(model_dir)/CARD_NAME).read_text())
+        except (OSError, ValueError, TypeError): return r
+        if r.get('baseline') is None and (b := majority_eval_baseline(card, r)): r = {**r, 'baseline': b}
+        note = training_data_note(card, data, r)
         if not note: return r
         if is_rank0(): log(f'note: {note}')
         return {**r, 'training_data_note': note}
@@ -440,7 +458,7 @@ def register_family(cls=None, *, replace:bool=False):
         fn = cls.__dict__.get(n)
         if not callable(fn): continue
         fn.__signature__ = verb_signature(fn)
-        if n == 'evaluate': fn = _notes_training_data(fn)
+        if n == 'evaluate': fn = _evaluate_report(fn)
         setattr(cls, n, resolves_settings(_data_parallel(fn) if n == 'train' and cls.data_parallel else fn))
     if cls.predictor is not None: allow_predictor(cls.predictor)
     FAMILIES[cls.name] = cls()

@@ -213,6 +213,7 @@ def test_evaluate_a_folder_of_class_folders_and_of_one_class(logreg_model, work)
         for i, t in enumerate(ts): (work/'held'/'test'/lbl).mkdir(parents=True, exist_ok=True); (work/'held'/'test'/lbl/f'{i}.txt').write_text(t)
     e = run_json('text', 'evaluate', out, work/'held'/'test')
     assert e['n'] == 5 and e['split'] == 'all' and sum(map(sum, e['confusion_matrix'])) == 5 and e['accuracy'] >= 0.8
+    assert e['baseline']['accuracy'] in {0.4, 0.6} and 'training_data_note' not in e   # the majority class at training, on these 5
     shutil.copytree(work/'held'/'test'/'positive', work/'held1'/'positive')
     e = run_json('text', 'evaluate', out, work/'held1')   # one class: scored, not refused
     assert e['n'] == 3 and [sum(r) for r in e['confusion_matrix']] == [0, 3]

@@ -211,7 +211,7 @@ def _human_predict(r):
 def _human_eval(r):
     if 'micro_f1' in r: return '\n'.join([scores_line(r) + f" ({r['data']})"] + coverage_lines(r.get('conformal')))
     w = max(max(len(c) for c in r['classes']), 3)
-    lines = [f"accuracy {r['accuracy']:.4f} on {r['n']} texts ({r['split']})", 'confusion matrix (rows: true, columns: predicted)',
+    lines = [with_baseline(f"accuracy {r['accuracy']:.4f} on {r['n']} texts ({r['split']})", r), 'confusion matrix (rows: true, columns: predicted)',
              ' '*(w+2) + '  '.join(f'{c:>{w}}' for c in r['classes'])]
     lines += [f'{c:>{w}}  ' + '  '.join(f'{v:>{w}}' for v in row) for c, row in zip(r['classes'], r['confusion_matrix'])]
     how = ' (calibrated on half of these texts, 20 re-splits)' if r.get('conformal_how') == 're-split' else ''

@@ -107,7 +107,7 @@ def _human_predict(r):
 
 def _human_evaluate(r):
     if 'micro_f1' in r: return '\n'.join([scores_line(r) + f"  ({r['n_models']} model(s){', tta' if r['tta'] else ''})"] + coverage_lines(r.get('conformal')))
-    s = f"error_rate {r['error_rate']:.4f}  accuracy {r['accuracy']:.4f}  n {r['n']}  ({r['n_models']} model(s){', '+r['ensemble'] if r['ensemble'] else ''}{', tta '+r['tta'] if r['tta'] else ''})"
+    s = with_baseline(f"error_rate {r['error_rate']:.4f}  accuracy {r['accuracy']:.4f}  n {r['n']}  ({r['n_models']} model(s){', '+r['ensemble'] if r['ensemble'] else ''}{', tta '+r['tta'] if r['tta'] else ''})", r)
     if len(r['classes']) <= 12:
         w = max(len(c) for c in r['classes'])
         s += '\nconfusion (rows: actual, columns: predicted)\n' + ' '*(w+2) + ' '.join(f'{c[:6]:>6}' for c in r['classes'])
