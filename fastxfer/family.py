@@ -327,6 +327,7 @@ def training_data_note(card:dict, data, result) -> str|None:
     return (f'{data} is the data this model was trained on: the items it learnt from are scored too, so these scores are '
             f'optimistic{f" (its validation split scored {scores} at training)" if scores else ""}; score it on data it has not seen')
 
+# %% ../nbs/06_family.ipynb #438a6a95
 def majority_class(card:dict) -> str|None:
     "The class a card's validation split holds most of (the largest row of its confusion matrix); None when it has none."
     cm, classes = card.get('confusion_matrix'), card.get('classes')
@@ -342,6 +343,7 @@ def majority_eval_baseline(card:dict, result:dict) -> dict|None:
     scores = {'error_rate': 1 - acc, 'accuracy': acc} if 'error_rate' in result else {'accuracy': acc}
     return {**scores, 'what': f'always the most frequent class at training, {c}, on these items'}
 
+# %% ../nbs/06_family.ipynb #3f091795
 def _evaluate_report(fn):
     "`evaluate` verb `fn`, its report given a baseline where it has none (`majority_eval_baseline`) and `training_data_note` (said on stderr too) where it scored the model's training data."
     sig = inspect.signature(fn)
