@@ -268,10 +268,12 @@ def _row_example(columns:list[Column]) -> str:
     "A row as the command line takes it, from the required columns' names: `user=...,item=...`."
     return ','.join(f'{c.name}=...' for c in columns if c.required) or f'{columns[0].name}=...'
 
-def _split_row_hint(values:list[str]) -> str:
-    "When each argument is one `col=value`, the user likely meant one row: say how to write it."
+def _split_row_hint(values:list[str], columns:list[Column]) -> str:
+    "When each argument is one `col=value`, of different columns that together make a row, the user meant one row: say how to write it."
     one_pair = lambda v: '=' in v and ',' not in v and not v.lstrip().startswith('{')
     if len(values) < 2 or not all(one_pair(str(v)) for v in values): return ''
+    names = [str(v).split('=')[0].strip() for v in values]
+    if len(set(names)) < len(names) or not {c.name for c in columns if c.required} <= set(names): return ''
     return f"; each argument is a row: to give one row, join its values with commas, as '{','.join(map(str, values))}'"
 
 # %% ../nbs/04a_inputs.ipynb #7736add3
@@ -375,5 +377,5 @@ class RowInput(InputSpec):
                                                 f'a row is one argument, e.g. {_row_example(self.columns)})')
                     row[k.strip()] = val.strip()
             try: rows.append(check_row(row, self.columns, f'input {i+1}'))
-            except InputError as e: raise InputError(str(e) + _split_row_hint(values)) from None
+            except InputError as e: raise InputError(str(e) + _split_row_hint(values, self.columns)) from None
         return rows
