@@ -97,7 +97,8 @@ def test_predict_a_test_set_file_to_a_submission(model, tmp_path):
     for args, says in (([tmp_path/'test.csv', '--out', tmp_path/'test.csv'], 'is the file the rows come from'),
                        ([tmp_path/'sub.csv', '--out', tmp_path/'x.txt'], 'give a file ending in .csv'),
                        ([path/'card.json'], "has no column 'userId'"),
-                       ([tmp_path/'test.csv', 'user=u3,item=i1', 'garbage'], "input 2: 'garbage' is not col=value")):   # its place among the pairs given
+                       ([tmp_path/'test.csv', 'user=u3,item=i1', 'garbage'], "input 2: 'garbage' is not col=value"),   # its place among the pairs given
+                       (['user=u3', 'item=i1'], "join its values with commas, as 'user=u3,item=i1'")):   # one pair split over two arguments
         r = run_cli('collab', 'predict', path, *args)
         assert r.returncode == 2 and says in r.stderr.strip().splitlines()[-1], r.stderr
     assert (tmp_path/'test.csv').read_bytes() == before and not (tmp_path/'x.txt').exists()
