@@ -216,7 +216,7 @@ def add_command(sub, parents, name:str):
     spec = (None if _loaded(name) else fresh_spec(name)) or command_spec(name)
     load = lambda verb: _command_verbs(name)[2][verb]   # the module is imported when a verb runs
     if name in TOOLS: human = lambda verb: None         # the function's own `human`, if any (see `add_verb`)
-    else: human = lambda verb: (lambda r: importlib.import_module('fastxfer.family').get_family(name).human(verb, r))
+    else: human = lambda verb: (lambda r: (F := importlib.import_module('fastxfer.family')).human_text(F.get_family(name), verb, r))
     if '' in spec['verbs']: return add_verb(sub, name, spec['verbs'][''], parents, lambda: load(''))
     p = sub.add_parser(name, help=spec['help'], description=spec['description'])
     vs = p.add_subparsers(dest='verb', metavar='VERB')

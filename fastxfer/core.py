@@ -204,10 +204,11 @@ def to_jsonable(o):
     return o
 
 def emit(result:dict, as_json:bool=False, human=None):
-    "Print `result`: one JSON object on stdout with `as_json`, else `human(result)` or `key: value` lines."
+    "Print `result`: one JSON object on stdout with `as_json`, else `human(result)` or (where it is None) `key: value` lines."
     if as_json:
         print(json.dumps(to_jsonable(result)), flush=True); return
-    if human is not None: print(human(result), flush=True); return
+    text = human(result) if human is not None else None
+    if text is not None: print(text, flush=True); return
     for k,v in to_jsonable(result).items():
         print(f'{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}')
 

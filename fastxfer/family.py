@@ -22,9 +22,9 @@ __all__ = ['POSITIONAL', 'TABLE_FILES', 'FAMILIES', 'BUILTIN_FAMILIES', 'PROCESS
            'call_verb', 'TrainReport', 'EvalReport', 'majority_baseline', 'report_from_folder', 'format_metrics',
            'with_baseline', 'human_report', 'save_conformal', 'not_for_multilabel', 'calibrate_model',
            'table_file_kind', 'write_table_file', 'predictions_frame', 'written_line', 'explain_inputs', 'Family',
-           'training_data', 'training_data_note', 'majority_class', 'majority_eval_baseline', 'resolves_settings',
-           'verb_signature', 'run_launched', 'register_family', 'family_names', 'get_family', 'family_help',
-           'find_family', 'upgrade_model', 'notebook_train']
+           'human_text', 'training_data', 'training_data_note', 'majority_class', 'majority_eval_baseline',
+           'resolves_settings', 'verb_signature', 'run_launched', 'register_family', 'family_names', 'get_family',
+           'family_help', 'find_family', 'upgrade_model', 'notebook_train']
 
 # %% ../nbs/06_family.ipynb #deef4f61
 class SettingDefault:
@@ -292,6 +292,8 @@ class Family:
     def human(self, verb:str, result:dict) -> str|None:
         "Text for a person (None: `key: value` lines); families override per verb."
         if verb in ('train', 'evaluate'): return human_report(result)
+        if verb == 'calibrate' and isinstance(c := result.get('conformal'), dict) and {'data', 'model_dir'} <= set(result):
+            return f"{result.get('n', c.get('n'))} items of {result['data']}: conformity scores written to {Path(result['model_dir'])/c.get('file', 'conformal.json')}"
         if verb == 'apply-review':
             from fastxfer.review import review_text
             return review_text(result)
@@ -304,6 +306,12 @@ class Family:
                               sorted(p['probs'].items(), key=lambda kv: -kv[1])[:3]) + ')' for p in result['predictions']] + written_line(result))
         return None
     def __repr__(self): return f'<family {self.name}: {self.help}>'
+
+# %% ../nbs/06_family.ipynb #3b270ab7
+def human_text(family:Family, verb:str, result) -> str|None:
+    "What the command line prints for `result` of `family`'s `verb`: the family's own `human`, else the base one's (`calibrate`, for one), else None (`key: value` lines)."
+    text = family.human(verb, result)
+    return text if text is not None or type(family).human is Family.human else Family.human(family, verb, result)
 
 # %% ../nbs/06_family.ipynb #d6a07ab6
 def training_data(card:dict) -> Path|None:

@@ -98,6 +98,8 @@ def test_a_folder_without_scores_says_how_to_add_them_and_calibrate_does(models,
     assert 'too few' in r.stderr and 'at least 4' in r.stderr and not (old/'conformal.json').exists()
     c = run_json('tabular', 'calibrate', old, d/'fresh.csv', '--method', 'lac')
     assert c['conformal']['n'] == 600 and c['conformal']['method'] == 'lac'
+    said = run_cli('tabular', 'calibrate', old, d/'fresh.csv').stdout.strip()   # without --json: a sentence, in every family
+    assert said == f"600 items of {d/'fresh.csv'}: conformity scores written to {old/'conformal.json'}", said
     assert run_json('tabular', 'predict', old, d/'fresh.csv', '--coverage', '0.9')['predictions'][0]['set']
 
 
