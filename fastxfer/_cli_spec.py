@@ -4,7 +4,7 @@ SPEC = {
   'vision': {
     'help': 'train, predict, evaluate image classifiers; list backbones',
     'description': 'train, predict, evaluate image classifiers; list backbones',
-    'sources': {'family.py': '81a4fbb9413e514d', 'vision/__init__.py': 'ba4ffffde486c629', 'vision/train.py': '4eccdd47e5c404ba'},
+    'sources': {'family.py': '829e14320fc68110', 'vision/__init__.py': 'ba4ffffde486c629', 'vision/train.py': '4eccdd47e5c404ba'},
     'verbs': {
       'train': {'doc': 'Train an image classifier and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': "folder of images (or 'pets' for fastai's URLs.PETS, online only)", 'keyword_only': False, 'positional': True, 'default': None},
@@ -103,7 +103,7 @@ SPEC = {
   'nfl': {
     'help': 'the NFL winning-season exercise: scrape, train, evaluate, predict, demo',
     'description': 'Predict whether an NFL team has a winning season (W > L) from PF, PA, PD and SoS.',
-    'sources': {'family.py': '81a4fbb9413e514d', 'nfl/__init__.py': '6d7ff2b75f2e180a', 'nfl/model.py': '6bf6c3ade122aefa'},
+    'sources': {'family.py': '829e14320fc68110', 'nfl/__init__.py': '6d7ff2b75f2e180a', 'nfl/model.py': '6bf6c3ade122aefa'},
     'verbs': {
       'train': {'doc': 'Train tabular_learner and logistic regression; write a model folder.', 'params': [
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'SQLite database (if not given: <data_dir>/NFL.db from the settings)', 'keyword_only': True, 'positional': False, 'default': None},
@@ -162,7 +162,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '81a4fbb9413e514d', 'text/__init__.py': 'b84424687fa28d6e', 'text/models.py': '73223d415b27cde9'},
+    'sources': {'family.py': '829e14320fc68110', 'text/__init__.py': 'b84424687fa28d6e', 'text/models.py': '73223d415b27cde9'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -256,7 +256,7 @@ SPEC = {
   'tabular': {
     'help': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
     'description': 'train, evaluate, predict (and write back) models of any table: CSV, Excel, Parquet, SQLite',
-    'sources': {'family.py': '81a4fbb9413e514d', 'tabular/__init__.py': '4feb666462fb55e5'},
+    'sources': {'family.py': '829e14320fc68110', 'tabular/__init__.py': '4feb666462fb55e5'},
     'verbs': {
       'train': {'doc': 'Train a model of any table and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV, TSV, Parquet or JSON file, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -334,7 +334,7 @@ SPEC = {
   'collab': {
     'help': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
     'description': 'train, evaluate a recommender from ratings; predict a rating, recommend, similar items',
-    'sources': {'collab/__init__.py': 'a58fb64b87c4b4a1', 'family.py': '81a4fbb9413e514d'},
+    'sources': {'collab/__init__.py': 'a58fb64b87c4b4a1', 'family.py': '829e14320fc68110'},
     'verbs': {
       'train': {'doc': 'Train a recommender from ratings and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a rating table: CSV, Parquet, JSON, or sqlite:///FILE?table=NAME', 'keyword_only': False, 'positional': True, 'default': None},
@@ -403,7 +403,7 @@ SPEC = {
   'segment': {
     'help': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
     'description': 'train, predict, evaluate segmentation models (U-Net): masks and overlays',
-    'sources': {'family.py': '81a4fbb9413e514d', 'segment/__init__.py': '60c98a732fd3cb16'},
+    'sources': {'family.py': '829e14320fc68110', 'segment/__init__.py': '60c98a732fd3cb16'},
     'verbs': {
       'train': {'doc': 'Train a U-Net and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'folder with images/ and labels/ (or train/ and valid/ holding both)', 'keyword_only': False, 'positional': True, 'default': None},
@@ -576,7 +576,7 @@ SPEC = {
   'upgrade': {
     'help': 'convert a model folder of an earlier release (pickles) to safe files',
     'description': 'convert a model folder of an earlier release (pickles) to safe files',
-    'sources': {'family.py': '81a4fbb9413e514d'},
+    'sources': {'family.py': '829e14320fc68110'},
     'verbs': {
       '': {'doc': 'Convert a model folder whose model is a pickle into safe files (JSON, safetensors, ONNX, skops).', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a model folder written by an earlier release', 'keyword_only': False, 'positional': False},

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from . import distributed
 from . import __version__
-from .core import FastxferError, atomic_dir, atomic_write, log, path_kind, is_quiet, is_rank0, set_quiet, setting, to_jsonable
+from .core import FastxferError, atomic_dir, atomic_write, path_kind, is_quiet, is_rank0, set_quiet, setting, to_jsonable
 from .model_folder import (CARD_NAME, SAFE_FORMAT, ModelFolder, Predictor, allow_predictor, is_safe, load_model, load_plugins,
                                    pickle_files, predictor_name)
 
@@ -309,9 +309,11 @@ class Family:
 
 # %% ../nbs/06_family.ipynb #3b270ab7
 def human_text(family:Family, verb:str, result) -> str|None:
-    "What the command line prints for `result` of `family`'s `verb`: the family's own `human`, else the base one's (`calibrate`, for one), else None (`key: value` lines)."
+    "What the command line prints for `result` of `family`'s `verb`: the family's own `human`, else the base one's (`calibrate`, for one), else None (`key: value` lines); an evaluate report's `training_data_note` last."
     text = family.human(verb, result)
-    return text if text is not None or type(family).human is Family.human else Family.human(family, verb, result)
+    if text is None and type(family).human is not Family.human: text = Family.human(family, verb, result)
+    note = result.get('training_data_note') if verb == 'evaluate' and isinstance(result, dict) else None
+    return f'{text}\nnote: {note}' if text is not None and note else text
 
 # %% ../nbs/06_family.ipynb #d6a07ab6
 def training_data(card:dict) -> Path|None:
@@ -353,7 +355,7 @@ def majority_eval_baseline(card:dict, result:dict) -> dict|None:
 
 # %% ../nbs/06_family.ipynb #3f091795
 def _evaluate_report(fn):
-    "`evaluate` verb `fn`, its report given a baseline where it has none (`majority_eval_baseline`) and `training_data_note` (said on stderr too) where it scored the model's training data."
+    "`evaluate` verb `fn`, its report given a baseline where it has none (`majority_eval_baseline`) and `training_data_note` where it scored the model's training data (`human_text` prints it last)."
     sig = inspect.signature(fn)
     @functools.wraps(fn)
     def evaluate(*args, **kwargs):
@@ -367,9 +369,7 @@ def _evaluate_report(fn):
         except (OSError, ValueError, TypeError): return r
         if r.get('baseline') is None and (b := majority_eval_baseline(card, r)): r = {**r, 'baseline': b}
         note = training_data_note(card, data, r)
-        if not note: return r
-        if is_rank0(): log(f'note: {note}')
-        return {**r, 'training_data_note': note}
+        return {**r, 'training_data_note': note} if note else r
     return evaluate
 
 # %% ../nbs/06_family.ipynb #fc47c15c

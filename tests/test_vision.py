@@ -318,6 +318,8 @@ def test_evaluate_and_ensembles(trained, flat):
     assert np.array(r['confusion_matrix']).sum() == 24 and r['classes'] == ['cat', 'dog']
     assert r['training_data_note'].startswith(f'{flat} is the data this model was trained on') and 'validation split scored error_rate' in r['training_data_note']
     b, cm = r['baseline'], np.array(r['confusion_matrix'])   # beside it: always the class most frequent at training
+    said = run_cli('vision', 'evaluate', out, flat, '--labels', 'cat-dog').stdout.strip().splitlines()
+    assert said[1].startswith('baseline (always the most frequent class at training') and said[-1] == f"note: {r['training_data_note']}"
     assert b['what'].startswith('always the most frequent class at training') and b['accuracy'] in {cm[0].sum() / 24, cm[1].sum() / 24}
     from fastxfer.vision import evaluate_vision
     rv = evaluate_vision([out, out], flat, 'cat-dog', tta=True, ensemble='vote')
