@@ -190,7 +190,7 @@ def _reviewed(tr:list, va:list, exclude, where) -> tuple[list, list]:
     new = dict(zip(items, labels))
     return [(t, new[i], i) for t, _, i in tr if i in new], [(t, new[i], i) for t, _, i in va if i in new]
 
-def load_folder(path, valid_pct=0.2, seed=42, need_valid=True, exclude=None, min_classes=2, **kw) -> TextData:
+def load_folder(path, valid_pct=0.2, seed=42, need_valid=True, exclude=None, min_classes=2, unlabelled:bool=True, **kw) -> TextData:
     "The IMDB layout: `train/<class>/*.txt`, optional `test/` or `valid/` with the same classes, optional `unsup/`; a review's decisions in the CSV `exclude` applied in memory."
     path = Path(path)
     tr, va, vdir = folder_texts(path)
@@ -200,7 +200,7 @@ def load_folder(path, valid_pct=0.2, seed=42, need_valid=True, exclude=None, min
         va = [x for x, f in zip(tr, flags) if f]; tr = [x for x, f in zip(tr, flags) if not f]
     unl, train = [], path/'train'
     for u in (path/'unsup', train/'unsup'):
-        if u.is_dir(): unl += _read_txts(sorted(u.glob('*.txt')), u)
+        if unlabelled and u.is_dir(): unl += _read_txts(sorted(u.glob('*.txt')), u)   # unlabelled=False: not read (scoring has no use for them)
     tr_t, tr_l, d1 = _clean([t for t, *_ in tr], [l for _, l, _ in tr])
     va_t, va_l, d2 = _clean([t for t, *_ in va], [l for _, l, _ in va])
     unl, _, d3 = _clean(unl)
@@ -213,7 +213,7 @@ def scored_folder(path, valid_pct=0.2, seed=42) -> TextData:
     """Labelled texts to score a model on, from a folder: the IMDB layout (`load_folder`), or a folder of class folders
     (`<class>/*.txt`, as the IMDB layout's test/ itself), all of them as training rows. One class is enough to score."""
     path = Path(path)
-    if (path/'train').is_dir(): return load_folder(path, valid_pct=valid_pct, seed=seed, need_valid=False, min_classes=1)
+    if (path/'train').is_dir(): return load_folder(path, valid_pct=valid_pct, seed=seed, need_valid=False, min_classes=1, unlabelled=False)
     items = _folder_items(path, path)
     if not items: raise FastxferError(f'{path}: no <class>/*.txt files in it, and no train/ folder (the IMDB layout: train/<class>/*.txt and test/<class>/*.txt); or pass a CSV file')
     texts, labels, dropped = _clean([t for t, *_ in items], [l for _, l, _ in items])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io, json, time, warnings
 from pathlib import Path
 import numpy as np
-from ..core import FastxferError, as_rgb, image_formats, open_rgb, atomic_write, log, setting
+from ..core import FastxferError, as_rgb, open_rgb, atomic_write, log, setting
 import torch
 from PIL import Image
 from fastai.vision.all import Normalize, PILImage, TensorImage
