@@ -54,7 +54,7 @@ def score(p, net, images, side:int, method:str) -> dict:
     "Peak-in-square rate, the map's mass in the square, and seconds per image, about each image's true class."
     hits, mass, t = [], [], time.time()
     for f, c, (x, y) in images:
-        xb = p._to_batch([p.after_item(p._open(f))])
+        xb = p.preprocess([f])
         m = METHODS[method](net, xb, p.vocab.index(c))
         py, px = np.unravel_index(int(m.argmax()), m.shape)
         hits.append(m.max() > 0 and x <= px < x + side and y <= py < y + side)

@@ -183,6 +183,24 @@ def test_predict_in_a_fresh_process(trained, flat):
 
 
 
+def test_predicting_imports_no_fastai_and_prepares_images_as_fastai(trained, flat):
+    "A vision folder predicts with PIL, NumPy and ONNX Runtime (fastai takes seconds to import), and its plain view prepares images as fastai's pipelines do."
+    import subprocess, sys
+    from fastxfer.model_folder import load_model
+    from fastxfer.vision.data import FastaiView
+    out, _ = trained
+    code = ('import sys\nfrom fastxfer.model_folder import load_model\n'
+            "p = load_model(sys.argv[1]); p.predict([sys.argv[2]], tta='crops')\n"
+            "print(p.backend, type(p.view).__name__, sorted(m for m in sys.modules if m.split('.')[0] == 'fastai')[:3])")
+    r = subprocess.run([sys.executable, '-c', code, str(out), str(flat/'Abyssinian_1.jpg')], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ['onnx', 'PlainView', '[]'], r.stdout
+    p, imgs = load_model(out), sorted(flat.glob('*.jpg'))[:6]
+    plain = {tta: p.predict_proba(imgs, tta=tta) for tta in (False, 'crops')}
+    p.view = FastaiView(json.loads((Path(out)/'preprocess.json').read_text()))
+    for tta, want in plain.items(): assert np.abs(p.predict_proba(imgs, tta=tta) - want).max() < 1e-6, tta
+
+
 def test_sixteen_bit_images_are_read_by_their_range(trained, flat, tmp_path):
     "A 16-bit grey PNG (microscopes, scanners) is the same picture as its 8-bit copy: once it was read as white, by file and by upload."
     from PIL import Image
@@ -203,7 +221,7 @@ def test_a_phone_photo_is_read_upright(trained, flat, tmp_path):
     from PIL import Image
     from fastxfer.inputs import read_image
     from fastxfer.model_folder import load_model
-    from fastxfer.vision.data import RGBImage
+    from fastxfer.augment.image import RGBImage
     photo = Image.open(flat/'Abyssinian_1.jpg').convert('RGB')
     photo.save(tmp_path/'upright.png')
     ex = Image.Exif(); ex[0x0112] = 6   # show it turned a quarter to the right

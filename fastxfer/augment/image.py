@@ -1,4 +1,4 @@
-"""Image augmentation as fastai batch transforms, named presets, noise, and a preview grid.
+"""Image augmentation as fastai batch transforms, named presets, noise, a preview grid, and the image type the dataloaders open.
 
 Docs: https://fastxfer.github.io/fastxfer/augment_image.html.md"""
 
@@ -24,7 +24,7 @@ from ..backbones import image_size
 # %% auto #0
 __all__ = ['PRESETS', 'shift_mat', 'shear_mat', 'zoom_xy_mat', 'TrainOnlyAffine', 'Shift', 'Shear', 'ZoomXY', 'GaussianNoise',
            'SaltPepper', 'homography_grid', 'warp_coeffs', 'FastAug', 'aug_preset', 'keras_tfm', 'default_tfms',
-           'to_batch', 'apply_tfms', 'preview_images', 'preview_grid']
+           'to_batch', 'apply_tfms', 'preview_images', 'preview_grid', 'RGBImage']
 
 # %% ../../nbs/03a_augment_image.ipynb #28842d93
 def shift_mat(x:torch.Tensor, max_shift:float=0.2, p:float=0.5, batch:bool=False):
@@ -336,3 +336,18 @@ def preview_grid(image, aug:str='default', n:int=8, seed:int|None=0, size:int|No
         buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=80); plt.close(fig)
         atomic_write(out, buf.getvalue())
     return fig
+
+# %% ../../nbs/03a_augment_image.ipynb #6e32ee3e
+from fastai.vision.core import PILImage
+
+class RGBImage(PILImage):
+    "fastai's `PILImage`, but `as_rgb`'s: a photo turned upright by its EXIF orientation, a 16-bit or float image scaled by its range (fastai's is sideways, or white)."
+    @classmethod
+    def create(cls, fn, **kwargs):
+        from PIL import Image
+        from fastxfer.core import deep_mode, exif_orientation, image_formats
+        if isinstance(fn, (str, Path)):
+            image_formats()
+            with Image.open(fn) as im:
+                if deep_mode(im.mode) or exif_orientation(im) != 1: im.load(); return cls(as_rgb(im))
+        return super().create(fn, **kwargs)

@@ -244,7 +244,7 @@ def make_seg_dls(sd:SegData, size=(96, 128), bs:int=8, aug:str='default', stats=
     from fastxfer.augment.image import aug_preset
     from fastxfer.backbones import IMAGENET_STATS
     from fastxfer.core import get_device
-    from fastxfer.vision.data import RGBImage
+    from fastxfer.augment.image import RGBImage
     size = tuple(size)
     same = len(set(sd.sizes)) == 1 and tuple(sd.sizes[0][::-1]) == size   # every image already at the model's size: no item resize
     item_tfms = [] if same else [Resize(size, method=ResizeMethod.Squish)]

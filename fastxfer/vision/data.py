@@ -8,19 +8,18 @@ Docs: https://fastxfer.github.io/fastxfer/vision_data.html.md"""
 from __future__ import annotations
 import enum, inspect, json, random, re, warnings
 from pathlib import Path
-from ..core import FastxferError, IMAGE_EXTS, as_rgb, deep_mode, exif_orientation, image_formats, note_case_twins, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
-import torch
+from ..core import FastxferError, IMAGE_EXTS, note_case_twins, cells_bytes, check_image, read_cells, get_device, log, read_delimited, shared_data, visible_files
+import numpy as np, torch
 from PIL import Image
-from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, IndexSplitter, L, PILImage, Resize, Normalize, parent_label
 from ..backbones import is_online, IMAGENET_STATS
 warnings.filterwarnings('ignore', message=r'.*load_learner.*insecure.*')
 
 # %% auto #0
-__all__ = ['LABEL_SOURCES', 'scan_images', 'report_skipped', 'CatDogLabel', 'BreedLabel', 'RegexLabel', 'CsvLabel',
+__all__ = ['LABEL_SOURCES', 'scan_images', 'report_skipped', 'FolderLabel', 'CatDogLabel', 'BreedLabel', 'RegexLabel', 'CsvLabel',
            'label_function', 'VisionData', 'resolve_data', 'collect_data', 'hold_out_calibration', 'add_extra',
-           'image_key', 'exclude_images', 'relabelled_path', 'review_changes', 'RGBImage', 'ItemLabels',
-           'batch_augment', 'make_dls', 'preprocess_classes', 'preprocess_spec', 'preprocess_pipelines',
-           'check_preprocess']
+           'image_key', 'exclude_images', 'relabelled_path', 'review_changes', 'ItemLabels', 'batch_augment',
+           'make_dls', 'preprocess_classes', 'preprocess_spec', 'preprocess_pipelines', 'check_preprocess', 'PlainView',
+           'FastaiView', 'validation_view']
 
 # %% ../../nbs/07a_vision_data.ipynb #a6951ddd
 def scan_images(root, folders=None):
@@ -39,6 +38,10 @@ def report_skipped(bad, root, what='non-image or unreadable files', n_show=5):
     log(f"skipped {len(bad)} {what}: {names}{' ...' if len(bad) > n_show else ''}")
 
 # %% ../../nbs/07a_vision_data.ipynb #5fb65de1
+class FolderLabel:
+    "The name of the folder an image is in (fastai's `parent_label`): `train/cat/1.jpg` -> `cat`."
+    def __call__(self, p): return Path(p).parent.name
+
 class CatDogLabel:
     "Oxford-IIIT Pet convention: a capital first letter is a cat breed, lower case a dog breed."
     def __call__(self, p): return 'cat' if Path(p).name[0].isupper() else 'dog'
@@ -106,7 +109,7 @@ LABEL_SOURCES = ('folder', 'cat-dog', 'breed', 'regex:PATTERN', 'csv:FILE')
 def label_function(spec:str='folder'):
     "The label function for a `--labels` value."
     spec = spec or 'folder'
-    if spec == 'folder': return parent_label
+    if spec == 'folder': return FolderLabel()
     if spec in ('cat-dog', 'catdog', 'species'): return CatDogLabel()
     if spec == 'breed': return BreedLabel()
     if spec.startswith('regex:'): return RegexLabel(spec[6:])
@@ -293,17 +296,6 @@ def review_changes(data, labels:str, decisions:list[dict]) -> tuple[list, list, 
     else: rewrites, moves = [], moves + [(root/k, relabelled_path(root/k, new, labels)) for k, new in relabel.items()]
     return moves, rewrites, decision_counts(ds)
 
-# %% ../../nbs/07a_vision_data.ipynb #1187de9e
-class RGBImage(PILImage):
-    "fastai's `PILImage`, but `as_rgb`'s: a photo turned upright by its EXIF orientation, a 16-bit or float image scaled by its range (fastai's is sideways, or white)."
-    @classmethod
-    def create(cls, fn, **kwargs):
-        if isinstance(fn, (str, Path)):
-            image_formats()
-            with Image.open(fn) as im:
-                if deep_mode(im.mode) or exif_orientation(im) != 1: im.load(); return cls(as_rgb(im))
-        return super().create(fn, **kwargs)
-
 # %% ../../nbs/07a_vision_data.ipynb #b8964020
 class ItemLabels:
     "The label of each of `items`, looked up by path: what the DataLoaders read, so relabelled and added images keep the labels given to them."
@@ -318,6 +310,8 @@ def batch_augment(preset:str='default', size:int|None=None) -> list:
 def make_dls(vd:VisionData, size:int=224, presize:int|None=None, bs:int=32, aug:str='default', stats=IMAGENET_STATS,
              device=None, num_workers:int=0, seed:int=42):
     "fastai `DataLoaders` for `vd`: item resize to `presize` (default `size`), batch augmentation to `size`, normalization."
+    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, Resize, Normalize
+    from fastxfer.augment.image import RGBImage
     presize = presize or size
     dblock = DataBlock(blocks=(ImageBlock(RGBImage), CategoryBlock(vocab=vd.classes)), get_y=ItemLabels(vd.items, vd.labels),
                        splitter=lambda _: (vd.train_idx, vd.valid_idx), item_tfms=Resize(presize),
@@ -328,7 +322,7 @@ def make_dls(vd:VisionData, size:int=224, presize:int|None=None, bs:int=32, aug:
 # %% ../../nbs/07a_vision_data.ipynb #1329fc7e
 def preprocess_classes() -> dict:
     "The transform classes a `preprocess.json` may name: `{name: class}`."
-    from fastai.vision.all import Resize, ToTensor, IntToFloatTensor, RandomResizedCropGPU, AffineCoordTfm
+    from fastai.vision.all import Resize, ToTensor, IntToFloatTensor, Normalize, RandomResizedCropGPU, AffineCoordTfm
     from fastxfer.augment.image import FastAug
     return {c.__name__: c for c in (Resize, ToTensor, IntToFloatTensor, Normalize, RandomResizedCropGPU, AffineCoordTfm, FastAug)}
 
@@ -336,6 +330,7 @@ _NOT_ARGS = ('self', 'nm', 'enc', 'dec', 'split_idx', 'order')   # a fastai Tran
 
 def _tfm_spec(t) -> dict:
     "Transform `t` as `{'name': its class, **its constructor arguments}`, all JSON values."
+    from fastcore.foundation import L
     name = type(t).__name__
     if preprocess_classes().get(name) is not type(t): raise FastxferError(f'cannot write transform {name} as JSON: not in preprocess_classes()')
     if name == 'Normalize': return dict(name=name, mean=t.mean.flatten().tolist(), std=t.std.flatten().tolist(), axes=list(t.axes))
@@ -367,8 +362,8 @@ def preprocess_spec(dl) -> dict:
 def _tfm(s:dict):
     s = dict(s); cls = preprocess_classes().get(s.pop('name', None))
     if cls is None: raise FastxferError(f'preprocess.json names an unknown transform; known: {", ".join(preprocess_classes())}')
-    if cls is Normalize:
-        return Normalize(torch.tensor(s['mean']).view(1, -1, 1, 1), torch.tensor(s['std']).view(1, -1, 1, 1), axes=tuple(s['axes']))
+    if cls.__name__ == 'Normalize':
+        return cls(torch.tensor(s['mean']).view(1, -1, 1, 1), torch.tensor(s['std']).view(1, -1, 1, 1), axes=tuple(s['axes']))
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
 
 def preprocess_pipelines(spec:dict) -> tuple:
@@ -391,5 +386,55 @@ def check_preprocess(dl, spec:dict, n:int=2, atol:float=1e-5):
     try: want = dl.after_batch(TensorImage(torch.stack([dl.after_item(im) for im in ims])))
     finally: dl.after_item.split_idx, dl.after_batch.split_idx = old
     got = ab(TensorImage(torch.stack([ai(im) for im in ims])))
-    diff = (want.as_subclass(torch.Tensor).cpu() - got.as_subclass(torch.Tensor).cpu()).abs().max().item()
-    if want.shape != got.shape or diff > atol: raise FastxferError(f'preprocess.json does not reproduce the validation transforms (max difference {diff})')
+    if (plain := PlainView.from_spec(spec)) is not None: got = [got, plain.batch([plain.item(im) for im in ims])]
+    for g in (got if isinstance(got, list) else [got]):
+        diff = (want.as_subclass(torch.Tensor).cpu() - g.as_subclass(torch.Tensor).cpu()).abs().max().item() if want.shape == g.shape else float('inf')
+        if diff > atol: raise FastxferError(f'preprocess.json does not reproduce the validation transforms (max difference {diff})')
+
+# %% ../../nbs/07a_vision_data.ipynb #c0f0a20d
+class PlainView:
+    "The usual validation transforms of a `preprocess.json` in PIL and NumPy, no fastai: a centre crop (or squish) to a square, /255, Normalize."
+    def __init__(self, size:int, method:str, resample:int, mean, std):
+        self.size, self.method, self.resample = size, method, Image.Resampling(resample)
+        self.mean, self.std = (np.asarray(v, dtype=np.float32).reshape(1, -1, 1, 1) for v in (mean, std))
+
+    @classmethod
+    def from_spec(cls, spec:dict):
+        "A `PlainView` doing what `spec` does, or None when it holds anything else (fastai's pipelines then)."
+        item = spec.get('item', [])
+        batch = [s for s in spec.get('batch', []) if not (s.get('name') == 'FastAug' and s.get('size') is None)]   # no-op on validation
+        if [s.get('name') for s in item] != ['Resize', 'ToTensor'] or [s.get('name') for s in batch] != ['IntToFloatTensor', 'Normalize']: return None
+        (r, _), (f, n) = item, batch
+        size = r.get('size'); size = [size, size] if isinstance(size, int) else list(size or [])
+        if (len(size) != 2 or size[0] != size[1] or r.get('method') not in ('crop', 'squish') or r.get('p', 1.) != 1.
+            or f.get('div') != 255. or list(n.get('axes', [])) != [0, 2, 3]): return None
+        return cls(size[0], r['method'], r.get('resamples', [2, 0])[0], n['mean'], n['std'])
+
+    def item(self, im:Image.Image) -> np.ndarray:
+        "RGB image `im` resized as fastai's `Resize` does on validation (centred), as a `uint8` CxHxW array."
+        S, (w, h) = self.size, im.size
+        if self.method == 'crop':
+            side = int(min(w / S, h / S) * S)
+            l, t = int(.5 * (w - side)), int(.5 * (h - side))
+            im = im.crop((l, t, min(l + side, w), min(t + side, h)))
+        return np.asarray(im.resize((S, S), self.resample)).transpose(2, 0, 1)
+
+    def batch(self, xs:list) -> torch.Tensor:
+        "The network's input for items `xs` (`item`'s arrays): floats in [0, 1], normalized."
+        x = np.stack([np.asarray(v) for v in xs]).astype(np.float32) / 255.
+        return torch.from_numpy(((x - self.mean) / self.std).astype(np.float32))
+
+# %% ../../nbs/07a_vision_data.ipynb #2fa56f09
+class FastaiView:
+    "Any `preprocess.json` by fastai's `Pipeline`s (`preprocess_pipelines`): `item` and `batch` as `PlainView`'s."
+    def __init__(self, spec:dict): self.after_item, self.after_batch = preprocess_pipelines(spec)
+    def item(self, im) -> np.ndarray:
+        from fastai.vision.core import PILImage
+        return self.after_item(PILImage(im)).as_subclass(torch.Tensor).numpy()
+    def batch(self, xs:list) -> torch.Tensor:
+        from fastai.torch_core import TensorImage
+        return self.after_batch(TensorImage(torch.stack([torch.as_tensor(np.asarray(v)) for v in xs]))).as_subclass(torch.Tensor)
+
+def validation_view(spec:dict):
+    "How a model folder prepares images: a `PlainView` when `spec` allows one, else a `FastaiView`."
+    return PlainView.from_spec(spec) or FastaiView(spec)

@@ -10,15 +10,13 @@ import json, random, shutil, time
 from pathlib import Path
 import numpy as np
 import torch
-from fastai.vision.all import DataBlock, ImageBlock, MultiCategoryBlock, Resize, Normalize, BCEWithLogitsLossFlat, accuracy_multi
 from ..core import FastxferError, atomic_write, get_device, log, read_delimited, setting, shared_data
-from ..train_utils import seed_everything
 from ..backbones import get_arch, image_size, IMAGENET_STATS
 from ..model_folder import load_model, model_writer, data_fingerprint, export_onnx, save_tensors
 from ..multilabel import (check_threshold, parse_threshold_for, split_labels, label_matrix, check_label_lists, fit_heads, fit_platt, threshold_plan, multilabel_scores,
                                  multilabel_plots, multilabel_card, MultiLabelOutput, scores_line, label_conformal, label_sets_report)
 from ..conformal import conformal_card
-from .data import RGBImage, VisionData, _path_keys, resolve_data, scan_images, report_skipped, batch_augment, preprocess_spec, check_preprocess
+from .data import VisionData, _path_keys, resolve_data, scan_images, report_skipped, batch_augment, preprocess_spec, check_preprocess
 from .train import vision_learner_for, many_body_features, _quiet_lines, _plot_losses, _parse_lr, AUTO_ENOUGH
 
 # %% auto #0
@@ -93,6 +91,8 @@ class LabelLookup:
 
 def multilabel_dls(vd:VisionData, size:int=224, presize:int|None=None, bs:int=32, aug:str='default', stats=IMAGENET_STATS, device=None, seed:int=42):
     "fastai `DataLoaders` of images and their label vectors (`MultiCategoryBlock`), with `make_dls`' resizing and augmentation."
+    from fastai.vision.all import DataBlock, ImageBlock, MultiCategoryBlock, Resize, Normalize
+    from fastxfer.augment.image import RGBImage
     presize = presize or size
     dblock = DataBlock(blocks=(ImageBlock(RGBImage), MultiCategoryBlock(vocab=vd.classes)), get_y=LabelLookup(vd),
                        splitter=lambda _: (vd.train_idx, vd.valid_idx), item_tfms=Resize(presize),
@@ -118,6 +118,7 @@ def fit_multilabel_features(learn, vd:VisionData, tag:str) -> dict:
 # %% ../../nbs/07cm_vision_multilabel.ipynb #a411f43d
 def fit_multilabel_fine_tune(learn, epochs:int|None, freeze_epochs:int, lr) -> dict:
     "fastai's `fine_tune` with one sigmoid per label (`BCEWithLogitsLossFlat`); validation logits (no out-of-fold ones: the thresholds come from validation, shrunk)."
+    from fastai.vision.all import BCEWithLogitsLossFlat, accuracy_multi
     learn.loss_func, learn.metrics = BCEWithLogitsLossFlat(), [accuracy_multi]
     lr = 2e-3 if lr is None else float(lr)
     epochs = 3 if epochs is None else epochs
@@ -156,6 +157,7 @@ def train_multilabel_vision(data, labels:str, arch:str|None=None, mode:str='auto
                             threshold_for:str='f1', device:str|None=None, quiet:bool|None=None, **other) -> tuple:
     "Train a multi-label image model (arguments as `train_vision`'s; `threshold`: one for every label, else tuned per label for `threshold_for`); `(learn, result, plots, vd)`."
     check_multi_options(**other); check_threshold(threshold); parse_threshold_for(threshold_for)   # bad options fail before the data is read
+    from fastxfer.train_utils import seed_everything
     seed = seed_everything(setting('seed', seed, int))
     if mode not in ('auto', 'features', 'fine_tune'): raise FastxferError(f'--mode {mode!r}: multi-label models train with auto, features or fine_tune')
     arch, lr = setting('arch', arch), _parse_lr(lr)

@@ -12,7 +12,6 @@ import numpy as np
 from ..core import FastxferError, as_rgb, open_rgb, atomic_write, log, setting
 import torch
 from PIL import Image
-from fastai.vision.all import Normalize, PILImage, TensorImage
 from ..model_folder import Predictor, ModelFolder, probs_dict, top_label, load_model, load_tensors, onnx_session
 from ..backbones import IMAGENET_STATS
 from ..metrics import confusion_matrix, softmax
@@ -23,15 +22,10 @@ from fastcore.basics import patch
 from .data import *
 
 # %% auto #0
-__all__ = ['TTA_METHODS', 'CROP_ZOOM', 'EXPLAIN_METHODS', 'open_image', 'tta_method', 'VisionPredictor', 'evaluate_vision',
-           'contact_sheet', 'vision_label_issues', 'flat_gradient', 'attack_name', 'robustness_plot',
-           'vision_robustness']
+__all__ = ['TTA_METHODS', 'CROP_ZOOM', 'EXPLAIN_METHODS', 'tta_method', 'VisionPredictor', 'evaluate_vision', 'contact_sheet',
+           'vision_label_issues', 'flat_gradient', 'attack_name', 'robustness_plot', 'vision_robustness']
 
 # %% ../../nbs/07c_vision_predict.ipynb #74f2e8a1
-def open_image(item, draft_to:int|None=None) -> PILImage:
-    "fastai's `PILImage` of `open_rgb(item, draft_to)`: from a path, bytes, a PIL image or an HxWx3 array; JPEGs decoded at reduced scale when big."
-    return PILImage(open_rgb(item, draft_to))
-
 TTA_METHODS = ('flip', 'crops')
 CROP_ZOOM = 1.15   # `crops` TTA: the short side of the resize the five crops come from, relative to the model's input
 
@@ -49,7 +43,7 @@ class VisionPredictor(Predictor):
         super().__init__(folder)
         self.draft = draft
         self.vocab = [str(v) for v in folder.classes]
-        self.after_item, self.after_batch = preprocess_pipelines(json.loads(folder.require('preprocess.json').read_text()))
+        self.view = validation_view(json.loads(folder.require('preprocess.json').read_text()))   # PIL and NumPy for the usual transforms: no fastai
         self.presize = self.card.get('presize')
         self.session = None
         if backend in ('auto', 'onnx') and folder.file('model.onnx').is_file():
@@ -77,29 +71,11 @@ class VisionPredictor(Predictor):
         return [str(self.folder.path/e) for e in self.card.get('examples', [])]
     def describe(self) -> dict: return {'architecture': self.card.get('arch'), 'mode': self.card.get('mode'), 'size': self.card.get('size')}
 
-    def _numpy_norm(self, shape):
-        "`(mean, std)` when the validation batch transforms amount to /255 and Normalize (checked on a random image)."
-        norm = [f for f in self.after_batch.fs if isinstance(f, Normalize)]
-        if len(norm) != 1: return None
-        stats = (norm[0].mean.cpu().numpy().reshape(1, -1, 1, 1), norm[0].std.cpu().numpy().reshape(1, -1, 1, 1))
-        x = torch.randint(0, 256, (1, *shape), dtype=torch.uint8)
-        ref = self.after_batch(TensorImage(x)).as_subclass(torch.Tensor).numpy()
-        got = (x.numpy().astype(np.float32)/255. - stats[0]) / stats[1]
-        return stats if ref.shape == got.shape and np.abs(ref - got).max() < 1e-5 else None
-
-    def _to_batch(self, xs) -> torch.Tensor:
-        "Normalised batch from item tensors (uint8, CxHxW)."
-        if not hasattr(self, '_norm'): self._norm = self._numpy_norm(tuple(xs[0].shape))
-        if self._norm is not None:  # plain NumPy: no torch thread pool to wake up (it costs ~40 ms next to ONNX Runtime)
-            x = np.stack([t.numpy() for t in xs]).astype(np.float32) / 255.
-            return torch.from_numpy(((x - self._norm[0]) / self._norm[1]).astype(np.float32))
-        return self.after_batch(TensorImage(torch.stack(xs))).as_subclass(torch.Tensor)
-
-    def _open(self, item): return open_image(item, 2*self.presize if self.draft else None)
+    def _open(self, item): return open_rgb(item, 2*self.presize if self.draft else None)
 
     def preprocess(self, items) -> torch.Tensor:
         "Normalized input batch for `items`, exactly as `learn.predict` prepares one image."
-        return self._to_batch([self.after_item(self._open(it)) for it in items])
+        return self.view.batch([self.view.item(self._open(it)) for it in items])
 
     def crop_views(self, im) -> list:
         "The validation view of `im`, then the centre and four corners of a resize whose short side is `CROP_ZOOM` times larger."
@@ -108,7 +84,7 @@ class VisionPredictor(Predictor):
         im2 = im.resize((max(big, round(w*r)), max(big, round(h*r))), Image.BILINEAR)
         W, H = im2.size
         corners = [((W-s)//2, (H-s)//2), (0, 0), (W-s, 0), (0, H-s), (W-s, H-s)]
-        return [self.after_item(im)] + [self.after_item(PILImage(im2.crop((x, y, x+s, y+s)))) for x,y in corners]
+        return [self.view.item(im)] + [self.view.item(im2.crop((x, y, x+s, y+s))) for x,y in corners]
 
     def activation(self, logits) -> np.ndarray:
         "Probabilities from logits: softmax over the classes, or (multi-label) each label's calibrated sigmoid."
@@ -125,7 +101,7 @@ class VisionPredictor(Predictor):
         for i in range(0, len(items), step):
             chunk = items[i:i+step]
             if method == 'crops':
-                x = self._to_batch([v for it in chunk for v in self.crop_views(self._open(it))])
+                x = self.view.batch([v for it in chunk for v in self.crop_views(self._open(it))])
                 p = (self.activation(self.logits(x)) + self.activation(self.logits(x.flip(3)))) / 2
                 p = p.reshape(len(chunk), -1, p.shape[-1]).mean(1)
             else:
@@ -150,7 +126,7 @@ def explain(self:VisionPredictor, item, target:str|None=None, method:str='smooth
     "Where in `item` the model sees class `target` (default: the predicted one): the label, the class's probability, the map (`method`: smoothgrad, integrated-gradients or gradcam) as a grid, and its peak."
     from fastxfer.explain import attribution_map, grad_cam, heatmap_grid, integrated_gradients, smoothgrad
     if method not in EXPLAIN_METHODS: raise FastxferError(f"method {method!r}: use one of {', '.join(EXPLAIN_METHODS)}")
-    x = self._to_batch([self.after_item(self._open(item))])
+    x = self.preprocess([item])
     p = self.activation(self.logits(x))[0]
     ti, t = self.explain_target(target, top_label(self.vocab, p))
     fn = {'smoothgrad': smoothgrad, 'integrated-gradients': integrated_gradients, 'gradcam': grad_cam}[method]
@@ -184,7 +160,7 @@ def suspect_html(cls:VisionPredictor, issue:dict) -> str:
 def explain_picture(self:VisionPredictor, item, expl:dict):
     "The explanation's heatmap blended over the model's view of `item` (a PIL image, at least 256 pixels a side)."
     from fastxfer.explain import heatmap_overlay
-    view = self.after_item(self._open(item))
+    view = self.view.item(self._open(item))
     im = Image.fromarray(np.asarray(view).transpose(1, 2, 0) if np.asarray(view).shape[0] == 3 else np.asarray(view))
     if min(im.size) < 256: im = im.resize((round(im.width * 256 / min(im.size)), round(im.height * 256 / min(im.size))), Image.BILINEAR)
     return heatmap_overlay(im, np.asarray(expl['heatmap'], dtype=np.float32))

@@ -12,11 +12,8 @@ import numpy as np
 from ..core import FastxferError, as_rgb, atomic_write, get_device, log, setting, cached_array, cache_dir
 from ..family import from_settings, resolves_settings
 from typing import Literal
-from ..train_utils import channels_last, configure_progress, seed_everything, find_lr
-from ..augment.adversarial import AdversarialTraining, check_training_extras, training_callbacks
 import torch, torch.nn as nn
 from PIL import Image
-from fastai.vision.all import (Learner, CrossEntropyLossFlat, error_rate, accuracy, create_head, apply_init, EarlyStoppingCallback, SaveModelCallback, Flatten)
 from ..model_folder import model_writer, data_fingerprint, export_onnx, save_tensors
 from ..metrics import confusion_matrix
 from ..conformal import Conformal, check_coverage, conformal_card, coverage_report, min_calibration, plot_selective, selective_curve
@@ -39,6 +36,8 @@ __all__ = ['AUTO_ENOUGH', 'AUTO_GOOD', 'AUTO_VALID', 'AUTO_TIE', 'AUTO_FT_MIN', 
 # %% ../../nbs/07b_vision_train.ipynb #a89e0a74
 def vision_learner_for(dls, arch:str='efficientnet_lite0', mode:str='fine_tune', pretrained:bool=True, quiet=None, body:tuple|None=None):
     "A `Learner` for `mode` ('fine_tune', 'features', 'scratch'); returns `(learn, weight_source)`. `body`: `(module, n_features)` instead of `arch`'s."
+    from fastai.vision.all import Learner, CrossEntropyLossFlat, error_rate, accuracy, create_head, apply_init, Flatten   # fastai: to train, not to predict
+    from fastxfer.train_utils import configure_progress
     n_out = len(dls.vocab)
     if mode == 'scratch': model, source = scratch_cnn(n_out), None
     else:
@@ -169,6 +168,7 @@ def fit_features_head(learn, tag:str='', cache:bool=True, rank0_head:bool=False)
 # %% ../../nbs/07b_vision_train.ipynb #9b719ce7
 def vision_network(arch:str, mode:str, n_out:int) -> nn.Module:
     "The network a vision model folder holds (the card's `arch` and `mode`), untrained: the folder's weights go over it."
+    from fastai.vision.all import create_head, Flatten
     if mode == 'scratch': return scratch_cnn(n_out)
     names = arch[len('concat:'):].split('+') if arch.startswith('concat:') else [arch]
     bodies = [create_body(n, pretrained=False)[:2] for n in names]
@@ -273,6 +273,9 @@ ADV_AWP = 1e-3   # PGD fine-tuning: adversarial weight perturbation of this shar
 
 def _train_one(dls, mode, arch, epochs, freeze_epochs, lr, schedule, early_stop, keep_best, plots, quiet, summary, rank0_head=False, extra=()):
     "Build and train one learner for a concrete mode; returns `(learn, info)`."
+    from fastai.vision.all import EarlyStoppingCallback, SaveModelCallback
+    from fastxfer.train_utils import channels_last, find_lr
+    from fastxfer.augment.adversarial import AdversarialTraining
     learn, source = vision_learner_for(dls, arch, mode, quiet=quiet)
     info = dict(mode=mode, weights=source)
     if summary: info['summary'] = dict(start=param_summary(learn))
@@ -430,24 +433,23 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                  quiet:bool|None=None, # no progress output (if not given: the --quiet setting of the command line)
                  ):
     "Train an image classifier; returns `(learn, result, plots, vd)` (export it with `export_vision`)."
-    seed = seed_everything(seed)
+    import fastxfer.train_utils as tu, fastxfer.augment.adversarial as adv   # fastai: to train, not to predict
+    seed = tu.seed_everything(seed)
     if mode not in MODES: raise FastxferError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
     schedule, lr = _parse_schedule(unfreeze_schedule), _parse_lr(lr)
     choose = mode == 'auto' and arch is None and not schedule
     arch = setting('arch', arch)   # not given: auto compares the candidates (`choose`), other modes take the arch setting
     if mode != 'scratch': get_arch(arch)   # an unknown backbone fails before the data is read
     extras = dict(aug_mix=aug_mix, adversarial=adversarial, eps=eps, adv_ratio=adv_ratio, adv_steps=adv_steps, aug_style=aug_style)
-    check_training_extras(mode, **extras, adv_awp=adv_awp)
+    adv.check_training_extras(mode, **extras, adv_awp=adv_awp)
     vd = _training_data(data, labels, valid_pct, seed, exclude, calib_pct, extra)
     choose = choose and vd.n_train < AUTO_ENOUGH
     names, stats, size = _input_plan(mode, arch, size, candidates, choose)
     dls = make_dls(vd, size, presize, bs, aug, stats, device := get_device(device), seed=seed)
     if note := adversarial_time_note(adversarial, device, size, vd.n_train, epochs, mode): log(note)
-    plots, t0 = {}, time.time()
-    adv_opts = dict(freeze_bn=mode == 'fine_tune', keep_clean=True,   # adversarial fine-tuning keeps batch norm's statistics; the clean images stay
-                    awp=(ADV_AWP if adv_awp is None else adv_awp) if mode == 'fine_tune' and adversarial == 'pgd' else 0.)
+    plots, t0, adv_opts = {}, time.time(), _adv_opts(mode, adversarial, adv_awp)
     common = dict(arch=arch, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, schedule=schedule, early_stop=early_stop, keep_best=keep_best,
-                  plots=plots, quiet=quiet, summary=summary, extra=training_callbacks(**extras, stats=stats, **adv_opts))
+                  plots=plots, quiet=quiet, summary=summary, extra=adv.training_callbacks(**extras, stats=stats, **adv_opts))
     fit, reason, tried, took = _fit_route(dls, mode, schedule, vd, names, size, choose, common, t0)
     learn, info, err, probs, targs = fit
     result = dict(mode=info['mode'], requested_mode=mode, arch=info.get('arch', arch) if info['mode'] != 'scratch' else 'scratch_cnn',
@@ -458,6 +460,11 @@ def train_vision(data, # folder of images (or 'pets' for fastai's URLs.PETS, onl
                   **({'auto_reason': reason} if reason else {}), **training_extras(**extras, **adv_opts), **training_processes(),   # what the card records too
                   **{k: v for k,v in info.items() if k not in ('mode', 'weights', 'arch', 'best_single')})
     return learn, result, plots, vd
+
+def _adv_opts(mode:str, adversarial:str, adv_awp:float|None) -> dict:
+    "How adversarial training runs in `mode`: fine-tuning keeps batch norm's statistics and the clean images; PGD fine-tuning perturbs the weights (`ADV_AWP` unless `adv_awp`)."
+    return dict(freeze_bn=mode == 'fine_tune', keep_clean=True,
+                awp=(ADV_AWP if adv_awp is None else adv_awp) if mode == 'fine_tune' and adversarial == 'pgd' else 0.)
 
 def _fit_route(dls, mode:str, schedule, vd, names, size, choose:bool, common:dict, t0:float) -> tuple:
     "Train the first route (auto: compare backbones, or features, or fine_tune), and auto's fine-tuning after features when it pays: `(fit, reason, tried, took)`."
