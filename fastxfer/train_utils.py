@@ -14,8 +14,8 @@ from fastai.torch_core import set_seed
 from .core import FastxferError, epoch_line, is_interactive, is_quiet, log, setting, world_size
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'LineProgress', 'configure_progress', 'bf16_fast', 'resolve_precision', 'Autocast', 'set_precision',
-           'channels_last', 'lr_suggestion', 'find_lr', 'seed_everything']
+__all__ = ['PRECISIONS', 'LineProgress', 'configure_progress', 'SkipValidation', 'bf16_fast', 'resolve_precision', 'Autocast',
+           'set_precision', 'channels_last', 'lr_suggestion', 'find_lr', 'seed_everything']
 
 # %% ../nbs/01_train_utils.ipynb #f197e902
 class LineProgress(Callback):
@@ -41,6 +41,13 @@ def configure_progress(learn, quiet:bool|None=None, interactive:bool|None=None):
     if not quiet and not interactive: learn.add_cb(LineProgress())
     if hasattr(learn, 'logger'): learn.logger = (lambda *a, **k: None) if (quiet or not interactive) else print
     return learn
+
+# %% ../nbs/01_train_utils.ipynb #d6d6d39f
+class SkipValidation(Callback):
+    "Skip fastai's per-epoch validation pass (for rows that are scored elsewhere, such as cross-validation folds)."
+    def before_validate(self):
+        from fastai.callback.core import CancelValidException
+        raise CancelValidException()
 
 # %% ../nbs/01_train_utils.ipynb #d964cf31
 PRECISIONS = ('auto', 'fp32', 'bf16')

@@ -66,6 +66,17 @@ def test_recommend_and_similar_find_each_groups_items(model):
     assert s['cold_start'] is False and all(int(it['item'][1:]) < N_ITEMS//2 for it in s['items']) and 'i2' not in [it['item'] for it in s['items']]
 
 
+def test_predicting_and_recommending_import_no_fastai(model):
+    "A recommender answers with torch alone (fastai's dot-product layers rebuilt as `DotBias`): fastai, seconds to import, is for training."
+    import subprocess, sys
+    code = ('import sys\nfrom fastxfer.model_folder import load_model\n'
+            "p = load_model(sys.argv[1]); r = p.predict([{'user': 'u3', 'item': 'i2'}])[0]\n"
+            "print(type(p.rec.net.models[0]).__name__, r['cold_start'], r['rating'] > 3, sorted(m for m in sys.modules if m.split('.')[0] == 'fastai')[:3])")
+    r = subprocess.run([sys.executable, '-c', code, str(model[0])], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ['DotBias', 'False', 'True', '[]'], r.stdout
+
+
 def test_unknown_ids_get_cold_start_answers(model):
     path, _ = model
     p = load_model(path)

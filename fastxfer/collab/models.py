@@ -10,18 +10,12 @@ import io, math, warnings
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log
-from ..train_utils import configure_progress, seed_everything
 from ..distributed import distributed
-
-with warnings.catch_warnings():
-    warnings.simplefilter('ignore')   # fastai sets a pandas option that pandas 3 deprecates
-    from fastai.collab import TabularCollab, collab_learner, EmbeddingDotBias, EmbeddingNN
-    from fastai.tabular.core import Categorify
-    from fastai.data.block import TransformBlock
+import torch, torch.nn as nn
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'MEMBERS_UP_TO', 'y_range_of', 'CollabNet', 'BiasBaseline', 'SessionBias', 'popularity', 'rating_scores',
-           'like_threshold', 'ranking_scores']
+__all__ = ['DEFAULTS', 'MEMBERS_UP_TO', 'y_range_of', 'CollabNet', 'DotBias', 'BiasBaseline', 'SessionBias', 'popularity',
+           'rating_scores', 'like_threshold', 'ranking_scores']
 
 # %% ../../nbs/11b_collab_models.ipynb #3cbefbb9
 DEFAULTS = dict(n_factors=30, wd=0.5, epochs=20, lr=5e-3, bs=128)   # chosen on validation splits of movie_lens_sample
@@ -52,9 +46,13 @@ class CollabNet:
     def fit(self, df:pd.DataFrame, train_idx, valid_idx, y_range, quiet:bool=True, plots:dict|None=None):
         "Train on rows `train_idx` of `df` (columns user, item, rating); fastai's validation pass scores `valid_idx`."
         import fastai.callback.schedule   # Learner.fit_one_cycle
+        from fastxfer.train_utils import configure_progress, seed_everything
         seed_everything(self.seed)
         with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
+            warnings.simplefilter('ignore')   # fastai sets a pandas option that pandas 3 deprecates
+            from fastai.collab import TabularCollab, collab_learner
+            from fastai.tabular.core import Categorify
+            from fastai.data.block import TransformBlock
             to = TabularCollab(df[['user', 'item', 'rating']].astype({'rating': 'float32'}), [Categorify], ['user', 'item'], reduce_memory=False,
                                y_names=['rating'], y_block=TransformBlock(),
                                splits=(list(map(int, train_idx)), list(map(int, valid_idx))))
@@ -89,7 +87,6 @@ class CollabNet:
 
     def predict_idx(self, u:np.ndarray, i:np.ndarray) -> np.ndarray:
         "Ratings for vocabulary indices `u`, `i`."
-        import torch
         out = []
         with torch.no_grad():
             for s in range(0, len(u), 65536):
@@ -111,25 +108,41 @@ class CollabNet:
         return np.mean([m.i_bias.weight.detach().numpy().ravel() for m in self.models], axis=0).astype('float64')
 
     def save(self, folder) -> str:
-        import torch
         buf = io.BytesIO()
         torch.save({'args': self.args, 'state_dicts': [m.state_dict() for m in self.models], 'users': self.users, 'items': self.items}, buf)
         atomic_write(folder/'collab.pt', buf.getvalue()); return 'collab.pt'
     @classmethod
     def load(cls, folder):
-        import torch
-        from fastai.tabular.model import tabular_config
         d = torch.load(folder/'collab.pt', map_location='cpu', weights_only=True)
         a = d['args']
         m = cls(n_factors=a['n_factors'], use_nn=a['use_nn'], layers=a['layers'])
         m.args, m.users, m.items = a, list(d['users']), list(d['items'])
         yr = tuple(a['y_range'])
         for sd in d['state_dicts'] if 'state_dicts' in d else [d['state_dict']]:   # 'state_dict': one network (folders of earlier versions)
-            net = (EmbeddingNN([tuple(e) for e in a['emb_szs']], a['layers'], **tabular_config(y_range=yr)) if a['use_nn']
-                   else EmbeddingDotBias(a['n_factors'], a['n_users'], a['n_items'], y_range=yr))
+            net = _embedding_nn(a) if a['use_nn'] else DotBias(a['n_factors'], a['n_users'], a['n_items'], y_range=yr)
             net.load_state_dict(sd); m.models.append(net.eval())
         m.members_used = len(m.models)
         return m
+
+# %% ../../nbs/11b_collab_models.ipynb #73b44d5b
+class DotBias(nn.Module):
+    "fastai's `EmbeddingDotBias` (same layers, same answers) without fastai: the dot product of a user's and an item's factors, plus their biases, in `y_range`."
+    def __init__(self, n_factors:int, n_users:int, n_items:int, y_range=None):
+        super().__init__()
+        self.y_range = y_range
+        self.u_weight, self.i_weight = nn.Embedding(n_users, n_factors), nn.Embedding(n_items, n_factors)
+        self.u_bias, self.i_bias = nn.Embedding(n_users, 1), nn.Embedding(n_items, 1)
+    def forward(self, x):
+        users, items = x[:, 0], x[:, 1]
+        res = (self.u_weight(users) * self.i_weight(items)).sum(1) + self.u_bias(users).squeeze() + self.i_bias(items).squeeze()
+        return res if self.y_range is None else torch.sigmoid(res) * (self.y_range[1] - self.y_range[0]) + self.y_range[0]
+
+def _embedding_nn(a:dict) -> nn.Module:
+    "fastai's `EmbeddingNN` of saved arguments `a` (untrained)."
+    from fastai.collab import EmbeddingNN
+    from fastai.tabular.model import tabular_config
+    return EmbeddingNN([tuple(e) for e in a['emb_szs']], a['layers'], **tabular_config(y_range=tuple(a['y_range'])))
+
 
 # %% ../../nbs/11b_collab_models.ipynb #e5249270
 class BiasBaseline:

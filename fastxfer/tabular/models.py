@@ -13,29 +13,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from ..core import FastxferError, atomic_write, log
-from ..train_utils import configure_progress, seed_everything
 from ..distributed import distributed
 from .. import metrics
 from .data import Roles, canonical, with_date_parts
-
-with warnings.catch_warnings():
-    warnings.simplefilter('ignore')   # fastai sets a pandas option that pandas 3 deprecates
-    from fastai.tabular.core import TabularPandas, Categorify, FillMissing, Normalize
-    from fastai.data.block import CategoryBlock, RegressionBlock
-    from fastai.callback.core import Callback, CancelValidException
 import torch
 from torch import nn
 
 # %% auto #0
 __all__ = ['NET_META', 'MODELS', 'Processor', 'PeriodicEmbedding', 'PeriodicTabularModel', 'MeanOfNets', 'TabularNetModel',
-           'SkipValidation', 'GBMModel', 'LinearModel', 'temperature_scale', 'fit_temperature', 'cross_fitted',
-           'classification_scores', 'ece', 'regression_scores', 'baseline_scores', 'Fitted', 'candidate_output',
-           'fit_models', 'predict_rows', 'permutation_importance']
+           'GBMModel', 'LinearModel', 'temperature_scale', 'fit_temperature', 'cross_fitted', 'classification_scores',
+           'ece', 'regression_scores', 'baseline_scores', 'Fitted', 'candidate_output', 'fit_models', 'predict_rows',
+           'permutation_importance']
 
 # %% ../../nbs/08b_tabular_models.ipynb #278ebbf7
 def _train_values(s:pd.Series, train_idx) -> list[str]:
     "The categories of column `s` on the training rows (for a column a `--procs` item consumed, as `onehot` does)."
     return sorted({str(v) for v in s.to_numpy()[list(train_idx)] if isinstance(v, str)})
+
+def _fastai_procs() -> tuple:
+    "fastai's `(Categorify, FillMissing, Normalize, TabularPandas)`, imported when a table is processed (not when this module is)."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # fastai sets a pandas option that pandas 3 deprecates
+        from fastai.tabular.core import TabularPandas, Categorify, FillMissing, Normalize
+    return Categorify, FillMissing, Normalize, TabularPandas
 
 class Processor:
     "fastai's `Categorify`, `FillMissing` and `Normalize` (after any `--procs` items), fitted on the training rows only."
@@ -54,6 +54,8 @@ class Processor:
     def fit(self, df:pd.DataFrame, train_idx, valid_idx) -> TabularPandas:
         "Fit the procs on `train_idx`; the processed `TabularPandas` of both splits."
         from fastxfer.augment.tabular import feature_procs
+        Categorify, FillMissing, Normalize, TabularPandas = _fastai_procs()
+        from fastai.data.block import CategoryBlock, RegressionBlock
         r = self.roles
         d = self._frame(df)
         tr = np.asarray(train_idx, dtype=int)
@@ -103,6 +105,7 @@ class Processor:
     def state(self) -> dict:
         "Everything `transform` needs, as JSON values: the roles, the fitted procs' statistics and the processed table's columns."
         from fastxfer.augment.tabular import json_value, procs_state
+        Categorify, FillMissing, Normalize, _ = _fastai_procs()
         e, fs = self.empty, list(self.empty.procs.fs)
         one = lambda t: next((p for p in fs if isinstance(p, t)), None)
         cat, fm, norm = one(Categorify), one(FillMissing), one(Normalize)
@@ -121,6 +124,7 @@ class Processor:
         from fastai.data.transforms import CategoryMap
         from fastai.data.block import TransformBlock
         from fastxfer.augment.tabular import from_json_value, load_procs
+        Categorify, FillMissing, Normalize, TabularPandas = _fastai_procs()
         s = from_json_value(s)
         if s.get('format') != 1: raise FastxferError(f'processor format {s.get("format")!r} is not one this release reads')
         self = cls(Roles(**s['roles']), s['procs_spec'])
@@ -212,6 +216,7 @@ class TabularNetModel:
         from fastai.tabular.learner import tabular_learner, TabularLearner
         from fastai.tabular.model import tabular_config, get_emb_sz
         from fastai.metrics import accuracy
+        from fastxfer.train_utils import configure_progress, seed_everything, SkipValidation
         import fastai.callback.schedule   # Learner.fit_one_cycle
         n = len(to.train)
         layers = list(self.layers if self.layers is not None else _sizes(n, self.numeric))
@@ -286,9 +291,6 @@ def _net(a:dict):
     from fastai.tabular.model import TabularModel, tabular_config
     return TabularModel([tuple(e) for e in a['emb_szs']], a['n_cont'], a['out_sz'], a['layers'], **tabular_config(**a['config']))
 
-class SkipValidation(Callback):
-    "Skip fastai's per-epoch validation pass (for rows that are scored elsewhere, such as cross-validation folds)."
-    def before_validate(self): raise CancelValidException()
 
 # %% ../../nbs/08b_tabular_models.ipynb #e9d77a71
 def _X(xc, xn) -> np.ndarray: return np.hstack([xc.astype('float64'), xn.astype('float64')])
