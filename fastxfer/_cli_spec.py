@@ -103,7 +103,7 @@ SPEC = {
   'nfl': {
     'help': 'the NFL winning-season exercise: scrape, train, evaluate, predict, demo',
     'description': 'Predict whether an NFL team has a winning season (W > L) from PF, PA, PD and SoS.',
-    'sources': {'family.py': '829e14320fc68110', 'nfl/__init__.py': '6d7ff2b75f2e180a', 'nfl/model.py': '6bf6c3ade122aefa'},
+    'sources': {'family.py': '829e14320fc68110', 'nfl/__init__.py': '6d7ff2b75f2e180a', 'nfl/model.py': '818379a6c86604b6'},
     'verbs': {
       'train': {'doc': 'Train tabular_learner and logistic regression; write a model folder.', 'params': [
         {'name': 'db', 'type': 'str', 'list': False, 'choices': None, 'help': 'SQLite database (if not given: <data_dir>/NFL.db from the settings)', 'keyword_only': True, 'positional': False, 'default': None},

@@ -15,11 +15,11 @@ warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*', category=Fu
 __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError',
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
            'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
-           'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'read_text',
-           'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'case_twins', 'note_case_twins',
-           'image_formats', 'check_image', 'path_kind', 'visible_files', 'image_paths', 'deep_mode', 'exif_orientation',
-           'shown_size', 'upright', 'as_rgb', 'open_rgb', 'cache_dir', 'cached_array', 'package_version', 'versions',
-           'info']
+           'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'json_value',
+           'from_json_value', 'read_text', 'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'case_twins',
+           'note_case_twins', 'image_formats', 'check_image', 'path_kind', 'visible_files', 'image_paths', 'deep_mode',
+           'exif_orientation', 'shown_size', 'upright', 'as_rgb', 'open_rgb', 'cache_dir', 'cached_array',
+           'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -211,6 +211,34 @@ def emit(result:dict, as_json:bool=False, human=None):
     if text is not None: print(text, flush=True); return
     for k,v in to_jsonable(result).items():
         print(f'{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}')
+
+# %% ../nbs/00_core.ipynb #17051ba2
+def json_value(v):
+    "`v` (dicts with string keys, lists, tuples, numpy or Python scalars) as plain JSON values; float32 and non-finite floats tagged."
+    if isinstance(v, dict):
+        bad = [k for k in v if not isinstance(k, str)]
+        if bad: raise FastxferError(f'cannot write {bad[0]!r} as a JSON key')
+        return {k: json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [json_value(x) for x in v]
+    import numpy as np
+    if isinstance(v, np.float32): return {'__float32__': json_value(float(v))}
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return v if np.isfinite(v) else {'__float__': repr(v)}
+    if isinstance(v, np.generic): return v.item()
+    if v is None or isinstance(v, (str, bool, int)): return v
+    raise FastxferError(f'cannot write a {type(v).__name__} as JSON')
+
+def from_json_value(v):
+    "The inverse of `json_value`."
+    import numpy as np
+    if isinstance(v, dict):
+        if set(v) == {'__float32__'}: return np.float32(from_json_value(v['__float32__']))
+        if set(v) == {'__float__'}: return float(v['__float__'])
+        return {k: from_json_value(x) for k, x in v.items()}
+    if isinstance(v, list): return [from_json_value(x) for x in v]
+    return v
+
 
 # %% ../nbs/00_core.ipynb #eb8552b7
 def read_text(path) -> tuple[str, str]:

@@ -170,6 +170,28 @@ def test_unseen_categories_are_counted_not_errors(tables, adult_model):
     assert set(r['ignored_columns']) == {'id', 'salary'}
 
 
+def test_predicting_imports_no_fastai_and_processes_rows_as_fastai(tables, adult_model):
+    "A loaded processor fills, codes and scales rows with pandas as fastai's procs do (missing and unseen values too), so predicting imports no fastai."
+    import subprocess, sys
+    from fastxfer.tabular.data import read_table
+    from fastxfer.tabular.models import Processor
+    d, _ = adult_model
+    code = ('import sys\nfrom fastxfer.tabular import predict_table\n'
+            "r = predict_table(sys.argv[1], sys.argv[2])\n"
+            "print(len(r['predictions']), sorted(m for m in sys.modules if m.split('.')[0] == 'fastai')[:3])")
+    r = subprocess.run([sys.executable, '-c', code, str(d), str(tables/'adult.csv')], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ['400', '[]'], r.stdout
+    rows = read_table(tables/'adult.csv')
+    rows.loc[rows.index[:20], 'education-num'] = np.nan; rows.loc[rows.index[20:30], 'age'] = np.nan
+    rows.loc[rows.index[30:35], 'workclass'] = 'Martian'; rows.loc[rows.index[35:40], 'occupation'] = None
+    plain, fastai = Processor.load(d/'processor.json'), Processor.load(d/'processor.json')
+    fastai.empty   # builds fastai's procs: transform then takes them
+    for a, b in zip(plain.transform(rows), fastai.transform(rows)):
+        if isinstance(a, dict): assert a == b
+        else: assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
 def test_write_back_is_one_transaction_and_idempotent_on_the_key(tables, adult_model):
     d, _ = adult_model
     rows = pd.read_csv(tables/'adult.csv').head(7).drop(columns='salary'); rows.to_csv(tables/'new.csv', index=False)

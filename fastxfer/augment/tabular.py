@@ -10,12 +10,11 @@ import re
 import numpy as np
 import pandas as pd
 from fastai.tabular.core import TabularProc, TabularPandas
-from ..core import FastxferError, log
+from ..core import FastxferError, log, json_value, from_json_value
 
 # %% auto #0
 __all__ = ['FITTED', 'tabular_split', 'parse_expr', 'AddFeatures', 'Impute', 'DropMissing', 'ColumnTransform', 'Winsorize',
-           'Standardize', 'MinMax', 'OneHot', 'LabelEncode', 'feature_procs', 'json_value', 'from_json_value',
-           'procs_state', 'load_procs']
+           'Standardize', 'MinMax', 'OneHot', 'LabelEncode', 'feature_procs', 'procs_state', 'load_procs']
 
 # %% ../../nbs/03b_augment_tabular.ipynb #83463d51
 def _cols(to, cols):
@@ -209,30 +208,6 @@ def feature_procs(spec:str|None) -> list:
 FITTED = {'AddFeatures': (), 'Impute': ('fill', 'flagged'), 'DropMissing': ('use', 'medians', '_first', 'n_dropped'),
           'ColumnTransform': ('use',), 'Winsorize': ('bounds',), 'Standardize': ('stats',), 'MinMax': ('stats',),
           'OneHot': ('cats',), 'LabelEncode': ('codes',)}   # what each proc learns in `setups`
-
-def json_value(v):
-    "`v` (dicts with string keys, lists, tuples, numpy or Python scalars) as plain JSON values; float32 and non-finite floats tagged."
-    if isinstance(v, dict):
-        bad = [k for k in v if not isinstance(k, str)]
-        if bad: raise FastxferError(f'cannot write {bad[0]!r} as a JSON key')
-        return {k: json_value(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [json_value(x) for x in v]
-    if isinstance(v, np.float32): return {'__float32__': json_value(float(v))}
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        return v if np.isfinite(v) else {'__float__': repr(v)}
-    if isinstance(v, np.generic): return v.item()
-    if v is None or isinstance(v, (str, bool, int)): return v
-    raise FastxferError(f'cannot write a {type(v).__name__} as JSON')
-
-def from_json_value(v):
-    "The inverse of `json_value`."
-    if isinstance(v, dict):
-        if set(v) == {'__float32__'}: return np.float32(from_json_value(v['__float32__']))
-        if set(v) == {'__float__'}: return float(v['__float__'])
-        return {k: from_json_value(x) for k, x in v.items()}
-    if isinstance(v, list): return [from_json_value(x) for x in v]
-    return v
 
 def procs_state(procs) -> list[dict]:
     "The class and fitted statistics of each of fastxfer's feature procs in `procs` (others are left out), as JSON values."

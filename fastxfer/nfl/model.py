@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, atomic_write, log, setting
+from ..core import FastxferError, atomic_write, log, setting, json_value, from_json_value
 from ..train_utils import configure_progress
 from ..family import from_settings, resolves_settings
 from typing import Literal
@@ -22,7 +22,6 @@ from ..inputs import Column, InputError, RowInput
 from .. import metrics
 from ..conformal import COVERAGES, Conformal, conformal_card, min_calibration
 from ..tabular import TabularPredictor, upgrade_tabular_files, _read_old_pickle
-from ..augment.tabular import json_value, from_json_value
 from ..tabular.data import Roles
 from ..tabular.models import LinearModel, Processor, TabularNetModel, predict_rows
 from .data import *

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import FastxferError, atomic_write, log
+from ..core import FastxferError, atomic_write, log, json_value, from_json_value
 from ..distributed import distributed
 from .. import metrics
 from .data import Roles, canonical, with_date_parts
@@ -42,6 +42,18 @@ class Processor:
     def __init__(self, roles:Roles, procs_spec:str|None=None):
         self.roles, self.procs_spec = roles, procs_spec or None
         self.y_mean, self.y_std = 0.0, 1.0
+        self._empty, self._state = None, None   # a loaded processor keeps its state and builds fastai's procs only if it must
+
+    @property
+    def empty(self):
+        "The fitted procs on an empty fastai `TabularPandas`; a loaded processor builds it from its state on first use."
+        if self._empty is None: self._empty = self._fastai_empty(self._state)
+        return self._empty
+    @empty.setter
+    def empty(self, to): self._empty = to
+    def __setstate__(self, d:dict):
+        "An earlier release's pickled processor (`fastxfer upgrade` reads one): its fitted `empty` kept."
+        d = dict(d); d['_empty'] = d.pop('empty', d.get('_empty')); d.setdefault('_state', None); self.__dict__.update(d)
 
     def _frame(self, df:pd.DataFrame) -> pd.DataFrame:
         "The feature columns cast as the procs expect: categories as strings, numbers as float32."
@@ -93,18 +105,30 @@ class Processor:
         for c in self.roles.cat:
             n = int((d[c].notna() & ~d[c].isin(self.vocab[c])).sum())
             if n: unseen[c] = n
+        if self._empty is None and self._state is not None and not self._state['feature_procs']: return (*self._plain(d), unseen)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             to = self.empty.new(d)
             to.process()
         return to.cats.to_numpy(dtype='int64'), to.conts.to_numpy(dtype='float32'), unseen
 
+    def _plain(self, d:pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        "What fastai's `FillMissing`, `Categorify` and `Normalize` make of frame `d`, in pandas alone (a loaded processor without `--procs` items)."
+        s = self._state; fm, norm = s['fill_missing'], s['normalize']
+        for c, v in fm['na_dict'].items():
+            missing = d[c].isna()
+            d[c] = d[c].fillna(v)
+            if fm['add_col']: d[c + '_na'] = missing
+        codes = [pd.Categorical(d[c], categories=s['categorify'][c][1:]).codes.astype('int64') + 1 for c in self.cat_names]
+        conts = (d[self.cont_names] - norm['means']) / norm['stds']
+        return np.stack(codes, 1) if codes else np.zeros((len(d), 0), 'int64'), conts.to_numpy(dtype='float32')
+
     def cardinalities(self) -> list[int]: return [len(self.empty.classes[c]) if c in self.empty.classes else 3 for c in self.cat_names]
     def y_values(self, z): return np.asarray(z, dtype='float64')*self.y_std + self.y_mean
 
     def state(self) -> dict:
         "Everything `transform` needs, as JSON values: the roles, the fitted procs' statistics and the processed table's columns."
-        from fastxfer.augment.tabular import json_value, procs_state
+        from fastxfer.augment.tabular import procs_state
         Categorify, FillMissing, Normalize, _ = _fastai_procs()
         e, fs = self.empty, list(self.empty.procs.fs)
         one = lambda t: next((p for p in fs if isinstance(p, t)), None)
@@ -120,26 +144,31 @@ class Processor:
 
     @classmethod
     def from_state(cls, s:dict) -> Processor:
-        "The processor `state` describes, its fastai procs rebuilt from their statistics (no pickle)."
-        from fastai.data.transforms import CategoryMap
-        from fastai.data.block import TransformBlock
-        from fastxfer.augment.tabular import from_json_value, load_procs
-        Categorify, FillMissing, Normalize, TabularPandas = _fastai_procs()
+        "The processor `state` describes (no pickle); its fastai procs are rebuilt from their statistics when they are needed."
         s = from_json_value(s)
         if s.get('format') != 1: raise FastxferError(f'processor format {s.get("format")!r} is not one this release reads')
         self = cls(Roles(**s['roles']), s['procs_spec'])
         self.y_mean, self.y_std, self.medians, self.vocab = s['y_mean'], s['y_std'], s['medians'], s['vocab']
         self.cat_names, self.cont_names, self.na_dict = s['cat_names'], s['cont_names'], s['na_dict']
+        self._state = s
+        return self
+
+    @staticmethod
+    def _fastai_empty(s:dict):
+        "fastai's procs of state `s` on an empty `TabularPandas`."
+        from fastai.data.transforms import CategoryMap
+        from fastai.data.block import TransformBlock
+        from fastxfer.augment.tabular import load_procs
+        Categorify, FillMissing, Normalize, TabularPandas = _fastai_procs()
         cat = Categorify(); cat.classes = {c: CategoryMap(v[1:], sort=False, add_na=True) for c, v in s['categorify'].items()}
         fm = FillMissing(add_col=s['fill_missing']['add_col']); fm.na_dict, fm.fill_strategy = s['fill_missing']['na_dict'], 'median'
         norm = Normalize(); norm.means, norm.stds = s['normalize']['means'], s['normalize']['stds']
         t = s['table']
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            self.empty = TabularPandas(pd.DataFrame({}, columns=t['columns']), procs=load_procs(s['procs_spec'], s['feature_procs']) + [cat, fm, norm],
-                                       cat_names=t['cat_names'], cont_names=t['cont_names'], y_names=t['y_names'], y_block=TransformBlock(),
-                                       do_setup=False, reduce_memory=False)
-        return self
+            return TabularPandas(pd.DataFrame({}, columns=t['columns']), procs=load_procs(s['procs_spec'], s['feature_procs']) + [cat, fm, norm],
+                                 cat_names=t['cat_names'], cont_names=t['cont_names'], y_names=t['y_names'], y_block=TransformBlock(),
+                                 do_setup=False, reduce_memory=False)
 
     def save(self, path) -> str:
         "Write the processor as JSON (`state`), atomically; returns the file name."
