@@ -66,6 +66,14 @@ def run_json(*args, **kwargs) -> dict:
     return json.loads(lines[0])
 
 
+def fresh_words(code:str, *args, timeout:int=120) -> list[str]:
+    "The words `code` prints in a new Python process (`args` as `sys.argv[1:]`), then the fastai modules it imported ('[]': none)."
+    code = f"import sys\n{code}\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'fastai')[:3])"
+    r = subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
 def request_schema(doc:dict, path:str, ctype='application/json') -> dict:
     "The request body's schema of `POST path` in the OpenAPI document `doc`, its `$ref` followed."
     sch = doc['paths'][path]['post']['requestBody']['content'][ctype]['schema']

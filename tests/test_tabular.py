@@ -3,7 +3,7 @@ write-back idempotence, the typed REST row, and every bad input (a clear message
 import json, sqlite3
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
-from conftest import run_cli, run_cli_here, run_json, adult_csv, request_schema, old_release, run_old
+from conftest import fresh_words, run_cli, run_cli_here, run_json, adult_csv, request_schema, old_release, run_old
 
 from fastxfer.core import FastxferError
 from fastxfer.model_folder import load_model
@@ -172,16 +172,11 @@ def test_unseen_categories_are_counted_not_errors(tables, adult_model):
 
 def test_predicting_imports_no_fastai_and_processes_rows_as_fastai(tables, adult_model):
     "A loaded processor fills, codes and scales rows with pandas as fastai's procs do (missing and unseen values too), so predicting imports no fastai."
-    import subprocess, sys
     from fastxfer.tabular.data import read_table
     from fastxfer.tabular.models import Processor
     d, _ = adult_model
-    code = ('import sys\nfrom fastxfer.tabular import predict_table\n'
-            "r = predict_table(sys.argv[1], sys.argv[2])\n"
-            "print(len(r['predictions']), sorted(m for m in sys.modules if m.split('.')[0] == 'fastai')[:3])")
-    r = subprocess.run([sys.executable, '-c', code, str(d), str(tables/'adult.csv')], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ['400', '[]'], r.stdout
+    code = "from fastxfer.tabular import predict_table\nprint(len(predict_table(sys.argv[1], sys.argv[2])['predictions']))"
+    assert fresh_words(code, d, tables/'adult.csv') == ['400', '[]']
     rows = read_table(tables/'adult.csv')
     rows.loc[rows.index[:20], 'education-num'] = np.nan; rows.loc[rows.index[20:30], 'age'] = np.nan
     rows.loc[rows.index[30:35], 'workclass'] = 'Martian'; rows.loc[rows.index[35:40], 'occupation'] = None

@@ -4,7 +4,7 @@ import json, shutil
 from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
-from conftest import run_cli, run_json, shared_or_skip
+from conftest import fresh_words, run_cli, run_json, shared_or_skip
 
 SIZE = '96'
 
@@ -185,16 +185,12 @@ def test_predict_in_a_fresh_process(trained, flat):
 
 def test_predicting_imports_no_fastai_and_prepares_images_as_fastai(trained, flat):
     "A vision folder predicts with PIL, NumPy and ONNX Runtime (fastai takes seconds to import), and its plain view prepares images as fastai's pipelines do."
-    import subprocess, sys
     from fastxfer.model_folder import load_model
     from fastxfer.vision.data import FastaiView
     out, _ = trained
-    code = ('import sys\nfrom fastxfer.model_folder import load_model\n'
-            "p = load_model(sys.argv[1]); p.predict([sys.argv[2]], tta='crops')\n"
-            "print(p.backend, type(p.view).__name__, sorted(m for m in sys.modules if m.split('.')[0] == 'fastai')[:3])")
-    r = subprocess.run([sys.executable, '-c', code, str(out), str(flat/'Abyssinian_1.jpg')], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ['onnx', 'PlainView', '[]'], r.stdout
+    code = ("from fastxfer.model_folder import load_model\np = load_model(sys.argv[1]); p.predict([sys.argv[2]], tta='crops')\n"
+            'print(p.backend, type(p.view).__name__)')
+    assert fresh_words(code, out, flat/'Abyssinian_1.jpg') == ['onnx', 'PlainView', '[]']
     p, imgs = load_model(out), sorted(flat.glob('*.jpg'))[:6]
     plain = {tta: p.predict_proba(imgs, tta=tta) for tta in (False, 'crops')}
     p.view = FastaiView(json.loads((Path(out)/'preprocess.json').read_text()))
