@@ -42,7 +42,7 @@ class Processor:
     def __init__(self, roles:Roles, procs_spec:str|None=None):
         self.roles, self.procs_spec = roles, procs_spec or None
         self.y_mean, self.y_std = 0.0, 1.0
-        self._empty, self._state = None, None   # a loaded processor keeps its state and builds fastai's procs only if it must
+        self._empty, self._state = None, None   # a loaded processor without --procs items keeps its state, and fastai's procs unbuilt
 
     @property
     def empty(self):
@@ -105,7 +105,7 @@ class Processor:
         for c in self.roles.cat:
             n = int((d[c].notna() & ~d[c].isin(self.vocab[c])).sum())
             if n: unseen[c] = n
-        if self._empty is None and self._state is not None and not self._state['feature_procs']: return (*self._plain(d), unseen)
+        if self._empty is None: return (*self._plain(d), unseen)   # a loaded processor without --procs items
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             to = self.empty.new(d)
@@ -151,6 +151,7 @@ class Processor:
         self.y_mean, self.y_std, self.medians, self.vocab = s['y_mean'], s['y_std'], s['medians'], s['vocab']
         self.cat_names, self.cont_names, self.na_dict = s['cat_names'], s['cont_names'], s['na_dict']
         self._state = s
+        if s['feature_procs'] or s['procs_spec']: self._empty = cls._fastai_empty(s)   # --procs items: fastai's procs, checked now
         return self
 
     @staticmethod

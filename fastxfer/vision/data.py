@@ -385,9 +385,9 @@ def check_preprocess(dl, spec:dict, n:int=2, atol:float=1e-5):
     dl.after_item.split_idx = dl.after_batch.split_idx = 1          # validation behaviour, as the dataloader applies it
     try: want = dl.after_batch(TensorImage(torch.stack([dl.after_item(im) for im in ims])))
     finally: dl.after_item.split_idx, dl.after_batch.split_idx = old
-    got = ab(TensorImage(torch.stack([ai(im) for im in ims])))
-    if (plain := PlainView.from_spec(spec)) is not None: got = [got, plain.batch([plain.item(im) for im in ims])]
-    for g in (got if isinstance(got, list) else [got]):
+    got = [ab(TensorImage(torch.stack([ai(im) for im in ims])))]
+    if (plain := PlainView.from_spec(spec)) is not None: got.append(plain.batch([plain.item(im) for im in ims]))   # the path predicting takes
+    for g in got:
         diff = (want.as_subclass(torch.Tensor).cpu() - g.as_subclass(torch.Tensor).cpu()).abs().max().item() if want.shape == g.shape else float('inf')
         if diff > atol: raise FastxferError(f'preprocess.json does not reproduce the validation transforms (max difference {diff})')
 
