@@ -4,7 +4,7 @@ SPEC = {
   'vision': {
     'help': 'train, predict, evaluate image classifiers; list backbones',
     'description': 'train, predict, evaluate image classifiers; list backbones',
-    'sources': {'family.py': '829e14320fc68110', 'vision/__init__.py': 'ba4ffffde486c629', 'vision/train.py': 'c2431578e778cae2'},
+    'sources': {'family.py': '829e14320fc68110', 'vision/__init__.py': 'ba4ffffde486c629', 'vision/train.py': '7520ba88998a5ad4'},
     'verbs': {
       'train': {'doc': 'Train an image classifier and export a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': "folder of images (or 'pets' for fastai's URLs.PETS, online only)", 'keyword_only': False, 'positional': True, 'default': None},

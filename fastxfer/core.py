@@ -14,11 +14,11 @@ warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*', category=Fu
 # %% auto #0
 __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError',
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
-           'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'csv_separator', 'in_notebook',
-           'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit', 'json_value',
-           'from_json_value', 'read_text', 'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes', 'case_twins',
-           'note_case_twins', 'image_formats', 'check_image', 'path_kind', 'visible_files', 'image_paths', 'deep_mode',
-           'exif_orientation', 'shown_size', 'upright', 'as_rgb', 'open_rgb', 'cache_dir', 'cached_array',
+           'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'scratch_dir', 'csv_separator',
+           'in_notebook', 'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit',
+           'json_value', 'from_json_value', 'read_text', 'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes',
+           'case_twins', 'note_case_twins', 'image_formats', 'check_image', 'path_kind', 'visible_files', 'image_paths',
+           'deep_mode', 'exif_orientation', 'shown_size', 'upright', 'as_rgb', 'open_rgb', 'cache_dir', 'cached_array',
            'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
@@ -143,6 +143,14 @@ def atomic_dir(path):
 
 # %% ../nbs/00_core.ipynb #7decab4f
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.heic', '.heif'}   # the files read as images (vision, segment, augment); HEIC: `image_formats`
+
+# %% ../nbs/00_core.ipynb #3beb7b54
+def scratch_dir(prefix:str='fastxfer-') -> Path:
+    "A new private folder in the temporary folder, removed with its files when this process ends (a `multiprocessing` worker too)."
+    from multiprocessing.util import Finalize
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    Finalize(None, shutil.rmtree, args=(d, True), exitpriority=0)   # atexit runs in the main process only
+    return d
 
 # %% ../nbs/00_core.ipynb #c1a74caa
 def csv_separator(path) -> str:

@@ -133,14 +133,15 @@ def wait_all(procs:list, poll:float=0.2, grace:float=10.) -> list:
 
 def launch(code:str, processes:int, poll:float=0.2, grace:float=10.) -> int:
     "Run the Python `code` as `processes` data-parallel processes on this machine; returns the exit status."
-    port, logs = free_port(), Path(tempfile.mkdtemp(prefix='fastxfer-ranks-'))
-    outs = [None] + [open(logs/f'rank{r}.log', 'w') for r in range(1, processes)]
-    procs = [subprocess.Popen([sys.executable, '-c', code], env=rank_env(r, processes, port), stdout=outs[r], stderr=outs[r])
-             for r in range(processes)]
-    own = wait_all(procs, poll, grace)
-    for f in outs[1:]: f.close()
-    codes = [p.returncode for p in procs]
-    if codes[0] == 0 and any(codes[1:]):
-        bad = next(r for r,c in enumerate(codes) if c)
-        print(f'error: training process {bad} of {processes} failed:\n' + (logs/f'rank{bad}.log').read_text()[-3000:], file=sys.stderr)
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix='fastxfer-ranks-') as logs:   # the other ranks' output, shown if one fails
+        logs = Path(logs); outs = [None] + [open(logs/f'rank{r}.log', 'w') for r in range(1, processes)]
+        procs = [subprocess.Popen([sys.executable, '-c', code], env=rank_env(r, processes, port), stdout=outs[r], stderr=outs[r])
+                 for r in range(processes)]
+        own = wait_all(procs, poll, grace)
+        for f in outs[1:]: f.close()
+        codes = [p.returncode for p in procs]
+        if codes[0] == 0 and any(codes[1:]):
+            bad = next(r for r,c in enumerate(codes) if c)
+            print(f'error: training process {bad} of {processes} failed:\n' + (logs/f'rank{bad}.log').read_text()[-3000:], file=sys.stderr)
     return next((c for c in own if c > 0), None) or next((c for c in codes if c), 0)

@@ -37,18 +37,21 @@ def _check_folder(out: Path, data: Path):
 
 
 def test_processes_2_writes_one_working_folder(pets24, tmp_path):
-    out = tmp_path/'models'/'pets2'
-    r = run_json('vision', 'train', pets24, *TRAIN, '--processes', '2', '--out', out, fresh=True)   # rank 0 prints to the inherited stdout
+    out, tmp = tmp_path/'models'/'pets2', tmp_path/'tmp'; tmp.mkdir()
+    r = run_json('vision', 'train', pets24, *TRAIN, '--processes', '2', '--out', out, fresh=True, env={'TMPDIR': tmp})   # rank 0 prints to the inherited stdout
     assert r['processes'] == 2 and r['model_dir'] == str(out)
+    assert [p for p in tmp.iterdir() if p.name.startswith('fastxfer-')] == [], 'the ranks\' logs and checkpoint folders are removed'
     _check_folder(out, pets24)
 
 
 def test_a_failing_launch_says_why_once_and_writes_nothing(tmp_path):
     "The launcher's own behaviour, with the toy plug-in family (light processes): every process fails on the same bad data."
     bad = tmp_path/'bad.csv'; bad.write_text('x,label\n1,low\n2,medium\n')
-    r = run_cli('toy', 'train', bad, '--processes', '2', '--out', tmp_path/'m', env=PLUGIN_ENV, check=2, fresh=True)
+    tmp = tmp_path/'tmp'; tmp.mkdir()
+    r = run_cli('toy', 'train', bad, '--processes', '2', '--out', tmp_path/'m', env={**PLUGIN_ENV, 'TMPDIR': tmp}, check=2, fresh=True)
     assert r.stderr.count('error:') == 1 and 'Traceback' not in r.stderr, r.stderr
     assert 'medium' in r.stderr and not (tmp_path/'m').exists()
+    assert [p for p in tmp.iterdir() if p.name.startswith('fastxfer-')] == [], 'the ranks\' logs are removed'
 
 
 @pytest.mark.slow

@@ -6,12 +6,12 @@ Docs: https://fastxfer.github.io/fastxfer/segment_models.html.md"""
 
 # %% ../../nbs/12b_segment_models.ipynb #9c6f044d
 from __future__ import annotations
-import atexit, shutil, tempfile, time
+import time
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from ..core import FastxferError, as_rgb
+from ..core import FastxferError, as_rgb, scratch_dir
 from ..distributed import distributed
 from ..backbones import get_arch, create_imagenet_model, split_body
 from ..metrics import confusion_matrix
@@ -57,7 +57,7 @@ def unet_learner_for(dls, n_out:int, arch:str='efficientnet_lite0', mode:str='fi
     size = tuple(dls.one_batch()[0].shape[-2:])
     encoder, source = unet_encoder(arch, pretrained=mode != 'scratch')
     model = DynamicUnet(encoder, n_out, size)
-    work = Path(tempfile.mkdtemp(prefix='fastxfer-unet-')); atexit.register(shutil.rmtree, work, True)
+    work = scratch_dir('fastxfer-unet-')   # LR finder and keep-best checkpoints; removed at exit
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(axis=1, ignore_index=-100 if void is None else void),
                     metrics=[ForegroundAcc(void)], splitter=UnetSplitter(2), path=work)
     if mode != 'scratch': learn.freeze()

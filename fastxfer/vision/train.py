@@ -6,10 +6,10 @@ Docs: https://fastxfer.github.io/fastxfer/vision_train.html.md"""
 
 # %% ../../nbs/07b_vision_train.ipynb #cb9751b8
 from __future__ import annotations
-import atexit, hashlib, json, shutil, tempfile, time, warnings
+import hashlib, json, shutil, tempfile, time, warnings
 from pathlib import Path
 import numpy as np
-from ..core import FastxferError, as_rgb, atomic_write, get_device, log, setting, cached_array, cache_dir
+from ..core import FastxferError, as_rgb, atomic_write, get_device, log, setting, cached_array, cache_dir, scratch_dir
 from ..family import from_settings, resolves_settings
 from typing import Literal
 import torch, torch.nn as nn
@@ -47,8 +47,7 @@ def vision_learner_for(dls, arch:str='efficientnet_lite0', mode:str='fine_tune',
                 else create_head(nf, n_out))
         apply_init(head, nn.init.kaiming_normal_)
         model = nn.Sequential(body, head)
-    work = Path(tempfile.mkdtemp(prefix='fastxfer-learn-'))  # LR finder and keep-best checkpoints; removed at exit
-    atexit.register(shutil.rmtree, work, True)
+    work = scratch_dir('fastxfer-learn-')  # LR finder and keep-best checkpoints; removed at exit
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=[error_rate, accuracy],
                     splitter=BodySplitter(3), path=work)
     if mode != 'scratch' and pretrained: learn.freeze()
