@@ -162,7 +162,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '829e14320fc68110', 'text/__init__.py': 'b84424687fa28d6e', 'text/models.py': '73223d415b27cde9'},
+    'sources': {'family.py': '829e14320fc68110', 'text/__init__.py': 'b84424687fa28d6e', 'text/models.py': '3bec088d4dd9ce2e'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},
@@ -566,7 +566,7 @@ SPEC = {
   'check': {
     'help': 'say what a model folder holds and whether loading it can run code',
     'description': 'say what a model folder holds and whether loading it can run code',
-    'sources': {'model_folder.py': '38486c0dd0357fd7'},
+    'sources': {'model_folder.py': 'bfbc3bb4b2d33964'},
     'verbs': {
       '': {'doc': 'Say what a model folder holds, file by file, and whether loading it to predict can run code.', 'params': [
         {'name': 'model_dir', 'type': 'str', 'list': False, 'choices': None, 'help': 'a model folder', 'keyword_only': False, 'positional': False},

@@ -14,12 +14,12 @@ warnings.filterwarnings('ignore', message=r'.*torch\.jit\.script.*', category=Fu
 # %% auto #0
 __all__ = ['DEFAULT_SETTINGS', 'PACKAGE_ROOT', 'PROJECT_ROOT', 'IMAGE_EXTS', 'OFFLINE_WEIGHT_PACKAGES', 'FastxferError',
            'settings_file', 'get_settings', 'setting', 'embedded_data', 'shared_root', 'shared_data', 'get_device',
-           'world_size', 'process_rank', 'is_rank0', 'atomic_write', 'atomic_dir', 'scratch_dir', 'csv_separator',
-           'in_notebook', 'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line', 'to_jsonable', 'emit',
-           'json_value', 'from_json_value', 'read_text', 'read_delimited', 'read_any_text', 'read_cells', 'cells_bytes',
-           'case_twins', 'note_case_twins', 'image_formats', 'check_image', 'path_kind', 'visible_files', 'image_paths',
-           'deep_mode', 'exif_orientation', 'shown_size', 'upright', 'as_rgb', 'open_rgb', 'cache_dir', 'cached_array',
-           'package_version', 'versions', 'info']
+           'world_size', 'process_rank', 'is_rank0', 'usual_mode', 'atomic_write', 'atomic_dir', 'scratch_dir',
+           'csv_separator', 'in_notebook', 'is_interactive', 'set_quiet', 'is_quiet', 'log', 'epoch_line',
+           'to_jsonable', 'emit', 'json_value', 'from_json_value', 'read_text', 'read_delimited', 'read_any_text',
+           'read_cells', 'cells_bytes', 'case_twins', 'note_case_twins', 'image_formats', 'check_image', 'path_kind',
+           'visible_files', 'image_paths', 'deep_mode', 'exif_orientation', 'shown_size', 'upright', 'as_rgb',
+           'open_rgb', 'cache_dir', 'cached_array', 'package_version', 'versions', 'info']
 
 # %% ../nbs/00_core.ipynb #8e3871bb
 class FastxferError(Exception):
@@ -109,12 +109,16 @@ def is_rank0() -> bool:
     return process_rank() == 0
 
 # %% ../nbs/00_core.ipynb #78872209
+def usual_mode(path):
+    "Give the file `path` the permissions a new file gets under the umask (mkstemp, and some writers, make files only their owner can read)."
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
 def atomic_write(path, data:str|bytes):
     "Write `data` to `path` through a temporary file in the same folder and an atomic rename."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    umask = os.umask(0); os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+    usual_mode(tmp)  # mkstemp makes 0600
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data.encode() if isinstance(data, str) else data)

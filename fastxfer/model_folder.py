@@ -424,21 +424,23 @@ check_model.human = _human_check
 
 # %% ../nbs/05_model_folder.ipynb #3dca34d8
 def export_onnx(model, path, shape, check_x=None, atol:float=1e-4, input_name:str='image', output_name:str='logits',
-                compare:str='softmax', opset:int=17) -> dict:
-    "Export `model` to ONNX at `path` (dynamic batch) and check it against PyTorch on `check_x` (random input of `shape` when None)."
+                compare:str='softmax', opset:int=17, example=None, dynamic:dict|None=None) -> dict:
+    """Export `model` to ONNX at `path` and check it against PyTorch on `check_x` (when None: the input it was exported
+    with, `example` or random numbers of `shape`). The input's dimensions `dynamic` names may vary (by default the batch's)."""
     import copy, warnings
     import numpy as np, torch
     from fastxfer.metrics import softmax
     model = copy.deepcopy(model).eval().float().cpu().to(memory_format=torch.contiguous_format)
-    x = torch.randn(2, *shape[1:])
+    x = example if example is not None else torch.randn(2, *shape[1:])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             torch.onnx.export(model, (x,), str(path), input_names=[input_name], output_names=[output_name], opset_version=opset,
-                              dynamic_axes={input_name: {0: 'batch'}, output_name: {0: 'batch'}}, dynamo=False)
+                              dynamic_axes={input_name: dynamic or {0: 'batch'}, output_name: {0: 'batch'}}, dynamo=False)
         import onnxruntime as ort
         sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
-        cx = (check_x if check_x is not None else x).float().cpu()
+        cx = (check_x if check_x is not None else x).cpu()
+        if cx.is_floating_point(): cx = cx.float()   # token ids stay integers
         with torch.no_grad(): ref = model(cx).float().numpy()
         got = sess.run(None, {input_name: cx.numpy()})[0]
         if compare == 'softmax': ref, got = softmax(ref, axis=1), softmax(got, axis=1)   # axis 1: the classes, also of a segmentation's maps

@@ -1,5 +1,5 @@
 """`fastxfer text`: data sources, bad input, each model type on a tiny set, export and load in a fresh process."""
-import json, os, shutil, subprocess
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 import pandas as pd
 import pytest
@@ -400,3 +400,37 @@ def test_fgm_and_robustness_bad_input(toy, logreg_model, work, env):
     assert '--alpha 1.5' in _fails('robustness', out, toy, '--alpha', '1.5', '--out', work/'r2')
     assert 'no such file' in _fails('robustness', out, work/'none.csv', '--out', work/'r2')
     assert not (work/'r2').exists()
+
+
+def test_predicting_runs_onnx_without_transformers(logreg_model, toy):
+    "A folder's network is also written as model.onnx, which predicting runs on a CPU: no transformers, the PyTorch network's probabilities, every file readable by others."
+    import numpy as np
+    from fastxfer.model_folder import load_model
+    out, _ = logreg_model
+    card = json.loads((out/'card.json').read_text())
+    assert card['onnx']['exported'] and card['onnx']['max_abs_diff'] < 1e-3 and 'model.onnx' in card['files']
+    assert all(f.stat().st_mode & 0o044 == 0o044 for f in out.rglob('*') if f.is_file()), 'transformers writes the weights 0600'
+    texts = ['a wonderful, moving film', 'boring, dull and pointless. ' * 40, 'Café naïve, ünïcödé and 東京', '']
+    code = ("import json, sys\nfrom fastxfer.model_folder import load_model\np = load_model(sys.argv[1])\n"
+            "print(json.dumps(dict(probs=p.predict_probs(json.loads(sys.argv[2]))[0].tolist(), onnx=p.sessions is not None,\n"
+            "                      transformers='transformers' in sys.modules)))")
+    r = subprocess.run([sys.executable, '-c', code, str(out), json.dumps(texts)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got['onnx'] and not got['transformers']
+    p = load_model(out); p.load_networks()   # the PyTorch network, as on a GPU
+    assert p.sessions is None and np.allclose(got['probs'], p.predict_probs(texts)[0], atol=1e-4)
+    from fastxfer.text.models import Windowing
+    q = load_model(out)
+    for x in (p, q): x.max_len, x.win = 400, Windowing.for_tokenizer(x.tok, 32)   # several windows a text, averaged
+    assert q.sessions and np.allclose(q.predict_probs(texts)[0], p.predict_probs(texts)[0], atol=1e-4)
+
+
+def test_json_tokenizer_gives_the_transformers_tokens():
+    "The tokenizer predicting reads without transformers cuts the IMDB sample's reviews into the same token ids."
+    from transformers import AutoTokenizer
+    from fastxfer.text.models import JsonTokenizer, encoder_source, tokenize_texts
+    texts = pd.read_csv(shared_or_skip(IMDB)).text.tolist()
+    a, b = AutoTokenizer.from_pretrained(encoder_source('minilm')), JsonTokenizer(encoder_source('minilm'))
+    assert tokenize_texts(a, texts, None) == tokenize_texts(b, texts, None) and b.pad_token_id == a.pad_token_id
+    assert max(map(len, tokenize_texts(b, texts, None)[0])) > 512   # long reviews stay whole (max_len cuts them later)

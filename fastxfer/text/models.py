@@ -12,30 +12,30 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from fastcore.basics import patch
-from ..core import FastxferError, atomic_write, get_device, log, setting, cached_array, is_rank0
+from ..core import FastxferError, atomic_write, get_device, log, setting, cached_array, is_rank0, usual_mode
 from ..conformal import sets_report
 from ..family import from_settings, resolves_settings
 from typing import Literal
 from ..train_utils import configure_progress, seed_everything, set_precision, find_lr, PRECISIONS
-from ..metrics import confusion_matrix
+from ..metrics import confusion_matrix, softmax
 from ..probe import linear_probe
 from ..multilabel import MultiLabelOutput
 from ..explain import word_occlusion
 from ..distributed import distributed, across_processes
 from ..model_folder import (CARD_NAME, Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder, load_tensors,
-                                   save_tensors, unsafe_message)
+                                   save_tensors, unsafe_message, export_onnx, onnx_session)
 from .data import *
 from .bow import NBLogReg, blend_probs, BOW_WEIGHT, BOW_NGRAMS, BOW_C
 
 # %% auto #0
-__all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'RANDOM_INIT_AWD', 'AWD_FILES', 'AWD_RULES', 'encoder_source',
-           'get_encoder', 'tokenize_texts', 'text_windows', 'Windowing', 'pad_ids', 'TokenDL', 'TransformerClassifier',
-           'mean_by_owner', 'transformer_splitter', 'text_dls', 'EpochHistory', 'minilm_learner', 'save_head',
-           'probe_head', 'minilm_rates', 'lr_source', 'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head',
-           'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm', 'awd_spec', 'save_awd',
-           'AWDClassifier', 'check_fgm', 'augment_texts', 'train_text', 'parse_lr', 'hold_out_texts', 'TextPredictor',
-           'calibrate_trained_text', 'bow_words', 'upgrade_text_files', 'text_fast_fit', 'labelled_for_review',
-           'text_label_issues']
+__all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'ONNX_FILE', 'RANDOM_INIT_AWD', 'AWD_FILES', 'AWD_RULES',
+           'encoder_source', 'get_encoder', 'tokenize_texts', 'text_windows', 'Windowing', 'JsonTokenizer', 'pad_ids',
+           'TokenDL', 'window_batches', 'mean_rows', 'TransformerClassifier', 'mean_by_owner', 'transformer_splitter',
+           'text_dls', 'EpochHistory', 'minilm_learner', 'save_head', 'probe_head', 'minilm_rates', 'lr_source',
+           'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head', 'train_embed_logreg', 'wt103_available',
+           'truncate_words', 'train_awd_lstm', 'awd_spec', 'save_awd', 'AWDClassifier', 'check_fgm', 'augment_texts',
+           'train_text', 'parse_lr', 'hold_out_texts', 'TextPredictor', 'calibrate_trained_text', 'bow_words',
+           'upgrade_text_files', 'text_fast_fit', 'labelled_for_review', 'text_label_issues']
 
 # %% ../../nbs/10b_text_models.ipynb #effb31c7
 MINILM_NAMES = ('minilm', 'all-MiniLM-L6-v2', 'sentence-transformers/all-MiniLM-L6-v2')
@@ -112,6 +112,21 @@ class Windowing:
         if len(ids) <= self.room: return self.wrap(ids)
         s = rng.randint(0, len(ids) - self.room); return self.wrap(ids[s:s+self.room])
 
+# %% ../../nbs/10b_text_models.ipynb #5e269cdc
+class JsonTokenizer:
+    "A Hugging Face fast tokenizer read from the `tokenizer.json` in `folder` by the `tokenizers` library alone: the calls `tokenize_texts` and `Windowing` make."
+    def __init__(self, folder):
+        from tokenizers import Tokenizer
+        folder = Path(folder); self.tok = Tokenizer.from_file(str(folder/'tokenizer.json'))
+        self.tok.no_truncation(); self.tok.no_padding()
+        cfg = json.loads((folder/'tokenizer_config.json').read_text()) if (folder/'tokenizer_config.json').is_file() else {}
+        pad = cfg.get('pad_token'); pad = pad.get('content') if isinstance(pad, dict) else pad
+        self.pad_token_id = self.tok.token_to_id(pad) if pad else None
+    def __call__(self, texts, add_special_tokens:bool=True, truncation:bool=False) -> dict:
+        "`{'input_ids': ids}` for one text, or a list of them for a list of texts (never truncated)."
+        if isinstance(texts, str): return {'input_ids': self.tok.encode(texts, add_special_tokens=add_special_tokens).ids}
+        return {'input_ids': [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=add_special_tokens)]}
+
 # %% ../../nbs/10b_text_models.ipynb #eeec9337
 from fastai.data.load import DataLoader as _FaDataLoader
 from fastai.data.core import DataLoaders
@@ -151,6 +166,24 @@ class TokenDL(_FaDataLoader):
             seqs += ws; owner += [j]*len(ws)
         return (pad_ids(seqs, self.pad_id), torch.as_tensor(owner, dtype=torch.long),
                 torch.as_tensor([self.labels[i] for i in b], dtype=torch.long))
+
+# %% ../../nbs/10b_text_models.ipynb #95ed8646
+def window_batches(ids, windowing:Windowing, pad_id:int=0, bs:int=32):
+    "Batches `(texts, windows, owner)` for prediction: the indices of up to `bs` texts (longest first), every window of each padded into one int64 array, and each window's text (0..)."
+    order = np.argsort(-np.array([len(i) for i in ids]), kind='stable')
+    for s in range(0, len(order), bs):
+        seqs, owner = [], []
+        for j, i in enumerate(order[s:s+bs]):
+            ws = windowing.all(ids[i]); seqs += ws; owner += [j]*len(ws)
+        x = np.full((len(seqs), max(map(len, seqs))), pad_id, dtype=np.int64)
+        for r, q in enumerate(seqs): x[r, :len(q)] = q
+        yield order[s:s+bs], x, np.array(owner)
+
+def mean_rows(x:np.ndarray, owner:np.ndarray) -> np.ndarray:
+    "Row means of `x` grouped by `owner` (0..n-1): `mean_by_owner` in NumPy."
+    n = int(owner.max()) + 1; s = np.zeros((n, x.shape[1]), dtype=x.dtype)
+    np.add.at(s, owner, x)
+    return s / np.bincount(owner, minlength=n)[:, None].astype(x.dtype)
 
 # %% ../../nbs/10b_text_models.ipynb #fc913a11
 class TransformerClassifier(nn.Module):
@@ -233,10 +266,22 @@ def _valid_eval(probs:np.ndarray, labels, classes) -> dict:
     y = np.array([c2i[l] for l in labels], dtype=int); p = probs.argmax(1) if len(probs) else np.array([], dtype=int)
     return dict(accuracy=float((y == p).mean()) if len(y) else None, n=int(len(y)), confusion_matrix=confusion_matrix(y, p, len(classes)).tolist())
 
-def save_head(model_dir:Path, tok, encoder, head:nn.Linear):
-    "Write `encoder/` (Hugging Face format) and `head.pt`."
+ONNX_FILE = 'model.onnx'   # the whole network, which predicting runs on a CPU
+
+def save_head(model_dir:Path, tok, encoder, head:nn.Linear) -> dict:
+    "Write `encoder/` (Hugging Face format), `head.pt` and the network as `model.onnx`, checked against PyTorch; returns the export's record."
     encoder.save_pretrained(model_dir/'encoder'); tok.save_pretrained(model_dir/'encoder')
+    for f in (model_dir/'encoder').iterdir(): usual_mode(f)   # transformers writes the weights readable by their owner only
     torch.save({'weight': head.weight.detach().cpu(), 'bias': head.bias.detach().cpu()}, model_dir/'head.pt')
+    net = TransformerClassifier(encoder, head.out_features, pad_id=tok.pad_token_id)
+    net.head.load_state_dict(head.state_dict())
+    g, V = torch.Generator().manual_seed(0), encoder.config.vocab_size
+    x, cx = (torch.randint(min(1000, V // 2), V, s, generator=g) for s in [(3, 24), (2, 40)])   # token ids past the special ones
+    x[1, 16:] = cx[0, 30:] = tok.pad_token_id   # padding, and other lengths than the export's
+    res = export_onnx(net, model_dir/ONNX_FILE, None, check_x=cx, input_name='ids', compare='raw', atol=1e-3, example=x,
+                      dynamic={0: 'batch', 1: 'tokens'})
+    if not res['exported']: log(f"{model_dir/ONNX_FILE} not written ({res['reason']}): predicting will run PyTorch")
+    return res
 
 # %% ../../nbs/10b_text_models.ipynb #bd1f62b9
 def probe_head(learn, tok, data:TextData, window:int, device='cpu') -> float:
@@ -314,8 +359,8 @@ def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len
             learn, prec, C, lr_k, lr_how, plots = _fit_minilm(data, loaded, epochs, lr, max_len, window, bs, seed + k, device, precision, fgm)
             if data.n_valid: probs.append(_predict_learner_probs(learn, learn.dls.valid))
             sub = w.dir/f'member{k}' if ensemble > 1 else w.dir
-            save_head(sub, tok, learn.model.encoder, learn.model.head)
-            members.append(dict(dir=sub.name if ensemble > 1 else '.', seed=seed + k, lr=lr_k, probe_C=C,
+            onnx = save_head(sub, tok, learn.model.encoder, learn.model.head)
+            members.append(dict(dir=sub.name if ensemble > 1 else '.', seed=seed + k, lr=lr_k, probe_C=C, onnx=onnx,
                                 history=learn.epoch_history.rows))
             for n, f in plots.items(): w.save_plot(f'{n}_{k}' if ensemble > 1 else n, f)
         probs = np.mean(probs, 0) if probs else np.zeros((0, len(data.classes)))
@@ -333,6 +378,7 @@ def train_minilm(data:TextData, out, encoder=None, epochs=None, lr=None, max_len
                       hparams=dict(epochs=epochs, lr=members[0]['lr'], lr_from=lr_how, lr_mult=d['lr_mult'], pct_start=d['pct_start'],
                                    probe_C=members[0]['probe_C'], bs=bs, seed=seed))
         if ensemble > 1: w.card['members'] = [{k: v for k, v in m.items() if k != 'history'} for m in members]
+        else: w.card['onnx'] = members[0]['onnx']
         if bow: w.card['bow'] = bow_card
         if fgm: w.card['adversarial'] = dict(attack='fgm', eps=fgm, on='token embeddings', ratio=1.0)
         _card_common(w, data, ev, secs, learn)
@@ -420,7 +466,7 @@ def train_embed_logreg(data:TextData, out, encoder=None, max_len=256, bs=None, s
     ev = _valid_eval(probs, data.valid_labels, data.classes)
     log(f'embed-logreg: C={C:g}, valid accuracy {ev["accuracy"]:.4f}')
     with model_writer(out, kind='text', predictor='fastxfer.text.TextPredictor') as w:
-        save_head(w.dir, tok, enc.cpu(), head)
+        w.card['onnx'] = save_head(w.dir, tok, enc.cpu(), head)
         w.card.update(model='embed-logreg', encoder=encoder or 'minilm', encoder_source=str(src), max_len=max_len,
                       window=window, stride=WINDOW_STRIDE, pad_id=tok.pad_token_id, hparams=dict(C=C, bs=bs, seed=seed))
         _card_common(w, data, ev, secs)
@@ -710,16 +756,10 @@ class TextPredictor(Predictor):
             for f in AWD_FILES: folder.require(f)
             self.awd = AWDClassifier(folder.path, self.device)
         else:
-            _quiet_transformers()
-            from transformers import AutoModel, AutoTokenizer
-            dirs = [folder.path/m['dir'] for m in self.card.get('members', [])] or [folder.path]
-            self.tok = AutoTokenizer.from_pretrained(dirs[0]/'encoder')
-            self.models = []
-            for d in dirs:   # one model, or the members of an ensemble (their probabilities are averaged)
-                m = TransformerClassifier(AutoModel.from_pretrained(d/'encoder'), len(self.classes), pad_id=self.tok.pad_token_id)
-                m.head.load_state_dict(torch.load(d/'head.pt', map_location='cpu', weights_only=True))
-                self.models.append(m.to(self.device).eval())
-            self.model = self.models[0]
+            self.dirs = [folder.path/m['dir'] for m in self.card.get('members', [])] or [folder.path]   # one network, or an ensemble's
+            if self.device == 'cpu' and all((d/ONNX_FILE).is_file() for d in self.dirs):   # neither transformers nor PyTorch's network
+                self.tok, self.sessions = JsonTokenizer(self.dirs[0]/'encoder'), [onnx_session(d/ONNX_FILE) for d in self.dirs]
+            else: self.load_networks()
             self.bow, self.bow_weight = None, 0.0
             if self.card.get('bow'):   # the bag-of-words model the encoder's probabilities are blended with
                 f = folder.file(self.card['bow'].get('file', 'bow.pkl'))
@@ -731,12 +771,35 @@ class TextPredictor(Predictor):
             else:   # a folder from before windows: one window of max_len positions (head and tail kept)
                 self.win = Windowing.for_tokenizer(self.tok, self.max_len); self.max_len = self.win.room
 
+    def load_networks(self):
+        "Predict with the PyTorch networks from now on, as for a folder without `model.onnx` or on a GPU (an ensemble's members: their probabilities averaged)."
+        _quiet_transformers()
+        from transformers import AutoModel, AutoTokenizer
+        self.tok, self.models, self.sessions = AutoTokenizer.from_pretrained(self.dirs[0]/'encoder'), [], None
+        for d in self.dirs:
+            m = TransformerClassifier(AutoModel.from_pretrained(d/'encoder'), len(self.classes), pad_id=self.tok.pad_token_id)
+            m.head.load_state_dict(torch.load(d/'head.pt', map_location='cpu', weights_only=True))
+            self.models.append(m.to(self.device).eval())
+        self.model = self.models[0]
+
     def predict_probs(self, texts, bs:int=32):
         "(probabilities as an array of shape (n, classes), truncated flags)."
         texts = [str(t) for t in texts]
         if not texts: return np.zeros((0, len(self.classes)), dtype=np.float32), []
         if self.model_type == 'awd_lstm': return self._awd_probs(texts, bs)
         ids, cut = tokenize_texts(self.tok, texts, self.max_len)
+        out = self._onnx_probs(ids, bs) if self.sessions else self._network_probs(ids, bs)
+        if self.bow is not None: out = blend_probs(out, self.bow.predict_proba(texts).astype(np.float32), self.bow_weight)
+        return out, cut
+
+    def _onnx_probs(self, ids, bs:int) -> np.ndarray:
+        out = np.zeros((len(ids), len(self.classes)), dtype=np.float32)
+        for idx, x, owner in window_batches(ids, self.win, self.tok.pad_token_id, bs):
+            logits = [mean_rows(s.run(None, {'ids': x})[0], owner) for s in self.sessions]
+            out[idx] = self.multi.probs(np.mean(logits, 0)) if self.multi is not None else np.mean([softmax(z) for z in logits], 0)
+        return out
+
+    def _network_probs(self, ids, bs:int) -> np.ndarray:
         dl = TokenDL(ids, [0]*len(ids), self.win, pad_id=self.tok.pad_token_id, bs=bs, device=self.device)
         out = np.zeros((len(ids), len(self.classes)), dtype=np.float32); order = dl.get_idxs(); k = 0
         with torch.no_grad():
@@ -744,8 +807,7 @@ class TextPredictor(Predictor):
                 if self.multi is not None: p = self.multi.probs(torch.stack([m(xb, owner) for m in self.models]).mean(0).cpu().numpy())
                 else: p = torch.stack([torch.softmax(m(xb, owner), -1) for m in self.models]).mean(0).cpu().numpy()
                 out[order[k:k+len(p)]] = p; k += len(p)
-        if self.bow is not None: out = blend_probs(out, self.bow.predict_proba(texts).astype(np.float32), self.bow_weight)
-        return out, cut
+        return out
 
     def _awd_probs(self, texts, bs):
         cut = [truncate_words(t, self.max_len) for t in texts]

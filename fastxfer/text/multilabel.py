@@ -150,7 +150,7 @@ def train_multilabel_text(data, out, text_col:str='text', label_col:str='label',
     ml, secs = multilabel_card(classes, plan, platt, notes), time.time() - t0
     tok, enc, src, max_len, window = parts
     with model_writer(out, kind='text', predictor='fastxfer.text.TextPredictor') as w:
-        save_head(w.dir, tok, (fit.encoder if model == 'minilm' else enc).cpu(), _linear(fit, X.shape[1], len(classes)))
+        w.card['onnx'] = save_head(w.dir, tok, (fit.encoder if model == 'minilm' else enc).cpu(), _linear(fit, X.shape[1], len(classes)))
         for n, f in multilabel_plots(scores, P, Y[va], classes, plan['thresholds']).items(): w.save_plot(n, f)
         w.save_reference('text', [texts[i] for i in tr])
         conf.save(w.dir); w.card['conformal'] = conformal_card(conf)
