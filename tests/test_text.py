@@ -235,7 +235,7 @@ def test_minilm_tiny_fine_tune_and_fresh_process_predict(imdb_small, work, env):
     p = run_json('text', 'predict', out, 'a wonderful, moving film', fresh=True)['predictions'][0]
     assert p['label'] in ('positive', 'negative') and set(p['probs']) == {'positive', 'negative'}
     # the default blends the encoder with the bag-of-words model: 70% / 30%, in a fresh process too
-    assert card['bow']['weight'] == 0.3 and card['bow']['file'] == 'bow.skops' and 'bow.skops' in card['files']
+    assert card['bow']['weight'] == 0.3 and card['bow']['file'] == 'bow.json' and {'bow.json', 'bow.safetensors'} <= set(card['files'])
     assert card['format'] == 2 and not [f for f in card['files'] if f.endswith('.pkl')]   # no pickle written
     assert 0 <= card['bow']['valid_accuracy'] <= 1 and 0 <= card['bow']['minilm_valid_accuracy'] <= 1
     import numpy as np
@@ -247,18 +247,22 @@ def test_minilm_tiny_fine_tune_and_fresh_process_predict(imdb_small, work, env):
     blended = pred.predict_probs(texts)[0]
     pred.bow = None
     alone = pred.predict_probs(texts)[0]
-    bow = NBLogReg.load(out/'bow.skops').predict_proba(texts)
+    bow = NBLogReg.load(out/'bow.json').predict_proba(texts)
     assert np.allclose(blended, 0.7*alone + 0.3*bow, atol=1e-5) and not np.allclose(blended, alone, atol=1e-3)
     i = pred.classes.index('positive')
     assert abs(p['probs']['positive'] - blended[0, i]) < 1e-4      # the fresh process blended the same way
+    code = ("import sys\nfrom fastxfer.model_folder import load_model\nload_model(sys.argv[1]).predict(['a film'])\n"
+            "print(sorted(m for m in ('skops', 'transformers') if m in sys.modules))")
+    r2 = subprocess.run([sys.executable, '-c', code, str(out)], capture_output=True, text=True, timeout=300)
+    assert r2.returncode == 0 and r2.stdout.split() == ['[]'], r2.stdout + r2.stderr   # the bag of words is read as JSON, scored in NumPy
     # the accuracy in the report is the blend's, scored on the validation texts
     v = pd.read_csv(imdb_small); v = v[v.is_valid]
     assert abs(r['accuracy'] - TextPredictor(ModelFolder(out)).evaluate(v.text.tolist(), v.label.tolist())['accuracy']) < 1e-9
-    # a folder whose card names a missing bow.skops says so
+    # a folder whose card names a missing bow.json says so
     import shutil
-    broken = work/'m_minilm_broken'; shutil.copytree(out, broken); (broken/'bow.skops').unlink()
+    broken = work/'m_minilm_broken'; shutil.copytree(out, broken); (broken/'bow.json').unlink()
     e = run_cli('text', 'predict', broken, 'a film', check=2)
-    assert 'bow.skops' in e.stderr and 'missing' in e.stderr
+    assert 'bow.json' in e.stderr and 'missing' in e.stderr
 
 
 def test_minilm_no_bow_is_the_encoder_alone(toy, work, env):
@@ -266,7 +270,7 @@ def test_minilm_no_bow_is_the_encoder_alone(toy, work, env):
     r = run_json('text', 'train', toy, '--valid-col', 'is_valid', '--epochs', '1', '--max-len', '32', '--bs', '8', '--no-bow',
                  '--out', out, env=env)
     card = json.loads((out/'card.json').read_text())
-    assert 'bow' not in card and not (out/'bow.skops').exists() and r['bow'] is None
+    assert 'bow' not in card and not (out/'bow.json').exists() and r['bow'] is None
     p = run_json('text', 'predict', out, 'a joy to watch')['predictions'][0]
     assert set(p['probs']) == {'negative', 'positive'}
 
@@ -339,7 +343,7 @@ def test_upgrade_converts_an_earlier_release_and_predicts_the_same(tmp_path, toy
     pkg = old_release(tmp_path/'release')
     texts = ['a wonderful, moving film', 'boring, dull and pointless. ' * 20, 'zebra quantum', 'I LOVED it!!!', 'meh']
     old = run_old(pkg, OLD_TEXT, toy, tmp_path/'models', json.dumps(texts))
-    for m, pickle_file, new_files in (('awd', 'model.pkl', ['awd.json', 'awd.safetensors']), ('minilm', 'bow.pkl', ['bow.skops'])):
+    for m, pickle_file, new_files in (('awd', 'model.pkl', ['awd.json', 'awd.safetensors']), ('minilm', 'bow.pkl', ['bow.json', 'bow.safetensors'])):
         d = tmp_path/'models'/m
         assert (d/pickle_file).is_file()
         with pytest.raises(FastxferError, match='fastxfer upgrade'): load_model(d).predict_probs(texts)
@@ -347,7 +351,7 @@ def test_upgrade_converts_an_earlier_release_and_predicts_the_same(tmp_path, toy
         assert u['upgraded'] and u['removed'] == [pickle_file] and sorted(u['wrote']) == new_files
         c = run_json('check', d)
         assert c['safe'] and c['pickles'] == [] and c['format'] == 2, c
-        if m == 'minilm': assert json.loads((d/'card.json').read_text())['bow']['file'] == 'bow.skops'
+        if m == 'minilm': assert json.loads((d/'card.json').read_text())['bow']['file'] == 'bow.json'
         after = load_model(d).predict_probs(texts)[0]
         assert np.abs(after - np.array(old[m])).max() < 1e-5, (m, after, old[m])
 
@@ -434,3 +438,17 @@ def test_json_tokenizer_gives_the_transformers_tokens():
     a, b = AutoTokenizer.from_pretrained(encoder_source('minilm')), JsonTokenizer(encoder_source('minilm'))
     assert tokenize_texts(a, texts, None) == tokenize_texts(b, texts, None) and b.pad_token_id == a.pad_token_id
     assert max(map(len, tokenize_texts(b, texts, None)[0])) > 512   # long reviews stay whole (max_len cuts them later)
+
+
+def test_bag_of_words_scores_as_scikit_learn():
+    "The bag-of-words model, fitted on the IMDB sample, reads each review's n-grams and scores them as scikit-learn's vectorizer and regressions do."
+    import numpy as np
+    from fastxfer.text.bow import NBLogReg, sklearn_proba
+    df = pd.read_csv(shared_or_skip(IMDB))
+    tr, va = df[~df.is_valid], df[df.is_valid]
+    m = NBLogReg().fit(tr.text.tolist(), (tr.label == 'positive').astype(int).tolist(), 2)
+    vec, models = m.sklearn
+    texts = va.text.tolist() + ['', 'Zebra!! quantum?']
+    want = vec.transform(texts)
+    assert (m.features(texts) != want).nnz == 0 and want.nnz > 50_000
+    assert np.abs(m.predict_proba(texts) - sklearn_proba(vec, models, m.ratios, 2, texts)).max() < 1e-6

@@ -351,5 +351,5 @@ class TextFamily(Family):
         return with_baseline(text, r) if verb == 'train' else text
 
     def upgrade(self, folder) -> list[str]:
-        "Convert a folder of an earlier release: `bow.pkl` to `bow.skops`, awd_lstm's exported learner `model.pkl` to `awd.json` and `awd.safetensors`."
+        "Convert a folder of an earlier release: `bow.pkl` to `bow.json` and `bow.safetensors`, awd_lstm's exported learner `model.pkl` to `awd.json` and `awd.safetensors`."
         return upgrade_text_files(folder)

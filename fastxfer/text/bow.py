@@ -6,20 +6,23 @@ Docs: https://fastxfer.github.io/fastxfer/text_bow.html.md"""
 
 # %% ../../nbs/10b0_text_bow.ipynb #5d5034b4
 from __future__ import annotations
+import json, re
+from pathlib import Path
 import numpy as np
 from ..core import FastxferError
 
 # %% auto #0
-__all__ = ['BOW_NGRAMS', 'BOW_C', 'BOW_WEIGHT', 'TOKEN_PATTERN', 'NBLogReg', 'blend_probs']
+__all__ = ['BOW_NGRAMS', 'BOW_C', 'BOW_WEIGHT', 'TOKEN_PATTERN', 'NBLogReg', 'sklearn_proba', 'blend_probs']
 
 # %% ../../nbs/10b0_text_bow.ipynb #31bf0e2f
 BOW_NGRAMS, BOW_C, BOW_WEIGHT = 2, 1.0, 0.3   # the companion's n-grams and penalty, and its share of the blend
 TOKEN_PATTERN = r"(?u)\b\w+\b|[!?]"          # words, and ! and ? as words of their own
 
 class NBLogReg:
-    "Naive-Bayes-weighted logistic regression on word n-gram presence (NBSVM with a logistic loss); one model per class against the rest."
-    def __init__(self, ngrams:int=BOW_NGRAMS, C:float=BOW_C, alpha:float=1.0):
-        self.ngrams, self.C, self.alpha = ngrams, C, alpha
+    """Naive-Bayes-weighted logistic regression on word n-gram presence (NBSVM with a logistic loss); one model per class
+    against the rest. Fitted with scikit-learn, kept as arrays: predicting needs only NumPy, SciPy and `re`."""
+    def __init__(self, ngrams:int=BOW_NGRAMS, C:float=BOW_C, alpha:float=1.0, token_pattern:str=TOKEN_PATTERN, lowercase:bool=True):
+        self.ngrams, self.C, self.alpha, self.token_pattern, self.lowercase = ngrams, C, alpha, token_pattern, lowercase
 
     def fit(self, texts, y, n_classes:int):
         "Fit on `texts` with integer labels `y` in `range(n_classes)`."
@@ -27,41 +30,102 @@ class NBLogReg:
         from sklearn.linear_model import LogisticRegression
         y = np.asarray(y, dtype=int)
         if n_classes < 2 or len(np.unique(y)) < 2: raise FastxferError('the bag-of-words model needs texts of at least two classes')
-        self.n_classes = n_classes
-        self.vec = CountVectorizer(ngram_range=(1, self.ngrams), binary=True, token_pattern=TOKEN_PATTERN)
-        X = self.vec.fit_transform([str(t) for t in texts]).astype(np.float32)
-        self.ratios, self.models = [], []
+        vec = CountVectorizer(ngram_range=(1, self.ngrams), binary=True, token_pattern=self.token_pattern, lowercase=self.lowercase)
+        X = vec.fit_transform([str(t) for t in texts]).astype(np.float32)
+        ratios, models = [], []
         for c in ([1] if n_classes == 2 else range(n_classes)):
             pos = y == c
             p = np.asarray(X[pos].sum(0)).ravel() + self.alpha
             q = np.asarray(X[~pos].sum(0)).ravel() + self.alpha
-            r = np.log((p/p.sum())/(q/q.sum())).astype(np.float32)
-            self.ratios.append(r)
-            self.models.append(LogisticRegression(C=self.C, max_iter=3000).fit(X.multiply(r).tocsr(), pos.astype(int)))
+            ratios.append(np.log((p/p.sum())/(q/q.sum())).astype(np.float32))
+            models.append(LogisticRegression(C=self.C, max_iter=3000).fit(X.multiply(ratios[-1]).tocsr(), pos.astype(int)))
+        self.sklearn = (vec, models)   # kept for comparison; not saved
+        return self._set(vec.vocabulary_, ratios, [m.coef_[0] for m in models], [m.intercept_[0] for m in models], n_classes)
+
+    def _set(self, vocabulary:dict, ratios, coef, intercept, n_classes:int):
+        self.vocabulary, self.n_classes = {str(g): int(i) for g, i in vocabulary.items()}, int(n_classes)
+        self.ratios = np.asarray(ratios, dtype=np.float32).reshape(len(ratios), -1)
+        self.coef, self.intercept = np.asarray(coef, dtype=np.float64).reshape(len(ratios), -1), np.asarray(intercept, dtype=np.float64)
+        self._pattern = re.compile(self.token_pattern)
         return self
+
+    def grams(self, text:str) -> list[str]:
+        "The word n-grams of `text`, as scikit-learn's `CountVectorizer` reads them: lowercased words, then pairs, and so on."
+        words = self._pattern.findall(text.lower() if self.lowercase else text)
+        return [' '.join(words[i:i+n]) for n in range(1, self.ngrams + 1) for i in range(len(words) - n + 1)]
+
+    def features(self, texts):
+        "Which known n-grams each text holds: a sparse 0/1 matrix, a row per text."
+        from scipy.sparse import csr_matrix
+        cols = [sorted({self.vocabulary[g] for g in self.grams(str(t)) if g in self.vocabulary}) for t in texts]
+        ptr = np.cumsum([0] + [len(c) for c in cols])
+        idx = np.array([i for c in cols for i in c], dtype=np.int64)
+        return csr_matrix((np.ones(len(idx), dtype=np.float32), idx, ptr), shape=(len(cols), len(self.vocabulary)))
 
     def predict_proba(self, texts) -> np.ndarray:
         "Class probabilities, shape `(len(texts), n_classes)`."
-        X = self.vec.transform([str(t) for t in texts]).astype(np.float32)
-        s = np.stack([m.predict_proba(X.multiply(r).tocsr())[:, 1] for m, r in zip(self.models, self.ratios)], 1)
-        if self.n_classes == 2: return np.hstack([1 - s, s])
-        return s/np.clip(s.sum(1, keepdims=True), 1e-12, None)
+        X = self.features(texts)
+        s = np.stack([1/(1 + np.exp(-(X.multiply(r).tocsr() @ w + b))) for r, w, b in zip(self.ratios, self.coef, self.intercept)], 1)
+        return _as_probs(s, self.n_classes)
 
     def save(self, path) -> str:
-        "Write the fitted model with skops (its vectorizer, log-count ratios and logistic regressions; no pickle); returns the file name."
-        from fastxfer.model_folder import save_sklearn
-        return save_sklearn(path, dict(vec=self.vec, ratios=list(self.ratios), models=list(self.models), n_classes=int(self.n_classes),
-                                       ngrams=int(self.ngrams), C=float(self.C), alpha=float(self.alpha)))
+        "Write the model as JSON (`path`: settings and vocabulary) and safetensors (beside it: ratios and weights); returns the JSON's file name."
+        from safetensors.numpy import save
+        from fastxfer.core import atomic_write
+        path = Path(path); arrays = path.with_suffix('.safetensors')
+        atomic_write(arrays, save(dict(ratios=self.ratios, coef=self.coef, intercept=self.intercept)))
+        vocab = sorted(self.vocabulary, key=self.vocabulary.get)
+        atomic_write(path, json.dumps(dict(kind='nblogreg', arrays=arrays.name, n_classes=self.n_classes, ngrams=self.ngrams, C=self.C,
+                                           alpha=self.alpha, token_pattern=self.token_pattern, lowercase=self.lowercase, vocabulary=vocab)))
+        return path.name
+
     @classmethod
     def load(cls, path) -> NBLogReg:
-        "The model `save` wrote (read under skops' allow-list)."
+        "The model `save` wrote (JSON and safetensors: no code), or an earlier release's `bow.skops` (read under skops' allow-list)."
+        path = Path(path)
+        if path.suffix == '.skops': return cls._from_skops(path)
+        try:
+            from safetensors.numpy import load
+            d = json.loads(path.read_text())
+            a = load((path.parent/Path(d['arrays']).name).read_bytes())
+            m = cls(int(d['ngrams']), float(d['C']), float(d['alpha']), str(d['token_pattern']), bool(d['lowercase']))
+            return m._set({g: i for i, g in enumerate(d['vocabulary'])}, a['ratios'], a['coef'], a['intercept'], int(d['n_classes']))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise FastxferError(f'{path}: not a readable bag-of-words model ({type(e).__name__}: {e})') from e
+
+    @classmethod
+    def _from_skops(cls, path) -> NBLogReg:
         from fastxfer.model_folder import load_sklearn
         d = load_sklearn(path)
         if not isinstance(d, dict) or not {'vec', 'ratios', 'models', 'n_classes'} <= set(d):
             raise FastxferError(f'{path}: not a bag-of-words model file')
-        m = cls(d.get('ngrams', BOW_NGRAMS), d.get('C', BOW_C), d.get('alpha', 1.0))
-        m.vec, m.ratios, m.models, m.n_classes = d['vec'], list(d['ratios']), list(d['models']), int(d['n_classes'])
-        return m
+        return cls.from_sklearn(d['vec'], d['ratios'], d['models'], d['n_classes'], d.get('C', BOW_C), d.get('alpha', 1.0))
+
+    @classmethod
+    def from_sklearn(cls, vec, ratios, models, n_classes:int, C:float=BOW_C, alpha:float=1.0) -> NBLogReg:
+        "The model held by a fitted `CountVectorizer`, log-count ratios and logistic regressions (an earlier release's form)."
+        m = cls(vec.ngram_range[1], C, alpha, vec.token_pattern, vec.lowercase)
+        m.sklearn = (vec, list(models))
+        return m._set(vec.vocabulary_, list(ratios), [x.coef_[0] for x in models], [x.intercept_[0] for x in models], n_classes)
+
+    def __setstate__(self, state:dict):
+        "An earlier release's pickle (its vectorizer and regressions) is read into arrays, as `upgrade` does."
+        if 'vec' in state and 'vocabulary' not in state:
+            old = NBLogReg.from_sklearn(state['vec'], state['ratios'], state['models'], state['n_classes'], state.get('C', BOW_C), state.get('alpha', 1.0))
+            state = dict(old.__dict__, ngrams=state.get('ngrams', old.ngrams))
+        state.pop('_pattern', None); self.__dict__.update(state); self._pattern = re.compile(self.token_pattern)
+
+    def __getstate__(self): return {k: v for k, v in self.__dict__.items() if k != '_pattern'}
+
+def _as_probs(s:np.ndarray, n_classes:int) -> np.ndarray:
+    "Probabilities from the one-against-the-rest models' outputs `s`: `[1 - s, s]` for two classes, else `s` normalised."
+    if n_classes == 2: return np.hstack([1 - s, s])
+    return s/np.clip(s.sum(1, keepdims=True), 1e-12, None)
+
+def sklearn_proba(vec, models, ratios, n_classes:int, texts) -> np.ndarray:
+    "What scikit-learn's fitted vectorizer and regressions give: the reference `NBLogReg.predict_proba` is checked against."
+    X = vec.transform([str(t) for t in texts]).astype(np.float32)
+    return _as_probs(np.stack([m.predict_proba(X.multiply(r).tocsr())[:, 1] for m, r in zip(models, ratios)], 1), n_classes)
 
 def blend_probs(model:np.ndarray, bow:np.ndarray, weight:float=BOW_WEIGHT) -> np.ndarray:
     "`(1 - weight)` of the encoder's probabilities plus `weight` of the bag-of-words model's."

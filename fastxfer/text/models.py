@@ -25,7 +25,7 @@ from ..distributed import distributed, across_processes
 from ..model_folder import (CARD_NAME, Predictor, data_fingerprint, model_writer, probs_dict, top_label, ModelFolder, load_tensors,
                                    save_tensors, unsafe_message, export_onnx, onnx_session)
 from .data import *
-from .bow import NBLogReg, blend_probs, BOW_WEIGHT, BOW_NGRAMS, BOW_C
+from .bow import NBLogReg, blend_probs, sklearn_proba, BOW_WEIGHT, BOW_NGRAMS, BOW_C
 
 # %% auto #0
 __all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'ONNX_FILE', 'RANDOM_INIT_AWD', 'AWD_FILES', 'AWD_RULES',
@@ -303,13 +303,13 @@ def lr_source(lr) -> str:
 
 # %% ../../nbs/10b_text_models.ipynb #b0e2f17c
 def fit_bow(folder:Path, data:TextData) -> tuple[dict, np.ndarray]:
-    "Fit the bag-of-words model on the training texts and write `folder/bow.skops`: (its card entry, its validation probabilities)."
+    "Fit the bag-of-words model on the training texts and write `folder/bow.json` (and `bow.safetensors`): (its card entry, its validation probabilities)."
     t0 = time.time()
     c2i = {c: i for i, c in enumerate(data.classes)}
     m = NBLogReg().fit(data.train_texts, [c2i[l] for l in data.train_labels], len(data.classes))
-    f = m.save(Path(folder)/'bow.skops')
+    f = m.save(Path(folder)/'bow.json')
     probs = m.predict_proba(data.valid_texts) if data.n_valid else np.zeros((0, len(data.classes)))
-    card = dict(file=f, weight=BOW_WEIGHT, ngrams=BOW_NGRAMS, C=BOW_C, features=len(m.vec.vocabulary_), seconds=round(time.time() - t0, 2),
+    card = dict(file=f, weight=BOW_WEIGHT, ngrams=BOW_NGRAMS, C=BOW_C, features=len(m.vocabulary), seconds=round(time.time() - t0, 2),
                 what=f'naive-Bayes-weighted logistic regression on word n-grams; predictions are {1 - BOW_WEIGHT:.0%} minilm, {BOW_WEIGHT:.0%} this')
     log(f'bag-of-words model: {card["features"]} word n-grams from {data.n_train} texts in {card["seconds"]:.1f}s')
     return card, probs.astype(np.float32)
@@ -857,10 +857,10 @@ def calibrate_trained_text(out, texts:list, labels:list, data:TextData) -> dict:
 # %% ../../nbs/10b_text_models.ipynb #a1e0c013
 def bow_words(bow:NBLogReg, text:str, k:int, n:int=10) -> list[dict]:
     "The bag-of-words model's own weights for class `k` of the words and word pairs in `text`, the `n` largest by size: `[{'token', 'weight'}]`."
-    vocab = bow.vec.vocabulary_
-    grams = sorted({g for g in bow.vec.build_analyzer()(str(text)) if g in vocab})
+    vocab = bow.vocabulary
+    grams = sorted({g for g in bow.grams(str(text)) if g in vocab})
     c, sign = (0, 1.0 if k == 1 else -1.0) if bow.n_classes == 2 else (k, 1.0)   # two classes: one model, of class 1
-    coef, r = bow.models[c].coef_[0], bow.ratios[c]
+    coef, r = bow.coef[c], bow.ratios[c]
     w = [dict(token=g, weight=sign * float(coef[vocab[g]] * r[vocab[g]])) for g in grams]
     return sorted(w, key=lambda t: -abs(t['weight']))[:n]
 
@@ -898,18 +898,19 @@ def _read_old_learner(path):
         return configure_progress(load_learner(path, cpu=True), quiet=True)
 
 def upgrade_text_files(folder:ModelFolder) -> list[str]:
-    "Convert a text folder of an earlier release (`bow.pkl`, awd_lstm's `model.pkl`) to skops, JSON and safetensors; returns the files written."
+    "Convert a text folder of an earlier release (`bow.pkl`, awd_lstm's `model.pkl`) to JSON and safetensors; returns the files written."
     p, wrote = folder.path, []
     card = json.loads((p/CARD_NAME).read_text())
     b = card.get('bow') or {}
     if b and str(b.get('file', 'bow.pkl')).endswith('.pkl') and (p/b.get('file', 'bow.pkl')).is_file():
         old = _read_old_pickle(p/b.get('file', 'bow.pkl'))
         if not isinstance(old, NBLogReg): raise FastxferError(f'{p}: its bag-of-words file holds a {type(old).__name__}')
-        wrote.append(old.save(p/'bow.skops'))
-        texts = [' '.join(old.vec.get_feature_names_out()[i::7][:40]) for i in range(7)] + ['']
-        if not np.allclose(NBLogReg.load(p/'bow.skops').predict_proba(texts), old.predict_proba(texts), atol=1e-5):
+        wrote += [old.save(p/'bow.json'), 'bow.safetensors']
+        grams = sorted(old.vocabulary, key=old.vocabulary.get)
+        texts = [' '.join(grams[i::7][:40]) for i in range(7)] + ['']
+        if not np.allclose(NBLogReg.load(p/'bow.json').predict_proba(texts), sklearn_proba(*old.sklearn, old.ratios, old.n_classes, texts), atol=1e-5):
             raise FastxferError(f'{p}: the converted bag-of-words model does not predict as the old one')
-        card['bow']['file'] = 'bow.skops'
+        card['bow']['file'] = 'bow.json'
     if card.get('model') == 'awd_lstm' and (p/'model.pkl').is_file():
         learn = _read_old_learner(p/'model.pkl')
         wrote += save_awd(p, learn, card.get('awd_config'))
