@@ -1,6 +1,7 @@
-"""Benchmark: predicting with a text model folder on a CPU, ONNX Runtime (`model.onnx`, what predicting runs) against
-the PyTorch network (what a GPU, or a folder written before `model.onnx`, runs): one short text at a time, and the
-IMDB sample's 1,000 reviews in batches. Both must give the same probabilities.
+"""Benchmark: predicting with a text model folder on a CPU, ONNX Runtime (`model.onnx`) against the PyTorch network
+(what a GPU, or a folder written before `model.onnx`, runs): one short text at a time, and the IMDB sample's 1,000
+reviews in one call; and `auto`, what `TextPredictor` does (ONNX under `BULK_WINDOWS` windows a call, else the
+PyTorch networks, loaded on first use and counted in its time). All must give the same probabilities.
 
 usage: .venv/bin/python bench/text_predict.py MODEL_DIR [--repeats 30] [--json-out bench/results/text_predict.json]
 
@@ -39,14 +40,20 @@ def main():
     onnx = load_model(a.model_dir)
     if not onnx.sessions: raise SystemExit(f'{a.model_dir} has no model.onnx: train it with this release')
     torch_ = load_model(a.model_dir); torch_.load_networks()
-    rows = {}
+    import fastxfer.text.models as tm
+    bulk_windows, rows = tm.BULK_WINDOWS, {}
+    tm.BULK_WINDOWS = 10**9   # ONNX alone
     for name, p in (('onnx', onnx), ('pytorch', torch_)):
         single = timed(lambda: p.predict_probs(one), a.repeats)
         t = time.perf_counter(); probs = p.predict_probs(texts)[0]; bulk = time.perf_counter() - t
         rows[name] = dict(single_text_ms=round(1000*statistics.median(single), 1), single_text_ms_min=round(1000*min(single), 1),
                           bulk_seconds=round(bulk, 1), texts_per_second=round(len(texts)/bulk, 1))
         rows[name]['probs'] = probs
-    diff = float(np.abs(rows['onnx'].pop('probs') - rows['pytorch'].pop('probs')).max())
+    tm.BULK_WINDOWS = bulk_windows
+    auto = load_model(a.model_dir)
+    t = time.perf_counter(); probs = auto.predict_probs(texts)[0]; bulk = time.perf_counter() - t
+    rows['auto'] = dict(bulk_windows=bulk_windows, bulk_seconds=round(bulk, 1), texts_per_second=round(len(texts)/bulk, 1))
+    diff = float(max(np.abs(probs - rows['pytorch']['probs']).max(), np.abs(rows['onnx'].pop('probs') - rows['pytorch'].pop('probs')).max()))
     res = dict(when=datetime.now(timezone.utc).isoformat(timespec='seconds'), cpu=cpu_model(), cores=os.cpu_count(),
                load_before=[round(x, 2) for x in load0], load_after=[round(x, 2) for x in os.getloadavg()],
                model_dir=str(a.model_dir), model=onnx.card.get('model'), bow=bool(onnx.card.get('bow')), texts=len(texts),

@@ -428,6 +428,13 @@ def test_predicting_runs_onnx_without_transformers(logreg_model, toy):
     q = load_model(out)
     for x in (p, q): x.max_len, x.win = 400, Windowing.for_tokenizer(x.tok, 32)   # several windows a text, averaged
     assert q.sessions and np.allclose(q.predict_probs(texts)[0], p.predict_probs(texts)[0], atol=1e-4)
+    import fastxfer.text.models as tm
+    r = load_model(out); few = r.predict_probs(texts)[0]
+    assert getattr(r, 'models', None) is None   # a few windows: ONNX alone
+    old, tm.BULK_WINDOWS = tm.BULK_WINDOWS, len(texts)
+    try: bulk = r.predict_probs(texts)[0]   # as many windows as that: the PyTorch networks, loaded once
+    finally: tm.BULK_WINDOWS = old
+    assert len(r.models) == 1 and r.sessions and np.allclose(bulk, few, atol=1e-4) and not np.array_equal(bulk, few)
 
 
 def test_json_tokenizer_gives_the_transformers_tokens():

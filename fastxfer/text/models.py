@@ -29,13 +29,14 @@ from .bow import NBLogReg, blend_probs, sklearn_proba, BOW_WEIGHT, BOW_NGRAMS, B
 
 # %% auto #0
 __all__ = ['MINILM_NAMES', 'WINDOW_STRIDE', 'DEFAULTS', 'MODELS', 'ONNX_FILE', 'RANDOM_INIT_AWD', 'AWD_FILES', 'AWD_RULES',
-           'encoder_source', 'get_encoder', 'tokenize_texts', 'text_windows', 'Windowing', 'JsonTokenizer', 'pad_ids',
-           'TokenDL', 'window_batches', 'mean_rows', 'TransformerClassifier', 'mean_by_owner', 'transformer_splitter',
-           'text_dls', 'EpochHistory', 'minilm_learner', 'save_head', 'probe_head', 'minilm_rates', 'lr_source',
-           'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head', 'train_embed_logreg', 'wt103_available',
-           'truncate_words', 'train_awd_lstm', 'awd_spec', 'save_awd', 'AWDClassifier', 'check_fgm', 'augment_texts',
-           'train_text', 'parse_lr', 'hold_out_texts', 'TextPredictor', 'calibrate_trained_text', 'bow_words',
-           'upgrade_text_files', 'text_fast_fit', 'labelled_for_review', 'text_label_issues']
+           'BULK_WINDOWS', 'encoder_source', 'get_encoder', 'tokenize_texts', 'text_windows', 'Windowing',
+           'JsonTokenizer', 'pad_ids', 'TokenDL', 'window_batches', 'mean_rows', 'TransformerClassifier',
+           'mean_by_owner', 'transformer_splitter', 'text_dls', 'EpochHistory', 'minilm_learner', 'save_head',
+           'probe_head', 'minilm_rates', 'lr_source', 'fit_bow', 'train_minilm', 'embed_texts', 'fit_linear_head',
+           'train_embed_logreg', 'wt103_available', 'truncate_words', 'train_awd_lstm', 'awd_spec', 'save_awd',
+           'AWDClassifier', 'check_fgm', 'augment_texts', 'train_text', 'parse_lr', 'hold_out_texts', 'TextPredictor',
+           'calibrate_trained_text', 'bow_words', 'upgrade_text_files', 'text_fast_fit', 'labelled_for_review',
+           'text_label_issues']
 
 # %% ../../nbs/10b_text_models.ipynb #effb31c7
 MINILM_NAMES = ('minilm', 'all-MiniLM-L6-v2', 'sentence-transformers/all-MiniLM-L6-v2')
@@ -740,6 +741,8 @@ def hold_out_texts(data:TextData, pct:float|None=None, seed:int=42) -> tuple:
             (pick(data.train_texts, calib), pick(data.train_labels, calib)))
 
 # %% ../../nbs/10b_text_models.ipynb #4457b276
+BULK_WINDOWS = 512   # from this many windows in one call a CPU runs the PyTorch networks, loaded once: faster on long batches (bench/README.md)
+
 class TextPredictor(Predictor):
     "Predict the class of texts with a fastxfer text model folder (minilm, embed-logreg or awd_lstm)."
     input_type = 'text'
@@ -774,13 +777,22 @@ class TextPredictor(Predictor):
     def load_networks(self):
         "Predict with the PyTorch networks from now on, as for a folder without `model.onnx` or on a GPU (an ensemble's members: their probabilities averaged)."
         _quiet_transformers()
-        from transformers import AutoModel, AutoTokenizer
-        self.tok, self.models, self.sessions = AutoTokenizer.from_pretrained(self.dirs[0]/'encoder'), [], None
-        for d in self.dirs:
-            m = TransformerClassifier(AutoModel.from_pretrained(d/'encoder'), len(self.classes), pad_id=self.tok.pad_token_id)
-            m.head.load_state_dict(torch.load(d/'head.pt', map_location='cpu', weights_only=True))
-            self.models.append(m.to(self.device).eval())
-        self.model = self.models[0]
+        from transformers import AutoTokenizer
+        self.tok, self.sessions = AutoTokenizer.from_pretrained(self.dirs[0]/'encoder'), None
+        self._networks()
+
+    def _networks(self) -> list:
+        "The PyTorch networks, loaded on first use."
+        if getattr(self, 'models', None) is None:
+            _quiet_transformers()
+            from transformers import AutoModel
+            self.models = []
+            for d in self.dirs:
+                m = TransformerClassifier(AutoModel.from_pretrained(d/'encoder'), len(self.classes), pad_id=self.tok.pad_token_id)
+                m.head.load_state_dict(torch.load(d/'head.pt', map_location='cpu', weights_only=True))
+                self.models.append(m.to(self.device).eval())
+            self.model = self.models[0]
+        return self.models
 
     def predict_probs(self, texts, bs:int=32):
         "(probabilities as an array of shape (n, classes), truncated flags)."
@@ -788,7 +800,8 @@ class TextPredictor(Predictor):
         if not texts: return np.zeros((0, len(self.classes)), dtype=np.float32), []
         if self.model_type == 'awd_lstm': return self._awd_probs(texts, bs)
         ids, cut = tokenize_texts(self.tok, texts, self.max_len)
-        out = self._onnx_probs(ids, bs) if self.sessions else self._network_probs(ids, bs)
+        onnx = self.sessions and sum(len(text_windows(i, self.win.room, self.win.stride)) for i in ids) < BULK_WINDOWS
+        out = self._onnx_probs(ids, bs) if onnx else self._network_probs(ids, bs)
         if self.bow is not None: out = blend_probs(out, self.bow.predict_proba(texts).astype(np.float32), self.bow_weight)
         return out, cut
 
@@ -804,8 +817,8 @@ class TextPredictor(Predictor):
         out = np.zeros((len(ids), len(self.classes)), dtype=np.float32); order = dl.get_idxs(); k = 0
         with torch.no_grad():
             for xb, owner, _ in dl:
-                if self.multi is not None: p = self.multi.probs(torch.stack([m(xb, owner) for m in self.models]).mean(0).cpu().numpy())
-                else: p = torch.stack([torch.softmax(m(xb, owner), -1) for m in self.models]).mean(0).cpu().numpy()
+                if self.multi is not None: p = self.multi.probs(torch.stack([m(xb, owner) for m in self._networks()]).mean(0).cpu().numpy())
+                else: p = torch.stack([torch.softmax(m(xb, owner), -1) for m in self._networks()]).mean(0).cpu().numpy()
                 out[order[k:k+len(p)]] = p; k += len(p)
         return out
 
