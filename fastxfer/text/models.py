@@ -782,16 +782,16 @@ class TextPredictor(Predictor):
         self._networks()
 
     def _networks(self) -> list:
-        "The PyTorch networks, loaded on first use."
+        "The PyTorch networks, loaded on first use (set only when all are loaded: a server's other threads never see a part)."
         if getattr(self, 'models', None) is None:
             _quiet_transformers()
             from transformers import AutoModel
-            self.models = []
+            models = []
             for d in self.dirs:
                 m = TransformerClassifier(AutoModel.from_pretrained(d/'encoder'), len(self.classes), pad_id=self.tok.pad_token_id)
                 m.head.load_state_dict(torch.load(d/'head.pt', map_location='cpu', weights_only=True))
-                self.models.append(m.to(self.device).eval())
-            self.model = self.models[0]
+                models.append(m.to(self.device).eval())
+            self.model, self.models = models[0], models
         return self.models
 
     def predict_probs(self, texts, bs:int=32):
