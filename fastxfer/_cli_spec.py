@@ -162,7 +162,7 @@ SPEC = {
   'text': {
     'help': 'train, predict, evaluate text classifiers',
     'description': 'train, predict, evaluate text classifiers',
-    'sources': {'family.py': '829e14320fc68110', 'text/__init__.py': '5090f1cc5e216b05', 'text/models.py': '89c54b9cf95ce97c'},
+    'sources': {'family.py': '829e14320fc68110', 'text/__init__.py': '5090f1cc5e216b05', 'text/models.py': '659f38f37abc5f25'},
     'verbs': {
       'train': {'doc': 'Train a text classifier and write a model folder.', 'params': [
         {'name': 'data', 'type': 'str', 'list': False, 'choices': None, 'help': 'a CSV/TSV file, or a folder with train/<class>/*.txt (IMDB layout)', 'keyword_only': False, 'positional': False},

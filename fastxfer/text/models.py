@@ -433,10 +433,9 @@ def _embed(tok, enc, ids, win, bs, device) -> np.ndarray:
     "Mean-pooled window embeddings of token `ids`, averaged per text (several training processes share the texts)."
     m = TransformerClassifier(enc, 1, pad_id=tok.pad_token_id).to(device).eval()
     def run(part):
-        dl = TokenDL(part, [0]*len(part), win, pad_id=tok.pad_token_id, bs=bs, device=device)
-        out = np.zeros((len(part), enc.config.hidden_size), dtype=np.float32); order = dl.get_idxs(); k = 0
-        for xb, owner, _ in dl:
-            e = mean_by_owner(m.embed(xb).float(), owner).cpu().numpy(); out[order[k:k+len(e)]] = e; k += len(e)
+        out = np.zeros((len(part), enc.config.hidden_size), dtype=np.float32)
+        for idx, x, owner in window_batches(part, win, tok.pad_token_id, bs):
+            out[idx] = mean_by_owner(m.embed(torch.from_numpy(x).to(device)).float(), torch.from_numpy(owner).to(device)).cpu().numpy()
         return {'e': out}
     t0 = time.time()
     out = across_processes(run, ids)['e']
@@ -813,13 +812,12 @@ class TextPredictor(Predictor):
         return out
 
     def _network_probs(self, ids, bs:int) -> np.ndarray:
-        dl = TokenDL(ids, [0]*len(ids), self.win, pad_id=self.tok.pad_token_id, bs=bs, device=self.device)
-        out = np.zeros((len(ids), len(self.classes)), dtype=np.float32); order = dl.get_idxs(); k = 0
+        out = np.zeros((len(ids), len(self.classes)), dtype=np.float32)
         with torch.no_grad():
-            for xb, owner, _ in dl:
-                if self.multi is not None: p = self.multi.probs(torch.stack([m(xb, owner) for m in self._networks()]).mean(0).cpu().numpy())
-                else: p = torch.stack([torch.softmax(m(xb, owner), -1) for m in self._networks()]).mean(0).cpu().numpy()
-                out[order[k:k+len(p)]] = p; k += len(p)
+            for idx, x, owner in window_batches(ids, self.win, self.tok.pad_token_id, bs):
+                logits = torch.stack([m(torch.from_numpy(x).to(self.device), torch.from_numpy(owner).to(self.device)) for m in self._networks()])
+                out[idx] = (self.multi.probs(logits.mean(0).cpu().numpy()) if self.multi is not None
+                            else torch.softmax(logits, -1).mean(0).cpu().numpy())
         return out
 
     def _awd_probs(self, texts, bs):
